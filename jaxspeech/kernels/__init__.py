@@ -1,0 +1,1 @@
+"""Attention kernels: the XLA reference and Pallas flash attention."""

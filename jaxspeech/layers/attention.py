@@ -1,0 +1,130 @@
+"""Multi-head attention (MHA / GQA / MQA, self or cross, optional KV cache) and the one dispatcher
+through which every model reaches an attention backend.
+
+Backends (``impl``):
+  * ``"xla"``    plain jnp reference (``jaxspeech.kernels.reference``); any device;
+  * ``"cudnn"``  ``jax.nn.dot_product_attention(implementation="cudnn")``; NVIDIA GPUs;
+  * ``"pallas"`` fused flash attention (``jaxspeech.kernels.flash_attention``); TPU/GPU, and CPU in
+                 interpret mode (for tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jaxspeech.kernels.reference import reference_attention
+from jaxspeech.layers import axes
+from jaxspeech.layers.dense import Dense
+from jaxspeech.layers.masks import MaskSpec, dense_mask
+from jaxspeech.layers.rope import apply_rope
+
+IMPLEMENTATIONS = ("xla", "cudnn", "pallas")
+
+
+def _cudnn_attention(q, k, v, mask, bias, scale):
+    batch, q_len, kv_len = q.shape[0], q.shape[1], k.shape[1]
+    allowed = dense_mask(mask, batch, q_len, kv_len)[:, None, :, :]
+    out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=allowed, scale=scale, implementation="cudnn")
+    any_key = jnp.any(allowed, axis=-1)[:, 0, :, None, None]  # [B, T, 1, 1]
+    return jnp.where(any_key, out, 0).astype(q.dtype)
+
+
+def dot_product_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: MaskSpec | None = None,
+    *,
+    bias: jax.Array | None = None,
+    scale: float | None = None,
+    impl: str = "xla",
+) -> jax.Array:
+    """q f[B, T, H, D], k/v f[B, S, K, D] (H % K == 0) -> f[B, T, H, D].
+
+    ``mask`` is a ``MaskSpec``; ``bias`` an optional additive f[B|1, H|1, T, S] score bias
+    (e.g. Conformer relative positions). Fully masked query rows return 0 on every backend.
+    """
+    if impl == "xla":
+        return reference_attention(q, k, v, mask, bias=bias, scale=scale)
+    if impl == "cudnn":
+        return _cudnn_attention(q, k, v, mask, bias, scale)
+    if impl == "pallas":
+        from jaxspeech.kernels.flash_attention import flash_attention  # imported lazily: Pallas is heavy
+
+        return flash_attention(q, k, v, mask, bias=bias, scale=scale)
+    raise ValueError(f"unknown attention impl {impl!r}; expected one of {IMPLEMENTATIONS}")
+
+
+class Attention(nn.Module):
+    """Projections + rotary embedding + dispatcher + output projection.
+
+    ``__call__(x f[B, T, E], kv_input f[B, S, E] | None, ...) -> (f[B, T, features], cache | None)``.
+    Self-attention when ``kv_input`` is None. ``rope`` is ``(positions i32[B, T], inv_freq)``
+    applied to queries and keys. ``cache`` is a dict with ``k``/``v`` f[B, Smax, K, D]: the new
+    keys/values are written at slot ``cache_index`` and attention runs over all slots (the mask
+    decides which are visible). ``kv`` passes precomputed (k, v) for cross-attention.
+    """
+
+    features: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    q_bias: bool = False
+    k_bias: bool = False
+    v_bias: bool = False
+    o_bias: bool = False
+    impl: str = "xla"
+    scale: float | None = None
+    rope_interleaved: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        def dense(features, logical_axes, use_bias):
+            return Dense(features, logical_axes, use_bias, self.dtype, self.param_dtype)
+
+        self.q_proj = dense(self.num_heads * self.head_dim, (axes.EMBED, axes.HEADS), self.q_bias)
+        self.k_proj = dense(self.num_kv_heads * self.head_dim, (axes.EMBED, axes.KV_HEADS), self.k_bias)
+        self.v_proj = dense(self.num_kv_heads * self.head_dim, (axes.EMBED, axes.KV_HEADS), self.v_bias)
+        self.o_proj = dense(self.features, (axes.HEADS, axes.EMBED), self.o_bias)
+
+    def project_kv(self, source: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """source f[B, S, E] -> (k, v) each f[B, S, K, D]."""
+        batch, length = source.shape[:2]
+        k = self.k_proj(source).reshape(batch, length, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(source).reshape(batch, length, self.num_kv_heads, self.head_dim)
+        return k, v
+
+    def __call__(
+        self,
+        x: jax.Array,
+        kv_input: jax.Array | None = None,
+        *,
+        mask: MaskSpec | None = None,
+        rope: tuple[jax.Array, jax.Array] | None = None,
+        bias: jax.Array | None = None,
+        cache: dict[str, jax.Array] | None = None,
+        cache_index: jax.Array | None = None,
+        kv: tuple[jax.Array, jax.Array] | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
+        batch, length = x.shape[:2]
+        q = self.q_proj(x).reshape(batch, length, self.num_heads, self.head_dim)
+        k, v = kv if kv is not None else self.project_kv(x if kv_input is None else kv_input)
+        if rope is not None:
+            positions, inv_freq = rope
+            q = apply_rope(q, positions, inv_freq, self.rope_interleaved)
+            k = apply_rope(k, positions, inv_freq, self.rope_interleaved)
+        new_cache = None
+        if cache is not None:
+            start = (0, cache_index, 0, 0)
+            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
+            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
+            new_cache = {"k": k, "v": v}
+        q = nn.with_logical_constraint(q, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
+        out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, bias=bias, scale=self.scale, impl=self.impl)
+        out = self.o_proj(out.reshape(batch, length, self.num_heads * self.head_dim))
+        return out, new_cache

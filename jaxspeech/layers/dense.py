@@ -1,0 +1,42 @@
+"""Dense layer whose kernel carries logical axis names (the unit LoRA and freezing act on)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+Initializer = Callable[..., jax.Array]
+DEFAULT_KERNEL_INIT = nn.initializers.lecun_normal()
+
+
+class Dense(nn.Module):
+    """y f[..., features] = x f[..., in] @ kernel f[in, features] (+ bias f[features]).
+
+    ``axes`` names the kernel's (input, output) logical axes, e.g. ``("embed", "mlp")``.
+    """
+
+    features: int
+    axes: tuple[str, str]
+    use_bias: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    kernel_init: Initializer = DEFAULT_KERNEL_INIT
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(self.kernel_init, self.axes),
+            (x.shape[-1], self.features),
+            self.param_dtype,
+        )
+        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            bias = self.param(
+                "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[1:]), (self.features,), self.param_dtype
+            )
+            y = y + bias.astype(self.dtype)
+        return y

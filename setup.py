@@ -1,0 +1,57 @@
+"""jaxspeech: a JAX/Flax codebase for Speech LLMs (audio encoder -> connector -> decoder LLM)."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "grain==0.2.18",
+    "ml-collections==1.1.0",
+    "numpy>=2.0",
+    "safetensors>=0.4",
+    "tokenizers>=0.20",
+    "sentencepiece>=0.2",
+    "soundfile>=0.12",
+    "soxr>=0.3",
+    "espeakng-loader>=0.2.4",
+    "jiwer>=3.0",
+    "sacrebleu>=2.4",
+    "tqdm>=4.60",
+    "matplotlib>=3.7",
+    "tensorboardX>=2.6",
+]
+
+EXTRAS = {
+    # Parity tests against PyTorch references. torch 2.13.0 is the CPU wheel; openai-whisper is
+    # installed separately with --no-deps (see README) to avoid its GPU-only triton dependency.
+    "dev": [
+        "pytest>=8",
+        "pytest-xdist>=3",
+        "torch==2.13.0",
+        "transformers>=5.0",
+        "tiktoken",
+        "more-itertools",
+        "numba",
+        "tensorflow-datasets==4.9.10",
+        "array-record==0.8.6",
+    ],
+    "tfds": ["tensorflow-datasets==4.9.10", "array-record==0.8.6"],
+    "gpu": ["jax[cuda12]==0.10.2"],
+    "tpu": ["jax[tpu]==0.10.2"],
+}
+
+setup(
+    name="jaxspeech",
+    version="0.1.0",
+    description="Speech LLMs in JAX/Flax: Whisper/Conformer encoders, connectors, Llama/Qwen2 decoders.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["jaxspeech", "jaxspeech.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["jaxspeech=jaxspeech.cli:main"]},
+)
