@@ -1,1 +1,1 @@
-"""jaxspeech.llm."""
+"""Llama / Qwen2-family decoder LLMs."""

@@ -1,0 +1,232 @@
+"""Hugging Face ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` directories <-> ``DecoderLM`` params.
+
+A directory holds ``config.json`` and ``model.safetensors`` (or shards + index). Import checks every
+tensor's shape against the model built from the config and names the tensor on any mismatch;
+export writes a directory ``transformers`` loads with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from flax import traverse_util
+
+from jaxspeech.convert.safetensors_io import CheckpointError, SafetensorsReader, write_safetensors
+from jaxspeech.layers.rope import RopeConfig
+from jaxspeech.llm.config import LLMConfig
+from jaxspeech.llm.decoder import DecoderLM
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+
+# (our path inside a layer, HF name inside "model.layers.{i}.", transpose?)
+_LAYER_TENSORS = (
+    ("input_layernorm/scale", "input_layernorm.weight", False),
+    ("post_attention_layernorm/scale", "post_attention_layernorm.weight", False),
+    ("self_attn/q_proj/kernel", "self_attn.q_proj.weight", True),
+    ("self_attn/k_proj/kernel", "self_attn.k_proj.weight", True),
+    ("self_attn/v_proj/kernel", "self_attn.v_proj.weight", True),
+    ("self_attn/o_proj/kernel", "self_attn.o_proj.weight", True),
+    ("self_attn/q_proj/bias", "self_attn.q_proj.bias", False),
+    ("self_attn/k_proj/bias", "self_attn.k_proj.bias", False),
+    ("self_attn/v_proj/bias", "self_attn.v_proj.bias", False),
+    ("self_attn/o_proj/bias", "self_attn.o_proj.bias", False),
+    ("mlp/gate_proj/kernel", "mlp.gate_proj.weight", True),
+    ("mlp/up_proj/kernel", "mlp.up_proj.weight", True),
+    ("mlp/down_proj/kernel", "mlp.down_proj.weight", True),
+    ("mlp/gate_proj/bias", "mlp.gate_proj.bias", False),
+    ("mlp/up_proj/bias", "mlp.up_proj.bias", False),
+    ("mlp/down_proj/bias", "mlp.down_proj.bias", False),
+)
+_GLOBAL_TENSORS = (
+    ("embed_tokens/embedding", "model.embed_tokens.weight", False),
+    ("norm/scale", "model.norm.weight", False),
+    ("lm_head/kernel", "lm_head.weight", True),
+)
+
+
+def _rope_from_hf(hf: dict) -> RopeConfig:
+    theta = float(hf.get("rope_theta", (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)))
+    scaling = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind in (None, "default"):
+        return RopeConfig(theta=theta)
+    if kind == "linear":
+        return RopeConfig(theta=theta, scaling="linear", factor=float(scaling["factor"]))
+    if kind == "llama3":
+        return RopeConfig(
+            theta=theta,
+            scaling="llama3",
+            factor=float(scaling["factor"]),
+            low_freq_factor=float(scaling["low_freq_factor"]),
+            high_freq_factor=float(scaling["high_freq_factor"]),
+            original_max_position=int(scaling["original_max_position_embeddings"]),
+        )
+    raise CheckpointError(f"rope scaling type {kind!r} is not supported (supported: default, linear, llama3)")
+
+
+def config_from_hf(hf: dict, **overrides: Any) -> LLMConfig:
+    """LLMConfig from a ``config.json`` dict; ``overrides`` set dtype, scan_layers, attn_impl, ..."""
+    model_type = hf.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise CheckpointError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
+    if hf.get("hidden_act", "silu") not in ("silu", "swish"):
+        raise CheckpointError(f"unsupported hidden_act {hf['hidden_act']!r} (expected silu)")
+    config = LLMConfig(
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        intermediate_size=hf["intermediate_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"],
+        num_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+        head_dim=hf.get("head_dim"),
+        rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+        rope=_rope_from_hf(hf),
+        qkv_bias=model_type == "qwen2",
+        attention_bias=bool(hf.get("attention_bias", False)),
+        mlp_bias=bool(hf.get("mlp_bias", False)),
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        max_position_embeddings=hf.get("max_position_embeddings", 4096),
+        initializer_range=hf.get("initializer_range", 0.02),
+    )
+    return config.replace(**overrides)
+
+
+def config_to_hf(config: LLMConfig, model_type: str) -> dict:
+    """A ``config.json`` dict for ``model_type`` ("llama" or "qwen2") describing ``config``."""
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise CheckpointError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
+    if model_type == "qwen2" and (not config.qkv_bias or config.attention_bias or config.mlp_bias):
+        raise CheckpointError("a qwen2 export needs qkv_bias=True and no o/mlp bias")
+    if model_type == "llama" and config.qkv_bias and not config.attention_bias:
+        raise CheckpointError("a llama export cannot express q/k/v bias without o bias; export as qwen2")
+    rope = config.rope
+    hf = {
+        "architectures": [_ARCHITECTURES[model_type]],
+        "model_type": model_type,
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "num_key_value_heads": config.num_kv_heads,
+        "head_dim": config.resolved_head_dim,
+        "hidden_act": config.hidden_act,
+        "rms_norm_eps": config.rms_norm_eps,
+        "rope_theta": rope.theta,
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "max_position_embeddings": config.max_position_embeddings,
+        "initializer_range": config.initializer_range,
+        "torch_dtype": "float32",
+    }
+    if model_type == "llama":
+        hf.update(attention_bias=config.attention_bias, mlp_bias=config.mlp_bias)
+    if rope.scaling == "linear":
+        hf["rope_scaling"] = {"rope_type": "linear", "factor": rope.factor}
+    elif rope.scaling == "llama3":
+        hf["rope_scaling"] = {
+            "rope_type": "llama3",
+            "factor": rope.factor,
+            "low_freq_factor": rope.low_freq_factor,
+            "high_freq_factor": rope.high_freq_factor,
+            "original_max_position_embeddings": rope.original_max_position,
+        }
+    return hf
+
+
+def _abstract_params(config: LLMConfig) -> dict[str, jax.ShapeDtypeStruct]:
+    """Flat {'a/b/c': ShapeDtypeStruct} of the model's parameters."""
+    model = DecoderLM(config)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
+    return traverse_util.flatten_dict(nn.unbox(shapes)["params"], sep="/")
+
+
+def _layer_path(config: LLMConfig, i: int, inner: str) -> str:
+    return f"layers/{inner}" if config.scan_layers else f"layers_{i}/{inner}"
+
+
+def _tensor_map(config: LLMConfig, expected: dict) -> list[tuple[str, str, bool, int | None]]:
+    """(our path, HF name, transpose, layer index or None) for every parameter of the model."""
+    rows = [(ours, hf, t, None) for ours, hf, t in _GLOBAL_TENSORS if ours in expected]
+    for i in range(config.num_layers):
+        for inner, hf, t in _LAYER_TENSORS:
+            if _layer_path(config, i, inner) in expected:
+                rows.append((_layer_path(config, i, inner), f"model.layers.{i}.{hf}", t, i))
+    covered = {ours for ours, *_ in rows}
+    missing = sorted(set(expected) - covered)
+    if missing:
+        raise CheckpointError(f"no HF name known for parameters {missing}")
+    return rows
+
+
+def load_hf_llm(path: str, **overrides: Any) -> tuple[LLMConfig, dict]:
+    """Reads an HF Llama/Qwen2 directory -> (LLMConfig, params {'params': ...}) as numpy arrays.
+
+    Raises ``CheckpointError`` naming the tensor on a missing tensor or a wrong shape.
+    """
+    config_path = os.path.join(path, "config.json")
+    try:
+        with open(config_path) as f:
+            hf = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{config_path}: cannot read the model config ({e})") from e
+    config = config_from_hf(hf, **overrides)
+    expected = _abstract_params(config)
+    reader = SafetensorsReader(path)
+    dtype = np.dtype(config.param_dtype)
+    flat: dict[str, Any] = {}
+    stacked: dict[str, list[np.ndarray]] = {}
+    for ours, hf_name, transpose, layer in _tensor_map(config, expected):
+        shape = expected[ours].shape
+        per_layer_shape = shape[1:] if (config.scan_layers and layer is not None) else shape
+        hf_shape = per_layer_shape[::-1] if transpose else per_layer_shape
+        tensor = np.asarray(reader.get(hf_name, hf_shape), dtype=dtype)
+        tensor = tensor.T if transpose else tensor
+        if config.scan_layers and layer is not None:
+            stacked.setdefault(ours, []).append(tensor)
+        else:
+            flat[ours] = tensor
+    flat.update({k: np.stack(v) for k, v in stacked.items()})
+    ignorable = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    extra = [n for n in reader.unused() if n not in ignorable and not n.endswith("rotary_emb.inv_freq")]
+    if extra:
+        raise CheckpointError(f"{path}: tensors not used by the {hf['model_type']} model: {extra[:10]}")
+    return config, {"params": traverse_util.unflatten_dict(flat, sep="/")}
+
+
+def export_hf_llm(
+    config: LLMConfig,
+    params: dict,
+    out_dir: str,
+    model_type: str,
+    dtype: Any = np.float32,
+    max_shard_bytes: int = 5 * 2**30,
+    extra_files: dict[str, str] | None = None,
+) -> None:
+    """Writes ``params`` as an HF directory (config.json + safetensors) of ``model_type``.
+
+    ``extra_files`` maps file names (e.g. tokenizer.json) to source paths copied alongside.
+    """
+    flat = traverse_util.flatten_dict(nn.unbox(params)["params"], sep="/")
+    expected = _abstract_params(config)
+    tensors: dict[str, np.ndarray] = {}
+    for ours, hf_name, transpose, layer in _tensor_map(config, expected):
+        value = np.asarray(jax.device_get(flat[ours]))
+        if config.scan_layers and layer is not None:
+            value = value[layer]
+        value = value.T if transpose else value
+        tensors[hf_name] = np.ascontiguousarray(value.astype(dtype))
+    write_safetensors(tensors, out_dir, max_shard_bytes=max_shard_bytes)
+    hf = config_to_hf(config, model_type)
+    hf["torch_dtype"] = np.dtype(dtype).name
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(hf, f, indent=2)
+    for name, source in (extra_files or {}).items():
+        with open(source, "rb") as src, open(os.path.join(out_dir, name), "wb") as dst:
+            dst.write(src.read())
