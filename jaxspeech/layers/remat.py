@@ -18,6 +18,7 @@ _POLICIES = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
+POLICIES = ("none", *_POLICIES)
 
 
 def remat(block: type[nn.Module], policy: str, static_argnums: tuple[int, ...] = ()) -> type[nn.Module]:
@@ -29,15 +30,18 @@ def remat(block: type[nn.Module], policy: str, static_argnums: tuple[int, ...] =
     return nn.remat(block, policy=_POLICIES[policy], prevent_cse=True, static_argnums=static_argnums)
 
 
-def scan_layers(block: type[nn.Module], length: int, in_axes: Any, out_axes: Any = 0) -> type[nn.Module]:
-    """``block`` scanned ``length`` times: params stacked on a leading ``layers`` axis.
+def scan_layers(
+    block: type[nn.Module], length: int, in_axes: Any, out_axes: Any = 0, collections: tuple[str, ...] = ("params",)
+) -> type[nn.Module]:
+    """``block`` scanned ``length`` times: variables stacked on a leading ``layers`` axis.
 
     The block's ``__call__(carry, *args)`` returns ``(carry, per_layer_output)``; ``in_axes`` gives
     each extra argument's scanned axis (``nn.broadcast`` for arguments shared by all layers).
+    ``collections`` lists the variable collections stacked per layer (e.g. add ``"batch_stats"``).
     """
     return nn.scan(
         block,
-        variable_axes={"params": 0},
+        variable_axes={name: 0 for name in collections},
         split_rngs={"params": True, "dropout": True},
         in_axes=in_axes,
         out_axes=out_axes,
