@@ -1,0 +1,278 @@
+"""Chat templates rendered as Hugging Face renders them, tokenized so that content cannot inject control tokens.
+
+The jinja environment matches ``transformers``' (sandboxed, ``trim_blocks``/``lstrip_blocks``,
+loop controls, ``raise_exception``, ``strftime_now``, a non-escaping ``tojson``, the tokenizer's
+special tokens as variables, ``{% generation %}`` blocks). Each message's content is wrapped in
+random sentinels before rendering; after rendering, the text between a message's sentinels is
+tokenized as plain text (never a control token), while the template's own markup is split on the
+control tokens it spells. Adjacent plain pieces are tokenized together, so for ordinary content the
+ids equal ``apply_chat_template``'s.
+
+Without a chat template, ``builtin_template`` is used: with the role tokens of
+``special_tokens.ROLE_TOKENS`` in the vocabulary (tokenizers from ``train_sentencepiece``)::
+
+    <bos><|system|>{system}</s><|user|>{user}</s><|assistant|>{answer}</s>
+
+otherwise plain-text headers::
+
+    <bos>System:\\n{system}\\nUser:\\n{user}\\nAssistant:\\n{answer}</s>\\n
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import jinja2
+import jinja2.ext
+import jinja2.nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from jaxspeech.data import special_tokens
+from jaxspeech.data.tokenizers import Tokenizer
+
+ROLES = ("system", "user", "assistant", "tool")
+TEMPLATE_OWNER = -1  # owner of tokens that come from the template's markup
+_IDS_STAND_IN = "\ue002"
+
+BUILTIN_ROLE_TOKEN_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + eos_token }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+BUILTIN_TEXT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ message['role'] | capitalize + ':\\n' + message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:\\n' }}{% endif %}"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenIds:
+    """A part of a message's content inserted as these exact ids (e.g. audio placeholders)."""
+
+    ids: tuple[int, ...]
+
+
+Content = str | Sequence[str | TokenIds]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatEncoding:
+    """ids i32[L] of a rendered chat; owners[t] is the index of the message whose content produced
+    token t, or TEMPLATE_OWNER for the template's markup."""
+
+    ids: list[int]
+    owners: list[int]
+
+
+def builtin_template(tokenizer: Tokenizer) -> str:
+    """The template used when the tokenizer has none (see the module docstring)."""
+    has_role_tokens = all(tokenizer.token_to_id(t) in tokenizer.special_ids for t in special_tokens.ROLE_TOKENS.values())
+    return BUILTIN_ROLE_TOKEN_TEMPLATE if has_role_tokens else BUILTIN_TEXT_TEMPLATE
+
+
+def encode_chat(
+    tokenizer: Tokenizer,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    add_generation_prompt: bool = False,
+    template: str | None = None,
+    **template_kwargs: Any,
+) -> ChatEncoding:
+    """Renders ``messages`` ([{"role": ..., "content": str | [str | TokenIds, ...]}]) with the
+    tokenizer's chat template (or ``template``) and tokenizes the result."""
+    template = template or tokenizer.chat_template or builtin_template(tokenizer)
+    contents = [_content_parts(m, i) for i, m in enumerate(messages)]
+    markers = _Markers.fresh(contents)
+    marked = [dict(m, content=markers.wrap(i, parts)) for i, (m, parts) in enumerate(zip(messages, contents))]
+    unmarked = [dict(m, content=_Markers.stand_in(parts)) for m, parts in zip(messages, contents)]
+
+    compiled = compile_chat_template(template)
+    variables = {**tokenizer.special_tokens_map, "tools": None, "documents": None, **template_kwargs}
+    rendered = compiled.render(messages=marked, add_generation_prompt=add_generation_prompt, **variables)
+    reference = compiled.render(messages=unmarked, add_generation_prompt=add_generation_prompt, **variables)
+    if markers.strip(rendered) != reference:
+        raise ValueError(
+            "the chat template transforms message content in a way that cannot be tracked (it renders differently "
+            "when each content is wrapped in sentinels); use a template that inserts message['content'] as a whole"
+        )
+    pieces = markers.parse(rendered, contents, tokenizer)
+    return _tokenize_pieces(tokenizer, pieces)
+
+
+@functools.lru_cache(maxsize=32)
+def compile_chat_template(template: str) -> jinja2.Template:
+    """Compiles a chat template in the sandboxed environment HF uses (cached per template string)."""
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlock, jinja2.ext.loopcontrols]
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    try:
+        return env.from_string(template)
+    except jinja2.TemplateSyntaxError as e:
+        raise ValueError(f"chat template line {e.lineno}: {e.message}") from e
+
+
+class _GenerationBlock(jinja2.ext.Extension):
+    """``{% generation %}...{% endgeneration %}`` marks assistant text in some templates; it renders its body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_render_body"), [], [], body).set_lineno(lineno)
+
+    def _render_body(self, caller):
+        return caller()
+
+
+def _raise_exception(message: str):
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    # Jinja's own tojson escapes HTML characters, which would change what the model sees.
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _content_parts(message: Mapping[str, Any], index: int) -> list[str | TokenIds]:
+    if not isinstance(message, Mapping):
+        raise TypeError(f"message {index}: expected a mapping with 'role' and 'content', got {type(message).__name__}")
+    role = message.get("role")
+    if role not in ROLES:
+        raise ValueError(f"message {index}: role must be one of {ROLES}, got {role!r}")
+    content = message.get("content")
+    parts = [content] if isinstance(content, str) else content
+    if not isinstance(parts, Sequence) or not all(isinstance(p, (str, TokenIds)) for p in parts):
+        raise TypeError(f"message {index} ({role}): content must be a str or a list of str and TokenIds, got {content!r}")
+    return list(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Markers:
+    """Sentinels ``\\ue000<nonce>.<kind>.<index>\\ue001``: kind 1 opens message <index>'s content,
+    2 closes it, 3 stands for its <index>-th TokenIds part. Private-use characters and digits survive
+    case changes; the random nonce cannot be forged by content."""
+
+    nonce: str
+
+    OPEN, CLOSE, IDS = "1", "2", "3"
+
+    @classmethod
+    def fresh(cls, contents: Sequence[Sequence[str | TokenIds]]) -> "_Markers":
+        texts = [p for parts in contents for p in parts if isinstance(p, str)]
+        while True:
+            nonce = str(secrets.randbelow(10**12)).zfill(12)
+            if not any(nonce in t for t in texts):
+                return cls(nonce)
+
+    def marker(self, kind: str, index: int) -> str:
+        return f"\ue000{self.nonce}.{kind}.{index}\ue001"
+
+    @property
+    def pattern(self) -> re.Pattern:
+        return re.compile(f"\ue000{self.nonce}\\.([123])\\.(\\d+)\ue001")
+
+    def wrap(self, message_index: int, parts: Sequence[str | TokenIds]) -> str:
+        body = "".join(p if isinstance(p, str) else self.marker(self.IDS, k) for k, p in enumerate(parts))
+        # Whitespace at the ends stays outside the sentinels so that a template's `| trim` still removes it.
+        core = body.strip()
+        start = len(body) - len(body.lstrip())
+        lead, trail = body[:start], body[start + len(core):]
+        return lead + self.marker(self.OPEN, message_index) + core + self.marker(self.CLOSE, message_index) + trail
+
+    @staticmethod
+    def stand_in(parts: Sequence[str | TokenIds]) -> str:
+        """The content as the unmarked reference render sees it: one non-space character per TokenIds."""
+        return "".join(p if isinstance(p, str) else _IDS_STAND_IN for p in parts)
+
+    def strip(self, rendered: str) -> str:
+        """The marked render with markers removed (TokenIds replaced by their stand-in)."""
+        return self.pattern.sub(lambda m: _IDS_STAND_IN if m.group(1) == self.IDS else "", rendered)
+
+    def parse(self, rendered: str, contents, tokenizer: Tokenizer) -> list[tuple[int | str, int]]:
+        """Rendered text -> [(control id or plain text, owner)]."""
+        pieces: list[tuple[int | str, int]] = []
+        owner, cursor = TEMPLATE_OWNER, 0
+
+        def add_text(text: str):
+            if not text:
+                return
+            if owner == TEMPLATE_OWNER:
+                pieces.extend((p, TEMPLATE_OWNER) for p in tokenizer.split_control(text))
+            else:
+                pieces.append((text, owner))
+
+        for match in self.pattern.finditer(rendered):
+            add_text(rendered[cursor:match.start()])
+            cursor = match.end()
+            kind, index = match.group(1), int(match.group(2))
+            if kind == self.OPEN:
+                if owner != TEMPLATE_OWNER:
+                    raise ValueError(f"the chat template nests message {index}'s content inside message {owner}'s")
+                owner = index
+            elif kind == self.CLOSE:
+                if owner != index:
+                    raise ValueError(f"the chat template splits message {index}'s content")
+                owner = TEMPLATE_OWNER
+            else:
+                parts = contents[owner] if owner != TEMPLATE_OWNER else ()
+                if index >= len(parts) or not isinstance(parts[index], TokenIds):
+                    raise ValueError("the chat template moved a TokenIds part out of its message's content")
+                pieces.extend((int(i), owner) for i in parts[index].ids)
+        add_text(rendered[cursor:])
+        if owner != TEMPLATE_OWNER:
+            raise ValueError(f"the chat template cuts message {owner}'s content short")
+        return pieces
+
+
+def _tokenize_pieces(tokenizer: Tokenizer, pieces: Sequence[tuple[int | str, int]]) -> ChatEncoding:
+    ids: list[int] = []
+    owners: list[int] = []
+    run: list[tuple[str, int]] = []
+
+    def flush():
+        if not run:
+            return
+        text = "".join(t for t, _ in run)
+        # Character span of each piece in the run, to give every token the owner of the text it covers.
+        bounds, position = [], 0
+        for piece_text, piece_owner in run:
+            bounds.append((position, position + len(piece_text), piece_owner))
+            position += len(piece_text)
+        run_ids, offsets = tokenizer.encode_with_offsets(text)
+        for token_id, (start, end) in zip(run_ids, offsets):
+            ids.append(token_id)
+            owners.append(_owner_of_span(bounds, start, end))
+        run.clear()
+
+    for payload, owner in pieces:
+        if isinstance(payload, str):
+            run.append((payload, owner))
+        else:
+            flush()
+            ids.append(payload)
+            owners.append(owner)
+    flush()
+    return ChatEncoding(ids=ids, owners=owners)
+
+
+def _owner_of_span(bounds, start: int, end: int) -> int:
+    """A token that overlaps message content belongs to that message, even if it also covers markup."""
+    end = max(end, start + 1)
+    overlapping = [owner for lo, hi, owner in bounds if lo < end and start < hi]
+    content = [o for o in overlapping if o != TEMPLATE_OWNER]
+    if content:
+        return content[0]
+    return TEMPLATE_OWNER
