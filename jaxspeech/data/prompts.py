@@ -58,6 +58,7 @@ def encode_example(
     fields: Mapping[str, str] | None = None,
     prompts: Mapping[str, str] | None = None,
     chat: bool = True,
+    template: str | None = None,
     chunk_tag_ids: Sequence[int] | None = None,
 ) -> EncodedExample:
     """Builds one example: [system] user(task prompt with audio) assistant(target + end token).
@@ -70,6 +71,7 @@ def encode_example(
       target: the answer; None builds an inference prompt ending with the assistant header.
       fields: other template fields, e.g. {"target_language": "German"}.
       chat: False drops the chat template: [bos] user-turn text [target eos].
+      template: a chat template overriding the tokenizer's (and the built-in one).
       chunk_tag_ids: one tag token per clip, placed before its placeholder run (long-form chunks).
     """
     user = _user_content(tokenizer, task, audio_token_counts, placeholder_id, prompt, fields,
@@ -77,10 +79,10 @@ def encode_example(
     if target is not None and not target.strip():
         raise ValueError(f"task {task!r}: the target is empty; a training example needs target text")
     if chat:
-        ids, owners, assistant = _chat_sequence(tokenizer, user, system, target)
+        ids, owners, assistant = _chat_sequence(tokenizer, user, system, target, template)
     else:
-        if system is not None:
-            raise ValueError("system prompts need chat=True")
+        if system is not None or template is not None:
+            raise ValueError("system prompts and chat templates need chat=True")
         ids, owners, assistant = _plain_sequence(tokenizer, user, target)
     if target is not None:
         ids, owners = _close_target(tokenizer, ids, owners, assistant)
@@ -141,18 +143,18 @@ def _user_content(tokenizer, task, counts, placeholder_id, prompt, fields, promp
     return parts
 
 
-def _chat_sequence(tokenizer, user, system, target):
+def _chat_sequence(tokenizer, user, system, target, template):
     messages = ([{"role": "system", "content": system}] if system is not None else [])
     messages.append({"role": "user", "content": user})
     if target is None:
-        encoding = encode_chat(tokenizer, messages, add_generation_prompt=True)
-        if encoding.ids == encode_chat(tokenizer, messages, add_generation_prompt=False).ids:
+        encoding = encode_chat(tokenizer, messages, add_generation_prompt=True, template=template)
+        if encoding.ids == encode_chat(tokenizer, messages, add_generation_prompt=False, template=template).ids:
             raise ValueError(f"the chat template of {tokenizer.source} adds no assistant header for "
                              "add_generation_prompt=True; expected a template with an assistant turn")
         return encoding.ids, encoding.owners, None
     assistant = len(messages)
     messages.append({"role": "assistant", "content": target})
-    encoding = encode_chat(tokenizer, messages, add_generation_prompt=False)
+    encoding = encode_chat(tokenizer, messages, add_generation_prompt=False, template=template)
     if assistant not in encoding.owners:
         raise ValueError(f"the chat template of {tokenizer.source} renders no assistant turn; expected the target "
                          "text after an assistant header")

@@ -64,6 +64,8 @@ def train_sentencepiece(
             minloglevel=2,
         )
     except RuntimeError as e:
+        if counter.error is not None:  # sentencepiece re-raises errors from the iterator as RuntimeError
+            raise counter.error from None
         raise ValueError(f"sentencepiece training for {out_path} failed on {counter.count} sentences: {e}") from e
     if counter.count == 0:
         raise ValueError(f"no non-empty training text for {out_path}")
@@ -83,11 +85,13 @@ class _CountingSentences:
     def __init__(self, texts: Iterable[str]):
         self._texts = texts
         self.count = 0
+        self.error: TypeError | None = None
 
     def __iter__(self) -> Iterator[str]:
         for k, text in enumerate(self._texts):
             if not isinstance(text, str):
-                raise TypeError(f"training text {k} is a {type(text).__name__}, expected str")
+                self.error = TypeError(f"training text {k} is a {type(text).__name__}, expected str")
+                raise self.error
             if text.strip():
                 self.count += 1
                 yield text
