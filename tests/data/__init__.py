@@ -1,0 +1,1 @@
+"""Tests of jaxspeech.data (audio, sources, batching, pipeline) and jaxspeech.types."""
