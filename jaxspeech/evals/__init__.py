@@ -1,1 +1,1 @@
-"""jaxspeech.evals."""
+"""jaxspeech.evals: text normalisation, WER/CER/BLEU, and reports."""

@@ -1,0 +1,154 @@
+"""WER / CER (jiwer, after normalisation) with counts, and BLEU (sacrebleu).
+
+Error counts are kept per example and summed, so a corpus WER is sum(S + D + I) / sum(N), never an
+average of per-example rates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import jiwer
+import sacrebleu
+
+from jaxspeech.evals.normalizer import BasicTextNormalizer, EnglishTextNormalizer
+
+Normalizer = Callable[[str], str]
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorCounts:
+    """Edit operations against a reference of ``reference_length`` words (or characters)."""
+
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+    reference_length: int = 0
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def rate(self) -> float:
+        """errors / reference_length; 0 for an empty reference with no errors, inf with some."""
+        if self.reference_length == 0:
+            return 0.0 if self.errors == 0 else float("inf")
+        return self.errors / self.reference_length
+
+    def __add__(self, other: "ErrorCounts") -> "ErrorCounts":
+        return ErrorCounts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleScore:
+    id: str
+    reference: str
+    hypothesis: str
+    reference_normalized: str
+    hypothesis_normalized: str
+    counts: ErrorCounts
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorRateResult:
+    """Corpus counts (summed over examples) and the per-example scores. ``unit`` is "word" or "char"."""
+
+    counts: ErrorCounts
+    examples: list[ExampleScore]
+    unit: str
+
+    @property
+    def rate(self) -> float:
+        return self.counts.rate
+
+
+@dataclasses.dataclass(frozen=True)
+class BleuResult:
+    score: float  # 0-100
+    precisions: tuple[float, ...]
+    brevity_penalty: float
+    hypothesis_length: int
+    reference_length: int
+    signature: str
+
+
+def get_normalizer(normalizer: str | Normalizer) -> Normalizer:
+    """"english" (default), "basic" (any language), "none", or a callable str -> str."""
+    if callable(normalizer):
+        return normalizer
+    named = {"english": EnglishTextNormalizer, "basic": BasicTextNormalizer, "none": lambda: (lambda s: s)}
+    if normalizer not in named:
+        raise ValueError(f"unknown normalizer {normalizer!r}; expected one of {sorted(named)} or a callable")
+    return named[normalizer]()
+
+
+def wer(
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    *,
+    normalizer: str | Normalizer = "english",
+    ids: Sequence[str] | None = None,
+) -> ErrorRateResult:
+    """Word error rate after ``normalizer``; ids default to "0", "1", ..."""
+    return _error_rate(references, hypotheses, normalizer, ids, "word")
+
+
+def cer(
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    *,
+    normalizer: str | Normalizer = "basic",
+    ids: Sequence[str] | None = None,
+) -> ErrorRateResult:
+    """Character error rate after ``normalizer`` (spaces count as characters)."""
+    return _error_rate(references, hypotheses, normalizer, ids, "char")
+
+
+def bleu(references: Sequence[str], hypotheses: Sequence[str], *, tokenize: str = "13a",
+         lowercase: bool = False) -> BleuResult:
+    """Corpus BLEU with one reference per hypothesis (sacrebleu defaults: 13a tokenisation, exp smoothing)."""
+    _check_pairs(references, hypotheses)
+    metric = sacrebleu.BLEU(tokenize=tokenize, lowercase=lowercase)
+    result = metric.corpus_score(list(hypotheses), [list(references)])
+    return BleuResult(score=result.score, precisions=tuple(result.precisions), brevity_penalty=result.bp,
+                      hypothesis_length=result.sys_len, reference_length=result.ref_len,
+                      signature=str(metric.get_signature()))
+
+
+def _error_rate(references, hypotheses, normalizer, ids, unit) -> ErrorRateResult:
+    _check_pairs(references, hypotheses)
+    if ids is not None and len(ids) != len(references):
+        raise ValueError(f"{len(ids)} ids for {len(references)} references: expected one id per example")
+    normalize = get_normalizer(normalizer)
+    process = jiwer.process_words if unit == "word" else jiwer.process_characters
+    total, examples = ErrorCounts(), []
+    for k, (reference, hypothesis) in enumerate(zip(references, hypotheses)):
+        ref_norm, hyp_norm = normalize(reference), normalize(hypothesis)
+        counts = _counts(process, ref_norm, hyp_norm, unit)
+        total += counts
+        examples.append(ExampleScore(id=str(ids[k]) if ids is not None else str(k), reference=reference,
+                                     hypothesis=hypothesis, reference_normalized=ref_norm,
+                                     hypothesis_normalized=hyp_norm, counts=counts))
+    return ErrorRateResult(counts=total, examples=examples, unit=unit)
+
+
+def _counts(process, reference: str, hypothesis: str, unit: str) -> ErrorCounts:
+    reference_length = len(reference.split()) if unit == "word" else len(reference)
+    if reference_length == 0:  # all insertions; jiwer's character mode rejects empty references
+        hypothesis_length = len(hypothesis.split()) if unit == "word" else len(hypothesis)
+        return ErrorCounts(insertions=hypothesis_length)
+    out = process(reference, hypothesis)
+    return ErrorCounts(out.substitutions, out.deletions, out.insertions, reference_length)
+
+
+def _check_pairs(references, hypotheses):
+    if isinstance(references, str) or isinstance(hypotheses, str):
+        raise TypeError("references and hypotheses must be sequences of strings, not a single string")
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses: expected one per example")
+    for name, texts in (("reference", references), ("hypothesis", hypotheses)):
+        for k, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"{name} {k} is {type(text).__name__}, expected str")
