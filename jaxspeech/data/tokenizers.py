@@ -119,7 +119,7 @@ class HFTokenizer(Tokenizer):
         # The plain tokenizer is the same model with no added tokens: it cannot match any of them.
         spec["added_tokens"] = []
         self._plain = tokenizers.Tokenizer.from_str(json.dumps(spec))
-        self._added = {i: t for i, t in self._full.get_added_tokens_decoder().items()}
+        self._added = dict(self._full.get_added_tokens_decoder())
         self._added_ids = frozenset(self._added)
 
         config = _read_json(os.path.join(directory, TOKENIZER_CONFIG_JSON))

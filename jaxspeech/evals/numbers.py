@@ -177,10 +177,10 @@ def _scale(number: str, reader: _Reader) -> str:
 def _units(number: str, reader: _Reader) -> str:
     """Currency, cents and percent words after a number."""
     word = reader.peek()
-    if word in ("percent",) or (word == "per" and reader.peek(1) == "cent"):
+    if word == "percent" or (word == "per" and reader.peek(1) == "cent"):
         reader.i += 1 if word == "percent" else 2
         return number + "%"
-    if word in _CURRENCIES:
+    if word in _CURRENCIES and number[0].isdigit():
         reader.i += 1
         amount = _CURRENCIES[word] + number
         if reader.peek() == "and":
@@ -192,7 +192,7 @@ def _units(number: str, reader: _Reader) -> str:
                 return f"{amount}.{int(cents):02d}"
             reader.i = saved
         return amount
-    if word in _CENTS:
+    if word in _CENTS and number[0].isdigit():
         reader.i += 1
         return "¢" + number
     return number
