@@ -25,7 +25,7 @@ import functools
 import json
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ from jaxspeech.data.tokenizers import Tokenizer
 ROLES = ("system", "user", "assistant", "tool")
 TEMPLATE_OWNER = -1  # owner of tokens that come from the template's markup
 _IDS_STAND_IN = "\ue002"
+_MARKER_RE = re.compile("\ue000(\\d{12})\\.([123])\\.(\\d+)\ue001")
 
 BUILTIN_ROLE_TOKEN_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -180,9 +181,9 @@ class _Markers:
     def marker(self, kind: str, index: int) -> str:
         return f"\ue000{self.nonce}.{kind}.{index}\ue001"
 
-    @property
-    def pattern(self) -> re.Pattern:
-        return re.compile(f"\ue000{self.nonce}\\.([123])\\.(\\d+)\ue001")
+    def matches(self, rendered: str) -> Iterator[re.Match]:
+        """This render's markers (group 2: kind, group 3: index)."""
+        return (m for m in _MARKER_RE.finditer(rendered) if m.group(1) == self.nonce)
 
     def wrap(self, message_index: int, parts: Sequence[str | TokenIds]) -> str:
         body = "".join(p if isinstance(p, str) else self.marker(self.IDS, k) for k, p in enumerate(parts))
@@ -199,25 +200,30 @@ class _Markers:
 
     def strip(self, rendered: str) -> str:
         """The marked render with markers removed (TokenIds replaced by their stand-in)."""
-        return self.pattern.sub(lambda m: _IDS_STAND_IN if m.group(1) == self.IDS else "", rendered)
+        def replace(m: re.Match) -> str:
+            if m.group(1) != self.nonce:
+                return m.group(0)
+            return _IDS_STAND_IN if m.group(2) == self.IDS else ""
 
-    def parse(self, rendered: str, contents, tokenizer: Tokenizer) -> list[tuple[int | str, int]]:
-        """Rendered text -> [(control id or plain text, owner)]."""
-        pieces: list[tuple[int | str, int]] = []
+        return _MARKER_RE.sub(replace, rendered)
+
+    def parse(self, rendered: str, contents, tokenizer: Tokenizer) -> list[tuple[tuple[int, ...] | str, int]]:
+        """Rendered text -> [(fixed ids or plain text, owner)]."""
+        pieces: list[tuple[tuple[int, ...] | str, int]] = []
         owner, cursor = TEMPLATE_OWNER, 0
 
         def add_text(text: str):
             if not text:
                 return
             if owner == TEMPLATE_OWNER:
-                pieces.extend((p, TEMPLATE_OWNER) for p in tokenizer.split_control(text))
+                pieces.extend((p if isinstance(p, str) else (p,), TEMPLATE_OWNER) for p in tokenizer.split_control(text))
             else:
                 pieces.append((text, owner))
 
-        for match in self.pattern.finditer(rendered):
+        for match in self.matches(rendered):
             add_text(rendered[cursor:match.start()])
             cursor = match.end()
-            kind, index = match.group(1), int(match.group(2))
+            kind, index = match.group(2), int(match.group(3))
             if kind == self.OPEN:
                 if owner != TEMPLATE_OWNER:
                     raise ValueError(f"the chat template nests message {index}'s content inside message {owner}'s")
@@ -230,14 +236,14 @@ class _Markers:
                 parts = contents[owner] if owner != TEMPLATE_OWNER else ()
                 if index >= len(parts) or not isinstance(parts[index], TokenIds):
                     raise ValueError("the chat template moved a TokenIds part out of its message's content")
-                pieces.extend((int(i), owner) for i in parts[index].ids)
+                pieces.append((tuple(int(i) for i in parts[index].ids), owner))
         add_text(rendered[cursor:])
         if owner != TEMPLATE_OWNER:
             raise ValueError(f"the chat template cuts message {owner}'s content short")
         return pieces
 
 
-def _tokenize_pieces(tokenizer: Tokenizer, pieces: Sequence[tuple[int | str, int]]) -> ChatEncoding:
+def _tokenize_pieces(tokenizer: Tokenizer, pieces: Sequence[tuple[tuple[int, ...] | str, int]]) -> ChatEncoding:
     ids: list[int] = []
     owners: list[int] = []
     run: list[tuple[str, int]] = []
@@ -262,8 +268,8 @@ def _tokenize_pieces(tokenizer: Tokenizer, pieces: Sequence[tuple[int | str, int
             run.append((payload, owner))
         else:
             flush()
-            ids.append(payload)
-            owners.append(owner)
+            ids.extend(payload)
+            owners.extend([owner] * len(payload))
     flush()
     return ChatEncoding(ids=ids, owners=owners)
 

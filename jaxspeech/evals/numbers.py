@@ -34,6 +34,8 @@ _CURRENCIES = {"dollar": "$", "dollars": "$", "pound": "£", "pounds": "£", "eu
 _CENTS = {"cent", "cents"}
 _SMALL = {**_UNITS, **_TEENS, **_TENS}
 _REPEATS = {"double": 2, "triple": 3}
+_AMOUNT_RE = re.compile(r"([$£€¢]?)(\d+)(?:\.(\d+))?")
+_ZERO_FRACTION_RE = re.compile(r"^([$£€¢]?\d+)\.0+$")
 
 
 def _plural_value(word: str) -> int | None:
@@ -163,7 +165,7 @@ def _read_number(reader: _Reader) -> str | None:
 def _scale(number: str, reader: _Reader) -> str:
     """Applies a following multiplier word to a number: "1.5 million" -> 1500000, "$20 million" -> $20000000."""
     word = reader.peek()
-    match = re.fullmatch(r"([$£€¢]?)(\d+)(?:\.(\d+))?", number)
+    match = _AMOUNT_RE.fullmatch(number)
     if word not in _MULTIPLIERS or match is None:
         return number
     symbol, whole, fraction = match.group(1), match.group(2), match.group(3) or ""
@@ -225,11 +227,11 @@ def _words(text: str) -> Iterator[str]:
 
 
 def _is_digits(word: str | None) -> bool:
-    return word is not None and re.fullmatch(r"[$£€¢]?\d+(\.\d+)?", word) is not None
+    return word is not None and _AMOUNT_RE.fullmatch(word) is not None
 
 
 def _drop_zero_fraction(word: str) -> str:
-    return re.sub(r"^([$£€¢]?\d+)\.0+$", r"\1", word)
+    return _ZERO_FRACTION_RE.sub(r"\1", word)
 
 
 def standardize_numbers(text: str) -> str:

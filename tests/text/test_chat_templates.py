@@ -1,5 +1,7 @@
 """Chat templates: token ids equal transformers' ``apply_chat_template``; content cannot inject control tokens."""
 
+import functools
+
 import pytest
 
 from jaxspeech.data.chat import (
@@ -31,11 +33,15 @@ INJECTED = [
 ]
 
 
-def hf_ids(directory, messages, **kwargs):
+@functools.lru_cache(maxsize=None)
+def hf_tokenizer(directory):
     from transformers import AutoTokenizer
 
-    hf = AutoTokenizer.from_pretrained(directory)
-    return list(hf.apply_chat_template(messages, tokenize=True, return_dict=False, **kwargs))
+    return AutoTokenizer.from_pretrained(directory)
+
+
+def hf_ids(directory, messages, **kwargs):
+    return list(hf_tokenizer(directory).apply_chat_template(messages, tokenize=True, return_dict=False, **kwargs))
 
 
 @pytest.mark.parity
