@@ -1,1 +1,1 @@
-"""jaxspeech.decoding."""
+"""Batched, KV-cached, jit-compiled decoding: greedy, sampling and beam search."""

@@ -1,0 +1,116 @@
+"""Search loops on a toy bigram model whose exact answers can be enumerated."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxspeech.decoding.search import beam_search, filter_logits, greedy_search, sample
+
+V, EOS, PAD = 5, 4, 0
+
+
+def _bigram(seed):
+    rng = np.random.default_rng(seed)
+    start = rng.normal(size=(V,)).astype(np.float32) * 2
+    table = rng.normal(size=(V, V)).astype(np.float32) * 2
+    return start, table
+
+
+def _step_fn(table):
+    def step(tokens, cache):
+        return jnp.asarray(table)[tokens], {"prev": tokens, "steps": cache["steps"] + 1}
+
+    return step
+
+
+def _setup(seed, batch=1):
+    start, table = _bigram(seed)
+    first = jnp.tile(jnp.asarray(start)[None], (batch, 1))
+    cache = {"prev": jnp.zeros((batch,), jnp.int32), "steps": jnp.zeros((), jnp.int32)}
+    return start, table, first, cache
+
+
+def _log_softmax(x):
+    return x - np.log(np.exp(x - x.max()).sum()) - x.max()
+
+
+def _best_by_enumeration(start, table, max_len, length_penalty):
+    """Exhaustive best hypothesis: ends at EOS (length incl. EOS) or is cut at max_len."""
+    best, best_seq = -np.inf, None
+    for length in range(1, max_len + 1):
+        for seq in itertools.product(range(V), repeat=length):
+            if EOS in seq[:-1] or (length < max_len and seq[-1] != EOS):
+                continue
+            score, logits = 0.0, start
+            for tok in seq:
+                score += _log_softmax(logits)[tok]
+                logits = table[tok]
+            norm = score / length**length_penalty
+            if norm > best:
+                best, best_seq = norm, seq
+    return best, list(best_seq)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_wide_beam_finds_the_exhaustive_optimum(seed, length_penalty):
+    start, table, first, cache = _setup(seed)
+    out = jax.jit(
+        lambda f, c: beam_search(_step_fn(table), f, c, num_beams=V**3, max_new_tokens=4, eos_ids=(EOS,), pad_id=PAD,
+                                 length_penalty=length_penalty)
+    )(first, cache)
+    best, best_seq = _best_by_enumeration(start, table, 4, length_penalty)
+    length = int(out.lengths[0])
+    assert list(np.asarray(out.tokens[0, :length])) == best_seq
+    assert (np.asarray(out.tokens[0, length:]) == PAD).all()
+    np.testing.assert_allclose(float(out.scores[0]), best, rtol=1e-5)
+
+
+def test_greedy_follows_argmax_and_pads_after_eos():
+    start, table, first, cache = _setup(5, batch=2)
+    out = greedy_search(_step_fn(table), first, cache, max_new_tokens=6, eos_ids=(EOS,), pad_id=PAD)
+    expected, tok = [], int(np.argmax(start))
+    while True:
+        expected.append(tok)
+        if tok == EOS or len(expected) == 6:
+            break
+        tok = int(np.argmax(table[tok]))
+    got = np.asarray(out.tokens[0])
+    assert list(got[: len(expected)]) == expected
+    assert (got[len(expected):] == PAD).all()
+    assert int(out.lengths[0]) == len(expected)
+
+
+def test_beam_of_one_equals_greedy():
+    _, table, first, cache = _setup(7, batch=3)
+    greedy = greedy_search(_step_fn(table), first, cache, max_new_tokens=5, eos_ids=(EOS,), pad_id=PAD)
+    beam = beam_search(_step_fn(table), first, cache, num_beams=1, max_new_tokens=5, eos_ids=(EOS,), pad_id=PAD,
+                       length_penalty=0.0)
+    np.testing.assert_array_equal(np.asarray(greedy.tokens), np.asarray(beam.tokens))
+
+
+def test_sampling_top_k_one_is_greedy_and_seeded():
+    _, table, first, cache = _setup(3, batch=4)
+    greedy = greedy_search(_step_fn(table), first, cache, max_new_tokens=5, eos_ids=(), pad_id=PAD)
+    kwargs = dict(max_new_tokens=5, eos_ids=(), pad_id=PAD)
+    top1 = sample(_step_fn(table), first, cache, jax.random.key(0), top_k=1, **kwargs)
+    np.testing.assert_array_equal(np.asarray(greedy.tokens), np.asarray(top1.tokens))
+    a = sample(_step_fn(table), first, cache, jax.random.key(1), temperature=3.0, **kwargs)
+    b = sample(_step_fn(table), first, cache, jax.random.key(1), temperature=3.0, **kwargs)
+    c = sample(_step_fn(table), first, cache, jax.random.key(2), temperature=3.0, **kwargs)
+    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+    assert not np.array_equal(np.asarray(a.tokens), np.asarray(c.tokens))
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+    kept = lambda x: list(np.isfinite(np.asarray(x[0])))
+    assert kept(filter_logits(logits, top_k=2)) == [True, True, False, False]
+    assert kept(filter_logits(logits, top_p=0.7)) == [True, True, False, False]  # 0.5 < 0.7 <= 0.8
+    assert kept(filter_logits(logits, top_p=0.5)) == [True, False, False, False]
+    assert kept(filter_logits(logits, top_p=0.81)) == [True, True, True, False]
+    scaled = filter_logits(logits, temperature=2.0)
+    np.testing.assert_allclose(np.asarray(scaled), np.asarray(logits) / 2.0, rtol=1e-6)
