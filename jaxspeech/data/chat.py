@@ -3,10 +3,12 @@
 The jinja environment matches ``transformers``' (sandboxed, ``trim_blocks``/``lstrip_blocks``,
 loop controls, ``raise_exception``, ``strftime_now``, a non-escaping ``tojson``, the tokenizer's
 special tokens as variables, ``{% generation %}`` blocks). Each message's content is wrapped in
-random sentinels before rendering; after rendering, the text between a message's sentinels is
-tokenized as plain text (never a control token), while the template's own markup is split on the
-control tokens it spells. Adjacent plain pieces are tokenized together, so for ordinary content the
-ids equal ``apply_chat_template``'s.
+random sentinels before rendering, which tells every character of the result apart as markup or
+content. The whole chat is then encoded in one call, exactly as ``apply_chat_template`` does; if
+any token that touches content comes out as a control token (content spelling ``<|im_end|>``, or
+completing one with the markup next to it), the chat is encoded piecewise instead: markup split on
+the control tokens it spells, each text run between them encoded as plain text. Content can
+therefore never yield a control token, and ordinary content gets transformers' ids.
 
 Without a chat template, ``builtin_template`` is used: with the role tokens of
 ``special_tokens.ROLE_TOKENS`` in the vocabulary (tokenizers from ``train_sentencepiece``)::
@@ -20,8 +22,10 @@ otherwise plain-text headers::
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
+import itertools
 import json
 import re
 import secrets
@@ -105,8 +109,7 @@ def encode_chat(
             "the chat template transforms message content in a way that cannot be tracked (it renders differently "
             "when each content is wrapped in sentinels); use a template that inserts message['content'] as a whole"
         )
-    pieces = markers.parse(rendered, contents, tokenizer)
-    return _tokenize_pieces(tokenizer, pieces)
+    return _tokenize_segments(tokenizer, markers.parse(rendered, contents))
 
 
 @functools.lru_cache(maxsize=32)
@@ -207,18 +210,14 @@ class _Markers:
 
         return _MARKER_RE.sub(replace, rendered)
 
-    def parse(self, rendered: str, contents, tokenizer: Tokenizer) -> list[tuple[tuple[int, ...] | str, int]]:
-        """Rendered text -> [(fixed ids or plain text, owner)]."""
-        pieces: list[tuple[tuple[int, ...] | str, int]] = []
+    def parse(self, rendered: str, contents) -> list[_Segment]:
+        """Rendered text -> segments: template markup (owner TEMPLATE_OWNER), content text, TokenIds."""
+        segments: list[_Segment] = []
         owner, cursor = TEMPLATE_OWNER, 0
 
         def add_text(text: str):
-            if not text:
-                return
-            if owner == TEMPLATE_OWNER:
-                pieces.extend((p if isinstance(p, str) else (p,), TEMPLATE_OWNER) for p in tokenizer.split_control(text))
-            else:
-                pieces.append((text, owner))
+            if text:
+                segments.append(_Segment(owner, text=text))
 
         for match in self.matches(rendered):
             add_text(rendered[cursor:match.start()])
@@ -236,14 +235,58 @@ class _Markers:
                 parts = contents[owner] if owner != TEMPLATE_OWNER else ()
                 if index >= len(parts) or not isinstance(parts[index], TokenIds):
                     raise ValueError("the chat template moved a TokenIds part out of its message's content")
-                pieces.append((tuple(int(i) for i in parts[index].ids), owner))
+                segments.append(_Segment(owner, ids=tuple(int(i) for i in parts[index].ids)))
         add_text(rendered[cursor:])
         if owner != TEMPLATE_OWNER:
             raise ValueError(f"the chat template cuts message {owner}'s content short")
-        return pieces
+        return segments
 
 
-def _tokenize_pieces(tokenizer: Tokenizer, pieces: Sequence[tuple[tuple[int, ...] | str, int]]) -> ChatEncoding:
+@dataclasses.dataclass(frozen=True)
+class _Segment:
+    """A stretch of the rendered chat: ``text`` (markup if owner is TEMPLATE_OWNER, else content) or fixed ``ids``."""
+
+    owner: int
+    text: str = ""
+    ids: tuple[int, ...] = ()
+
+
+def _tokenize_segments(tokenizer: Tokenizer, segments: Sequence[_Segment]) -> ChatEncoding:
+    """One encoding of the whole chat, as transformers does, when content yields no control token
+    there; otherwise (content spelling control tokens) each text run is encoded as plain text."""
+    return _joint_encoding(tokenizer, segments) or _piecewise_encoding(tokenizer, segments)
+
+
+def _joint_encoding(tokenizer: Tokenizer, segments: Sequence[_Segment]) -> ChatEncoding | None:
+    texts = []
+    for segment in segments:
+        if segment.ids:
+            names = {i: tokenizer.id_to_token(i) for i in set(segment.ids)}
+            texts.append("".join(names[i] for i in segment.ids))
+        else:
+            texts.append(segment.text)
+    bounds = list(itertools.accumulate((len(t) for t in texts), initial=0))  # segment k: [bounds[k], bounds[k+1])
+    ids, offsets = tokenizer.encode_with_control("".join(texts))
+    token_starts = [start for start, _ in offsets]
+    owners = [TEMPLATE_OWNER] * len(ids)
+    for k, segment in enumerate(segments):
+        lo, hi = bounds[k], bounds[k + 1]
+        first, stop = bisect.bisect_left(token_starts, lo), bisect.bisect_left(token_starts, hi)
+        straddles = first > 0 and offsets[first - 1][1] > lo  # a token from before reaches into this segment
+        if segment.ids:
+            if straddles or ids[first:stop] != list(segment.ids) or (stop > first and offsets[stop - 1][1] > hi):
+                return None  # the fixed ids did not come out exactly as given
+            owners[first:stop] = [segment.owner] * (stop - first)
+        elif segment.owner != TEMPLATE_OWNER:
+            first -= straddles  # a token joining markup and content belongs to the content
+            if any(i in tokenizer.control_ids for i in ids[first:stop]):
+                return None  # content (alone or joined with markup) spells a control token
+            owners[first:stop] = [segment.owner] * (stop - first)
+    return ChatEncoding(ids=list(ids), owners=owners)
+
+
+def _piecewise_encoding(tokenizer: Tokenizer, segments: Sequence[_Segment]) -> ChatEncoding:
+    """Markup is split on the control tokens it spells; each text run between fixed ids is encoded plain."""
     ids: list[int] = []
     owners: list[int] = []
     run: list[tuple[str, int]] = []
@@ -252,7 +295,6 @@ def _tokenize_pieces(tokenizer: Tokenizer, pieces: Sequence[tuple[tuple[int, ...
         if not run:
             return
         text = "".join(t for t, _ in run)
-        # Character span of each piece in the run, to give every token the owner of the text it covers.
         bounds, position = [], 0
         for piece_text, piece_owner in run:
             bounds.append((position, position + len(piece_text), piece_owner))
@@ -263,13 +305,22 @@ def _tokenize_pieces(tokenizer: Tokenizer, pieces: Sequence[tuple[tuple[int, ...
             owners.append(_owner_of_span(bounds, start, end))
         run.clear()
 
-    for payload, owner in pieces:
-        if isinstance(payload, str):
-            run.append((payload, owner))
+    def add_ids(fixed: Sequence[int], owner: int):
+        flush()
+        ids.extend(fixed)
+        owners.extend([owner] * len(fixed))
+
+    for segment in segments:
+        if segment.ids:
+            add_ids(segment.ids, segment.owner)
+        elif segment.owner != TEMPLATE_OWNER:
+            run.append((segment.text, segment.owner))
         else:
-            flush()
-            ids.extend(payload)
-            owners.extend([owner] * len(payload))
+            for piece in tokenizer.split_control(segment.text):
+                if isinstance(piece, str):
+                    run.append((piece, TEMPLATE_OWNER))
+                else:
+                    add_ids((piece,), TEMPLATE_OWNER)
     flush()
     return ChatEncoding(ids=ids, owners=owners)
 
@@ -277,8 +328,7 @@ def _tokenize_pieces(tokenizer: Tokenizer, pieces: Sequence[tuple[tuple[int, ...
 def _owner_of_span(bounds, start: int, end: int) -> int:
     """A token that overlaps message content belongs to that message, even if it also covers markup."""
     end = max(end, start + 1)
-    overlapping = [owner for lo, hi, owner in bounds if lo < end and start < hi]
-    content = [o for o in overlapping if o != TEMPLATE_OWNER]
-    if content:
-        return content[0]
+    for lo, hi, owner in bounds:
+        if owner != TEMPLATE_OWNER and lo < end and start < hi:
+            return owner
     return TEMPLATE_OWNER

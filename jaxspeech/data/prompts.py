@@ -146,18 +146,16 @@ def _user_content(tokenizer, task, counts, placeholder_id, prompt, fields, promp
 def _chat_sequence(tokenizer, user, system, target, template):
     messages = ([{"role": "system", "content": system}] if system is not None else [])
     messages.append({"role": "user", "content": user})
-    if target is None:
-        encoding = encode_chat(tokenizer, messages, add_generation_prompt=True, template=template)
-        if encoding.ids == encode_chat(tokenizer, messages, add_generation_prompt=False, template=template).ids:
-            raise ValueError(f"the chat template of {tokenizer.source} adds no assistant header for "
-                             "add_generation_prompt=True; expected a template with an assistant turn")
-        return encoding.ids, encoding.owners, None
     assistant = len(messages)
-    messages.append({"role": "assistant", "content": target})
-    encoding = encode_chat(tokenizer, messages, add_generation_prompt=False, template=template)
+    # For a prompt, a stand-in answer checks that the template renders assistant turns at all.
+    answer = target if target is not None else "answer"
+    encoding = encode_chat(tokenizer, [*messages, {"role": "assistant", "content": answer}], template=template)
     if assistant not in encoding.owners:
         raise ValueError(f"the chat template of {tokenizer.source} renders no assistant turn; expected the target "
                          "text after an assistant header")
+    if target is None:
+        encoding = encode_chat(tokenizer, messages, add_generation_prompt=True, template=template)
+        return encoding.ids, encoding.owners, None
     return encoding.ids, encoding.owners, assistant
 
 

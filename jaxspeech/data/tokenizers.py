@@ -64,7 +64,7 @@ class Tokenizer(abc.ABC):
         if not isinstance(text, str):
             raise TypeError(f"{self.source}: encode expects a str, got {type(text).__name__}")
         ids, offsets = self._encode_plain(text)
-        leaked = [i for i in ids if i in self._never_from_text]
+        leaked = [i for i in ids if i in self.control_ids]
         if leaked:
             raise ValueError(
                 f"{self.source}: plain-text encoding of {text[:80]!r} produced control token ids {leaked}; "
@@ -78,12 +78,17 @@ class Tokenizer(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def _never_from_text(self) -> frozenset[int]:
-        """Ids that plain-text encoding must never yield."""
+    def control_ids(self) -> frozenset[int]:
+        """Ids that plain-text encoding never yields: special ids and every other added token."""
 
     @abc.abstractmethod
     def split_control(self, text: str) -> ControlSplit:
         """Template markup -> control token ids (for the tokens spelled in it) and plain text between."""
+
+    @abc.abstractmethod
+    def encode_with_control(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Markup -> (ids, character spans), control-token strings becoming their ids (as the
+        backend itself would encode the text: one call, no BOS/EOS)."""
 
     @abc.abstractmethod
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
@@ -96,13 +101,6 @@ class Tokenizer(abc.ABC):
     @abc.abstractmethod
     def id_to_token(self, token_id: int) -> str:
         """The token string of an id."""
-
-    def require_id(self, token: str, what: str) -> int:
-        """``token_to_id`` that raises a clear error naming ``what`` the token is for."""
-        token_id = self.token_to_id(token)
-        if token_id is None:
-            raise KeyError(f"{self.source}: the vocabulary has no {what} token {token!r}")
-        return token_id
 
 
 class HFTokenizer(Tokenizer):
@@ -157,18 +155,21 @@ class HFTokenizer(Tokenizer):
         return token_id
 
     @property
-    def _never_from_text(self) -> frozenset[int]:
+    def control_ids(self) -> frozenset[int]:
         return self._added_ids | self.special_ids
 
     def _encode_plain(self, text):
         encoding = self._plain.encode(text, add_special_tokens=False)
         return list(encoding.ids), [tuple(o) for o in encoding.offsets]
 
-    def split_control(self, text: str) -> ControlSplit:
+    def encode_with_control(self, text):
         encoding = self._full.encode(text, add_special_tokens=False)
+        return list(encoding.ids), [tuple(o) for o in encoding.offsets]
+
+    def split_control(self, text: str) -> ControlSplit:
         pieces: ControlSplit = []
         cursor = 0
-        for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
+        for token_id, (start, end) in zip(*self.encode_with_control(text)):
             if token_id in self._added_ids:
                 if start > cursor:
                     pieces.append(text[cursor:start])
@@ -236,7 +237,7 @@ class SentencePieceTokenizer(Tokenizer):
         self._control_re = re.compile("|".join(re.escape(p) for p in by_length)) if by_length else None
 
     @property
-    def _never_from_text(self) -> frozenset[int]:
+    def control_ids(self) -> frozenset[int]:
         return self.special_ids
 
     def _encode_plain(self, text):
@@ -247,11 +248,10 @@ class SentencePieceTokenizer(Tokenizer):
         return ids, offsets
 
     def split_control(self, text: str) -> ControlSplit:
-        if self._control_re is None:
-            return [text] if text else []
         pieces: ControlSplit = []
         cursor = 0
-        for match in self._control_re.finditer(text):
+        matches = self._control_re.finditer(text) if self._control_re is not None else ()
+        for match in matches:
             if match.start() > cursor:
                 pieces.append(text[cursor:match.start()])
             pieces.append(self._sp.piece_to_id(match.group()))
@@ -259,6 +259,21 @@ class SentencePieceTokenizer(Tokenizer):
         if cursor < len(text):
             pieces.append(text[cursor:])
         return pieces
+
+    def encode_with_control(self, text):
+        ids, offsets, position = [], [], 0
+        for piece in self.split_control(text):
+            if isinstance(piece, int):
+                length = len(self._sp.id_to_piece(piece))
+                ids.append(piece)
+                offsets.append((position, position + length))
+            else:
+                length = len(piece)
+                piece_ids, piece_offsets = self._encode_plain(piece)
+                ids.extend(piece_ids)
+                offsets.extend((position + a, position + b) for a, b in piece_offsets)
+            position += length
+        return ids, offsets
 
     def decode(self, ids, skip_special_tokens=True):
         ids = [int(i) for i in ids]

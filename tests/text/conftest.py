@@ -4,7 +4,7 @@ import pytest
 
 from jaxspeech.data.sentencepiece_training import train_sentencepiece
 from jaxspeech.data.tokenizers import load_tokenizer
-from tests.text.tokenizer_dirs import CORPUS, write_chatml_dir, write_llama3_dir
+from tests.text.tokenizer_dirs import CORPUS, write_chatml_dir, write_llama3_dir, write_metaspace_dir
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +15,16 @@ def chatml_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def llama3_dir(tmp_path_factory):
     return write_llama3_dir(str(tmp_path_factory.mktemp("llama3")))
+
+
+@pytest.fixture(scope="session")
+def metaspace_dir(tmp_path_factory):
+    return write_metaspace_dir(str(tmp_path_factory.mktemp("metaspace")))
+
+
+@pytest.fixture(scope="session")
+def metaspace(metaspace_dir):
+    return load_tokenizer(metaspace_dir)
 
 
 @pytest.fixture(scope="session")

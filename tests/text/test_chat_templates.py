@@ -45,7 +45,7 @@ def hf_ids(directory, messages, **kwargs):
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("name", ["chatml", "llama3"])
+@pytest.mark.parametrize("name", ["chatml", "llama3", "metaspace"])
 @pytest.mark.parametrize("conversation", range(len(CONVERSATIONS)))
 @pytest.mark.parametrize("add_generation_prompt", [False, True])
 def test_matches_transformers(request, name, conversation, add_generation_prompt):
@@ -69,6 +69,16 @@ def test_injected_control_strings_are_text(request, name, conversation):
     assert not content_ids & tok.special_ids
     # Without sanitizing, transformers would let the content spell control tokens.
     assert hf_ids(directory, messages, add_generation_prompt=True) != ours.ids
+
+
+def test_control_token_joined_across_content_and_markup_is_text(chatml, sp):
+    """Content ending in half a control token cannot complete it with the template's text."""
+    template = "{% for m in messages %}{{ m.content + 'end|>' }}{% endfor %}"
+    encoding = encode_chat(chatml, [{"role": "user", "content": "hi <|im_"}], template=template)
+    assert chatml.token_to_id("<|im_end|>") not in encoding.ids
+    assert chatml.decode(encoding.ids) == "hi <|im_end|>"
+    encoding = encode_chat(sp, [{"role": "user", "content": "hi <|user|> </s>"}])
+    assert [i for i, o in zip(encoding.ids, encoding.owners) if o == 0] == sp.encode("hi <|user|> </s>")
 
 
 def test_non_special_added_token_in_content_is_text(chatml):

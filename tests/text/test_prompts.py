@@ -40,11 +40,12 @@ def test_llama3_example_with_system(llama3):
     assert ex.loss_mask[-1] == 1
 
 
-def test_inference_prompt_is_prefix_of_training_sequence(chatml, llama3, sp):
-    for tok in (chatml, llama3, sp):
+def test_inference_prompt_is_prefix_of_training_sequence(chatml, llama3, metaspace, sp):
+    for tok in (chatml, llama3, metaspace, sp):
         audio = tok.token_to_id("<|audio|>")
         train = encode_example(tok, task="asr", audio_token_counts=[4], placeholder_id=audio, target="hello world")
         infer = encode_example(tok, task="asr", audio_token_counts=[4], placeholder_id=audio)
+        assert tok.decode(train.tokens[train.loss_mask > 0]) == "hello world"
         first_target = int(np.argmax(train.loss_mask))
         assert infer.tokens.tolist() == train.tokens[:first_target].tolist()
         assert infer.loss_mask.sum() == 0 and infer.audio_spans == train.audio_spans
@@ -139,7 +140,7 @@ def test_errors(chatml, llama3):
     no_assistant = "{% for m in messages %}{% if m.role != 'assistant' %}{{ m.content }}{% endif %}{% endfor %}"
     with pytest.raises(ValueError, match="renders no assistant turn"):
         encode_example(chatml, task="asr", target="x", template=no_assistant, **common)
-    with pytest.raises(ValueError, match="adds no assistant header"):
+    with pytest.raises(ValueError, match="renders no assistant turn"):
         encode_example(chatml, task="asr", template=no_assistant, **common)
     wrong_end = "{% for m in messages %}{{ m.content }}<|im_start|>{% endfor %}"
     with pytest.raises(ValueError, match=r"closes the assistant turn with '<\|im_start\|>'"):

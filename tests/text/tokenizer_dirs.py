@@ -88,3 +88,23 @@ def write_llama3_dir(directory: str) -> str:
     ids = [tokenizer.token_to_id(t) for t in ("<|end_of_text|>", "<|eot_id|>")]
     return _write(directory, tokenizer, config, {"bos_token_id": tokenizer.token_to_id("<|begin_of_text|>"),
                                                  "eos_token_id": ids})
+
+
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{% else %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% endif %}"
+    "{% endfor %}"
+)
+
+
+def write_metaspace_dir(directory: str) -> str:
+    """Llama-2/Mistral style: sentencepiece-like BPE (Metaspace, prepend "first", byte fallback), [INST] template."""
+    tokenizer = Tokenizer(models.BPE(byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+    tokenizer.train_from_iterator(CORPUS * 4, trainer)
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ["[INST]", "[/INST]", *AUDIO_TOKENS]])
+    config = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": MISTRAL_TEMPLATE}
+    return _write(directory, tokenizer, config, None)
