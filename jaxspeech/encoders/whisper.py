@@ -28,9 +28,9 @@ from jaxspeech.layers.embeddings import sinusoids
 from jaxspeech.layers.masks import MaskSpec, padding_mask
 from jaxspeech.layers.mlp import MLP, activation
 from jaxspeech.layers.norms import LayerNorm
+from jaxspeech.layers.remat import POLICIES as REMAT_POLICIES
 from jaxspeech.layers.remat import remat, scan_layers
 
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 HIDDEN_AXES = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED)
 
 
