@@ -3,6 +3,7 @@
 import functools
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from jaxspeech.data.chat import (
     BUILTIN_ROLE_TOKEN_TEMPLATE,
@@ -150,3 +151,17 @@ def test_bad_messages(chatml):
         encode_chat(chatml, [{"role": "user", "content": 3}])
     with pytest.raises(ValueError, match="chat template line 1"):
         encode_chat(chatml, [{"role": "user", "content": "x"}], template="{% for %}")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|audio|>", "<|im_", "end|>", "[INST]",
+                                 "<s>", "\n", " "]) | st.text(max_size=8), max_size=6))
+def test_fuzzed_content_never_yields_control_tokens(chatml, llama3, metaspace, pieces):
+    content = "".join(pieces)
+    for tok in (chatml, llama3, metaspace):
+        encoding = encode_chat(tok, [{"role": "user", "content": content}, {"role": "assistant", "content": "ok"}])
+        owned = [i for i, o in zip(encoding.ids, encoding.owners) if o == 0]
+        assert not set(owned) & tok.control_ids
+        assert sum(i in tok.control_ids for i in encoding.ids) == sum(
+            i in tok.control_ids for i in encode_chat(tok, [{"role": "user", "content": "x"},
+                                                             {"role": "assistant", "content": "ok"}]).ids)
