@@ -122,23 +122,24 @@ class StepLoader:
         planned = self.plan.step(step)
         shape = self.shapes[planned.bucket]
         rejects = [self._reject(i, reason, message) for i, reason, message in planned.plan_rejects]
-        loaded, records = [], []
-        for example_id in planned.example_ids:
-            record = self.source[example_id]
-            outcome = self._load(example_id, record, shape)
-            if isinstance(outcome, Reject):
-                rejects.append(outcome)
-            else:
-                loaded.append(outcome)
-                records.append(record)
-        placements = batching.place_in_rows([len(e.tokens) for e in loaded], shape.batch_size, shape.clips, shape.tokens)
-        placed = []
-        for example, record, place in zip(loaded, records, placements):
-            if place is None:
-                message = f"{len(example.tokens)} tokens: no row of this batch had that many of its {shape.tokens} left"
-                rejects.append(Reject(example.example_id, str(record["id"]), record_name(record), RejectReason.PACK_OVERFLOW, message))
-            else:
-                placed.append((example, record, place))
+        placed = []  # (example, record, (row, clip)); rejected examples leave no gap in their row
+        for row, example_ids in enumerate(planned.rows):
+            clip = used_tokens = 0
+            for example_id in example_ids:
+                record = self.source[example_id]
+                outcome = self._load(example_id, record, shape)
+                if isinstance(outcome, batching.LoadedExample) and used_tokens + len(outcome.tokens) > shape.tokens:
+                    message = (
+                        f"{len(outcome.tokens)} tokens do not fit the {shape.tokens - used_tokens} left in its packed row "
+                        "(the tokenizer gave more tokens for the decoded audio than for the manifest duration)"
+                    )
+                    outcome = Reject(example_id, str(record["id"]), record_name(record), RejectReason.PACK_OVERFLOW, message)
+                if isinstance(outcome, Reject):
+                    rejects.append(outcome)
+                    continue
+                placed.append((outcome, record, (row, clip)))
+                clip += 1
+                used_tokens += len(outcome.tokens)
         arrays = batching.assemble_arrays(
             [p[0] for p in placed],
             [p[2] for p in placed],
@@ -175,7 +176,10 @@ class StepLoader:
         if frames == 0:
             return Reject(example_id, record_id, name, RejectReason.EMPTY, f"{len(audio)} samples: shorter than one feature frame")
         if frames > shape.frames:
-            message = f"decoded {frames} frames, more than its bucket's {shape.frames}"
+            message = (
+                f"decoded {frames} frames, more than the {shape.frames}-frame bucket that its manifest duration "
+                f"({record.get('duration', float('nan')):.4f} s) put it in"
+            )
             return Reject(example_id, record_id, name, RejectReason.TOO_LONG, message)
         if self.tokenize is None:
             return batching.LoadedExample(example_id, audio, frames, np.zeros((0,), np.int32), np.zeros((0,), np.float32))
@@ -228,11 +232,15 @@ class DataPipeline:
         self.source, self.config, self.tokenize = source, config, tokenize
         self.process_index, self.process_count = process_index, process_count
         self.rows = batching.rows_per_bucket(config.bucket_frames, config.clips_per_row, config.frame_budget, config.batch_size_multiple)
-        frames = batching.frames_for_durations(source_durations(source), config.sample_rate)
+        durations = source_durations(source)
+        frames = batching.frames_for_durations(durations, config.sample_rate)
         self.plan = batching.BatchPlan(
             frames,
             config.bucket_frames,
-            [r * c for r, c in zip(self.rows, config.clips_per_row)],
+            self.rows,
+            clips_per_row=config.clips_per_row,
+            max_tokens=config.max_tokens,
+            token_lengths=self._planned_token_lengths(durations, frames),
             seed=config.seed,
             shuffle=config.shuffle,
             drop_remainder=config.drop_remainder,
@@ -241,6 +249,25 @@ class DataPipeline:
             process_count=process_count,
         )
         self.fingerprint = self._fingerprint()
+
+    def _planned_token_lengths(self, durations: np.ndarray, frames: np.ndarray) -> np.ndarray | None:
+        """Token counts that packing plans with (only needed for buckets with several clips per row).
+
+        Each example is tokenized for the longest audio its duration check admits (capped at its
+        bucket), so with a tokenizer whose length grows with the audio the decoded example never
+        needs more tokens than planned.
+        """
+        config = self.config
+        if self.tokenize is None or max(config.clips_per_row) == 1:
+            return None
+        buckets = batching.assign_buckets(frames, config.bucket_frames)
+        longest = batching.frames_for_durations(durations + config.duration_tolerance, config.sample_rate)
+        lengths = np.zeros(len(frames), np.int64)
+        for i in np.flatnonzero(buckets >= 0):
+            if config.clips_per_row[buckets[i]] > 1:
+                admitted = int(min(longest[i], config.bucket_frames[buckets[i]]))
+                lengths[i] = len(self.tokenize(self.source[i], (admitted,)).tokens)
+        return lengths
 
     @property
     def steps_per_epoch(self) -> int:
@@ -265,8 +292,8 @@ class DataPipeline:
         plan = self.plan
         described = {
             "examples": len(self.source),
-            "bucket_ids": hashlib.sha256(plan.bucket_ids.tobytes()).hexdigest(),
-            "examples_per_batch": plan.examples_per_batch,
+            "rows": [hashlib.sha256(rows.tobytes()).hexdigest() for rows in plan.rows],
+            "rows_per_batch": plan.rows_per_batch,
             "seed": plan.seed,
             "shuffle": plan.shuffle,
             "drop_remainder": plan.drop_remainder,

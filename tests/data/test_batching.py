@@ -12,6 +12,8 @@ def test_frames_follow_the_log_mel_hop():
     # 1 s = 16000 samples = 100 frames; 10 ms per frame, partial frames do not count.
     frames = batching.frames_for_durations(np.array([1.0, 0.0099, 0.01, 2.345, np.nan, -1.0]))
     assert frames.tolist() == [100, 0, 1, 234, -1, -1]
+    # A duration rounded down by < 0.05 ms (e.g. 4800 samples written as 0.29996 s) keeps its last frame.
+    assert batching.frames_for_durations(np.array([0.29996, 0.29994])).tolist() == [30, 29]
 
 
 def test_assign_buckets_takes_the_smallest_that_fits():
@@ -101,10 +103,37 @@ def test_plan_survives_pickling_with_its_cache():
     assert [clone.step(s) for s in range(5)] == [plan.step(s) for s in range(5)]
 
 
-def test_first_fit_packing():
-    placements = batching.place_in_rows([5, 5, 5, 9, 2, 4], rows=2, clips=3, max_tokens=12)
-    assert placements == [(0, 0), (0, 1), (1, 0), None, (0, 2), (1, 1)]
-    assert batching.place_in_rows([0, 0, 0], rows=1, clips=2, max_tokens=0) == [(0, 0), (0, 1), None]
+def test_pack_rows_pairs_long_with_short_within_the_limits():
+    lengths = np.array([5, 5, 5, 9, 2, 4, 12, 13])
+    rows = batching.pack_rows(range(7), lengths, clips=3, max_tokens=12)
+    assert rows.tolist() == [[6, -1, -1], [3, 4, -1], [0, 5, -1], [1, 2, -1]]
+    for row in rows:
+        members = row[row >= 0]
+        assert len(members) <= 3 and lengths[members].sum() <= 12
+    assert batching.pack_rows([2, 0, 1], np.zeros(3, np.int64), clips=2, max_tokens=0).tolist() == [[0, 2], [1, -1]]
+
+
+def test_packed_plan_covers_each_example_once_and_rejects_unpackable_ones():
+    frames = np.random.default_rng(1).integers(1, 200, size=40)
+    tokens = np.random.default_rng(2).integers(3, 30, size=40)
+    plan = batching.BatchPlan(
+        frames, (100, 200), (2, 2), clips_per_row=(3, 1), max_tokens=(25, 50), token_lengths=tokens,
+        seed=0, shuffle=True, num_epochs=1,
+    )
+    small = frames <= 100
+    seen = []
+    for s in range(plan.steps_per_epoch):
+        step = plan.step(s)
+        assert len(step.rows) <= 2
+        for row in step.rows:
+            assert len(row) <= (3, 1)[step.bucket]
+            if step.bucket == 0:
+                assert tokens[list(row)].sum() <= 25
+        seen += step.example_ids
+    unpackable = np.flatnonzero(small & (tokens > 25)).tolist()
+    assert sorted(seen) == sorted(set(range(40)) - set(unpackable))
+    assert [(i, r) for i, r, _ in plan.plan_rejects] == [(i, RejectReason.TOO_MANY_TOKENS) for i in unpackable]
+    assert sum(1 for rows in plan.rows[0] if (rows >= 0).sum() > 1) > 0  # something was packed
 
 
 def _example(example_id, seconds, tokens):

@@ -145,7 +145,8 @@ def test_tokens_packing_and_metadata(small_manifest):
             packed_rows += int(((batch.example_ids >= 0).sum(axis=1) > 1).sum())
         stats = iterator.stats
     assert packed_rows > 0
-    assert stats["delivered"] + stats["rejected"].get("pack_overflow", 0) == 48
+    # Rows are packed by planned token counts, so every example finds its place.
+    assert stats["delivered"] == 48 and stats["rejected"] == {}
 
 
 def test_over_long_token_sequences_are_rejected_not_truncated(small_manifest):
