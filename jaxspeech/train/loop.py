@@ -1,0 +1,211 @@
+"""The training loop: restore or init, then step through the data with logging, eval and checkpoints.
+
+``train(task, config, data, workdir)`` runs until ``total_steps``, the time budget, the end of the
+data, or SIGTERM (which checkpoints the last completed step and returns normally), and raises
+``NonFiniteError`` once more than ``max_consecutive_skipped_steps`` steps in a row had a
+non-finite loss or gradient. It resumes from the newest readable checkpoint in
+``<workdir>/<checkpoint.subdir>`` including the data iterator's position, so a killed run
+restarted with the same config continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from jaxspeech.sharding import multihost
+from jaxspeech.sharding.mesh import make_mesh
+from jaxspeech.train import metrics as metrics_lib
+from jaxspeech.train.checkpoint import Checkpointer
+from jaxspeech.train.config import TrainConfig
+from jaxspeech.train.signals import StopOnSigterm
+from jaxspeech.train.state import State, build_layout, init_state
+from jaxspeech.train.step import CompiledStep, make_train_step
+from jaxspeech.train.task import Task
+
+log = logging.getLogger(__name__)
+
+EvalFn = Callable[[Any, int], Mapping[str, float]]  # (params, step) -> {name: value}
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: State
+    step: int
+    stop_reason: str  # "completed" | "time_budget" | "data_exhausted" | "preempted"
+    last_train_metrics: dict[str, float]
+    last_eval_metrics: dict[str, float]
+    compile_seconds: float
+
+
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
+
+
+class _Run:
+    """State of one ``train`` call (kept in one place so the loop body stays readable)."""
+
+    def __init__(self, task: Task, config: TrainConfig, data: Iterator, workdir: str, eval_fn: EvalFn | None, mesh: Mesh | None):
+        self.task, self.config, self.data, self.eval_fn = task, config, data, eval_fn
+        self.mesh = mesh if mesh is not None else make_mesh(config.mesh)
+        self.checkpointer = Checkpointer(os.path.join(workdir, config.checkpoint.subdir), config.checkpoint)
+        self.logger = metrics_lib.MetricsLogger(workdir, tensorboard=config.metrics.tensorboard)
+        self.last_saved_step: int | None = None
+        self.last_train: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+
+    def start(self) -> tuple[State, Any]:
+        """(state, first batch to train on or None): restored from a checkpoint or freshly built."""
+        config = self.config
+        first_batch = next(self.data)
+        self.layout = build_layout(self.task, first_batch, config.optimizer, self.mesh, config.sharding_rules, config.seed)
+        self.step_fn = CompiledStep(make_train_step(self.task, self.layout, config.optimizer, config.grad_accum_steps), self.layout, config.sharding_rules)
+        restored = self.checkpointer.restore_latest(self.layout.abstract, with_data=config.checkpoint.restore_data_state)
+        if restored is None:
+            return init_state(self.task, first_batch, self.layout, config.seed), first_batch
+        self.last_saved_step = restored.step
+        if restored.data_state is not None:
+            self.data.set_state(restored.data_state)
+        else:
+            log.warning("checkpoint at step %d has no data iterator state (or restoring it is off): the data restarts", restored.step)
+        log.info("resumed from %s", self.checkpointer.step_directory(restored.step))
+        return restored.state, None
+
+    def close(self) -> None:
+        self.checkpointer.close()
+        self.logger.close()
+
+    def save(self, step: int, state: State) -> None:
+        if step != self.last_saved_step:
+            saveable = self.data if hasattr(self.data, "get_state") else None
+            self.checkpointer.save(step, state, saveable)
+            self.last_saved_step = step
+
+    def evaluate(self, step: int, state: State) -> None:
+        if self.eval_fn is None:
+            return
+        results = {f"eval/{k}": float(v) for k, v in self.eval_fn(state["params"], step).items()}
+        self.logger.write(step, results)
+        self.last_eval = results
+
+    def log_train(self, step: int, window: list, counts: dict[str, float], seconds: float, flops: float | None) -> None:
+        scalars = metrics_lib.mean_metrics(window)
+        per_step = seconds / max(len(window), 1)
+        scalars["steps_per_s"] = 1.0 / per_step if per_step > 0 else 0.0
+        for name, total in counts.items():
+            scalars[f"{name}_per_s"] = total / seconds if seconds > 0 else 0.0
+        utilisation = metrics_lib.mfu(flops, per_step, self.peak_flops)
+        if utilisation is not None:
+            scalars["mfu"] = utilisation
+        self.last_train = {f"train/{k}": v for k, v in scalars.items()}
+        self.logger.write(step, self.last_train)
+
+    def measure_peak(self) -> None:
+        cfg = self.config.metrics
+        self.peak_flops = cfg.peak_flops_per_device
+        if self.peak_flops is None and cfg.measure_peak_flops:
+            self.peak_flops = metrics_lib.measure_peak_flops(cfg.peak_matmul_size, cfg.peak_matmul_dtype)
+            log.info("measured peak %.3g FLOP/s per device (%s matmul)", self.peak_flops, cfg.peak_matmul_dtype)
+
+    def check_finite(self, step: int, step_metrics: Mapping[str, Any]) -> None:
+        consecutive = int(jax.device_get(step_metrics["consecutive_skipped_steps"]))
+        if consecutive > self.config.max_consecutive_skipped_steps:
+            self.checkpointer.wait()
+            raise NonFiniteError(
+                f"{consecutive} consecutive steps up to step {step} had a non-finite loss or gradient "
+                f"(limit max_consecutive_skipped_steps={self.config.max_consecutive_skipped_steps}); "
+                f"last checkpoint: step {self.last_saved_step}"
+            )
+        if consecutive:
+            log.warning("step %d skipped: non-finite loss or gradient (%d in a row)", step, consecutive)
+
+
+def train(
+    task: Task,
+    config: TrainConfig,
+    data: Iterator,
+    workdir: str | os.PathLike,
+    *,
+    eval_fn: EvalFn | None = None,
+    mesh: Mesh | None = None,
+) -> TrainResult:
+    """Trains ``task`` on host batches from ``data`` (an iterator; ``get_state``/``set_state``
+    make its position part of checkpoints). See the module docstring for the stop conditions."""
+    workdir = os.fspath(workdir)
+    multihost.initialize(config.distributed)
+    if config.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
+    with StopOnSigterm() as stop, contextlib.closing(_Run(task, config, data, workdir, eval_fn, mesh)) as run:
+        state, pending_batch = run.start()
+        run.measure_peak()
+        step = start_step = int(jax.device_get(state["step"]))
+        window, counts, previous = [], {}, None
+        window_start = train_start = None
+        stop_reason = "completed"
+        progress = tqdm(
+            total=config.total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+            disable=not config.progress_bar or jax.process_index() != 0,
+        )
+        with progress:
+            while True:
+                if step >= config.total_steps:
+                    break
+                if config.time_budget_s is not None and train_start is not None and time.monotonic() - train_start >= config.time_budget_s:
+                    stop_reason = "time_budget"
+                    break
+                if pending_batch is None:
+                    try:
+                        pending_batch = next(data)
+                    except StopIteration:
+                        stop_reason = "data_exhausted"
+                        break
+                batch, pending_batch = pending_batch, None
+                for name, value in metrics_lib.throughput_counts(task, batch).items():
+                    counts[name] = counts.get(name, 0.0) + value
+                compiled = run.step_fn.compiled(batch)  # compiles new shapes before the clock starts
+                if train_start is None:
+                    train_start = window_start = time.monotonic()
+                state, step_metrics = compiled(state, multihost.to_global(batch, run.step_fn.batch_shardings(batch)))
+                step += 1
+                window.append(step_metrics)
+                progress.update(1)
+                if previous is not None:
+                    run.check_finite(*previous)
+                previous = (step, step_metrics)
+
+                if _due(step, config.metrics.log_every) or step == config.total_steps:
+                    run.check_finite(*previous)
+                    flops = run.step_fn.flops.get(run.step_fn.shape_key(batch))
+                    run.log_train(step, window, counts, time.monotonic() - window_start, flops)
+                    progress.set_postfix(loss=f"{run.last_train['train/loss']:.4f}", refresh=False)
+                    window, counts, window_start = [], {}, time.monotonic()
+                if _due(step, config.eval_every):
+                    run.evaluate(step, state)
+                if _due(step, config.checkpoint.every_steps):
+                    run.save(step, state)
+                if stop.should_stop(step):
+                    stop_reason = "preempted"
+                    break
+        if previous is not None:
+            run.check_finite(*previous)
+        if window:
+            run.log_train(step, window, counts, time.monotonic() - window_start, run.step_fn.flops.get(run.step_fn.shape_key(batch)))
+        run.save(step, state)
+        if stop_reason != "preempted" and run.eval_fn is not None and not _due(step, config.eval_every):
+            run.evaluate(step, state)
+        run.checkpointer.wait()
+        compile_seconds = sum(run.step_fn.compile_seconds.values())
+        log.info("stopped at step %d (%s); compile %.1f s", step, stop_reason, compile_seconds)
+        return TrainResult(state, step, stop_reason, run.last_train, run.last_eval, compile_seconds)

@@ -1,0 +1,192 @@
+"""One pure train step ``train_step(state, batch) -> (state, metrics)`` and its sharded compilation.
+
+Inside the step: the RNG for step ``s`` is ``fold_in(state.rng, s)``; gradients are taken only
+with respect to the trainable parameters; ``grad_accum_steps`` micro-batches (strided slices of
+the batch) are scanned and their gradients averaged with the task's ``loss_weight``, which equals
+the gradient of the whole batch; a step whose loss or gradient norm is not finite is skipped
+(parameters and optimizer state are returned unchanged and the skip counters advance).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxspeech.layers import axes
+from jaxspeech.sharding.mesh import activation_rules, logical_to_spec
+from jaxspeech.train import optim
+from jaxspeech.train.state import State, StateLayout, abstract_batch
+from jaxspeech.train.task import LOSS_WEIGHT, Task
+
+Metrics = dict[str, jax.Array]
+StepFn = Callable[[State, Any], tuple[State, Metrics]]
+
+
+def _micro_batches(batch: Any, count: int) -> Any:
+    """[B, ...] -> [count, B // count, ...]; micro-batch i holds examples i, i + count, ...
+
+    Strided (not contiguous) so that every micro-batch stays spread over all data shards.
+    """
+
+    def split(x):
+        if x.shape[0] % count:
+            raise ValueError(f"batch size {x.shape[0]} is not divisible by grad_accum_steps={count}")
+        return jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def accumulated_gradients(task: Task, trainable, frozen, batch, rng, accum_steps: int = 1):
+    """(loss f32[], metrics, grads) of ``task.loss`` w.r.t. ``trainable`` over ``accum_steps``
+    micro-batches, averaged with the task's ``loss_weight`` (the metric then holds the total)."""
+
+    def one(batch, rng):
+        def loss_fn(trained):
+            return task.loss(optim.merge_trainable(trained, frozen), batch, rng, train=True)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        weight = metrics.pop(LOSS_WEIGHT, jnp.ones([], jnp.float32))
+        return loss.astype(jnp.float32), metrics, grads, weight
+
+    if accum_steps == 1:
+        loss, metrics, grads, weight = one(batch, rng)
+        return loss, {**metrics, LOSS_WEIGHT: weight}, grads
+
+    def body(carry, inputs):
+        index, micro = inputs
+        loss, metrics, grads, weight = one(micro, jax.random.fold_in(rng, index))
+        sums = {"loss": loss * weight, **{k: v * weight for k, v in metrics.items()}}
+        carry_sums, carry_grads, carry_weight = carry
+        return (
+            jax.tree.map(jnp.add, carry_sums, sums),
+            jax.tree.map(lambda a, g: a + weight * g.astype(jnp.float32), carry_grads, grads),
+            carry_weight + weight,
+        ), None
+
+    micro = _micro_batches(batch, accum_steps)
+    first = jax.tree.map(lambda x: x[0], micro)
+    shapes = jax.eval_shape(one, first, rng)
+    zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), tree)
+    init = (zeros({"loss": shapes[0], **shapes[1]}), zeros(shapes[2]), jnp.zeros([], jnp.float32))
+    (sums, grad_sum, total), _ = jax.lax.scan(body, init, (jnp.arange(accum_steps), micro))
+    denominator = jnp.where(total > 0, total, 1.0)
+    grads = jax.tree.map(lambda g, p: (g / denominator).astype(p.dtype), grad_sum, trainable)
+    metrics = {k: v / denominator for k, v in sums.items()}
+    return metrics.pop("loss"), {**metrics, LOSS_WEIGHT: total}, grads
+
+
+def make_train_step(task: Task, layout: StateLayout, optimizer_config: optim.OptimizerConfig, grad_accum_steps: int = 1) -> StepFn:
+    """The pure step function for ``layout`` (jit it with ``compile_train_step``)."""
+    if grad_accum_steps < 1:
+        raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
+
+    def train_step(state: State, batch: Any) -> tuple[State, Metrics]:
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+        trainable, frozen = optim.split_trainable(state["params"], layout.trainable)
+        loss, metrics, grads = accumulated_gradients(task, trainable, frozen, batch, rng, grad_accum_steps)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+        updates, new_opt_state = layout.optimizer.update(grads, state["opt_state"], trainable)
+        new_trainable = optax.apply_updates(trainable, updates)
+        keep_if_skipped = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        new_trainable = keep_if_skipped(new_trainable, trainable)
+        new_opt_state = keep_if_skipped(new_opt_state, state["opt_state"])
+
+        skipped = (~finite).astype(jnp.int32)
+        applied_updates = state["step"] - state["skipped_steps"]
+        new_state = {
+            "params": optim.merge_trainable(new_trainable, frozen),
+            "opt_state": new_opt_state,
+            "step": state["step"] + 1,
+            "rng": state["rng"],
+            "skipped_steps": state["skipped_steps"] + skipped,
+            "consecutive_skipped_steps": (state["consecutive_skipped_steps"] + 1) * skipped,
+        }
+        metrics = {
+            **metrics,
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "learning_rate": optim.learning_rate(applied_updates, optimizer_config),
+            "skipped": skipped.astype(jnp.float32),
+            "skipped_steps": new_state["skipped_steps"].astype(jnp.float32),
+            "consecutive_skipped_steps": new_state["consecutive_skipped_steps"].astype(jnp.float32),
+        }
+        return new_state, metrics
+
+    return train_step
+
+
+def batch_shardings(batch: Any, mesh: Mesh, rules=axes.DEFAULT_RULES) -> Any:
+    """NamedShardings splitting axis 0 of every batch leaf over the mesh's batch axes."""
+
+    def one(x):
+        names = (axes.ACT_BATCH,) + (None,) * (len(x.shape) - 1)
+        return NamedSharding(mesh, logical_to_spec(names, x.shape, mesh, rules))
+
+    return jax.tree.map(one, batch)
+
+
+class CompiledStep:
+    """``train_step`` jitted once with explicit shardings and the state donated.
+
+    Each distinct batch shape (duration bucket) is lowered and compiled ahead of time on first
+    use; ``compile_seconds`` and ``flops`` (XLA's cost analysis, per device) record each.
+    """
+
+    def __init__(self, step_fn: StepFn, layout: StateLayout, rules=axes.DEFAULT_RULES):
+        self._layout, self._rules = layout, rules
+        self._step_fn = step_fn
+        self._compiled: dict[Any, Any] = {}
+        self.compile_seconds: dict[Any, float] = {}
+        self.flops: dict[Any, float | None] = {}
+
+    @staticmethod
+    def shape_key(batch: Any) -> Any:
+        leaves, treedef = jax.tree.flatten(batch)
+        return treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
+
+    def batch_shardings(self, batch: Any) -> Any:
+        return batch_shardings(abstract_batch(batch), self._layout.mesh, self._rules)
+
+    def compiled(self, batch: Any):
+        """The compiled executable for batches shaped like ``batch`` (compiling it if new)."""
+        key = self.shape_key(batch)
+        if key not in self._compiled:
+            replicated = NamedSharding(self._layout.mesh, PartitionSpec())
+            jitted = jax.jit(
+                self._step_fn,
+                in_shardings=(self._layout.shardings, self.batch_shardings(batch)),
+                out_shardings=(self._layout.shardings, replicated),
+                donate_argnums=0,
+            )
+            start = time.perf_counter()
+            with activation_rules(self._layout.mesh, self._rules):
+                compiled = jitted.lower(self._layout.abstract, abstract_batch(batch)).compile()
+            self.compile_seconds[key] = time.perf_counter() - start
+            self.flops[key] = _flops(compiled)
+            self._compiled[key] = compiled
+        return self._compiled[key]
+
+    def __call__(self, state: State, batch: Any) -> tuple[State, Metrics]:
+        """``batch`` must already be on device in ``batch_shardings`` (see ``multihost.to_global``)."""
+        return self.compiled(batch)(state, batch)
+
+
+def _flops(compiled) -> float | None:
+    """FLOPs of one call per device from XLA's cost analysis (None where the backend has none)."""
+    try:
+        analysis = compiled.cost_analysis()
+    except Exception:  # backends without a cost model raise; MFU is then simply not reported
+        return None
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    if not isinstance(analysis, Mapping) or "flops" not in analysis:
+        return None
+    return float(analysis["flops"])

@@ -1,0 +1,144 @@
+"""Checkpoints: round trip with the data iterator, keep-N, and falling back past a corrupt one."""
+
+import glob
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxspeech.train.checkpoint import CheckpointConfig, Checkpointer, CheckpointRestoreError
+
+from .tiny_task import grain_iterator
+
+
+def _state(value: float) -> dict:
+    return {
+        "params": {"w": jnp.full((4, 3), value, jnp.float32), "b": jnp.arange(3, dtype=jnp.float32) + value},
+        "step": jnp.asarray(int(value), jnp.int32),
+        "rng": jax.random.key_data(jax.random.key(int(value))),
+    }
+
+
+def _abstract(state: dict) -> dict:
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+
+
+def _saved(directory, steps, config=CheckpointConfig(max_to_keep=None), iterator=None) -> Checkpointer:
+    checkpointer = Checkpointer(directory, config)
+    for step in steps:
+        if iterator is not None:
+            next(iterator)
+        checkpointer.save(step, _state(step), iterator)
+    checkpointer.wait()
+    return checkpointer
+
+
+def _assert_state_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert np.asarray(x).tobytes() == np.asarray(y).tobytes()
+
+
+def test_round_trip_restores_state_and_data_position(tmp_path):
+    iterator = grain_iterator(batch_size=2)
+    checkpointer = _saved(tmp_path / "ckpt", [1, 2], iterator=iterator)
+    expected_next = next(iterator)
+    restored = checkpointer.restore_latest(_abstract(_state(0)))
+    assert restored.step == 2
+    _assert_state_equal(restored.state, _state(2))
+
+    fresh = grain_iterator(batch_size=2)
+    fresh.set_state(restored.data_state)
+    actual_next = next(fresh)
+    for key in expected_next:
+        np.testing.assert_array_equal(actual_next[key], expected_next[key])
+    assert checkpointer.restore_latest(_abstract(_state(0)), with_data=False).data_state is None
+    checkpointer.close()
+
+
+def test_bytes_iterator_state_round_trips(tmp_path):
+    class BytesStateIterator:  # grain.DataLoaderIterator keeps its state as JSON bytes
+        def __init__(self):
+            self.position = 7
+
+        def get_state(self):
+            return b'{"position": 7}'
+
+        def set_state(self, state):
+            raise AssertionError("not used")
+
+    checkpointer = _saved(tmp_path / "ckpt", [3], iterator=None)
+    checkpointer.save(4, _state(4), BytesStateIterator())
+    checkpointer.wait()
+    assert checkpointer.restore_latest(_abstract(_state(0))).data_state == b'{"position": 7}'
+    checkpointer.close()
+
+
+def test_keeps_only_the_newest_n(tmp_path):
+    checkpointer = _saved(tmp_path / "ckpt", [1, 2, 3, 4], CheckpointConfig(max_to_keep=2))
+    assert checkpointer.all_steps() == [3, 4]
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["3", "4"]
+    assert not checkpointer.save(4, _state(4))  # an existing step is not overwritten
+    checkpointer.close()
+
+
+def _corrupt(step_directory):
+    """Overwrites the middle of every array data file (as a bad disk or a torn copy would)."""
+    files = [f for f in glob.glob(f"{step_directory}/state/**/d/*", recursive=True) if os.path.isfile(f)]
+    assert files
+    for path in files:
+        data = bytearray(open(path, "rb").read())
+        data[len(data) // 2] ^= 0xFF
+        open(path, "wb").write(bytes(data))
+
+
+def test_corrupt_latest_falls_back_to_the_previous_with_a_clear_message(tmp_path, caplog):
+    directory = tmp_path / "ckpt"
+    _saved(directory, [1, 2, 3]).close()
+    _corrupt(directory / "3")
+    checkpointer = Checkpointer(directory, CheckpointConfig(max_to_keep=None))
+    with caplog.at_level(logging.WARNING, logger="jaxspeech.train.checkpoint"):
+        restored = checkpointer.restore_latest(_abstract(_state(0)))
+    assert restored.step == 2
+    _assert_state_equal(restored.state, _state(2))
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(str(directory / "3") in message and "could not be restored" in message for message in errors)
+    # The unreadable step is kept aside, not deleted, and step 3 can be saved again.
+    assert len(os.listdir(f"{directory}.corrupt")) == 1 and os.listdir(f"{directory}.corrupt")[0].startswith("3-")
+    assert checkpointer.all_steps() == [1, 2]
+    assert checkpointer.save(3, _state(33))
+    checkpointer.wait()
+    _assert_state_equal(checkpointer.restore_latest(_abstract(_state(0))).state, _state(33))
+    checkpointer.close()
+
+
+def test_nothing_readable_raises_and_moves_nothing(tmp_path):
+    directory = tmp_path / "ckpt"
+    _saved(directory, [1, 2]).close()
+    for step in (1, 2):
+        _corrupt(directory / str(step))
+    checkpointer = Checkpointer(directory)
+    with pytest.raises(CheckpointRestoreError, match="no checkpoint under .* could be restored") as error:
+        checkpointer.restore_latest(_abstract(_state(0)))
+    assert str(directory / "1") in str(error.value) and str(directory / "2") in str(error.value)
+    assert sorted(os.listdir(directory)) == ["1", "2"] and not os.path.exists(f"{directory}.corrupt")
+    checkpointer.close()
+
+
+def test_an_interrupted_save_is_ignored(tmp_path):
+    directory = tmp_path / "ckpt"
+    _saved(directory, [1]).close()
+    # What a save killed mid-write leaves behind: orbax's temporary directory, never renamed.
+    os.makedirs(directory / "2.orbax-checkpoint-tmp-1234567" / "state")
+    checkpointer = Checkpointer(directory)
+    assert checkpointer.restore_latest(_abstract(_state(0))).step == 1
+    checkpointer.close()
+
+
+def test_empty_directory_restores_nothing(tmp_path):
+    checkpointer = Checkpointer(tmp_path / "ckpt")
+    assert checkpointer.restore_latest(_abstract(_state(0))) is None
+    checkpointer.close()

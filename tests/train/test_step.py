@@ -1,0 +1,125 @@
+"""The train step: gradient accumulation, freezing, non-finite skipping, mixed precision."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxspeech.sharding.mesh import make_mesh
+from jaxspeech.train import optim
+from jaxspeech.train.state import build_layout, init_state
+from jaxspeech.train.step import CompiledStep, accumulated_gradients, make_train_step
+
+from .tiny_task import TinyConfig, TinyTask, make_batch
+
+OPTIMIZER = optim.OptimizerConfig(learning_rate=1e-2, lr_rules=(("encoder/.*", None),), weight_decay=0.1)
+
+
+def _setup(task, batch, optimizer=OPTIMIZER, grad_accum_steps=1):
+    mesh = make_mesh({"data": 1}, jax.devices()[:1])
+    layout = build_layout(task, batch, optimizer, mesh)
+    step = CompiledStep(make_train_step(task, layout, optimizer, grad_accum_steps), layout)
+    return layout, step, init_state(task, batch, layout)
+
+
+def _copy(tree):
+    return jax.tree.map(np.array, jax.device_get(tree))
+
+
+def test_accumulating_micro_batches_equals_one_large_batch():
+    """4 micro-batches of 4 == one batch of 16: loss, gradients (max abs diff <= 1e-6) and the
+    updated parameters. The micro-batches hold different numbers of target tokens, so equal
+    weighting would be wrong: the check also shows that its loss is off by far more."""
+    task = TinyTask(TinyConfig(dropout=0.0))
+    batch = make_batch(16)
+    layout, _, state = _setup(task, batch)
+    trainable, frozen = optim.split_trainable(state["params"], layout.trainable)
+    rng = jax.random.key(3)
+    grads_of = jax.jit(lambda b, k: accumulated_gradients(task, trainable, frozen, b, rng, k), static_argnums=1)
+    loss_1, metrics_1, grads_1 = grads_of(batch, 1)
+    loss_4, metrics_4, grads_4 = grads_of(batch, 4)
+    np.testing.assert_allclose(loss_4, loss_1, rtol=1e-6)
+    np.testing.assert_allclose(metrics_4["accuracy"], metrics_1["accuracy"], rtol=1e-6)
+    assert float(metrics_4["loss_weight"]) == float(metrics_1["loss_weight"]) == float(batch["loss_mask"][:, 1:].sum())
+    max_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads_1), jax.tree.leaves(grads_4)))
+    assert max_diff <= 1e-6, max_diff
+
+    micro_weights = batch["loss_mask"][:, 1:].reshape(4, 4, -1).transpose(1, 0, 2).sum(axis=(1, 2))
+    assert len(set(micro_weights.tolist())) > 1  # the micro-batches really are unequal
+    micro_loss = jax.jit(lambda b: task.loss(state["params"], b, rng, train=True)[0])
+    unweighted_loss = np.mean([float(micro_loss({k: v[i::4] for k, v in batch.items()})) for i in range(4)])
+    assert abs(unweighted_loss - float(loss_1)) > max(1e-5, 20 * abs(float(loss_4) - float(loss_1)))
+
+    _, big_step, state_big = _setup(task, batch)
+    _, accum_step, state_accum = _setup(task, batch, grad_accum_steps=4)
+    state_big, m_big = big_step(state_big, batch)
+    state_accum, m_accum = accum_step(state_accum, batch)
+    np.testing.assert_allclose(m_accum["loss"], m_big["loss"], rtol=1e-6)
+    np.testing.assert_allclose(m_accum["grad_norm"], m_big["grad_norm"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(state_big["params"]), jax.tree.leaves(state_accum["params"])):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_frozen_params_are_bitwise_unchanged_and_the_rest_train():
+    task = TinyTask()
+    batch = {**make_batch(8), "poison": np.zeros(8, np.float32)}  # the shapes of the next test
+    _, step, state = _setup(task, batch)
+    before = _copy(state["params"])
+    for i in range(2):
+        state, metrics = step(state, {**make_batch(8, offset=8 * i), "poison": batch["poison"]})
+    after = _copy(state["params"])
+    for name in before["encoder"]:
+        assert before["encoder"][name].tobytes() == after["encoder"][name].tobytes()
+    assert not np.array_equal(before["connector"]["kernel"], after["connector"]["kernel"])
+    assert not np.array_equal(before["llm_norm1"]["scale"], after["llm_norm1"]["scale"])
+    assert int(state["step"]) == 2 and float(metrics["skipped_steps"]) == 0
+
+
+def test_non_finite_gradients_skip_the_step_and_count_it():
+    """A poisoned batch has a finite loss but NaN gradients: params and optimizer state stay
+    bitwise the same, the counters advance, and a good step afterwards resets the streak."""
+    task = TinyTask()
+    good = {**make_batch(8), "poison": np.zeros(8, np.float32)}
+    bad = {**good, "poison": np.eye(8, dtype=np.float32)[2]}
+    _, step, state = _setup(task, good)
+    state, _ = step(state, good)
+    before = _copy({"params": state["params"], "opt_state": state["opt_state"]})
+    for expected in (1, 2):
+        state, metrics = step(state, bad)
+        assert np.isfinite(float(metrics["loss"])) and not np.isfinite(float(metrics["grad_norm"]))
+        assert float(metrics["skipped"]) == 1 and int(state["consecutive_skipped_steps"]) == expected
+    after = _copy({"params": state["params"], "opt_state": state["opt_state"]})
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+        assert a.tobytes() == b.tobytes()
+    assert int(state["step"]) == 3 and int(state["skipped_steps"]) == 2
+    state, metrics = step(state, good)
+    assert float(metrics["skipped"]) == 0 and int(state["consecutive_skipped_steps"]) == 0
+    assert int(state["skipped_steps"]) == 2
+    changed = _copy(state["params"])
+    assert not np.array_equal(changed["connector"]["kernel"], after["params"]["connector"]["kernel"])
+
+
+def test_bf16_compute_keeps_float32_master_params():
+    """The task's module computes in bfloat16; the state keeps float32 params and moments, and
+    the loss stays close to the float32 one (relative difference < 2e-2)."""
+    batch = make_batch(16)  # the shapes of the accumulation test: its float32 step is reused
+    losses = {}
+    for dtype in (jnp.float32, jnp.bfloat16):
+        task = TinyTask(dataclasses.replace(TinyConfig(), compute_dtype=dtype, dropout=0.0))
+        _, step, state = _setup(task, batch)
+        for i in range(3):
+            state, metrics = step(state, make_batch(16, offset=16 * i))
+        assert {x.dtype for x in jax.tree.leaves(state["params"])} == {jnp.dtype(jnp.float32)}
+        assert {x.dtype for x in jax.tree.leaves(state["opt_state"]) if x.ndim} == {jnp.dtype(jnp.float32)}
+        losses[dtype] = float(metrics["loss"])
+    assert losses[jnp.float32] != losses[jnp.bfloat16]
+    np.testing.assert_allclose(losses[jnp.bfloat16], losses[jnp.float32], rtol=2e-2)
+
+
+def test_batch_not_divisible_by_accumulation_steps_is_an_error():
+    task = TinyTask()
+    batch = make_batch(6)
+    with pytest.raises(ValueError, match="not divisible by grad_accum_steps=4"):
+        _setup(task, batch, grad_accum_steps=4)[1].compiled(batch)

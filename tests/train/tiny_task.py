@@ -1,0 +1,141 @@
+"""A small real Task for the trainer's tests: a prefix speech-LM in miniature built from
+``jaxspeech.layers`` (features -> encoder -> connector -> causal decoder over [audio; text]),
+with a Grain data pipeline of seeded random examples."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+from jaxspeech.layers import axes
+from jaxspeech.layers.attention import Attention
+from jaxspeech.layers.dense import Dense
+from jaxspeech.layers.embeddings import Embed
+from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.layers.mlp import GatedMLP
+from jaxspeech.layers.norms import RMSNorm
+from jaxspeech.train.task import LOSS_WEIGHT
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyConfig:
+    feature_dim: int = 8
+    frames: int = 6
+    text_length: int = 8
+    vocab: int = 32
+    width: int = 16
+    heads: int = 2
+    head_dim: int = 8
+    mlp: int = 32
+    dropout: float = 0.1
+    compute_dtype: Any = jnp.float32
+
+
+@jax.custom_vjp
+def poison_gradient(x, poison):
+    """Identity on x f[B, ...]; its gradient is NaN for examples with poison f32[B] > 0 (the loss stays finite)."""
+    return x
+
+
+def _poison_forward(x, poison):
+    return x, poison
+
+
+def _poison_backward(poison, grad):
+    nan_where_poisoned = jnp.where(poison > 0, jnp.nan, 1.0).reshape((-1,) + (1,) * (grad.ndim - 1))
+    return grad * nan_where_poisoned.astype(grad.dtype), jnp.zeros_like(poison)
+
+
+poison_gradient.defvjp(_poison_forward, _poison_backward)
+
+
+class TinySpeechLM(nn.Module):
+    """features f[B, T, F], tokens i32[B, L] -> logits f32[B, L, V]."""
+
+    config: TinyConfig
+
+    @nn.compact
+    def __call__(self, features, tokens, *, train: bool, poison=None):
+        c, dt = self.config, self.config.compute_dtype
+        audio = Dense(c.width, (axes.MEL, axes.EMBED), use_bias=True, dtype=dt, name="encoder")(features)
+        audio = Dense(c.width, (axes.EMBED, axes.EMBED), dtype=dt, name="connector")(nn.gelu(audio))
+        if poison is not None:
+            audio = poison_gradient(audio, poison)
+        embed = Embed(c.vocab, c.width, dtype=dt, name="llm_embed")
+        x = jnp.concatenate([audio, embed(tokens)], axis=1)
+        x = nn.with_logical_constraint(x, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED))
+        attention = Attention(c.width, c.heads, c.heads, c.head_dim, dtype=dt, name="llm_attention")
+        h, _ = attention(RMSNorm(dtype=dt, name="llm_norm1")(x), mask=MaskSpec(causal=True))
+        x = x + nn.Dropout(c.dropout, deterministic=not train)(h)
+        x = x + GatedMLP(c.mlp, dtype=dt, name="llm_mlp")(RMSNorm(dtype=dt, name="llm_norm2")(x))
+        x = RMSNorm(dtype=dt, name="llm_final_norm")(x)
+        return embed.attend(x[:, features.shape[1]:])
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyTask:
+    """Next-token cross-entropy on the text part, averaged over ``loss_mask``. An optional batch
+    entry ``poison`` f32[B] makes the gradient NaN (for the non-finite-step tests)."""
+
+    config: TinyConfig = TinyConfig()
+
+    @property
+    def model(self) -> TinySpeechLM:
+        return TinySpeechLM(self.config)
+
+    def init_params(self, rng, batch):
+        return self.model.init(rng, batch["features"], batch["tokens"], train=False)["params"]
+
+    def loss(self, params, batch, rng, *, train: bool):
+        logits = self.model.apply(
+            {"params": params}, batch["features"], batch["tokens"], train=train, poison=batch.get("poison"),
+            rngs={"dropout": rng},
+        )
+        targets, mask = batch["tokens"][:, 1:], batch["loss_mask"][:, 1:]
+        logits = logits[:, :-1].astype(jnp.float32)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        weight = jnp.sum(mask)
+        denominator = jnp.maximum(weight, 1.0)
+        correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+        metrics = {"accuracy": jnp.sum(correct * mask) / denominator, LOSS_WEIGHT: weight}
+        return jnp.sum(losses * mask) / denominator, metrics
+
+    def throughput_counts(self, batch):
+        return {"examples": batch["tokens"].shape[0], "tokens": float(np.sum(batch["loss_mask"]))}
+
+
+def make_example(index: int, config: TinyConfig = TinyConfig(), seed: int = 0) -> dict[str, np.ndarray]:
+    """Example ``index``: random features, a token sequence with a learnable pattern, a ragged mask."""
+    rng = np.random.default_rng([seed, index])
+    start = rng.integers(0, config.vocab)
+    tokens = (start + np.arange(config.text_length) * (1 + index % 3)) % config.vocab
+    length = rng.integers(3, config.text_length + 1)
+    return {
+        "features": rng.standard_normal((config.frames, config.feature_dim)).astype(np.float32) + np.float32(start / config.vocab),
+        "tokens": tokens.astype(np.int32),
+        "loss_mask": (np.arange(config.text_length) < length).astype(np.float32),
+    }
+
+
+def make_batch(batch_size: int, offset: int = 0, config: TinyConfig = TinyConfig()) -> dict[str, np.ndarray]:
+    examples = [make_example(offset + i, config) for i in range(batch_size)]
+    return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+
+
+def grain_iterator(batch_size: int, num_examples: int = 64, seed: int = 0, config: TinyConfig = TinyConfig()):
+    """An endless, shuffled, checkpointable Grain iterator (``get_state``/``set_state``)."""
+    dataset = (
+        grain.MapDataset.range(num_examples)
+        .shuffle(seed=seed)
+        .map(lambda i: make_example(int(i), config))
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+    )
+    return iter(dataset.to_iter_dataset())
