@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.60",
     "matplotlib>=3.7",
     "tensorboardX>=2.6",
+    "jinja2>=3.1.6",
 ]
 
 EXTRAS = {
