@@ -55,8 +55,8 @@ class CorpusConfig:
     peak_db: tuple[float, float] = (-12.0, -1.0)  # peak level of each utterance, dBFS
     noise_probability: float = 0.0
     snr_db: tuple[float, float] = (10.0, 30.0)
-    min_words: int = 7
-    max_words: int = 18
+    min_words: int = 8
+    max_words: int = 16
 
     def __post_init__(self):
         if not self.train_voices:

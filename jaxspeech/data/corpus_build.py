@@ -147,8 +147,9 @@ def _check_folder(out_dir: Path, config: CorpusConfig, overwrite: bool) -> bool:
                 )
             _remove_corpus(out_dir)
             return False
-        if marker == CORPUS_JSON:
-            return _files_complete(out_dir)
+        # Same settings: a finished corpus is complete if all its files are there; a marked
+        # build in progress is resumed.
+        return marker == CORPUS_JSON and _files_complete(out_dir)
     if any((out_dir / split).exists() or manifest_path(out_dir, split).exists() for split in SPLITS):
         if overwrite:
             _remove_corpus(out_dir)

@@ -281,8 +281,8 @@ class Sentence:
 class SentenceGenerator:
     """Draws sentences of ``min_words`` .. ``max_words`` words belonging to one split."""
 
-    min_words: int = 7
-    max_words: int = 18
+    min_words: int = 8
+    max_words: int = 16
 
     def __post_init__(self):
         if not 1 <= self.min_words <= self.max_words:
