@@ -13,6 +13,7 @@ import sys
 
 SUBCOMMANDS = (
     "generate",
+    "prepare_data",
     "score",
 )
 
