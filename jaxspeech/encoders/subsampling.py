@@ -1,0 +1,145 @@
+"""Convolutional front ends that shorten log-mel frames 4x or 8x before a Conformer.
+
+Two variants, each a stack of log2(factor) stride-2 2-D convolutions over (time, mel) followed by a
+linear projection of the flattened (mel, channel) features to the model width:
+
+* ``"conv2d"``    every stage is a full 3x3 convolution + ReLU (the original Conformer / ESPnet /
+                  NeMo "striding" front end);
+* ``"dw_conv2d"`` the first stage is a full convolution, later ones a depthwise 3x3 convolution
+                  followed by a pointwise 1x1 convolution + ReLU (FastConformer / Parakeet
+                  "dw_striding": far fewer FLOPs at 8x).
+
+Padding (per stage, time axis): ``"same"`` pads (k-1)//2 on both sides (NeMo, Parakeet);
+``"valid"`` pads nothing (ESPnet); ``"causal"`` pads k-1 on the left only, so an output frame never
+sees a later input frame (streaming). The mel axis is padded like ``"same"`` except under ``"valid"``.
+Frames past each example's length are zeroed before the first stage and after every stage, so
+padding never leaks into valid frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from jaxspeech.layers import axes
+from jaxspeech.layers.dense import Dense
+from jaxspeech.layers.masks import padding_mask
+
+KINDS = ("conv2d", "dw_conv2d")
+PADDINGS = ("same", "valid", "causal")
+STRIDE = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class SubsamplingConfig:
+    """``factor`` is a power of two (4 and 8 are the usual choices); ``channels`` the conv width."""
+
+    kind: str = "dw_conv2d"
+    factor: int = 8
+    channels: int = 256
+    kernel_size: int = 3
+    padding: str = "same"
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"subsampling kind must be one of {KINDS}, got {self.kind!r}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"subsampling padding must be one of {PADDINGS}, got {self.padding!r}")
+        if self.factor < 2 or self.factor & (self.factor - 1):
+            raise ValueError(f"subsampling factor must be a power of two >= 2, got {self.factor}")
+
+    @property
+    def num_stages(self) -> int:
+        return int(math.log2(self.factor))
+
+    def time_padding(self) -> tuple[int, int]:
+        """(left, right) zero frames added before each stage's convolution."""
+        k = self.kernel_size
+        return {"same": ((k - 1) // 2, (k - 1) // 2), "valid": (0, 0), "causal": (k - 1, 0)}[self.padding]
+
+    def freq_padding(self) -> tuple[int, int]:
+        k = self.kernel_size
+        return (0, 0) if self.padding == "valid" else ((k - 1) // 2, (k - 1) // 2)
+
+
+def _stage_length(length, kernel_size: int, padding: tuple[int, int]):
+    """Output length of one stride-2 convolution: floor((L + pad - k) / 2) + 1, never below 0."""
+    out = (length + sum(padding) - kernel_size) // STRIDE + 1
+    return jnp.maximum(out, 0) if isinstance(out, jax.Array) else np.maximum(out, 0)
+
+
+def subsampled_lengths(lengths, config: SubsamplingConfig):
+    """Valid frames after subsampling for ``lengths`` (int, numpy or jax integer array).
+
+    E.g. "same" padding, k=3, 8x: 1000 frames -> 500 -> 250 -> 125.
+    """
+    for _ in range(config.num_stages):
+        lengths = _stage_length(lengths, config.kernel_size, config.time_padding())
+    return lengths
+
+
+def subsampled_features(num_mels: int, config: SubsamplingConfig) -> int:
+    """Size of the mel axis after all stages (e.g. 80 -> 40 -> 20 -> 10 at 8x)."""
+    size = num_mels
+    for _ in range(config.num_stages):
+        size = int(_stage_length(size, config.kernel_size, config.freq_padding()))
+    return size
+
+
+def _zero_padded_frames(h: jax.Array, lengths: jax.Array) -> jax.Array:
+    """h f[B, T, F, C] with frames t >= lengths[b] set to 0."""
+    valid = padding_mask(lengths, h.shape[1])[:, :, None, None]
+    return jnp.where(valid, h, 0).astype(h.dtype)
+
+
+class ConvSubsampling(nn.Module):
+    """features f[B, T, F] + lengths i32[B] -> (f[B, T', features], i32[B] lengths T'_b)."""
+
+    config: SubsamplingConfig
+    features: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def _conv(self, channels: int, groups: int, name: str) -> nn.Conv:
+        c = self.config
+        # Kernel layout [time taps, mel taps, in / groups, out]: frequency taps run along the mel axis.
+        return nn.Conv(
+            channels,
+            (c.kernel_size, c.kernel_size),
+            strides=(STRIDE, STRIDE),
+            padding=(c.time_padding(), c.freq_padding()),
+            feature_group_count=groups,
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.lecun_normal(), (axes.KERNEL, axes.MEL, axes.CONV_IN, axes.CONV_OUT)
+            ),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.CONV_OUT,)),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name=name,
+        )
+
+    @nn.compact
+    def __call__(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+        c = self.config
+        batch = x.shape[0]
+        h = _zero_padded_frames(x.astype(self.dtype)[..., None], lengths)  # [B, T, F, 1]
+        for stage in range(c.num_stages):
+            if stage == 0 or c.kind == "conv2d":
+                h = self._conv(c.channels, 1, f"conv_{stage}")(h)
+            else:
+                h = self._conv(c.channels, c.channels, f"depthwise_{stage}")(h)
+                h = Dense(
+                    c.channels, (axes.CONV_IN, axes.CONV_OUT), True, self.dtype, self.param_dtype, name=f"pointwise_{stage}"
+                )(h)
+            lengths = _stage_length(lengths, c.kernel_size, c.time_padding())
+            h = nn.relu(_zero_padded_frames(h, lengths))
+        # Flattened mel-major ([F', C] -> F' * C); the Parakeet converter reorders torch's channel-major rows.
+        h = h.reshape(batch, h.shape[1], h.shape[2] * h.shape[3])
+        out = Dense(self.features, (axes.CONV_IN, axes.EMBED), True, self.dtype, self.param_dtype, name="proj")(h)
+        return out, lengths.astype(jnp.int32)
