@@ -240,7 +240,7 @@ def assemble_arrays(
     """The numpy fields of a ``jaxspeech.types.Batch`` of static shape (rows, clips, frames, tokens).
 
     Features are computed here when ``features_on_host`` (from each clip's full audio, then
-    padded to ``frames`` with Whisper's silence value); otherwise the waveform is carried as
+    padded to ``frames`` with the clip's Whisper silence value); otherwise the waveform is carried as
     ``audio`` f32[rows, clips, frames * 160], which drops at most the sub-frame tail (< 160 samples)
     that no valid frame needs.
     """
@@ -258,19 +258,14 @@ def assemble_arrays(
     }
     if not examples:
         return out
-    if features_on_host:
-        buffer_NxS = np.zeros((len(examples), (frames + 1) * hop), np.float32)  # holds every sample of a clip
-        for n, example in enumerate(examples):
-            buffer_NxS[n, : len(example.audio)] = example.audio
-        lengths = np.asarray([len(e.audio) for e in examples], np.int32)
-        features_NxTxF = mel.log_mel_spectrogram(buffer_NxS, n_mels, lengths=lengths)[:, :frames]
     token_fill = [0] * rows
-    for n, (example, (row, clip)) in enumerate(zip(examples, placements)):
+    for example, (row, clip) in zip(examples, placements):
         out["feature_lengths"][row, clip] = example.frames
         out["example_ids"][row, clip] = example.example_id
         out["weights"][row] = 1.0
         if features_on_host:
-            out["features"][row, clip] = features_NxTxF[n]
+            # Per clip, so no time goes into padding frames; their value is Whisper's silence.
+            out["features"][row, clip] = mel.pad_or_trim(mel.log_mel_spectrogram(example.audio, n_mels), frames)
         else:
             kept = example.audio[: frames * hop]
             out["audio"][row, clip, : len(kept)] = kept

@@ -160,6 +160,7 @@ def test_assemble_packs_segments_with_restarting_positions():
     # Valid frames equal the log-mel of the clip alone; the padding adds nothing to them.
     alone = mel.log_mel_spectrogram(examples[0].audio, 16)
     np.testing.assert_allclose(arrays["features"][0, 0, :30], alone, atol=1e-5)
+    assert np.all(arrays["features"][0, 0, 30:] == mel.padding_value(alone))  # Whisper's silence
     assert np.all(arrays["features"][2] == 0)
 
 
