@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: --sample and --beam are exclusive", file=sys.stderr)
         return 2
     tokenizer = load_tokenizer(args.hf_dir)
-    config, params = load_hf_llm(args.hf_dir, dtype=_DTYPES[args.dtype])
+    config, params = load_hf_llm(args.hf_dir, dtype=_DTYPES[args.dtype], scan_layers=False)
     params = jax.device_put(params)
     prompts = [encode_prompt(tokenizer, text, args.raw, args.system) for text in args.prompt]
     method = "beam" if args.beam > 1 else "sample" if args.sample else "greedy"

@@ -18,6 +18,7 @@ from jaxspeech.decoding.search import DecodeOutput, LogitsProcessor, beam_search
 from jaxspeech.llm.config import LLMConfig
 from jaxspeech.llm.decoder import DecoderLM
 from jaxspeech.llm.kv_cache import KVCache, init_cache
+from jaxspeech.llm.layout import unrolled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +96,6 @@ def make_step_fn(config: LLMConfig, params):
     return step
 
 
-@functools.partial(jax.jit, static_argnames=("config", "gen"))
 def generate(
     config: LLMConfig,
     params,
@@ -104,7 +104,24 @@ def generate(
     gen: GenerationConfig,
     rng: jax.Array | None = None,
 ) -> DecodeOutput:
-    """tokens i32[B, T] with segment_ids i32[B, T] (0 = padding, either side) -> new tokens i32[B, N]."""
+    """tokens i32[B, T] with segment_ids i32[B, T] (0 = padding, either side) -> new tokens i32[B, N].
+
+    Scanned params are unrolled first (decoding runs faster unrolled; load with
+    ``scan_layers=False`` to skip that copy when generating repeatedly).
+    """
+    config, params = unrolled(config, params)
+    return _generate(config, params, tokens, segment_ids, gen, rng)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "gen"))
+def _generate(
+    config: LLMConfig,
+    params,
+    tokens: jax.Array,
+    segment_ids: jax.Array,
+    gen: GenerationConfig,
+    rng: jax.Array | None = None,
+) -> DecodeOutput:
     first_logits, cache = prefill(config, params, tokens, segment_ids, tokens.shape[1] + gen.max_new_tokens)
     return run_search(make_step_fn(config, params), first_logits, cache, gen, rng)
 

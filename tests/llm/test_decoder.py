@@ -10,6 +10,7 @@ from jax.sharding import PartitionSpec as P
 from jaxspeech.llm.config import LLMConfig
 from jaxspeech.llm.decoder import DecoderLM
 from jaxspeech.llm.kv_cache import init_cache
+from jaxspeech.llm.layout import stack_layers, unstack_layers
 from jaxspeech.sharding.mesh import activation_rules, make_mesh, param_shardings
 
 CONFIG = LLMConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_layers=3, num_heads=4, num_kv_heads=2)
@@ -20,17 +21,10 @@ def _init(config, batch=2, length=7, seed=0):
     return tokens, nn.unbox(DecoderLM(config).init(jax.random.key(seed), tokens))
 
 
-def _unstack(params, num_layers):
-    inner = dict(params["params"])
-    stacked = inner.pop("layers")
-    inner.update({f"layers_{i}": jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(num_layers)})
-    return {"params": inner}
-
-
 def test_scan_equals_loop_values_and_gradients():
     tokens, params = _init(CONFIG)
     loop_config = CONFIG.replace(scan_layers=False)
-    loop_params = _unstack(params, CONFIG.num_layers)
+    loop_params = unstack_layers(params, CONFIG.num_layers)
 
     def loss(p, config):
         logits, _ = DecoderLM(config).apply(p, tokens)
@@ -39,8 +33,11 @@ def test_scan_equals_loop_values_and_gradients():
     (l_scan, logits_scan), g_scan = jax.value_and_grad(loss, has_aux=True)(params, CONFIG)
     (l_loop, logits_loop), g_loop = jax.value_and_grad(loss, has_aux=True)(loop_params, loop_config)
     np.testing.assert_allclose(logits_scan, logits_loop, atol=1e-5)
-    g_scan = _unstack(g_scan, CONFIG.num_layers)
+    g_scan = unstack_layers(g_scan, CONFIG.num_layers)
     assert jax.tree.structure(g_scan) == jax.tree.structure(g_loop)
+    restacked = stack_layers(loop_params, CONFIG.num_layers)
+    for a, b in zip(jax.tree.leaves(restacked), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)
     for a, b in zip(jax.tree.leaves(g_scan), jax.tree.leaves(g_loop)):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
