@@ -12,6 +12,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = (
+    "check_data",
     "generate",
     "prepare_data",
     "score",

@@ -29,6 +29,7 @@ import sys
 from typing import Iterator
 
 import grain
+import jax
 import numpy as np
 
 from jaxspeech.data import batching
@@ -69,20 +70,17 @@ class DataPipeline:
         process_index: int | None = None,
         process_count: int | None = None,
     ):
-        if process_index is None or process_count is None:
-            import jax
-
-            process_index = jax.process_index() if process_index is None else process_index
-            process_count = jax.process_count() if process_count is None else process_count
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
         self.source, self.config, self.tokenize = source, config, tokenize
         self.process_index, self.process_count = process_index, process_count
-        self.rows = batching.rows_per_bucket(config.bucket_frames, config.clips_per_row, config.frame_budget, config.batch_size_multiple)
+        rows = batching.rows_per_bucket(config.bucket_frames, config.clips_per_row, config.frame_budget, config.batch_size_multiple)
         durations = source_durations(source)
         frames = batching.frames_for_durations(durations, config.sample_rate)
         self.plan = batching.BatchPlan(
             frames,
             config.bucket_frames,
-            self.rows,
+            rows,
             clips_per_row=config.clips_per_row,
             max_tokens=config.max_tokens,
             token_lengths=self._planned_token_lengths(durations, frames),

@@ -197,3 +197,19 @@ def test_config_validation():
     config = PipelineConfig(bucket_frames=(10, 20), max_tokens=7, clips_per_row=2)
     assert config.max_tokens == (7, 7) and config.clips_per_row == (2, 2)
     assert dataclasses.replace(config, seed=5).max_tokens == (7, 7)
+
+
+def test_on_the_fly_synthetic_source():
+    """Records carrying audio arrays (the eSpeak corpus renders them per index) go through as well."""
+    from jaxspeech.data.corpus import SyntheticUtterances
+
+    source = SyntheticUtterances(split="train", size=8)
+    config = PipelineConfig(bucket_frames=(300, 600), frame_budget=1200, n_mels=16, num_epochs=1)
+    pipeline = DataPipeline(source, config, tokenize=synthetic.toy_tokenize, process_index=0, process_count=1)
+    with pipeline.iterator() as iterator:
+        batches = list(iterator)
+        stats = iterator.stats
+    ids = sorted(int(i) for b in batches for i in b.batch.example_ids.ravel() if i >= 0)
+    assert ids == list(range(8)) and stats["rejected"] == {}
+    entry = batches[0].metadata[0]
+    assert entry["id"] == source[entry["example_id"]]["id"] and entry["text"]
