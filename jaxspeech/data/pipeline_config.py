@@ -1,5 +1,5 @@
-"""``PipelineConfig``: the knobs of the input pipeline, in a module that worker processes can import
-without JAX model code."""
+"""``PipelineConfig``: the knobs of the input pipeline, in a module that worker processes import
+without flax or any model code."""
 
 from __future__ import annotations
 

@@ -84,6 +84,7 @@ class StepLoader:
         }
 
     def bucket_shape(self, bucket: int) -> BucketShape:
+        """Static shape of ``bucket``'s host batches (tokens: 0 without a tokenizer)."""
         config = self.config
         tokens = config.max_tokens[bucket] if self.tokenize is not None else 0
         return BucketShape(self.plan.rows_per_batch[bucket], config.clips_per_row[bucket], config.bucket_frames[bucket], tokens)
@@ -121,6 +122,7 @@ class StepLoader:
 
 
 def _metadata(example_id: int, record: dict, row: int, clip: int) -> dict:
+    """Host-only description of a delivered example: ids, transcript, where it sits, record fields."""
     entry = {"example_id": example_id, "id": str(record["id"]), "text": record.get("text", ""), "row": row, "clip": clip}
     entry.update({k: record[k] for k in METADATA_FIELDS if k in record})
     return entry
