@@ -36,7 +36,14 @@ from typing import Any, Iterable
 
 import soundfile as sf
 
-from jaxspeech.data.corpus import CORPUS_VERSION, SAMPLE_RATE, CorpusConfig, render_utterance, utterance_spec
+from jaxspeech.data.corpus import (
+    CORPUS_VERSION,
+    SAMPLE_RATE,
+    CorpusConfig,
+    render_utterance,
+    utterance_id,
+    utterance_spec,
+)
 from jaxspeech.data.sentences import SPLITS
 
 CORPUS_JSON = "corpus.json"
@@ -102,7 +109,6 @@ class _Renderer:
     """Maps render tasks over a process pool (or inline for one worker), in index order."""
 
     def __init__(self, workers: int):
-        self.workers = workers
         # spawn: the caller may hold threads (JAX, tqdm) that a forked child must not inherit.
         self.pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
 
@@ -117,7 +123,7 @@ class _Renderer:
             self.pool.join()
 
 
-def _record(out_dir: Path, split: str, result: dict[str, Any]) -> dict[str, Any]:
+def _record(split: str, result: dict[str, Any]) -> dict[str, Any]:
     record = {k: v for k, v in result.items() if k != "index"}
     record["audio_filepath"] = f"{split}/{result['id']}.flac"
     record["duration"] = round(result["num_samples"] / SAMPLE_RATE, 4)
@@ -184,12 +190,15 @@ def _build_split(out_dir: Path, config: CorpusConfig, split: str, renderer: _Ren
                  mean_duration: float) -> list[dict[str, Any]]:
     folder = out_dir / split
     folder.mkdir(parents=True, exist_ok=True)
-    task = lambda i: (config, split, i, str(folder / f"{split}-{i:07d}.flac"))  # noqa: E731
+
+    def task(index: int) -> tuple[CorpusConfig, str, int, str]:
+        return config, split, index, str(folder / f"{utterance_id(split, index)}.flac")
+
     fixed = config.split_size(split)
     records: list[dict[str, Any]] = []
     if fixed is not None:
         for result in renderer.map([task(i) for i in range(fixed)]):
-            records.append(_record(out_dir, split, result))
+            records.append(_record(split, result))
             progress.update(1)
     else:
         target = config.train_hours * 3600.0
@@ -202,7 +211,7 @@ def _build_split(out_dir: Path, config: CorpusConfig, split: str, renderer: _Ren
             # when the surplus files are deleted below.
             for result in renderer.map([task(i) for i in range(next_index, next_index + batch)]):
                 if total < target:
-                    record = _record(out_dir, split, result)
+                    record = _record(split, result)
                     records.append(record)
                     total += record["duration"]
                 progress.update(1)

@@ -158,6 +158,9 @@ def log_mel_spectrogram_jnp(audio: jax.Array, n_mels: int = 80, lengths: jax.Arr
     _check_audio(audio, "log_mel_spectrogram_jnp")
     unbatched = audio.ndim == 1
     audio_BxN = audio[None] if unbatched else audio
+    if lengths is not None and (unbatched or lengths.shape != (audio_BxN.shape[0],)):
+        raise ValueError(f"log_mel_spectrogram_jnp: lengths must be i32[B] for audio f32[B, N], got "
+                         f"lengths {tuple(lengths.shape)} for audio {tuple(audio.shape)}")
     features = _log_mel(jnp, _matmul_highest, audio_BxN.astype(jnp.float32), lengths, n_mels)
     return features[0] if unbatched else features
 

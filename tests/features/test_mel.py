@@ -149,5 +149,7 @@ def test_bad_input_errors():
         mel.log_mel_spectrogram(np.zeros(400, np.int16))
     with pytest.raises(ValueError, match="lengths"):
         mel.log_mel_spectrogram(np.zeros((2, 400), np.float32), lengths=np.array([1, 2, 3]))
+    with pytest.raises(ValueError, match="lengths must be i32"):
+        mel.log_mel_spectrogram_jnp(jnp.zeros((2, 400)), lengths=jnp.array([1, 2, 3]))
     with pytest.raises(ValueError, match="pad_or_trim"):
         mel.pad_or_trim(np.zeros(5), 10)
