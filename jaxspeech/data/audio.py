@@ -52,6 +52,7 @@ def load_audio(
     consecutive chunks of at most ``max_seconds`` (``"chunk"``, which always returns a list).
     Raises ``AudioError`` naming ``path`` and the reason.
     """
+    _check_options(target_sample_rate, max_seconds, over_length)
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:

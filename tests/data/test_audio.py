@@ -76,6 +76,8 @@ def test_bad_options_raise_value_errors(tmp_path):
         load_audio(path, over_length="chunk")
     with pytest.raises(ValueError, match="over_length"):
         load_audio(path, over_length="truncate")
+    with pytest.raises(ValueError, match="max_seconds must be positive"):
+        load_audio(str(tmp_path / "missing.flac"), max_seconds=0)  # options are checked before the file
 
 
 def _reason(call) -> RejectReason:
