@@ -1,0 +1,74 @@
+"""``jaxspeech transcribe``: speech to text with a Hugging Face Whisper checkpoint.
+
+  jaxspeech transcribe --whisper-dir ./whisper-base audio1.wav audio2.flac
+  jaxspeech transcribe --whisper-dir ./whisper-small --language de --beam 4 --batch-size 16 talks/*.ogg
+
+The directory needs config.json, model.safetensors (or shards + index), generation_config.json and
+tokenizer.json. Files are WAV/FLAC/OGG at any sample rate (resampled to 16 kHz, stereo mixed to
+mono); audio longer than 30 s is transcribed in overlapping chunks whose tokens are merged (see
+``jaxspeech.models.longform``). Prints ``path<TAB>transcript`` per file on stdout; a file that
+cannot be read prints an error line naming it on stderr, the others still run, and the exit
+status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import jax.numpy as jnp
+from tqdm import tqdm
+
+from jaxspeech.data.audio import load_audio
+from jaxspeech.data.errors import AudioError
+from jaxspeech.features.mel import SAMPLE_RATE
+from jaxspeech.models.longform import WhisperTranscriber
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "transcribe", help="transcribe audio files with an HF Whisper checkpoint",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV/FLAC/OGG, any sample rate)")
+    parser.add_argument("--whisper-dir", required=True, help="HF Whisper directory (config, safetensors, tokenizer)")
+    parser.add_argument("--language", default="en", help="language code for multilingual checkpoints (default: en)")
+    parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    parser.add_argument("--beam", type=int, default=1, metavar="N", help="beam search with N beams (default: greedy)")
+    parser.add_argument("--max-new-tokens", type=int, default=224, help="tokens per 30-s chunk (capped by the model)")
+    parser.add_argument("--batch-size", type=int, default=8, help="30-s chunks decoded together")
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="compute dtype")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.beam < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
+        raise SystemExit("--beam, --batch-size and --max-new-tokens must be positive")
+    transcriber = WhisperTranscriber(
+        args.whisper_dir,
+        language=args.language,
+        task=args.task,
+        num_beams=args.beam,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        dtype=_DTYPES[args.dtype],
+    )
+    failures = 0
+    progress = tqdm(total=len(args.files), unit="file", disable=len(args.files) < 2, file=sys.stderr)
+    for begin in range(0, len(args.files), args.batch_size):
+        paths, audios = [], []
+        for path in args.files[begin : begin + args.batch_size]:
+            try:
+                audios.append(load_audio(path, target_sample_rate=SAMPLE_RATE))
+                paths.append(path)
+            except AudioError as e:
+                failures += 1
+                progress.write(f"error: {e}", file=sys.stderr)
+                progress.update(1)
+        for path, text in zip(paths, transcriber.transcribe(audios)):
+            progress.write(f"{path}\t{text}", file=sys.stdout)
+            progress.update(1)
+    progress.close()
+    return 1 if failures else 0
