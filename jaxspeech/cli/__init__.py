@@ -16,6 +16,7 @@ SUBCOMMANDS = (
     "generate",
     "prepare_data",
     "score",
+    "transcribe",
 )
 
 
