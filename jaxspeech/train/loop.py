@@ -71,7 +71,7 @@ class _Run:
         config = self.config
         first_batch = next(self.data)
         self.layout = build_layout(self.task, first_batch, config.optimizer, self.mesh, config.sharding_rules, config.seed)
-        self.step_fn = CompiledStep(make_train_step(self.task, self.layout, config.optimizer, config.grad_accum_steps), self.layout, config.sharding_rules)
+        self.step_fn = CompiledStep(make_train_step(self.task, self.layout, config.optimizer, config.grad_accum_steps), self.layout)
         restored = self.checkpointer.restore_latest(self.layout.abstract, with_data=config.checkpoint.restore_data_state)
         if restored is None:
             return init_state(self.task, first_batch, self.layout, config.seed), first_batch

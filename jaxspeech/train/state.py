@@ -25,7 +25,7 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxspeech.layers import axes
-from jaxspeech.sharding.mesh import param_shardings
+from jaxspeech.sharding.mesh import activation_rules, param_shardings
 from jaxspeech.train import optim
 from jaxspeech.train.task import Task
 
@@ -41,6 +41,15 @@ class StateLayout:
     optimizer: optax.GradientTransformation
     trainable: Mapping[str, Any]  # nested bools over params: True = trained
     mesh: Mesh
+    rules: tuple  # logical axis rules the shardings were resolved with
+
+
+def _unbox(tree: Any) -> Any:
+    """Raw values of ``nn.Partitioned`` boxes. Unlike ``nn.unbox`` this adds no sharding
+    constraint: the state's out_shardings place the values (and a constraint would reject a
+    kernel whose two axes share a logical name)."""
+    is_box = lambda x: isinstance(x, nn.Partitioned)
+    return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, tree, is_leaf=is_box)
 
 
 def _master_dtype(dtype) -> Any:
@@ -53,25 +62,26 @@ def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return init_key, jax.random.key_data(train_key)
 
 
-def _init_fn(task: Task, optimizer: optax.GradientTransformation, trainable: Mapping[str, Any], seed: int):
-    def init(batch_shapes) -> State:
-        init_key, train_key_data = _keys(seed)
+def _state_from_params(params, optimizer: optax.GradientTransformation, trainable: Mapping[str, Any], seed: int) -> State:
+    trained, _ = optim.split_trainable(params, trainable)
+    zero = jnp.zeros([], jnp.int32)
+    return {
+        "params": params,
+        "opt_state": optimizer.init(trained),
+        "step": zero,
+        "rng": _keys(seed)[1],
+        "skipped_steps": zero,
+        "consecutive_skipped_steps": zero,
+    }
+
+
+def _init_params_fn(task: Task, seed: int):
+    def init_params(batch_shapes):
         # Only the batch's shapes matter to init; zeros let this run under jit without real data.
         batch = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), batch_shapes)
-        params = nn.unbox(task.init_params(init_key, batch))
-        params = jax.tree.map(lambda p: p.astype(_master_dtype(p.dtype)), params)
-        trained, _ = optim.split_trainable(params, trainable)
-        zero = jnp.zeros([], jnp.int32)
-        return {
-            "params": params,
-            "opt_state": optimizer.init(trained),
-            "step": zero,
-            "rng": train_key_data,
-            "skipped_steps": zero,
-            "consecutive_skipped_steps": zero,
-        }
+        return task.init_params(_keys(seed)[0], batch)
 
-    return init
+    return init_params
 
 
 def abstract_batch(batch: Any) -> Any:
@@ -91,12 +101,11 @@ def build_layout(
 
     Nothing is allocated: parameters are traced with ``jax.eval_shape``.
     """
-    batch_shapes = abstract_batch(batch)
-    boxed = jax.eval_shape(lambda b: task.init_params(_keys(seed)[0], b), batch_shapes)
-    params_shapes = nn.unbox(boxed)
+    boxed = jax.eval_shape(_init_params_fn(task, seed), abstract_batch(batch))
+    params_shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, _master_dtype(p.dtype)), _unbox(boxed))
     trainable = optim.trainable_mask(params_shapes, optimizer_config)
     optimizer = optim.build_optimizer(params_shapes, optimizer_config)
-    abstract = jax.eval_shape(lambda: _init_fn(task, optimizer, trainable, seed)(batch_shapes))
+    abstract = jax.eval_shape(lambda p: _state_from_params(p, optimizer, trainable, seed), params_shapes)
 
     params_sharding = param_shardings(boxed, mesh, rules)
     trained_sharding, _ = optim.split_trainable(params_sharding, trainable)
@@ -111,12 +120,17 @@ def build_layout(
     shardings = {key: replicated for key in abstract}
     shardings.update(params=params_sharding, opt_state=opt_sharding)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-    return StateLayout(abstract=abstract, shardings=shardings, optimizer=optimizer, trainable=trainable, mesh=mesh)
+    return StateLayout(abstract, shardings, optimizer, trainable, mesh, tuple(rules))
 
 
 def init_state(task: Task, batch: Any, layout: StateLayout, seed: int = 0) -> State:
     """A fresh train state, created directly in its shardings (``jit`` with ``out_shardings``)."""
-    init = _init_fn(task, layout.optimizer, layout.trainable, seed)
     batch_shapes = abstract_batch(batch)
-    with jax.set_mesh(layout.mesh):
-        return jax.jit(lambda: init(batch_shapes), out_shardings=layout.shardings)()
+
+    def init() -> State:
+        params = _unbox(_init_params_fn(task, seed)(batch_shapes))
+        params = jax.tree.map(lambda p: p.astype(_master_dtype(p.dtype)), params)
+        return _state_from_params(params, layout.optimizer, layout.trainable, seed)
+
+    with activation_rules(layout.mesh, layout.rules):
+        return jax.jit(init, out_shardings=layout.shardings)()

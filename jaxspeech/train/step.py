@@ -140,10 +140,11 @@ class CompiledStep:
     use; ``compile_seconds`` and ``flops`` (XLA's cost analysis, per device) record each.
     """
 
-    def __init__(self, step_fn: StepFn, layout: StateLayout, rules=axes.DEFAULT_RULES):
-        self._layout, self._rules = layout, rules
+    def __init__(self, step_fn: StepFn, layout: StateLayout):
+        self._layout, self._rules = layout, layout.rules
         self._step_fn = step_fn
         self._compiled: dict[Any, Any] = {}
+        self._batch_shardings: dict[Any, Any] = {}
         self.compile_seconds: dict[Any, float] = {}
         self.flops: dict[Any, float | None] = {}
 
@@ -153,7 +154,10 @@ class CompiledStep:
         return treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
 
     def batch_shardings(self, batch: Any) -> Any:
-        return batch_shardings(abstract_batch(batch), self._layout.mesh, self._rules)
+        key = self.shape_key(batch)
+        if key not in self._batch_shardings:
+            self._batch_shardings[key] = batch_shardings(abstract_batch(batch), self._layout.mesh, self._rules)
+        return self._batch_shardings[key]
 
     def compiled(self, batch: Any):
         """The compiled executable for batches shaped like ``batch`` (compiling it if new)."""

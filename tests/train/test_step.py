@@ -12,9 +12,9 @@ from jaxspeech.train import optim
 from jaxspeech.train.state import build_layout, init_state
 from jaxspeech.train.step import CompiledStep, accumulated_gradients, make_train_step
 
-from .tiny_task import TinyConfig, TinyTask, make_batch
+from .tiny_task import FREEZE_OPTIMIZER, TinyConfig, TinyTask, make_batch
 
-OPTIMIZER = optim.OptimizerConfig(learning_rate=1e-2, lr_rules=(("encoder/.*", None),), weight_decay=0.1)
+OPTIMIZER = optim.OptimizerConfig(**FREEZE_OPTIMIZER)
 
 
 def _setup(task, batch, optimizer=OPTIMIZER, grad_accum_steps=1):
@@ -30,8 +30,8 @@ def _copy(tree):
 
 def test_accumulating_micro_batches_equals_one_large_batch():
     """4 micro-batches of 4 == one batch of 16: loss, gradients (max abs diff <= 1e-6) and the
-    updated parameters. The micro-batches hold different numbers of target tokens, so equal
-    weighting would be wrong: the check also shows that its loss is off by far more."""
+    updated parameters. The micro-batches hold different numbers of target tokens, so only
+    weighting them by their ``loss_weight`` gives the large-batch gradient."""
     task = TinyTask(TinyConfig(dropout=0.0))
     batch = make_batch(16)
     layout, _, state = _setup(task, batch)
@@ -46,11 +46,8 @@ def test_accumulating_micro_batches_equals_one_large_batch():
     max_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads_1), jax.tree.leaves(grads_4)))
     assert max_diff <= 1e-6, max_diff
 
-    micro_weights = batch["loss_mask"][:, 1:].reshape(4, 4, -1).transpose(1, 0, 2).sum(axis=(1, 2))
-    assert len(set(micro_weights.tolist())) > 1  # the micro-batches really are unequal
-    micro_loss = jax.jit(lambda b: task.loss(state["params"], b, rng, train=True)[0])
-    unweighted_loss = np.mean([float(micro_loss({k: v[i::4] for k, v in batch.items()})) for i in range(4)])
-    assert abs(unweighted_loss - float(loss_1)) > max(1e-5, 20 * abs(float(loss_4) - float(loss_1)))
+    micro_weights = [batch["loss_mask"][i::4, 1:].sum() for i in range(4)]
+    assert len(set(micro_weights)) > 1  # the micro-batches really are unequal
 
     _, big_step, state_big = _setup(task, batch)
     _, accum_step, state_accum = _setup(task, batch, grad_accum_steps=4)

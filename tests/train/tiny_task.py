@@ -65,7 +65,7 @@ class TinySpeechLM(nn.Module):
     def __call__(self, features, tokens, *, train: bool, poison=None):
         c, dt = self.config, self.config.compute_dtype
         audio = Dense(c.width, (axes.MEL, axes.EMBED), use_bias=True, dtype=dt, name="encoder")(features)
-        audio = Dense(c.width, (axes.EMBED, axes.EMBED), dtype=dt, name="connector")(nn.gelu(audio))
+        audio = Dense(c.width, (axes.MLP, axes.EMBED), dtype=dt, name="connector")(nn.gelu(audio))
         if poison is not None:
             audio = poison_gradient(audio, poison)
         embed = Embed(c.vocab, c.width, dtype=dt, name="llm_embed")
@@ -139,3 +139,29 @@ def grain_iterator(batch_size: int, num_examples: int = 64, seed: int = 0, confi
         .batch(batch_size, drop_remainder=True)
     )
     return iter(dataset.to_iter_dataset())
+
+
+# Settings shared by the loop tests and the worker subprocesses. Keeping them identical makes the
+# compiled programs identical, so the session's compilation cache serves all of them.
+LOOP_CONFIG = {
+    "total_steps": 5,
+    "progress_bar": False,
+    "optimizer": {"learning_rate": 1e-2, "warmup_steps": 1, "decay_steps": 100, "weight_decay": 0.01},
+    "checkpoint": {"every_steps": 0},
+    "metrics": {"log_every": 1, "measure_peak_flops": False, "tensorboard": False},
+}
+
+
+# The optimizer of the freezing / non-finite tests (step level and loop level share its programs).
+FREEZE_OPTIMIZER = {"learning_rate": 1e-2, "decay_steps": 100, "weight_decay": 0.1, "lr_rules": (("encoder/.*", None),)}
+
+
+def loop_config(**overrides) -> dict:
+    """``LOOP_CONFIG`` with ``overrides`` merged in (nested dicts are merged key by key)."""
+    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in LOOP_CONFIG.items()}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key].update(value)
+        else:
+            merged[key] = value
+    return merged

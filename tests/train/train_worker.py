@@ -1,0 +1,83 @@
+"""A small training run for the crash/resume and SIGTERM tests, run as a subprocess:
+
+    PYTHONPATH=<repo>:<repo>/tests python -m train.train_worker WORKDIR --steps 20 --checkpoint-every 2
+
+It prints ``next`` each time the trainer takes a batch (so the parent can kill it mid-training),
+resumes from WORKDIR's checkpoints, and at the end writes the final parameters to
+``WORKDIR/final_params.npz`` and ``{"step", "stop_reason"}`` to ``WORKDIR/result.json``.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+class _Announcing:
+    """Wraps a checkpointable iterator: prints ``next`` per batch and waits ``delay_s`` (so that
+    the run lasts long enough to be interrupted at random moments)."""
+
+    def __init__(self, iterator, delay_s: float):
+        self.iterator, self.delay_s = iterator, delay_s
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self.iterator)
+        time.sleep(self.delay_s)
+        print("next", flush=True)
+        return batch
+
+    def get_state(self):
+        return self.iterator.get_state()
+
+    def set_state(self, state):
+        self.iterator.set_state(state)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir")
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--checkpoint-every", type=int, default=2)
+    parser.add_argument("--delay", type=float, default=0.02)
+    parser.add_argument("--no-restore-data", action="store_true")
+    parser.add_argument("--cache-dir", default=None)
+    args = parser.parse_args(argv)
+
+    import jax
+    import numpy as np
+    from flax import traverse_util
+
+    if args.cache_dir:
+        jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+    from jaxspeech.sharding.mesh import make_mesh
+    from jaxspeech.train.config import train_config_from_dict
+    from jaxspeech.train.loop import train
+    from train.tiny_task import TinyTask, grain_iterator, loop_config
+
+    config = train_config_from_dict(
+        loop_config(
+            total_steps=args.steps,
+            checkpoint={"every_steps": args.checkpoint_every, "max_to_keep": 3, "restore_data_state": not args.no_restore_data},
+            metrics={"log_every": 4},
+        )
+    )
+    data = _Announcing(grain_iterator(batch_size=8), args.delay)
+    mesh = make_mesh({"data": 1}, jax.devices()[:1])
+    result = train(TinyTask(), config, data, args.workdir, mesh=mesh)
+
+    params = traverse_util.flatten_dict(jax.device_get(result.state["params"]), sep="/")
+    np.savez(os.path.join(args.workdir, "final_params.npz"), **params)
+    with open(os.path.join(args.workdir, "result.json"), "w") as f:
+        json.dump({"step": result.step, "stop_reason": result.stop_reason}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
