@@ -14,6 +14,7 @@ import os
 from typing import Any, Mapping
 
 import jax
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -89,5 +90,11 @@ def initialize(config: DistributedConfig = DistributedConfig(), environ: Mapping
 
 def to_global(local_batch: Any, shardings: Any) -> Any:
     """Per-process host batches (numpy, axis 0 = this process's examples) -> global ``jax.Array``s
-    laid out by ``shardings``; on one process this is a sharded ``device_put``."""
-    return jax.tree.map(lambda s, x: jax.make_array_from_process_local_data(s, x), shardings, local_batch)
+    laid out by ``shardings`` (the global batch concatenates the processes' rows in process order;
+    int64 becomes int32 unless x64 is on). On one process this is a sharded ``device_put``."""
+
+    def one(sharding, x):
+        x = np.asarray(x)
+        return jax.make_array_from_process_local_data(sharding, x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False))
+
+    return jax.tree.map(one, shardings, local_batch)

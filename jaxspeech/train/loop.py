@@ -30,6 +30,7 @@ from jaxspeech.train.signals import StopOnSigterm
 from jaxspeech.train.state import State, build_layout, init_state
 from jaxspeech.train.step import CompiledStep, make_train_step
 from jaxspeech.train.task import Task
+from jaxspeech.types import HostBatch
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,12 @@ class TrainResult:
     last_train_metrics: dict[str, float]
     last_eval_metrics: dict[str, float]
     compile_seconds: float
+
+
+def _arrays(item: Any) -> Any:
+    """The array pytree of what the data iterator yields (the data pipeline's ``HostBatch``
+    carries its ``Batch`` beside host-only metadata)."""
+    return item.batch if isinstance(item, HostBatch) else item
 
 
 def _due(step: int, every: int) -> bool:
@@ -69,7 +76,7 @@ class _Run:
     def start(self) -> tuple[State, Any]:
         """(state, first batch to train on or None): restored from a checkpoint or freshly built."""
         config = self.config
-        first_batch = next(self.data)
+        first_batch = _arrays(next(self.data))
         self.layout = build_layout(self.task, first_batch, config.optimizer, self.mesh, config.sharding_rules, config.seed)
         self.step_fn = CompiledStep(make_train_step(self.task, self.layout, config.optimizer, config.grad_accum_steps), self.layout)
         restored = self.checkpointer.restore_latest(self.layout.abstract, with_data=config.checkpoint.restore_data_state)
@@ -141,8 +148,9 @@ def train(
     eval_fn: EvalFn | None = None,
     mesh: Mesh | None = None,
 ) -> TrainResult:
-    """Trains ``task`` on host batches from ``data`` (an iterator; ``get_state``/``set_state``
-    make its position part of checkpoints). See the module docstring for the stop conditions."""
+    """Trains ``task`` on host batches from ``data``: an iterator of numpy pytrees with the batch
+    on axis 0 (or of the data pipeline's ``HostBatch``es); its ``get_state``/``set_state``, if
+    any, make its position part of checkpoints. See the module docstring for the stop conditions."""
     workdir = os.fspath(workdir)
     multihost.initialize(config.distributed)
     if config.compilation_cache_dir:
@@ -167,7 +175,7 @@ def train(
                     break
                 if pending_batch is None:
                     try:
-                        pending_batch = next(data)
+                        pending_batch = _arrays(next(data))
                     except StopIteration:
                         stop_reason = "data_exhausted"
                         break
@@ -177,7 +185,7 @@ def train(
                 compiled = run.step_fn.compiled(batch)  # compiles new shapes before the clock starts
                 if train_start is None:
                     train_start = window_start = time.monotonic()
-                state, step_metrics = compiled(state, multihost.to_global(batch, run.step_fn.batch_shardings(batch)))
+                state, step_metrics = compiled(state, run.step_fn.to_device(batch))
                 step += 1
                 window.append(step_metrics)
                 progress.update(1)

@@ -9,6 +9,7 @@ the gradient of the whole batch; a step whose loss or gradient norm is not finit
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Mapping
 
@@ -18,9 +19,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxspeech.layers import axes
-from jaxspeech.sharding.mesh import activation_rules, logical_to_spec
+from jaxspeech.sharding import multihost
+from jaxspeech.sharding.mesh import activation_rules
 from jaxspeech.train import optim
-from jaxspeech.train.state import State, StateLayout, abstract_batch
+from jaxspeech.train.state import State, StateLayout
 from jaxspeech.train.task import LOSS_WEIGHT, Task
 
 Metrics = dict[str, jax.Array]
@@ -123,14 +125,39 @@ def make_train_step(task: Task, layout: StateLayout, optimizer_config: optim.Opt
     return train_step
 
 
-def batch_shardings(batch: Any, mesh: Mesh, rules=axes.DEFAULT_RULES) -> Any:
-    """NamedShardings splitting axis 0 of every batch leaf over the mesh's batch axes."""
+def global_batch_shapes(host_batch: Any) -> Any:
+    """ShapeDtypeStructs of the global batch that per-process ``host_batch``es (axis 0 = this
+    process's rows) make together; dtypes as on device (int64 -> int32 without x64)."""
 
     def one(x):
-        names = (axes.ACT_BATCH,) + (None,) * (len(x.shape) - 1)
-        return NamedSharding(mesh, logical_to_spec(names, x.shape, mesh, rules))
+        shape = (x.shape[0] * jax.process_count(),) + tuple(x.shape[1:])
+        return jax.ShapeDtypeStruct(shape, jax.dtypes.canonicalize_dtype(x.dtype))
 
-    return jax.tree.map(one, batch)
+    return jax.tree.map(one, host_batch)
+
+
+def batch_shardings(batch: Any, mesh: Mesh, rules=axes.DEFAULT_RULES) -> Any:
+    """NamedShardings splitting axis 0 of every (global) batch leaf over the mesh axes that
+    ``act_batch`` maps to; a batch those axes do not divide is an error, never silently replicated."""
+    physical = _mesh_axes(axes.ACT_BATCH, rules, mesh)
+    shards = math.prod(mesh.shape[a] for a in physical)
+
+    def one(keypath, x):
+        if not x.shape or x.shape[0] % shards:
+            raise ValueError(
+                f"batch leaf {jax.tree_util.keystr(keypath)} of shape {tuple(x.shape)} cannot be split over the "
+                f"batch mesh axes {physical} ({shards} shards): its leading (batch) dimension must be a multiple of {shards}"
+            )
+        return NamedSharding(mesh, PartitionSpec(physical or None, *([None] * (len(x.shape) - 1))))
+
+    return jax.tree_util.tree_map_with_path(one, batch)
+
+
+def _mesh_axes(logical: str, rules, mesh: Mesh) -> tuple[str, ...]:
+    """Mesh axes (of size > 1) that ``logical`` maps to under ``rules``."""
+    physical = dict(rules).get(logical)
+    physical = () if physical is None else (physical,) if isinstance(physical, str) else tuple(physical)
+    return tuple(a for a in physical if mesh.shape.get(a, 1) > 1)
 
 
 class CompiledStep:
@@ -141,10 +168,9 @@ class CompiledStep:
     """
 
     def __init__(self, step_fn: StepFn, layout: StateLayout):
-        self._layout, self._rules = layout, layout.rules
-        self._step_fn = step_fn
+        self._layout, self._step_fn = layout, step_fn
         self._compiled: dict[Any, Any] = {}
-        self._batch_shardings: dict[Any, Any] = {}
+        self._shardings: dict[Any, Any] = {}
         self.compile_seconds: dict[Any, float] = {}
         self.flops: dict[Any, float | None] = {}
 
@@ -153,34 +179,41 @@ class CompiledStep:
         leaves, treedef = jax.tree.flatten(batch)
         return treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
 
-    def batch_shardings(self, batch: Any) -> Any:
-        key = self.shape_key(batch)
-        if key not in self._batch_shardings:
-            self._batch_shardings[key] = batch_shardings(abstract_batch(batch), self._layout.mesh, self._rules)
-        return self._batch_shardings[key]
+    def _global(self, host_batch: Any) -> tuple[Any, Any]:
+        """(global shapes, shardings) for host batches shaped like ``host_batch``."""
+        key = self.shape_key(host_batch)
+        if key not in self._shardings:
+            shapes = global_batch_shapes(host_batch)
+            self._shardings[key] = shapes, batch_shardings(shapes, self._layout.mesh, self._layout.rules)
+        return self._shardings[key]
 
-    def compiled(self, batch: Any):
-        """The compiled executable for batches shaped like ``batch`` (compiling it if new)."""
-        key = self.shape_key(batch)
+    def to_device(self, host_batch: Any) -> Any:
+        """This process's numpy batch -> the global, sharded batch the step takes."""
+        return multihost.to_global(host_batch, self._global(host_batch)[1])
+
+    def compiled(self, host_batch: Any):
+        """The compiled executable for host batches shaped like ``host_batch`` (compiled if new)."""
+        key = self.shape_key(host_batch)
         if key not in self._compiled:
+            shapes, shardings = self._global(host_batch)
             replicated = NamedSharding(self._layout.mesh, PartitionSpec())
             jitted = jax.jit(
                 self._step_fn,
-                in_shardings=(self._layout.shardings, self.batch_shardings(batch)),
+                in_shardings=(self._layout.shardings, shardings),
                 out_shardings=(self._layout.shardings, replicated),
                 donate_argnums=0,
             )
             start = time.perf_counter()
-            with activation_rules(self._layout.mesh, self._rules):
-                compiled = jitted.lower(self._layout.abstract, abstract_batch(batch)).compile()
+            with activation_rules(self._layout.mesh, self._layout.rules):
+                compiled = jitted.lower(self._layout.abstract, shapes).compile()
             self.compile_seconds[key] = time.perf_counter() - start
             self.flops[key] = _flops(compiled)
             self._compiled[key] = compiled
         return self._compiled[key]
 
-    def __call__(self, state: State, batch: Any) -> tuple[State, Metrics]:
-        """``batch`` must already be on device in ``batch_shardings`` (see ``multihost.to_global``)."""
-        return self.compiled(batch)(state, batch)
+    def __call__(self, state: State, host_batch: Any) -> tuple[State, Metrics]:
+        """One step on a host batch (transferred with ``to_device``); the state is donated."""
+        return self.compiled(host_batch)(state, self.to_device(host_batch))
 
 
 def _flops(compiled) -> float | None:

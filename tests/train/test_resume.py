@@ -1,6 +1,7 @@
-"""Fault tolerance, end to end in subprocesses: SIGKILL at random moments and resume gives bitwise
-the parameters of an uninterrupted run; SIGTERM exits 0 within 5 s with a checkpoint at the last
-completed step; resuming without the data iterator's state does NOT reproduce the run."""
+"""Fault tolerance, end to end in subprocesses that train on audio files through the project's Grain
+data pipeline: SIGKILL at random moments and resume gives bitwise the parameters of an
+uninterrupted run; SIGTERM exits 0 within 5 s with a checkpoint at the last completed step;
+resuming without the data iterator's state does NOT reproduce the run."""
 
 import json
 import os
@@ -15,15 +16,23 @@ import pytest
 
 from jaxspeech.train.checkpoint import Checkpointer
 
+from .pipeline_data import write_dataset
+
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO_DIR = os.path.dirname(TESTS_DIR)
 STEPS = 16
 
 
-def _start(workdir, cache_dir, *extra, steps=STEPS) -> subprocess.Popen:
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> str:
+    return write_dataset(str(tmp_path_factory.mktemp("data")))
+
+
+def _start(workdir, cache_dir, manifest, *extra, steps=STEPS) -> subprocess.Popen:
     """Starts the worker; its stderr goes to ``<workdir>.stderr`` (appended across restarts)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO_DIR, TESTS_DIR, os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "train.train_worker", str(workdir), "--steps", str(steps), "--cache-dir", cache_dir, *extra]
+    command = [sys.executable, "-m", "train.train_worker", str(workdir), "--manifest", manifest, "--steps", str(steps),
+               "--cache-dir", cache_dir, *extra]
     with open(f"{workdir}.stderr", "a") as stderr:
         return subprocess.Popen(command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
 
@@ -35,8 +44,8 @@ def _finish(process: subprocess.Popen, timeout: float = 300) -> None:
         pytest.fail(f"worker exited with {process.returncode}:\n{open(f'{workdir}.stderr').read()[-3000:]}")
 
 
-def _run(workdir, cache_dir, *extra, steps=STEPS) -> dict:
-    _finish(_start(workdir, cache_dir, *extra, steps=steps))
+def _run(workdir, cache_dir, manifest, *extra, steps=STEPS) -> dict:
+    _finish(_start(workdir, cache_dir, manifest, *extra, steps=steps))
     return _final_params(workdir)
 
 
@@ -61,43 +70,43 @@ def _wait_for_batches(process: subprocess.Popen, count: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, compilation_cache) -> dict:
+def reference(tmp_path_factory, compilation_cache, manifest) -> dict:
     """Final parameters of an uninterrupted run."""
-    return _run(tmp_path_factory.mktemp("reference"), compilation_cache)
+    return _run(tmp_path_factory.mktemp("reference"), compilation_cache, manifest)
 
 
-def _kill_and_resume(workdir, cache_dir, kills: int, seed: int) -> int:
+def _kill_and_resume(workdir, cache_dir, manifest, kills: int, seed: int) -> int:
     """SIGKILLs the worker ``kills`` times at random moments of training, restarting it each time,
     then lets it finish. Returns how many kills hit a running process."""
     rng = random.Random(seed)
     done_kills = 0
     for _ in range(kills):
-        process = _start(workdir, cache_dir)
+        process = _start(workdir, cache_dir, manifest)
         if _wait_for_batches(process, rng.randint(1, 6)):
             time.sleep(rng.uniform(0.0, 0.05))
             process.send_signal(signal.SIGKILL)
             done_kills += 1
         process.communicate(timeout=300)
-    _finish(_start(workdir, cache_dir))
+    _finish(_start(workdir, cache_dir, manifest))
     return done_kills
 
 
-def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, compilation_cache, reference):
-    kills = _kill_and_resume(tmp_path / "run", compilation_cache, kills=3, seed=0)
+def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, compilation_cache, manifest, reference):
+    kills = _kill_and_resume(tmp_path / "run", compilation_cache, manifest, kills=3, seed=0)
     assert kills == 3
     assert _bitwise_equal(_final_params(tmp_path / "run"), reference)
 
 
 @pytest.mark.slow
-def test_sigkill_ten_times_then_resume_is_bitwise_identical(tmp_path, compilation_cache, reference):
-    kills = _kill_and_resume(tmp_path / "run", compilation_cache, kills=12, seed=1)
+def test_sigkill_ten_times_then_resume_is_bitwise_identical(tmp_path, compilation_cache, manifest, reference):
+    kills = _kill_and_resume(tmp_path / "run", compilation_cache, manifest, kills=12, seed=1)
     assert kills >= 10
     assert _bitwise_equal(_final_params(tmp_path / "run"), reference)
 
 
-def test_sigterm_checkpoints_the_last_step_and_exits_zero_quickly(tmp_path, compilation_cache, reference):
+def test_sigterm_checkpoints_the_last_step_and_exits_zero_quickly(tmp_path, compilation_cache, manifest, reference):
     workdir = tmp_path / "run"
-    process = _start(workdir, compilation_cache, "--delay", "0.05")
+    process = _start(workdir, compilation_cache, manifest, "--delay", "0.05")
     assert _wait_for_batches(process, 5)
     sent = time.monotonic()
     process.send_signal(signal.SIGTERM)
@@ -112,4 +121,4 @@ def test_sigterm_checkpoints_the_last_step_and_exits_zero_quickly(tmp_path, comp
     checkpointer.close()
 
     # Mutation: resuming the model without the data position is a different run (the test has teeth).
-    assert not _bitwise_equal(_run(workdir, compilation_cache, "--no-restore-data"), reference)
+    assert not _bitwise_equal(_run(workdir, compilation_cache, manifest, "--no-restore-data"), reference)

@@ -118,5 +118,5 @@ def test_bf16_compute_keeps_float32_master_params():
 def test_batch_not_divisible_by_accumulation_steps_is_an_error():
     task = TinyTask()
     batch = make_batch(6)
-    with pytest.raises(ValueError, match="not divisible by grad_accum_steps=4"):
+    with pytest.raises(ValueError, match="batch size 6 is not divisible by grad_accum_steps=4"):
         _setup(task, batch, grad_accum_steps=4)[1].compiled(batch)

@@ -1,8 +1,9 @@
 """A small training run for the crash/resume and SIGTERM tests, run as a subprocess:
 
-    PYTHONPATH=<repo>:<repo>/tests python -m train.train_worker WORKDIR --steps 20 --checkpoint-every 2
+    PYTHONPATH=<repo>:<repo>/tests python -m train.train_worker WORKDIR --manifest M --steps 20
 
-It prints ``next`` each time the trainer takes a batch (so the parent can kill it mid-training),
+It trains the tiny task on the manifest's audio read through the project's Grain data pipeline,
+prints ``next`` each time the trainer takes a batch (so the parent can kill it mid-training),
 resumes from WORKDIR's checkpoints, and at the end writes the final parameters to
 ``WORKDIR/final_params.npz`` and ``{"step", "stop_reason"}`` to ``WORKDIR/result.json``.
 """
@@ -40,6 +41,7 @@ class _Announcing:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir")
+    parser.add_argument("--manifest", required=True)
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--checkpoint-every", type=int, default=2)
     parser.add_argument("--delay", type=float, default=0.02)
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
     from jaxspeech.sharding.mesh import make_mesh
     from jaxspeech.train.config import train_config_from_dict
     from jaxspeech.train.loop import train
-    from train.tiny_task import TinyTask, grain_iterator, loop_config
+    from train.pipeline_data import BatchTinyTask, pipeline_iterator
+    from train.tiny_task import loop_config
 
     config = train_config_from_dict(
         loop_config(
@@ -68,9 +71,9 @@ def main(argv=None) -> int:
             metrics={"log_every": 4},
         )
     )
-    data = _Announcing(grain_iterator(batch_size=8), args.delay)
+    data = _Announcing(pipeline_iterator(args.manifest), args.delay)
     mesh = make_mesh({"data": 1}, jax.devices()[:1])
-    result = train(TinyTask(), config, data, args.workdir, mesh=mesh)
+    result = train(BatchTinyTask(), config, data, args.workdir, mesh=mesh)
 
     params = traverse_util.flatten_dict(jax.device_get(result.state["params"]), sep="/")
     np.savez(os.path.join(args.workdir, "final_params.npz"), **params)
