@@ -29,8 +29,12 @@ def reference_attention(
         raise ValueError(f"query heads ({num_heads}) must be a multiple of key/value heads ({num_kv_heads})")
     groups = num_heads // num_kv_heads
     scale = head_dim**-0.5 if scale is None else scale
-    q_grouped = q.reshape(batch, q_len, num_kv_heads, groups, head_dim)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q_grouped, k, preferred_element_type=jnp.float32) * scale
+    # Query groups are folded into the query axis ([B, K, G*T, D]) so that both products are plain
+    # batched matmuls over (B, K): XLA:CPU runs 5-D grouped einsums 4-10x slower.
+    q_folded = q.reshape(batch, q_len, num_kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
+    q_folded = q_folded.reshape(batch, num_kv_heads, groups * q_len, head_dim)
+    scores = jnp.einsum("bkqd,bskd->bkqs", q_folded, k, preferred_element_type=jnp.float32)
+    scores = scores.reshape(batch, num_kv_heads, groups, q_len, kv_len) * scale
     if bias is not None:
         bias = jnp.broadcast_to(bias.astype(jnp.float32), (bias.shape[0], num_heads, q_len, kv_len))
         scores = scores + bias.reshape(bias.shape[0], num_kv_heads, groups, q_len, kv_len)
@@ -41,5 +45,7 @@ def reference_attention(
     weights = jnp.exp(scores - row_max)
     denom = jnp.sum(weights, axis=-1, keepdims=True)
     weights = weights / jnp.where(denom > 0, denom, 1.0)
-    out = jnp.einsum("bkgts,bskd->btkgd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    weights = weights.astype(v.dtype).reshape(batch, num_kv_heads, groups * q_len, kv_len)
+    out = jnp.einsum("bkqs,bskd->bkqd", weights, v, preferred_element_type=jnp.float32)
+    out = out.reshape(batch, num_kv_heads, groups, q_len, head_dim).transpose(0, 3, 1, 2, 4)
     return out.reshape(batch, q_len, num_heads, head_dim).astype(q.dtype)
