@@ -14,6 +14,7 @@ import sys
 SUBCOMMANDS = (
     "check_data",
     "generate",
+    "plot",
     "prepare_data",
     "score",
     "transcribe",

@@ -98,7 +98,7 @@ def dataclass_from_dict(cls: type, values: Mapping[str, Any] | Any, where: str |
     kwargs = {}
     for name, value in values.items():
         nested = _dataclass_type(hints[name])
-        if nested is not None and isinstance(value, Mapping):
+        if nested is not None and value is not None and not isinstance(value, nested):
             value = dataclass_from_dict(nested, value, f"{where}.{name}")
         kwargs[name] = value
     return cls(**kwargs)

@@ -1,0 +1,56 @@
+"""Learning-curve PNGs from a workdir's ``metrics.jsonl`` (what ``jaxspeech plot`` writes)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from jaxspeech.train.metrics import read_log
+
+# Figure name -> metric-name pattern (matched against the part after "train/" or "eval/").
+FIGURES = {
+    "loss": r"loss",
+    "accuracy": r"accuracy",
+    "learning_rate": r"learning_rate",
+    "wer": r"(.*_)?wer",
+    "grad_norm": r"grad_norm",
+}
+
+
+def plot_learning_curves(workdir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[str]:
+    """Writes ``<figure>.png`` to ``out_dir`` (default ``<workdir>/plots``) for each figure of
+    ``FIGURES`` with logged data; train and eval curves share a figure. Returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    log = read_log(workdir)
+    out_dir = os.fspath(out_dir) if out_dir is not None else os.path.join(os.fspath(workdir), "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for figure_name, pattern in FIGURES.items():
+        series = {key: log[key] for key in sorted(log) if "/" in key and re.fullmatch(pattern, key.split("/", 1)[1])}
+        if not series:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        for key, (steps, values) in series.items():
+            finite = np.isfinite(values)
+            ax.plot(steps[finite], values[finite], marker="o" if finite.sum() < 30 else None, markersize=3, label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel(figure_name.replace("_", " "))
+        if figure_name == "learning_rate":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        ax.set_title(f"{figure_name.replace('_', ' ')} — {os.path.basename(os.path.abspath(os.fspath(workdir)))}")
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"{figure_name}.png")
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    if not written:
+        raise ValueError(f"{workdir}/metrics.jsonl has no loss, accuracy, learning_rate, wer or grad_norm values to plot")
+    return written
