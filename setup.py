@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.7",
     "tensorboardX>=2.6",
     "jinja2>=3.1.6",
+    "threadpoolctl>=3.0",
 ]
 
 EXTRAS = {

@@ -1,1 +1,1 @@
-"""jaxspeech.connectors."""
+"""Connectors: encoder frames -> (downsampled) embeddings in the LLM's input space."""

@@ -2,7 +2,9 @@
 
 Pure integer arithmetic shared by the data side (placeholder spans) and the model side (encoders
 and connectors import these), so the two can never disagree. Each downsampling step is a small
-frozen dataclass with ``output_length(n)``; ``audio_token_count`` chains them.
+frozen dataclass with ``lengths(n)`` (unchecked arithmetic that also works elementwise on numpy /
+jax integer arrays inside ``jit``) and ``output_length(n)`` (the checked int version);
+``audio_token_count`` chains them.
 """
 
 from __future__ import annotations
@@ -23,18 +25,32 @@ def conv_output_length(n: int, *, kernel: int, stride: int, padding: int = 0, di
     return (n + 2 * padding - span) // stride + 1
 
 
+class _Step:
+    """``output_length`` = ``lengths`` on a single int, with the step's validity check."""
+
+    def lengths(self, n):
+        raise NotImplementedError
+
+    def check(self, n: int) -> None:
+        """Raises ValueError when ``n`` frames are too few for this step."""
+
+    def output_length(self, n: int) -> int:
+        self.check(n)
+        return int(self.lengths(n))
+
+
 @dataclasses.dataclass(frozen=True)
-class FrameStack:
+class FrameStack(_Step):
     """Concatenates every ``factor`` frames (the tail is zero-padded): ceil(n / factor)."""
 
     factor: int
 
-    def output_length(self, n: int) -> int:
+    def lengths(self, n):
         return ceil_div(n, self.factor)
 
 
 @dataclasses.dataclass(frozen=True)
-class StridedConv:
+class StridedConv(_Step):
     """A strided 1-D convolution: the conv arithmetic of ``conv_output_length``."""
 
     kernel: int
@@ -42,24 +58,28 @@ class StridedConv:
     padding: int = 0
     dilation: int = 1
 
-    def output_length(self, n: int) -> int:
-        return conv_output_length(n, kernel=self.kernel, stride=self.stride, padding=self.padding, dilation=self.dilation)
+    def check(self, n: int) -> None:
+        conv_output_length(n, kernel=self.kernel, stride=self.stride, padding=self.padding, dilation=self.dilation)
+
+    def lengths(self, n):
+        span = self.dilation * (self.kernel - 1) + 1
+        return (n + 2 * self.padding - span) // self.stride + 1
 
 
 @dataclasses.dataclass(frozen=True)
-class QFormerWindows:
+class QFormerWindows(_Step):
     """A window-level Q-Former: ``queries`` outputs per window, windows every ``stride`` frames
     (the last window is padded): ceil(n / stride) * queries."""
 
     stride: int
     queries: int
 
-    def output_length(self, n: int) -> int:
+    def lengths(self, n):
         return ceil_div(n, self.stride) * self.queries
 
 
 @dataclasses.dataclass(frozen=True)
-class Pooling:
+class Pooling(_Step):
     """Average/max pooling with PyTorch's rule: floor or ceil((n + 2p - size) / stride) + 1, and in
     ceil mode the last window must start inside the input (or left padding)."""
 
@@ -68,24 +88,24 @@ class Pooling:
     padding: int = 0
     ceil_mode: bool = False
 
-    def output_length(self, n: int) -> int:
+    def check(self, n: int) -> None:
+        if n + 2 * self.padding < self.size:
+            raise ValueError(f"{n} frames (+2x{self.padding} padding) are shorter than the pooling window {self.size}")
+
+    def lengths(self, n):
         stride = self.stride or self.size
         reach = n + 2 * self.padding - self.size
-        if reach < 0:
-            raise ValueError(f"{n} frames (+2x{self.padding} padding) are shorter than the pooling window {self.size}")
         if not self.ceil_mode:
             return reach // stride + 1
         out = ceil_div(reach, stride) + 1
-        if (out - 1) * stride >= n + self.padding:
-            out -= 1
-        return out
+        return out - ((out - 1) * stride >= n + self.padding)
 
 
 @dataclasses.dataclass(frozen=True)
-class Identity:
+class Identity(_Step):
     """A connector that keeps every frame (e.g. a plain linear projection)."""
 
-    def output_length(self, n: int) -> int:
+    def lengths(self, n):
         return n
 
 

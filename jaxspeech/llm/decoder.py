@@ -6,6 +6,10 @@ Entry points of ``DecoderLM``:
     — training forward when ``cache`` is None; prefill / extend when a ``KVCache`` is given.
   * ``logits(hidden f[B, L, D]) -> f32[B, L, V]``
 
+A ``cross_attention`` hook (e.g. ``jaxspeech.connectors.cross_attention.GatedCrossAttention``, owned
+by the caller so its parameters stay outside ``llm/``) is called as ``hook(layer, x, memory)`` before
+every layer; it needs the unrolled layout (``scan_layers=False``).
+
 ``segment_ids`` i32[B, L] mark padding (0) and packed examples (1, 2, ...); rotary ``positions``
 default to each row's running count of non-padding tokens (so left or right padding leaves the real
 tokens' positions unchanged). ``bidir_ids`` (0 = causal) let spans such as spliced audio attend to
@@ -13,6 +17,8 @@ themselves bidirectionally (prefix-LM).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -77,9 +83,12 @@ class DecoderLM(nn.Module):
     """Token embeddings -> N decoder blocks -> final RMSNorm -> LM head (tied or untied)."""
 
     config: LLMConfig
+    cross_attention: nn.Module | None = None
 
     def setup(self):
         c = self.config
+        if self.cross_attention is not None and c.scan_layers:
+            raise ValueError("a cross-attention hook needs the unrolled decoder: set the LLM's scan_layers=False")
         self.embed_tokens = Embed(
             c.vocab_size, c.hidden_size, c.dtype, c.param_dtype, nn.initializers.normal(c.initializer_range)
         )
@@ -119,8 +128,11 @@ class DecoderLM(nn.Module):
         segment_ids: jax.Array | None = None,
         bidir_ids: jax.Array | None = None,
         cache: KVCache | None = None,
+        memory: Any = None,
     ) -> tuple[jax.Array, KVCache | None]:
-        """inputs_embeds f[B, L, D] -> (final-normed hidden f[B, L, D], updated cache)."""
+        """inputs_embeds f[B, L, D] -> (final-normed hidden f[B, L, D], updated cache).
+
+        ``memory`` is passed to the cross-attention hook (ignored without one)."""
         c = self.config
         batch, length = inputs_embeds.shape[:2]
         seg = jnp.ones((batch, length), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
@@ -157,6 +169,8 @@ class DecoderLM(nn.Module):
         else:
             per_layer = []
             for i, layer in enumerate(self.layers):
+                if self.cross_attention is not None:
+                    x = self.cross_attention(i, x, memory)
                 layer_cache = None if cache_kv is None else jax.tree.map(lambda a: a[:, i], cache_kv)
                 x, layer_cache = layer(x, rope, mask, layer_cache, cache_index)
                 per_layer.append(layer_cache)
@@ -181,6 +195,7 @@ class DecoderLM(nn.Module):
         segment_ids: jax.Array | None = None,
         bidir_ids: jax.Array | None = None,
         cache: KVCache | None = None,
+        memory: Any = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """tokens i32[B, L] or inputs_embeds f[B, L, D] -> (logits f32[B, L, V], updated cache)."""
         if (tokens is None) == (inputs_embeds is None):
@@ -188,6 +203,6 @@ class DecoderLM(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.embed(tokens)
         hidden, cache = self.hidden_states(
-            inputs_embeds, positions=positions, segment_ids=segment_ids, bidir_ids=bidir_ids, cache=cache
+            inputs_embeds, positions=positions, segment_ids=segment_ids, bidir_ids=bidir_ids, cache=cache, memory=memory
         )
         return self.logits(hidden), cache

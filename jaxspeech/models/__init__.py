@@ -1,1 +1,1 @@
-"""jaxspeech.models."""
+"""Full models: the Speech LLM and the Whisper encoder-decoder baseline."""

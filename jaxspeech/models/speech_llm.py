@@ -1,0 +1,260 @@
+"""The Speech LLM: audio encoder -> connector -> decoder LLM, in three fusion styles.
+
+* ``decoder_only`` (SLAM-ASR, Qwen2-Audio, NVLM-D): the connector's outputs replace the audio
+  placeholder tokens of the prompt, clip after clip, in order;
+* ``cross_attention`` (Flamingo, NVLM-X): the prompt is text only; gated cross-attention blocks
+  before every ``xattn.every``-th LLM layer read the audio as a memory;
+* ``hybrid`` (NVLM-H): a few average-pooled audio tokens inline (``hybrid_pool`` frames each) plus
+  the full-resolution memory through cross-attention.
+
+Parameters live under ``encoder/``, ``connector/``, ``llm/`` and ``xattn/``.
+
+Inputs follow ``jaxspeech.types.Batch``: features f32[B, C, T, F] (C clips per row) with
+feature_lengths i32[B, C] (0 = no clip), tokens i32[B, L] with the placeholder id repeated once per
+audio embedding (``audio_token_count`` gives the span length), segment_ids i32[B, L] (0 = padding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from flax import struct
+
+from jaxspeech.connectors.config import ConnectorConfig
+from jaxspeech.connectors.cross_attention import AudioMemory, CrossAttentionConfig, GatedCrossAttention
+from jaxspeech.connectors.projector import Projector, zero_padding
+from jaxspeech.connectors.qformer import WindowQFormer
+from jaxspeech.data.audio_tokens import FrameStack, downsampled_length
+from jaxspeech.llm.config import LLMConfig
+from jaxspeech.llm.decoder import DecoderLM
+from jaxspeech.llm.kv_cache import KVCache
+from jaxspeech.models.audio_encoder import AudioEncoder, AudioEncoderConfig
+
+FUSIONS = ("decoder_only", "cross_attention", "hybrid")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechLLMConfig:
+    """``placeholder_id`` is the audio placeholder token; ``audio_bidirectional`` lets every
+    placeholder span attend to itself in both directions (prefix-LM); ``max_audio_frames`` bounds
+    the encoder input per clip."""
+
+    encoder: AudioEncoderConfig = AudioEncoderConfig()
+    connector: ConnectorConfig = ConnectorConfig()
+    llm: LLMConfig = LLMConfig()
+    fusion: str = "decoder_only"
+    xattn: CrossAttentionConfig | None = None
+    hybrid_pool: int = 10
+    placeholder_id: int = 0
+    audio_bidirectional: bool = False
+    max_audio_frames: int = 3000
+
+    def __post_init__(self):
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.fusion != "decoder_only":
+            if self.xattn is None:
+                raise ValueError(f"fusion {self.fusion!r} needs an xattn (CrossAttentionConfig)")
+            if self.xattn.num_layers != self.llm.num_layers or self.xattn.hidden_size != self.llm.hidden_size:
+                raise ValueError("xattn.num_layers / hidden_size must equal the LLM's")
+        if self.connector.output_size != self.llm.hidden_size:
+            raise ValueError(
+                f"connector.output_size ({self.connector.output_size}) must equal llm.hidden_size ({self.llm.hidden_size})"
+            )
+
+    @property
+    def inline_steps(self) -> tuple:
+        """Length arithmetic from input frames to inline audio tokens (empty for cross_attention)."""
+        steps = self.encoder.downsample + self.connector.downsample
+        return steps + (FrameStack(self.hybrid_pool),) if self.fusion == "hybrid" else steps
+
+    def audio_token_count(self, num_frames: int) -> int:
+        """Placeholder tokens for a clip of ``num_frames`` log-mel frames (0 for cross_attention)."""
+        if self.fusion == "cross_attention":
+            return 0
+        return downsampled_length(num_frames, self.inline_steps)
+
+    def replace(self, **changes) -> "SpeechLLMConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@struct.dataclass
+class AudioEmbeddings:
+    """embeds f[B, C, A, D] (zero past each clip's length), lengths i32[B, C]."""
+
+    embeds: jax.Array
+    lengths: jax.Array
+
+
+def masked_pool(x: jax.Array, lengths: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+    """Mean over windows of ``size`` valid frames: x f[N, A, D] -> (f[N, ceil(A/size), D], ceil(lengths/size))."""
+    n, frames, width = x.shape
+    padded = -(-frames // size) * size
+    valid = (jnp.arange(padded)[None, :] < lengths[:, None]).astype(x.dtype)
+    x = jnp.pad(x, ((0, 0), (0, padded - frames), (0, 0))) * valid[..., None]
+    sums = x.reshape(n, padded // size, size, width).sum(axis=2)
+    counts = valid.reshape(n, padded // size, size).sum(axis=2)
+    new_lengths = -(-lengths // size)
+    return zero_padding(sums / jnp.maximum(counts, 1)[..., None], new_lengths), new_lengths
+
+
+def splice_audio(text_embeds: jax.Array, tokens: jax.Array, placeholder_id: int, audio: AudioEmbeddings) -> jax.Array:
+    """Replaces the k-th placeholder of each row by the row's k-th valid audio embedding.
+
+    text_embeds f[B, L, D], tokens i32[B, L] -> f[B, L, D]. Audio embeddings of a row are taken
+    clip after clip (clip c contributes ``audio.lengths[b, c]`` embeddings).
+    """
+    batch, clips, frames, width = audio.embeds.shape
+    is_placeholder = tokens == placeholder_id
+    ordinal = jnp.cumsum(is_placeholder, axis=1) - 1  # k for the k-th placeholder of the row
+    ends = jnp.cumsum(audio.lengths, axis=1)  # [B, C] exclusive end of each clip's embeddings
+    clip = jnp.sum(ordinal[:, :, None] >= ends[:, None, :], axis=-1)  # [B, L]
+    clip = jnp.minimum(clip, clips - 1)
+    starts = ends - audio.lengths
+    frame = ordinal - jnp.take_along_axis(starts, clip, axis=1)
+    flat = audio.embeds.reshape(batch, clips * frames, width)
+    index = jnp.clip(clip * frames + frame, 0, clips * frames - 1)
+    gathered = jnp.take_along_axis(flat, index[:, :, None], axis=1)
+    return jnp.where(is_placeholder[..., None], gathered.astype(text_embeds.dtype), text_embeds)
+
+
+def placeholder_span_ids(tokens: jax.Array, placeholder_id: int) -> jax.Array:
+    """i32[B, L]: 1, 2, ... for each contiguous placeholder span, 0 elsewhere."""
+    is_placeholder = tokens == placeholder_id
+    previous = jnp.pad(is_placeholder[:, :-1], ((0, 0), (1, 0)))
+    starts = is_placeholder & ~previous
+    return (jnp.cumsum(starts, axis=1) * is_placeholder).astype(jnp.int32)
+
+
+def check_placeholders(tokens: np.ndarray, audio_lengths: np.ndarray, placeholder_id: int) -> None:
+    """Host-side check that every row has exactly as many placeholders as audio embeddings."""
+    found = (np.asarray(tokens) == placeholder_id).sum(axis=1)
+    expected = np.asarray(audio_lengths).sum(axis=1)
+    bad = np.nonzero(found != expected)[0]
+    if bad.size:
+        row = int(bad[0])
+        raise ValueError(
+            f"row {row} has {int(found[row])} audio placeholder tokens (id {placeholder_id}) but its clips give "
+            f"{int(expected[row])} audio embeddings (per clip: {list(np.asarray(audio_lengths)[row])}); build the "
+            "prompt with SpeechLLMConfig.audio_token_count"
+        )
+
+
+def _is_concrete(*arrays) -> bool:
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+class SpeechLLM(nn.Module):
+    """Entry points: ``encode_audio``, ``embed``, ``memory``, ``__call__`` (logits), ``prefill``, ``extend``."""
+
+    config: SpeechLLMConfig
+
+    def setup(self):
+        c = self.config
+        self.encoder = AudioEncoder(c.encoder)
+        self.connector = WindowQFormer(c.connector) if c.connector.kind == "qformer" else Projector(c.connector)
+        self.xattn = GatedCrossAttention(c.xattn) if c.fusion != "decoder_only" else None
+        self.llm = DecoderLM(c.llm, cross_attention=self.xattn)
+
+    def text_embedding_rms(self) -> jax.Array:
+        """RMS of the LLM's token embedding table (the norm-matching target), gradient-stopped."""
+        table = self.llm.embed_tokens.embedding.astype(jnp.float32)
+        return jax.lax.stop_gradient(jnp.sqrt(jnp.mean(jnp.square(table))))
+
+    def encode_audio(self, features: jax.Array, feature_lengths: jax.Array, *, train: bool = False) -> AudioEmbeddings:
+        """features f[B, C, T, F], feature_lengths i32[B, C] -> full-resolution AudioEmbeddings."""
+        c = self.config
+        batch, clips, frames, mels = features.shape
+        if frames > c.max_audio_frames:
+            raise ValueError(
+                f"audio clips have {frames} frames, more than max_audio_frames={c.max_audio_frames}; "
+                "cut long audio into chunks (one clip each) or raise the limit"
+            )
+        if mels != c.encoder.n_mels:
+            raise ValueError(f"features have {mels} mel bins, the encoder expects {c.encoder.n_mels}")
+        flat_lengths = feature_lengths.reshape(-1).astype(jnp.int32)
+        hidden, lengths = self.encoder(features.reshape(batch * clips, frames, mels), flat_lengths, train=train)
+        target_rms = self.text_embedding_rms() if c.connector.norm_match else None
+        embeds, lengths = self.connector(hidden, lengths, target_rms)
+        lengths = jnp.where(flat_lengths > 0, lengths, 0)
+        embeds = zero_padding(embeds, lengths)
+        return AudioEmbeddings(embeds.reshape(batch, clips, *embeds.shape[1:]), lengths.reshape(batch, clips))
+
+    def inline_audio(self, audio: AudioEmbeddings) -> AudioEmbeddings:
+        """The embeddings spliced into the prompt: all of them, or pooled ones for ``hybrid``."""
+        if self.config.fusion != "hybrid":
+            return audio
+        batch, clips = audio.lengths.shape
+        flat = audio.embeds.reshape(batch * clips, *audio.embeds.shape[2:])
+        pooled, lengths = masked_pool(flat, audio.lengths.reshape(-1), self.config.hybrid_pool)
+        return AudioEmbeddings(pooled.reshape(batch, clips, *pooled.shape[1:]), lengths.reshape(batch, clips))
+
+    def embed(self, tokens: jax.Array, audio: AudioEmbeddings | None) -> jax.Array:
+        """tokens i32[B, L] -> f[B, L, D], placeholders replaced by inline audio (decoder_only/hybrid)."""
+        embeds = self.llm.embed(tokens)
+        if self.config.fusion == "cross_attention" or audio is None:
+            return embeds
+        inline = self.inline_audio(audio)
+        if _is_concrete(tokens, inline.lengths):
+            check_placeholders(np.asarray(tokens), np.asarray(inline.lengths), self.config.placeholder_id)
+        return splice_audio(embeds, tokens, self.config.placeholder_id, inline)
+
+    def memory(self, audio: AudioEmbeddings) -> AudioMemory | None:
+        """Cross-attention memory over all clips of a row (None for decoder_only)."""
+        if self.xattn is None:
+            return None
+        batch, clips, frames, width = audio.embeds.shape
+        valid = jnp.arange(frames)[None, None, :] < audio.lengths[:, :, None]
+        return self.xattn.project_memory(
+            audio.embeds.reshape(batch, clips * frames, width), valid.reshape(batch, clips * frames)
+        )
+
+    def _bidir(self, tokens: jax.Array) -> jax.Array | None:
+        if not self.config.audio_bidirectional or self.config.fusion == "cross_attention":
+            return None
+        return placeholder_span_ids(tokens, self.config.placeholder_id)
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        features: jax.Array,
+        feature_lengths: jax.Array,
+        *,
+        segment_ids: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        train: bool = False,
+    ) -> jax.Array:
+        """-> logits f32[B, L, V] (position t predicts token t + 1)."""
+        audio = self.encode_audio(features, feature_lengths, train=train)
+        logits, _ = self.llm(
+            inputs_embeds=self.embed(tokens, audio),
+            positions=positions,
+            segment_ids=segment_ids,
+            bidir_ids=self._bidir(tokens),
+            memory=self.memory(audio),
+        )
+        return logits
+
+    def prefill(
+        self, tokens: jax.Array, features: jax.Array, feature_lengths: jax.Array, segment_ids: jax.Array, cache: KVCache
+    ) -> tuple[jax.Array, dict[str, Any]]:
+        """Runs an audio prompt: (final hidden f[B, T, D], decoding state {"llm": cache, "memory": ...})."""
+        audio = self.encode_audio(features, feature_lengths)
+        memory = self.memory(audio)
+        hidden, cache = self.llm.hidden_states(
+            self.embed(tokens, audio), segment_ids=segment_ids, bidir_ids=self._bidir(tokens), cache=cache, memory=memory
+        )
+        return hidden, {"llm": cache, "memory": memory}
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        return self.llm.logits(hidden)
+
+    def extend(self, tokens: jax.Array, state: dict[str, Any]) -> tuple[jax.Array, dict[str, Any]]:
+        """tokens i32[B, T] appended to the decoding state -> (logits f32[B, T, V], state)."""
+        logits, cache = self.llm(tokens, cache=state["llm"], memory=state["memory"])
+        return logits, {"llm": cache, "memory": state["memory"]}
