@@ -17,7 +17,7 @@ Channels (i32 per token, padded tokens carry segment 0):
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +42,12 @@ class MaskFlags:
     window_right: int | None = None
     chunks: bool = False
     chunk_left: int | None = None
+
+    @property
+    def checks_elements(self) -> bool:
+        return self.segments or self.causal or self.window_left is not None or (
+            self.window_right is not None or self.chunks
+        )
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -173,18 +179,25 @@ def stacked_ids(flags: MaskFlags, ids: TokenIds) -> tuple[jax.Array, jax.Array]:
     return jnp.stack([ids.q[c] for c in channels], axis=-1), jnp.stack([ids.kv[c] for c in channels], axis=1)
 
 
-def tile_mask(flags: MaskFlags, q_ids_ref, kv_ids_ref, q_rows=slice(None), kv_cols=slice(None)) -> jax.Array | None:
-    """Element mask bool[bq, bk] of one tile, read from the stacked id refs inside a kernel.
+def tile_mask(
+    flags: MaskFlags, q_ids_ref, kv_ids_ref, q_rows=slice(None), kv_cols=slice(None)
+) -> Callable[[], jax.Array] | None:
+    """A thunk building one tile's element mask bool[bq, bk] from the stacked id refs inside a
+    kernel (None when ``flags`` checks nothing). ``q_rows`` / ``kv_cols`` select the tile when
+    the refs hold more than one block."""
+    if not flags.checks_elements:
+        return None
 
-    ``q_rows`` / ``kv_cols`` select the tile when the refs hold more than one block.
-    """
-    q, kv = {}, {}
-    for c, name in enumerate(flags.channels):
-        if name == SEGMENT and not flags.segments:
-            continue
-        q[name] = q_ids_ref[q_rows, pl.ds(c, 1)]
-        kv[name] = kv_ids_ref[pl.ds(c, 1), kv_cols]
-    return element_mask(flags, q, kv)
+    def build():
+        q, kv = {}, {}
+        for c, name in enumerate(flags.channels):
+            if name == SEGMENT and not flags.segments:
+                continue
+            q[name] = q_ids_ref[q_rows, pl.ds(c, 1)]
+            kv[name] = kv_ids_ref[pl.ds(c, 1), kv_cols]
+        return element_mask(flags, q, kv)
+
+    return build
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,18 +43,8 @@ def _bias_block(cfg: KernelConfig, b, h):
 
 
 def _walk(index_ref, full_ref, count, visit, carry):
-    """Folds ``visit(block, masked, carry)`` over the first ``count`` entries of a visit list."""
-
-    def body(n, carry):
-        block = index_ref[n]
-        return lax.cond(
-            full_ref[n] == 1,
-            lambda c: visit(block, False, c),
-            lambda c: visit(block, True, c),
-            carry,
-        )
-
-    return lax.fori_loop(0, count, body, carry)
+    """Folds ``visit(block, full, carry)`` over the first ``count`` entries of a visit list."""
+    return lax.fori_loop(0, count, lambda n, carry: visit(index_ref[n], full_ref[n] == 1, carry), carry)
 
 
 def _forward_kernel(index_ref, full_ref, count_ref, q_ref, k_ref, v_ref, *refs, cfg: KernelConfig):
@@ -63,12 +53,13 @@ def _forward_kernel(index_ref, full_ref, count_ref, q_ref, k_ref, v_ref, *refs, 
     bq, bk = cfg.block_q, cfg.block_kv
     q = q_ref[...]
 
-    def visit(block, masked, carry):
+    def visit(block, full, carry):
         cols = pl.ds(pl.multiple_of(block * bk, bk), bk)
-        allowed = tile_mask(cfg.flags, q_ids_ref, kv_ids_ref, kv_cols=cols) if masked else None
         bias = bias_ref[:, cols] if bias_ref is not None else None
-        s = flash_math.scores(q, k_ref[cols, :], cfg.scale, bias, allowed)
-        return flash_math.softmax_step(*carry, s, v_ref[cols, :])
+        allowed = tile_mask(cfg.flags, q_ids_ref, kv_ids_ref, kv_cols=cols)
+        k, v = k_ref[cols, :], v_ref[cols, :]
+        s = flash_math.scores(q, k, cfg.scale, bias, full, allowed)
+        return flash_math.softmax_step(*carry, s, v)
 
     init = (
         jnp.full((bq, 1), -jnp.inf, jnp.float32),
@@ -143,13 +134,13 @@ def _dq_kernel(
     bk = cfg.block_kv
     q, do, lse, delta = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...]
 
-    def visit(block, masked, dq):
+    def visit(block, full, dq):
         cols = pl.ds(pl.multiple_of(block * bk, bk), bk)
-        allowed = tile_mask(cfg.flags, q_ids_ref, kv_ids_ref, kv_cols=cols) if masked else None
         bias = bias_ref[:, cols] if bias_ref is not None else None
-        k = k_ref[cols, :]
-        s = flash_math.scores(q, k, cfg.scale, bias, allowed)
-        _, ds = flash_math.score_grads(s, lse, do, v_ref[cols, :], delta)
+        allowed = tile_mask(cfg.flags, q_ids_ref, kv_ids_ref, kv_cols=cols)
+        k, v = k_ref[cols, :], v_ref[cols, :]
+        s = flash_math.scores(q, k, cfg.scale, bias, full, allowed)
+        _, ds = flash_math.score_grads(s, lse, do, v, delta)
         if cfg.has_bias:
             dbias_ref[:, cols] = ds.astype(dbias_ref.dtype)
         return dq + flash_math.dot_nn(ds.astype(k.dtype), k)
@@ -212,16 +203,17 @@ def _dkv_kernel(
     k, v = k_ref[...], v_ref[...]
 
     def head(g, carry):
-        def visit(block, masked, carry):
+        def visit(block, full, carry):
             dk, dv = carry
             rows = pl.ds(pl.multiple_of(block * bq, bq), bq)
-            allowed = tile_mask(cfg.flags, q_ids_ref, kv_ids_ref, q_rows=rows) if masked else None
             bias = bias_ref[g if cfg.bias_per_head else 0, rows, :] if bias_ref is not None else None
+            allowed = tile_mask(cfg.flags, q_ids_ref, kv_ids_ref, q_rows=rows)
             q, do = q_ref[rows, g, :], do_ref[rows, g, :]
-            s = flash_math.scores(q, k, cfg.scale, bias, allowed)
-            p, ds = flash_math.score_grads(s, lse_ref[g, rows, :], do, v, delta_ref[g, rows, :])
-            dv = dv + flash_math.dot_tn(p.astype(do.dtype), do)
-            dk = dk + flash_math.dot_tn(ds.astype(q.dtype), q)
+            lse, delta = lse_ref[g, rows, :], delta_ref[g, rows, :]
+            s = flash_math.scores(q, k, cfg.scale, bias, full, allowed)
+            p, ds = flash_math.score_grads(s, lse, do, v, delta)
+            dv = dv + flash_math.dot_tn(p, do)
+            dk = dk + flash_math.dot_tn(ds, q)
             return dk, dv
 
         return _walk(index_ref, full_ref, count_ref[0], visit, carry)

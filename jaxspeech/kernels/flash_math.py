@@ -12,6 +12,7 @@ logsumexp is stored as +inf, which makes every recomputed probability 0 in the b
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,6 @@ from jax import lax
 from jaxspeech.kernels.block_masks import MaskFlags
 
 _NT = (((1,), (1,)), ((), ()))  # a[m, k] . b[n, k] -> [m, n]
-_TN = (((0,), (0,)), ((), ()))  # a[k, m] . b[k, n] -> [m, n]
 _NN = (((1,), (0,)), ((), ()))  # a[m, k] . b[k, n] -> [m, n]
 
 
@@ -35,8 +35,12 @@ def dot_nt(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def dot_tn(a: jax.Array, b: jax.Array) -> jax.Array:
-    """a[k, m], b[k, n] -> f32[m, n]."""
-    return _dot(a, b, _TN)
+    """a f32[k, m], b[k, n] -> f32[m, n], with a cast to b's dtype.
+
+    The transpose is explicit and done in float32 because Mosaic handles 32-bit 2-D transposes
+    everywhere, while matmuls with a transposed left operand are not supported on every TPU.
+    """
+    return _dot(a.T.astype(b.dtype), b, _NN)
 
 
 def dot_nn(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -45,15 +49,25 @@ def dot_nn(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def scores(
-    q: jax.Array, k: jax.Array, scale: float, bias: jax.Array | None, allowed: jax.Array | None
+    q: jax.Array,
+    k: jax.Array,
+    scale: float,
+    bias: jax.Array | None,
+    full: jax.Array,
+    allowed: Callable[[], jax.Array] | None,
 ) -> jax.Array:
-    """f32[bq, bk] = scale * q k^T + bias, with -inf where ``allowed`` (bool[bq, bk]) is False."""
+    """f32[bq, bk] = scale * q k^T + bias, set to -inf where the element mask forbids a pair.
+
+    ``allowed()`` builds the element mask bool[bq, bk] (None: the mask has no element checks); it
+    is only evaluated, under a branch, for tiles that are not ``full``. Loads of q/k/v stay
+    outside the branch so that pipelining compilers still see them.
+    """
     s = dot_nt(q, k) * scale
     if bias is not None:
         s = s + bias.astype(jnp.float32)
-    if allowed is not None:
-        s = jnp.where(allowed, s, -jnp.inf)
-    return s
+    if allowed is None:
+        return s
+    return lax.cond(full, lambda s: s, lambda s: jnp.where(allowed(), s, -jnp.inf), s)
 
 
 def softmax_step(

@@ -43,12 +43,12 @@ def _split_bias(cfg: KernelConfig, refs):
     return (refs[0], refs[1:]) if cfg.has_bias else (None, refs)
 
 
-def _visit_steps(index_ref, full_ref, count_ref, row, steps, step, visit):
-    """Runs ``visit(masked)`` when grid step ``step`` is inside row ``row``'s visit list."""
-    active = step < count_ref[row]
-    full = full_ref[row * steps + step] == 1
-    pl.when(active & full)(lambda: visit(False))
-    pl.when(active & jnp.logical_not(full))(lambda: visit(True))
+def _visit_steps(full_ref, count_ref, row, steps, step, visit):
+    """Runs ``visit(full)`` when grid step ``step`` is inside row ``row``'s visit list."""
+
+    @pl.when(step < count_ref[row])
+    def _visit():
+        visit(full_ref[row * steps + step] == 1)
 
 
 def _forward_kernel(index_ref, full_ref, count_ref, q_ref, k_ref, v_ref, *refs, cfg: KernelConfig, nq: int, nk: int):
@@ -62,14 +62,14 @@ def _forward_kernel(index_ref, full_ref, count_ref, q_ref, k_ref, v_ref, *refs, 
         l_ref[...] = jnp.zeros(l_ref.shape, jnp.float32)
         acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
 
-    def visit(masked):
-        allowed = tile_mask(cfg.flags, q_ids_ref, kv_ids_ref) if masked else None
+    def visit(full):
         bias = bias_ref[...] if bias_ref is not None else None
-        s = flash_math.scores(q_ref[...], k_ref[...], cfg.scale, bias, allowed)
+        allowed = tile_mask(cfg.flags, q_ids_ref, kv_ids_ref)
+        s = flash_math.scores(q_ref[...], k_ref[...], cfg.scale, bias, full, allowed)
         m, l, acc = flash_math.softmax_step(m_ref[...], l_ref[...], acc_ref[...], s, v_ref[...])
         m_ref[...], l_ref[...], acc_ref[...] = m, l, acc
 
-    _visit_steps(index_ref, full_ref, count_ref, b * nq + qi, nk, j, visit)
+    _visit_steps(full_ref, count_ref, b * nq + qi, nk, j, visit)
 
     @pl.when(j == nk - 1)
     def _finish():
@@ -156,17 +156,16 @@ def _dq_kernel(
             def _zero_unvisited():
                 dbias_ref[...] = jnp.zeros(dbias_ref.shape, dbias_ref.dtype)
 
-    def visit(masked):
-        allowed = tile_mask(cfg.flags, q_ids_ref, kv_ids_ref) if masked else None
+    def visit(full):
         bias = bias_ref[...] if bias_ref is not None else None
         k = k_ref[...]
-        s = flash_math.scores(q_ref[...], k, cfg.scale, bias, allowed)
+        s = flash_math.scores(q_ref[...], k, cfg.scale, bias, full, tile_mask(cfg.flags, q_ids_ref, kv_ids_ref))
         _, ds = flash_math.score_grads(s, lse_ref[...], do_ref[...], v_ref[...], delta_ref[...])
         dq_acc_ref[...] += flash_math.dot_nn(ds.astype(k.dtype), k)
         if cfg.has_bias:
             dbias_ref[...] = ds.astype(dbias_ref.dtype)
 
-    _visit_steps(index_ref, full_ref, count_ref, row, nk, j, visit)
+    _visit_steps(full_ref, count_ref, row, nk, j, visit)
 
     @pl.when(j == nk - 1)
     def _finish():
@@ -186,16 +185,15 @@ def _dkv_kernel(
         dk_acc_ref[...] = jnp.zeros(dk_acc_ref.shape, jnp.float32)
         dv_acc_ref[...] = jnp.zeros(dv_acc_ref.shape, jnp.float32)
 
-    def visit(masked):
-        allowed = tile_mask(cfg.flags, q_ids_ref, kv_ids_ref) if masked else None
+    def visit(full):
         bias = bias_ref[...] if bias_ref is not None else None
         q, do = q_ref[...], do_ref[...]
-        s = flash_math.scores(q, k_ref[...], cfg.scale, bias, allowed)
+        s = flash_math.scores(q, k_ref[...], cfg.scale, bias, full, tile_mask(cfg.flags, q_ids_ref, kv_ids_ref))
         p, ds = flash_math.score_grads(s, lse_ref[...], do, v_ref[...], delta_ref[...])
-        dv_acc_ref[...] += flash_math.dot_tn(p.astype(do.dtype), do)
-        dk_acc_ref[...] += flash_math.dot_tn(ds.astype(q.dtype), q)
+        dv_acc_ref[...] += flash_math.dot_tn(p, do)
+        dk_acc_ref[...] += flash_math.dot_tn(ds, q)
 
-    _visit_steps(index_ref, full_ref, count_ref, b * nk + kj, nq, i, visit)
+    _visit_steps(full_ref, count_ref, b * nk + kj, nq, i, visit)
 
     @pl.when((g == cfg.groups - 1) & (i == nq - 1))
     def _finish():

@@ -62,7 +62,7 @@ BF16_CASES = {
     ),
     "bf16_bias_per_example": Case(None, bias_shape=(2, 1, 40, 40), dtype=jnp.bfloat16, head_dim=32),
 }
-TPU_CASES = ("causal_gqa", "segments_mqa", "prefix_lm", "bias_full_causal_uneven_blocks", "chunked")
+TPU_CASES = ("causal_gqa", "segments_mqa", "prefix_lm", "bias_full_causal_uneven_blocks")
 
 
 def _run(backend, case: Case, tol, seed=0):
