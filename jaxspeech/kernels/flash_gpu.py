@@ -1,9 +1,10 @@
 """Flash attention for NVIDIA GPUs: forward, dq and dk/dv kernels in Pallas, lowered by Triton.
 
-Recent JAX deprecates the Pallas Triton backend in favour of Mosaic GPU; this module is the one
-place that depends on it (``LOWERING`` below and the Triton compiler parameters). The kernels use
-only generic Pallas (BlockSpecs, ref slicing, ``fori_loop``/``cond``, ``dot_general``), so they
-also run unchanged in interpret mode on CPU.
+Recent JAX deprecates the Pallas Triton backend in favour of Mosaic GPU. This module is the only
+place that depends on it, through ``_compiler_params`` alone: the kernels use generic Pallas
+(BlockSpecs, ref slicing, ``fori_loop``/``cond``, ``dot_general``), which Pallas lowers through
+Triton on GPUs and interprets on CPU. A Mosaic GPU version would replace this module (Mosaic GPU
+kernels are written at warpgroup level, with explicit TMA copies and wgmma).
 
 Layout: the model's own q f[B, Tp, H, D], k/v f[B, Sp, K, D]; per-row statistics f32[B, H, Tp, 1].
 Each program owns one block of rows and walks its visit list with a ``fori_loop`` whose trip
@@ -26,9 +27,6 @@ from jax.experimental.pallas import triton as pltriton
 from jaxspeech.kernels import flash_math
 from jaxspeech.kernels.block_masks import TokenIds, VisitList, kv_visits, q_visits, stacked_ids, tile_mask
 from jaxspeech.kernels.flash_math import KernelConfig
-
-LOWERING = "triton"  # the only lowering implemented; Mosaic GPU would be the replacement
-
 
 def _compiler_params(head_dim: int, stages: int) -> pltriton.CompilerParams:
     return pltriton.CompilerParams(num_warps=4 if head_dim <= 64 else 8, num_stages=stages)
@@ -248,10 +246,7 @@ def _dkv(cfg: KernelConfig, q, k, v, do, lse, delta, bias, q_ids, kv_ids, visits
         bias_heads = kv_heads if cfg.bias_per_head else 1
         grouped_bias = bias.reshape(bias.shape[0], bias_heads, bias_groups, q_len, kv_len)
         in_specs.append(
-            pl.BlockSpec(
-                (None, None, bias_groups, q_len, bk),
-                lambda j, b, kh: (b if cfg.bias_batched else 0, kh if cfg.bias_per_head else 0, 0, 0, j),
-            )
+            pl.BlockSpec((None, None, bias_groups, q_len, bk), lambda j, b, kh: (*_bias_block(cfg, b, kh), 0, 0, j))
         )
         operands.append(grouped_bias)
     in_specs += [

@@ -39,6 +39,29 @@ def _bias_block(cfg: KernelConfig, b, h):
     return (b if cfg.bias_batched else 0), (h if cfg.bias_per_head else 0)
 
 
+class _QueryMajorSpecs:
+    """BlockSpecs of the (B, H, NQ, NK) grid: query tile (b, h, i), key tile = the j-th entry of
+    query block i's visit list (read from the scalar-prefetched index array)."""
+
+    def __init__(self, cfg: KernelConfig, nq: int, nk: int, head_dim: int, channels: int):
+        bq, bk = cfg.block_q, cfg.block_kv
+
+        def kv_block(b, i, j, index_ref):
+            return index_ref[(b * nq + i) * nk + j]
+
+        self.q = pl.BlockSpec((None, None, bq, head_dim), lambda b, h, i, j, *_: (b, h, i, 0))
+        self.row_stat = pl.BlockSpec((None, None, bq, 1), lambda b, h, i, j, *_: (b, h, i, 0))
+        self.kv = pl.BlockSpec(
+            (None, None, bk, head_dim), lambda b, h, i, j, idx, *_: (b, lax.div(h, cfg.groups), kv_block(b, i, j, idx), 0)
+        )
+        self.bias = pl.BlockSpec(
+            (None, None, bq, bk), lambda b, h, i, j, idx, *_: (*_bias_block(cfg, b, h), i, kv_block(b, i, j, idx))
+        )
+        self.score_tile = pl.BlockSpec((None, None, bq, bk), lambda b, h, i, j, idx, *_: (b, h, i, kv_block(b, i, j, idx)))
+        self.q_ids = pl.BlockSpec((None, bq, channels), lambda b, h, i, j, *_: (b, i, 0))
+        self.kv_ids = pl.BlockSpec((None, channels, bk), lambda b, h, i, j, idx, *_: (b, 0, kv_block(b, i, j, idx)))
+
+
 def _split_bias(cfg: KernelConfig, refs):
     return (refs[0], refs[1:]) if cfg.has_bias else (None, refs)
 
@@ -82,38 +105,21 @@ def forward(cfg: KernelConfig, q, k, v, bias, ids: TokenIds) -> tuple[jax.Array,
     """q f[B, Tp, H, D], k/v f[B, Sp, K, D] -> (out f[B, Tp, H, D], lse f32[B, H, Tp, 1])."""
     q, k, v = _head_major(q), _head_major(k), _head_major(v)
     batch, heads, q_len, head_dim = q.shape
-    bq, bk, groups = cfg.block_q, cfg.block_kv, cfg.groups
+    bq, bk = cfg.block_q, cfg.block_kv
     nq, nk = q_len // bq, k.shape[2] // bk
     q_ids, kv_ids = stacked_ids(cfg.flags, ids)
-    channels = q_ids.shape[-1]
-
-    def kv_block(b, i, j, index_ref):
-        return index_ref[(b * nq + i) * nk + j]
-
-    in_specs = [
-        pl.BlockSpec((None, None, bq, head_dim), lambda b, h, i, j, *_: (b, h, i, 0)),
-        pl.BlockSpec((None, None, bk, head_dim), lambda b, h, i, j, idx, *_: (b, lax.div(h, groups), kv_block(b, i, j, idx), 0)),
-        pl.BlockSpec((None, None, bk, head_dim), lambda b, h, i, j, idx, *_: (b, lax.div(h, groups), kv_block(b, i, j, idx), 0)),
-    ]
-    operands = [q, k, v]
+    specs = _QueryMajorSpecs(cfg, nq, nk, head_dim, q_ids.shape[-1])
+    in_specs, operands = [specs.q, specs.kv, specs.kv], [q, k, v]
     if cfg.has_bias:
-        in_specs.append(
-            pl.BlockSpec((None, None, bq, bk), lambda b, h, i, j, idx, *_: (*_bias_block(cfg, b, h), i, kv_block(b, i, j, idx)))
-        )
+        in_specs.append(specs.bias)
         operands.append(bias)
-    in_specs += [
-        pl.BlockSpec((None, bq, channels), lambda b, h, i, j, *_: (b, i, 0)),
-        pl.BlockSpec((None, channels, bk), lambda b, h, i, j, idx, *_: (b, 0, kv_block(b, i, j, idx))),
-    ]
+    in_specs += [specs.q_ids, specs.kv_ids]
     operands += [q_ids, kv_ids]
     grid_spec = pltpu.PrefetchScalarGridSpec(
         num_scalar_prefetch=3,
         grid=(batch, heads, nq, nk),
         in_specs=in_specs,
-        out_specs=[
-            pl.BlockSpec((None, None, bq, head_dim), lambda b, h, i, j, *_: (b, h, i, 0)),
-            pl.BlockSpec((None, None, bq, 1), lambda b, h, i, j, *_: (b, h, i, 0)),
-        ],
+        out_specs=[specs.q, specs.row_stat],
         scratch_shapes=[
             pltpu.VMEM((bq, 1), jnp.float32),
             pltpu.VMEM((bq, 1), jnp.float32),
@@ -203,40 +209,17 @@ def _dkv_kernel(
 
 def _dq(cfg: KernelConfig, q, k, v, do, lse, delta, bias, q_ids, kv_ids, visits: VisitList):
     batch, heads, q_len, head_dim = q.shape
-    bq, bk, groups = cfg.block_q, cfg.block_kv, cfg.groups
+    bq, bk = cfg.block_q, cfg.block_kv
     nq, nk = q_len // bq, k.shape[2] // bk
-
-    def kv_block(b, i, j, index_ref):
-        return index_ref[(b * nq + i) * nk + j]
-
-    def q_tile(b, h, i, j, *_):
-        return (b, h, i, 0)
-
-    def kv_tile(b, h, i, j, idx, *_):
-        return (b, lax.div(h, groups), kv_block(b, i, j, idx), 0)
-
-    def bias_tile(b, h, i, j, idx, *_):
-        return (*_bias_block(cfg, b, h), i, kv_block(b, i, j, idx))
-
-    in_specs = [
-        pl.BlockSpec((None, None, bq, head_dim), q_tile),
-        pl.BlockSpec((None, None, bk, head_dim), kv_tile),
-        pl.BlockSpec((None, None, bk, head_dim), kv_tile),
-        pl.BlockSpec((None, None, bq, head_dim), q_tile),
-        pl.BlockSpec((None, None, bq, 1), q_tile),
-        pl.BlockSpec((None, None, bq, 1), q_tile),
-    ]
+    specs = _QueryMajorSpecs(cfg, nq, nk, head_dim, q_ids.shape[-1])
+    in_specs = [specs.q, specs.kv, specs.kv, specs.q, specs.row_stat, specs.row_stat]
     operands = [q, k, v, do, lse, delta]
     if cfg.has_bias:
-        in_specs.append(pl.BlockSpec((None, None, bq, bk), bias_tile))
+        in_specs.append(specs.bias)
         operands.append(bias)
-    channels = q_ids.shape[-1]
-    in_specs += [
-        pl.BlockSpec((None, bq, channels), lambda b, h, i, j, *_: (b, i, 0)),
-        pl.BlockSpec((None, channels, bk), lambda b, h, i, j, idx, *_: (b, 0, kv_block(b, i, j, idx))),
-    ]
+    in_specs += [specs.q_ids, specs.kv_ids]
     operands += [q_ids, kv_ids]
-    out_specs = [pl.BlockSpec((None, None, bq, head_dim), q_tile)]
+    out_specs = [specs.q]
     out_shape = [jax.ShapeDtypeStruct(q.shape, q.dtype)]
     aliases = {}
     if cfg.has_bias:
@@ -244,7 +227,7 @@ def _dq(cfg: KernelConfig, q, k, v, do, lse, delta, bias, q_ids, kv_ids, visits:
         zeros = jnp.zeros((batch, heads, q_len, k.shape[2]), bias.dtype)
         in_specs.append(pl.BlockSpec(memory_space=pl.ANY))
         operands.append(zeros)
-        out_specs.append(pl.BlockSpec((None, None, bq, bk), lambda b, h, i, j, idx, *_: (b, h, i, kv_block(b, i, j, idx))))
+        out_specs.append(specs.score_tile)
         out_shape.append(jax.ShapeDtypeStruct(zeros.shape, zeros.dtype))
         aliases = {3 + len(operands) - 1: 1}
     grid_spec = pltpu.PrefetchScalarGridSpec(

@@ -53,7 +53,7 @@ def _decoder():
     tokens = jax.random.randint(jax.random.key(1), (2, length), 0, config.vocab_size)
     segment_ids = jnp.asarray(np.stack([np.r_[np.ones(90), np.full(60, 2)], np.r_[np.ones(131), np.zeros(19)]]), jnp.int32)
     bidir_ids = spans([[(4, 70, 1)], [(10, 40, 1)]], length)
-    params = nn.unbox(DecoderLM(config).init(jax.random.key(0), tokens))
+    params = nn.unbox(jax.jit(DecoderLM(config).init)(jax.random.key(0), tokens))
 
     def apply(p, impl):
         logits, _ = DecoderLM(config.replace(attn_impl=impl)).apply(p, tokens, segment_ids=segment_ids, bidir_ids=bidir_ids)
@@ -75,7 +75,7 @@ def test_whisper_encoder_pallas_equals_xla():
     config = WhisperEncoderConfig(n_mels=16, d_model=32, num_layers=2, num_heads=4, ffn_dim=64, max_source_positions=100)
     features = jax.random.normal(jax.random.key(2), (2, 200, 16))
     lengths = jnp.array([200, 131])
-    params = nn.unbox(WhisperEncoder(config).init(jax.random.key(0), features, lengths))
+    params = nn.unbox(jax.jit(WhisperEncoder(config).init)(jax.random.key(0), features, lengths))
     _check_outputs(lambda p, impl: WhisperEncoder(config.replace(attn_impl=impl)).apply(p, features, lengths).hidden, params)
 
 
@@ -87,7 +87,7 @@ def _conformer():
     )  # fmt: skip
     features = jax.random.normal(jax.random.key(3), (2, 1040, 16))  # 130 frames after 8x subsampling
     lengths = jnp.array([1040, 700])
-    variables = nn.unbox(ConformerEncoder(config).init(jax.random.key(0), features, lengths))
+    variables = nn.unbox(jax.jit(ConformerEncoder(config).init)(jax.random.key(0), features, lengths))
 
     def apply(p, impl):
         hidden, _ = ConformerEncoder(config.replace(attn_impl=impl)).apply(p, features, lengths)
