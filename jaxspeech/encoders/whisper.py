@@ -152,6 +152,8 @@ def _resolve_layers(output_layers: Sequence[int] | str | None, num_layers: int) 
 class WhisperEncoder(nn.Module):
     """``(features f32[B, T, n_mels], lengths i32[B] | None) -> WhisperEncoderOutput`` with S = ceil(T / 2).
 
+    ``lengths=None`` means every frame is valid (Whisper's own 30-s padded input), and skips the masking.
+
     ``output_layers`` selects per-layer hidden states (multi-layer features, SALMONN-2 / Ultravox
     style): layer 0 is the stem output plus positions, layer i the output of block i (negative
     indices count from the last block), ``"all"`` returns all ``num_layers + 1`` of them.
@@ -174,20 +176,21 @@ class WhisperEncoder(nn.Module):
         if frames > c.max_frames:
             raise ValueError(f"Whisper encoder accepts at most {c.max_frames} frames, got T={frames}; chunk longer audio")
         layers = _resolve_layers(output_layers, c.num_layers)
-        lengths = jnp.full((batch,), frames, jnp.int32) if lengths is None else lengths.astype(jnp.int32)
+        padded = lengths is not None  # without lengths every frame is valid: no masking work at all
+        lengths = lengths.astype(jnp.int32) if padded else jnp.full((batch,), frames, jnp.int32)
         out_lengths = output_lengths(lengths)
         gelu = activation("gelu")
-
-        # Zeroing past `lengths` before each conv reproduces the zero padding of an unpadded input.
         frame_valid = padding_mask(lengths, frames)[:, :, None]
-        x = jnp.where(frame_valid, features, 0).astype(c.dtype)
-        x = gelu(_conv(c.d_model, 1, c, "conv1")(x))
-        x = jnp.where(frame_valid, x, 0)
+        # Zeroing past `lengths` before each conv reproduces the zero padding of an unpadded input.
+        mask_frames = lambda h: jnp.where(frame_valid, h, 0).astype(h.dtype) if padded else h
+
+        x = mask_frames(features.astype(c.dtype))
+        x = mask_frames(gelu(_conv(c.d_model, 1, c, "conv1")(x)))
         x = gelu(_conv(c.d_model, 2, c, "conv2")(x))
         positions = jnp.asarray(sinusoids(c.max_source_positions, c.d_model)[: x.shape[1]])
         x = nn.with_logical_constraint((x + positions.astype(c.dtype)).astype(c.dtype), HIDDEN_AXES)
 
-        mask = MaskSpec(kv_lengths=out_lengths)
+        mask = MaskSpec(kv_lengths=out_lengths) if padded else None
         emit = any(i > 0 for i in layers)
         block = remat(WhisperEncoderBlock, c.remat_policy)
         states = [x]
@@ -203,7 +206,7 @@ class WhisperEncoder(nn.Module):
         hidden = LayerNorm(c.layer_norm_eps, True, c.dtype, c.param_dtype, name="layer_norm")(x)
 
         out_valid = padding_mask(out_lengths, hidden.shape[1])[:, :, None]
-        zero_padding = lambda h: jnp.where(out_valid, h, 0).astype(h.dtype)
+        zero_padding = lambda h: jnp.where(out_valid, h, 0).astype(h.dtype) if padded else h
         return WhisperEncoderOutput(
             hidden=zero_padding(hidden),
             lengths=out_lengths,

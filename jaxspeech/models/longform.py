@@ -114,8 +114,8 @@ class WhisperTranscriber:
             features = np.zeros((self.batch_size, frames, self.config.encoder.n_mels), np.float32)
             for row, chunk in enumerate(group):
                 features[row] = self._features(chunk)
-            lengths = jnp.full((self.batch_size,), frames, jnp.int32)
-            out = jax.device_get(self._generate(self.params, jnp.asarray(features), lengths))
+            # Every chunk fills the window (zero audio past its end), as Whisper was trained: no lengths.
+            out = jax.device_get(self._generate(self.params, jnp.asarray(features), None))
             for row in range(len(group)):
                 tokens = out.tokens[row, : out.lengths[row]].tolist()
                 results.append([t for t in tokens if t not in self._end_ids])

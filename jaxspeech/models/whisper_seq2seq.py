@@ -387,7 +387,7 @@ def make_generate_fn(
     max_new_tokens: int = 224,
     length_penalty: float = 1.0,
 ):
-    """A jitted ``fn(params, features f32[B, T, n_mels], lengths i32[B]) -> DecodeOutput``.
+    """A jitted ``fn(params, features f32[B, T, n_mels], lengths i32[B] | None) -> DecodeOutput``.
 
     Encodes, prefills the task prompt (``generation.prompt(language, task)``), then runs greedy
     (``num_beams == 1``) or beam search from ``jaxspeech.decoding.search`` with Whisper's token
@@ -404,7 +404,7 @@ def make_generate_fn(
         max_new_tokens=max_new, eos_ids=(generation.eos_token_id,), pad_id=generation.pad_token_id, logits_processor=processor
     )
 
-    def generate(params, features: jax.Array, lengths: jax.Array):
+    def generate(params, features: jax.Array, lengths: jax.Array | None):
         batch = features.shape[0]
         encoded = model.apply(params, features, lengths, method="encode")
         cache = init_cache(config, batch, len(prompt) + max_new, encoded.hidden.shape[1])

@@ -66,6 +66,8 @@ def test_padding_never_changes_valid_frames(micro):
     run = jax.jit(lambda p, x, n: _encoder(config, p, x, n, output_layers=(1,)))
     batched = run(micro.params, features, jnp.asarray(lengths))
     np.testing.assert_array_equal(batched.lengths, [50, 31, 15])
+    unmasked = run(micro.params, features, None)  # no lengths: every frame valid, no masking work
+    np.testing.assert_allclose(unmasked.hidden[0], batched.hidden[0], atol=1e-5)
     for row, length in enumerate(lengths):
         alone = run(micro.params, features[row : row + 1, :length], None)
         valid = int(alone.lengths[0])

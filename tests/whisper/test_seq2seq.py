@@ -121,7 +121,8 @@ def test_kv_cached_decoding_equals_full_forward(micro, scan):
         return full, jnp.concatenate(steps, axis=1), cache
 
     full, cached, cache = full_and_cached(params)
-    np.testing.assert_allclose(cached, full, atol=1e-4)
+    # Relative to the logits' scale: the micro model's large weights (std 0.5) amplify float32 rounding.
+    np.testing.assert_allclose(cached, full, atol=1e-5 * float(np.abs(full).max()))
     assert int(cache.index) == 8 and cache.self_k.shape == (2, 2, 10, 4, 16)
     assert not np.any(np.asarray(cache.self_k[:, :, 8:]))  # unused slots stay empty
 
