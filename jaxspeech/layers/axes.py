@@ -26,6 +26,7 @@ KERNEL = "kernel"  # convolution taps
 MEL = "mel"  # log-mel bins
 POSITIONS = "positions"  # learned position tables
 QUERIES = "queries"  # learned queries (Q-Former)
+LORA_RANK = "lora_rank"  # the low-rank dimension of LoRA adapters
 
 # Activation axes.
 ACT_BATCH = "act_batch"
@@ -55,4 +56,5 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     (MEL, None),
     (POSITIONS, None),
     (QUERIES, None),
+    (LORA_RANK, None),
 )
