@@ -28,7 +28,7 @@ from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.config import TrainConfig
 from jaxspeech.train.signals import StopOnSigterm
 from jaxspeech.train.state import State, build_layout, init_state
-from jaxspeech.train.step import CompiledStep, make_train_step
+from jaxspeech.train.step import CompiledStep
 from jaxspeech.train.task import Task
 from jaxspeech.types import HostBatch
 
@@ -61,6 +61,22 @@ def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
+@dataclasses.dataclass
+class _Window:
+    """Steps since the last log line: their (device) metrics, host counts and FLOPs per device."""
+
+    start: float
+    metrics: list = dataclasses.field(default_factory=list)
+    counts: dict[str, float] = dataclasses.field(default_factory=dict)
+    flops: float | None = 0.0
+
+    def add(self, step_metrics, counts: Mapping[str, float], flops: float | None) -> None:
+        self.metrics.append(step_metrics)
+        for name, value in counts.items():
+            self.counts[name] = self.counts.get(name, 0.0) + value
+        self.flops = None if flops is None or self.flops is None else self.flops + flops
+
+
 class _Run:
     """State of one ``train`` call (kept in one place so the loop body stays readable)."""
 
@@ -78,7 +94,7 @@ class _Run:
         config = self.config
         first_batch = _arrays(next(self.data))
         self.layout = build_layout(self.task, first_batch, config.optimizer, self.mesh, config.sharding_rules, config.seed)
-        self.step_fn = CompiledStep(make_train_step(self.task, self.layout, config.optimizer, config.grad_accum_steps), self.layout)
+        self.step_fn = CompiledStep(self.task, self.layout, config.optimizer, config.grad_accum_steps)
         restored = self.checkpointer.restore_latest(self.layout.abstract, with_data=config.checkpoint.restore_data_state)
         if restored is None:
             return init_state(self.task, first_batch, self.layout, config.seed), first_batch
@@ -107,13 +123,13 @@ class _Run:
         self.logger.write(step, results)
         self.last_eval = results
 
-    def log_train(self, step: int, window: list, counts: dict[str, float], seconds: float, flops: float | None) -> None:
-        scalars = metrics_lib.mean_metrics(window)
-        per_step = seconds / max(len(window), 1)
-        scalars["steps_per_s"] = 1.0 / per_step if per_step > 0 else 0.0
-        for name, total in counts.items():
+    def log_train(self, step: int, window: "_Window") -> None:
+        seconds = time.monotonic() - window.start
+        scalars = metrics_lib.mean_metrics(window.metrics)
+        scalars["steps_per_s"] = len(window.metrics) / seconds if seconds > 0 else 0.0
+        for name, total in window.counts.items():
             scalars[f"{name}_per_s"] = total / seconds if seconds > 0 else 0.0
-        utilisation = metrics_lib.mfu(flops, per_step, self.peak_flops)
+        utilisation = metrics_lib.mfu(window.flops, seconds, self.peak_flops)
         if utilisation is not None:
             scalars["mfu"] = utilisation
         self.last_train = {f"train/{k}": v for k, v in scalars.items()}
@@ -158,18 +174,15 @@ def train(
     with StopOnSigterm() as stop, contextlib.closing(_Run(task, config, data, workdir, eval_fn, mesh)) as run:
         state, pending_batch = run.start()
         run.measure_peak()
-        step = start_step = int(jax.device_get(state["step"]))
-        window, counts, previous = [], {}, None
-        window_start = train_start = None
+        step = int(jax.device_get(state["step"]))
+        previous, window, train_start = None, None, None
         stop_reason = "completed"
         progress = tqdm(
-            total=config.total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+            total=config.total_steps, initial=step, unit="step", dynamic_ncols=True,
             disable=not config.progress_bar or jax.process_index() != 0,
         )
         with progress:
-            while True:
-                if step >= config.total_steps:
-                    break
+            while step < config.total_steps:
                 if config.time_budget_s is not None and train_start is not None and time.monotonic() - train_start >= config.time_budget_s:
                     stop_reason = "time_budget"
                     break
@@ -180,25 +193,28 @@ def train(
                         stop_reason = "data_exhausted"
                         break
                 batch, pending_batch = pending_batch, None
-                for name, value in metrics_lib.throughput_counts(task, batch).items():
-                    counts[name] = counts.get(name, 0.0) + value
-                compiled = run.step_fn.compiled(batch)  # compiles new shapes before the clock starts
+                # A new batch shape compiles here; that time counts neither in throughput nor in the budget.
+                before_compile = time.monotonic()
+                compiled = run.step_fn.compiled(batch)
+                now = time.monotonic()
                 if train_start is None:
-                    train_start = window_start = time.monotonic()
+                    train_start, window = now, _Window(now)
+                else:
+                    train_start += now - before_compile
+                    window.start += now - before_compile
                 state, step_metrics = compiled(state, run.step_fn.to_device(batch))
                 step += 1
-                window.append(step_metrics)
+                window.add(step_metrics, metrics_lib.throughput_counts(task, batch), run.step_fn.flops[run.step_fn.shape_key(batch)])
                 progress.update(1)
                 if previous is not None:
-                    run.check_finite(*previous)
+                    run.check_finite(*previous)  # the previous step has finished by now: no stall
                 previous = (step, step_metrics)
 
                 if _due(step, config.metrics.log_every) or step == config.total_steps:
                     run.check_finite(*previous)
-                    flops = run.step_fn.flops.get(run.step_fn.shape_key(batch))
-                    run.log_train(step, window, counts, time.monotonic() - window_start, flops)
+                    run.log_train(step, window)
                     progress.set_postfix(loss=f"{run.last_train['train/loss']:.4f}", refresh=False)
-                    window, counts, window_start = [], {}, time.monotonic()
+                    window = _Window(time.monotonic())
                 if _due(step, config.eval_every):
                     run.evaluate(step, state)
                 if _due(step, config.checkpoint.every_steps):
@@ -208,8 +224,8 @@ def train(
                     break
         if previous is not None:
             run.check_finite(*previous)
-        if window:
-            run.log_train(step, window, counts, time.monotonic() - window_start, run.step_fn.flops.get(run.step_fn.shape_key(batch)))
+        if window is not None and window.metrics:
+            run.log_train(step, window)
         run.save(step, state)
         if stop_reason != "preempted" and run.eval_fn is not None and not _due(step, config.eval_every):
             run.evaluate(step, state)

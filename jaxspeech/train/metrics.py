@@ -69,11 +69,12 @@ def measure_peak_flops(size: int = 2048, dtype: str = "float32", repeats: int = 
     return 2.0 * size**3 / best
 
 
-def mfu(flops_per_device_step: float | None, seconds_per_step: float, peak_flops_per_device: float | None) -> float | None:
-    """Model FLOPs utilisation: achieved FLOP/s per device over the peak (None if unknown)."""
-    if not flops_per_device_step or not peak_flops_per_device or seconds_per_step <= 0:
+def mfu(flops_per_device: float | None, seconds: float, peak_flops_per_device: float | None) -> float | None:
+    """Model FLOPs utilisation: FLOPs done per device in ``seconds`` over what the peak would do
+    (None where the FLOPs or the peak are unknown)."""
+    if not flops_per_device or not peak_flops_per_device or seconds <= 0:
         return None
-    return flops_per_device_step / seconds_per_step / peak_flops_per_device
+    return flops_per_device / seconds / peak_flops_per_device
 
 
 def mean_metrics(window: Iterable[Mapping[str, Any]]) -> dict[str, float]:

@@ -63,7 +63,7 @@ def accumulated_gradients(task: Task, trainable, frozen, batch, rng, accum_steps
     def body(carry, inputs):
         index, micro = inputs
         loss, metrics, grads, weight = one(micro, jax.random.fold_in(rng, index))
-        sums = {"loss": loss * weight, **{k: v * weight for k, v in metrics.items()}}
+        sums = {**{k: v * weight for k, v in metrics.items()}, "loss": loss * weight}
         carry_sums, carry_grads, carry_weight = carry
         return (
             jax.tree.map(jnp.add, carry_sums, sums),
@@ -75,7 +75,7 @@ def accumulated_gradients(task: Task, trainable, frozen, batch, rng, accum_steps
     first = jax.tree.map(lambda x: x[0], micro)
     shapes = jax.eval_shape(one, first, rng)
     zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), tree)
-    init = (zeros({"loss": shapes[0], **shapes[1]}), zeros(shapes[2]), jnp.zeros([], jnp.float32))
+    init = (zeros({**shapes[1], "loss": shapes[0]}), zeros(shapes[2]), jnp.zeros([], jnp.float32))
     (sums, grad_sum, total), _ = jax.lax.scan(body, init, (jnp.arange(accum_steps), micro))
     denominator = jnp.where(total > 0, total, 1.0)
     grads = jax.tree.map(lambda g, p: (g / denominator).astype(p.dtype), grad_sum, trainable)
@@ -84,7 +84,9 @@ def accumulated_gradients(task: Task, trainable, frozen, batch, rng, accum_steps
 
 
 def make_train_step(task: Task, layout: StateLayout, optimizer_config: optim.OptimizerConfig, grad_accum_steps: int = 1) -> StepFn:
-    """The pure step function for ``layout`` (jit it with ``compile_train_step``)."""
+    """The pure ``train_step(state, batch) -> (state, metrics)`` for ``layout`` (``CompiledStep``
+    jits it). Metrics: the task's (averaged), ``loss``, ``grad_norm`` (before clipping),
+    ``learning_rate`` (base group), ``skipped`` and the two skip counters, all f32[]."""
     if grad_accum_steps < 1:
         raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
 
@@ -161,14 +163,18 @@ def _mesh_axes(logical: str, rules, mesh: Mesh) -> tuple[str, ...]:
 
 
 class CompiledStep:
-    """``train_step`` jitted once with explicit shardings and the state donated.
+    """The train step of ``task`` jitted with explicit shardings and the state donated.
 
     Each distinct batch shape (duration bucket) is lowered and compiled ahead of time on first
-    use; ``compile_seconds`` and ``flops`` (XLA's cost analysis, per device) record each.
+    use; ``compile_seconds`` and ``flops`` record each. ``flops`` is XLA's cost analysis per
+    device; XLA counts a loop body once, so with gradient accumulation the other
+    ``grad_accum_steps - 1`` micro-batches are added from the (unpartitioned) cost of one
+    micro-batch's gradient split evenly over the devices: an estimate.
     """
 
-    def __init__(self, step_fn: StepFn, layout: StateLayout):
-        self._layout, self._step_fn = layout, step_fn
+    def __init__(self, task: Task, layout: StateLayout, optimizer_config: optim.OptimizerConfig, grad_accum_steps: int = 1):
+        self._task, self._layout, self._accum_steps = task, layout, grad_accum_steps
+        self._step_fn = make_train_step(task, layout, optimizer_config, grad_accum_steps)
         self._compiled: dict[Any, Any] = {}
         self._shardings: dict[Any, Any] = {}
         self.compile_seconds: dict[Any, float] = {}
@@ -206,10 +212,23 @@ class CompiledStep:
             start = time.perf_counter()
             with activation_rules(self._layout.mesh, self._layout.rules):
                 compiled = jitted.lower(self._layout.abstract, shapes).compile()
-            self.compile_seconds[key] = time.perf_counter() - start
-            self.flops[key] = _flops(compiled)
+                self.compile_seconds[key] = time.perf_counter() - start
+                flops = _flops(compiled)
+                if flops is not None and self._accum_steps > 1:
+                    flops += (self._accum_steps - 1) * self._micro_batch_flops(shapes)
+            self.flops[key] = flops
             self._compiled[key] = compiled
         return self._compiled[key]
+
+    def _micro_batch_flops(self, batch_shapes: Any) -> float:
+        """Per-device estimate of one micro-batch's forward + backward FLOPs."""
+        micro = jax.tree.map(lambda s: jax.ShapeDtypeStruct((s.shape[0] // self._accum_steps,) + s.shape[1:], s.dtype), batch_shapes)
+        params = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), self._layout.abstract["params"])
+        trainable, frozen = optim.split_trainable(params, self._layout.trainable)
+        rng = jax.random.key(0)
+        gradients = lambda t, f, b: accumulated_gradients(self._task, t, f, b, rng)
+        analysis = jax.jit(gradients).lower(trainable, frozen, micro).cost_analysis()
+        return float((analysis or {}).get("flops", 0.0)) / self._layout.mesh.size
 
     def __call__(self, state: State, host_batch: Any) -> tuple[State, Metrics]:
         """One step on a host batch (transferred with ``to_device``); the state is donated."""
