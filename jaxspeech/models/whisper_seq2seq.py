@@ -27,7 +27,7 @@ from flax import linen as nn
 from flax import struct
 
 from jaxspeech.decoding.search import beam_search, greedy_search
-from jaxspeech.encoders.whisper import WhisperEncoder, WhisperEncoderConfig, WhisperEncoderOutput
+from jaxspeech.encoders.whisper import HIDDEN_AXES, WhisperEncoder, WhisperEncoderConfig, WhisperEncoderOutput
 from jaxspeech.layers import axes
 from jaxspeech.layers.attention import IMPLEMENTATIONS, Attention
 from jaxspeech.layers.embeddings import Embed
@@ -36,8 +36,6 @@ from jaxspeech.layers.mlp import MLP
 from jaxspeech.layers.norms import LayerNorm
 from jaxspeech.layers.remat import POLICIES as REMAT_POLICIES
 from jaxspeech.layers.remat import remat, scan_layers
-
-HIDDEN_AXES = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +238,10 @@ class WhisperDecoder(nn.Module):
     ) -> tuple[jax.Array, WhisperCache | None]:
         c = self.config
         batch, length = tokens.shape
+        if length > c.max_target_positions:
+            raise ValueError(f"{length} decoder tokens exceed the decoder's {c.max_target_positions} positions")
+        if encoder_out is None and cache is None:
+            raise ValueError("the decoder needs encoder_out, or a cache holding the cross-attention K/V")
         start = jnp.zeros((), jnp.int32) if cache is None else cache.index
         positions = jax.lax.dynamic_slice_in_dim(self.embed_positions, start, length, axis=0)
         x = self.embed_tokens(tokens) + positions.astype(c.dtype)[None]

@@ -7,9 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import linen as nn
+from flax import traverse_util
 from transformers import WhisperForConditionalGeneration
 
 from jaxspeech.convert.whisper import load_hf_whisper
+from jaxspeech.layers import axes
 from jaxspeech.layers.embeddings import sinusoids
 from jaxspeech.models.whisper_seq2seq import (
     WhisperGenerationConfig,
@@ -217,3 +220,25 @@ def test_prompts_and_bad_generation_arguments(micro):
         micro.generation.prompt("fr")
     with pytest.raises(ValueError, match="exceeds the decoder's 40 positions"):
         init_cache(micro.config, 1, 41)
+
+
+def test_full_model_remat_equals_no_remat_and_parameters_have_logical_axes(micro):
+    config, params = load_hf_whisper(micro.directory, scan_layers=True)
+    features, lengths, tokens = jnp.asarray(_features(2, 20, seed=4)), jnp.array([20, 9]), _tokens(2, 5, seed=4)
+
+    def value_and_grad(cfg):
+        loss = lambda p: jnp.mean(jax.nn.log_softmax(WhisperSeq2Seq(cfg).apply(p, features, lengths, tokens))[..., 7])
+        value, grads = jax.jit(jax.value_and_grad(loss))(params)
+        return value, traverse_util.flatten_dict(grads["params"], sep="/")
+
+    value, grads = value_and_grad(config)
+    remat_value, remat_grads = value_and_grad(config.with_options(scan_layers=True, remat_policy="full"))
+    np.testing.assert_allclose(remat_value, value, rtol=1e-6)
+    for path, g in grads.items():
+        np.testing.assert_allclose(remat_grads[path], g, atol=1e-5 * max(1.0, float(np.abs(g).max())), err_msg=path)
+
+    names = {v for k, v in vars(axes).items() if k.isupper() and isinstance(v, str)}
+    boxed = jax.eval_shape(lambda: WhisperSeq2Seq(config).init(jax.random.key(0), features, lengths, tokens))["params"]
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    assert len(leaves) == len(grads)
+    assert all(isinstance(leaf, nn.Partitioned) and set(leaf.names) <= names for leaf in leaves)
