@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -108,13 +109,14 @@ def flash_attention(
     scale: float | None = None,
     block_sizes: BlockSizes | None = None,
     backend: str | None = None,
-    interpret: bool | None = None,
+    interpret: Any = None,
 ) -> jax.Array:
     """q f[B, T, H, D], k/v f[B, S, K, D] (H % K == 0) -> f[B, T, H, D] in q's dtype.
 
     ``mask``: a ``MaskSpec`` (None = all pairs allowed); ``bias``: additive f[B|1, H|1, T, S];
     ``scale``: default D**-0.5; ``backend``: "tpu" | "gpu" (default: from the JAX backend);
-    ``interpret``: default True on CPU. Fully masked query rows return 0 with zero gradients.
+    ``interpret``: default True on CPU; ``pltpu.InterpretParams(...)`` runs the TPU kernels in the
+    TPU simulator. Fully masked query rows return 0 with zero gradients.
     """
     _validate(q, k, v, bias)
     backend = backend or default_backend()

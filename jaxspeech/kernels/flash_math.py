@@ -12,7 +12,7 @@ logsumexp is stored as +inf, which makes every recomputed probability 0 in the b
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -114,7 +114,7 @@ class KernelConfig:
     groups: int  # query heads per key/value head
     bias_batched: bool | None  # None: no bias; else whether the bias has a batch axis (else 1)
     bias_per_head: bool | None  # whether the bias has a head axis (else 1)
-    interpret: bool
+    interpret: Any  # False, True, or Pallas interpret parameters (e.g. pltpu.InterpretParams)
 
     @property
     def has_bias(self) -> bool:

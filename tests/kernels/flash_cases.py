@@ -36,12 +36,12 @@ def _vjp(attention, q, k, v, bias, do):
     return out, pullback(do)
 
 
-@functools.partial(jax.jit, static_argnames=("backend", "block_sizes"), compiler_options=FAST_COMPILE)
-def flash_vjp(q, k, v, bias, do, mask, *, backend, block_sizes=SMALL_BLOCKS):
-    """(out, (dq, dk, dv, dbias)) of flash_attention in interpret mode."""
+@functools.partial(jax.jit, static_argnames=("backend", "block_sizes", "interpret"), compiler_options=FAST_COMPILE)
+def flash_vjp(q, k, v, bias, do, mask, *, backend, block_sizes=SMALL_BLOCKS, interpret=True):
+    """(out, (dq, dk, dv, dbias)) of flash_attention in interpret mode (or the given interpreter)."""
 
     def attention(q, k, v, bias):
-        return flash_attention(q, k, v, mask, bias=bias, block_sizes=block_sizes, backend=backend, interpret=True)
+        return flash_attention(q, k, v, mask, bias=bias, block_sizes=block_sizes, backend=backend, interpret=interpret)
 
     return _vjp(attention, q, k, v, bias, do)
 
@@ -61,9 +61,9 @@ def relative_error(actual, expected) -> float:
     return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30))
 
 
-def compare(backend, q, k, v, bias, do, mask, tol, block_sizes=SMALL_BLOCKS) -> dict[str, float]:
+def compare(backend, q, k, v, bias, do, mask, tol, block_sizes=SMALL_BLOCKS, interpret=True) -> dict[str, float]:
     """Relative errors of out, dq, dk, dv (and dbias) against the reference; asserts all <= tol."""
-    out, grads = flash_vjp(q, k, v, bias, do, mask, backend=backend, block_sizes=block_sizes)
+    out, grads = flash_vjp(q, k, v, bias, do, mask, backend=backend, block_sizes=block_sizes, interpret=interpret)
     ref_out, ref_grads = reference_vjp(q, k, v, bias, do, mask)
     names = ("out", "dq", "dk", "dv", "dbias")
     errors = {}

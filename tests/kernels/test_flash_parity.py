@@ -12,6 +12,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental.pallas import tpu as pltpu
 
 from jaxspeech.kernels.flash_attention import BlockSizes
 from jaxspeech.layers.masks import MaskSpec
@@ -104,3 +105,13 @@ def test_fully_masked_rows_give_zero_and_finite_gradients(backend):
     np.testing.assert_array_equal(np.asarray(dq[1]), 0.0)
     np.testing.assert_array_equal(np.asarray(dk[1]), 0.0)
     compare(backend, q, k, v, bias, do, mask, F32_TOL, case.block_sizes)
+
+
+
+def test_tpu_kernels_in_the_tpu_simulator():
+    """Mosaic semantics (pipelined copies, outputs never read back, uninitialized memory = NaN):
+    every dbias tile gets written, including the one owned by a query block with nothing to visit."""
+    mask = MaskSpec(causal=True, kv_lengths=jnp.array([33, 0]))
+    q, k, v, bias, do = random_inputs(4, 2, 40, 40, 2, 1, 16, bias_shape=(1, 2, 40, 40))
+    simulator = pltpu.InterpretParams(uninitialized_memory="nan")
+    compare("tpu", q, k, v, bias, do, mask, F32_TOL, interpret=simulator)
