@@ -65,7 +65,8 @@ def encode_example(
 
     Args:
       task: a key of ``prompts`` (default ``DEFAULT_TASK_PROMPTS``).
-      audio_token_counts: placeholder tokens per clip (see ``audio_tokens.audio_token_count``).
+      audio_token_counts: placeholder tokens per clip (see ``audio_tokens.audio_token_count``); 0 for
+        audio the model reads through cross-attention instead of inline placeholders.
       placeholder_id: the audio placeholder token; must be a control token of the tokenizer.
       prompt: fills ``{prompt}`` (audio QA: the record's question).
       target: the answer; None builds an inference prompt ending with the assistant header.
@@ -100,8 +101,8 @@ def _user_content(tokenizer, task, counts, placeholder_id, prompt, fields, promp
         raise ValueError(f"placeholder_id {placeholder_id} is not a control token of {tokenizer.source}; "
                          "text could spell it: add the placeholder as a special token")
     counts = list(counts)
-    if not counts or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in counts):
-        raise ValueError(f"audio_token_counts must be a non-empty list of positive ints, got {counts!r}")
+    if not counts or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+        raise ValueError(f"audio_token_counts must be a non-empty list of ints >= 0, got {counts!r}")
     if chunk_tag_ids is not None:
         if len(chunk_tag_ids) != len(counts):
             raise ValueError(f"{len(chunk_tag_ids)} chunk tags for {len(counts)} audio clips: expected one tag per clip")
@@ -133,7 +134,9 @@ def _user_content(tokenizer, task, counts, placeholder_id, prompt, fields, promp
                 parts.append(piece)
         elif piece == AUDIO_SLOT:
             chosen = clips if slots == 1 else [clips[slot]]
-            parts.append(TokenIds(tuple(i for clip in chosen for i in clip)))
+            ids = tuple(i for clip in chosen for i in clip)
+            if ids:  # 0 tokens: the audio reaches the model another way (cross-attention memory)
+                parts.append(TokenIds(ids))
             slot += 1
         elif piece in values:
             parts.append(str(values[piece]))
@@ -191,12 +194,16 @@ def _close_target(tokenizer, ids, owners, assistant):
 
 
 def _clip_spans(tokens: np.ndarray, placeholder_id: int, counts: Sequence[int]) -> list[tuple[int, int]]:
-    """Cuts the placeholder positions, in order, into one contiguous span per clip."""
+    """Cuts the placeholder positions, in order, into one contiguous span per clip ((0, 0) for a
+    clip without placeholders)."""
     positions = np.flatnonzero(tokens == placeholder_id)
     if len(positions) != sum(counts):
         raise ValueError(f"the sequence holds {len(positions)} audio placeholders, expected {sum(counts)}")
     spans, first = [], 0
     for n in counts:
+        if n == 0:
+            spans.append((0, 0))
+            continue
         start, end = int(positions[first]), int(positions[first + n - 1]) + 1
         if end - start != n:
             raise ValueError(f"the chat template broke up an audio placeholder run of {n} tokens")

@@ -7,7 +7,7 @@
 * ``hybrid`` (NVLM-H): a few average-pooled audio tokens inline (``hybrid_pool`` frames each) plus
   the full-resolution memory through cross-attention.
 
-Parameters live under ``encoder/``, ``connector/``, ``llm/`` and ``xattn/``.
+Parameters live under ``encoder/``, ``connector/``, ``llm/``, ``xattn/`` (and ``ctc_head/``).
 
 Inputs follow ``jaxspeech.types.Batch``: features f32[B, C, T, F] (C clips per row) with
 feature_lengths i32[B, C] (0 = no clip), tokens i32[B, L] with the placeholder id repeated once per
@@ -30,6 +30,8 @@ from jaxspeech.connectors.cross_attention import AudioMemory, CrossAttentionConf
 from jaxspeech.connectors.projector import Projector, zero_padding
 from jaxspeech.connectors.qformer import WindowQFormer
 from jaxspeech.data.audio_tokens import FrameStack, downsampled_length
+from jaxspeech.layers import axes
+from jaxspeech.layers.dense import Dense
 from jaxspeech.llm.config import LLMConfig
 from jaxspeech.llm.decoder import DecoderLM
 from jaxspeech.llm.kv_cache import KVCache
@@ -42,7 +44,8 @@ FUSIONS = ("decoder_only", "cross_attention", "hybrid")
 class SpeechLLMConfig:
     """``placeholder_id`` is the audio placeholder token; ``audio_bidirectional`` lets every
     placeholder span attend to itself in both directions (prefix-LM); ``max_audio_frames`` bounds
-    the encoder input per clip."""
+    the encoder input per clip. ``ctc_vocab_size`` > 0 adds ``ctc_head`` (encoder states -> token
+    logits) for an auxiliary CTC loss."""
 
     encoder: AudioEncoderConfig = AudioEncoderConfig()
     connector: ConnectorConfig = ConnectorConfig()
@@ -53,6 +56,7 @@ class SpeechLLMConfig:
     placeholder_id: int = 0
     audio_bidirectional: bool = False
     max_audio_frames: int = 3000
+    ctc_vocab_size: int = 0  # > 0 adds a CTC head on the encoder output (an auxiliary loss)
 
     def __post_init__(self):
         if self.fusion not in FUSIONS:
@@ -160,6 +164,10 @@ class SpeechLLM(nn.Module):
         self.connector = WindowQFormer(c.connector) if c.connector.kind == "qformer" else Projector(c.connector)
         self.xattn = GatedCrossAttention(c.xattn) if c.fusion != "decoder_only" else None
         self.llm = DecoderLM(c.llm, cross_attention=self.xattn)
+        if c.ctc_vocab_size:
+            self.ctc_head = Dense(
+                c.ctc_vocab_size, (axes.EMBED, axes.VOCAB), True, c.llm.dtype, c.llm.param_dtype
+            )
 
     def text_embedding_rms(self) -> jax.Array:
         """RMS of the LLM's token embedding table (the norm-matching target), gradient-stopped."""
@@ -168,6 +176,10 @@ class SpeechLLM(nn.Module):
 
     def encode_audio(self, features: jax.Array, feature_lengths: jax.Array, *, train: bool = False) -> AudioEmbeddings:
         """features f[B, C, T, F], feature_lengths i32[B, C] -> full-resolution AudioEmbeddings."""
+        return self._encode(features, feature_lengths, train)[0]
+
+    def _encode(self, features, feature_lengths, train):
+        """-> (AudioEmbeddings, encoder states f[B*C, T', E], their lengths i32[B*C])."""
         c = self.config
         batch, clips, frames, mels = features.shape
         if frames > c.max_audio_frames:
@@ -178,12 +190,13 @@ class SpeechLLM(nn.Module):
         if mels != c.encoder.n_mels:
             raise ValueError(f"features have {mels} mel bins, the encoder expects {c.encoder.n_mels}")
         flat_lengths = feature_lengths.reshape(-1).astype(jnp.int32)
-        hidden, lengths = self.encoder(features.reshape(batch * clips, frames, mels), flat_lengths, train=train)
+        hidden, hidden_lengths = self.encoder(features.reshape(batch * clips, frames, mels), flat_lengths, train=train)
         target_rms = self.text_embedding_rms() if c.connector.norm_match else None
-        embeds, lengths = self.connector(hidden, lengths, target_rms)
+        embeds, lengths = self.connector(hidden, hidden_lengths, target_rms)
         lengths = jnp.where(flat_lengths > 0, lengths, 0)
         embeds = zero_padding(embeds, lengths)
-        return AudioEmbeddings(embeds.reshape(batch, clips, *embeds.shape[1:]), lengths.reshape(batch, clips))
+        audio = AudioEmbeddings(embeds.reshape(batch, clips, *embeds.shape[1:]), lengths.reshape(batch, clips))
+        return audio, hidden, jnp.where(flat_lengths > 0, hidden_lengths, 0)
 
     def inline_audio(self, audio: AudioEmbeddings) -> AudioEmbeddings:
         """The embeddings spliced into the prompt: all of them, or pooled ones for ``hybrid``."""
@@ -228,9 +241,11 @@ class SpeechLLM(nn.Module):
         segment_ids: jax.Array | None = None,
         positions: jax.Array | None = None,
         train: bool = False,
-    ) -> jax.Array:
-        """-> logits f32[B, L, V] (position t predicts token t + 1)."""
-        audio = self.encode_audio(features, feature_lengths, train=train)
+        with_ctc: bool = False,
+    ):
+        """-> logits f32[B, L, V] (position t predicts token t + 1); with ``with_ctc`` also the CTC
+        head's (logits f32[B*C, T', K], lengths i32[B*C]) over each clip's encoder states."""
+        audio, hidden, hidden_lengths = self._encode(features, feature_lengths, train)
         logits, _ = self.llm(
             inputs_embeds=self.embed(tokens, audio),
             positions=positions,
@@ -238,7 +253,11 @@ class SpeechLLM(nn.Module):
             bidir_ids=self._bidir(tokens),
             memory=self.memory(audio),
         )
-        return logits
+        if not with_ctc:
+            return logits
+        if not self.config.ctc_vocab_size:
+            raise ValueError("with_ctc needs a CTC head: set ctc_vocab_size > 0")
+        return logits, (self.ctc_head(hidden).astype(jnp.float32), hidden_lengths)
 
     def prefill(
         self, tokens: jax.Array, features: jax.Array, feature_lengths: jax.Array, segment_ids: jax.Array, cache: KVCache

@@ -132,8 +132,10 @@ def test_errors(chatml, llama3):
         encode_example(chatml, task="asr", prompt="hi", **common)
     with pytest.raises(ValueError, match="not a control token"):
         encode_example(chatml, task="asr", audio_token_counts=[2], placeholder_id=chatml.encode("a")[0])
-    with pytest.raises(ValueError, match="positive ints"):
+    with pytest.raises(ValueError, match="non-empty list of ints >= 0"):
         encode_example(chatml, task="asr", audio_token_counts=[], placeholder_id=audio)
+    with pytest.raises(ValueError, match="non-empty list of ints >= 0"):
+        encode_example(chatml, task="asr", audio_token_counts=[-1], placeholder_id=audio)
     with pytest.raises(ValueError, match="1 chunk tags for 2 audio clips"):
         encode_example(chatml, task="asr", audio_token_counts=[1, 1], placeholder_id=audio,
                        chunk_tag_ids=[chatml.token_to_id("<chunk_1>")])
@@ -152,3 +154,12 @@ def test_task_prompt_overrides():
     assert prompts["asr"] == "{audio} Write down what you hear." and prompts["ast"] == DEFAULT_TASK_PROMPTS["ast"]
     with pytest.raises(ValueError, match="has no {audio} slot"):
         task_prompts({"asr": "Transcribe."})
+
+
+def test_zero_audio_tokens_leave_the_prompt_text_only(chatml):
+    """Cross-attention models read the audio as a memory: the prompt carries no placeholders."""
+    audio = chatml.token_to_id("<|audio|>")
+    example = encode_example(chatml, task="asr", audio_token_counts=[0], placeholder_id=audio, target="hello")
+    assert audio not in example.tokens.tolist()
+    assert "Transcribe the audio." in chatml.decode(example.tokens.tolist())
+    assert masked_text(chatml, example) == "hello<|im_end|>"

@@ -1,0 +1,67 @@
+"""The data pipeline's ``tokenize`` callable for Speech-LLM training and inference.
+
+``ExampleEncoder(record, frames_per_clip)`` turns a source record (``text``, optional ``task``,
+``prompt``, ``target``, ``language``) and the log-mel frame count of each clip into prompt +
+target tokens with the audio placeholder spans sized by the model's downsampling arithmetic.
+It is picklable (worker processes load the tokenizer lazily, once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Mapping, Sequence
+
+from jaxspeech.data.audio_tokens import downsampled_length
+from jaxspeech.data.prompts import EncodedExample, encode_example
+from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER
+from jaxspeech.data.tokenizers import Tokenizer, load_tokenizer
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(path: str) -> Tokenizer:
+    return load_tokenizer(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleEncoder:
+    """``audio_steps``: frames -> placeholder tokens (``SpeechLLMConfig.inline_steps``); an empty
+    tuple means the audio is not inline (cross-attention). ``inference`` drops the target."""
+
+    tokenizer_path: str
+    audio_steps: tuple[Any, ...]
+    task: str = "asr"
+    chat: bool = False
+    prompts: Mapping[str, str] | None = None
+    system: str | None = None
+    inference: bool = False
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return _tokenizer(self.tokenizer_path)
+
+    @property
+    def placeholder_id(self) -> int:
+        token_id = self.tokenizer.token_to_id(AUDIO_PLACEHOLDER)
+        if token_id is None:
+            raise ValueError(f"tokenizer {self.tokenizer_path} has no {AUDIO_PLACEHOLDER} token")
+        return token_id
+
+    def audio_tokens(self, frames: int) -> int:
+        return downsampled_length(int(frames), self.audio_steps) if self.audio_steps else 0
+
+    def __call__(self, record: Mapping[str, Any], frames_per_clip: Sequence[int]) -> EncodedExample:
+        language = record.get("language")
+        target = None if self.inference else (record.get("target") or record.get("text"))
+        return encode_example(
+            self.tokenizer,
+            task=record.get("task") or self.task,
+            audio_token_counts=[self.audio_tokens(f) for f in frames_per_clip],
+            placeholder_id=self.placeholder_id,
+            prompt=record.get("prompt"),
+            target=target,
+            system=self.system,
+            fields={"target_language": language} if language and (record.get("task") == "ast") else None,
+            prompts=self.prompts,
+            chat=self.chat,
+        )

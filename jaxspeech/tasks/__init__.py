@@ -1,0 +1,1 @@
+"""Tasks: a model plus its loss, in the form the trainer (``jaxspeech.train``) consumes."""

@@ -1,0 +1,124 @@
+"""Training task of the Speech LLM: next-token loss on the assistant targets, optional z-loss,
+label smoothing, an auxiliary CTC loss on the encoder, SpecAugment and LoRA adapters.
+
+The batch is a ``jaxspeech.types.Batch``. The CTC targets are the loss-masked tokens of each row
+without its end token (rows must hold one example: C = 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxspeech.features.specaugment import SpecAugmentConfig, spec_augment
+from jaxspeech.features.mel import HOP_LENGTH, SAMPLE_RATE
+from jaxspeech.layers.lora import LoraConfig, lora
+from jaxspeech.losses import next_token_loss
+from jaxspeech.models.speech_llm import SpeechLLM, SpeechLLMConfig
+from jaxspeech.train.task import LOSS_WEIGHT
+from jaxspeech.types import Batch
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechLossConfig:
+    """``ctc_weight`` mixes in the CTC loss (per target token) when the model has a CTC head;
+    ``eos_ids`` are left out of the CTC targets; ``blank_id`` is CTC's blank (the pad token)."""
+
+    z_loss: float = 0.0
+    label_smoothing: float = 0.0
+    ctc_weight: float = 0.0
+    blank_id: int = 0
+    eos_ids: tuple[int, ...] = ()
+
+
+def ctc_targets(tokens: jax.Array, loss_mask: jax.Array, eos_ids: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """Left-aligned target labels i32[B, L] and their paddings f32[B, L] (1 = padding)."""
+    keep = (loss_mask > 0) & ~jnp.isin(tokens, jnp.asarray(list(eos_ids) or [-1], jnp.int32))
+    order = jnp.argsort(~keep, axis=1, stable=True)
+    labels = jnp.take_along_axis(tokens, order, axis=1)
+    count = keep.sum(axis=1, keepdims=True)
+    paddings = (jnp.arange(tokens.shape[1])[None, :] >= count).astype(jnp.float32)
+    return jnp.where(paddings > 0, 0, labels), paddings
+
+
+class SpeechLLMTask:
+    """``Task`` for ``jaxspeech.train.loop.train``."""
+
+    def __init__(
+        self,
+        model: SpeechLLMConfig,
+        loss: SpeechLossConfig = SpeechLossConfig(),
+        spec_augment: SpecAugmentConfig | None = None,
+        lora: LoraConfig | None = None,
+    ):
+        if loss.ctc_weight and not model.ctc_vocab_size:
+            raise ValueError("loss.ctc_weight > 0 needs a CTC head: set model.ctc_vocab_size")
+        self.config, self.loss_config, self.spec_augment, self.lora = model, loss, spec_augment, lora
+        self.model = SpeechLLM(model)
+
+    def _inputs(self, batch: Batch):
+        return (batch.tokens, batch.features, batch.feature_lengths)
+
+    def init_params(self, rng: jax.Array, batch: Batch) -> Mapping[str, Any]:
+        with lora(self.lora):
+            variables = self.model.init(
+                rng, *self._inputs(batch), segment_ids=batch.segment_ids, positions=batch.positions,
+                with_ctc=bool(self.config.ctc_vocab_size),
+            )
+        return variables["params"]
+
+    def apply(self, params, batch: Batch, rng: jax.Array | None = None, *, train: bool = False):
+        """(logits, ctc outputs or None) for ``batch``; SpecAugment and dropout only when training."""
+        tokens, features, lengths = self._inputs(batch)
+        rngs = {}
+        if train:
+            augment_rng, dropout_rng = jax.random.split(rng)
+            rngs["dropout"] = dropout_rng
+            if self.spec_augment is not None:
+                b, c, t, f = features.shape
+                flat = spec_augment(features.reshape(b * c, t, f), lengths.reshape(-1), augment_rng, self.spec_augment)
+                features = flat.reshape(b, c, t, f)
+        with_ctc = bool(self.config.ctc_vocab_size)
+        with lora(self.lora, deterministic=not train):
+            out = self.model.apply(
+                {"params": params}, tokens, features, lengths, segment_ids=batch.segment_ids,
+                positions=batch.positions, train=train, with_ctc=with_ctc, rngs=rngs,
+            )
+        return out if with_ctc else (out, None)
+
+    def loss(self, params, batch: Batch, rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        cfg = self.loss_config
+        logits, ctc = self.apply(params, batch, rng, train=train)
+        token_loss = next_token_loss(
+            logits, batch.tokens, batch.loss_mask, z_loss=cfg.z_loss, label_smoothing=cfg.label_smoothing
+        )
+        total = token_loss.loss
+        metrics = {
+            "token_accuracy": token_loss.accuracy,
+            "nll": token_loss.mean_nll,
+            LOSS_WEIGHT: token_loss.count,
+        }
+        if ctc is not None:
+            ctc_logits, ctc_lengths = ctc
+            labels, label_paddings = ctc_targets(batch.tokens, batch.loss_mask, cfg.eos_ids)
+            logit_paddings = (jnp.arange(ctc_logits.shape[1])[None, :] >= ctc_lengths[:, None]).astype(jnp.float32)
+            per_row = optax.ctc_loss(ctc_logits, logit_paddings, labels, label_paddings, blank_id=cfg.blank_id)
+            valid = (ctc_lengths > 0).astype(jnp.float32)
+            ctc_loss = jnp.sum(per_row * valid) / jnp.maximum(token_loss.count, 1.0)
+            metrics["ctc_loss"] = ctc_loss
+            if cfg.ctc_weight:
+                total = total + cfg.ctc_weight * ctc_loss
+        metrics["total_loss"] = total
+        return total, metrics
+
+    def throughput_counts(self, batch: Batch) -> Mapping[str, float]:
+        return {
+            "examples": float(np.sum(np.asarray(batch.example_ids) >= 0)),
+            "tokens": float(np.sum(np.asarray(batch.loss_mask))),
+            "audio_seconds": float(np.sum(np.asarray(batch.feature_lengths))) * HOP_LENGTH / SAMPLE_RATE,
+        }
