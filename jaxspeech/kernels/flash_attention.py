@@ -37,9 +37,9 @@ BACKENDS = {"tpu": flash_tpu, "gpu": flash_gpu}
 class BlockSizes:
     """Tile sizes (tokens). The backward kernels use ``*_bwd`` (default: the forward sizes).
 
-    Sizes shrink to the sequence when it is shorter than a block. On hardware, TPU blocks longer
-    than the sequence should be multiples of 128 (keys) and 16 (queries); GPU blocks powers of
-    two >= 16.
+    A block longer than the sequence shrinks to the next power of two (>= 16). On hardware, TPU key
+    blocks must be multiples of 128 and query blocks of 16 unless one block spans the sequence;
+    GPU blocks must be powers of two >= 16. Sequences are padded to a multiple of every block.
     """
 
     block_q: int
@@ -62,13 +62,10 @@ def default_backend() -> str:
     return "tpu" if jax.default_backend() == "tpu" else "gpu"
 
 
-def _fit_block(block: int, length: int, backend: str) -> int:
-    """Shrinks ``block`` to one block covering a shorter sequence."""
-    if length >= block:
-        return block
-    if backend == "gpu":
-        return max(16, 1 << (length - 1).bit_length())
-    return -(-length // 16) * 16
+def _fit_block(block: int, length: int) -> int:
+    """Shrinks ``block`` to the power of two (>= 16) covering a shorter sequence, so that
+    forward and backward blocks (powers of two by default) still divide each other."""
+    return min(block, max(16, 1 << (length - 1).bit_length()))
 
 
 def _round_up(length: int, multiple: int) -> int:
@@ -129,9 +126,16 @@ def flash_attention(
     scale = head_dim**-0.5 if scale is None else float(scale)
     sizes = block_sizes or DEFAULT_BLOCK_SIZES[backend]
     bq_bwd, bk_bwd = sizes.backward()
-    bq, bq_bwd = (_fit_block(b, q_len, backend) for b in (sizes.block_q, bq_bwd))
-    bk, bk_bwd = (_fit_block(b, kv_len, backend) for b in (sizes.block_kv, bk_bwd))
+    bq, bq_bwd = (_fit_block(b, q_len) for b in (sizes.block_q, bq_bwd))
+    bk, bk_bwd = (_fit_block(b, kv_len) for b in (sizes.block_kv, bk_bwd))
     q_padded, kv_padded = _round_up(q_len, math.lcm(bq, bq_bwd)), _round_up(kv_len, math.lcm(bk, bk_bwd))
+
+    if not interpret:
+        if backend == "gpu":
+            flash_gpu.check_shapes(head_dim, (bq, bk, bq_bwd, bk_bwd))
+        else:
+            for block_q, block_kv in ((bq, bk), (bq_bwd, bk_bwd)):
+                flash_tpu.check_shapes(q_padded, kv_padded, block_q, block_kv)
 
     flags = mask_flags(mask, padded_keys=kv_padded != kv_len)
     ids = token_ids(mask, flags, batch, q_len, kv_len, q_padded, kv_padded)

@@ -28,6 +28,13 @@ from jaxspeech.kernels import flash_math
 from jaxspeech.kernels.block_masks import TokenIds, VisitList, kv_visits, q_visits, stacked_ids, tile_mask
 from jaxspeech.kernels.flash_math import KernelConfig
 
+def check_shapes(head_dim: int, blocks: tuple[int, ...]) -> None:
+    """Raises ValueError unless Triton can tile these sizes (powers of two, at least 16)."""
+    for name, size in (("head_dim", head_dim), *((f"block size {b}", b) for b in blocks)):
+        if size < 16 or size & (size - 1):
+            raise ValueError(f"flash_attention (gpu): {name} must be a power of two >= 16, got {size}")
+
+
 def _compiler_params(head_dim: int, stages: int) -> pltriton.CompilerParams:
     return pltriton.CompilerParams(num_warps=4 if head_dim <= 64 else 8, num_stages=stages)
 

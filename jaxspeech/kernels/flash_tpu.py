@@ -26,6 +26,16 @@ from jaxspeech.kernels.block_masks import TokenIds, VisitList, kv_visits, q_visi
 from jaxspeech.kernels.flash_math import KernelConfig
 
 
+def check_shapes(q_padded: int, kv_padded: int, block_q: int, block_kv: int) -> None:
+    """Raises ValueError unless Mosaic can tile these blocks: key blocks are the lane axis of the
+    score tile (multiples of 128), query blocks its sublane axis (multiples of 16, for bf16),
+    except where one block spans the whole padded sequence."""
+    if block_kv % 128 and block_kv != kv_padded:
+        raise ValueError(f"flash_attention (tpu): key block {block_kv} must be a multiple of 128 (or span all keys)")
+    if block_q % 16 and block_q != q_padded:
+        raise ValueError(f"flash_attention (tpu): query block {block_q} must be a multiple of 16 (or span all queries)")
+
+
 def _head_major(x: jax.Array) -> jax.Array:
     """[B, T, H, D] <-> [B, H, T, D]."""
     return jnp.swapaxes(x, 1, 2)
