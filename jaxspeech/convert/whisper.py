@@ -375,9 +375,14 @@ def load_openai_whisper(path: str, **options: Any) -> tuple[WhisperConfig, dict]
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or non-weights files
         raise CheckpointError(f"{path}: not a loadable OpenAI Whisper checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(checkpoint, dict) or "dims" not in checkpoint or "model_state_dict" not in checkpoint:
-        raise CheckpointError(f"{path}: expected a dict with 'dims' and 'model_state_dict'")
-    config = config_from_openai_dims(dict(checkpoint["dims"]), **options)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("dims"), dict) or not isinstance(
+        checkpoint.get("model_state_dict"), dict
+    ):
+        raise CheckpointError(f"{path}: expected a dict with a 'dims' dict and a 'model_state_dict' dict")
+    config = config_from_openai_dims(checkpoint["dims"], **options)
+    not_tensors = [k for k, v in checkpoint["model_state_dict"].items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{path}: model_state_dict entries that are not tensors: {not_tensors[:10]}")
     tensors = {openai_name_to_hf(k): v.float().numpy() for k, v in checkpoint["model_state_dict"].items()}
     used: set[str] = set()
 

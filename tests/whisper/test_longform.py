@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxspeech.cli import main
+from jaxspeech.data.audio import load_audio
 from jaxspeech.models.longform import WhisperTranscriber, chunk_windows, merge_chunks, merge_overlapping
 from jaxspeech.models.whisper_seq2seq import make_generate_fn
 from tests.whisper.tiny import EOS, MICRO_FRAMES, MICRO_SAMPLES, padded_features, random_audio
@@ -117,8 +116,6 @@ def test_transcribe_cli_prints_one_line_per_file_and_reports_bad_files(micro, tr
     assert corrupt in err
     lines = out.strip().split("\n")
     assert [line.split("\t")[0] for line in lines] == [p for p in paths if p != corrupt]
-    from jaxspeech.data.audio import load_audio
-
     expected = transcriber.transcribe([load_audio(p) for p in paths if p != corrupt])
     assert [line.split("\t", 1)[1] for line in lines] == expected
     assert all(text for text in expected)
