@@ -9,10 +9,9 @@ valid ones, so a typo can never silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from typing import Any, Mapping
 
+from jaxspeech.config_dict import dataclass_from_dict
 from jaxspeech.layers import axes
 from jaxspeech.sharding.multihost import DistributedConfig
 from jaxspeech.train.checkpoint import CheckpointConfig
@@ -60,48 +59,6 @@ class TrainConfig:
             object.__setattr__(self, "optimizer", dataclasses.replace(self.optimizer, decay_steps=self.total_steps))
         object.__setattr__(self, "mesh", dict(self.mesh))
         object.__setattr__(self, "sharding_rules", tuple(tuple(rule) for rule in self.sharding_rules))
-
-
-def _dataclass_type(annotation: Any) -> type | None:
-    """The dataclass inside an annotation such as ``OptimizerConfig`` (None if there is none)."""
-    if dataclasses.is_dataclass(annotation):
-        return annotation
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        for option in typing.get_args(annotation):
-            if dataclasses.is_dataclass(option):
-                return option
-    return None
-
-
-def _plain(value: Any) -> Any:
-    """ConfigDict / list values -> dicts and tuples (frozen configs hold tuples)."""
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return tuple(_plain(v) for v in value)
-    return value
-
-
-def dataclass_from_dict(cls: type, values: Mapping[str, Any] | Any, where: str | None = None) -> Any:
-    """Builds the frozen dataclass ``cls`` from a (nested) mapping, rejecting unknown keys."""
-    where = where or cls.__name__
-    values = _plain(values)
-    if not isinstance(values, Mapping):
-        raise TypeError(f"{where} must be a mapping of its fields, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys are {sorted(fields)}")
-    kwargs = {}
-    for name, value in values.items():
-        nested = _dataclass_type(hints[name])
-        if nested is not None and value is not None and not isinstance(value, nested):
-            value = dataclass_from_dict(nested, value, f"{where}.{name}")
-        kwargs[name] = value
-    return cls(**kwargs)
 
 
 def train_config_from_dict(values: Mapping[str, Any] | Any) -> TrainConfig:

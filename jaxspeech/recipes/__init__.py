@@ -1,0 +1,1 @@
+"""Recipes: turn an experiment config (``configs/*.py``) into a trained, evaluated, reported run."""
