@@ -327,6 +327,7 @@ class ConformerEncoder(nn.Module):
             raise ValueError(f"features must be f32[B, T, {c.input_dim}] (time-major log-mel), got shape {features.shape}")
         if lengths.shape != features.shape[:1]:
             raise ValueError(f"lengths must be i32[{features.shape[0]}], got shape {lengths.shape}")
+        selected = _layer_indices(hidden_layers, c.num_layers)
         x, lengths = ConvSubsampling(c.subsampling_config, c.d_model, c.dtype, c.param_dtype, name="subsampling")(
             features, lengths
         )
@@ -341,7 +342,6 @@ class ConformerEncoder(nn.Module):
             pos_emb = jnp.asarray(relative_sinusoids(length, c.d_model), c.dtype)
             pos_emb = nn.Dropout(c.pos_dropout_rate, deterministic=not train)(pos_emb)
 
-        selected = _layer_indices(hidden_layers, c.num_layers)
         emit = selected is not None and any(i > 0 for i in selected)
         states = [x]
         block = remat(ConformerBlock, c.remat_policy)

@@ -92,7 +92,10 @@ class RelPositionAttention(nn.Module):
         pos_k = split_heads(dense(heads * head_dim, (axes.EMBED, axes.HEADS), False, "pos_proj")(pos_emb))
         q = nn.with_logical_constraint(q, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
         scale = head_dim**-0.5
-        position_scores = jnp.einsum("bthd,phd->bhtp", q + head_bias("pos_bias_v"), pos_k)
-        bias = rel_shift(position_scores) * scale  # [B, H, T, T]
+        # Heads-leading [H, B, T, 2T-1] is the matmul's native output layout (no transpose before the shift).
+        position_scores = jnp.einsum(
+            "bthd,phd->hbtp", q + head_bias("pos_bias_v"), pos_k, preferred_element_type=jnp.float32
+        )
+        bias = rel_shift(position_scores).transpose(1, 0, 2, 3) * scale  # f32[B, H, T, T], added to the scores
         out = dot_product_attention(q + head_bias("pos_bias_u"), k, v, mask, bias=bias, scale=scale, impl=self.impl)
         return dense(features, (axes.HEADS, axes.EMBED), self.use_bias, "o_proj")(out.reshape(batch, length, heads * head_dim))

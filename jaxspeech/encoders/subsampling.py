@@ -92,6 +92,44 @@ def subsampled_features(num_mels: int, config: SubsamplingConfig) -> int:
     return size
 
 
+class ChannelwiseConv2D(nn.Module):
+    """Strided 2-D convolution over (time, mel) in which each output channel reads one input channel:
+    depthwise (x f[B, T, F, C]) or a single input channel fanned out (x f[B, T, F, 1]) -> f[B, T', F', C].
+
+    ``kernel`` f[k, k, 1, C] (``nn.Conv``'s layout for both cases) + ``bias`` f[C]. Written as k*k
+    strided multiply-adds: XLA:CPU runs these ~6x faster than a grouped convolution and fuses a
+    first-stage convolution, its ReLU and masking into the next depthwise stage.
+    """
+
+    features: int
+    kernel_size: int
+    padding: tuple[tuple[int, int], tuple[int, int]]
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, channels = self.kernel_size, self.features
+        if x.shape[-1] not in (1, channels):
+            raise ValueError(f"ChannelwiseConv2D with {channels} channels needs 1 or {channels} input channels, got {x.shape}")
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(nn.initializers.lecun_normal(), (axes.KERNEL, axes.MEL, axes.CONV_IN, axes.CONV_OUT)),
+            (k, k, 1, channels),
+            self.param_dtype,
+        ).astype(self.dtype)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.CONV_OUT,)), (channels,), self.param_dtype)
+        x = jnp.pad(x.astype(self.dtype), ((0, 0), *self.padding, (0, 0)))
+        batch, frames, mels = x.shape[:3]
+        out_frames, out_mels = (frames - k) // STRIDE + 1, (mels - k) // STRIDE + 1
+
+        def tap(i, j):
+            end = (batch, i + STRIDE * (out_frames - 1) + 1, j + STRIDE * (out_mels - 1) + 1, x.shape[-1])
+            return jax.lax.slice(x, (0, i, j, 0), end, (1, STRIDE, STRIDE, 1)) * kernel[i, j, 0]
+
+        return sum(tap(i, j) for i in range(k) for j in range(k)) + bias.astype(self.dtype)
+
+
 def _zero_padded_frames(h: jax.Array, lengths: jax.Array) -> jax.Array:
     """h f[B, T, F, C] with frames t >= lengths[b] set to 0."""
     valid = padding_mask(lengths, h.shape[1])[:, :, None, None]
@@ -106,7 +144,7 @@ class ConvSubsampling(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    def _conv(self, channels: int, groups: int, name: str) -> nn.Conv:
+    def _conv(self, channels: int, name: str) -> nn.Conv:
         c = self.config
         # Kernel layout [time taps, mel taps, in / groups, out]: frequency taps run along the mel axis.
         return nn.Conv(
@@ -114,7 +152,6 @@ class ConvSubsampling(nn.Module):
             (c.kernel_size, c.kernel_size),
             strides=(STRIDE, STRIDE),
             padding=(c.time_padding(), c.freq_padding()),
-            feature_group_count=groups,
             kernel_init=nn.with_logical_partitioning(
                 nn.initializers.lecun_normal(), (axes.KERNEL, axes.MEL, axes.CONV_IN, axes.CONV_OUT)
             ),
@@ -129,11 +166,15 @@ class ConvSubsampling(nn.Module):
         c = self.config
         batch = x.shape[0]
         h = _zero_padded_frames(x.astype(self.dtype)[..., None], lengths)  # [B, T, F, 1]
+        padding = (c.time_padding(), c.freq_padding())
+        channelwise = lambda name: ChannelwiseConv2D(c.channels, c.kernel_size, padding, self.dtype, self.param_dtype, name=name)
         for stage in range(c.num_stages):
-            if stage == 0 or c.kind == "conv2d":
-                h = self._conv(c.channels, 1, f"conv_{stage}")(h)
+            if stage == 0:
+                h = channelwise(f"conv_{stage}")(h)
+            elif c.kind == "conv2d":
+                h = self._conv(c.channels, f"conv_{stage}")(h)
             else:
-                h = self._conv(c.channels, c.channels, f"depthwise_{stage}")(h)
+                h = channelwise(f"depthwise_{stage}")(h)
                 h = Dense(
                     c.channels, (axes.CONV_IN, axes.CONV_OUT), True, self.dtype, self.param_dtype, name=f"pointwise_{stage}"
                 )(h)

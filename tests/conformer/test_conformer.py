@@ -1,14 +1,18 @@
 """Encoder invariants: padding never changes valid frames (eval and train), scan == loop and
 remat == no remat (values, gradients, batch statistics), streaming chunks never see the future,
-relative position encodings are shift-invariant, hidden-state selection, and clear errors."""
+relative position encodings are shift-invariant, hidden-state selection, logical axes on every
+parameter and an 8-device sharded forward, bfloat16 compute, and clear errors."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from flax import traverse_util
 
-from jaxspeech.encoders.conformer import ConformerConfig, ConformerEncoder
+from jaxspeech.encoders.conformer import ConformerConfig, ConformerEncoder, _layer_indices
+from jaxspeech.layers import axes
+from jaxspeech.sharding.mesh import activation_rules, make_mesh, param_shardings
 from tests.conformer import tiny
 
 
@@ -130,14 +134,16 @@ def test_position_encodings_are_relative(pos_encoding):
 def test_hidden_layer_selection():
     config = tiny.TINY
     variables = tiny.init(config)
-    x, lengths = tiny.features([64, 37])
+    x, lengths = tiny.features([64, 37], padding_value=None)
     hidden, _, every = tiny.forward(config, "all")(variables, x, lengths)
-    _, _, chosen = tiny.forward(config, (0, -1))(variables, x, lengths)
     assert every.shape == (3, 2, 8, 32)
-    np.testing.assert_allclose(every[-1], hidden, atol=1e-6)
-    np.testing.assert_allclose(chosen, every[np.array([0, 2])], atol=1e-6)
+    np.testing.assert_array_equal(every[-1], hidden)
+    assert _layer_indices((0, -1, 1, -3), num_layers=2) == (0, 2, 1, 0)
+    assert _layer_indices("all", num_layers=2) == (0, 1, 2)
     with pytest.raises(ValueError, match="hidden layer index 3 out of range for 2 layers"):
         ConformerEncoder(config).apply(variables, x, lengths, hidden_layers=(3,))
+    with pytest.raises(ValueError, match="hidden_layers must be a sequence of indices or 'all'"):
+        ConformerEncoder(config).apply(variables, x, lengths, hidden_layers="last")
 
 
 def test_dropout_only_in_train_mode():
@@ -149,8 +155,6 @@ def test_dropout_only_in_train_mode():
     a, b, again = run(jax.random.key(0)), run(jax.random.key(1)), run(jax.random.key(0))
     np.testing.assert_array_equal(a, again)
     assert float(jnp.abs(a - b).max()) > 1e-2
-    evaluated = tiny.forward(config)(variables, x, lengths)[0]
-    np.testing.assert_array_equal(evaluated, tiny.forward(config)(variables, x, lengths)[0])
 
 
 @pytest.mark.parity
@@ -205,3 +209,38 @@ def test_bad_input_shapes_are_named():
         model.init(jax.random.key(0), jnp.zeros((2, 40, 80)), jnp.array([40, 30]))
     with pytest.raises(ValueError, match=r"lengths must be i32\[2\], got shape \(3,\)"):
         model.init(jax.random.key(0), jnp.zeros((2, 40, 16)), jnp.array([40, 30, 20]))
+
+
+def test_every_parameter_has_logical_axes():
+    names = {value for key, value in vars(axes).items() if key.isupper() and isinstance(value, str)}
+    x, lengths = tiny.features([32])
+    for config in (tiny.TINY, tiny.TINY.replace(subsampling="conv2d", conv_norm="layer_norm", scan_layers=False)):
+        boxed = jax.eval_shape(lambda: ConformerEncoder(config).init(jax.random.key(0), x, lengths))
+        leaves = jax.tree.leaves(boxed, is_leaf=lambda leaf: isinstance(leaf, nn.Partitioned))
+        for leaf in leaves:
+            assert isinstance(leaf, nn.Partitioned), f"unannotated variable {leaf}"
+            assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= names, leaf.names
+
+
+def test_sharded_forward_matches_single_device():
+    config = tiny.TINY
+    variables = tiny.init(config)
+    x, lengths = tiny.features([64, 37], padding_value=None)
+    expected = tiny.forward(config, "all")(variables, x, lengths)[0]
+    mesh = make_mesh({axes.FSDP: 2, axes.TENSOR: 4})  # batch over fsdp, heads / MLP / channels over tensor
+    boxed = jax.eval_shape(lambda: ConformerEncoder(config).init(jax.random.key(0), x, lengths))
+    sharded = jax.device_put(variables, param_shardings(boxed, mesh))
+    with activation_rules(mesh):
+        hidden, _ = jax.jit(ConformerEncoder(config).apply)(sharded, x, lengths)
+    np.testing.assert_allclose(hidden, expected, atol=1e-5, rtol=0)
+
+
+def test_bfloat16_compute_tracks_float32():
+    config = tiny.TINY
+    variables = tiny.init(config)
+    x, lengths = tiny.features([64, 37], padding_value=None)
+    reference = tiny.forward(config, "all")(variables, x, lengths)[0]
+    hidden = tiny.forward(config.replace(dtype=jnp.bfloat16), "all")(variables, x, lengths)[0]
+    assert hidden.dtype == jnp.bfloat16
+    error = np.abs(np.asarray(hidden, np.float32) - np.asarray(reference))
+    assert error.max() < 0.1 and error.mean() < 0.02, (error.max(), error.mean())

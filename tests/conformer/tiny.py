@@ -54,7 +54,8 @@ def random_variables(module, *args, seed: int = 0, **kwargs):
     return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
+@functools.lru_cache(maxsize=None)
 def init(config: ConformerConfig, seed: int = 0):
-    """Random eval-mode variables of a ``ConformerEncoder`` for ``config``."""
+    """Random variables of a ``ConformerEncoder`` for ``config`` (cached: do not modify them)."""
     x, lengths = features([config.subsampling_factor * 4])
     return random_variables(ConformerEncoder(config), x, lengths, seed=seed)
