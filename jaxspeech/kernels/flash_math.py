@@ -37,8 +37,8 @@ def dot_nt(a: jax.Array, b: jax.Array) -> jax.Array:
 def dot_tn(a: jax.Array, b: jax.Array) -> jax.Array:
     """a f32[k, m], b[k, n] -> f32[m, n], with a cast to b's dtype.
 
-    The transpose is explicit and done in float32 because Mosaic handles 32-bit 2-D transposes
-    everywhere, while matmuls with a transposed left operand are not supported on every TPU.
+    The transpose is explicit and done in float32 (as JAX's own TPU flash-attention kernel does
+    for p and ds) rather than left to a transposed-operand matmul lowering.
     """
     return _dot(a.T.astype(b.dtype), b, _NN)
 
