@@ -59,3 +59,32 @@ def check_keys(values: Mapping[str, Any], allowed: set[str], where: str) -> None
     unknown = sorted(set(values) - allowed)
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys are {sorted(allowed)}")
+
+
+def load_config_file(spec: str):
+    """Calls ``get_config(arg)`` of a config file given as ``path.py`` or ``path.py:arg``."""
+    import importlib.util
+    import os
+
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path} not found")
+    module_spec = importlib.util.spec_from_file_location(f"jaxspeech_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise AttributeError(f"config file {path} defines no get_config(arg)")
+    return module.get_config(arg or None)
+
+
+def override(config, dotted_key: str, value: Any) -> None:
+    """Sets ``config.a.b.c = value`` for ``dotted_key`` "a.b.c"; every key on the way must exist."""
+    *parents, leaf = dotted_key.split(".")
+    node = config
+    for i, key in enumerate(parents):
+        if key not in node:
+            raise KeyError(f"unknown config key {'.'.join(parents[: i + 1])!r}")
+        node = node[key]
+    if leaf not in node:
+        raise KeyError(f"unknown config key {dotted_key!r}; keys here: {sorted(node.keys())}")
+    node[leaf] = value

@@ -17,6 +17,7 @@ SUBCOMMANDS = (
     "plot",
     "prepare_data",
     "score",
+    "train",
     "transcribe",
 )
 

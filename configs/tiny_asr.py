@@ -1,0 +1,87 @@
+"""The embedded default: a small Speech LLM trained from scratch for ASR on synthesized speech.
+
+  jaxspeech train --config configs/tiny_asr.py --workdir runs/tiny
+  jaxspeech train --config configs/tiny_asr.py:debug --workdir /tmp/tiny_debug    # seconds, for tests
+
+A Conformer encoder (4x subsampling) -> frame stacking by 2 + MLP -> a 4-layer decoder LLM, all
+from scratch, on the eSpeak NG corpus that ``jaxspeech prepare-data tiny`` builds (built here on
+first use). An auxiliary CTC loss on the encoder and SpecAugment make the most of 2 CPU cores:
+the run trains for a fixed time budget, then decodes the dev and test sets and writes report.md.
+"""
+
+import ml_collections
+
+BUCKETS = (304, 400, 496, 608, 800)  # log-mel frames (100 per second)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    debug = arg == "debug"
+    if arg not in (None, "", "debug"):
+        raise ValueError(f"configs/tiny_asr.py takes no argument or 'debug', got {arg!r}")
+    c = ml_collections.ConfigDict()
+
+    c.data = dict(
+        dir="data/tiny",
+        build_corpus=True,
+        corpus=dict(train_hours=3.0),
+        tokenizer_vocab=512,
+        train="train",
+        eval_sets=("dev", "test"),
+        pipeline=dict(
+            bucket_frames=BUCKETS,
+            frame_budget=12_000,
+            max_tokens=tuple(b // 8 + 80 for b in BUCKETS),
+            num_workers=1,
+            prefetch=4,
+            seed=0,
+        ),
+        eval_pipeline=dict(frame_budget=24_000),
+    )
+    c.model = dict(
+        encoder=dict(
+            kind="conformer",
+            conformer=dict(
+                input_dim=80, d_model=192, num_layers=6, num_heads=4, ffn_factor=4.0, conv_kernel_size=15,
+                conv_norm="layer_norm", subsampling="conv2d", subsampling_factor=4, subsampling_channels=128,
+                dropout_rate=0.1, ffn_dropout_rate=0.1, scan_layers=True,
+            ),
+        ),
+        connector=dict(kind="frame_stack", stack=2, hidden_size=512),
+        llm=dict(hidden_size=256, intermediate_size=768, num_layers=4, num_heads=4, num_kv_heads=4,
+                 tie_word_embeddings=True, scan_layers=True),
+        fusion="decoder_only",
+        max_audio_frames=BUCKETS[-1],
+        ctc=True,
+    )
+    c.task = dict(
+        loss=dict(label_smoothing=0.1, ctc_weight=0.3),
+        spec_augment=dict(num_freq_masks=2, max_freq_width=15, num_time_masks=2, max_time_width=20),
+        lora=None,
+        prompt=dict(task="asr", chat=False),
+    )
+    c.train = dict(
+        seed=0,
+        total_steps=100_000,
+        time_budget_s=21 * 60,
+        eval_every=0,
+        optimizer=dict(learning_rate=1.5e-3, warmup_steps=300, weight_decay=0.01, decay_steps=3000,
+                       end_lr_fraction=0.05, grad_clip_norm=1.0),
+        checkpoint=dict(every_steps=300, max_to_keep=2),
+        metrics=dict(log_every=25),
+    )
+    c.eval = dict(method="greedy", max_new_tokens=80)
+
+    if debug:
+        c.data.dir = "data/tiny_debug"
+        c.data.corpus = dict(train_hours=0.01, dev_utterances=8, test_utterances=8, held_out_utterances=4)
+        c.data.tokenizer_vocab = 128
+        c.data.pipeline.update(frame_budget=2_000, num_workers=0)
+        c.model.encoder.conformer.update(d_model=32, num_layers=1, num_heads=2, subsampling_channels=8)
+        c.model.connector.hidden_size = 32
+        c.model.llm.update(hidden_size=32, intermediate_size=48, num_layers=1, num_heads=2, num_kv_heads=2)
+        c.train.update(total_steps=3, time_budget_s=None, optimizer=dict(learning_rate=1e-3, warmup_steps=1,
+                                                                          decay_steps=3),
+                       checkpoint=dict(every_steps=2, max_to_keep=2), metrics=dict(log_every=1, measure_peak_flops=False),
+                       progress_bar=False)
+        c.eval.update(max_new_tokens=8, max_examples=4)
+    return c

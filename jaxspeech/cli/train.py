@@ -1,0 +1,65 @@
+"""``jaxspeech train``: the main job — data, training, evaluation and report in one command.
+
+  jaxspeech train --config configs/tiny_asr.py --workdir runs/tiny
+  jaxspeech train --config configs/tiny_asr.py:debug --workdir /tmp/debug
+  jaxspeech train --config configs/tiny_asr.py --workdir runs/tiny6 --set model.llm.num_layers=6 \\
+      --set train.time_budget_s=600
+
+Re-running with the same workdir resumes from the newest checkpoint (data position included);
+SIGTERM checkpoints and exits 0. The workdir gets config.json, checkpoints/, metrics.jsonl,
+TensorBoard events, eval/*.jsonl, plots/ and report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import os
+
+from jaxspeech.config_dict import load_config_file, override
+
+
+def parse_value(text: str):
+    """A Python literal (numbers, tuples, None, True...) or, failing that, the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def load_with_overrides(spec: str, sets: list[str]):
+    config = load_config_file(spec)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        override(config, key.strip(), parse_value(value.strip()))
+    return config
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train, evaluate and report (the main job)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, help="config file, optionally with an argument: path.py[:arg]")
+    parser.add_argument("--workdir", default=None, help="run folder (default: runs/<config name>)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.time_budget_s=600 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jaxspeech.recipes.run import train_and_evaluate
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_with_overrides(args.config, args.set)
+    name = os.path.splitext(os.path.basename(args.config.partition(":")[0]))[0]
+    workdir = args.workdir or os.path.join("runs", name)
+    summary = train_and_evaluate(config, workdir, progress=not args.no_progress)
+    for key, rate in summary["scores"].items():
+        print(f"{key}: {100 * rate:.2f}%")
+    print(f"report: {summary['report']}")
+    return 0

@@ -1,0 +1,157 @@
+"""Builds the parts of a Speech-LLM ASR run from an experiment config.
+
+Config sections (``configs/*.py`` ``get_config()`` returns a ``ConfigDict`` with these keys):
+  * ``data``:  ``dir`` (corpus or manifest folder), ``build_corpus`` (synthesise the embedded corpus
+    there when missing), ``corpus`` (``CorpusConfig`` fields), ``tokenizer`` (path; default
+    ``<dir>/tokenizer.model``), ``tokenizer_vocab`` (train one of this size when missing),
+    ``train`` / ``eval_sets`` (manifest names or paths), ``pipeline`` (``PipelineConfig`` fields),
+    ``eval_pipeline`` (overrides for evaluation);
+  * ``model``: ``SpeechLLMConfig`` fields; ``llm.vocab_size``, ``placeholder_id`` and (when
+    ``model.ctc`` is set) ``ctc_vocab_size`` are taken from the tokenizer;
+  * ``task``:  ``loss`` (``SpeechLossConfig``), ``spec_augment`` (``SpecAugmentConfig`` or None),
+    ``lora`` (``LoraConfig`` or None), ``prompt`` (``task``, ``chat``, ``system``);
+  * ``train``: ``TrainConfig``; ``eval``: ``EvalConfig``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Mapping
+
+from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
+from jaxspeech.data.corpus import CorpusConfig
+from jaxspeech.data.corpus_build import build_corpus
+from jaxspeech.data.example_encoder import ExampleEncoder
+from jaxspeech.data.pipeline import DataPipeline
+from jaxspeech.data.pipeline_config import PipelineConfig
+from jaxspeech.data.sources import ManifestSource
+from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER
+from jaxspeech.data.tokenizers import Tokenizer, load_tokenizer
+from jaxspeech.features.specaugment import SpecAugmentConfig
+from jaxspeech.layers.lora import LoraConfig
+from jaxspeech.models.speech_llm import SpeechLLMConfig
+from jaxspeech.tasks.speech_llm import SpeechLLMTask, SpeechLossConfig
+from jaxspeech.train.config import TrainConfig, train_config_from_dict
+
+SECTIONS = {"data", "model", "task", "train", "eval"}
+DATA_KEYS = {"dir", "build_corpus", "corpus", "tokenizer", "tokenizer_vocab", "train", "eval_sets", "pipeline",
+             "eval_pipeline"}
+TASK_KEYS = {"loss", "spec_augment", "lora", "prompt"}
+PROMPT_KEYS = {"task", "chat", "system"}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Decoding of the evaluation sets: ``method`` greedy | beam; ``max_examples`` per set (None = all);
+    ``during_training`` decodes ``during_training_examples`` of the first set every ``train.eval_every``."""
+
+    method: str = "greedy"
+    num_beams: int = 4
+    max_new_tokens: int = 96
+    max_examples: int | None = None
+    during_training_examples: int = 100
+
+
+@dataclasses.dataclass
+class Components:
+    """Everything a run needs, built once from the config."""
+
+    config: Any
+    data_dir: str
+    tokenizer: Tokenizer
+    tokenizer_path: str
+    model: SpeechLLMConfig
+    task: SpeechLLMTask
+    train: TrainConfig
+    eval: EvalConfig
+    pipeline: PipelineConfig
+    eval_pipeline: PipelineConfig
+    prompt: Mapping[str, Any]
+
+    def manifest(self, name: str) -> str:
+        """A manifest path: ``name`` as given if it is a file, else ``<data dir>/<name>.jsonl``."""
+        return name if os.path.isfile(name) else os.path.join(self.data_dir, f"{name}.jsonl")
+
+    def encoder(self, inference: bool = False) -> ExampleEncoder:
+        steps = () if self.model.fusion == "cross_attention" else self.model.inline_steps
+        return ExampleEncoder(self.tokenizer_path, steps, task=self.prompt.get("task", "asr"),
+                              chat=bool(self.prompt.get("chat", False)), system=self.prompt.get("system"),
+                              inference=inference)
+
+    def train_pipeline(self, process_index: int | None = None, process_count: int | None = None) -> DataPipeline:
+        source = ManifestSource([self.manifest(n) for n in _names(self.config.data.train)])
+        return DataPipeline(source, self.pipeline, tokenize=self.encoder(), process_index=process_index,
+                            process_count=process_count)
+
+
+def _names(value) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def ensure_data(data: Mapping[str, Any], progress: bool = True) -> tuple[str, str]:
+    """(data dir, tokenizer path): builds the embedded corpus / tokenizer if configured and missing."""
+    directory = data["dir"]
+    tokenizer = data.get("tokenizer") or os.path.join(directory, "tokenizer.model")
+    if data.get("build_corpus"):
+        corpus = dataclass_from_dict(CorpusConfig, data.get("corpus") or {}, "data.corpus")
+        build_corpus(directory, corpus, tokenizer_vocab=data.get("tokenizer_vocab"), progress=progress)
+    if not os.path.exists(tokenizer):
+        raise FileNotFoundError(
+            f"tokenizer {tokenizer} not found: set data.tokenizer, or data.tokenizer_vocab with data.build_corpus"
+        )
+    return directory, tokenizer
+
+
+def model_config(model: Mapping[str, Any], tokenizer: Tokenizer) -> SpeechLLMConfig:
+    """SpeechLLMConfig with the vocabulary, placeholder and CTC head sized from ``tokenizer``."""
+    model = dict(plain(model))
+    use_ctc = bool(model.pop("ctc", False))
+    placeholder = tokenizer.token_to_id(AUDIO_PLACEHOLDER)
+    if placeholder is None:
+        raise ValueError(f"tokenizer {tokenizer.source} has no {AUDIO_PLACEHOLDER} token")
+    llm = dict(model.get("llm") or {})
+    llm["vocab_size"] = tokenizer.vocab_size
+    model.update(llm=llm, placeholder_id=placeholder, ctc_vocab_size=tokenizer.vocab_size if use_ctc else 0)
+    model.setdefault("connector", {})
+    model["connector"] = {**model["connector"], "output_size": llm.get("hidden_size", 512)}
+    return dataclass_from_dict(SpeechLLMConfig, model, "model")
+
+
+def build(config, progress: bool = True) -> Components:
+    """All components of a run (builds the corpus first when the config asks for it)."""
+    check_keys(config, SECTIONS, "config")
+    data = plain(config.data)
+    check_keys(data, DATA_KEYS, "config.data")
+    task_cfg = plain(config.task)
+    check_keys(task_cfg, TASK_KEYS, "config.task")
+    prompt = dict(task_cfg.get("prompt") or {})
+    check_keys(prompt, PROMPT_KEYS, "config.task.prompt")
+
+    data_dir, tokenizer_path = ensure_data(data, progress)
+    tokenizer = load_tokenizer(tokenizer_path)
+    model = model_config(config.model, tokenizer)
+    loss = dataclass_from_dict(SpeechLossConfig, task_cfg.get("loss") or {}, "task.loss")
+    loss = dataclasses.replace(loss, eos_ids=tuple(tokenizer.eos_ids), blank_id=tokenizer.pad_id or 0)
+    augment = task_cfg.get("spec_augment")
+    augment = None if augment is None else dataclass_from_dict(SpecAugmentConfig, augment, "task.spec_augment")
+    lora_cfg = task_cfg.get("lora")
+    lora_cfg = None if lora_cfg is None else dataclass_from_dict(LoraConfig, lora_cfg, "task.lora")
+    pipeline_values = {**(data.get("pipeline") or {}), "n_mels": model.encoder.n_mels,
+                       "pad_token_id": tokenizer.pad_id or 0}
+    pipeline = dataclass_from_dict(PipelineConfig, pipeline_values, "data.pipeline")
+    eval_values = {**pipeline_values, "shuffle": False, "num_epochs": 1, "drop_remainder": False,
+                   **(data.get("eval_pipeline") or {})}
+    return Components(
+        config=config,
+        data_dir=data_dir,
+        tokenizer=tokenizer,
+        tokenizer_path=tokenizer_path,
+        model=model,
+        task=SpeechLLMTask(model, loss, augment, lora_cfg),
+        train=train_config_from_dict(config.train),
+        eval=dataclass_from_dict(EvalConfig, config.get("eval") or {}, "eval"),
+        pipeline=pipeline,
+        eval_pipeline=dataclass_from_dict(PipelineConfig, eval_values, "data.eval_pipeline"),
+        prompt=prompt,
+    )

@@ -1,0 +1,88 @@
+"""The main job: build data -> train (time budget, checkpoints, resume) -> evaluate -> report.
+
+``train_and_evaluate(config, workdir)`` writes into ``workdir``: ``config.json`` (the resolved
+experiment config, reread by ``jaxspeech eval`` / ``transcribe --checkpoint``), checkpoints,
+``metrics.jsonl`` + TensorBoard events, ``eval/<set>.jsonl`` (per-example hypotheses and errors),
+``plots/*.png`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import ml_collections
+
+from jaxspeech.config_dict import plain
+from jaxspeech.recipes.components import Components, build
+from jaxspeech.recipes.evaluate import decode_manifest, evaluate_sets, score
+from jaxspeech.recipes.report import write_report
+from jaxspeech.train.loop import train
+from jaxspeech.train.plots import plot_learning_curves
+
+log = logging.getLogger(__name__)
+CONFIG_JSON = "config.json"
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, CONFIG_JSON), "w") as f:
+        json.dump(plain(config), f, indent=2)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The experiment config a run saved in its workdir."""
+    path = os.path.join(workdir, CONFIG_JSON)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: {workdir} is not a jaxspeech training workdir")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def _eval_during_training(components: Components, workdir: str, progress: bool):
+    """Dev-set WER on a few examples, logged as eval/<set> WER by the trainer."""
+    eval_sets = components.config.data.eval_sets
+    name = eval_sets if isinstance(eval_sets, str) else eval_sets[0]
+    manifest = components.manifest(name)
+
+    def eval_fn(params, step: int) -> dict[str, float]:
+        decoded = decode_manifest(components, params, manifest, max_examples=components.eval.during_training_examples,
+                                  progress=False)
+        return {key.replace(" ", "_"): result.rate for key, result in score(decoded, "dev").items()}
+
+    return eval_fn
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+    """Runs the whole job; returns {"scores": {name: rate}, "timings": {...}, "report": path}."""
+    start = time.monotonic()
+    save_config(config, workdir)
+    components = build(config, progress)
+    data_ready = time.monotonic()
+    pipeline = components.train_pipeline()
+    iterator = pipeline.iterator()
+    eval_fn = _eval_during_training(components, workdir, progress) if components.train.eval_every else None
+    try:
+        result = train(components.task, components.train, iterator, workdir, eval_fn=eval_fn)
+    finally:
+        iterator.close()
+    trained = time.monotonic()
+    scores = evaluate_sets(components, result.state["params"], workdir, progress=progress)
+    evaluated = time.monotonic()
+    timings = {
+        "data (corpus + tokenizer)": data_ready - start,
+        "compile": result.compile_seconds,
+        "train (incl. compile, checkpoints)": trained - data_ready,
+        "evaluation": evaluated - trained,
+        "total": evaluated - start,
+    }
+    plots = plot_learning_curves(workdir)
+    notes = [f"Stopped at step {result.step} ({result.stop_reason})."]
+    report = write_report(workdir, title=f"jaxspeech run: {os.path.basename(os.path.abspath(workdir))}",
+                          config=plain(config), timings=timings, train_metrics=result.last_train_metrics,
+                          scores=scores, plots=plots, notes=notes)
+    return {"scores": {k: v.rate for k, v in scores.items()}, "timings": timings, "report": report,
+            "step": result.step, "stop_reason": result.stop_reason}
