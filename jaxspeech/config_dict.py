@@ -62,16 +62,25 @@ def check_keys(values: Mapping[str, Any], allowed: set[str], where: str) -> None
 
 
 def load_config_file(spec: str):
-    """Calls ``get_config(arg)`` of a config file given as ``path.py`` or ``path.py:arg``."""
+    """Calls ``get_config(arg)`` of a config file given as ``path.py`` or ``path.py:arg``.
+
+    The file's folder is importable while it loads, so a config can build on a sibling
+    (``import tiny_asr``)."""
     import importlib.util
     import os
+    import sys
 
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path} not found")
+    folder = os.path.dirname(os.path.abspath(path))
     module_spec = importlib.util.spec_from_file_location(f"jaxspeech_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    sys.path.insert(0, folder)
+    try:
+        module_spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
     if not hasattr(module, "get_config"):
         raise AttributeError(f"config file {path} defines no get_config(arg)")
     return module.get_config(arg or None)

@@ -1,0 +1,20 @@
+"""NVLM-H analogue: a few pooled audio tokens inline plus the full-resolution audio through
+gated cross-attention.
+
+  jaxspeech train --config configs/hybrid.py --workdir runs/hybrid
+  jaxspeech train --config configs/hybrid.py:debug --workdir /tmp/hybrid_debug
+
+Every ``hybrid_pool`` connector outputs are averaged into one inline token (a coarse summary in the
+prompt); the cross-attention memory keeps every output.
+"""
+
+import ml_collections
+
+import cross_attention
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = cross_attention.get_config(arg)
+    c.model.fusion = "hybrid"
+    c.model.hybrid_pool = 5
+    return c
