@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import jax
 from jax.sharding import Mesh
@@ -93,7 +93,7 @@ class _Run:
         """(state, first batch to train on or None): restored from a checkpoint or freshly built."""
         config = self.config
         first_batch = _arrays(next(self.data))
-        self.layout = build_layout(self.task, first_batch, config.optimizer, self.mesh, config.sharding_rules, config.seed)
+        self.layout = build_layout(self.task, first_batch, config.optimizer, self.mesh, config.sharding_rules)
         self.step_fn = CompiledStep(self.task, self.layout, config.optimizer, config.grad_accum_steps)
         restored = self.checkpointer.restore_latest(self.layout.abstract, with_data=config.checkpoint.restore_data_state)
         if restored is None:
@@ -158,16 +158,18 @@ class _Run:
 def train(
     task: Task,
     config: TrainConfig,
-    data: Iterator,
+    data: Iterable,
     workdir: str | os.PathLike,
     *,
     eval_fn: EvalFn | None = None,
     mesh: Mesh | None = None,
 ) -> TrainResult:
-    """Trains ``task`` on host batches from ``data``: an iterator of numpy pytrees with the batch
-    on axis 0 (or of the data pipeline's ``HostBatch``es); its ``get_state``/``set_state``, if
-    any, make its position part of checkpoints. See the module docstring for the stop conditions."""
+    """Trains ``task`` on host batches from ``data``: an iterator (or iterable) of numpy pytrees
+    with the batch on axis 0, or of the data pipeline's ``HostBatch``es; the iterator's
+    ``get_state``/``set_state``, if any, make its position part of checkpoints. ``mesh`` defaults
+    to ``make_mesh(config.mesh)``. See the module docstring for the stop conditions."""
     workdir = os.fspath(workdir)
+    data = data if hasattr(data, "__next__") else iter(data)  # e.g. a DataPipeline -> its iterator
     multihost.initialize(config.distributed)
     if config.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)

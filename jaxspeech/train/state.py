@@ -5,6 +5,8 @@
 * ``params``: the full parameter tree in float32 (the master copy; the task's modules cast to
   their compute dtype);
 * ``opt_state``: optimizer state over the trainable subset only (``optim.split_trainable``);
+* ``model_state`` (``StatefulTask``s only): the model's other variable collections, e.g.
+  ``{"batch_stats": ...}``;
 * ``step`` i32[]: train steps taken (batches consumed), skipped ones included;
 * ``rng`` u32[2]: key data of the base training key; step ``s`` uses ``fold_in(rng, s)``;
 * ``skipped_steps`` / ``consecutive_skipped_steps`` i32[]: steps dropped for non-finite values.
@@ -27,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxspeech.layers import axes
 from jaxspeech.sharding.mesh import activation_rules, param_shardings
 from jaxspeech.train import optim
-from jaxspeech.train.task import Task
+from jaxspeech.train.task import Task, is_stateful
 
 State = dict[str, Any]
 
@@ -45,9 +47,8 @@ class StateLayout:
 
 
 def _unbox(tree: Any) -> Any:
-    """Raw values of ``nn.Partitioned`` boxes. Unlike ``nn.unbox`` this adds no sharding
-    constraint: the state's out_shardings place the values (and a constraint would reject a
-    kernel whose two axes share a logical name)."""
+    """Raw values of ``nn.Partitioned`` boxes, without the sharding constraint ``nn.unbox`` adds:
+    the state's ``out_shardings`` already place them."""
     is_box = lambda x: isinstance(x, nn.Partitioned)
     return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, tree, is_leaf=is_box)
 
@@ -62,10 +63,12 @@ def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return init_key, jax.random.key_data(train_key)
 
 
-def _state_from_params(params, optimizer: optax.GradientTransformation, trainable: Mapping[str, Any], seed: int) -> State:
+def _state_from_variables(variables, optimizer: optax.GradientTransformation, trainable: Mapping[str, Any], seed: int) -> State:
+    """The initial train state from unboxed variables {"params": ..., other collections}."""
+    params = jax.tree.map(lambda p: p.astype(_master_dtype(p.dtype)), variables["params"])
     trained, _ = optim.split_trainable(params, trainable)
     zero = jnp.zeros([], jnp.int32)
-    return {
+    state = {
         "params": params,
         "opt_state": optimizer.init(trained),
         "step": zero,
@@ -73,15 +76,24 @@ def _state_from_params(params, optimizer: optax.GradientTransformation, trainabl
         "skipped_steps": zero,
         "consecutive_skipped_steps": zero,
     }
+    model_state = {name: value for name, value in variables.items() if name != "params"}
+    if model_state:
+        state["model_state"] = model_state
+    return state
 
 
-def _init_params_fn(task: Task, seed: int):
-    def init_params(batch_shapes):
+def _init_variables_fn(task: Task, seed: int):
+    """batch shapes -> boxed variable collections {"params": ..., and a StatefulTask's others}."""
+
+    def init_variables(batch_shapes):
         # Only the batch's shapes matter to init; zeros let this run under jit without real data.
         batch = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), batch_shapes)
-        return task.init_params(_keys(seed)[0], batch)
+        key = _keys(seed)[0]
+        if is_stateful(task):
+            return dict(task.init_variables(key, batch))
+        return {"params": task.init_params(key, batch)}
 
-    return init_params
+    return init_variables
 
 
 def abstract_batch(batch: Any) -> Any:
@@ -95,19 +107,21 @@ def build_layout(
     optimizer_config: optim.OptimizerConfig,
     mesh: Mesh,
     rules=axes.DEFAULT_RULES,
-    seed: int = 0,
 ) -> StateLayout:
     """Shapes, shardings and optimizer of the train state for batches shaped like ``batch``.
 
     Nothing is allocated: parameters are traced with ``jax.eval_shape``.
     """
-    boxed = jax.eval_shape(_init_params_fn(task, seed), abstract_batch(batch))
-    params_shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, _master_dtype(p.dtype)), _unbox(boxed))
+    with activation_rules(mesh, rules):
+        boxed = jax.eval_shape(_init_variables_fn(task, seed=0), abstract_batch(batch))
+    variables = _unbox(boxed)
+    params_shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, _master_dtype(p.dtype)), variables["params"])
     trainable = optim.trainable_mask(params_shapes, optimizer_config)
     optimizer = optim.build_optimizer(params_shapes, optimizer_config)
-    abstract = jax.eval_shape(lambda p: _state_from_params(p, optimizer, trainable, seed), params_shapes)
+    abstract = jax.eval_shape(lambda v: _state_from_variables(v, optimizer, trainable, seed=0), variables)
 
-    params_sharding = param_shardings(boxed, mesh, rules)
+    variables_sharding = param_shardings(boxed, mesh, rules)
+    params_sharding = variables_sharding.pop("params")
     trained_sharding, _ = optim.split_trainable(params_sharding, trainable)
     replicated = NamedSharding(mesh, PartitionSpec())
     opt_sharding = optax.tree_map_params(
@@ -119,6 +133,8 @@ def build_layout(
     )
     shardings = {key: replicated for key in abstract}
     shardings.update(params=params_sharding, opt_state=opt_sharding)
+    if variables_sharding:
+        shardings["model_state"] = variables_sharding
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     return StateLayout(abstract, shardings, optimizer, trainable, mesh, tuple(rules))
 
@@ -128,9 +144,8 @@ def init_state(task: Task, batch: Any, layout: StateLayout, seed: int = 0) -> St
     batch_shapes = abstract_batch(batch)
 
     def init() -> State:
-        params = _unbox(_init_params_fn(task, seed)(batch_shapes))
-        params = jax.tree.map(lambda p: p.astype(_master_dtype(p.dtype)), params)
-        return _state_from_params(params, layout.optimizer, layout.trainable, seed)
+        variables = _unbox(_init_variables_fn(task, seed)(batch_shapes))
+        return _state_from_variables(variables, layout.optimizer, layout.trainable, seed)
 
     with activation_rules(layout.mesh, layout.rules):
         return jax.jit(init, out_shardings=layout.shardings)()

@@ -43,44 +43,52 @@ def _micro_batches(batch: Any, count: int) -> Any:
     return jax.tree.map(split, batch)
 
 
-def accumulated_gradients(task: Task, trainable, frozen, batch, rng, accum_steps: int = 1):
-    """(loss f32[], metrics, grads) of ``task.loss`` w.r.t. ``trainable`` over ``accum_steps``
-    micro-batches, averaged with the task's ``loss_weight`` (the metric then holds the total)."""
+def accumulated_gradients(task: Task, trainable, frozen, batch, rng, accum_steps: int = 1, model_state=None):
+    """(loss f32[], metrics, grads, new model state) of ``task.loss`` w.r.t. ``trainable`` over
+    ``accum_steps`` micro-batches, averaged with the task's ``loss_weight`` (the metric then holds
+    the total). ``model_state`` (a ``StatefulTask``'s, else None) is threaded through the
+    micro-batches in order."""
 
-    def one(batch, rng):
+    def one(batch, rng, model_state):
         def loss_fn(trained):
-            return task.loss(optim.merge_trainable(trained, frozen), batch, rng, train=True)
+            params = optim.merge_trainable(trained, frozen)
+            if model_state is None:
+                loss, metrics = task.loss(params, batch, rng, train=True)
+                return loss, (metrics, None)
+            loss, metrics, new_model_state = task.loss(params, batch, rng, train=True, model_state=model_state)
+            return loss, (metrics, new_model_state)
 
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+        (loss, (metrics, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         weight = metrics.pop(LOSS_WEIGHT, jnp.ones([], jnp.float32))
-        return loss.astype(jnp.float32), metrics, grads, weight
+        return loss.astype(jnp.float32), metrics, grads, weight, new_model_state
 
     if accum_steps == 1:
-        loss, metrics, grads, weight = one(batch, rng)
-        return loss, {**metrics, LOSS_WEIGHT: weight}, grads
+        loss, metrics, grads, weight, model_state = one(batch, rng, model_state)
+        return loss, {**metrics, LOSS_WEIGHT: weight}, grads, model_state
 
     def body(carry, inputs):
         index, micro = inputs
-        loss, metrics, grads, weight = one(micro, jax.random.fold_in(rng, index))
+        carry_sums, carry_grads, carry_weight, model_state = carry
+        loss, metrics, grads, weight, model_state = one(micro, jax.random.fold_in(rng, index), model_state)
         sums = {**{k: v * weight for k, v in metrics.items()}, "loss": loss * weight}
-        carry_sums, carry_grads, carry_weight = carry
         return (
             jax.tree.map(jnp.add, carry_sums, sums),
             jax.tree.map(lambda a, g: a + weight * g.astype(jnp.float32), carry_grads, grads),
             carry_weight + weight,
+            model_state,
         ), None
 
     micro = _micro_batches(batch, accum_steps)
     first = jax.tree.map(lambda x: x[0], micro)
-    shapes = jax.eval_shape(one, first, rng)
+    shapes = jax.eval_shape(one, first, rng, model_state)
     zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), tree)
-    init = (zeros({**shapes[1], "loss": shapes[0]}), zeros(shapes[2]), jnp.zeros([], jnp.float32))
-    (sums, grad_sum, total), _ = jax.lax.scan(body, init, (jnp.arange(accum_steps), micro))
+    init = (zeros({**shapes[1], "loss": shapes[0]}), zeros(shapes[2]), jnp.zeros([], jnp.float32), model_state)
+    (sums, grad_sum, total, model_state), _ = jax.lax.scan(body, init, (jnp.arange(accum_steps), micro))
     denominator = jnp.where(total > 0, total, 1.0)
     grads = jax.tree.map(lambda g, p: (g / denominator).astype(p.dtype), grad_sum, trainable)
     metrics = {k: v / denominator for k, v in sums.items()}
-    return metrics.pop("loss"), {**metrics, LOSS_WEIGHT: total}, grads
+    return metrics.pop("loss"), {**metrics, LOSS_WEIGHT: total}, grads, model_state
 
 
 def make_train_step(task: Task, layout: StateLayout, optimizer_config: optim.OptimizerConfig, grad_accum_steps: int = 1) -> StepFn:
@@ -93,7 +101,10 @@ def make_train_step(task: Task, layout: StateLayout, optimizer_config: optim.Opt
     def train_step(state: State, batch: Any) -> tuple[State, Metrics]:
         rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
         trainable, frozen = optim.split_trainable(state["params"], layout.trainable)
-        loss, metrics, grads = accumulated_gradients(task, trainable, frozen, batch, rng, grad_accum_steps)
+        model_state = state.get("model_state")
+        loss, metrics, grads, new_model_state = accumulated_gradients(
+            task, trainable, frozen, batch, rng, grad_accum_steps, model_state
+        )
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
@@ -113,6 +124,8 @@ def make_train_step(task: Task, layout: StateLayout, optimizer_config: optim.Opt
             "skipped_steps": state["skipped_steps"] + skipped,
             "consecutive_skipped_steps": (state["consecutive_skipped_steps"] + 1) * skipped,
         }
+        if model_state is not None:
+            new_state["model_state"] = keep_if_skipped(new_model_state, model_state)
         metrics = {
             **metrics,
             "loss": loss,
@@ -223,11 +236,12 @@ class CompiledStep:
     def _micro_batch_flops(self, batch_shapes: Any) -> float:
         """Per-device estimate of one micro-batch's forward + backward FLOPs."""
         micro = jax.tree.map(lambda s: jax.ShapeDtypeStruct((s.shape[0] // self._accum_steps,) + s.shape[1:], s.dtype), batch_shapes)
-        params = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), self._layout.abstract["params"])
-        trainable, frozen = optim.split_trainable(params, self._layout.trainable)
+        unsharded = lambda tree: jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), tree)
+        trainable, frozen = optim.split_trainable(unsharded(self._layout.abstract["params"]), self._layout.trainable)
+        model_state = unsharded(self._layout.abstract.get("model_state"))
         rng = jax.random.key(0)
-        gradients = lambda t, f, b: accumulated_gradients(self._task, t, f, b, rng)
-        analysis = jax.jit(gradients).lower(trainable, frozen, micro).cost_analysis()
+        gradients = lambda t, f, b, m: accumulated_gradients(self._task, t, f, b, rng, 1, m)
+        analysis = jax.jit(gradients).lower(trainable, frozen, micro, model_state).cost_analysis()
         return float((analysis or {}).get("flops", 0.0)) / self._layout.mesh.size
 
     def __call__(self, state: State, host_batch: Any) -> tuple[State, Metrics]:

@@ -1,7 +1,9 @@
 """What the trainer needs from a model: a ``Task`` initialises parameters and computes the loss.
 
 The trainer never reaches inside modules; everything model-specific (the network, its compute
-dtype, the loss, the metrics) sits behind this protocol.
+dtype, the loss, the metrics) sits behind this protocol. A model that also keeps state that is
+not trained (batch-norm statistics in ``batch_stats``) implements ``StatefulTask`` instead: the
+trainer then keeps that state in the train state, threads it through the steps and checkpoints.
 """
 
 from __future__ import annotations
@@ -29,6 +31,28 @@ class Task(Protocol):
     def loss(self, params: Mapping[str, Any], batch: Any, rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(loss f32[], metrics {name: f32[]}) for one batch; ``params`` are unboxed."""
         ...
+
+
+@runtime_checkable
+class StatefulTask(Protocol):
+    """A task whose model updates non-trained variable collections while training."""
+
+    def init_variables(self, rng: jax.Array, batch: Any) -> Mapping[str, Any]:
+        """The variable collections to keep, boxed as ``module.init`` returns them: ``{"params":
+        ..., "batch_stats": ...}`` (leave out collections that ``init`` fills but training does
+        not carry, such as attention ``diagnostics``)."""
+        ...
+
+    def loss(
+        self, params: Mapping[str, Any], batch: Any, rng: jax.Array, *, train: bool, model_state: Mapping[str, Any]
+    ) -> tuple[jax.Array, dict[str, jax.Array], Mapping[str, Any]]:
+        """(loss, metrics, new model state); ``model_state`` holds the collections other than
+        ``params`` (the new state is what ``apply(..., mutable=[...])`` returned)."""
+        ...
+
+
+def is_stateful(task: Any) -> bool:
+    return callable(getattr(task, "init_variables", None))
 
 
 @runtime_checkable

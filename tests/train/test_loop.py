@@ -15,7 +15,7 @@ from jaxspeech.train.loop import NonFiniteError, train
 from jaxspeech.train.metrics import read_log
 from jaxspeech.train.state import build_layout
 
-from .tiny_task import FREEZE_OPTIMIZER, TinyTask, grain_iterator, loop_config, make_batch
+from .tiny_task import FREEZE_OPTIMIZER, IndexedBatches, StatefulTinyTask, TinyTask, grain_iterator, loop_config, make_batch
 
 
 def _one_device():
@@ -79,19 +79,15 @@ def test_too_many_non_finite_steps_stop_with_an_error_and_a_finite_last_checkpoi
     """From the 5th batch on every gradient is NaN: steps 5 and 6 are skipped (limit 2), step 7
     raises. The checkpoint of step 6 holds the parameters of step 4, all finite."""
 
-    def batches():
-        for i in range(100):
-            yield {**make_batch(8, offset=8 * i), "poison": np.full(8, float(i >= 4), np.float32)}
-
     config = train_config_from_dict(
         loop_config(total_steps=20, optimizer=FREEZE_OPTIMIZER, max_consecutive_skipped_steps=2, checkpoint={"every_steps": 2})
     )
     with pytest.raises(NonFiniteError, match=r"3 consecutive steps up to step 7 .* last checkpoint: step 6"):
-        train(TinyTask(), config, batches(), tmp_path, mesh=_one_device())
+        train(StatefulTinyTask(), config, IndexedBatches(8, poisoned_steps=range(5, 100)), tmp_path, mesh=_one_device())
 
     log = read_log(tmp_path)
     assert log["train/skipped_steps"][1][log["train/skipped_steps"][0].tolist().index(6)] == 2
-    layout = build_layout(TinyTask(), {**make_batch(8), "poison": np.zeros(8, np.float32)}, config.optimizer, _one_device())
+    layout = build_layout(StatefulTinyTask(), next(IndexedBatches(8)), config.optimizer, _one_device())
     checkpointer = Checkpointer(tmp_path / "checkpoints")
     assert checkpointer.latest_step() == 6
     at_6, at_4 = (checkpointer.restore(step, layout.abstract).state for step in (6, 4))
@@ -100,3 +96,25 @@ def test_too_many_non_finite_steps_stop_with_an_error_and_a_finite_last_checkpoi
     for a, b in zip(jax.tree.leaves(at_6["params"]), jax.tree.leaves(at_4["params"])):
         assert np.all(np.isfinite(a)) and np.asarray(a).tobytes() == np.asarray(b).tobytes()
     assert json.loads(open(tmp_path / "metrics.jsonl").readlines()[-1])["step"] >= 6
+
+
+def test_stateful_task_keeps_checkpoints_and_resumes_its_model_state(tmp_path):
+    """Batch-norm statistics (a StatefulTask's model state) change every step, stay put on a
+    skipped step (3) and survive checkpoints: 2 steps + a resume to 4 == 4 steps, bitwise."""
+    task, mesh = StatefulTinyTask(), _one_device()
+    config = lambda steps: train_config_from_dict(
+        loop_config(total_steps=steps, optimizer=FREEZE_OPTIMIZER, checkpoint={"every_steps": 1, "max_to_keep": None})
+    )
+    whole = train(task, config(4), IndexedBatches(8, poisoned_steps=[3]), tmp_path / "whole", mesh=mesh)
+    train(task, config(2), IndexedBatches(8, poisoned_steps=[3]), tmp_path / "split", mesh=mesh)
+    resumed = train(task, config(4), IndexedBatches(8, poisoned_steps=[3]), tmp_path / "split", mesh=mesh)
+    for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(resumed.state), strict=True):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+    layout = build_layout(task, next(IndexedBatches(8)), config(4).optimizer, mesh)
+    checkpointer = Checkpointer(tmp_path / "whole" / "checkpoints")
+    means = [np.asarray(checkpointer.restore(s, layout.abstract).state["model_state"]["batch_stats"]["encoder_norm"]["mean"]) for s in (1, 2, 3, 4)]
+    checkpointer.close()
+    assert np.abs(means[0]).max() > 0  # moved from its zero init
+    assert not np.array_equal(means[0], means[1]) and not np.array_equal(means[2], means[3])
+    assert means[1].tobytes() == means[2].tobytes()  # step 3 was skipped

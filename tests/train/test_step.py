@@ -12,7 +12,7 @@ from jaxspeech.train import optim
 from jaxspeech.train.state import build_layout, init_state
 from jaxspeech.train.step import CompiledStep, accumulated_gradients
 
-from .tiny_task import FREEZE_OPTIMIZER, TinyConfig, TinyTask, make_batch
+from .tiny_task import FREEZE_OPTIMIZER, StatefulTinyTask, TinyConfig, TinyTask, make_batch
 
 OPTIMIZER = optim.OptimizerConfig(**FREEZE_OPTIMIZER)
 
@@ -38,8 +38,8 @@ def test_accumulating_micro_batches_equals_one_large_batch():
     trainable, frozen = optim.split_trainable(state["params"], layout.trainable)
     rng = jax.random.key(3)
     grads_of = jax.jit(lambda b, k: accumulated_gradients(task, trainable, frozen, b, rng, k), static_argnums=1)
-    loss_1, metrics_1, grads_1 = grads_of(batch, 1)
-    loss_4, metrics_4, grads_4 = grads_of(batch, 4)
+    loss_1, metrics_1, grads_1, _ = grads_of(batch, 1)
+    loss_4, metrics_4, grads_4, _ = grads_of(batch, 4)
     np.testing.assert_allclose(loss_4, loss_1, rtol=1e-6)
     np.testing.assert_allclose(metrics_4["accuracy"], metrics_1["accuracy"], rtol=1e-6)
     assert float(metrics_4["loss_weight"]) == float(metrics_1["loss_weight"]) == float(batch["loss_mask"][:, 1:].sum())
@@ -61,9 +61,13 @@ def test_accumulating_micro_batches_equals_one_large_batch():
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+# The freezing and non-finite tests (here and in test_loop) share one program: the stateful task
+# (batch norm), FREEZE_OPTIMIZER and batches of 8 with a ``poison`` entry.
+
+
 def test_frozen_params_are_bitwise_unchanged_and_the_rest_train():
-    task = TinyTask()
-    batch = {**make_batch(8), "poison": np.zeros(8, np.float32)}  # the shapes of the next test
+    task = StatefulTinyTask()
+    batch = {**make_batch(8), "poison": np.zeros(8, np.float32)}
     _, step, state = _setup(task, batch)
     before = _copy(state["params"])
     for i in range(2):
@@ -77,19 +81,20 @@ def test_frozen_params_are_bitwise_unchanged_and_the_rest_train():
 
 
 def test_non_finite_gradients_skip_the_step_and_count_it():
-    """A poisoned batch has a finite loss but NaN gradients: params and optimizer state stay
-    bitwise the same, the counters advance, and a good step afterwards resets the streak."""
-    task = TinyTask()
+    """A poisoned batch has a finite loss but NaN gradients: params, optimizer and model state
+    stay bitwise the same, the counters advance, and a good step afterwards resets the streak."""
+    task = StatefulTinyTask()
     good = {**make_batch(8), "poison": np.zeros(8, np.float32)}
     bad = {**good, "poison": np.eye(8, dtype=np.float32)[2]}
     _, step, state = _setup(task, good)
     state, _ = step(state, good)
-    before = _copy({"params": state["params"], "opt_state": state["opt_state"]})
+    kept = ("params", "opt_state", "model_state")
+    before = _copy({key: state[key] for key in kept})
     for expected in (1, 2):
         state, metrics = step(state, bad)
         assert np.isfinite(float(metrics["loss"])) and not np.isfinite(float(metrics["grad_norm"]))
         assert float(metrics["skipped"]) == 1 and int(state["consecutive_skipped_steps"]) == expected
-    after = _copy({"params": state["params"], "opt_state": state["opt_state"]})
+    after = _copy({key: state[key] for key in kept})
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
         assert a.tobytes() == b.tobytes()
     assert int(state["step"]) == 3 and int(state["skipped_steps"]) == 2

@@ -11,9 +11,9 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import linen as nn
 
+from jaxspeech.encoders.conformer import MaskedBatchNorm
 from jaxspeech.layers import axes
 from jaxspeech.layers.attention import Attention
 from jaxspeech.layers.dense import Dense
@@ -21,6 +21,7 @@ from jaxspeech.layers.embeddings import Embed
 from jaxspeech.layers.masks import MaskSpec
 from jaxspeech.layers.mlp import GatedMLP
 from jaxspeech.layers.norms import RMSNorm
+from jaxspeech.losses import next_token_loss
 from jaxspeech.train.task import LOSS_WEIGHT
 
 
@@ -35,6 +36,7 @@ class TinyConfig:
     head_dim: int = 8
     mlp: int = 32
     dropout: float = 0.1
+    batch_norm: bool = False  # adds batch statistics (a "batch_stats" collection) to the encoder
     compute_dtype: Any = jnp.float32
 
 
@@ -65,6 +67,9 @@ class TinySpeechLM(nn.Module):
     def __call__(self, features, tokens, *, train: bool, poison=None):
         c, dt = self.config, self.config.compute_dtype
         audio = Dense(c.width, (axes.MEL, axes.EMBED), use_bias=True, dtype=dt, name="encoder")(features)
+        if c.batch_norm:
+            valid = jnp.ones(audio.shape[:2], bool)
+            audio = MaskedBatchNorm(momentum=0.5, dtype=dt, name="encoder_norm")(audio, valid, train)
         audio = Dense(c.width, (axes.MLP, axes.EMBED), dtype=dt, name="connector")(nn.gelu(audio))
         if poison is not None:
             audio = poison_gradient(audio, poison)
@@ -98,17 +103,33 @@ class TinyTask:
             {"params": params}, batch["features"], batch["tokens"], train=train, poison=batch.get("poison"),
             rngs={"dropout": rng},
         )
-        targets, mask = batch["tokens"][:, 1:], batch["loss_mask"][:, 1:]
-        logits = logits[:, :-1].astype(jnp.float32)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-        weight = jnp.sum(mask)
-        denominator = jnp.maximum(weight, 1.0)
-        correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
-        metrics = {"accuracy": jnp.sum(correct * mask) / denominator, LOSS_WEIGHT: weight}
-        return jnp.sum(losses * mask) / denominator, metrics
+        return _loss_and_metrics(logits, batch)
 
     def throughput_counts(self, batch):
         return {"examples": batch["tokens"].shape[0], "tokens": float(np.sum(batch["loss_mask"]))}
+
+
+def _loss_and_metrics(logits, batch):
+    result = next_token_loss(logits, batch["tokens"], batch["loss_mask"])
+    return result.loss, {"accuracy": result.accuracy, LOSS_WEIGHT: result.count}
+
+
+@dataclasses.dataclass(frozen=True)
+class StatefulTinyTask(TinyTask):
+    """``TinyTask`` with batch norm in the encoder: a ``StatefulTask`` (running statistics)."""
+
+    config: TinyConfig = TinyConfig(batch_norm=True)
+
+    def init_variables(self, rng, batch):
+        variables = self.model.init(rng, batch["features"], batch["tokens"], train=False)
+        return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+
+    def loss(self, params, batch, rng, *, train: bool, model_state):
+        logits, updates = self.model.apply(
+            {"params": params, **model_state}, batch["features"], batch["tokens"], train=train,
+            poison=batch.get("poison"), rngs={"dropout": rng}, mutable=list(model_state),
+        )
+        return (*_loss_and_metrics(logits, batch), updates)
 
 
 def make_example(index: int, config: TinyConfig = TinyConfig(), seed: int = 0) -> dict[str, np.ndarray]:
@@ -153,7 +174,7 @@ LOOP_CONFIG = {
 
 
 # The optimizer of the freezing / non-finite tests (step level and loop level share its programs).
-FREEZE_OPTIMIZER = {"learning_rate": 1e-2, "decay_steps": 100, "weight_decay": 0.1, "lr_rules": (("encoder/.*", None),)}
+FREEZE_OPTIMIZER = {"learning_rate": 1e-2, "warmup_steps": 1, "decay_steps": 100, "weight_decay": 0.1, "lr_rules": (("encoder/.*", None),)}
 
 
 def loop_config(**overrides) -> dict:
@@ -165,3 +186,25 @@ def loop_config(**overrides) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+class IndexedBatches:
+    """Endless ``make_batch(batch_size, offset=batch_size * i)`` for i = 0, 1, ..., with a
+    ``poison`` entry that is 1 on the steps (1-based) in ``poisoned_steps``; checkpointable."""
+
+    def __init__(self, batch_size: int, poisoned_steps=()):
+        self.batch_size, self.poisoned_steps, self.position = batch_size, set(poisoned_steps), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.position += 1
+        batch = make_batch(self.batch_size, offset=self.batch_size * (self.position - 1))
+        return {**batch, "poison": np.full(self.batch_size, float(self.position in self.poisoned_steps), np.float32)}
+
+    def get_state(self):
+        return {"position": self.position}
+
+    def set_state(self, state):
+        self.position = state["position"]
