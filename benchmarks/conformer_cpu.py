@@ -1,7 +1,7 @@
 """Conformer encoder forward on CPU: jaxspeech vs transformers' ParakeetEncoder with the same weights.
 
 Model (full run): a FastConformer of 12 blocks, d 256, 4 heads, FFN 1024, depthwise kernel 9,
-8x depthwise-separable subsampling with 256 channels, 80 mels (~30M parameters); a batch of 4
+8x depthwise-separable subsampling with 256 channels, 80 mels (~20M parameters); a batch of 4
 utterances of 30, 28, 25 and 20 s (3000 frames -> 375 encoder frames), float32, eval mode.
 Outputs are checked to agree (max abs diff on valid frames); torch runs at its best thread count
 under ``inference_mode``; runs alternate and the median of per-pair ratios is reported. Compile time

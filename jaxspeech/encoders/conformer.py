@@ -15,6 +15,8 @@ Options that separate the paper's Conformer from FastConformer / Parakeet (all c
   * ``subsampling``: "conv2d" (full convolutions, paper/ESPnet/NeMo "striding") or "dw_conv2d"
     (depthwise-separable, FastConformer); ``subsampling_factor`` 4 (paper) or 8 (FastConformer);
     ``subsampling_padding`` "same" (NeMo), "valid" (ESPnet) or "causal";
+  * ``pos_encoding``: "rel_pos" (Transformer-XL distances with learned ``pos_bias_u`` / ``pos_bias_v``:
+    the paper, NeMo, Parakeet), "rope" (rotary, shared ``Attention``) or "none";
   * ``xscaling``: multiply subsampled features by sqrt(D) (NeMo default; Parakeet's ``scale_input``);
   * ``attention_bias`` / ``ffn_bias`` / ``conv_bias``: biases in the projections (Parakeet ties
     the first two); ``conv_kernel_size`` 31/32 in the paper, 9 in FastConformer;
@@ -64,7 +66,9 @@ class ConformerConfig:
     on every residual branch and after the subsampling, ``ffn_dropout_rate`` after the FFN
     activation, ``pos_dropout_rate`` on the relative position embeddings. ``batch_norm_momentum``
     is the weight of the new batch statistics in the running averages (PyTorch convention).
-    ``chunk_size`` counts subsampled frames. ``dtype`` is the compute dtype, ``param_dtype`` storage.
+    ``chunk_size`` counts subsampled frames (``chunk_size=1``: fully causal attention); a streaming
+    encoder whose outputs never depend on later chunks also needs ``conv_causal=True`` and
+    ``subsampling_padding="causal"``. ``dtype`` is the compute dtype, ``param_dtype`` storage.
     """
 
     input_dim: int = 80

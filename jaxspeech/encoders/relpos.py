@@ -86,8 +86,8 @@ class RelPositionAttention(nn.Module):
             return split_heads(self.param(name, init, (heads * head_dim,), self.param_dtype).astype(self.dtype))
 
         q = split_heads(dense(heads * head_dim, (axes.EMBED, axes.HEADS), self.use_bias, "q_proj")(x))
-        k = split_heads(dense(heads * head_dim, (axes.EMBED, axes.HEADS), self.use_bias, "k_proj")(x))
-        v = split_heads(dense(heads * head_dim, (axes.EMBED, axes.HEADS), self.use_bias, "v_proj")(x))
+        k = split_heads(dense(heads * head_dim, (axes.EMBED, axes.KV_HEADS), self.use_bias, "k_proj")(x))
+        v = split_heads(dense(heads * head_dim, (axes.EMBED, axes.KV_HEADS), self.use_bias, "v_proj")(x))
         # Distances are shared by the whole batch: project the 2T-1 embeddings once, not per example.
         pos_k = split_heads(dense(heads * head_dim, (axes.EMBED, axes.HEADS), False, "pos_proj")(pos_emb))
         q = nn.with_logical_constraint(q, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
