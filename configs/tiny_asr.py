@@ -75,7 +75,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.dir = "data/tiny_debug"
         c.data.corpus = dict(train_hours=0.01, dev_utterances=8, test_utterances=8, held_out_utterances=4)
         c.data.tokenizer_vocab = 128
-        c.data.pipeline.update(frame_budget=2_000, num_workers=0)
+        c.data.pipeline.update(bucket_frames=(800,), max_tokens=(180,), frame_budget=1_600, num_workers=0)
+        c.data.eval_pipeline = dict(frame_budget=3_200)
         c.model.encoder.conformer.update(d_model=32, num_layers=1, num_heads=2, subsampling_channels=8)
         c.model.connector.hidden_size = 32
         c.model.llm.update(hidden_size=32, intermediate_size=48, num_layers=1, num_heads=2, num_kv_heads=2)

@@ -13,6 +13,7 @@ import sys
 
 SUBCOMMANDS = (
     "check_data",
+    "eval",
     "generate",
     "plot",
     "prepare_data",

@@ -4,8 +4,9 @@
   jaxspeech plot runs/tiny --out figures/
 
 Reads ``WORKDIR/metrics.jsonl`` (written by the trainer; for steps logged twice because a run was
-resumed, the later record wins) and draws train and eval curves together: loss, token accuracy,
-learning rate, WER (any ``*wer`` metric) and gradient norm, each where logged.
+resumed, the later record wins) and draws train and eval curves together: losses, token accuracy,
+learning rate, WER and CER (any metric ending in ``wer`` / ``cer``, any case) and gradient norm,
+each where logged.
 """
 
 from __future__ import annotations

@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_with_overrides(args.config, args.set)
+    if args.no_progress:
+        config.train.progress_bar = False
     name = os.path.splitext(os.path.basename(args.config.partition(":")[0]))[0]
     workdir = args.workdir or os.path.join("runs", name)
     summary = train_and_evaluate(config, workdir, progress=not args.no_progress)

@@ -1,7 +1,8 @@
-"""``jaxspeech transcribe``: speech to text with a Hugging Face Whisper checkpoint.
+"""``jaxspeech transcribe``: speech to text with a Hugging Face Whisper checkpoint or a jaxspeech run.
 
   jaxspeech transcribe --whisper-dir ./whisper-base audio1.wav audio2.flac
   jaxspeech transcribe --whisper-dir ./whisper-small --language de --beam 4 --batch-size 16 talks/*.ogg
+  jaxspeech transcribe --checkpoint runs/tiny recording.flac      # a Speech LLM trained by jaxspeech train
 
 The directory needs config.json, model.safetensors (or shards + index), generation_config.json and
 tokenizer.json. Files are WAV/FLAC/OGG at any sample rate (resampled to 16 kHz, stereo mixed to
@@ -33,28 +34,38 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV/FLAC/OGG, any sample rate)")
-    parser.add_argument("--whisper-dir", required=True, help="HF Whisper directory (config, safetensors, tokenizer)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--whisper-dir", help="HF Whisper directory (config, safetensors, tokenizer)")
+    source.add_argument("--checkpoint", metavar="WORKDIR", help="a jaxspeech train workdir (newest checkpoint)")
     parser.add_argument("--language", default="en", help="language code for multilingual checkpoints (default: en)")
     parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     parser.add_argument("--beam", type=int, default=1, metavar="N", help="beam search with N beams (default: greedy)")
-    parser.add_argument("--max-new-tokens", type=int, default=224, help="tokens per 30-s chunk (capped by the model)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="tokens per chunk (default: 224 for Whisper, capped by the model; the run's eval setting "
+                             "for --checkpoint)")
     parser.add_argument("--batch-size", type=int, default=8, help="30-s chunks decoded together")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="compute dtype")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.beam < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
+    if args.beam < 1 or args.batch_size < 1 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
         raise SystemExit("--beam, --batch-size and --max-new-tokens must be positive")
-    transcriber = WhisperTranscriber(
-        args.whisper_dir,
-        language=args.language,
-        task=args.task,
-        num_beams=args.beam,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        dtype=_DTYPES[args.dtype],
-    )
+    if args.checkpoint:
+        from jaxspeech.recipes.transcriber import SpeechLLMTranscriber
+
+        transcriber = SpeechLLMTranscriber(args.checkpoint, num_beams=args.beam, max_new_tokens=args.max_new_tokens,
+                                           batch_size=args.batch_size)
+    else:
+        transcriber = WhisperTranscriber(
+            args.whisper_dir,
+            language=args.language,
+            task=args.task,
+            num_beams=args.beam,
+            max_new_tokens=args.max_new_tokens or 224,
+            batch_size=args.batch_size,
+            dtype=_DTYPES[args.dtype],
+        )
     failures = 0
     progress = tqdm(total=len(args.files), unit="file", disable=len(args.files) < 2, file=sys.stderr)
     for begin in range(0, len(args.files), args.batch_size):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from typing import Any
 
@@ -31,6 +32,18 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, CONFIG_JSON), "w") as f:
         json.dump(plain(config), f, indent=2)
+
+
+def keep_tokenizer(components: Components, workdir: str) -> str:
+    """Copies the tokenizer (file or directory) into ``workdir`` so the run is self-contained."""
+    source = components.tokenizer_path
+    target = os.path.join(workdir, "tokenizer" + ("" if os.path.isdir(source) else os.path.splitext(source)[1]))
+    if os.path.abspath(source) != os.path.abspath(target):
+        if os.path.isdir(source):
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(source, target)
+    return target
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -58,9 +71,16 @@ def _eval_during_training(components: Components, workdir: str, progress: bool):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     """Runs the whole job; returns {"scores": {name: rate}, "timings": {...}, "report": path}."""
+    if config.get("recipe") == "whisper":
+        from jaxspeech.recipes import whisper
+
+        return whisper.train_and_evaluate(config, workdir, progress=progress)
     start = time.monotonic()
-    save_config(config, workdir)
     components = build(config, progress)
+    os.makedirs(workdir, exist_ok=True)
+    config = ml_collections.ConfigDict(plain(config))
+    config.data.tokenizer = keep_tokenizer(components, workdir)
+    save_config(config, workdir)
     data_ready = time.monotonic()
     pipeline = components.train_pipeline()
     iterator = pipeline.iterator()

@@ -1,0 +1,46 @@
+"""``jaxspeech eval``: decode the evaluation sets with a training workdir's newest checkpoint.
+
+  jaxspeech eval --workdir runs/tiny
+  jaxspeech eval --workdir runs/tiny --beam 4 --max-examples 200
+
+Writes ``WORKDIR/eval/<set>.jsonl`` (per-example reference, hypothesis and errors) and prints the
+WER/CER table (test sets of the embedded corpus split into training voices and held-out voice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="WER/CER of a training workdir's newest checkpoint",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--workdir", required=True, help="a jaxspeech train workdir")
+    parser.add_argument("--beam", type=int, default=None, metavar="N", help="beam search with N beams")
+    parser.add_argument("--max-examples", type=int, default=None, help="decode at most this many per set")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jaxspeech.evals.report import wer_table
+    from jaxspeech.recipes.evaluate import evaluate_sets
+    from jaxspeech.recipes.restore import restore
+
+    components, params, step = restore(args.workdir)
+    changes = {}
+    if args.beam:
+        changes.update(method="beam" if args.beam > 1 else "greedy", num_beams=args.beam)
+    if args.max_examples:
+        changes["max_examples"] = args.max_examples
+    components.eval = dataclasses.replace(components.eval, **changes)
+    scores = evaluate_sets(components, params, args.workdir, progress=not args.no_progress)
+    print(f"checkpoint step {step}")
+    words = {k.removesuffix(" WER"): v for k, v in scores.items() if k.endswith(" WER")}
+    chars = {k.removesuffix(" CER"): v for k, v in scores.items() if k.endswith(" CER")}
+    print(wer_table(words))
+    print(wer_table(chars))
+    return 0

@@ -1,0 +1,42 @@
+"""Reopening a finished (or running) Speech-LLM training workdir: config, tokenizer and the newest
+checkpoint's parameters, without the training data."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from jaxspeech.recipes.components import Components, build
+from jaxspeech.recipes.run import load_config
+from jaxspeech.sharding.mesh import make_mesh
+from jaxspeech.train.checkpoint import Checkpointer
+from jaxspeech.train.state import build_layout
+from jaxspeech.types import Batch, BatchShape
+
+
+def _batch_like(components: Components) -> Batch:
+    """A one-row all-padding batch in the first bucket's shape (the layout depends on shapes only)."""
+    pipeline = components.pipeline
+    shape = BatchShape(1, pipeline.clips_per_row[0], pipeline.bucket_frames[0], pipeline.max_tokens[0], pipeline.n_mels)
+    return Batch.padding(shape)
+
+
+def restore(workdir: str, *, progress: bool = False) -> tuple[Components, dict, int]:
+    """(components, params, step) of the newest readable checkpoint in ``workdir``."""
+    config = load_config(workdir)
+    config.data.build_corpus = False  # reopening a run never synthesises data
+    components = build(config, progress)
+    train_config = components.train
+    layout = build_layout(components.task, _batch_like(components), train_config.optimizer,
+                          make_mesh({"data": 1}, jax.devices()[:1]), train_config.sharding_rules)
+    checkpointer = Checkpointer(os.path.join(workdir, train_config.checkpoint.subdir), train_config.checkpoint)
+    try:
+        restored = checkpointer.restore_latest(layout.abstract, with_data=False)
+    finally:
+        checkpointer.close()
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, train_config.checkpoint.subdir)}")
+    params = jax.tree.map(np.asarray, restored.state["params"])
+    return components, params, restored.step

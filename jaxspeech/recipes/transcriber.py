@@ -1,0 +1,85 @@
+"""Transcription with a trained Speech-LLM workdir (``jaxspeech transcribe --checkpoint WORKDIR``).
+
+Audio longer than the model's ``max_audio_frames`` is cut into overlapping windows (a sixth of the
+window overlaps on each side) whose token sequences are merged with the rule of
+``jaxspeech.models.longform``. Windows are padded to the training buckets, so decoding compiles
+at most one program per bucket.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from jaxspeech.decoding.speech import decoding_params, generate_from_audio
+from jaxspeech.features.mel import HOP_LENGTH, log_mel_spectrogram
+from jaxspeech.models.longform import chunk_windows, merge_chunks
+from jaxspeech.recipes.evaluate import generation_config
+from jaxspeech.recipes.restore import restore
+
+
+class SpeechLLMTranscriber:
+    """``transcribe(audios: list of f32[N] at 16 kHz) -> list[str]``."""
+
+    def __init__(self, workdir: str, *, num_beams: int = 1, max_new_tokens: int | None = None, batch_size: int = 8):
+        components, params, self.step = restore(workdir)
+        if num_beams > 1 or max_new_tokens:
+            import dataclasses
+
+            changes = {"method": "beam" if num_beams > 1 else components.eval.method, "num_beams": max(num_beams, 1)}
+            if max_new_tokens:
+                changes["max_new_tokens"] = max_new_tokens
+            components.eval = dataclasses.replace(components.eval, **changes)
+        self.components, self.batch_size = components, batch_size
+        self.gen = generation_config(components)
+        self.decoding = decoding_params(components.model, {"params": params}, components.task.lora)
+        self.prompts = components.encoder(inference=True)
+        self.buckets = components.pipeline.bucket_frames
+        self.max_tokens = components.pipeline.max_tokens
+
+    def _bucket(self, frames: int) -> int:
+        for i, size in enumerate(self.buckets):
+            if frames <= size:
+                return i
+        raise ValueError(f"{frames} frames exceed the largest bucket {self.buckets[-1]}")
+
+    def _decode(self, chunks: list[np.ndarray]) -> list[list[int]]:
+        """Token ids for each window (all of them fit the largest bucket)."""
+        features = [log_mel_spectrogram(chunk, n_mels=self.components.model.encoder.n_mels) for chunk in chunks]
+        order = sorted(range(len(chunks)), key=lambda i: len(features[i]))
+        results: list[list[int]] = [[] for _ in chunks]
+        for begin in range(0, len(order), self.batch_size):
+            group = order[begin : begin + self.batch_size]
+            bucket = self._bucket(max(len(features[i]) for i in group))
+            frames, width = self.buckets[bucket], self.max_tokens[bucket]
+            rows = self.batch_size
+            feats = np.zeros((rows, 1, frames, features[group[0]].shape[-1]), np.float32)
+            lengths = np.zeros((rows, 1), np.int32)
+            tokens = np.zeros((rows, width), np.int32)
+            segments = np.zeros((rows, width), np.int32)
+            segments[:, 0] = 1  # padding rows decode a dummy one-token prompt
+            for row, index in enumerate(group):
+                n = len(features[index])
+                feats[row, 0, :n], lengths[row, 0] = features[index], n
+                prompt = self.prompts({"text": ""}, (n,)).tokens
+                tokens[row, : len(prompt)], segments[row, : len(prompt)] = prompt, 1
+            config, params = self.decoding
+            out = generate_from_audio(config, params, tokens, segments, feats, lengths, self.gen)
+            ids, counts = jax.device_get((out.tokens, out.lengths))
+            for row, index in enumerate(group):
+                eos = set(self.gen.eos_ids)
+                results[index] = [int(t) for t in ids[row, : counts[row]] if int(t) not in eos]
+        return results
+
+    def transcribe(self, audios: Sequence[np.ndarray]) -> list[str]:
+        window = self.buckets[-1] * HOP_LENGTH
+        spans = [chunk_windows(len(audio), window, window // 6) for audio in audios]
+        chunks = [audio[start:end] for audio, windows in zip(audios, spans) for start, end in windows]
+        decoded = self._decode(chunks) if chunks else []
+        texts, cursor = [], 0
+        for windows in spans:
+            texts.append(self.components.tokenizer.decode(merge_chunks(decoded[cursor : cursor + len(windows)])))
+            cursor += len(windows)
+        return texts
