@@ -9,12 +9,14 @@ import numpy as np
 
 from jaxspeech.train.metrics import read_log
 
-# Figure name -> metric-name pattern (matched against the part after "train/" or "eval/").
+# Figure name -> metric-name pattern, matched (ignoring case) against the part after "train/" or
+# "eval/": e.g. "loss" and "ctc_loss", "token_accuracy", "dev/held_out_voice_WER".
 FIGURES = {
-    "loss": r"loss",
-    "accuracy": r"accuracy",
+    "loss": r"(.*_)?loss|nll",
+    "accuracy": r"(.*_)?accuracy",
     "learning_rate": r"learning_rate",
-    "wer": r"(.*_)?wer",
+    "wer": r"(.*[_/ ])?wer",
+    "cer": r"(.*[_/ ])?cer",
     "grad_norm": r"grad_norm",
 }
 
@@ -32,7 +34,9 @@ def plot_learning_curves(workdir: str | os.PathLike, out_dir: str | os.PathLike 
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for figure_name, pattern in FIGURES.items():
-        series = {key: log[key] for key in sorted(log) if "/" in key and re.fullmatch(pattern, key.split("/", 1)[1])}
+        series = {
+            key: log[key] for key in sorted(log) if "/" in key and re.fullmatch(pattern, key.split("/", 1)[1], re.IGNORECASE)
+        }
         if not series:
             continue
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
@@ -52,5 +56,5 @@ def plot_learning_curves(workdir: str | os.PathLike, out_dir: str | os.PathLike 
         plt.close(fig)
         written.append(path)
     if not written:
-        raise ValueError(f"{workdir}/metrics.jsonl has no loss, accuracy, learning_rate, wer or grad_norm values to plot")
+        raise ValueError(f"{workdir}/metrics.jsonl has no {', '.join(FIGURES)} values to plot")
     return written

@@ -97,8 +97,8 @@ def _init_variables_fn(task: Task, seed: int):
 
 
 def abstract_batch(batch: Any) -> Any:
-    """ShapeDtypeStructs of a (host or device) batch."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+    """ShapeDtypeStructs of a (host or device) batch, in device dtypes (int64 -> int32 without x64)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jax.dtypes.canonicalize_dtype(x.dtype)), batch)
 
 
 def build_layout(

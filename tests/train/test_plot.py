@@ -12,8 +12,8 @@ def _write_log(workdir):
     with MetricsLogger(workdir, tensorboard=False) as logger:
         for step in range(1, 9):
             logger.write(step, {"train/loss": 3.0 / step, "train/accuracy": step / 10, "train/learning_rate": 1e-3})
-        logger.write(4, {"eval/loss": 1.0, "eval/wer": 0.5})
-        logger.write(8, {"eval/loss": 0.5, "eval/wer": 0.25})
+        logger.write(4, {"eval/loss": 1.0, "eval/dev/held_out_WER": 0.5, "eval/dev_CER": 0.3})
+        logger.write(8, {"eval/loss": 0.5, "eval/dev/held_out_WER": 0.25, "eval/dev_CER": 0.1})
         logger.write(6, {"train/loss": 0.123})  # a resumed run logs step 6 again: the later value wins
     with open(workdir / "metrics.jsonl", "a") as f:
         f.write('{"step": 9, "train/lo')  # the half line a killed run leaves
@@ -33,11 +33,11 @@ def test_cli_writes_one_png_per_logged_curve(tmp_path, capsys):
     _write_log(tmp_path)
     assert main(["plot", str(tmp_path)]) == 0
     written = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert written == ["accuracy.png", "learning_rate.png", "loss.png", "wer.png"]
+    assert written == ["accuracy.png", "cer.png", "learning_rate.png", "loss.png", "wer.png"]
     for name in written:
         header = (tmp_path / "plots" / name).read_bytes()[:8]
         assert header == b"\x89PNG\r\n\x1a\n"
-    assert capsys.readouterr().out.count(".png") == 4
+    assert capsys.readouterr().out.count(".png") == 5
 
 
 def test_cli_without_a_metrics_log_names_the_file(tmp_path):
