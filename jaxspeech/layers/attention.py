@@ -6,6 +6,10 @@ Backends (``impl``):
   * ``"cudnn"``  ``jax.nn.dot_product_attention(implementation="cudnn")``; NVIDIA GPUs;
   * ``"pallas"`` fused flash attention (``jaxspeech.kernels.flash_attention``); TPU/GPU, and CPU in
                  interpret mode (for tests).
+
+Diagnostics: when the ``diagnostics`` collection is mutable (``apply(..., mutable=["diagnostics"])``;
+never during ``init``), every ``Attention`` also sows its softmax weights f32[B, H, T, S] as
+``attention_weights`` (computed densely, whatever the backend); otherwise nothing extra is traced.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from jaxspeech.layers.masks import MaskSpec, dense_mask
 from jaxspeech.layers.rope import apply_rope
 
 IMPLEMENTATIONS = ("xla", "cudnn", "pallas")
+DIAGNOSTICS = "diagnostics"
 
 
 def _cudnn_attention(q, k, v, mask, bias, scale):
@@ -57,6 +62,24 @@ def dot_product_attention(
 
         return flash_attention(q, k, v, mask, bias=bias, scale=scale)
     raise ValueError(f"unknown attention impl {impl!r}; expected one of {IMPLEMENTATIONS}")
+
+
+def attention_weights(
+    q: jax.Array, k: jax.Array, mask: MaskSpec | None = None, *, bias: jax.Array | None = None, scale: float | None = None
+) -> jax.Array:
+    """Softmax weights of ``reference_attention``: q f[B, T, H, D], k f[B, S, K, D] -> f32[B, H, T, S].
+
+    Scores and softmax in float32; query rows with no allowed key get all-zero weights."""
+    batch, q_len, num_heads, head_dim = q.shape
+    kv_len, num_kv_heads = k.shape[1], k.shape[2]
+    scale = head_dim**-0.5 if scale is None else scale
+    k = jnp.repeat(k, num_heads // num_kv_heads, axis=2)  # query head h reads key/value head h // groups
+    scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32) * scale
+    if bias is not None:
+        scores = scores + bias.astype(jnp.float32)
+    allowed = dense_mask(mask, batch, q_len, kv_len)[:, None, :, :]
+    weights = jax.nn.softmax(jnp.where(allowed, scores, -jnp.inf), axis=-1)
+    return jnp.where(allowed, weights, 0.0)
 
 
 class Attention(nn.Module):
@@ -125,6 +148,9 @@ class Attention(nn.Module):
             v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
             new_cache = {"k": k, "v": v}
         q = nn.with_logical_constraint(q, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
+        if self.is_mutable_collection(DIAGNOSTICS) and not self.is_initializing():  # init makes all collections mutable
+            weights = attention_weights(q, k.astype(q.dtype), mask, bias=bias, scale=self.scale)
+            self.sow(DIAGNOSTICS, "attention_weights", weights)
         out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, bias=bias, scale=self.scale, impl=self.impl)
         out = self.o_proj(out.reshape(batch, length, self.num_heads * self.head_dim))
         return out, new_cache

@@ -1,0 +1,130 @@
+"""Generation from audio prompts with a ``SpeechLLM`` (all three fusion modes).
+
+A prompt batch holds tokens i32[B, T] with the audio placeholder spans already in place (as
+``jaxspeech.data.prompts.encode_example`` builds them, without a target), segment_ids i32[B, T]
+(0 = padding, on either side) and the clips' features f32[B, C, Tf, F] with feature_lengths
+i32[B, C]. ``SpeechLLM.prefill`` runs the audio encoder once, splices the inline audio and fills a
+KV cache of T + max_new_tokens slots; the cross-attention memory (cross_attention / hybrid) is
+projected once in the prefill and read by every step. The shared ``run_search`` (greedy, sample,
+beam) then drives ``SpeechLLM.extend`` one token at a time.
+
+The placeholder token is never generated (for fusions with inline audio): a generated placeholder
+would be spliced as audio if the output were fed back as a prompt.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from jaxspeech.decoding.generate import GenerationConfig, last_real_index, run_search
+from jaxspeech.decoding.search import DecodeOutput, expand_for_beams
+from jaxspeech.layers.lora import LoraConfig, lora_only, merge_lora
+from jaxspeech.llm.kv_cache import init_cache
+from jaxspeech.llm.layout import unrolled
+from jaxspeech.models.speech_llm import SpeechLLM, SpeechLLMConfig, check_placeholders
+
+
+def decoding_params(config: SpeechLLMConfig, params: dict, lora: LoraConfig | None = None) -> tuple[SpeechLLMConfig, dict]:
+    """(config, params) ready for decoding: LoRA adapters merged into their kernels (so a step costs
+    what the base model costs), the LLM's layers unrolled (``llm/layout.py``: faster per token).
+
+    ``params`` are unboxed ``{"params": {...}}``; adapters present without a ``lora`` config are an
+    error rather than silently ignored."""
+    if lora is not None:
+        params = merge_lora(params, lora)
+    else:
+        adapters = traverse_util.flatten_dict(lora_only(params.get("params", {})), sep="/")
+        if adapters:
+            raise ValueError(f"params hold LoRA adapters (e.g. {next(iter(adapters))!r}) but no LoraConfig was given: "
+                             "pass lora= (or merge them with jaxspeech.layers.lora.merge_lora)")
+    llm_config, llm_params = unrolled(config.llm, {"params": params["params"]["llm"]})
+    return config.replace(llm=llm_config), {**params, "params": {**params["params"], "llm": llm_params["params"]}}
+
+
+def _is_concrete(*arrays) -> bool:
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def check_audio_prompts(config: SpeechLLMConfig, tokens, segment_ids, features, feature_lengths) -> None:
+    """Host-side checks of a prompt batch (shapes; placeholder counts when the arrays are concrete)."""
+    if tokens.ndim != 2 or segment_ids.shape != tokens.shape:
+        raise ValueError(f"tokens {tuple(tokens.shape)} and segment_ids {tuple(segment_ids.shape)} must both be [B, T]")
+    if features.ndim != 4 or feature_lengths.shape != features.shape[:2]:
+        raise ValueError(f"features {tuple(features.shape)} must be [B, C, Tf, F] and feature_lengths "
+                         f"{tuple(feature_lengths.shape)} [B, C]")
+    if features.shape[0] != tokens.shape[0]:
+        raise ValueError(f"features hold {features.shape[0]} rows but tokens hold {tokens.shape[0]}")
+    if not _is_concrete(segment_ids, feature_lengths, tokens):
+        return
+    segment_ids, feature_lengths = np.asarray(segment_ids), np.asarray(feature_lengths)
+    empty = np.nonzero((segment_ids != 0).sum(axis=1) == 0)[0]
+    if empty.size:
+        raise ValueError(f"prompt row {int(empty[0])} has no tokens (segment_ids all 0): every row needs a prompt")
+    too_long = np.argwhere(feature_lengths > features.shape[2])
+    if too_long.size:
+        b, c = (int(i) for i in too_long[0])
+        raise ValueError(f"feature_lengths[{b}, {c}] = {int(feature_lengths[b, c])} exceeds the {features.shape[2]} "
+                         "feature frames of the batch")
+    if config.fusion == "cross_attention":
+        return
+    inline = [[config.audio_token_count(int(n)) if n > 0 else 0 for n in clips] for clips in feature_lengths]
+    real_tokens = np.where(segment_ids != 0, np.asarray(tokens), -1)  # placeholders in padding do not count
+    check_placeholders(real_tokens, np.asarray(inline), config.placeholder_id)
+
+
+def generate_from_audio(
+    config: SpeechLLMConfig,
+    params: dict,
+    tokens: jax.Array,
+    segment_ids: jax.Array,
+    features: jax.Array,
+    feature_lengths: jax.Array,
+    gen: GenerationConfig,
+    rng: jax.Array | None = None,
+    lora: LoraConfig | None = None,
+) -> DecodeOutput:
+    """Prompts tokens i32[B, T] (placeholder spans in place; segment_ids i32[B, T], 0 = padding on
+    either side) with audio features f32[B, C, Tf, F] and feature_lengths i32[B, C] -> new tokens.
+
+    ``params`` may be in the scanned or unrolled layout, with LoRA adapters when ``lora`` is given
+    (merged before decoding). Returns ``DecodeOutput`` (tokens i32[B, max_new_tokens], lengths,
+    scores). Jit-compiled once per (config, gen, lora, shapes).
+    """
+    check_audio_prompts(config, tokens, segment_ids, features, feature_lengths)
+    return _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora)
+
+
+def _no_placeholder(config: SpeechLLMConfig):
+    if config.fusion == "cross_attention":  # no inline audio: the placeholder id is an ordinary token
+        return None
+    return lambda logits, step: logits.at[:, config.placeholder_id].set(-jnp.inf)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "gen", "lora"))
+def _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora):
+    config, params = decoding_params(config, params, lora)
+    model = SpeechLLM(config)
+    # Padding slots are masked everywhere; an id other than the placeholder keeps them out of the splice.
+    filler = 1 if config.placeholder_id == 0 else 0
+    tokens = jnp.where(segment_ids != 0, tokens, filler).astype(jnp.int32)
+    cache = init_cache(config.llm, tokens.shape[0], tokens.shape[1] + gen.max_new_tokens)
+    hidden, state = model.apply(params, tokens, features, feature_lengths, segment_ids, cache, method=SpeechLLM.prefill)
+    last = jnp.take_along_axis(hidden, last_real_index(segment_ids)[:, None, None], axis=1)
+    first_logits = model.apply(params, last, method=SpeechLLM.logits)[:, 0]
+    # The memory is the same at every step: it stays outside the search state, so beam search
+    # does not gather it again after every reordering (beams of a row share it).
+    memory = state["memory"]
+    if gen.method == "beam":
+        memory = expand_for_beams(memory, gen.num_beams)
+
+    def step(new_tokens, llm_cache):
+        logits, new_state = model.apply(params, new_tokens[:, None], {"llm": llm_cache, "memory": memory},
+                                        method=SpeechLLM.extend)
+        return logits[:, 0], new_state["llm"]
+
+    return run_search(step, first_logits, state["llm"], gen, rng, logits_processor=_no_placeholder(config))

@@ -1,0 +1,170 @@
+"""generate_from_audio: KV-cached search == a loop of full forwards; padding and batching change nothing.
+
+Parameters are random (gates open), shared by the three fusions: cross_attention and hybrid have the
+same tree; decoder_only drops ``xattn`` and stacks the LLM layers (so decoding unrolls them).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxspeech.decoding.generate import GenerationConfig
+from jaxspeech.decoding.speech import generate_from_audio
+from jaxspeech.layers.lora import LoraConfig, lora
+from jaxspeech.llm.layout import stack_layers
+from jaxspeech.models.speech_llm import SpeechLLM
+from tests.models.random_params import random_params
+from tests.models.speech_llm_fixtures import PLACEHOLDER, make_batch, tiny_config
+
+FUSIONS = ["decoder_only", "cross_attention", "hybrid"]
+# Two clips in row 0, one in row 1; prompts of different lengths.
+ROWS = [([40, 17], [1, 5, 6], [7, 8, 9]), ([23], [1, 5], [11, 12, 13, 14, 15])]
+FRAMES = 48
+NEW = 6
+GREEDY = GenerationConfig(max_new_tokens=NEW, eos_ids=(), pad_id=0)
+LORA = LoraConfig(rank=2, alpha=4.0, targets=r"llm/.*(q_proj|v_proj|down_proj)")
+
+
+@functools.lru_cache(maxsize=None)
+def setup(fusion: str):
+    """(config, params, right-padded batch) for ``fusion``."""
+    hybrid = tiny_config("hybrid")
+    params = random_params(SpeechLLM(hybrid), make_batch(hybrid, ROWS, FRAMES))
+    config = tiny_config(fusion)
+    if fusion == "decoder_only":
+        inner = {k: v for k, v in params["params"].items() if k != "xattn"}
+        inner["llm"] = stack_layers({"params": inner["llm"]}, config.llm.num_layers)["params"]
+        params = {"params": inner}
+    return config, params, make_batch(config, ROWS, FRAMES)
+
+
+def left_padded(batch: dict) -> dict:
+    """The same prompts with their padding moved to the left."""
+    shift = batch["tokens"].shape[1] - np.asarray(batch["segment_ids"]).sum(axis=1)
+    roll = lambda x: jnp.stack([jnp.roll(r, int(s)) for r, s in zip(x, shift)])
+    return dict(batch, tokens=roll(batch["tokens"]), segment_ids=roll(batch["segment_ids"]))
+
+
+@functools.lru_cache(maxsize=None)
+def full_forward(config, adapters=None):
+    """Jitted ``SpeechLLM.__call__`` (under the LoRA interceptor when ``adapters`` is given)."""
+    model = SpeechLLM(config)
+
+    def forward(params, tokens, segment_ids, features, feature_lengths):
+        with lora(adapters):
+            return model.apply(params, tokens, features, feature_lengths, segment_ids=segment_ids)
+
+    return jax.jit(forward)
+
+
+def log_probs(config, logits):
+    logits = np.asarray(logits, np.float64)
+    if config.fusion != "cross_attention":
+        logits[..., PLACEHOLDER] = -np.inf  # generation never emits the placeholder
+    logits = logits - logits.max(axis=-1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+
+
+def reference_greedy(config, params, batch, b, adapters=None):
+    """Row ``b`` alone: re-run the full forward on the growing sequence, append the argmax each time.
+
+    -> (tokens [NEW], summed log-probs). The sequence lives in a buffer of prompt + NEW slots whose
+    unused tail is padding (segment 0), so one compiled forward serves every step and row."""
+    forward = full_forward(config, adapters)
+    length = int(np.asarray(batch["segment_ids"][b]).sum())
+    tokens = np.zeros((1, batch["tokens"].shape[1] + NEW), np.int32)
+    segments = np.zeros_like(tokens)
+    tokens[0, :length] = np.asarray(batch["tokens"][b, :length])
+    segments[0, :length] = 1
+    generated, score = [], 0.0
+    for step in range(NEW):
+        logits = forward(params, tokens, segments, batch["features"][b : b + 1], batch["feature_lengths"][b : b + 1])
+        scores = log_probs(config, logits[0, length + step - 1])
+        token = int(np.argmax(scores))
+        generated.append(token)
+        score += scores[token]
+        tokens[0, length + step], segments[0, length + step] = token, 1
+    return generated, score
+
+
+def teacher_forced_score(config, params, batch, b, continuation):
+    """Summed log-probs of ``continuation`` after row ``b``'s prompt, from one full forward."""
+    length = int(np.asarray(batch["segment_ids"][b]).sum())
+    tokens = np.zeros((1, batch["tokens"].shape[1] + NEW), np.int32)
+    tokens[0, :length] = np.asarray(batch["tokens"][b, :length])
+    tokens[0, length : length + NEW] = continuation
+    segments = (np.arange(tokens.shape[1]) < length + NEW).astype(np.int32)[None]
+    logits = full_forward(config)(params, tokens, segments, batch["features"][b : b + 1], batch["feature_lengths"][b : b + 1])
+    scores = log_probs(config, logits[0, length - 1 : length + NEW - 1])
+    return float(scores[np.arange(NEW), continuation].sum())
+
+
+def generate(config, params, batch, gen, **kwargs):
+    return generate_from_audio(config, params, batch["tokens"], batch["segment_ids"], batch["features"],
+                               batch["feature_lengths"], gen, **kwargs)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_greedy_equals_full_forward_loop_for_each_row_alone(fusion):
+    config, params, batch = setup(fusion)
+    right = generate(config, params, batch, GREEDY)
+    left = generate(config, params, left_padded(batch), GREEDY)
+    for b in range(len(ROWS)):
+        expected, score = reference_greedy(config, params, batch, b)
+        assert np.asarray(right.tokens[b]).tolist() == expected
+        assert np.asarray(left.tokens[b]).tolist() == expected
+        np.testing.assert_allclose([float(right.scores[b]), float(left.scores[b])], [score, score], atol=1e-4)
+    assert (np.asarray(right.lengths) == NEW).all()
+    assert len(set(np.asarray(right.tokens).ravel().tolist())) > 2  # random weights give varied tokens
+
+
+def test_beam_search_and_sampling_scores_match_the_full_forward():
+    config, params, batch = setup("hybrid")
+    greedy = generate(config, params, batch, GREEDY)
+    one_beam = generate(config, params, batch, GenerationConfig(max_new_tokens=NEW, method="beam", num_beams=1,
+                                                                 length_penalty=0.0))
+    np.testing.assert_array_equal(np.asarray(one_beam.tokens), np.asarray(greedy.tokens))
+    np.testing.assert_allclose(np.asarray(one_beam.scores), np.asarray(greedy.scores), atol=1e-5)
+
+    # Three beams reorder the cache rows (the memory is expanded once); with no end token and no
+    # length penalty the winner's score is the log-probability of its tokens under the full forward.
+    beams = generate(config, params, batch, GenerationConfig(max_new_tokens=NEW, method="beam", num_beams=3,
+                                                              length_penalty=0.0))
+    sampled = generate(config, params, batch, GenerationConfig(max_new_tokens=NEW, method="sample", temperature=2.0),
+                       rng=jax.random.key(3))
+    for b in range(len(ROWS)):
+        for out in (beams, sampled):
+            tokens = np.asarray(out.tokens[b])
+            assert PLACEHOLDER not in tokens.tolist()
+            np.testing.assert_allclose(float(out.scores[b]), teacher_forced_score(config, params, batch, b, tokens),
+                                       atol=1e-4)
+    assert not np.array_equal(np.asarray(sampled.tokens), np.asarray(greedy.tokens))
+
+
+def test_lora_adapters_are_applied():
+    config, _, batch = setup("decoder_only")
+    params = random_params(SpeechLLM(config), batch, seed=1, adapters=LORA)
+    out = generate(config, params, batch, GREEDY, lora=LORA)
+    for b in range(len(ROWS)):
+        expected, score = reference_greedy(config, params, batch, b, adapters=LORA)
+        assert np.asarray(out.tokens[b]).tolist() == expected
+        np.testing.assert_allclose(float(out.scores[b]), score, atol=1e-4)
+    with pytest.raises(ValueError, match="params hold LoRA adapters .*lora_a.* but no LoraConfig"):
+        generate(config, params, batch, GREEDY)
+
+
+def test_bad_prompts_raise_clear_errors():
+    config, params, batch = setup("decoder_only")
+    missing = dict(batch, tokens=batch["tokens"].at[0, 4].set(20))  # one placeholder too few in row 0
+    with pytest.raises(ValueError, match="row 0 has .* audio placeholder tokens .* but its clips give"):
+        generate(config, params, missing, GREEDY)
+    empty = dict(batch, segment_ids=batch["segment_ids"].at[1].set(0))
+    with pytest.raises(ValueError, match="prompt row 1 has no tokens"):
+        generate(config, params, empty, GREEDY)
+    with pytest.raises(ValueError, match=r"feature_lengths\[0, 0\] = 60 exceeds the 48 feature frames"):
+        generate(config, params, dict(batch, feature_lengths=batch["feature_lengths"].at[0, 0].set(60)), GREEDY)
+    with pytest.raises(ValueError, match="tokens .* and segment_ids .* must both be"):
+        generate(config, params, dict(batch, segment_ids=batch["segment_ids"][:, :-1]), GREEDY)
