@@ -1,0 +1,173 @@
+"""The Whisper fine-tuning recipe: decoder targets, the debug run end to end, pretrained weights.
+
+Everything runs offline: the debug variant trains a random-init Whisper with a byte-level
+Whisper-style tokenizer on the embedded debug corpus (built in data/tiny_debug when missing), and
+the pretrained case saves a random-init ``transformers`` Whisper as an HF directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+import torch
+from flax import traverse_util
+from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
+
+from jaxspeech.cli import main
+from jaxspeech.config_dict import load_config_file
+from jaxspeech.convert.whisper import load_hf_whisper
+from jaxspeech.data.tokenizers import load_tokenizer
+from jaxspeech.data.whisper_encoder import WhisperExampleEncoder, write_byte_level_whisper_tokenizer
+from jaxspeech.recipes import whisper
+from jaxspeech.sharding.mesh import make_mesh
+from jaxspeech.train.checkpoint import Checkpointer
+from jaxspeech.train.loop import train
+from jaxspeech.train.state import build_layout
+from jaxspeech.types import Batch
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "configs" / "whisper_finetune.py")
+# Ids of the byte-level tokenizer: 256 bytes, then Whisper's special tokens in Whisper's order.
+END, START, EN, TRANSLATE, TRANSCRIBE, NO_TIMESTAMPS = range(256, 262)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory) -> str:
+    return write_byte_level_whisper_tokenizer(tmp_path_factory.mktemp("whisper_tokenizer"))
+
+
+def test_targets_are_prompt_then_text_and_end_with_loss_on_text_and_end(tokenizer_dir):
+    encoder = WhisperExampleEncoder(tokenizer_dir)
+    encoded = encoder({"id": "a", "text": "Hi <|en|> 12"}, (300,))
+    text_ids = list(" Hi <|en|> 12".encode())  # byte-level: one id per byte; markup in text stays plain text
+    assert encoded.tokens.tolist() == [START, EN, TRANSCRIBE, NO_TIMESTAMPS, *text_ids, END]
+    assert encoded.loss_mask.tolist() == [0.0] * 4 + [1.0] * (len(text_ids) + 1)
+    assert load_tokenizer(tokenizer_dir).decode(encoded.tokens.tolist()) == " Hi <|en|> 12"
+
+    english_only = WhisperExampleEncoder(tokenizer_dir, language=None, leading_space=False)
+    encoded = english_only({"id": "b", "text": " ok "}, (300,))
+    assert encoded.tokens.tolist() == [START, NO_TIMESTAMPS, ord("o"), ord("k"), END]
+    assert encoded.loss_mask.tolist() == [0, 0, 1, 1, 1]
+
+
+def test_bad_records_and_tokenizers_are_rejected_with_their_names(tokenizer_dir):
+    encoder = WhisperExampleEncoder(tokenizer_dir)
+    with pytest.raises(ValueError, match=r"record 'utt-7' \(clip\.flac\): empty transcript"):
+        encoder({"id": "utt-7", "audio_filepath": "clip.flac", "text": "  "}, (300,))
+    with pytest.raises(ValueError, match="record 'utt-8'.*one clip"):
+        encoder({"id": "utt-8", "text": "two clips"}, (300, 200))
+    with pytest.raises(ValueError, match=rf"tokenizer {tokenizer_dir} has no special token <\|de\|>"):
+        WhisperExampleEncoder(tokenizer_dir, language="de").prefix_ids
+
+
+def _debug_config(**overrides):
+    config = load_config_file(f"{CONFIG}:debug")
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+    return config
+
+
+def test_config_switches_and_errors(tmp_path, monkeypatch, tokenizer_dir):
+    monkeypatch.chdir(REPO)
+    run = whisper.build(_debug_config(**{"data.tokenizer": tokenizer_dir, "data.pad_to_30s": True,
+                                         "task.freeze_encoder": True}), progress=False)
+    assert run.pipeline.bucket_frames == run.eval_pipeline.bucket_frames == (run.model.encoder.max_frames,) == (600,)
+    assert run.train.optimizer.lr_rules[0] == ("encoder/.*", None)
+    features, lengths = run.task.encoder_inputs(np.zeros((2, 1, 600, 80)), np.array([[600], [250]]))
+    assert features.shape == (2, 600, 80) and lengths is None  # the full window is attended, as in pre-training
+    with pytest.raises(ValueError, match="full_window needs batches of the encoder's 600 frames, got T=500"):
+        run.task.encoder_inputs(np.zeros((2, 1, 500, 80)), np.array([[500], [250]]))
+
+    with pytest.raises(ValueError, match=r"data.pipeline.bucket_frames \(600, 700\) exceed the encoder's 600-frame window"):
+        whisper.build(_debug_config(**{"data.tokenizer": tokenizer_dir, "data.pipeline.bucket_frames": (600, 700),
+                                       "data.pipeline.max_tokens": (112, 112)}), progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        whisper.build(_debug_config(**{"data.tokenizer": tokenizer_dir, "init.whisper_dir": str(tmp_path)}), progress=False)
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['freeze'\] in config.task"):
+        whisper.build(_debug_config(**{"task.freeze": True}), progress=False)
+
+
+def test_debug_variant_trains_and_reports_wer(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    workdir = tmp_path / "run"
+    status = main(["train", "--config", f"{CONFIG}:debug", "--workdir", str(workdir), "--no-progress",
+                   "--set", f"data.tokenizer={tmp_path / 'tokenizer'}", "--set", "train.total_steps=2"])
+    assert status == 0
+    steps = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    losses = [s["train/loss"] for s in steps if "train/loss" in s]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    report = (workdir / "report.md").read_text()
+    assert "| set | examples | ref words | S | D | I | WER % |" in report
+    assert "| dev | 4 |" in report and "| test | 4 |" in report and "Initialised from random init." in report
+    decoded = [json.loads(line) for line in (workdir / "eval" / "test.jsonl").read_text().splitlines()]
+    assert len(decoded) == 4 and all("hypothesis" in d and d["reference"] for d in decoded)
+
+
+def _save_hf_whisper(directory: str) -> str:
+    """A random-init transformers Whisper sized like the debug model, with the byte-level tokenizer."""
+    hf_config = WhisperConfig(
+        vocab_size=262, num_mel_bins=80, d_model=64, encoder_layers=2, encoder_attention_heads=4, decoder_layers=2,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_source_positions=300,
+        max_target_positions=128, pad_token_id=END, bos_token_id=END, eos_token_id=END, decoder_start_token_id=START,
+        begin_suppress_tokens=None,
+    )
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(hf_config)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=START, eos_token_id=END, pad_token_id=END, bos_token_id=END, is_multilingual=True,
+        lang_to_id={"<|en|>": EN}, task_to_id={"translate": TRANSLATE, "transcribe": TRANSCRIBE},
+        no_timestamps_token_id=NO_TIMESTAMPS, suppress_tokens=[START, EN, TRANSLATE, TRANSCRIBE, NO_TIMESTAMPS],
+        begin_suppress_tokens=[END], max_length=128,
+    )
+    model.save_pretrained(directory)  # model.safetensors
+    write_byte_level_whisper_tokenizer(directory)
+    return directory
+
+
+def _flat(tree) -> dict:
+    return traverse_util.flatten_dict(jax.device_get(tree), sep="/")
+
+
+def test_pretrained_weights_are_step_zero_and_a_frozen_encoder_stays_bitwise(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    hf_dir = _save_hf_whisper(str(tmp_path / "hf_whisper"))
+    assert os.path.exists(os.path.join(hf_dir, "model.safetensors"))
+    config = _debug_config(**{"init.random": None, "init.whisper_dir": hf_dir, "data.tokenizer": None,
+                              "data.build_tokenizer": False, "task.freeze_encoder": True, "train.total_steps": 1})
+    run = whisper.build(config, progress=False)
+    converted = _flat(load_hf_whisper(hf_dir)[1]["params"])
+    workdir = str(tmp_path / "run")
+    mesh = make_mesh(run.train.mesh)
+    assert whisper.write_pretrained_checkpoint(run, workdir, mesh) is not None
+
+    iterator = run.train_pipeline().iterator()
+    result = train(run.task, run.train, iterator, workdir, mesh=mesh)
+    iterator.close()
+    assert result.step == 1 and whisper.write_pretrained_checkpoint(run, workdir, mesh) is None  # resumes instead
+
+    batch = Batch.padding(run.train_pipeline().batch_shapes()[0])
+    layout = build_layout(run.task, batch, run.train.optimizer, mesh, run.train.sharding_rules)
+    checkpointer = Checkpointer(os.path.join(workdir, run.train.checkpoint.subdir), run.train.checkpoint)
+    assert checkpointer.all_steps() == [0, 1]
+    step0 = _flat(checkpointer.restore(0, layout.abstract, with_data=False).state["params"])
+    checkpointer.close()
+    assert step0.keys() == converted.keys()
+    for name, value in converted.items():
+        np.testing.assert_array_equal(step0[name], value, err_msg=name, strict=True)
+
+    trained = _flat(result.state["params"])
+    encoder = [name for name in converted if name.startswith("encoder/")]
+    decoder = [name for name in converted if name.startswith("decoder/")]
+    assert encoder and decoder
+    for name in encoder:
+        np.testing.assert_array_equal(trained[name], converted[name], err_msg=name, strict=True)
+    assert all(not np.array_equal(trained[name], converted[name]) for name in decoder if "layer_norm" not in name)
