@@ -23,7 +23,7 @@ from jaxspeech.sharding import multihost
 from jaxspeech.sharding.mesh import activation_rules
 from jaxspeech.train import optim
 from jaxspeech.train.state import State, StateLayout
-from jaxspeech.train.task import LOSS_WEIGHT, Task
+from jaxspeech.train.task import LOSS_WEIGHT, CountsFlops, Task
 
 Metrics = dict[str, jax.Array]
 StepFn = Callable[[State, Any], tuple[State, Metrics]]
@@ -179,8 +179,9 @@ class CompiledStep:
     """The train step of ``task`` jitted with explicit shardings and the state donated.
 
     Each distinct batch shape (duration bucket) is lowered and compiled ahead of time on first
-    use; ``compile_seconds`` and ``flops`` record each. ``flops`` is XLA's cost analysis per
-    device; XLA counts a loop body once, so with gradient accumulation the other
+    use; ``compile_seconds`` and ``flops`` (per device) record each. ``flops`` comes from the
+    task when it implements ``CountsFlops`` (split evenly over the devices), else from XLA's cost
+    analysis. XLA counts a loop body once, so with gradient accumulation the other
     ``grad_accum_steps - 1`` micro-batches are added from the (unpartitioned) cost of one
     micro-batch's gradient split evenly over the devices: an estimate.
     """
@@ -226,12 +227,17 @@ class CompiledStep:
             with activation_rules(self._layout.mesh, self._layout.rules):
                 compiled = jitted.lower(self._layout.abstract, shapes).compile()
                 self.compile_seconds[key] = time.perf_counter() - start
-                flops = _flops(compiled)
-                if flops is not None and self._accum_steps > 1:
-                    flops += (self._accum_steps - 1) * self._micro_batch_flops(shapes)
-            self.flops[key] = flops
+                self.flops[key] = self._step_flops(compiled, shapes)
             self._compiled[key] = compiled
         return self._compiled[key]
+
+    def _step_flops(self, compiled, batch_shapes: Any) -> float | None:
+        if isinstance(self._task, CountsFlops):
+            return float(self._task.train_flops(batch_shapes)) / self._layout.mesh.size
+        flops = _flops(compiled)
+        if flops is not None and self._accum_steps > 1:
+            flops += (self._accum_steps - 1) * self._micro_batch_flops(batch_shapes)
+        return flops
 
     def _micro_batch_flops(self, batch_shapes: Any) -> float:
         """Per-device estimate of one micro-batch's forward + backward FLOPs."""

@@ -63,3 +63,15 @@ class CountsThroughput(Protocol):
         """Host-side counts in a (numpy) batch, e.g. ``{"examples": 8, "tokens": 1234,
         "audio_seconds": 96.0}``; the trainer logs each as ``<name>_per_s``."""
         ...
+
+
+@runtime_checkable
+class CountsFlops(Protocol):
+    """Optional: a task that knows its model's FLOPs. XLA's cost analysis counts the body of a
+    loop once, so for a model whose layers run under ``nn.scan`` it counts one layer; such a task
+    should supply the FLOPs itself (e.g. 6 x parameters x tokens) for a meaningful MFU."""
+
+    def train_flops(self, batch: Any) -> float:
+        """FLOPs (all devices together) of one training step, forward and backward, on a global
+        batch shaped like ``batch`` (``jax.ShapeDtypeStruct`` leaves)."""
+        ...

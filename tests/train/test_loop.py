@@ -22,6 +22,13 @@ def _one_device():
     return make_mesh({"data": 1}, jax.devices()[:1])
 
 
+class _TaskWithFlops(TinyTask):
+    """The tiny task declaring its FLOPs (as a task with scanned layers should)."""
+
+    def train_flops(self, batch):
+        return 1e6 * batch["tokens"].shape[0]
+
+
 def test_logs_evaluates_checkpoints_and_resumes(tmp_path):
     evaluated = []
 
@@ -33,7 +40,7 @@ def test_logs_evaluates_checkpoints_and_resumes(tmp_path):
         total_steps=6, eval_every=3, checkpoint={"every_steps": 3},
         metrics={"log_every": 2, "tensorboard": True, "peak_flops_per_device": 1e9},
     )
-    result = train(TinyTask(), train_config_from_dict(config), grain_iterator(8), tmp_path, eval_fn=eval_fn, mesh=_one_device())
+    result = train(_TaskWithFlops(), train_config_from_dict(config), grain_iterator(8), tmp_path, eval_fn=eval_fn, mesh=_one_device())
     assert (result.step, result.stop_reason) == (6, "completed")
     assert evaluated == [3, 6]
     assert result.compile_seconds > 0
@@ -42,7 +49,9 @@ def test_logs_evaluates_checkpoints_and_resumes(tmp_path):
     assert log["train/loss"][0].tolist() == [2, 4, 6] and log["eval/wer"][0].tolist() == [3, 6]
     for key in ("accuracy", "grad_norm", "learning_rate", "examples_per_s", "tokens_per_s", "steps_per_s", "mfu", "skipped_steps"):
         assert np.all(np.isfinite(log[f"train/{key}"][1])), key
-    assert np.all(log["train/mfu"][1] > 0) and np.all(log["train/examples_per_s"][1] > 0)
+    # MFU = 8e6 declared FLOPs per step x steps/s / 1e9 peak.
+    np.testing.assert_allclose(log["train/mfu"][1], 8e6 * log["train/steps_per_s"][1] / 1e9, rtol=1e-6)
+    assert np.all(log["train/examples_per_s"][1] > 0)
     optimizer = train_config_from_dict(config).optimizer
     np.testing.assert_allclose(log["train/learning_rate"][1][0], np.mean([optim.learning_rate(s, optimizer) for s in (0, 1)]), rtol=1e-6)
     assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
@@ -50,7 +59,8 @@ def test_logs_evaluates_checkpoints_and_resumes(tmp_path):
     assert checkpointer.all_steps() == [3, 6]
     checkpointer.close()
 
-    resumed = train(TinyTask(), train_config_from_dict({**config, "total_steps": 8}), grain_iterator(8), tmp_path, eval_fn=eval_fn, mesh=_one_device())
+    resumed = train(_TaskWithFlops(), train_config_from_dict({**config, "total_steps": 8}), grain_iterator(8), tmp_path,
+                    eval_fn=eval_fn, mesh=_one_device())
     assert (resumed.step, resumed.stop_reason) == (8, "completed")
     assert evaluated == [3, 6, 8]  # eval runs at the end when the last step is not an eval step
     assert read_log(tmp_path)["train/loss"][0].tolist() == [2, 4, 6, 8]
