@@ -5,8 +5,9 @@ A prompt batch holds tokens i32[B, T] with the audio placeholder spans already i
 (0 = padding, on either side) and the clips' features f32[B, C, Tf, F] with feature_lengths
 i32[B, C]. ``SpeechLLM.prefill`` runs the audio encoder once, splices the inline audio and fills a
 KV cache of T + max_new_tokens slots; the cross-attention memory (cross_attention / hybrid) is
-projected once in the prefill and read by every step. The shared ``run_search`` (greedy, sample,
-beam) then drives ``SpeechLLM.extend`` one token at a time.
+projected once in the prefill and read by every step as a loop constant (beam search expands it to
+the beams once instead of gathering it after every reordering). The shared ``run_search`` (greedy,
+sample, beam) then drives ``SpeechLLM.extend`` one token at a time, the LLM layers unrolled.
 
 The placeholder token is never generated (for fusions with inline audio): a generated placeholder
 would be spliced as audio if the output were fed back as a prompt.
@@ -29,7 +30,9 @@ from jaxspeech.llm.layout import unrolled
 from jaxspeech.models.speech_llm import SpeechLLM, SpeechLLMConfig, check_placeholders
 
 
-def decoding_params(config: SpeechLLMConfig, params: dict, lora: LoraConfig | None = None) -> tuple[SpeechLLMConfig, dict]:
+def decoding_params(
+    config: SpeechLLMConfig, params: dict, lora: LoraConfig | None = None
+) -> tuple[SpeechLLMConfig, dict]:
     """(config, params) ready for decoding: LoRA adapters merged into their kernels (so a step costs
     what the base model costs), the LLM's layers unrolled (``llm/layout.py``: faster per token).
 
@@ -77,6 +80,13 @@ def check_audio_prompts(config: SpeechLLMConfig, tokens, segment_ids, features, 
     check_placeholders(real_tokens, np.asarray(inline), config.placeholder_id)
 
 
+def neutral_padding(config: SpeechLLMConfig, tokens: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """tokens i32[B, T] with padding slots set to an id other than the placeholder: padding is masked
+    everywhere, but a placeholder there would still take a turn in the audio splice."""
+    filler = 1 if config.placeholder_id == 0 else 0
+    return jnp.where(segment_ids != 0, tokens, filler).astype(jnp.int32)
+
+
 def generate_from_audio(
     config: SpeechLLMConfig,
     params: dict,
@@ -109,15 +119,13 @@ def _no_placeholder(config: SpeechLLMConfig):
 def _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora):
     config, params = decoding_params(config, params, lora)
     model = SpeechLLM(config)
-    # Padding slots are masked everywhere; an id other than the placeholder keeps them out of the splice.
-    filler = 1 if config.placeholder_id == 0 else 0
-    tokens = jnp.where(segment_ids != 0, tokens, filler).astype(jnp.int32)
+    tokens = neutral_padding(config, tokens, segment_ids)
     cache = init_cache(config.llm, tokens.shape[0], tokens.shape[1] + gen.max_new_tokens)
     hidden, state = model.apply(params, tokens, features, feature_lengths, segment_ids, cache, method=SpeechLLM.prefill)
     last = jnp.take_along_axis(hidden, last_real_index(segment_ids)[:, None, None], axis=1)
     first_logits = model.apply(params, last, method=SpeechLLM.logits)[:, 0]
-    # The memory is the same at every step: it stays outside the search state, so beam search
-    # does not gather it again after every reordering (beams of a row share it).
+    # The memory is the same at every step and for every beam of a row: it stays outside the search
+    # state, which beam search re-gathers after every reordering.
     memory = state["memory"]
     if gen.method == "beam":
         memory = expand_for_beams(memory, gen.num_beams)

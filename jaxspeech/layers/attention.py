@@ -65,7 +65,12 @@ def dot_product_attention(
 
 
 def attention_weights(
-    q: jax.Array, k: jax.Array, mask: MaskSpec | None = None, *, bias: jax.Array | None = None, scale: float | None = None
+    q: jax.Array,
+    k: jax.Array,
+    mask: MaskSpec | None = None,
+    *,
+    bias: jax.Array | None = None,
+    scale: float | None = None,
 ) -> jax.Array:
     """Softmax weights of ``reference_attention``: q f[B, T, H, D], k f[B, S, K, D] -> f32[B, H, T, S].
 
