@@ -70,8 +70,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if debug:
         c.init.random = dict(
-            encoder=dict(n_mels=80, d_model=64, num_layers=2, num_heads=4, ffn_dim=128, max_source_positions=300),
-            decoder=dict(d_model=64, num_layers=2, num_heads=4, ffn_dim=128, max_target_positions=128),
+            encoder=dict(n_mels=80, d_model=64, num_layers=1, num_heads=4, ffn_dim=128, max_source_positions=300),
+            decoder=dict(d_model=64, num_layers=1, num_heads=4, ffn_dim=128, max_target_positions=128),
         )
         c.data.update(dir="data/tiny_debug", tokenizer="data/whisper_debug_tokenizer", build_tokenizer=True)
         # The corpus of configs/tiny_asr.py:debug (same settings, so the two share the folder).
@@ -79,6 +79,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.pipeline.update(bucket_frames=(600,), frame_budget=4_800, max_tokens=(112,), num_workers=0)
         c.data.eval_pipeline = dict(frame_budget=4_800)
         c.model.scan_layers = False
+        c.task.update(loss=dict(label_smoothing=0.1),
+                      spec_augment=dict(num_freq_masks=1, max_freq_width=8, num_time_masks=1, max_time_width=10))
         c.train.update(total_steps=3, eval_every=0,
                        optimizer=dict(learning_rate=1e-3, warmup_steps=1, decay_steps=3),
                        checkpoint=dict(every_steps=2, max_to_keep=2),

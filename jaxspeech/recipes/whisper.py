@@ -34,11 +34,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import linen as nn
 from flax import traverse_util
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
-from jaxspeech.convert.whisper import load_generation_config, load_hf_whisper
+from jaxspeech.convert.whisper import export_hf_whisper, load_generation_config, load_hf_whisper
 from jaxspeech.data.pipeline import DataPipeline
 from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.data.sources import ManifestSource
@@ -79,6 +81,10 @@ MODEL_KEYS = {"dtype", "param_dtype", "scan_layers", "remat_policy", "attn_impl"
 TASK_KEYS = {"language", "leading_space", "loss", "spec_augment", "freeze_encoder"}
 FREEZE_ENCODER_RULE = ("encoder/.*", None)
 WHISPER_TASK = "transcribe"
+EXPORT_SUBDIR = "whisper_hf"
+# Files of an HF Whisper directory besides weights and configs, copied into the export when present.
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+              "merges.txt", "normalizer.json", "preprocessor_config.json")
 
 
 @dataclasses.dataclass
@@ -88,6 +94,7 @@ class WhisperRun:
     config: Any
     data_dir: str
     tokenizer: Tokenizer
+    tokenizer_path: str
     model: WhisperConfig
     generation: WhisperGenerationConfig
     encoder: WhisperExampleEncoder
@@ -247,7 +254,7 @@ def build(config, progress: bool = True) -> WhisperRun:
         optimizer = dataclasses.replace(optimizer, lr_rules=(FREEZE_ENCODER_RULE, *optimizer.lr_rules))
         train_config = dataclasses.replace(train_config, optimizer=optimizer)
     return WhisperRun(
-        config=config, data_dir=data_dir, tokenizer=tokenizer, model=model, generation=generation, encoder=encoder,
+        config=config, data_dir=data_dir, tokenizer=tokenizer, tokenizer_path=tokenizer_path, model=model, generation=generation, encoder=encoder,
         task=task, train=train_config, eval=dataclass_from_dict(EvalConfig, config.get("eval") or {}, "eval"),
         pipeline=pipeline, eval_pipeline=eval_pipeline, pretrained=pretrained, init_source=init_source,
     )
@@ -272,6 +279,24 @@ def place_params(params: Mapping[str, Any], layout: StateLayout) -> Mapping[str,
     return traverse_util.unflatten_dict(placed, sep="/")
 
 
+class _ZeroInitialised:
+    """``task`` with all-zero initial parameters: ``init_state`` then builds the step-0 state
+    (optimizer state, counters, shardings) without compiling the random initialisers, whose values
+    the pretrained weights replace anyway (for a large unscanned model that compile is the slow part)."""
+
+    def __init__(self, task: WhisperTask):
+        self.task = task
+
+    def init_params(self, rng: jax.Array, batch: Batch) -> Mapping[str, Any]:
+        boxed = jax.eval_shape(self.task.init_params, rng, batch)
+        is_box = lambda x: isinstance(x, nn.Partitioned)
+        return jax.tree.map(lambda box: box.replace_boxed(jnp.zeros(box.value.shape, box.value.dtype)), boxed,
+                            is_leaf=is_box)
+
+    def loss(self, params, batch: Batch, rng: jax.Array, *, train: bool):
+        return self.task.loss(params, batch, rng, train=train)
+
+
 def write_pretrained_checkpoint(run: WhisperRun, workdir: str, mesh: Mesh) -> State | None:
     """Saves the initial train state holding the pretrained weights as step 0 of ``workdir``'s
     checkpoints (with the data iterator at its start) and returns it; does nothing (None) when the
@@ -285,7 +310,7 @@ def write_pretrained_checkpoint(run: WhisperRun, workdir: str, mesh: Mesh) -> St
         pipeline = run.train_pipeline()
         batch = Batch.padding(pipeline.batch_shapes()[0])  # parameter shapes do not depend on the bucket
         layout = build_layout(run.task, batch, run.train.optimizer, mesh, run.train.sharding_rules)
-        state = init_state(run.task, batch, layout, run.train.seed)
+        state = init_state(_ZeroInitialised(run.task), batch, layout, run.train.seed)
         state["params"] = place_params(run.pretrained["params"], layout)
         checkpointer.save(0, state, pipeline.iterator())
         checkpointer.wait()
@@ -293,6 +318,19 @@ def write_pretrained_checkpoint(run: WhisperRun, workdir: str, mesh: Mesh) -> St
         return state
     finally:
         checkpointer.close()
+
+
+def export_whisper(run: WhisperRun, params: Mapping[str, Any], out_dir: str) -> str:
+    """Writes ``params`` as an HF Whisper directory (safetensors, config.json, generation_config.json
+    and the tokenizer's files) that ``jaxspeech transcribe --whisper-dir`` and ``transformers`` load.
+    Collective: every process calls it, process 0 writes."""
+    host_params = multihost_utils.process_allgather(params, tiled=True)  # tiled: no extra process axis
+    if jax.process_index() == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        side_files = {name: os.path.join(run.tokenizer_path, name) for name in SIDE_FILES
+                      if os.path.isfile(os.path.join(run.tokenizer_path, name))}
+        export_hf_whisper(run.model, {"params": host_params}, out_dir, run.generation, extra_files=side_files)
+    return out_dir
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
@@ -305,6 +343,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     data_ready = time.monotonic()
     mesh = make_mesh(run.train.mesh)
     write_pretrained_checkpoint(run, workdir, mesh)
+    initialised = time.monotonic()
     iterator = run.train_pipeline().iterator()
     eval_fn = eval_during_training(run) if run.train.eval_every else None
     try:
@@ -312,13 +351,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     finally:
         iterator.close()
     trained = time.monotonic()
+    exported = export_whisper(run, result.state["params"], os.path.join(workdir, EXPORT_SUBDIR))
     scores = evaluate_sets(run, result.state["params"], workdir, progress=progress)
     evaluated = time.monotonic()
     timings = {
-        "data (corpus + tokenizer + checkpoint import)": data_ready - start,
+        "data (corpus, tokenizer, checkpoint conversion)": data_ready - start,
+        "pretrained weights -> step-0 checkpoint": initialised - data_ready,
         "compile": result.compile_seconds,
-        "train (incl. compile, checkpoints)": trained - data_ready,
-        "evaluation": evaluated - trained,
+        "train (incl. compile, checkpoints)": trained - initialised,
+        "export + evaluation": evaluated - trained,
         "total": evaluated - start,
     }
     notes = [f"Initialised from {run.init_source}.", f"Stopped at step {result.step} ({result.stop_reason})."]
@@ -326,6 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         notes.append(f"pad_to_30s: every example padded to the encoder's {run.model.encoder.max_frames}-frame window.")
     if FREEZE_ENCODER_RULE in run.train.optimizer.lr_rules:
         notes.append("The encoder was frozen.")
+    notes.append(f"The fine-tuned model in Hugging Face format: {exported} (`jaxspeech transcribe --whisper-dir {exported}`).")
     report = write_report(workdir, title=f"jaxspeech Whisper fine-tuning: {os.path.basename(os.path.abspath(workdir))}",
                           config=plain(config), timings=timings, train_metrics=result.last_train_metrics,
                           scores=scores, plots=plot_learning_curves(workdir), notes=notes)

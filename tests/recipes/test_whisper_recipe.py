@@ -7,6 +7,7 @@ the pretrained case saves a random-init ``transformers`` Whisper as an HF direct
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -15,15 +16,17 @@ import jax
 import numpy as np
 import pytest
 import torch
+from flax import linen as nn
 from flax import traverse_util
 from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
 
 from jaxspeech.cli import main
 from jaxspeech.config_dict import load_config_file
-from jaxspeech.convert.whisper import load_hf_whisper
+from jaxspeech.convert.whisper import load_generation_config, load_hf_whisper
 from jaxspeech.data.tokenizers import load_tokenizer
 from jaxspeech.data.whisper_encoder import WhisperExampleEncoder, write_byte_level_whisper_tokenizer
 from jaxspeech.recipes import whisper
+from jaxspeech.recipes.whisper_eval import decode_manifest, generate_fn
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.loop import train
@@ -110,12 +113,15 @@ def test_debug_variant_trains_and_reports_wer(tmp_path, monkeypatch):
     assert "| dev | 4 |" in report and "| test | 4 |" in report and "Initialised from random init." in report
     decoded = [json.loads(line) for line in (workdir / "eval" / "test.jsonl").read_text().splitlines()]
     assert len(decoded) == 4 and all("hypothesis" in d and d["reference"] for d in decoded)
+    exported_config, _ = load_hf_whisper(str(workdir / "whisper_hf"))  # the fine-tuned model, HF format
+    assert (exported_config.decoder.vocab_size, exported_config.encoder.num_layers) == (262, 1)
+    assert load_generation_config(str(workdir / "whisper_hf")).prompt("en") == (START, EN, TRANSCRIBE, NO_TIMESTAMPS)
 
 
 def _save_hf_whisper(directory: str) -> str:
     """A random-init transformers Whisper sized like the debug model, with the byte-level tokenizer."""
     hf_config = WhisperConfig(
-        vocab_size=262, num_mel_bins=80, d_model=64, encoder_layers=2, encoder_attention_heads=4, decoder_layers=2,
+        vocab_size=262, num_mel_bins=80, d_model=64, encoder_layers=1, encoder_attention_heads=4, decoder_layers=1,
         decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_source_positions=300,
         max_target_positions=128, pad_token_id=END, bos_token_id=END, eos_token_id=END, decoder_start_token_id=START,
         begin_suppress_tokens=None,
@@ -170,4 +176,23 @@ def test_pretrained_weights_are_step_zero_and_a_frozen_encoder_stays_bitwise(tmp
     assert encoder and decoder
     for name in encoder:
         np.testing.assert_array_equal(trained[name], converted[name], err_msg=name, strict=True)
-    assert all(not np.array_equal(trained[name], converted[name]) for name in decoder if "layer_norm" not in name)
+    assert all(not np.array_equal(trained[name], converted[name]) for name in decoder)
+
+    exported = whisper.export_whisper(run, result.state["params"], str(tmp_path / "export"))
+    reloaded = _flat(load_hf_whisper(exported)[1]["params"])
+    for name, value in trained.items():
+        np.testing.assert_array_equal(reloaded[name], value, err_msg=name, strict=True)
+
+
+@pytest.mark.slow
+def test_beam_decoding_of_an_eval_manifest(monkeypatch, tokenizer_dir):
+    monkeypatch.chdir(REPO)
+    run = whisper.build(_debug_config(**{"data.tokenizer": tokenizer_dir}), progress=False)
+    run.eval = dataclasses.replace(run.eval, method="beam", num_beams=2)
+    batch = Batch.padding(run.train_pipeline().batch_shapes()[0])
+    params = nn.unbox(run.task.init_params(jax.random.key(0), batch))
+    decoded = decode_manifest(run, params, run.manifest("dev"), max_examples=3, progress=False, generate=generate_fn(run))
+    assert [d["id"] for d in decoded] == ["dev-0000000", "dev-0000001", "dev-0000002"]
+    assert all(isinstance(d["hypothesis"], str) and d["reference"] == d["text"] for d in decoded)
+    with pytest.raises(ValueError, match="eval.method must be one of"):
+        generate_fn(dataclasses.replace(run, eval=dataclasses.replace(run.eval, method="sample")))
