@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -165,6 +165,33 @@ def _tensor_map(config: LLMConfig, expected: dict) -> list[tuple[str, str, bool,
     return rows
 
 
+def params_from_tensors(config: LLMConfig, get: Callable[[str, tuple], np.ndarray]) -> dict:
+    """A ``DecoderLM``'s params (nested, no 'params' level) from ``get(hf_name, hf_shape) -> array``
+    asked for ``*ForCausalLM`` names (``model.layers.0...``, ``lm_head.weight``); checkpoints that
+    store the LM under another prefix rename inside ``get``, which raises on missing / misshapen tensors."""
+    expected = _abstract_params(config)
+    dtype = np.dtype(config.param_dtype)
+    flat: dict[str, Any] = {}
+    stacked: dict[str, list[np.ndarray]] = {}
+    for ours, hf_name, transpose, layer in _tensor_map(config, expected):
+        shape = expected[ours].shape
+        per_layer_shape = shape[1:] if (config.scan_layers and layer is not None) else shape
+        hf_shape = per_layer_shape[::-1] if transpose else per_layer_shape
+        tensor = np.asarray(get(hf_name, hf_shape), dtype=dtype)
+        tensor = tensor.T if transpose else tensor
+        if config.scan_layers and layer is not None:
+            stacked.setdefault(ours, []).append(tensor)
+        else:
+            flat[ours] = tensor
+    flat.update({k: np.stack(v) for k, v in stacked.items()})
+    return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def ignorable_tensor(config: LLMConfig, hf_name: str) -> bool:
+    """Checkpoint tensors that carry no parameter: a tied head's copy, rotary tables."""
+    return (config.tie_word_embeddings and hf_name == "lm_head.weight") or hf_name.endswith("rotary_emb.inv_freq")
+
+
 def load_hf_llm(path: str, **overrides: Any) -> tuple[LLMConfig, dict]:
     """Reads an HF Llama/Qwen2 directory -> (LLMConfig, params {'params': ...}) as numpy arrays.
 
@@ -177,27 +204,12 @@ def load_hf_llm(path: str, **overrides: Any) -> tuple[LLMConfig, dict]:
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{config_path}: cannot read the model config ({e})") from e
     config = config_from_hf(hf, **overrides)
-    expected = _abstract_params(config)
     reader = SafetensorsReader(path)
-    dtype = np.dtype(config.param_dtype)
-    flat: dict[str, Any] = {}
-    stacked: dict[str, list[np.ndarray]] = {}
-    for ours, hf_name, transpose, layer in _tensor_map(config, expected):
-        shape = expected[ours].shape
-        per_layer_shape = shape[1:] if (config.scan_layers and layer is not None) else shape
-        hf_shape = per_layer_shape[::-1] if transpose else per_layer_shape
-        tensor = np.asarray(reader.get(hf_name, hf_shape), dtype=dtype)
-        tensor = tensor.T if transpose else tensor
-        if config.scan_layers and layer is not None:
-            stacked.setdefault(ours, []).append(tensor)
-        else:
-            flat[ours] = tensor
-    flat.update({k: np.stack(v) for k, v in stacked.items()})
-    ignorable = {"lm_head.weight"} if config.tie_word_embeddings else set()
-    extra = [n for n in reader.unused() if n not in ignorable and not n.endswith("rotary_emb.inv_freq")]
+    params = params_from_tensors(config, reader.get)
+    extra = [n for n in reader.unused() if not ignorable_tensor(config, n)]
     if extra:
         raise CheckpointError(f"{path}: tensors not used by the {hf['model_type']} model: {extra[:10]}")
-    return config, {"params": traverse_util.unflatten_dict(flat, sep="/")}
+    return config, {"params": params}
 
 
 def export_hf_llm(

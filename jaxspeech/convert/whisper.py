@@ -27,7 +27,7 @@ from flax import linen as nn
 from flax import traverse_util
 
 from jaxspeech.convert.safetensors_io import CheckpointError, SafetensorsReader, write_safetensors
-from jaxspeech.encoders.whisper import WhisperEncoderConfig
+from jaxspeech.encoders.whisper import WhisperEncoder, WhisperEncoderConfig
 from jaxspeech.layers.embeddings import sinusoids
 from jaxspeech.models.whisper_seq2seq import (
     WhisperConfig,
@@ -83,30 +83,28 @@ _DECODER_LAYER = (
     + _attention_rows("encoder_attn", "encoder_attn")
     + _norm_rows("encoder_attn_layer_norm", "encoder_attn_layer_norm")
 )
-_GLOBAL = (
-    [
-        ("encoder/conv1/kernel", "model.encoder.conv1.weight", _CONV),
-        ("encoder/conv1/bias", "model.encoder.conv1.bias", _COPY),
-        ("encoder/conv2/kernel", "model.encoder.conv2.weight", _CONV),
-        ("encoder/conv2/bias", "model.encoder.conv2.bias", _COPY),
-        ("decoder/embed_tokens/embedding", "model.decoder.embed_tokens.weight", _COPY),
-        ("decoder/embed_positions", "model.decoder.embed_positions.weight", _COPY),
-    ]
-    + _norm_rows("encoder/layer_norm", "model.encoder.layer_norm")
-    + _norm_rows("decoder/layer_norm", "model.decoder.layer_norm")
-)
+_ENCODER_GLOBAL = [
+    ("conv1/kernel", "conv1.weight", _CONV),
+    ("conv1/bias", "conv1.bias", _COPY),
+    ("conv2/kernel", "conv2.weight", _CONV),
+    ("conv2/bias", "conv2.bias", _COPY),
+] + _norm_rows("layer_norm", "layer_norm")
+_DECODER_GLOBAL = [
+    ("embed_tokens/embedding", "embed_tokens.weight", _COPY),
+    ("embed_positions", "embed_positions.weight", _COPY),
+] + _norm_rows("layer_norm", "layer_norm")
+
+# (our path, HF name, axis permutation, layer index or None)
+TensorRow = tuple[str, str, Permutation, int | None]
 
 
-def config_from_hf(hf: dict, **options: Any) -> WhisperConfig:
-    """WhisperConfig from a ``config.json`` dict; ``options`` set dtype, scan_layers, attn_impl, ... on both halves."""
-    if hf.get("model_type") not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(f"unsupported model_type {hf.get('model_type')!r}; supported: {SUPPORTED_MODEL_TYPES}")
+def encoder_config_from_hf(hf: dict, source: str = "Whisper config.json") -> WhisperEncoderConfig:
+    """WhisperEncoderConfig from the encoder fields of a Whisper-style config dict (``d_model``,
+    ``encoder_layers``, ...); ``source`` names the dict in errors."""
     if hf.get("activation_function", "gelu") != "gelu":
-        raise CheckpointError(f"unsupported activation_function {hf['activation_function']!r} (expected gelu)")
-    if hf.get("scale_embedding", False):
-        raise CheckpointError("scale_embedding=true is not supported (no released Whisper uses it)")
+        raise CheckpointError(f"{source}: unsupported activation_function {hf['activation_function']!r} (expected gelu)")
     try:
-        encoder = WhisperEncoderConfig(
+        return WhisperEncoderConfig(
             n_mels=hf["num_mel_bins"],
             d_model=hf["d_model"],
             num_layers=hf["encoder_layers"],
@@ -114,6 +112,18 @@ def config_from_hf(hf: dict, **options: Any) -> WhisperConfig:
             ffn_dim=hf["encoder_ffn_dim"],
             max_source_positions=hf["max_source_positions"],
         )
+    except KeyError as e:
+        raise CheckpointError(f"{source} lacks the field {e.args[0]!r}") from None
+
+
+def config_from_hf(hf: dict, **options: Any) -> WhisperConfig:
+    """WhisperConfig from a ``config.json`` dict; ``options`` set dtype, scan_layers, attn_impl, ... on both halves."""
+    if hf.get("model_type") not in SUPPORTED_MODEL_TYPES:
+        raise CheckpointError(f"unsupported model_type {hf.get('model_type')!r}; supported: {SUPPORTED_MODEL_TYPES}")
+    if hf.get("scale_embedding", False):
+        raise CheckpointError("scale_embedding=true is not supported (no released Whisper uses it)")
+    encoder = encoder_config_from_hf(hf)
+    try:
         decoder = WhisperDecoderConfig(
             vocab_size=hf["vocab_size"],
             d_model=hf["d_model"],
@@ -231,13 +241,35 @@ def _abstract_params(config: WhisperConfig) -> dict[str, jax.ShapeDtypeStruct]:
     return traverse_util.flatten_dict(nn.unbox(shapes)["params"], sep="/")
 
 
-def _tensor_map(config: WhisperConfig, expected: dict) -> list[tuple[str, str, Permutation, int | None]]:
-    """(our path, HF name, axis permutation, layer index or None) for every parameter of the model."""
-    rows = [(ours, hf, fn, None) for ours, hf, fn in _GLOBAL]
-    for half, half_config, layer_rows in (("encoder", config.encoder, _ENCODER_LAYER), ("decoder", config.decoder, _DECODER_LAYER)):
-        for i in range(half_config.num_layers):
-            layer = f"{half}/layers" if half_config.scan_layers else f"{half}/layers_{i}"
-            rows += [(f"{layer}/{ours}", f"model.{half}.layers.{i}.{hf}", fn, i) for ours, hf, fn in layer_rows]
+def _abstract_encoder_params(config: WhisperEncoderConfig) -> dict[str, jax.ShapeDtypeStruct]:
+    """Flat {'conv1/kernel': ShapeDtypeStruct, ...} of a ``WhisperEncoder``'s parameters."""
+    features = jnp.zeros((1, 2, config.n_mels), jnp.float32)
+    shapes = jax.eval_shape(lambda: WhisperEncoder(config).init(jax.random.key(0), features))
+    return traverse_util.flatten_dict(nn.unbox(shapes)["params"], sep="/")
+
+
+def _half_rows(half: str, config: WhisperEncoderConfig | WhisperDecoderConfig, global_rows, layer_rows) -> list[TensorRow]:
+    """Rows of one half (paths inside it; HF names under ``model.{half}.``)."""
+    rows = [(ours, f"model.{half}.{hf}", fn, None) for ours, hf, fn in global_rows]
+    for i in range(config.num_layers):
+        layer = "layers" if config.scan_layers else f"layers_{i}"
+        rows += [(f"{layer}/{ours}", f"model.{half}.layers.{i}.{hf}", fn, i) for ours, hf, fn in layer_rows]
+    return rows
+
+
+def encoder_tensor_map(config: WhisperEncoderConfig) -> list[TensorRow]:
+    """Rows for every parameter of a ``WhisperEncoder``: our paths inside the encoder, HF names as in
+    ``WhisperForConditionalGeneration`` (``model.encoder.*``)."""
+    return _half_rows("encoder", config, _ENCODER_GLOBAL, _ENCODER_LAYER)
+
+
+def _tensor_map(config: WhisperConfig, expected: dict) -> list[TensorRow]:
+    """Rows for every parameter of the model."""
+    rows = [(f"encoder/{ours}", hf, fn, layer) for ours, hf, fn, layer in encoder_tensor_map(config.encoder)]
+    rows += [
+        (f"decoder/{ours}", hf, fn, layer)
+        for ours, hf, fn, layer in _half_rows("decoder", config.decoder, _DECODER_GLOBAL, _DECODER_LAYER)
+    ]
     unknown = sorted(set(expected) - {ours for ours, *_ in rows})
     if unknown:
         raise CheckpointError(f"no checkpoint name known for parameters {unknown}")
@@ -250,15 +282,20 @@ def _is_scanned(config: WhisperConfig, path: str, layer: int | None) -> bool:
     return layer is not None and half.scan_layers
 
 
-def _params_from_tensors(config: WhisperConfig, get: Callable[[str, tuple], np.ndarray]) -> dict:
-    """Builds params from ``get(hf_name, hf_shape) -> array`` (which raises on missing / misshapen tensors)."""
-    expected = _abstract_params(config)
-    dtype = np.dtype(config.encoder.param_dtype)
+def _gather(
+    rows: list[TensorRow],
+    expected: dict,
+    get: Callable[[str, tuple], np.ndarray],
+    is_scanned: Callable[[str, int | None], bool],
+    dtype: Any,
+) -> dict:
+    """Nested params from ``get(hf_name, hf_shape) -> array`` (which raises on missing / misshapen tensors)."""
+    dtype = np.dtype(dtype)
     flat: dict[str, np.ndarray] = {}
     stacked: dict[str, list[np.ndarray]] = {}
-    for ours, hf_name, permutation, layer in _tensor_map(config, expected):
+    for ours, hf_name, permutation, layer in rows:
         shape = expected[ours].shape
-        scanned = _is_scanned(config, ours, layer)
+        scanned = is_scanned(ours, layer)
         hf_shape = _permute_shape(shape[1:] if scanned else shape, permutation)
         tensor = _permute(np.asarray(get(hf_name, hf_shape), dtype=dtype), permutation)
         if scanned:
@@ -266,17 +303,38 @@ def _params_from_tensors(config: WhisperConfig, get: Callable[[str, tuple], np.n
         else:
             flat[ours] = tensor
     flat.update({k: np.stack(v) for k, v in stacked.items()})
-    return {"params": traverse_util.unflatten_dict(flat, sep="/")}
+    return traverse_util.unflatten_dict(flat, sep="/")
 
 
-def _check_encoder_positions(table: np.ndarray, config: WhisperConfig, source: str) -> None:
+def _params_from_tensors(config: WhisperConfig, get: Callable[[str, tuple], np.ndarray]) -> dict:
+    """{'params': ...} of the whole model from ``get(hf_name, hf_shape)``."""
+    expected = _abstract_params(config)
+    scanned = lambda path, layer: _is_scanned(config, path, layer)
+    return {"params": _gather(_tensor_map(config, expected), expected, get, scanned, config.encoder.param_dtype)}
+
+
+def encoder_params_from_tensors(config: WhisperEncoderConfig, get: Callable[[str, tuple], np.ndarray]) -> dict:
+    """A ``WhisperEncoder``'s params ({'conv1': ..., 'layers_0': ...}, no 'params' level) from
+    ``get(hf_name, hf_shape) -> array`` asked for ``model.encoder.*`` names (checkpoints that store
+    the encoder under another prefix rename inside ``get``); ``get`` raises on missing / misshapen
+    tensors. The position table is not a parameter: check it with ``check_encoder_positions``."""
+    expected = _abstract_encoder_params(config)
+    rows = encoder_tensor_map(config)
+    unknown = sorted(set(expected) - {ours for ours, *_ in rows})
+    if unknown:
+        raise CheckpointError(f"no checkpoint name known for encoder parameters {unknown}")
+    scanned = lambda path, layer: layer is not None and config.scan_layers
+    return _gather(rows, expected, get, scanned, config.param_dtype)
+
+
+def check_encoder_positions(table: np.ndarray, config: WhisperEncoderConfig, source: str) -> None:
     """The stored encoder position table must be the sinusoids we compute.
 
     Checkpoints hold the table as computed in float32 by torch (angles up to 1499 rad), which
     differs from the exact table by up to ~1.2e-4 (measured for 1500 x 384), or rounded to
     float16; the tolerance covers both and still rejects any other (e.g. learned) table.
     """
-    expected = sinusoids(config.encoder.max_source_positions, config.encoder.d_model)
+    expected = sinusoids(config.max_source_positions, config.d_model)
     dtype = np.dtype(table.dtype)
     tolerance = max(1e-3, 2 * float(np.finfo(dtype).eps)) if dtype.kind == "f" else 1e-3
     diff = float(np.max(np.abs(np.asarray(table, np.float32) - expected)))
@@ -303,7 +361,7 @@ def load_hf_whisper(path: str, **options: Any) -> tuple[WhisperConfig, dict]:
     e = config.encoder
     if to_file(ENCODER_POSITIONS) in reader:
         table = reader.get(to_file(ENCODER_POSITIONS), (e.max_source_positions, e.d_model))
-        _check_encoder_positions(table, config, path)
+        check_encoder_positions(table, config.encoder, path)
     if TIED_OUTPUT in reader:
         embedding = params["params"]["decoder"]["embed_tokens"]["embedding"]
         output = np.asarray(reader.get(TIED_OUTPUT, embedding.shape), embedding.dtype)
@@ -397,7 +455,7 @@ def load_openai_whisper(path: str, **options: Any) -> tuple[WhisperConfig, dict]
     params = _params_from_tensors(config, get)
     e = config.encoder
     if ENCODER_POSITIONS in tensors:
-        _check_encoder_positions(get(ENCODER_POSITIONS, (e.max_source_positions, e.d_model)), config, path)
+        check_encoder_positions(get(ENCODER_POSITIONS, (e.max_source_positions, e.d_model)), e, path)
     extra = sorted(set(tensors) - used)
     if extra:
         raise CheckpointError(f"{path}: tensors not used by the Whisper model: {extra[:10]}")

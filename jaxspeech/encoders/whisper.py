@@ -7,6 +7,9 @@ frames and attend to all of them), any ``T <= 2 * max_source_positions`` is acce
 changes the valid outputs (an utterance padded in a batch gives the same frames as alone). With
 ``lengths == T == 3000`` the computation is exactly Whisper's.
 
+``pool_before_norm`` > 1 average-pools the last block's output (kernel = stride = pool, the tail
+dropped like PyTorch's ``AvgPool1d``) before the final LayerNorm: Qwen2-Audio's audio tower (pool 2).
+
 Positions: HF stores the encoder's ``embed_positions`` as a (frozen) weight; it is always equal to
 ``sinusoids(max_source_positions, d_model)`` (checked on import by ``jaxspeech.convert.whisper``),
 so here it is a constant, not a parameter.
@@ -22,6 +25,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax import struct
 
+from jaxspeech.data.audio_tokens import WHISPER_ENCODER, DownsampleStep, Pooling
 from jaxspeech.layers import axes
 from jaxspeech.layers.attention import IMPLEMENTATIONS, Attention
 from jaxspeech.layers.embeddings import sinusoids
@@ -39,7 +43,8 @@ class WhisperEncoderConfig:
     """Shapes and switches of a Whisper encoder (defaults: whisper-base).
 
     ``dtype`` is the compute dtype, ``param_dtype`` the storage dtype; ``scan_layers`` stacks the
-    blocks' parameters on a leading ``layers`` axis; ``remat_policy`` is one of ``REMAT_POLICIES``.
+    blocks' parameters on a leading ``layers`` axis; ``remat_policy`` is one of ``REMAT_POLICIES``;
+    ``pool_before_norm`` > 1 average-pools the frames before the final LayerNorm (Qwen2-Audio: 2).
     """
 
     n_mels: int = 80
@@ -54,6 +59,7 @@ class WhisperEncoderConfig:
     attn_impl: str = "xla"
     scan_layers: bool = False
     remat_policy: str = "none"
+    pool_before_norm: int = 1
 
     def __post_init__(self):
         if self.d_model % self.num_heads:
@@ -62,11 +68,25 @@ class WhisperEncoderConfig:
             raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
         if self.attn_impl not in IMPLEMENTATIONS:
             raise ValueError(f"attn_impl must be one of {IMPLEMENTATIONS}, got {self.attn_impl!r}")
+        if self.pool_before_norm < 1:
+            raise ValueError(f"pool_before_norm must be >= 1 (1 = no pooling), got {self.pool_before_norm}")
 
     @property
     def max_frames(self) -> int:
         """Longest accepted input (3000 frames = 30 s for every released Whisper)."""
         return 2 * self.max_source_positions
+
+    @property
+    def downsample(self) -> tuple[DownsampleStep, ...]:
+        """Length arithmetic from input frames to output frames (shared with the data side's placeholder counts)."""
+        pooling = (Pooling(self.pool_before_norm),) if self.pool_before_norm > 1 else ()
+        return WHISPER_ENCODER + pooling
+
+    def output_lengths(self, lengths):
+        """Output frames for ``lengths`` input frames (int or int array, usable under ``jit``)."""
+        for step in self.downsample:
+            lengths = step.lengths(lengths)
+        return lengths
 
     def replace(self, **changes) -> "WhisperEncoderConfig":
         return dataclasses.replace(self, **changes)
@@ -77,10 +97,20 @@ def output_lengths(lengths: jax.Array) -> jax.Array:
     return (lengths - 1) // 2 + 1
 
 
+def average_pool(x: jax.Array, size: int) -> jax.Array:
+    """x f[B, S, D] -> f[B, S // size, D]: means over non-overlapping windows of ``size`` frames (the
+    tail that fills no window is dropped, as in PyTorch's ``AvgPool1d(size)``)."""
+    batch, frames, width = x.shape
+    windows = Pooling(size).lengths(frames)
+    grouped = x[:, : windows * size].reshape(batch, windows, size, width)
+    return grouped.astype(jnp.float32).mean(axis=2).astype(x.dtype)
+
+
 @struct.dataclass
 class WhisperEncoderOutput:
     """hidden f[B, S, D] after the final LayerNorm (zero past ``lengths``); lengths i32[B] valid frames;
-    layer_states: the requested per-layer hidden states, each f[B, S, D] (before the final LayerNorm)."""
+    layer_states: the requested per-layer hidden states, each f[B, S, D] (before the final LayerNorm,
+    pooled like ``hidden`` when ``pool_before_norm`` > 1)."""
 
     hidden: jax.Array
     lengths: jax.Array
@@ -150,7 +180,8 @@ def _resolve_layers(output_layers: Sequence[int] | str | None, num_layers: int) 
 
 
 class WhisperEncoder(nn.Module):
-    """``(features f32[B, T, n_mels], lengths i32[B] | None) -> WhisperEncoderOutput`` with S = ceil(T / 2).
+    """``(features f32[B, T, n_mels], lengths i32[B] | None) -> WhisperEncoderOutput`` with
+    S = ceil(T / 2) // pool_before_norm.
 
     ``lengths=None`` means every frame is valid (Whisper's own 30-s padded input), and skips the masking.
 
@@ -178,7 +209,7 @@ class WhisperEncoder(nn.Module):
         layers = _resolve_layers(output_layers, c.num_layers)
         padded = lengths is not None  # without lengths every frame is valid: no masking work at all
         lengths = lengths.astype(jnp.int32) if padded else jnp.full((batch,), frames, jnp.int32)
-        out_lengths = output_lengths(lengths)
+        conv_lengths = output_lengths(lengths)
         gelu = activation("gelu")
         frame_valid = padding_mask(lengths, frames)[:, :, None]
         # Zeroing past `lengths` before each conv reproduces the zero padding of an unpadded input.
@@ -190,7 +221,7 @@ class WhisperEncoder(nn.Module):
         positions = jnp.asarray(sinusoids(c.max_source_positions, c.d_model)[: x.shape[1]])
         x = nn.with_logical_constraint((x + positions.astype(c.dtype)).astype(c.dtype), HIDDEN_AXES)
 
-        mask = MaskSpec(kv_lengths=out_lengths) if padded else None
+        mask = MaskSpec(kv_lengths=conv_lengths) if padded else None
         emit = any(i > 0 for i in layers)
         block = remat(WhisperEncoderBlock, c.remat_policy)
         states = [x]
@@ -203,12 +234,18 @@ class WhisperEncoder(nn.Module):
             for i in range(c.num_layers):
                 x, _ = block(c, name=f"layers_{i}")(x, mask)
                 states.append(x)
+        selected = [states[i] for i in layers]
+        if c.pool_before_norm > 1:
+            # Valid pooled frames read only valid frames: (n - p) // p + 1 windows fit in n frames.
+            pool = lambda h: nn.with_logical_constraint(average_pool(h, c.pool_before_norm), HIDDEN_AXES)
+            x, selected = pool(x), [pool(h) for h in selected]
         hidden = LayerNorm(c.layer_norm_eps, True, c.dtype, c.param_dtype, name="layer_norm")(x)
 
+        out_lengths = c.output_lengths(lengths)
         out_valid = padding_mask(out_lengths, hidden.shape[1])[:, :, None]
         zero_padding = lambda h: jnp.where(out_valid, h, 0).astype(h.dtype) if padded else h
         return WhisperEncoderOutput(
             hidden=zero_padding(hidden),
             lengths=out_lengths,
-            layer_states=tuple(zero_padding(states[i]) for i in layers),
+            layer_states=tuple(zero_padding(h) for h in selected),
         )

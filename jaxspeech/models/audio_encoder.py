@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxspeech.data.audio_tokens import WHISPER_ENCODER
 from jaxspeech.encoders.conformer import ConformerConfig, ConformerEncoder, encoder_lengths
 from jaxspeech.encoders.whisper import WhisperEncoder, WhisperEncoderConfig
 
@@ -61,7 +60,7 @@ class AudioEncoderConfig:
     @property
     def downsample(self) -> tuple:
         """Length arithmetic from input frames to output frames."""
-        return WHISPER_ENCODER if self.kind == "whisper" else (ConformerSubsamplingStep(self.conformer),)
+        return self.whisper.downsample if self.kind == "whisper" else (ConformerSubsamplingStep(self.conformer),)
 
     def replace(self, **changes) -> "AudioEncoderConfig":
         return dataclasses.replace(self, **changes)
