@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             prefetch=4,
             seed=0,
         ),
-        eval_pipeline=dict(frame_budget=96_000),
+        eval_pipeline=dict(frame_budget=48_000),
     )
     c.model = dict(dtype="float32", param_dtype="float32", scan_layers=True, remat_policy="none", attn_impl="xla")
     c.task = dict(

@@ -90,17 +90,21 @@ class WhisperExampleEncoder:
         text = text.strip()
         return self.tokenizer.encode(" " + text if self.leading_space else text)
 
-    def __call__(self, record: Mapping[str, Any], frames_per_clip: Sequence[int]) -> EncodedExample:
-        """tokens i32[n] = prefix + text + end; loss_mask f32[n] = 1 on the text and the end token."""
-        record_id = record.get("id", "?")
-        if len(frames_per_clip) != 1:
-            raise ValueError(f"record {record_id!r}: Whisper rows hold one clip, got {len(frames_per_clip)} "
-                             "(set data.pipeline.clips_per_row=1)")
+    @staticmethod
+    def transcript(record: Mapping[str, Any]) -> str:
+        """The record's ``text``; raises naming the record when it is missing or blank."""
         text = record.get("text")
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"record {record_id!r} ({record.get('audio_filepath', 'no audio path')}): empty transcript "
-                             f"{text!r}; Whisper fine-tuning needs the text of every training example")
-        prefix, body = self.prefix_ids, self.text_ids(text)
+            raise ValueError(f"record {record.get('id', '?')!r} ({record.get('audio_filepath', 'no audio path')}): "
+                             f"empty transcript {text!r}; Whisper fine-tuning needs the text of every training example")
+        return text
+
+    def __call__(self, record: Mapping[str, Any], frames_per_clip: Sequence[int]) -> EncodedExample:
+        """tokens i32[n] = prefix + text + end; loss_mask f32[n] = 1 on the text and the end token."""
+        if len(frames_per_clip) != 1:
+            raise ValueError(f"record {record.get('id', '?')!r}: Whisper rows hold one clip, got {len(frames_per_clip)} "
+                             "(set data.pipeline.clips_per_row=1)")
+        prefix, body = self.prefix_ids, self.text_ids(self.transcript(record))
         tokens = np.asarray([*prefix, *body, self.end_id], np.int32)
         loss_mask = np.zeros(tokens.shape, np.float32)
         loss_mask[len(prefix):] = 1.0

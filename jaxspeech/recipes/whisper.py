@@ -16,10 +16,12 @@ Config sections (``configs/whisper_finetune.py``):
   * ``train``: ``TrainConfig``; ``eval``: ``EvalConfig`` of the Speech-LLM recipe.
 
 Pretrained weights reach the trainer as its step-0 checkpoint: before training, the recipe builds
-the train state with the trainer's own ``build_layout`` / ``init_state``, puts the converted
-weights in place (each device receives only its shards) and saves that state as step 0 in the
-workdir. The trainer then starts by restoring it, exactly as when resuming, so nothing is
-embedded in a compiled program and a restarted run resumes from its newest checkpoint instead.
+the train state with the trainer's own ``build_layout`` / ``init_state`` (zeros in place of the
+random initialisers), puts the converted weights in (each device receives only its shards) and
+saves that state as step 0 in the workdir. The trainer then starts by restoring it, exactly as
+when resuming, so nothing is embedded in a compiled program, and a restarted run resumes from its
+newest checkpoint instead. After training the model is exported as an HF Whisper directory,
+``<workdir>/whisper_hf``, before the eval sets are decoded.
 """
 
 from __future__ import annotations
@@ -105,21 +107,25 @@ class WhisperRun:
     eval_pipeline: PipelineConfig
     pretrained: Mapping[str, Any] | None  # {"params": numpy tree} converted from init.whisper_dir
     init_source: str
+    train_source: ManifestSource
 
     def manifest(self, name: str) -> str:
         """A manifest path: ``name`` as given if it is a file, else ``<data dir>/<name>.jsonl``."""
-        return name if os.path.isfile(name) else os.path.join(self.data_dir, f"{name}.jsonl")
+        return _manifest(self.data_dir, name)
 
     def eval_set_names(self) -> tuple[str, ...]:
         return _names(self.config.data.eval_sets)
 
     def train_pipeline(self) -> DataPipeline:
-        source = ManifestSource([self.manifest(n) for n in _names(self.config.data.train)])
-        return DataPipeline(source, self.pipeline, tokenize=self.encoder)
+        return DataPipeline(self.train_source, self.pipeline, tokenize=self.encoder)
 
 
 def _names(value) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _manifest(data_dir: str, name: str) -> str:
+    return name if os.path.isfile(name) else os.path.join(data_dir, f"{name}.jsonl")
 
 
 def _model_options(model: Mapping[str, Any]) -> dict[str, Any]:
@@ -239,6 +245,9 @@ def build(config, progress: bool = True) -> WhisperRun:
     encoder = WhisperExampleEncoder(tokenizer_path, language if generation.is_multilingual else None, WHISPER_TASK,
                                     leading_space=bool(task_cfg.get("leading_space", True)))
     _check_prompt(encoder, generation)
+    train_source = ManifestSource([_manifest(data_dir, name) for name in _names(data["train"])])
+    for index in range(len(train_source)):  # a blank transcript fails here, not at some later step
+        encoder.transcript(train_source[index])
     pipeline, eval_pipeline = _pipelines(data, model, generation.pad_token_id)
 
     augment = task_cfg.get("spec_augment")
@@ -257,6 +266,7 @@ def build(config, progress: bool = True) -> WhisperRun:
         config=config, data_dir=data_dir, tokenizer=tokenizer, tokenizer_path=tokenizer_path, model=model, generation=generation, encoder=encoder,
         task=task, train=train_config, eval=dataclass_from_dict(EvalConfig, config.get("eval") or {}, "eval"),
         pipeline=pipeline, eval_pipeline=eval_pipeline, pretrained=pretrained, init_source=init_source,
+        train_source=train_source,
     )
 
 

@@ -25,12 +25,15 @@ from jaxspeech.config_dict import load_config_file
 from jaxspeech.convert.whisper import load_generation_config, load_hf_whisper
 from jaxspeech.data.tokenizers import load_tokenizer
 from jaxspeech.data.whisper_encoder import WhisperExampleEncoder, write_byte_level_whisper_tokenizer
+from jaxspeech.features.mel import HOP_LENGTH, log_mel_spectrogram
 from jaxspeech.recipes import whisper
 from jaxspeech.recipes.whisper_eval import decode_manifest, generate_fn
 from jaxspeech.sharding.mesh import make_mesh
+from jaxspeech.tasks.whisper import WhisperLossConfig, WhisperTask
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.loop import train
 from jaxspeech.train.state import build_layout
+from jaxspeech.train.task import LOSS_WEIGHT
 from jaxspeech.types import Batch
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -95,6 +98,11 @@ def test_config_switches_and_errors(tmp_path, monkeypatch, tokenizer_dir):
                                        "data.pipeline.max_tokens": (112, 112)}), progress=False)
     with pytest.raises(ValueError, match="not both"):
         whisper.build(_debug_config(**{"data.tokenizer": tokenizer_dir, "init.whisper_dir": str(tmp_path)}), progress=False)
+    manifest = tmp_path / "blank.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"utt-{i}", "audio_filepath": "a.flac", "duration": 1.0, "text": text})
+                                + "\n" for i, text in enumerate(["fine", " "])))
+    with pytest.raises(ValueError, match=r"record 'utt-1' \(.*a\.flac\): empty transcript"):  # before any training
+        whisper.build(_debug_config(**{"data.tokenizer": tokenizer_dir, "data.train": str(manifest)}), progress=False)
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['freeze'\] in config.task"):
         whisper.build(_debug_config(**{"task.freeze": True}), progress=False)
 
@@ -118,13 +126,15 @@ def test_debug_variant_trains_and_reports_wer(tmp_path, monkeypatch):
     assert load_generation_config(str(workdir / "whisper_hf")).prompt("en") == (START, EN, TRANSCRIBE, NO_TIMESTAMPS)
 
 
-def _save_hf_whisper(directory: str) -> str:
+@pytest.fixture(scope="module")
+def hf_whisper_dir(tmp_path_factory) -> str:
     """A random-init transformers Whisper sized like the debug model, with the byte-level tokenizer."""
+    directory = str(tmp_path_factory.mktemp("hf_whisper"))
     hf_config = WhisperConfig(
         vocab_size=262, num_mel_bins=80, d_model=64, encoder_layers=1, encoder_attention_heads=4, decoder_layers=1,
         decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_source_positions=300,
         max_target_positions=128, pad_token_id=END, bos_token_id=END, eos_token_id=END, decoder_start_token_id=START,
-        begin_suppress_tokens=None,
+        begin_suppress_tokens=None, init_std=0.3,  # large enough that the logits (and the loss) depend on the input
     )
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(hf_config)
@@ -143,10 +153,10 @@ def _flat(tree) -> dict:
     return traverse_util.flatten_dict(jax.device_get(tree), sep="/")
 
 
-def test_pretrained_weights_are_step_zero_and_a_frozen_encoder_stays_bitwise(tmp_path, monkeypatch):
+def test_pretrained_weights_are_step_zero_and_a_frozen_encoder_stays_bitwise(tmp_path, monkeypatch, hf_whisper_dir):
     monkeypatch.chdir(REPO)
-    hf_dir = _save_hf_whisper(str(tmp_path / "hf_whisper"))
-    assert os.path.exists(os.path.join(hf_dir, "model.safetensors"))
+    hf_dir = hf_whisper_dir
+    assert os.path.exists(os.path.join(hf_dir, "model.safetensors"))  # transformers saved safetensors
     config = _debug_config(**{"init.random": None, "init.whisper_dir": hf_dir, "data.tokenizer": None,
                               "data.build_tokenizer": False, "task.freeze_encoder": True, "train.total_steps": 1})
     run = whisper.build(config, progress=False)
@@ -182,6 +192,39 @@ def test_pretrained_weights_are_step_zero_and_a_frozen_encoder_stays_bitwise(tmp
     reloaded = _flat(load_hf_whisper(exported)[1]["params"])
     for name, value in trained.items():
         np.testing.assert_array_equal(reloaded[name], value, err_msg=name, strict=True)
+
+
+@pytest.mark.parity
+def test_loss_matches_transformers_cross_entropy_on_the_same_checkpoint(hf_whisper_dir):
+    """Our loss on a full-window batch == torch cross-entropy (label smoothing 0.1) of the HF model's
+    logits for decoder inputs tokens[:-1] and targets tokens[1:] weighted by loss_mask[1:]."""
+    config, params = load_hf_whisper(hf_whisper_dir)
+    task = WhisperTask(config, WhisperLossConfig(label_smoothing=0.1), full_window=True)
+    encoder = WhisperExampleEncoder(hf_whisper_dir)
+    examples = [encoder({"id": str(i), "text": text}, (600,)) for i, text in enumerate(["hello there", "a longer one, ok?"])]
+    length = max(len(e.tokens) for e in examples)
+    tokens = np.full((2, length), END, np.int32)
+    loss_mask = np.zeros((2, length), np.float32)
+    for row, example in enumerate(examples):
+        tokens[row, : len(example.tokens)], loss_mask[row, : len(example.tokens)] = example.tokens, example.loss_mask
+    audio = np.random.RandomState(0).randn(2, 600 * HOP_LENGTH).astype(np.float32) * 0.1
+    features = np.stack([log_mel_spectrogram(a) for a in audio])  # f32[2, 600, 80]: the full window
+    batch = Batch(features=features[:, None], feature_lengths=np.full((2, 1), 600, np.int32), tokens=tokens,
+                  loss_mask=loss_mask, segment_ids=np.ones_like(tokens), positions=np.zeros_like(tokens),
+                  example_ids=np.arange(2)[:, None], weights=np.ones(2, np.float32))
+    ours, metrics = jax.jit(lambda p, b: task.loss(p, b, None, train=False))(params["params"], batch)
+
+    hf = WhisperForConditionalGeneration.from_pretrained(hf_whisper_dir).eval()
+    with torch.no_grad():
+        logits = hf(input_features=torch.from_numpy(features.transpose(0, 2, 1)),
+                    decoder_input_ids=torch.from_numpy(tokens[:, :-1]).long()).logits
+        per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                      torch.from_numpy(tokens[:, 1:]).long().reshape(-1),
+                                                      reduction="none", label_smoothing=0.1)
+    weights = torch.from_numpy(loss_mask[:, 1:]).reshape(-1)
+    reference = float((per_token * weights).sum() / weights.sum())
+    assert float(metrics[LOSS_WEIGHT]) == loss_mask[:, 1:].sum() == sum(len(e.tokens) - 4 for e in examples)
+    assert abs(float(ours) - reference) <= 1e-5 * max(1.0, abs(reference)), (float(ours), reference)
 
 
 @pytest.mark.slow
