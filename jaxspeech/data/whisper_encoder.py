@@ -145,8 +145,8 @@ def write_byte_level_whisper_tokenizer(directory: str | os.PathLike, languages: 
     # Whisper's (GPT-2's) pre-tokenization: the byte-level split with its word regex, no added prefix space.
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    special = [END_OF_TEXT, START_OF_TRANSCRIPT, *map(language_token, languages), *map(task_token, ("translate", "transcribe")),
-               NO_TIMESTAMPS]
+    special = [END_OF_TEXT, START_OF_TRANSCRIPT, *map(language_token, languages),
+               *map(task_token, ("translate", "transcribe")), NO_TIMESTAMPS]
     tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in special])
     tokenizer.save(os.path.join(directory, TOKENIZER_JSON))
     with open(os.path.join(directory, TOKENIZER_CONFIG_JSON), "w", encoding="utf-8") as f:

@@ -263,7 +263,8 @@ def build(config, progress: bool = True) -> WhisperRun:
         optimizer = dataclasses.replace(optimizer, lr_rules=(FREEZE_ENCODER_RULE, *optimizer.lr_rules))
         train_config = dataclasses.replace(train_config, optimizer=optimizer)
     return WhisperRun(
-        config=config, data_dir=data_dir, tokenizer=tokenizer, tokenizer_path=tokenizer_path, model=model, generation=generation, encoder=encoder,
+        config=config, data_dir=data_dir, tokenizer=tokenizer, tokenizer_path=tokenizer_path, model=model,
+        generation=generation, encoder=encoder,
         task=task, train=train_config, eval=dataclass_from_dict(EvalConfig, config.get("eval") or {}, "eval"),
         pipeline=pipeline, eval_pipeline=eval_pipeline, pretrained=pretrained, init_source=init_source,
         train_source=train_source,
@@ -377,7 +378,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         notes.append(f"pad_to_30s: every example padded to the encoder's {run.model.encoder.max_frames}-frame window.")
     if FREEZE_ENCODER_RULE in run.train.optimizer.lr_rules:
         notes.append("The encoder was frozen.")
-    notes.append(f"The fine-tuned model in Hugging Face format: {exported} (`jaxspeech transcribe --whisper-dir {exported}`).")
+    notes.append(f"The fine-tuned model in Hugging Face format: {exported} "
+                 f"(`jaxspeech transcribe --whisper-dir {exported}`).")
     report = write_report(workdir, title=f"jaxspeech Whisper fine-tuning: {os.path.basename(os.path.abspath(workdir))}",
                           config=plain(config), timings=timings, train_metrics=result.last_train_metrics,
                           scores=scores, plots=plot_learning_curves(workdir), notes=notes)
