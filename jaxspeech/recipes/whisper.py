@@ -256,6 +256,7 @@ def build(config, progress: bool = True) -> WhisperRun:
         dataclass_from_dict(WhisperLossConfig, task_cfg.get("loss") or {}, "task.loss"),
         None if augment is None else dataclass_from_dict(SpecAugmentConfig, augment, "task.spec_augment"),
         full_window=bool(data.get("pad_to_30s")),
+        encoder_trained=not task_cfg.get("freeze_encoder"),
     )
     train_config = train_config_from_dict(config.train)
     if task_cfg.get("freeze_encoder"):

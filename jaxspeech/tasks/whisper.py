@@ -52,8 +52,10 @@ class WhisperTask:
         loss: WhisperLossConfig = WhisperLossConfig(),
         spec_augment: SpecAugmentConfig | None = None,
         full_window: bool = False,
+        encoder_trained: bool = True,
     ):
         self.config, self.loss_config, self.spec_augment, self.full_window = model, loss, spec_augment, full_window
+        self.encoder_trained = encoder_trained  # only for train_flops: a frozen encoder runs no backward pass
         self.model = WhisperSeq2Seq(model)
 
     def encoder_inputs(self, features: Any, feature_lengths: Any) -> tuple[Any, Any]:
@@ -87,6 +89,23 @@ class WhisperTask:
                                      label_smoothing=cfg.label_smoothing)
         metrics = {"token_accuracy": token_loss.accuracy, "nll": token_loss.mean_nll, LOSS_WEIGHT: token_loss.count}
         return token_loss.loss, metrics
+
+    def train_flops(self, batch: Batch) -> float:
+        """Matmul FLOPs of one train step on a batch shaped like ``batch`` (counted here because XLA's
+        cost analysis counts a scanned layer once): forward, plus a backward of twice the forward
+        for the decoder and, when it is trained, the encoder. Attention is counted dense (as computed)."""
+        e, d = self.config.encoder, self.config.decoder
+        rows, _, frames, mels = batch.features.shape
+        length, states = batch.tokens.shape[1], (frames - 1) // 2 + 1
+        projections = lambda n, width, count: 2 * n * width * width * count
+        encoder = (2 * frames * 3 * mels * e.d_model + 2 * states * 3 * e.d_model * e.d_model
+                   + e.num_layers * (projections(states, e.d_model, 4) + 4 * states * states * e.d_model
+                                     + 4 * states * e.d_model * e.ffn_dim))
+        decoder = (d.num_layers * (projections(length, d.d_model, 6) + projections(states, d.d_model, 2)
+                                   + 4 * length * length * d.d_model + 4 * length * states * d.d_model
+                                   + 4 * length * d.d_model * d.ffn_dim)
+                   + 2 * length * d.d_model * d.vocab_size)
+        return float(rows * ((3 if self.encoder_trained else 1) * encoder + 3 * decoder))
 
     def throughput_counts(self, batch: Batch) -> Mapping[str, float]:
         return {

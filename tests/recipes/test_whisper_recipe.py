@@ -23,9 +23,12 @@ from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalG
 from jaxspeech.cli import main
 from jaxspeech.config_dict import load_config_file
 from jaxspeech.convert.whisper import load_generation_config, load_hf_whisper
+from jaxspeech.encoders.whisper import WhisperEncoderConfig
 from jaxspeech.data.tokenizers import load_tokenizer
 from jaxspeech.data.whisper_encoder import WhisperExampleEncoder, write_byte_level_whisper_tokenizer
 from jaxspeech.features.mel import HOP_LENGTH, log_mel_spectrogram
+from jaxspeech.models.whisper_seq2seq import WhisperConfig as JaxWhisperConfig
+from jaxspeech.models.whisper_seq2seq import WhisperDecoderConfig
 from jaxspeech.recipes import whisper
 from jaxspeech.recipes.whisper_eval import decode_manifest, generate_fn
 from jaxspeech.sharding.mesh import make_mesh
@@ -34,7 +37,7 @@ from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.loop import train
 from jaxspeech.train.state import build_layout
 from jaxspeech.train.task import LOSS_WEIGHT
-from jaxspeech.types import Batch
+from jaxspeech.types import Batch, BatchShape
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "whisper_finetune.py")
@@ -225,6 +228,25 @@ def test_loss_matches_transformers_cross_entropy_on_the_same_checkpoint(hf_whisp
     reference = float((per_token * weights).sum() / weights.sum())
     assert float(metrics[LOSS_WEIGHT]) == loss_mask[:, 1:].sum() == sum(len(e.tokens) - 4 for e in examples)
     assert abs(float(ours) - reference) <= 1e-5 * max(1.0, abs(reference)), (float(ours), reference)
+
+
+@pytest.mark.parametrize("encoder_trained", [True, False])
+def test_train_flops_match_xla_cost_analysis_of_the_unscanned_gradient(encoder_trained):
+    """train_flops (counted because XLA counts a scanned layer once) vs XLA's count for the unrolled
+    model, on a width where matmuls dominate: within 5% (measured: 0.7% trained, 2.8% frozen encoder)."""
+    config = JaxWhisperConfig(
+        WhisperEncoderConfig(d_model=256, num_layers=2, num_heads=4, ffn_dim=1024, max_source_positions=300),
+        WhisperDecoderConfig(vocab_size=1000, d_model=256, num_layers=2, num_heads=4, ffn_dim=1024, max_target_positions=128))
+    task = WhisperTask(config, encoder_trained=encoder_trained)
+    shape = BatchShape(batch_size=4, clips=1, frames=600, tokens=64, n_mels=80)
+    params = jax.eval_shape(lambda: nn.unbox(task.init_params(jax.random.key(0), Batch.padding(shape))))
+    loss = lambda p, b: task.loss(p, b, None, train=False)[0]
+    if encoder_trained:
+        gradient = lambda p, b: jax.grad(loss)(p, b)
+    else:
+        gradient = lambda p, b: jax.grad(lambda decoder: loss({**p, "decoder": decoder}, b))(p["decoder"])
+    xla = jax.jit(gradient).lower(params, Batch.abstract(shape)).cost_analysis()["flops"]
+    np.testing.assert_allclose(task.train_flops(Batch.abstract(shape)), xla, rtol=0.05)
 
 
 @pytest.mark.slow
