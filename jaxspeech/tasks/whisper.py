@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from jaxspeech.encoders.whisper import output_lengths
 from jaxspeech.features.mel import HOP_LENGTH, SAMPLE_RATE
 from jaxspeech.features.specaugment import SpecAugmentConfig, spec_augment
 from jaxspeech.losses import next_token_loss
@@ -91,12 +92,12 @@ class WhisperTask:
         return token_loss.loss, metrics
 
     def train_flops(self, batch: Batch) -> float:
-        """Matmul FLOPs of one train step on a batch shaped like ``batch`` (counted here because XLA's
+        """Matmul FLOPs (all devices) of one train step on a batch shaped like ``batch`` (counted here as XLA's
         cost analysis counts a scanned layer once): forward, plus a backward of twice the forward
         for the decoder and, when it is trained, the encoder. Attention is counted dense (as computed)."""
         e, d = self.config.encoder, self.config.decoder
         rows, _, frames, mels = batch.features.shape
-        length, states = batch.tokens.shape[1], (frames - 1) // 2 + 1
+        length, states = batch.tokens.shape[1], output_lengths(frames)
         projections = lambda n, width, count: 2 * n * width * width * count
         encoder = (2 * frames * 3 * mels * e.d_model + 2 * states * 3 * e.d_model * e.d_model
                    + e.num_layers * (projections(states, e.d_model, 4) + 4 * states * states * e.d_model
