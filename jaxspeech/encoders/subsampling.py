@@ -9,6 +9,10 @@ linear projection of the flattened (mel, channel) features to the model width:
                   followed by a pointwise 1x1 convolution + ReLU (FastConformer / Parakeet
                   "dw_striding": far fewer FLOPs at 8x).
 
+* ``"stack"``     no convolution: every ``factor`` consecutive frames are concatenated (the tail
+                  zero-padded) and projected to the model width by one Dense: the cheapest front
+                  end (one matmul), ceil(T / factor) output frames.
+
 Padding (per stage, time axis): ``"same"`` pads (k-1)//2 on both sides (NeMo, Parakeet);
 ``"valid"`` pads nothing (ESPnet); ``"causal"`` pads k-1 on the left only, so an output frame never
 sees a later input frame (streaming). The mel axis is padded like ``"same"`` except under ``"valid"``.
@@ -31,7 +35,7 @@ from jaxspeech.layers import axes
 from jaxspeech.layers.dense import Dense
 from jaxspeech.layers.masks import padding_mask
 
-KINDS = ("conv2d", "dw_conv2d")
+KINDS = ("conv2d", "dw_conv2d", "stack")
 PADDINGS = ("same", "valid", "causal")
 STRIDE = 2
 
@@ -77,8 +81,10 @@ def _stage_length(length, kernel_size: int, padding: tuple[int, int]):
 def subsampled_lengths(lengths, config: SubsamplingConfig):
     """Valid frames after subsampling for ``lengths`` (int, numpy or jax integer array).
 
-    E.g. "same" padding, k=3, 8x: 1000 frames -> 500 -> 250 -> 125.
+    E.g. "same" padding, k=3, 8x: 1000 frames -> 500 -> 250 -> 125; "stack", 4x: 1001 -> 251.
     """
+    if config.kind == "stack":
+        return -(-lengths // config.factor)
     for _ in range(config.num_stages):
         lengths = _stage_length(lengths, config.kernel_size, config.time_padding())
     return lengths
@@ -165,6 +171,8 @@ class ConvSubsampling(nn.Module):
     def __call__(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
         c = self.config
         batch = x.shape[0]
+        if c.kind == "stack":
+            return self._stack(x, lengths)
         h = _zero_padded_frames(x.astype(self.dtype)[..., None], lengths)  # [B, T, F, 1]
         padding = (c.time_padding(), c.freq_padding())
         channelwise = lambda name: ChannelwiseConv2D(c.channels, c.kernel_size, padding, self.dtype, self.param_dtype, name=name)
@@ -184,3 +192,12 @@ class ConvSubsampling(nn.Module):
         h = h.reshape(batch, h.shape[1], h.shape[2] * h.shape[3])
         out = Dense(self.features, (axes.CONV_IN, axes.EMBED), True, self.dtype, self.param_dtype, name="proj")(h)
         return out, lengths.astype(jnp.int32)
+
+    def _stack(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+        factor = self.config.factor
+        batch, frames, mels = x.shape
+        padded = -(-frames // factor) * factor
+        h = _zero_padded_frames(x.astype(self.dtype)[..., None], lengths)[..., 0]
+        h = jnp.pad(h, ((0, 0), (0, padded - frames), (0, 0))).reshape(batch, padded // factor, factor * mels)
+        out = Dense(self.features, (axes.CONV_IN, axes.EMBED), True, self.dtype, self.param_dtype, name="proj")(h)
+        return out, subsampled_lengths(lengths, self.config).astype(jnp.int32)

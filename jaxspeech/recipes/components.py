@@ -19,6 +19,8 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
+import jax
+
 from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
 from jaxspeech.data.corpus import CorpusConfig
 from jaxspeech.data.corpus_build import build_corpus
@@ -139,8 +141,13 @@ def build(config, progress: bool = True) -> Components:
     lora_cfg = None if lora_cfg is None else dataclass_from_dict(LoraConfig, lora_cfg, "task.lora")
     pipeline_values = {**(data.get("pipeline") or {}), "n_mels": model.encoder.n_mels,
                        "pad_token_id": tokenizer.pad_id or 0}
+    # Host batches must split evenly over the local devices of the data-parallel mesh axes.
+    pipeline_values.setdefault("batch_size_multiple", jax.local_device_count())
     pipeline = dataclass_from_dict(PipelineConfig, pipeline_values, "data.pipeline")
-    eval_values = {**pipeline_values, "shuffle": False, "num_epochs": 1, "drop_remainder": False,
+    if pipeline.bucket_frames[-1] > model.max_audio_frames:
+        raise ValueError(f"data.pipeline.bucket_frames reach {pipeline.bucket_frames[-1]} frames but "
+                         f"model.max_audio_frames is {model.max_audio_frames}: raise it or drop the bucket")
+    eval_values = {**pipeline_values, "shuffle": False, "num_epochs": 1, "drop_remainder": False, "batch_size_multiple": 1,
                    **(data.get("eval_pipeline") or {})}
     return Components(
         config=config,
