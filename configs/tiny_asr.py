@@ -3,7 +3,7 @@
   jaxspeech train --config configs/tiny_asr.py --workdir runs/tiny
   jaxspeech train --config configs/tiny_asr.py:debug --workdir /tmp/tiny_debug    # seconds, for tests
 
-A Conformer encoder (8x frame stacking: 12.5 frames/s) -> frame stacking by 2 + MLP -> a 4-layer decoder LLM, all
+A Conformer encoder (8x frame stacking: 12.5 frames/s) -> frame stacking by 2 + MLP -> a 3-layer decoder LLM, all
 from scratch, on the eSpeak NG corpus that ``jaxspeech prepare-data tiny`` builds (built here on
 first use). An auxiliary CTC loss on the encoder and SpecAugment make the most of 2 CPU cores:
 the run trains for a fixed time budget, then decodes the dev and test sets and writes report.md.
@@ -12,7 +12,7 @@ the run trains for a fixed time budget, then decodes the dev and test sets and w
 import ml_collections
 
 BUCKETS = (320, 400, 512, 768)  # log-mel frames (100 per second)
-MAX_TOKENS = (80, 96, 112, 128)  # prompt + audio placeholders + transcript + end, per bucket
+MAX_TOKENS = (72, 88, 104, 128)  # prompt + audio placeholders + transcript + end, per bucket
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -30,7 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         eval_sets=("dev", "test"),
         pipeline=dict(
             bucket_frames=BUCKETS,
-            frame_budget=12_000,
+            frame_budget=8_000,
             max_tokens=MAX_TOKENS,
             num_workers=1,
             prefetch=4,
@@ -42,13 +42,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         encoder=dict(
             kind="conformer",
             conformer=dict(
-                input_dim=80, d_model=192, num_layers=6, num_heads=4, ffn_factor=4.0, conv_kernel_size=9,
+                input_dim=80, d_model=144, num_layers=6, num_heads=4, ffn_factor=4.0, conv_kernel_size=9,
                 conv_norm="layer_norm", subsampling="stack", subsampling_factor=8,
                 dropout_rate=0.1, ffn_dropout_rate=0.1, scan_layers=True,
             ),
         ),
-        connector=dict(kind="frame_stack", stack=2, hidden_size=512),
-        llm=dict(hidden_size=256, intermediate_size=768, num_layers=4, num_heads=4, num_kv_heads=4,
+        connector=dict(kind="frame_stack", stack=2, hidden_size=384),
+        llm=dict(hidden_size=192, intermediate_size=512, num_layers=3, num_heads=4, num_kv_heads=4,
                  tie_word_embeddings=True, scan_layers=True),
         fusion="decoder_only",
         max_audio_frames=BUCKETS[-1],
@@ -65,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         total_steps=100_000,
         time_budget_s=21 * 60,
         eval_every=0,
-        optimizer=dict(learning_rate=1.5e-3, warmup_steps=300, weight_decay=0.01, decay_steps=3000,
+        optimizer=dict(learning_rate=1.5e-3, warmup_steps=200, weight_decay=0.01, decay_steps=1300,
                        end_lr_fraction=0.05, grad_clip_norm=1.0),
         checkpoint=dict(every_steps=300, max_to_keep=2),
         metrics=dict(log_every=25),

@@ -46,6 +46,14 @@ def ctc_targets(tokens: jax.Array, loss_mask: jax.Array, eos_ids: tuple[int, ...
     return jnp.where(paddings > 0, 0, labels), paddings
 
 
+def ctc_min_frames(labels: jax.Array, label_paddings: jax.Array) -> jax.Array:
+    """i32[B]: the fewest input frames a CTC alignment of ``labels`` i32[B, L] needs: one per label
+    plus one blank between each pair of equal neighbours."""
+    valid = label_paddings == 0
+    repeats = (labels[:, 1:] == labels[:, :-1]) & valid[:, 1:]
+    return valid.sum(axis=1) + repeats.sum(axis=1)
+
+
 class SpeechLLMTask:
     """``Task`` for ``jaxspeech.train.loop.train``."""
 
@@ -108,9 +116,13 @@ class SpeechLLMTask:
             labels, label_paddings = ctc_targets(batch.tokens, batch.loss_mask, cfg.eos_ids)
             logit_paddings = (jnp.arange(ctc_logits.shape[1])[None, :] >= ctc_lengths[:, None]).astype(jnp.float32)
             per_row = optax.ctc_loss(ctc_logits, logit_paddings, labels, label_paddings, blank_id=cfg.blank_id)
-            valid = (ctc_lengths > 0).astype(jnp.float32)
-            ctc_loss = jnp.sum(per_row * valid) / jnp.maximum(token_loss.count, 1.0)
+            # Rows whose transcript cannot be aligned to their frames (speech too fast for the encoder
+            # rate) would give a huge, meaningless loss: they are left out and counted.
+            feasible = (ctc_lengths > 0) & (ctc_min_frames(labels, label_paddings) <= ctc_lengths)
+            has_audio = ctc_lengths > 0
+            ctc_loss = jnp.sum(jnp.where(feasible, per_row, 0.0)) / jnp.maximum(token_loss.count, 1.0)
             metrics["ctc_loss"] = ctc_loss
+            metrics["ctc_infeasible_fraction"] = jnp.sum(has_audio & ~feasible) / jnp.maximum(jnp.sum(has_audio), 1)
             if cfg.ctc_weight:
                 total = total + cfg.ctc_weight * ctc_loss
         metrics["total_loss"] = total
