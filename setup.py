@@ -39,6 +39,7 @@ EXTRAS = {
         "numba",
         "tensorflow-datasets==4.9.10",
         "array-record==0.8.6",
+        "ipython>=8",  # the colab/ notebook test (IPython.display)
     ],
     "tfds": ["tensorflow-datasets==4.9.10", "array-record==0.8.6"],
     "gpu": ["jax[cuda12]==0.10.2"],

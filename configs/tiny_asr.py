@@ -70,7 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         checkpoint=dict(every_steps=300, max_to_keep=2),
         metrics=dict(log_every=25),
     )
-    c.eval = dict(method="greedy", max_new_tokens=80)
+    c.eval = dict(method="greedy", num_beams=4, max_new_tokens=80, max_examples=None)
 
     if debug:
         c.data.dir = "data/tiny_debug"

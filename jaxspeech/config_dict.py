@@ -87,13 +87,15 @@ def load_config_file(spec: str):
 
 
 def override(config, dotted_key: str, value: Any) -> None:
-    """Sets ``config.a.b.c = value`` for ``dotted_key`` "a.b.c"; every key on the way must exist."""
+    """Sets ``config.a.b.c = value`` for ``dotted_key`` "a.b.c". The sections on the way must exist;
+    the leaf may be new (a dataclass field the config file leaves at its default): the run's build
+    step then checks it against the dataclass and names it if it is not a field."""
     *parents, leaf = dotted_key.split(".")
     node = config
     for i, key in enumerate(parents):
         if key not in node:
             raise KeyError(f"unknown config key {'.'.join(parents[: i + 1])!r}")
         node = node[key]
-    if leaf not in node:
-        raise KeyError(f"unknown config key {dotted_key!r}; keys here: {sorted(node.keys())}")
+    if not hasattr(node, "keys"):
+        raise KeyError(f"config key {'.'.join(parents)!r} is a value, not a section: cannot set {dotted_key!r}")
     node[leaf] = value

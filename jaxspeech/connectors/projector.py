@@ -36,6 +36,18 @@ class NormMatch(nn.Module):
         return (x32 * (gain * target_rms / rms)).astype(x.dtype)
 
 
+def connector_output(y: jax.Array, lengths: jax.Array, config: ConnectorConfig, target_rms: jax.Array | None):
+    """The shared end of every connector: (y f[B, T', D] zeroed past the new lengths i32[B], which
+    ``config.downsample`` gives), rescaled by ``NormMatch`` first when ``config.norm_match``. Call it
+    from a compact method: the NormMatch module (``norm_match``) joins the calling module."""
+    new_lengths = output_lengths(lengths, config.downsample)
+    if config.norm_match:
+        if target_rms is None:
+            raise ValueError("norm_match needs the LLM's text-embedding RMS (target_rms)")
+        y = NormMatch(config.param_dtype, name="norm_match")(y, target_rms)
+    return zero_padding(y, new_lengths), new_lengths
+
+
 class Projector(nn.Module):
     """linear | frame_stack | conv connector (see ``ConnectorConfig``)."""
 
@@ -69,9 +81,4 @@ class Projector(nn.Module):
             y = MLP(c.hidden_size, c.act, True, c.output_size, c.dtype, c.param_dtype, name="mlp")(nn.gelu(conv(x)))
         else:
             raise ValueError(f"Projector does not implement connector kind {c.kind!r}")
-        new_lengths = output_lengths(lengths, c.downsample)
-        if c.norm_match:
-            if target_rms is None:
-                raise ValueError("norm_match needs the LLM's text-embedding RMS (target_rms)")
-            y = NormMatch(c.param_dtype, name="norm_match")(y, target_rms)
-        return zero_padding(y, new_lengths), new_lengths
+        return connector_output(y, lengths, c, target_rms)

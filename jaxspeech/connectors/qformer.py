@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxspeech.connectors.config import ConnectorConfig, output_lengths
-from jaxspeech.connectors.projector import NormMatch, zero_padding
+from jaxspeech.connectors.config import ConnectorConfig
+from jaxspeech.connectors.projector import connector_output
 from jaxspeech.layers import axes
 from jaxspeech.layers.attention import Attention
 from jaxspeech.layers.dense import Dense
@@ -88,9 +88,4 @@ class WindowQFormer(nn.Module):
         q = LayerNorm(1e-5, True, c.dtype, c.param_dtype, name="final_norm")(q)
         y = Dense(c.output_size, (axes.MLP, axes.EMBED), True, c.dtype, c.param_dtype, name="out_proj")(q)
         y = y.reshape(batch, num_windows * c.num_queries, c.output_size)
-        new_lengths = output_lengths(lengths, c.downsample)
-        if c.norm_match:
-            if target_rms is None:
-                raise ValueError("norm_match needs the LLM's text-embedding RMS (target_rms)")
-            y = NormMatch(c.param_dtype, name="norm_match")(y, target_rms)
-        return zero_padding(y, new_lengths), new_lengths
+        return connector_output(y, lengths, c, target_rms)

@@ -44,12 +44,12 @@ from flax import linen as nn
 from jaxspeech.encoders.relpos import RelPositionAttention, relative_sinusoids
 from jaxspeech.encoders.subsampling import ConvSubsampling, SubsamplingConfig, subsampled_lengths
 from jaxspeech.layers import axes
-from jaxspeech.layers.attention import IMPLEMENTATIONS, Attention
+from jaxspeech.layers.attention import Attention
 from jaxspeech.layers.dense import Dense
 from jaxspeech.layers.masks import MaskSpec, padding_mask
 from jaxspeech.layers.mlp import activation
 from jaxspeech.layers.norms import LayerNorm
-from jaxspeech.layers.remat import POLICIES as REMAT_POLICIES
+from jaxspeech.layers.options import check_block_options
 from jaxspeech.layers.remat import remat, scan_layers
 from jaxspeech.layers.rope import RopeConfig, inverse_frequencies
 
@@ -116,14 +116,11 @@ class ConformerConfig:
             raise ValueError(f"conv_norm must be one of {CONV_NORMS}, got {self.conv_norm!r}")
         if not self.conv_causal and self.conv_kernel_size % 2 == 0:
             raise ValueError(f"a non-causal conv_kernel_size must be odd to keep frames aligned, got {self.conv_kernel_size}")
-        if self.attn_impl not in IMPLEMENTATIONS:
-            raise ValueError(f"attn_impl must be one of {IMPLEMENTATIONS}, got {self.attn_impl!r}")
         if self.left_chunks is not None and self.chunk_size is None:
             raise ValueError("left_chunks needs chunk_size")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        if self.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
+        check_block_options(self.remat_policy, self.attn_impl)
         activation(self.activation)  # raises on an unknown activation name
         _ = self.subsampling_config  # raises on invalid subsampling fields
 

@@ -27,12 +27,12 @@ from flax import struct
 
 from jaxspeech.data.audio_tokens import WHISPER_ENCODER, DownsampleStep, Pooling
 from jaxspeech.layers import axes
-from jaxspeech.layers.attention import IMPLEMENTATIONS, Attention
+from jaxspeech.layers.attention import Attention
 from jaxspeech.layers.embeddings import sinusoids
 from jaxspeech.layers.masks import MaskSpec, padding_mask
 from jaxspeech.layers.mlp import MLP, activation
 from jaxspeech.layers.norms import LayerNorm
-from jaxspeech.layers.remat import POLICIES as REMAT_POLICIES
+from jaxspeech.layers.options import check_block_options, check_heads
 from jaxspeech.layers.remat import remat, scan_layers
 
 HIDDEN_AXES = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED)
@@ -43,7 +43,7 @@ class WhisperEncoderConfig:
     """Shapes and switches of a Whisper encoder (defaults: whisper-base).
 
     ``dtype`` is the compute dtype, ``param_dtype`` the storage dtype; ``scan_layers`` stacks the
-    blocks' parameters on a leading ``layers`` axis; ``remat_policy`` is one of ``REMAT_POLICIES``;
+    blocks' parameters on a leading ``layers`` axis; ``remat_policy`` is one of ``layers.remat.POLICIES``;
     ``pool_before_norm`` > 1 average-pools the frames before the final LayerNorm (Qwen2-Audio: 2).
     """
 
@@ -62,12 +62,8 @@ class WhisperEncoderConfig:
     pool_before_norm: int = 1
 
     def __post_init__(self):
-        if self.d_model % self.num_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
-        if self.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
-        if self.attn_impl not in IMPLEMENTATIONS:
-            raise ValueError(f"attn_impl must be one of {IMPLEMENTATIONS}, got {self.attn_impl!r}")
+        check_heads(self.d_model, self.num_heads)
+        check_block_options(self.remat_policy, self.attn_impl)
         if self.pool_before_norm < 1:
             raise ValueError(f"pool_before_norm must be >= 1 (1 = no pooling), got {self.pool_before_norm}")
 

@@ -7,9 +7,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from jaxspeech.layers.options import check_block_options
 from jaxspeech.layers.rope import RopeConfig
-
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +45,7 @@ class LLMConfig:
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
-        if self.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
+        check_block_options(self.remat_policy, self.attn_impl)
         if self.head_dim is None and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) is not divisible by num_heads ({self.num_heads})")
 

@@ -29,12 +29,12 @@ from flax import struct
 from jaxspeech.decoding.search import beam_search, greedy_search
 from jaxspeech.encoders.whisper import HIDDEN_AXES, WhisperEncoder, WhisperEncoderConfig, WhisperEncoderOutput
 from jaxspeech.layers import axes
-from jaxspeech.layers.attention import IMPLEMENTATIONS, Attention
+from jaxspeech.layers.attention import Attention
 from jaxspeech.layers.embeddings import Embed
 from jaxspeech.layers.masks import MaskSpec
 from jaxspeech.layers.mlp import MLP
 from jaxspeech.layers.norms import LayerNorm
-from jaxspeech.layers.remat import POLICIES as REMAT_POLICIES
+from jaxspeech.layers.options import check_block_options, check_heads
 from jaxspeech.layers.remat import remat, scan_layers
 
 
@@ -57,12 +57,8 @@ class WhisperDecoderConfig:
     remat_policy: str = "none"
 
     def __post_init__(self):
-        if self.d_model % self.num_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
-        if self.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
-        if self.attn_impl not in IMPLEMENTATIONS:
-            raise ValueError(f"attn_impl must be one of {IMPLEMENTATIONS}, got {self.attn_impl!r}")
+        check_heads(self.d_model, self.num_heads)
+        check_block_options(self.remat_policy, self.attn_impl)
 
     @property
     def head_dim(self) -> int:

@@ -61,6 +61,14 @@ def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
+def _budget_left(budget_s: float | None, train_start: float) -> dict[str, str]:
+    """{"budget_left": "M:SS"} while a time budget runs (the step-count ETA means little then)."""
+    if budget_s is None:
+        return {}
+    seconds = max(0, int(budget_s - (time.monotonic() - train_start)))
+    return {"budget_left": f"{seconds // 60}:{seconds % 60:02d}"}
+
+
 @dataclasses.dataclass
 class _Window:
     """Steps since the last log line: their (device) metrics, host counts and FLOPs per device."""
@@ -215,7 +223,8 @@ def train(
                 if _due(step, config.metrics.log_every) or step == config.total_steps:
                     run.check_finite(*previous)
                     run.log_train(step, window)
-                    progress.set_postfix(loss=f"{run.last_train['train/loss']:.4f}", refresh=False)
+                    progress.set_postfix(loss=f"{run.last_train['train/loss']:.4f}",
+                                         **_budget_left(config.time_budget_s, train_start), refresh=False)
                     window = _Window(time.monotonic())
                 if _due(step, config.eval_every):
                     run.evaluate(step, state)

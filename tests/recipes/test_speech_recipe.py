@@ -59,7 +59,9 @@ def test_eval_and_transcribe_reopen_the_run(run_dir, capsys):
 
 
 def test_bad_config_keys_are_named(tmp_path):
-    with pytest.raises(KeyError, match="unknown config key 'model.llm.num_layerz'"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['num_layerz'\] in model.llm"):
         main(["train", "--config", f"{CONFIG}:debug", "--workdir", str(tmp_path), "--set", "model.llm.num_layerz=2"])
+    with pytest.raises(KeyError, match="unknown config key 'model.lm'"):
+        main(["train", "--config", f"{CONFIG}:debug", "--workdir", str(tmp_path), "--set", "model.lm.num_layers=2"])
     with pytest.raises(ValueError, match="takes no argument or 'debug'"):
         main(["train", "--config", f"{CONFIG}:huge", "--workdir", str(tmp_path)])

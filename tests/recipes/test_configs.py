@@ -1,0 +1,93 @@
+"""Every config in configs/: the full variant's abstract train state (``jax.eval_shape``, nothing
+allocated) and one real train step of the ``debug`` variant.
+
+The full Speech LLM configs are built on the debug corpus (data/tiny_debug, built once when
+missing) so that no 3-hour corpus is synthesised here: only the vocabulary size differs from a real
+run (the debug tokenizer has 128 pieces instead of 512). The Whisper config gets the shapes of
+whisper-base through ``init.random`` (its real runs read them from ``init.whisper_dir``); its debug
+run is tested end to end in test_whisper_recipe.py.
+"""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxspeech.config_dict import load_config_file
+from jaxspeech.recipes import whisper
+from jaxspeech.recipes.components import build
+from jaxspeech.sharding.mesh import make_mesh
+from jaxspeech.train.state import build_layout, init_state
+from jaxspeech.train.step import CompiledStep
+from jaxspeech.types import Batch, BatchShape
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SPEECH_LLM_CONFIGS = ("tiny_asr", "cross_attention", "hybrid")
+# Trainable parameters of the full variants (millions), checked to +-5% so a resize is deliberate.
+EXPECTED_MILLIONS = {"tiny_asr": 3.6, "cross_attention": 4.2, "hybrid": 4.2}
+WHISPER_BASE = dict(
+    encoder=dict(n_mels=80, d_model=512, num_layers=6, num_heads=8, ffn_dim=2048),
+    decoder=dict(d_model=512, num_layers=6, num_heads=8, ffn_dim=2048),
+)
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)  # configs name data/tiny_debug relative to the checkout
+
+
+def _config(name: str, arg: str | None = None):
+    return load_config_file(os.path.join(REPO, "configs", f"{name}.py") + (f":{arg}" if arg else ""))
+
+
+def _millions(tree) -> float:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree)) / 1e6
+
+
+def _largest_bucket_batch(pipeline) -> Batch:
+    frames, tokens = pipeline.bucket_frames[-1], pipeline.max_tokens[-1]
+    return Batch.padding(BatchShape(batch_size=2, clips=1, frames=frames, tokens=tokens, n_mels=pipeline.n_mels))
+
+
+@pytest.mark.parametrize("name", SPEECH_LLM_CONFIGS)
+def test_full_speech_llm_configs_build_an_abstract_train_state(name):
+    config = _config(name)
+    config.data = _config(name, "debug").data  # the debug corpus and tokenizer; the model stays full size
+    components = build(config, progress=False)
+    layout = build_layout(components.task, _largest_bucket_batch(components.pipeline), components.train.optimizer,
+                          make_mesh(components.train.mesh))
+    params = layout.abstract["params"]
+    assert set(params) >= {"encoder", "connector", "llm"}
+    assert _millions(params) == pytest.approx(EXPECTED_MILLIONS[name], rel=0.05)
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(layout.abstract))
+
+
+def test_full_whisper_config_builds_an_abstract_train_state():
+    config = _config("whisper_finetune")
+    debug = _config("whisper_finetune", "debug")
+    config.data = debug.data
+    config.init.random = WHISPER_BASE
+    run = whisper.build(config, progress=False)
+    layout = build_layout(run.task, _largest_bucket_batch(run.pipeline), run.train.optimizer, make_mesh(run.train.mesh))
+    # whisper-base is 72.6M parameters with its 51,865-token vocabulary; the debug tokenizer is smaller.
+    embedding = run.model.decoder.vocab_size * run.model.decoder.d_model
+    assert _millions(layout.abstract["params"]) - embedding / 1e6 == pytest.approx(72.6 - 51_865 * 512 / 1e6, rel=0.01)
+
+
+@pytest.mark.parametrize("name", SPEECH_LLM_CONFIGS)
+def test_debug_variants_train_one_step(name):
+    components = build(_config(name, "debug"), progress=False)
+    iterator = components.train_pipeline().iterator()
+    try:
+        batch = next(iterator).batch
+    finally:
+        iterator.close()
+    layout = build_layout(components.task, batch, components.train.optimizer, make_mesh(components.train.mesh))
+    step = CompiledStep(components.task, layout, components.train.optimizer)
+    state = init_state(components.task, batch, layout, seed=0)
+    before = jax.tree.map(np.asarray, state["params"])
+    state, metrics = step.compiled(batch)(state, step.to_device(batch))
+    assert np.isfinite(float(metrics["loss"]))
+    changed = jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.any(a != np.asarray(b))), before, state["params"]))
+    assert any(changed)
