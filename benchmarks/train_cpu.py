@@ -52,6 +52,7 @@ import argparse
 import math
 import os
 import re
+import shlex
 import sys
 
 import jax
@@ -518,7 +519,7 @@ def main() -> None:
     result = {
         "machine": machine_info(),
         "run": {
-            "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks.train_cpu", *sys.argv[1:]]),
+            "command": shlex.join(["python", "-m", "benchmarks.train_cpu", *sys.argv[1:]]),
             "smoke": args.smoke, "niceness": os.nice(0), "load_average_at_start": list(load_at_start),
             "torch": torch.__version__, "transformers": transformers.__version__,
         },
