@@ -20,6 +20,7 @@ from jaxspeech.features.mel import HOP_LENGTH, SAMPLE_RATE
 from jaxspeech.layers.lora import LoraConfig, lora
 from jaxspeech.losses import next_token_loss
 from jaxspeech.models.speech_llm import SpeechLLM, SpeechLLMConfig
+from jaxspeech.train.flops import lowered_flops, plain_shapes, without_scan
 from jaxspeech.train.task import LOSS_WEIGHT
 from jaxspeech.types import Batch
 
@@ -127,6 +128,18 @@ class SpeechLLMTask:
                 total = total + cfg.ctc_weight * ctc_loss
         metrics["total_loss"] = total
         return total, metrics
+
+    def train_flops(self, batch: Batch) -> float:
+        """FLOPs (all devices) of one train step on a batch shaped like ``batch``: XLA's count of the
+        gradient of the loss of an unrolled copy of the model (every layer counted; attention as
+        computed, padding included). Weight gradients are counted for every parameter, frozen
+        ones too, so with frozen parts this is an upper bound (optimizer update FLOPs are left out)."""
+        unrolled = SpeechLLMTask(without_scan(self.config), self.loss_config, self.spec_augment, self.lora)
+        shapes = plain_shapes(batch)
+        rng = jax.random.key(0)
+        params = jax.eval_shape(unrolled.init_params, rng, shapes)
+        gradient = jax.grad(lambda p, b, r: unrolled.loss(p, b, r, train=True)[0])
+        return lowered_flops(gradient, params, shapes, rng)
 
     def throughput_counts(self, batch: Batch) -> Mapping[str, float]:
         return {
