@@ -246,7 +246,7 @@ def main() -> None:
             "benchmark": "data_cpu",
             "what": "examples/s of decode (FLAC 22.05 kHz) + soxr HQ resample + 80-bin log-mel + bucketed padding",
             "peer": "torch.utils.data.DataLoader, same work (soundfile, soxr, whisper.log_mel_spectrogram), same batches",
-            "caveat": "measured on a shared machine while other sessions ran; the lead re-runs on a quiet one",
+            "load_average_1min_at_end": os.getloadavg()[0],  # the benchmark's own load included
             "smoke": args.smoke,
             "files": args.files,
             "mean_clip_seconds": mean_seconds,
