@@ -27,7 +27,7 @@ from jaxspeech.decoding.search import DecodeOutput, expand_for_beams
 from jaxspeech.layers.lora import LoraConfig, lora_only, merge_lora
 from jaxspeech.llm.kv_cache import init_cache
 from jaxspeech.llm.layout import unrolled
-from jaxspeech.models.speech_llm import SpeechLLM, SpeechLLMConfig, check_placeholders
+from jaxspeech.models.speech_llm import SpeechLLM, SpeechLLMConfig, check_placeholders, is_concrete
 
 
 def decoding_params(
@@ -49,10 +49,6 @@ def decoding_params(
     return config.replace(llm=llm_config), {**params, "params": {**params["params"], "llm": llm_params["params"]}}
 
 
-def _is_concrete(*arrays) -> bool:
-    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
-
-
 def check_audio_prompts(config: SpeechLLMConfig, tokens, segment_ids, features, feature_lengths) -> None:
     """Host-side checks of a prompt batch (shapes; placeholder counts when the arrays are concrete)."""
     if tokens.ndim != 2 or segment_ids.shape != tokens.shape:
@@ -62,7 +58,7 @@ def check_audio_prompts(config: SpeechLLMConfig, tokens, segment_ids, features, 
                          f"{tuple(feature_lengths.shape)} [B, C]")
     if features.shape[0] != tokens.shape[0]:
         raise ValueError(f"features hold {features.shape[0]} rows but tokens hold {tokens.shape[0]}")
-    if not _is_concrete(segment_ids, feature_lengths, tokens):
+    if not is_concrete(segment_ids, feature_lengths, tokens):
         return
     segment_ids, feature_lengths = np.asarray(segment_ids), np.asarray(feature_lengths)
     empty = np.nonzero((segment_ids != 0).sum(axis=1) == 0)[0]

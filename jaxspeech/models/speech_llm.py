@@ -149,7 +149,8 @@ def check_placeholders(tokens: np.ndarray, audio_lengths: np.ndarray, placeholde
         )
 
 
-def _is_concrete(*arrays) -> bool:
+def is_concrete(*arrays) -> bool:
+    """True when no argument is a tracer (values can be checked on the host)."""
     return not any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
@@ -213,7 +214,7 @@ class SpeechLLM(nn.Module):
         if self.config.fusion == "cross_attention" or audio is None:
             return embeds
         inline = self.inline_audio(audio)
-        if _is_concrete(tokens, inline.lengths):
+        if is_concrete(tokens, inline.lengths):
             check_placeholders(np.asarray(tokens), np.asarray(inline.lengths), self.config.placeholder_id)
         return splice_audio(embeds, tokens, self.config.placeholder_id, inline)
 

@@ -73,7 +73,7 @@ class Components:
 
     def manifest(self, name: str) -> str:
         """A manifest path: ``name`` as given if it is a file, else ``<data dir>/<name>.jsonl``."""
-        return name if os.path.isfile(name) else os.path.join(self.data_dir, f"{name}.jsonl")
+        return manifest_file(self.data_dir, name)
 
     def encoder(self, inference: bool = False) -> ExampleEncoder:
         steps = () if self.model.fusion == "cross_attention" else self.model.inline_steps
@@ -82,13 +82,19 @@ class Components:
                               inference=inference)
 
     def train_pipeline(self, process_index: int | None = None, process_count: int | None = None) -> DataPipeline:
-        source = ManifestSource([self.manifest(n) for n in _names(self.config.data.train)])
+        source = ManifestSource([self.manifest(n) for n in set_names(self.config.data.train)])
         return DataPipeline(source, self.pipeline, tokenize=self.encoder(), process_index=process_index,
                             process_count=process_count)
 
 
-def _names(value) -> tuple[str, ...]:
+def set_names(value) -> tuple[str, ...]:
+    """A config's data set names (``data.train``, ``data.eval_sets``: one name or several) as a tuple."""
     return (value,) if isinstance(value, str) else tuple(value)
+
+
+def manifest_file(data_dir: str, name: str) -> str:
+    """A manifest path: ``name`` as given if it is a file, else ``<data_dir>/<name>.jsonl``."""
+    return name if os.path.isfile(name) else os.path.join(data_dir, f"{name}.jsonl")
 
 
 def ensure_data(data: Mapping[str, Any], progress: bool = True) -> tuple[str, str]:

@@ -59,7 +59,7 @@ from jaxspeech.data.whisper_encoder import (
 )
 from jaxspeech.features.specaugment import SpecAugmentConfig
 from jaxspeech.models.whisper_seq2seq import WhisperConfig, WhisperGenerationConfig
-from jaxspeech.recipes.components import EvalConfig, ensure_data
+from jaxspeech.recipes.components import EvalConfig, ensure_data, manifest_file, set_names
 from jaxspeech.recipes.report import write_report
 from jaxspeech.recipes.run import save_config
 from jaxspeech.recipes.whisper_eval import eval_during_training, evaluate_sets
@@ -111,21 +111,13 @@ class WhisperRun:
 
     def manifest(self, name: str) -> str:
         """A manifest path: ``name`` as given if it is a file, else ``<data dir>/<name>.jsonl``."""
-        return _manifest(self.data_dir, name)
+        return manifest_file(self.data_dir, name)
 
     def eval_set_names(self) -> tuple[str, ...]:
-        return _names(self.config.data.eval_sets)
+        return set_names(self.config.data.eval_sets)
 
     def train_pipeline(self) -> DataPipeline:
         return DataPipeline(self.train_source, self.pipeline, tokenize=self.encoder)
-
-
-def _names(value) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value)
-
-
-def _manifest(data_dir: str, name: str) -> str:
-    return name if os.path.isfile(name) else os.path.join(data_dir, f"{name}.jsonl")
 
 
 def _model_options(model: Mapping[str, Any]) -> dict[str, Any]:
@@ -245,7 +237,7 @@ def build(config, progress: bool = True) -> WhisperRun:
     encoder = WhisperExampleEncoder(tokenizer_path, language if generation.is_multilingual else None, WHISPER_TASK,
                                     leading_space=bool(task_cfg.get("leading_space", True)))
     _check_prompt(encoder, generation)
-    train_source = ManifestSource([_manifest(data_dir, name) for name in _names(data["train"])])
+    train_source = ManifestSource([manifest_file(data_dir, name) for name in set_names(data["train"])])
     for index in range(len(train_source)):  # a blank transcript fails here, not at some later step
         encoder.transcript(train_source[index])
     pipeline, eval_pipeline = _pipelines(data, model, generation.pad_token_id)

@@ -119,8 +119,8 @@ class SpeechLLMTask:
             per_row = optax.ctc_loss(ctc_logits, logit_paddings, labels, label_paddings, blank_id=cfg.blank_id)
             # Rows whose transcript cannot be aligned to their frames (speech too fast for the encoder
             # rate) would give a huge, meaningless loss: they are left out and counted.
-            feasible = (ctc_lengths > 0) & (ctc_min_frames(labels, label_paddings) <= ctc_lengths)
             has_audio = ctc_lengths > 0
+            feasible = has_audio & (ctc_min_frames(labels, label_paddings) <= ctc_lengths)
             ctc_loss = jnp.sum(jnp.where(feasible, per_row, 0.0)) / jnp.maximum(token_loss.count, 1.0)
             metrics["ctc_loss"] = ctc_loss
             metrics["ctc_infeasible_fraction"] = jnp.sum(has_audio & ~feasible) / jnp.maximum(jnp.sum(has_audio), 1)
