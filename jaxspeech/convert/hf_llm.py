@@ -192,23 +192,28 @@ def ignorable_tensor(config: LLMConfig, hf_name: str) -> bool:
     return (config.tie_word_embeddings and hf_name == "lm_head.weight") or hf_name.endswith("rotary_emb.inv_freq")
 
 
-def load_hf_llm(path: str, **overrides: Any) -> tuple[LLMConfig, dict]:
-    """Reads an HF Llama/Qwen2 directory -> (LLMConfig, params {'params': ...}) as numpy arrays.
-
-    Raises ``CheckpointError`` naming the tensor on a missing tensor or a wrong shape.
-    """
+def load_hf_llm_config(path: str, **overrides: Any) -> LLMConfig:
+    """LLMConfig from an HF Llama/Qwen2 directory's ``config.json`` (``overrides``: see ``config_from_hf``)."""
     config_path = os.path.join(path, "config.json")
     try:
         with open(config_path) as f:
             hf = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{config_path}: cannot read the model config ({e})") from e
-    config = config_from_hf(hf, **overrides)
+    return config_from_hf(hf, **overrides)
+
+
+def load_hf_llm(path: str, **overrides: Any) -> tuple[LLMConfig, dict]:
+    """Reads an HF Llama/Qwen2 directory -> (LLMConfig, params {'params': ...}) as numpy arrays.
+
+    Raises ``CheckpointError`` naming the tensor on a missing tensor or a wrong shape.
+    """
+    config = load_hf_llm_config(path, **overrides)
     reader = SafetensorsReader(path)
     params = params_from_tensors(config, reader.get)
     extra = [n for n in reader.unused() if not ignorable_tensor(config, n)]
     if extra:
-        raise CheckpointError(f"{path}: tensors not used by the {hf['model_type']} model: {extra[:10]}")
+        raise CheckpointError(f"{path}: tensors not used by the model of its config.json: {extra[:10]}")
     return config, {"params": params}
 
 

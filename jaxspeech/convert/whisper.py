@@ -345,6 +345,21 @@ def check_encoder_positions(table: np.ndarray, config: WhisperEncoderConfig, sou
         )
 
 
+def _file_names(reader: SafetensorsReader) -> Callable[[str], str]:
+    """``WhisperForConditionalGeneration`` tensor name -> its name in ``reader``'s files
+    (``WhisperModel`` checkpoints name tensors without the ``model.`` prefix)."""
+    bare = not any(k.startswith("model.") for k in reader.keys())
+    return (lambda name: name.removeprefix("model.")) if bare else (lambda name: name)
+
+
+def _check_stored_positions(reader: SafetensorsReader, to_file: Callable[[str], str], config: WhisperEncoderConfig,
+                            source: str) -> None:
+    """The checkpoint's encoder position table, when it stores one, must be our sinusoids."""
+    if to_file(ENCODER_POSITIONS) in reader:
+        table = reader.get(to_file(ENCODER_POSITIONS), (config.max_source_positions, config.d_model))
+        check_encoder_positions(table, config, source)
+
+
 def load_hf_whisper(path: str, **options: Any) -> tuple[WhisperConfig, dict]:
     """Reads an HF Whisper directory -> (WhisperConfig, params {'params': ...} as numpy arrays).
 
@@ -353,15 +368,9 @@ def load_hf_whisper(path: str, **options: Any) -> tuple[WhisperConfig, dict]:
     """
     config = config_from_hf(_read_json(os.path.join(path, "config.json")), **options)
     reader = SafetensorsReader(path)
-    # WhisperModel checkpoints name tensors without the "model." prefix.
-    bare = not any(k.startswith("model.") for k in reader.keys())
-    to_file = lambda name: name.removeprefix("model.") if bare else name
-
+    to_file = _file_names(reader)
     params = _params_from_tensors(config, lambda name, shape: reader.get(to_file(name), shape))
-    e = config.encoder
-    if to_file(ENCODER_POSITIONS) in reader:
-        table = reader.get(to_file(ENCODER_POSITIONS), (e.max_source_positions, e.d_model))
-        check_encoder_positions(table, config.encoder, path)
+    _check_stored_positions(reader, to_file, config.encoder, path)
     if TIED_OUTPUT in reader:
         embedding = params["params"]["decoder"]["embed_tokens"]["embedding"]
         output = np.asarray(reader.get(TIED_OUTPUT, embedding.shape), embedding.dtype)
@@ -370,6 +379,31 @@ def load_hf_whisper(path: str, **options: Any) -> tuple[WhisperConfig, dict]:
     extra = reader.unused()
     if extra:
         raise CheckpointError(f"{path}: tensors not used by the Whisper model: {extra[:10]}")
+    return config, params
+
+
+def load_hf_encoder_config(path: str, **options: Any) -> WhisperEncoderConfig:
+    """The encoder's shapes from an HF Whisper directory's ``config.json``, with ``options`` (dtype,
+    param_dtype, scan_layers, remat_policy, attn_impl)."""
+    config_path = os.path.join(path, "config.json")
+    hf = _read_json(config_path)
+    if hf.get("model_type") not in SUPPORTED_MODEL_TYPES:
+        raise CheckpointError(f"{config_path}: unsupported model_type {hf.get('model_type')!r}; "
+                              f"supported: {SUPPORTED_MODEL_TYPES}")
+    return encoder_config_from_hf(hf, config_path).replace(**options)
+
+
+def load_hf_whisper_encoder(path: str, **options: Any) -> tuple[WhisperEncoderConfig, dict]:
+    """Reads the encoder half of an HF Whisper directory -> (WhisperEncoderConfig, a
+    ``WhisperEncoder``'s params as numpy arrays, no 'params' level); the decoder's tensors are not read.
+
+    ``options``: see ``load_hf_encoder_config``. Raises ``CheckpointError`` naming a missing or
+    misshapen tensor (with the expected shape)."""
+    config = load_hf_encoder_config(path, **options)
+    reader = SafetensorsReader(path)
+    to_file = _file_names(reader)
+    params = encoder_params_from_tensors(config, lambda name, shape: reader.get(to_file(name), shape))
+    _check_stored_positions(reader, to_file, config, path)
     return config, params
 
 

@@ -3,7 +3,7 @@
 ``ExampleEncoder(record, frames_per_clip)`` turns a source record (``text``, optional ``task``,
 ``prompt``, ``target``, ``language``) and the log-mel frame count of each clip into prompt +
 target tokens with the audio placeholder spans sized by the model's downsampling arithmetic.
-It is picklable (worker processes load the tokenizer lazily, once).
+It is picklable (worker processes load the tokenizer lazily, once, with ``load_speech_tokenizer``).
 """
 
 from __future__ import annotations
@@ -15,12 +15,23 @@ from typing import Any, Mapping, Sequence
 from jaxspeech.data.audio_tokens import downsampled_length
 from jaxspeech.data.prompts import EncodedExample, encode_example
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER
-from jaxspeech.data.tokenizers import Tokenizer, load_tokenizer
+from jaxspeech.data.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
+
+
+def load_speech_tokenizer(path: str) -> Tokenizer:
+    """The tokenizer at ``path`` (see ``load_tokenizer``) with the audio placeholder ``<|audio|>`` as a
+    control token: a Hugging Face tokenizer that lacks it (an LLM's own) gets it appended, at the id
+    of its former ``vocab_size`` on every load. Others are returned as they are (a sentencepiece
+    model cannot grow; ``placeholder_id`` then names the missing token)."""
+    tokenizer = load_tokenizer(path)
+    if isinstance(tokenizer, HFTokenizer) and tokenizer.token_to_id(AUDIO_PLACEHOLDER) not in tokenizer.special_ids:
+        tokenizer.add_special_tokens([AUDIO_PLACEHOLDER])
+    return tokenizer
 
 
 @functools.lru_cache(maxsize=8)
 def _tokenizer(path: str) -> Tokenizer:
-    return load_tokenizer(path)
+    return load_speech_tokenizer(path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import io
 import json
+import logging
 import math
 import os
 from typing import Any, Sequence
@@ -21,6 +22,8 @@ import soundfile as sf
 
 from jaxspeech.data import audio as audio_lib
 from jaxspeech.data.errors import AudioError, ManifestError, RejectReason
+
+log = logging.getLogger(__name__)
 
 OPTIONAL_TEXT_FIELDS = ("task", "prompt", "target", "language")
 
@@ -197,6 +200,29 @@ class LibriSpeechSource:
 
     def __repr__(self) -> str:
         return f"LibriSpeechSource({len(self)} utterances under {self.root})"
+
+
+def write_manifest(source: Sequence[dict], path: str | os.PathLike) -> int:
+    """Writes the records of ``source`` (e.g. a ``LibriSpeechSource``) as the JSONL manifest
+    ``path`` that ``ManifestSource`` reads: ``id``, ``audio_filepath`` (absolute), ``duration``,
+    ``text`` and the optional text fields. Records whose duration is unknown (an unreadable audio
+    header) are left out with a warning naming the first. The file appears whole or not at all
+    (written beside it, then renamed). Returns the number of records written."""
+    path = os.fspath(path)
+    keep = ("id", "audio_filepath", "duration", "text", *OPTIONAL_TEXT_FIELDS)
+    records = [source[i] for i in range(len(source))]
+    unreadable = [r for r in records if not math.isfinite(r.get("duration", math.nan))]
+    if unreadable:
+        log.warning("%s: %d record(s) left out, their audio header is unreadable (first: %s)", path, len(unreadable),
+                    record_name(unreadable[0]))
+    written = [r for r in records if math.isfinite(r.get("duration", math.nan))]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = f"{path}.{os.getpid()}.partial"
+    with open(partial, "w", encoding="utf-8") as f:
+        for record in written:
+            f.write(json.dumps({k: record[k] for k in keep if k in record}, ensure_ascii=False) + "\n")
+    os.replace(partial, path)
+    return len(written)
 
 
 def _header_duration(path: str) -> float:

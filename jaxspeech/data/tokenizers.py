@@ -23,6 +23,9 @@ SPECIAL_TOKENS_MAP_JSON = "special_tokens_map.json"
 GENERATION_CONFIG_JSON = "generation_config.json"
 CHAT_TEMPLATE_JINJA = "chat_template.jinja"
 SENTENCEPIECE_MODEL = "tokenizer.model"
+# Every file of a tokenizer directory that ``load_tokenizer`` reads.
+TOKENIZER_FILES = (TOKENIZER_JSON, TOKENIZER_CONFIG_JSON, SPECIAL_TOKENS_MAP_JSON, GENERATION_CONFIG_JSON,
+                   CHAT_TEMPLATE_JINJA, SENTENCEPIECE_MODEL)
 
 _SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
 

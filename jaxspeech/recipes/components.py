@@ -1,16 +1,22 @@
 """Builds the parts of a Speech-LLM ASR run from an experiment config.
 
 Config sections (``configs/*.py`` ``get_config()`` returns a ``ConfigDict`` with these keys):
+  * ``init`` (optional): ``whisper_dir`` + ``llm_dir`` (HF checkpoints) or ``random`` (shapes): the
+    encoder and LLM shapes, and weights for step 0 (``jaxspeech.recipes.pretrained``);
   * ``data``:  ``dir`` (corpus or manifest folder), ``build_corpus`` (synthesise the embedded corpus
     there when missing), ``corpus`` (``CorpusConfig`` fields), ``tokenizer`` (path; default
-    ``<dir>/tokenizer.model``), ``tokenizer_vocab`` (train one of this size when missing),
-    ``train`` / ``eval_sets`` (manifest names or paths), ``pipeline`` (``PipelineConfig`` fields),
-    ``eval_pipeline`` (overrides for evaluation);
-  * ``model``: ``SpeechLLMConfig`` fields; ``llm.vocab_size``, ``placeholder_id`` and (when
-    ``model.ctc`` is set) ``ctc_vocab_size`` are taken from the tokenizer;
+    ``init.llm_dir``, else ``<dir>/tokenizer.model``), ``tokenizer_vocab`` (train one of this size
+    when missing), ``train`` / ``eval_sets`` (manifest names or paths, or LibriSpeech-layout
+    folders), ``pipeline`` (``PipelineConfig`` fields), ``eval_pipeline`` (overrides for evaluation);
+  * ``model``: ``SpeechLLMConfig`` fields; ``placeholder_id`` and (when ``model.ctc`` is set)
+    ``ctc_vocab_size`` are taken from the tokenizer, ``llm.vocab_size`` too unless a checkpoint
+    has more embedding rows;
   * ``task``:  ``loss`` (``SpeechLossConfig``), ``spec_augment`` (``SpecAugmentConfig`` or None),
-    ``lora`` (``LoraConfig`` or None), ``prompt`` (``task``, ``chat``, ``system``);
+    ``lora`` (``LoraConfig`` or None), ``prompt`` (``task``; ``chat``: True, False, or None for the
+    tokenizer's chat template when it has one; ``system``);
   * ``train``: ``TrainConfig``; ``eval``: ``EvalConfig``.
+
+The tokenizer is loaded with ``load_speech_tokenizer``: an LLM's tokenizer gains the audio placeholder.
 """
 
 from __future__ import annotations
@@ -24,19 +30,20 @@ import jax
 from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
 from jaxspeech.data.corpus import CorpusConfig
 from jaxspeech.data.corpus_build import build_corpus
-from jaxspeech.data.example_encoder import ExampleEncoder
+from jaxspeech.data.example_encoder import ExampleEncoder, load_speech_tokenizer
 from jaxspeech.data.pipeline import DataPipeline
 from jaxspeech.data.pipeline_config import PipelineConfig
-from jaxspeech.data.sources import ManifestSource
+from jaxspeech.data.sources import LibriSpeechSource, ManifestSource, write_manifest
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER
-from jaxspeech.data.tokenizers import Tokenizer, load_tokenizer
+from jaxspeech.data.tokenizers import Tokenizer
 from jaxspeech.features.specaugment import SpecAugmentConfig
 from jaxspeech.layers.lora import LoraConfig
 from jaxspeech.models.speech_llm import SpeechLLMConfig
+from jaxspeech.recipes import pretrained
 from jaxspeech.tasks.speech_llm import SpeechLLMTask, SpeechLossConfig
 from jaxspeech.train.config import TrainConfig, train_config_from_dict
 
-SECTIONS = {"data", "model", "task", "train", "eval"}
+SECTIONS = {"init", "data", "model", "task", "train", "eval"}
 DATA_KEYS = {"dir", "build_corpus", "corpus", "tokenizer", "tokenizer_vocab", "train", "eval_sets", "pipeline",
              "eval_pipeline"}
 TASK_KEYS = {"loss", "spec_augment", "lora", "prompt"}
@@ -70,9 +77,10 @@ class Components:
     pipeline: PipelineConfig
     eval_pipeline: PipelineConfig
     prompt: Mapping[str, Any]
+    init: Mapping[str, Any]  # the config's init section ({} when it has none)
 
     def manifest(self, name: str) -> str:
-        """A manifest path: ``name`` as given if it is a file, else ``<data dir>/<name>.jsonl``."""
+        """The manifest of data set ``name`` (see ``manifest_file``)."""
         return manifest_file(self.data_dir, name)
 
     def encoder(self, inference: bool = False) -> ExampleEncoder:
@@ -93,7 +101,13 @@ def set_names(value) -> tuple[str, ...]:
 
 
 def manifest_file(data_dir: str, name: str) -> str:
-    """A manifest path: ``name`` as given if it is a file, else ``<data_dir>/<name>.jsonl``."""
+    """A manifest path: ``name`` as given if it is a file; for a LibriSpeech-layout folder,
+    ``<data_dir>/<folder name>.jsonl`` (written from the folder when missing); else ``<data_dir>/<name>.jsonl``."""
+    if os.path.isdir(name):
+        path = os.path.join(data_dir, os.path.basename(os.path.normpath(name)) + ".jsonl")
+        if not os.path.isfile(path):
+            write_manifest(LibriSpeechSource(name), path)
+        return path
     return name if os.path.isfile(name) else os.path.join(data_dir, f"{name}.jsonl")
 
 
@@ -112,14 +126,15 @@ def ensure_data(data: Mapping[str, Any], progress: bool = True) -> tuple[str, st
 
 
 def model_config(model: Mapping[str, Any], tokenizer: Tokenizer) -> SpeechLLMConfig:
-    """SpeechLLMConfig with the vocabulary, placeholder and CTC head sized from ``tokenizer``."""
+    """SpeechLLMConfig with the placeholder and CTC head sized from ``tokenizer``, and the LLM's
+    vocabulary too unless ``model.llm.vocab_size`` (a checkpoint's padded embedding) is larger."""
     model = dict(plain(model))
     use_ctc = bool(model.pop("ctc", False))
     placeholder = tokenizer.token_to_id(AUDIO_PLACEHOLDER)
     if placeholder is None:
         raise ValueError(f"tokenizer {tokenizer.source} has no {AUDIO_PLACEHOLDER} token")
     llm = dict(model.get("llm") or {})
-    llm["vocab_size"] = tokenizer.vocab_size
+    llm["vocab_size"] = max(tokenizer.vocab_size, llm.get("vocab_size", 0))
     model.update(llm=llm, placeholder_id=placeholder, ctc_vocab_size=tokenizer.vocab_size if use_ctc else 0)
     model.setdefault("connector", {})
     model["connector"] = {**model["connector"], "output_size": llm.get("hidden_size", 512)}
@@ -135,10 +150,15 @@ def build(config, progress: bool = True) -> Components:
     check_keys(task_cfg, TASK_KEYS, "config.task")
     prompt = dict(task_cfg.get("prompt") or {})
     check_keys(prompt, PROMPT_KEYS, "config.task.prompt")
+    init = plain(config.get("init") or {})
+    shapes = pretrained.init_shapes(init) if "init" in config else None  # before any data is built
 
-    data_dir, tokenizer_path = ensure_data(data, progress)
-    tokenizer = load_tokenizer(tokenizer_path)
-    model = model_config(config.model, tokenizer)
+    data_dir, tokenizer_path = ensure_data({**data, "tokenizer": data.get("tokenizer") or init.get("llm_dir")}, progress)
+    tokenizer = load_speech_tokenizer(tokenizer_path)
+    model = model_config(config.model if shapes is None else pretrained.model_section(config.model, shapes, tokenizer),
+                         tokenizer)
+    if prompt.get("chat") is None:
+        prompt["chat"] = tokenizer.chat_template is not None
     loss = dataclass_from_dict(SpeechLossConfig, task_cfg.get("loss") or {}, "task.loss")
     loss = dataclasses.replace(loss, eos_ids=tuple(tokenizer.eos_ids), blank_id=tokenizer.pad_id or 0)
     augment = task_cfg.get("spec_augment")
@@ -167,4 +187,5 @@ def build(config, progress: bool = True) -> Components:
         pipeline=pipeline,
         eval_pipeline=dataclass_from_dict(PipelineConfig, eval_values, "data.eval_pipeline"),
         prompt=prompt,
+        init=init,
     )

@@ -15,13 +15,9 @@ Config sections (``configs/whisper_finetune.py``):
     (prepends ``("encoder/.*", None)`` to ``train.optimizer.lr_rules``);
   * ``train``: ``TrainConfig``; ``eval``: ``EvalConfig`` of the Speech-LLM recipe.
 
-Pretrained weights reach the trainer as its step-0 checkpoint: before training, the recipe builds
-the train state with the trainer's own ``build_layout`` / ``init_state`` (zeros in place of the
-random initialisers), puts the converted weights in (each device receives only its shards) and
-saves that state as step 0 in the workdir. The trainer then starts by restoring it, exactly as
-when resuming, so nothing is embedded in a compiled program, and a restarted run resumes from its
-newest checkpoint instead. After training the model is exported as an HF Whisper directory,
-``<workdir>/whisper_hf``, before the eval sets are decoded.
+Pretrained weights reach the trainer as its step-0 checkpoint (``jaxspeech.train.warm_start``), so
+a restarted run resumes from its newest checkpoint instead. After training the model is exported
+as an HF Whisper directory, ``<workdir>/whisper_hf``, before the eval sets are decoded.
 """
 
 from __future__ import annotations
@@ -35,9 +31,6 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-from flax import linen as nn
-from flax import traverse_util
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
@@ -66,12 +59,11 @@ from jaxspeech.recipes.whisper_eval import eval_during_training, evaluate_sets
 from jaxspeech.sharding import multihost
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.tasks.whisper import WhisperLossConfig, WhisperTask
-from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.config import TrainConfig, train_config_from_dict
 from jaxspeech.train.loop import train
 from jaxspeech.train.plots import plot_learning_curves
-from jaxspeech.train.state import State, StateLayout, build_layout, init_state
-from jaxspeech.types import Batch
+from jaxspeech.train.state import State
+from jaxspeech.train.warm_start import write_step0_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -264,64 +256,13 @@ def build(config, progress: bool = True) -> WhisperRun:
     )
 
 
-def place_params(params: Mapping[str, Any], layout: StateLayout) -> Mapping[str, Any]:
-    """Host arrays -> the train state's params: master dtype, and each device gets only its shards.
-
-    Raises naming the parameter when the tree does not match the model's (missing, extra, shape)."""
-    expected = traverse_util.flatten_dict(layout.abstract["params"], sep="/")
-    given = traverse_util.flatten_dict(params, sep="/")
-    missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
-    if missing or extra:
-        raise ValueError(f"pretrained params do not match the model: missing {missing[:5]}, unexpected {extra[:5]}")
-    placed = {}
-    for path, target in expected.items():
-        value = np.asarray(given[path])
-        if value.shape != target.shape:
-            raise ValueError(f"pretrained parameter {path} has shape {value.shape}, the model expects {target.shape}")
-        value = value.astype(target.dtype)
-        placed[path] = jax.make_array_from_callback(target.shape, target.sharding, lambda index, v=value: v[index])
-    return traverse_util.unflatten_dict(placed, sep="/")
-
-
-class _ZeroInitialised:
-    """``task`` with all-zero initial parameters: ``init_state`` then builds the step-0 state
-    (optimizer state, counters, shardings) without compiling the random initialisers, whose values
-    the pretrained weights replace anyway (for a large unscanned model that compile is the slow part)."""
-
-    def __init__(self, task: WhisperTask):
-        self.task = task
-
-    def init_params(self, rng: jax.Array, batch: Batch) -> Mapping[str, Any]:
-        boxed = jax.eval_shape(self.task.init_params, rng, batch)
-        is_box = lambda x: isinstance(x, nn.Partitioned)
-        return jax.tree.map(lambda box: box.replace_boxed(jnp.zeros(box.value.shape, box.value.dtype)), boxed,
-                            is_leaf=is_box)
-
-    def loss(self, params, batch: Batch, rng: jax.Array, *, train: bool):
-        return self.task.loss(params, batch, rng, train=train)
-
-
 def write_pretrained_checkpoint(run: WhisperRun, workdir: str, mesh: Mesh) -> State | None:
-    """Saves the initial train state holding the pretrained weights as step 0 of ``workdir``'s
-    checkpoints (with the data iterator at its start) and returns it; does nothing (None) when the
-    workdir already has a checkpoint to resume from or there are no pretrained weights."""
+    """Saves the initial train state holding the weights of ``init.whisper_dir`` as step 0 of
+    ``workdir`` (``jaxspeech.train.warm_start``) and returns it; None when the workdir already has a
+    checkpoint to resume from or there are no pretrained weights."""
     if run.pretrained is None:
         return None
-    checkpointer = Checkpointer(os.path.join(workdir, run.train.checkpoint.subdir), run.train.checkpoint)
-    try:
-        if checkpointer.latest_step() is not None:
-            return None
-        pipeline = run.train_pipeline()
-        batch = Batch.padding(pipeline.batch_shapes()[0])  # parameter shapes do not depend on the bucket
-        layout = build_layout(run.task, batch, run.train.optimizer, mesh, run.train.sharding_rules)
-        state = init_state(_ZeroInitialised(run.task), batch, layout, run.train.seed)
-        state["params"] = place_params(run.pretrained["params"], layout)
-        checkpointer.save(0, state, pipeline.iterator())
-        checkpointer.wait()
-        log.info("step 0 of %s holds the weights of %s", checkpointer.directory, run.init_source)
-        return state
-    finally:
-        checkpointer.close()
+    return write_step0_checkpoint(run, workdir, mesh, lambda: run.pretrained["params"], run.init_source)
 
 
 def export_whisper(run: WhisperRun, params: Mapping[str, Any], out_dir: str) -> str:

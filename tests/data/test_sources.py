@@ -112,6 +112,24 @@ def test_librispeech_unreadable_header_gives_unknown_duration(tmp_path):
     assert np.isnan(source.durations()[2]) and "duration" not in source[2]
 
 
+def test_a_librispeech_folder_becomes_a_manifest_of_its_readable_utterances(tmp_path):
+    from jaxspeech.recipes.components import manifest_file
+
+    root = tmp_path / "LibriSpeech" / "dev-clean"
+    durations = _librispeech(str(root))
+    with open(root / "26" / "495" / "26-495-0000.flac", "wb") as f:
+        f.write(b"not flac")
+    path = manifest_file(str(tmp_path / "manifests"), str(root))  # a set name that is a LibriSpeech folder
+    assert path == str(tmp_path / "manifests" / "dev-clean.jsonl")
+    source = ManifestSource(path)
+    ids = [source[i]["id"] for i in range(len(source))]
+    assert ids == [k for k in sorted(durations) if k != "26-495-0000"]  # the unreadable one is left out
+    np.testing.assert_allclose(source.durations(), [durations[k] for k in ids])
+    assert source[1]["text"] == "THIS LITTLE WORK" and os.path.isabs(source[1]["audio_filepath"])
+    os.utime(path, (0, 0))
+    assert manifest_file(str(tmp_path / "manifests"), str(root)) == path and os.path.getmtime(path) == 0  # kept
+
+
 def test_librispeech_errors(tmp_path):
     with pytest.raises(ManifestError, match="no LibriSpeech transcripts"):
         LibriSpeechSource(str(tmp_path))

@@ -1,0 +1,170 @@
+"""Speech LLMs started from Hugging Face checkpoints: a Whisper encoder and a Llama/Qwen2 LLM.
+
+The ``init`` section of a Speech-LLM config (configs/slam_asr.py, configs/salmonn_style.py):
+  * ``whisper_dir`` + ``llm_dir``: an HF Whisper directory and an HF Llama/Qwen2 directory
+    (config.json + safetensors). Their config.json give the shapes of ``model.encoder.whisper`` and
+    ``model.llm``, which then hold only the options ``OPTIONS``; the LLM directory's tokenizer is the
+    default ``data.tokenizer``. Before training, ``write_pretrained_checkpoint`` makes step 0 of the
+    workdir hold their weights under ``encoder/`` and ``llm/``; the connector, cross-attention,
+    LoRA adapters and CTC head keep their random init (``jaxspeech.train.warm_start``).
+  * ``random``: ``{"encoder": WhisperEncoderConfig shapes, "llm": LLMConfig shapes}``, the same
+    model from random init (no downloads: the debug variants and the shape tests); the vocabulary
+    comes from the tokenizer.
+
+Vocabulary: the LLM keeps its checkpoint's embedding rows (often padded past the tokenizer). The
+tokenizer gains the audio placeholder when it lacks it (``load_speech_tokenizer``); when that makes
+it larger than the embedding, the token embedding f[V0, D] and an untied lm_head kernel f[D, V0]
+grow to V rows / columns initialised to the mean of the checkpoint's (``extend_vocab``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import numpy as np
+from jax.sharding import Mesh
+
+from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
+from jaxspeech.convert.hf_llm import load_hf_llm, load_hf_llm_config
+from jaxspeech.convert.whisper import load_hf_encoder_config, load_hf_whisper_encoder
+from jaxspeech.data.tokenizers import Tokenizer
+from jaxspeech.encoders.whisper import WhisperEncoderConfig
+from jaxspeech.layers.lora import LORA_A, LORA_B
+from jaxspeech.llm.config import LLMConfig
+from jaxspeech.models.speech_llm import SpeechLLMConfig
+from jaxspeech.train.state import State
+from jaxspeech.train.warm_start import write_step0_checkpoint
+
+INIT_KEYS = {"whisper_dir", "llm_dir", "random"}
+RANDOM_KEYS = {"encoder", "llm"}
+# Fields of model.encoder.whisper / model.llm that a config states; init decides all the others.
+OPTIONS = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attn_impl")
+# Parameters inside the pretrained LLM that no checkpoint holds: they keep their initial values.
+LORA_ADAPTERS = rf".*/({LORA_A}|{LORA_B})"
+SET_CHECKPOINTS = "--set init.whisper_dir=<HF Whisper directory> --set init.llm_dir=<HF Llama/Qwen2 directory>"
+# Where a config states the options of each part.
+OPTION_SECTIONS = {"encoder": "model.encoder.whisper", "llm": "model.llm"}
+
+
+@dataclasses.dataclass(frozen=True)
+class InitShapes:
+    """Shape fields of the Whisper encoder and the LLM (``llm["vocab_size"]``: the checkpoint's
+    embedding rows; absent for random init) and where they come from."""
+
+    encoder: Mapping[str, Any]
+    llm: Mapping[str, Any]
+    source: str
+
+
+def _shape_fields(config) -> dict[str, Any]:
+    """The fields of ``config`` (a WhisperEncoderConfig or LLMConfig) that are not ``OPTIONS``."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in OPTIONS}
+
+
+def has_checkpoints(init: Mapping[str, Any]) -> bool:
+    return bool(init.get("whisper_dir") or init.get("llm_dir"))
+
+
+def describe(init: Mapping[str, Any]) -> str:
+    return f"HF checkpoints {init['whisper_dir']} (encoder) and {init['llm_dir']} (LLM)"
+
+
+def init_shapes(init: Mapping[str, Any]) -> InitShapes:
+    """Encoder and LLM shapes from ``init`` (reads the two config.json files, not the weights).
+    Raises with the ``--set`` flags to pass when ``init`` names neither checkpoints nor shapes."""
+    init = plain(init)
+    check_keys(init, INIT_KEYS, "config.init")
+    whisper_dir, llm_dir, random = init.get("whisper_dir"), init.get("llm_dir"), init.get("random")
+    if has_checkpoints(init):
+        if random:
+            raise ValueError("set init.whisper_dir + init.llm_dir (pretrained) or init.random (from scratch), not both")
+        if not (whisper_dir and llm_dir):
+            raise ValueError(f"init.whisper_dir={whisper_dir!r}, init.llm_dir={llm_dir!r}: a Speech LLM starts from both "
+                             f"checkpoints: pass {SET_CHECKPOINTS}")
+        return InitShapes(_shape_fields(load_hf_encoder_config(whisper_dir)), _shape_fields(load_hf_llm_config(llm_dir)),
+                          describe(init))
+    if not random:
+        raise ValueError(f"config.init names no weights: pass the checkpoints with {SET_CHECKPOINTS} "
+                         "(or set init.random to train a random-init model)")
+    check_keys(random, RANDOM_KEYS, "config.init.random")
+    parts = {}
+    for part, cls in (("encoder", WhisperEncoderConfig), ("llm", LLMConfig)):
+        values = dict(random.get(part) or {})
+        stated = sorted(set(values) & {*OPTIONS, "vocab_size"})
+        if stated:
+            raise ValueError(f"init.random.{part} holds shapes only: set {stated} in {OPTION_SECTIONS[part]} "
+                             "(vocab_size comes from the tokenizer)")
+        shapes = _shape_fields(dataclass_from_dict(cls, values, f"init.random.{part}"))
+        parts[part] = {k: v for k, v in shapes.items() if k != "vocab_size"}
+    return InitShapes(parts["encoder"], parts["llm"], "random init")
+
+
+def model_section(model: Mapping[str, Any], shapes: InitShapes, tokenizer: Tokenizer) -> dict[str, Any]:
+    """``config.model`` with ``encoder.whisper`` and ``llm`` completed by ``shapes`` (for
+    ``components.model_config``). A shape field stated in the config too raises, naming it, as does
+    a tokenizer too large for the checkpoint's embedding (more than the added audio placeholder)."""
+    model = dict(plain(model))
+    encoder = dict(model.get("encoder") or {})
+    if encoder.get("kind", "whisper") != "whisper":
+        raise ValueError(f"config.init gives a Whisper encoder, but model.encoder.kind is {encoder['kind']!r}")
+    whisper, llm = dict(encoder.get("whisper") or {}), dict(model.get("llm") or {})
+    for where, stated, given in ((OPTION_SECTIONS["encoder"], whisper, shapes.encoder),
+                                 (OPTION_SECTIONS["llm"], llm, shapes.llm)):
+        clash = sorted(set(stated) & set(given))
+        if clash:
+            raise ValueError(f"{where} sets {clash}, which config.init decides ({shapes.source}); "
+                             f"state only {list(OPTIONS)} there")
+    rows = shapes.llm.get("vocab_size")
+    if rows is not None and tokenizer.vocab_size > rows + 1:
+        raise ValueError(f"tokenizer {tokenizer.source} has {tokenizer.vocab_size} tokens, the LLM of {shapes.source} "
+                         f"{rows} embedding rows: more than the audio placeholder is missing, so the tokenizer does "
+                         "not belong to the checkpoint (set data.tokenizer to the LLM's)")
+    model["encoder"] = {**encoder, "kind": "whisper", "whisper": {**shapes.encoder, **whisper}}
+    model["llm"] = {**shapes.llm, **llm}
+    return model
+
+
+def extend_vocab(llm: Mapping[str, Any], vocab_size: int) -> dict[str, Any]:
+    """``DecoderLM`` params (numpy, no "params" level) with ``vocab_size`` token rows: the rows of
+    ``embed_tokens/embedding`` f[V0, D] and the columns of an untied ``lm_head/kernel`` f[D, V0] past
+    the checkpoint's V0 are the mean of the checkpoint's (computed in float64)."""
+    embedding = np.asarray(llm["embed_tokens"]["embedding"])
+    extra = vocab_size - embedding.shape[0]
+    if extra < 0:
+        raise ValueError(f"the model has {vocab_size} token rows, fewer than the checkpoint's {embedding.shape[0]}")
+    if extra == 0:
+        return dict(llm)
+
+    def grow(table: np.ndarray, axis: int) -> np.ndarray:
+        mean = np.mean(table.astype(np.float64), axis=axis, keepdims=True).astype(table.dtype)
+        return np.concatenate([table, np.repeat(mean, extra, axis=axis)], axis=axis)
+
+    grown = {**llm, "embed_tokens": {**llm["embed_tokens"], "embedding": grow(embedding, 0)}}
+    if "lm_head" in llm:
+        grown["lm_head"] = {**llm["lm_head"], "kernel": grow(np.asarray(llm["lm_head"]["kernel"]), 1)}
+    return grown
+
+
+def _options(config) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in OPTIONS}
+
+
+def load_pretrained(init: Mapping[str, Any], config: SpeechLLMConfig) -> dict[str, Any]:
+    """{"encoder": {"whisper": ...}, "llm": ...}: the checkpoints' weights (numpy) in the layout of
+    ``config`` (its scan_layers, param_dtype), the LLM's vocabulary grown to ``config.llm.vocab_size``.
+    Raises ``CheckpointError`` naming a missing or misshapen tensor and the shape expected."""
+    _, encoder = load_hf_whisper_encoder(init["whisper_dir"], **_options(config.encoder.whisper))
+    _, llm = load_hf_llm(init["llm_dir"], **_options(config.llm))
+    return {"encoder": {"whisper": encoder}, "llm": extend_vocab(llm["params"], config.llm.vocab_size)}
+
+
+def write_pretrained_checkpoint(components, workdir: str, mesh: Mesh) -> State | None:
+    """Saves step 0 of ``workdir`` with the weights of ``init.whisper_dir`` / ``init.llm_dir`` under
+    ``encoder/`` and ``llm/`` and everything else at its random init, and returns that state; None
+    (nothing read) when the workdir already has a checkpoint or ``components.init`` names no checkpoints."""
+    init = components.init
+    if not has_checkpoints(init):
+        return None
+    return write_step0_checkpoint(components, workdir, mesh, lambda: load_pretrained(init, components.model),
+                                  describe(init), fresh=(LORA_ADAPTERS,))
