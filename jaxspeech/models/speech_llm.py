@@ -45,7 +45,9 @@ class SpeechLLMConfig:
     """``placeholder_id`` is the audio placeholder token; ``audio_bidirectional`` lets every
     placeholder span attend to itself in both directions (prefix-LM); ``max_audio_frames`` bounds
     the encoder input per clip. ``ctc_vocab_size`` > 0 adds ``ctc_head`` (encoder states -> token
-    logits) for an auxiliary CTC loss."""
+    logits) for an auxiliary CTC loss; ``ctc_upsample`` k > 1 lets each encoder state emit k CTC
+    frames (one Dense to k x vocab, reshaped), so a low encoder frame rate still leaves CTC room for
+    blanks between tokens."""
 
     encoder: AudioEncoderConfig = AudioEncoderConfig()
     connector: ConnectorConfig = ConnectorConfig()
@@ -57,6 +59,7 @@ class SpeechLLMConfig:
     audio_bidirectional: bool = False
     max_audio_frames: int = 3000
     ctc_vocab_size: int = 0  # > 0 adds a CTC head on the encoder output (an auxiliary loss)
+    ctc_upsample: int = 1
 
     def __post_init__(self):
         if self.fusion not in FUSIONS:
@@ -66,6 +69,8 @@ class SpeechLLMConfig:
                 raise ValueError(f"fusion {self.fusion!r} needs an xattn (CrossAttentionConfig)")
             if self.xattn.num_layers != self.llm.num_layers or self.xattn.hidden_size != self.llm.hidden_size:
                 raise ValueError("xattn.num_layers / hidden_size must equal the LLM's")
+        if self.ctc_upsample < 1:
+            raise ValueError(f"ctc_upsample must be >= 1, got {self.ctc_upsample}")
         if self.connector.output_size != self.llm.hidden_size:
             raise ValueError(
                 f"connector.output_size ({self.connector.output_size}) must equal llm.hidden_size ({self.llm.hidden_size})"
@@ -167,7 +172,7 @@ class SpeechLLM(nn.Module):
         self.llm = DecoderLM(c.llm, cross_attention=self.xattn)
         if c.ctc_vocab_size:
             self.ctc_head = Dense(
-                c.ctc_vocab_size, (axes.EMBED, axes.VOCAB), True, c.llm.dtype, c.llm.param_dtype
+                c.ctc_vocab_size * c.ctc_upsample, (axes.EMBED, axes.VOCAB), True, c.llm.dtype, c.llm.param_dtype
             )
 
     def text_embedding_rms(self) -> jax.Array:
@@ -258,7 +263,15 @@ class SpeechLLM(nn.Module):
             return logits
         if not self.config.ctc_vocab_size:
             raise ValueError("with_ctc needs a CTC head: set ctc_vocab_size > 0")
-        return logits, (self.ctc_head(hidden).astype(jnp.float32), hidden_lengths)
+        return logits, self.ctc_logits(hidden, hidden_lengths)
+
+    def ctc_logits(self, hidden: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Encoder states f[N, T', D] + lengths i32[N] -> (CTC logits f32[N, T' * k, K], lengths * k)
+        with k = ``ctc_upsample``: state t emits CTC frames t*k ... t*k + k - 1."""
+        n, frames, _ = hidden.shape
+        k = self.config.ctc_upsample
+        logits = self.ctc_head(hidden).astype(jnp.float32).reshape(n, frames * k, self.config.ctc_vocab_size)
+        return logits, lengths * k
 
     def prefill(
         self, tokens: jax.Array, features: jax.Array, feature_lengths: jax.Array, segment_ids: jax.Array, cache: KVCache
