@@ -42,7 +42,7 @@ def test_scan_equals_loop_values_and_gradients():
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
+@pytest.mark.parametrize("policy", ["full", "dots", pytest.param("dots_no_batch", marks=pytest.mark.slow)])
 def test_remat_equals_no_remat(policy):
     tokens, params = _init(CONFIG)
 
@@ -78,7 +78,7 @@ def test_bidirectional_span_sees_its_future_only_inside_the_span():
     assert (per_position[:4] > 0).all() and (per_position[4:] == 0).all()
 
 
-@pytest.mark.parametrize("scan_layers", [True, False])
+@pytest.mark.parametrize("scan_layers", [pytest.param(True, marks=pytest.mark.slow), False])  # False: the layout decoding uses on CPU
 def test_cached_prefill_and_extend_equal_full_forward(scan_layers):
     config = CONFIG.replace(scan_layers=scan_layers)
     tokens, params = _init(config, batch=2, length=9)

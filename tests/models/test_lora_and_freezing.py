@@ -106,7 +106,7 @@ def test_frozen_groups_are_bitwise_unchanged_after_a_step():
             logits = model.apply({"params": full}, *args, **kwargs)
         return next_token_loss(logits, args[0], kwargs["segment_ids"]).loss
 
-    grads = jax.grad(loss)(trainable)
+    grads = jax.jit(jax.grad(loss))(trainable)
     updates, _ = optimizer.update(grads, state, trainable)
     new = optax.apply_updates(trainable, updates)
     flat_frozen = traverse_util.flatten_dict(frozen)

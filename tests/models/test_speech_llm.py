@@ -41,7 +41,7 @@ def test_decoder_only_equals_llm_on_hand_built_embeddings():
     np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), atol=1e-6)
 
 
-@pytest.mark.parametrize("fusion", ["cross_attention", "hybrid"])
+@pytest.mark.parametrize("fusion", ["cross_attention", pytest.param("hybrid", marks=pytest.mark.slow)])
 def test_zero_gates_leave_the_text_llm_unchanged_and_get_gradients(fusion):
     config = tiny_config(fusion)
     model = SpeechLLM(config)
@@ -62,9 +62,11 @@ def test_zero_gates_leave_the_text_llm_unchanged_and_get_gradients(fusion):
     assert all(g > 0 for g in gate_grads), gate_grads
 
 
-@pytest.mark.parametrize("fusion,connector", [("decoder_only", "frame_stack"), ("decoder_only", "qformer"),
+# The Q-Former and hybrid cases take about a minute each to compile: run with -m slow.
+@pytest.mark.parametrize("fusion,connector", [("decoder_only", "frame_stack"),
+                                              pytest.param("decoder_only", "qformer", marks=pytest.mark.slow),
                                               ("decoder_only", "conv"), ("cross_attention", "linear"),
-                                              ("hybrid", "frame_stack")])
+                                              pytest.param("hybrid", "frame_stack", marks=pytest.mark.slow)])
 def test_batched_equals_unbatched(fusion, connector):
     config = tiny_config(fusion, connector)
     model = SpeechLLM(config)
@@ -81,6 +83,7 @@ def test_batched_equals_unbatched(fusion, connector):
         np.testing.assert_allclose(np.asarray(logits[b, :length]), np.asarray(single[0]), atol=2e-5)
 
 
+@pytest.mark.slow  # about 80 s of compiling; the hybrid config's debug step in tests/recipes/test_configs.py is the fast check
 def test_hybrid_trains_one_step():
     config = tiny_config("hybrid")
     model = SpeechLLM(config)
@@ -92,9 +95,9 @@ def test_hybrid_trains_one_step():
     def loss(p):
         return next_token_loss(_apply(model, p, batch), batch["tokens"], batch["segment_ids"]).loss
 
-    before, grads = jax.value_and_grad(loss)(params)
+    before, grads = jax.jit(jax.value_and_grad(loss))(params)
     updates, _ = optimizer.update(grads, opt_state, params)
-    after = loss(optax.apply_updates(params, updates))
+    after = jax.jit(loss)(optax.apply_updates(params, updates))
     assert np.isfinite(before) and after < before
 
 
