@@ -22,6 +22,7 @@ The tokenizer is loaded with ``load_speech_tokenizer``: an LLM's tokenizer gains
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from typing import Any, Mapping
 
@@ -102,9 +103,12 @@ def set_names(value) -> tuple[str, ...]:
 
 def manifest_file(data_dir: str, name: str) -> str:
     """A manifest path: ``name`` as given if it is a file; for a LibriSpeech-layout folder,
-    ``<data_dir>/<folder name>.jsonl`` (written from the folder when missing); else ``<data_dir>/<name>.jsonl``."""
+    ``<data_dir>/<folder name>-<8 hex digits of its absolute path's SHA-1>.jsonl`` (written from the folder
+    when missing; the digest keeps two folders of the same name apart); else ``<data_dir>/<name>.jsonl``."""
     if os.path.isdir(name):
-        path = os.path.join(data_dir, os.path.basename(os.path.normpath(name)) + ".jsonl")
+        folder = os.path.abspath(name)
+        digest = hashlib.sha1(folder.encode()).hexdigest()[:8]
+        path = os.path.join(data_dir, f"{os.path.basename(folder)}-{digest}.jsonl")
         if not os.path.isfile(path):
             write_manifest(LibriSpeechSource(name), path)
         return path

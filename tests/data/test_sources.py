@@ -120,7 +120,7 @@ def test_a_librispeech_folder_becomes_a_manifest_of_its_readable_utterances(tmp_
     with open(root / "26" / "495" / "26-495-0000.flac", "wb") as f:
         f.write(b"not flac")
     path = manifest_file(str(tmp_path / "manifests"), str(root))  # a set name that is a LibriSpeech folder
-    assert path == str(tmp_path / "manifests" / "dev-clean.jsonl")
+    assert os.path.dirname(path) == str(tmp_path / "manifests") and os.path.basename(path).startswith("dev-clean-")
     source = ManifestSource(path)
     ids = [source[i]["id"] for i in range(len(source))]
     assert ids == [k for k in sorted(durations) if k != "26-495-0000"]  # the unreadable one is left out
@@ -128,6 +128,10 @@ def test_a_librispeech_folder_becomes_a_manifest_of_its_readable_utterances(tmp_
     assert source[1]["text"] == "THIS LITTLE WORK" and os.path.isabs(source[1]["audio_filepath"])
     os.utime(path, (0, 0))
     assert manifest_file(str(tmp_path / "manifests"), str(root)) == path and os.path.getmtime(path) == 0  # kept
+    other = tmp_path / "mirror" / "dev-clean"  # a second folder of the same name gets its own manifest
+    _librispeech(str(other))
+    other_path = manifest_file(str(tmp_path / "manifests"), str(other))
+    assert other_path != path and len(ManifestSource(other_path)) == len(durations)
 
 
 def test_librispeech_errors(tmp_path):
