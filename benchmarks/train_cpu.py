@@ -2,9 +2,9 @@
 
 Ours is exactly what ``jaxspeech train --config configs/tiny_asr.py`` trains, built through the
 project's own code (``recipes.components.build`` -> ``build_layout`` / ``init_state`` ->
-``CompiledStep``): a 6-block Conformer (d 144, 4 heads, FFN 576, depthwise kernel 9, layer-norm
-conv module, 8x frame stacking + Dense front end, relative positions) -> frame stacking by 2 + GELU
-MLP (288 -> 384 -> 192) -> a 3-layer Llama decoder (d 192, 4 heads, SwiGLU 512, tied embeddings,
+``CompiledStep``): a 4-block Conformer (d 144, 4 heads, FFN 576, depthwise kernel 9, layer-norm
+conv module, 4x frame stacking + Dense front end, relative positions) -> frame stacking by 4 + GELU
+MLP (576 -> 384 -> 192) -> a 3-layer Llama decoder (d 192, 4 heads, SwiGLU 512, tied embeddings,
 vocabulary 512) with the audio spliced in at the placeholder tokens; loss = next-token
 cross-entropy (label smoothing 0.1) on the loss-masked tokens + 0.3 x CTC on the encoder (blank =
 pad id); SpecAugment and dropout 0.1 on; AdamW (weight decay 0.01 except biases / norm scales,
@@ -28,12 +28,12 @@ Compile time is reported separately. MFU = analytic model FLOPs of one train ste
 time / float32 matmul peak measured in the same run, with
 
   FLOPs(step) = 3 x forward, forward = sum over matmuls of 2 x multiply-adds at the padded shapes:
-    front end   2 B T' (8 F) D                                   T' = ceil(T / 8)
+    front end   2 B T' (s F) D                                   T' = ceil(T / s), s = subsampling factor
     per block   2 B T' (2 x 2 D Dff + 4 D^2 + 2D D + D D + K D)   two FFNs, q/k/v/o, conv in/out, depthwise
                 + 2 (2T'-1) D^2                                  position projection (once per batch)
                 + 2 B H T' (2 T' + (2T'-1)) dh                   content scores, attention x values, position scores
     CTC head    2 B T' D V
-    connector   2 B T'' (2D Hc + Hc E)                           T'' = ceil(T' / 2)
+    connector   2 B T'' (k D Hc + Hc E)                          T'' = ceil(T' / k), k = connector stack
     per layer   2 B L (4 E^2 + 3 E I) + 2 B H (2 L^2) dh_llm      q/k/v/o, SwiGLU; dense attention (no causal halving)
     LM head     2 B L E V
 (backward counted as 2 x forward, including the input gradient of the first layer that is not

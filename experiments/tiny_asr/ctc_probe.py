@@ -1,0 +1,68 @@
+"""WER of a finished run's CTC head alone (greedy CTC on the encoder), beside the LLM's WER.
+
+  python experiments/tiny_asr/ctc_probe.py runs/tiny [--set test] [--max-examples 200]
+
+The CTC head reads the encoder states directly, so its WER measures the encoder; the run's
+report.md measures encoder + connector + LLM. A CTC WER far below the LLM's says the LLM has not
+yet learnt to read the audio it is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workdir", help="a finished `jaxspeech train` run folder")
+    parser.add_argument("--set", default="test", help="eval set name (default: test)")
+    parser.add_argument("--max-examples", type=int, default=None)
+    args = parser.parse_args()
+
+    import jax
+
+    from jaxspeech.data.pipeline import DataPipeline
+    from jaxspeech.data.sources import ManifestSource
+    from jaxspeech.decoding.ctc import greedy_ctc
+    from jaxspeech.models.speech_llm import SpeechLLM
+    from jaxspeech.recipes.evaluate import FirstN, score
+    from jaxspeech.recipes.restore import restore
+
+    components, params, step = restore(args.workdir)
+    model = SpeechLLM(components.model)
+    blank_id = components.task.loss_config.blank_id
+
+    def ctc(module, features, lengths):
+        _, hidden, hidden_lengths = module._encode(features, lengths, False)
+        return module.ctc_logits(hidden, hidden_lengths)
+
+    apply = jax.jit(lambda p, f, n: model.apply({"params": p}, f, n, method=ctc))
+    manifest = components.manifest(args.set)
+    with open(manifest, encoding="utf-8") as f:
+        held_out = {r["id"]: r.get("held_out_voice") for r in map(json.loads, f)}
+    source = ManifestSource([manifest])
+    if args.max_examples:
+        source = FirstN(source, args.max_examples)
+    pipeline = DataPipeline(source, components.eval_pipeline, tokenize=components.encoder(inference=True),
+                            process_index=0, process_count=1)
+    decoded = []
+    with pipeline.iterator() as batches:
+        for host_batch in batches:
+            batch = host_batch.batch
+            logits, lengths = apply(params, batch.features, batch.feature_lengths)
+            clips = batch.features.shape[1]
+            paths = greedy_ctc(logits, lengths, blank_id)
+            for meta in host_batch.metadata:
+                hypothesis = components.tokenizer.decode(paths[meta["row"] * clips])
+                decoded.append({"id": meta["id"], "reference": meta["text"], "hypothesis": hypothesis,
+                                **({"held_out_voice": held_out[meta["id"]]} if held_out[meta["id"]] is not None else {})})
+    print(f"{args.workdir}, step {step}, greedy CTC on '{args.set}' ({len(decoded)} utterances):")
+    for name, result in score(decoded, args.set).items():
+        print(f"  {name:32s} {100 * result.rate:6.2f} %  ({result.counts.reference_length} reference {result.unit}s)")
+    for row in decoded[:3]:
+        print(f"  ref: {row['reference']}\n  hyp: {row['hypothesis']}")
+
+
+if __name__ == "__main__":
+    main()
