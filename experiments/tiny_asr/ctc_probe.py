@@ -10,7 +10,6 @@ yet learnt to read the audio it is given.
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def main() -> None:
@@ -22,11 +21,9 @@ def main() -> None:
 
     import jax
 
-    from jaxspeech.data.pipeline import DataPipeline
-    from jaxspeech.data.sources import ManifestSource
     from jaxspeech.decoding.ctc import greedy_ctc
     from jaxspeech.models.speech_llm import SpeechLLM
-    from jaxspeech.recipes.evaluate import FirstN, score
+    from jaxspeech.recipes.evaluate import eval_pipeline, records_by_id, score
     from jaxspeech.recipes.restore import restore
 
     components, params, step = restore(args.workdir)
@@ -39,13 +36,8 @@ def main() -> None:
 
     apply = jax.jit(lambda p, f, n: model.apply({"params": p}, f, n, method=ctc))
     manifest = components.manifest(args.set)
-    with open(manifest, encoding="utf-8") as f:
-        held_out = {r["id"]: r.get("held_out_voice") for r in map(json.loads, f)}
-    source = ManifestSource([manifest])
-    if args.max_examples:
-        source = FirstN(source, args.max_examples)
-    pipeline = DataPipeline(source, components.eval_pipeline, tokenize=components.encoder(inference=True),
-                            process_index=0, process_count=1)
+    records = records_by_id(manifest)
+    pipeline = eval_pipeline(components, manifest, args.max_examples)
     decoded = []
     with pipeline.iterator() as batches:
         for host_batch in batches:
@@ -55,8 +47,8 @@ def main() -> None:
             paths = greedy_ctc(logits, lengths, blank_id)
             for meta in host_batch.metadata:
                 hypothesis = components.tokenizer.decode(paths[meta["row"] * clips])
-                decoded.append({"id": meta["id"], "reference": meta["text"], "hypothesis": hypothesis,
-                                **({"held_out_voice": held_out[meta["id"]]} if held_out[meta["id"]] is not None else {})})
+                decoded.append({**records.get(meta["id"], {}), "id": meta["id"], "reference": meta["text"],
+                                "hypothesis": hypothesis})
     print(f"{args.workdir}, step {step}, greedy CTC on '{args.set}' ({len(decoded)} utterances):")
     for name, result in score(decoded, args.set).items():
         print(f"  {name:32s} {100 * result.rate:6.2f} %  ({result.counts.reference_length} reference {result.unit}s)")

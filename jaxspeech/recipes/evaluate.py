@@ -49,9 +49,19 @@ def generation_config(components: Components) -> GenerationConfig:
     )
 
 
-def _records_by_id(manifest: str) -> dict[str, dict]:
+def records_by_id(manifest: str) -> dict[str, dict]:
+    """id -> the manifest's record (all its fields, e.g. ``held_out_voice``)."""
     with open(manifest, encoding="utf-8") as f:
         return {r["id"]: r for r in (json.loads(line) for line in f if line.strip())}
+
+
+def eval_pipeline(components: Components, manifest: str, max_examples: int | None = None) -> DataPipeline:
+    """The eval-bucket pipeline over ``manifest`` (its first ``max_examples`` records), single host."""
+    source = ManifestSource([manifest])
+    if max_examples is not None:
+        source = FirstN(source, max_examples)
+    return DataPipeline(source, components.eval_pipeline, tokenize=components.encoder(inference=True),
+                        process_index=0, process_count=1)
 
 
 def decode_manifest(
@@ -63,16 +73,12 @@ def decode_manifest(
     ``params`` is the trained parameter tree (without the ``"params"`` wrapper); ``decoding``
     reuses a ``decoding_params`` result across calls.
     """
-    source = ManifestSource([manifest])
-    if max_examples is not None:
-        source = FirstN(source, max_examples)
-    pipeline = DataPipeline(source, components.eval_pipeline, tokenize=components.encoder(inference=True),
-                            process_index=0, process_count=1)
+    pipeline = eval_pipeline(components, manifest, max_examples)
     config, dparams = decoding or decoding_params(components.model, {"params": params}, components.task.lora)
     gen = generation_config(components)
-    records = _records_by_id(manifest)
+    records = records_by_id(manifest)
     results = []
-    with pipeline.iterator() as batches, tqdm(total=len(source), unit="utt", desc=f"decoding {os.path.basename(manifest)}",
+    with pipeline.iterator() as batches, tqdm(total=len(pipeline.source), unit="utt", desc=f"decoding {os.path.basename(manifest)}",
                                               disable=not progress, leave=False) as bar:
         for host_batch in batches:
             batch = host_batch.batch
