@@ -30,11 +30,7 @@ def main() -> None:
     model = SpeechLLM(components.model)
     blank_id = components.task.loss_config.blank_id
 
-    def ctc(module, features, lengths):
-        _, hidden, hidden_lengths = module._encode(features, lengths, False)
-        return module.ctc_logits(hidden, hidden_lengths)
-
-    apply = jax.jit(lambda p, f, n: model.apply({"params": p}, f, n, method=ctc))
+    apply = jax.jit(lambda p, f, n: model.apply({"params": p}, f, n, method=SpeechLLM.ctc_from_features))
     manifest = components.manifest(args.set)
     records = records_by_id(manifest)
     pipeline = eval_pipeline(components, manifest, args.max_examples)

@@ -2,6 +2,7 @@
 
   jaxspeech eval --workdir runs/tiny
   jaxspeech eval --workdir runs/tiny --beam 4 --max-examples 200
+  jaxspeech eval --workdir runs/tiny --ctc-weight 0.5       # joint CTC/attention decoding
 
 Writes ``WORKDIR/eval/<set>.jsonl`` (per-example reference, hypothesis and errors) and prints the
 WER/CER table (test sets of the embedded corpus split into training voices and held-out voice).
@@ -20,6 +21,10 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--workdir", required=True, help="a jaxspeech train workdir")
     parser.add_argument("--beam", type=int, default=None, metavar="N", help="beam search with N beams")
+    parser.add_argument("--ctc-weight", type=float, default=None, metavar="W",
+                        help="joint CTC/attention decoding: weight of the CTC prefix score (0-1; needs a CTC head)")
+    parser.add_argument("--ctc-candidates", type=int, default=None, metavar="N",
+                        help="joint decoding: how many of the LLM's best tokens the CTC rescores each step")
     parser.add_argument("--max-examples", type=int, default=None, help="decode at most this many per set")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
@@ -34,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
     changes = {}
     if args.beam:
         changes.update(method="beam" if args.beam > 1 else "greedy", num_beams=args.beam)
+    if args.ctc_weight is not None:
+        changes["ctc_weight"] = args.ctc_weight
+    if args.ctc_candidates is not None:
+        changes["ctc_candidates"] = args.ctc_candidates
     if args.max_examples:
         changes["max_examples"] = args.max_examples
     components.eval = dataclasses.replace(components.eval, **changes)

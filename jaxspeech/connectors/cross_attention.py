@@ -3,7 +3,8 @@
 ``GatedCrossAttention`` is handed to the ``DecoderLM`` as its ``cross_attention`` hook and acts
 before every ``every``-th LLM layer (0, every, 2*every, ...):
     x = x + tanh(g_attn) * CrossAttn(LN(x), memory);  x = x + tanh(g_mlp) * MLP(LN(x))
-with both gates initialised to 0, so an untrained stack leaves the LLM's output unchanged. Memory
+with both gates initialised to ``gate_init`` (0 by default, so an untrained stack leaves a pretrained
+LLM's output unchanged; an LLM trained from scratch reads sooner with open gates, e.g. 1). Memory
 keys/values are projected once per utterance (``project_memory``) and reused at every step.
 """
 
@@ -35,6 +36,7 @@ class CrossAttentionConfig:
     num_kv_heads: int = 8
     intermediate_size: int = 1024
     rms_norm_eps: float = 1e-6
+    gate_init: float = 0.0  # both gates start at tanh(gate_init)
     attn_impl: str = "xla"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -69,7 +71,7 @@ class GatedCrossAttentionBlock(nn.Module):
         )
         self.mlp_norm = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype)
         self.mlp = GatedMLP(c.intermediate_size, "silu", False, c.dtype, c.param_dtype)
-        gate = lambda: nn.with_logical_partitioning(nn.initializers.zeros, ())
+        gate = lambda: nn.with_logical_partitioning(nn.initializers.constant(c.gate_init), ())
         self.attn_gate = self.param("attn_gate", gate(), (), c.param_dtype)
         self.mlp_gate = self.param("mlp_gate", gate(), (), c.param_dtype)
 

@@ -24,7 +24,9 @@ from jaxspeech.llm.layout import unrolled
 @dataclasses.dataclass(frozen=True)
 class GenerationConfig:
     """``method``: greedy | sample | beam. ``eos_ids`` end a row (suppressed for the first
-    ``min_new_tokens`` steps); ``pad_id`` fills after the end."""
+    ``min_new_tokens`` steps); ``pad_id`` fills after the end. ``ctc_weight`` > 0 (models with a
+    CTC head only) rescores the ``ctc_candidates`` best tokens of every step with CTC prefix
+    probabilities (``decoding/ctc_prefix.py``)."""
 
     max_new_tokens: int = 32
     min_new_tokens: int = 0
@@ -36,10 +38,15 @@ class GenerationConfig:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    ctc_weight: float = 0.0
+    ctc_candidates: int = 8
 
     def __post_init__(self):
         if self.method not in ("greedy", "sample", "beam"):
             raise ValueError(f"generation method must be greedy, sample or beam, got {self.method!r}")
+        if not 0.0 <= self.ctc_weight <= 1.0 or self.ctc_candidates < 1:
+            raise ValueError(f"ctc_weight must be in [0, 1] and ctc_candidates >= 1, got {self.ctc_weight}, "
+                             f"{self.ctc_candidates}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
@@ -109,6 +116,8 @@ def generate(
     Scanned params are unrolled first (decoding runs faster unrolled; load with
     ``scan_layers=False`` to skip that copy when generating repeatedly).
     """
+    if gen.ctc_weight:
+        raise ValueError("ctc_weight > 0 needs a model with a CTC head; a text-only LLM has none")
     config, params = unrolled(config, params)
     return _generate(config, params, tokens, segment_ids, gen, rng)
 

@@ -7,7 +7,8 @@ i32[B, C]. ``SpeechLLM.prefill`` runs the audio encoder once, splices the inline
 KV cache of T + max_new_tokens slots; the cross-attention memory (cross_attention / hybrid) is
 projected once in the prefill and read by every step as a loop constant (beam search expands it to
 the beams once instead of gathering it after every reordering). The shared ``run_search`` (greedy,
-sample, beam) then drives ``SpeechLLM.extend`` one token at a time, the LLM layers unrolled.
+sample, beam) then drives ``SpeechLLM.extend`` one token at a time, the LLM layers unrolled; with
+``ctc_weight`` > 0 the CTC head's prefix probabilities rescore every step (``ctc_prefix.py``).
 
 The placeholder token is never generated (for fusions with inline audio): a generated placeholder
 would be spliced as audio if the output were fed back as a prompt.
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from jaxspeech.decoding.ctc_prefix import joint_ctc
 from jaxspeech.decoding.generate import GenerationConfig, last_real_index, run_search
 from jaxspeech.decoding.search import DecodeOutput, expand_for_beams
 from jaxspeech.layers.lora import LoraConfig, lora_only, merge_lora
@@ -102,6 +104,10 @@ def generate_from_audio(
     scores). Jit-compiled once per (config, gen, lora, shapes).
     """
     check_audio_prompts(config, tokens, segment_ids, features, feature_lengths)
+    if gen.ctc_weight and not config.ctc_vocab_size:
+        raise ValueError("ctc_weight > 0 needs a model with a CTC head (ctc_vocab_size > 0)")
+    if gen.ctc_weight and features.shape[1] != 1:
+        raise ValueError(f"joint CTC decoding reads one audio clip per row; this batch has {features.shape[1]}")
     return _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora)
 
 
@@ -131,4 +137,12 @@ def _generate_from_audio(config, params, tokens, segment_ids, features, feature_
                                         method=SpeechLLM.extend)
         return logits[:, 0], new_state["llm"]
 
-    return run_search(step, first_logits, state["llm"], gen, rng, logits_processor=_no_placeholder(config))
+    cache = state["llm"]
+    if gen.ctc_weight:
+        ctc_logits, ctc_lengths = model.apply(params, features, feature_lengths, method=SpeechLLM.ctc_from_features)
+        step, first_logits, cache = joint_ctc(
+            step, first_logits, cache, ctc_logits, ctc_lengths, weight=gen.ctc_weight,
+            num_candidates=gen.ctc_candidates, eos_ids=gen.eos_ids, blank_id=config.ctc_blank_id,
+            num_beams=gen.num_beams if gen.method == "beam" else 1,
+        )
+    return run_search(step, first_logits, cache, gen, rng, logits_processor=_no_placeholder(config))

@@ -27,6 +27,7 @@ from flax import struct
 
 from jaxspeech.connectors.config import ConnectorConfig
 from jaxspeech.connectors.cross_attention import AudioMemory, CrossAttentionConfig, GatedCrossAttention
+from jaxspeech.connectors.ctc_compress import ctc_compress
 from jaxspeech.connectors.projector import Projector, zero_padding
 from jaxspeech.connectors.qformer import WindowQFormer
 from jaxspeech.data.audio_tokens import FrameStack, downsampled_length
@@ -47,7 +48,11 @@ class SpeechLLMConfig:
     the encoder input per clip. ``ctc_vocab_size`` > 0 adds ``ctc_head`` (encoder states -> token
     logits) for an auxiliary CTC loss; ``ctc_upsample`` k > 1 lets each encoder state emit k CTC
     frames (one Dense to k x vocab, reshaped), so a low encoder frame rate still leaves CTC room for
-    blanks between tokens."""
+    blanks between tokens. ``ctc_compress`` (cross_attention only) hands the connector one encoder
+    state per label of the greedy CTC path (run means, blanks dropped: Speech-LLaMA's compressor), so the
+    memory reads like the transcript; ``ctc_embed`` adds to each memory vector the LLM's input
+    embedding of its run's mean CTC posteriors (gradient-stopped table), a text-space hint of what
+    the run says. ``ctc_blank_id`` is CTC's blank label."""
 
     encoder: AudioEncoderConfig = AudioEncoderConfig()
     connector: ConnectorConfig = ConnectorConfig()
@@ -60,6 +65,9 @@ class SpeechLLMConfig:
     max_audio_frames: int = 3000
     ctc_vocab_size: int = 0  # > 0 adds a CTC head on the encoder output (an auxiliary loss)
     ctc_upsample: int = 1
+    ctc_blank_id: int = 0
+    ctc_compress: bool = False
+    ctc_embed: bool = False
 
     def __post_init__(self):
         if self.fusion not in FUSIONS:
@@ -71,6 +79,18 @@ class SpeechLLMConfig:
                 raise ValueError("xattn.num_layers / hidden_size must equal the LLM's")
         if self.ctc_upsample < 1:
             raise ValueError(f"ctc_upsample must be >= 1, got {self.ctc_upsample}")
+        if self.ctc_compress:
+            if self.fusion != "cross_attention":
+                raise ValueError(f"ctc_compress needs fusion 'cross_attention' (the number of audio tokens depends on "
+                                 f"the CTC path, so no placeholders can be laid out for it), got {self.fusion!r}")
+            if not self.ctc_vocab_size or self.ctc_upsample != 1:
+                raise ValueError("ctc_compress needs a CTC head (ctc_vocab_size > 0) with ctc_upsample 1")
+        if self.ctc_embed:
+            keeps_length = self.connector.kind == "linear" or (
+                self.connector.kind == "frame_stack" and self.connector.stack == 1)
+            if not self.ctc_compress or not keeps_length or self.ctc_vocab_size > self.llm.vocab_size:
+                raise ValueError("ctc_embed needs ctc_compress, a connector that keeps the length (linear or "
+                                 "frame_stack with stack 1) and a CTC vocabulary inside the LLM's")
         if self.connector.output_size != self.llm.hidden_size:
             raise ValueError(
                 f"connector.output_size ({self.connector.output_size}) must equal llm.hidden_size ({self.llm.hidden_size})"
@@ -160,7 +180,8 @@ def is_concrete(*arrays) -> bool:
 
 
 class SpeechLLM(nn.Module):
-    """Entry points: ``encode_audio``, ``embed``, ``memory``, ``__call__`` (logits), ``prefill``, ``extend``."""
+    """Entry points: ``encode_audio``, ``embed``, ``memory``, ``__call__`` (logits), ``ctc_from_features``,
+    ``prefill``, ``extend``."""
 
     config: SpeechLLMConfig
 
@@ -184,8 +205,8 @@ class SpeechLLM(nn.Module):
         """features f[B, C, T, F], feature_lengths i32[B, C] -> full-resolution AudioEmbeddings."""
         return self._encode(features, feature_lengths, train)[0]
 
-    def _encode(self, features, feature_lengths, train):
-        """-> (AudioEmbeddings, encoder states f[B*C, T', E], their lengths i32[B*C])."""
+    def _encoder_states(self, features, feature_lengths, train):
+        """features f[B, C, T, F] -> (encoder states f[B*C, T', E], their lengths i32[B*C], 0 for empty clips)."""
         c = self.config
         batch, clips, frames, mels = features.shape
         if frames > c.max_audio_frames:
@@ -197,12 +218,33 @@ class SpeechLLM(nn.Module):
             raise ValueError(f"features have {mels} mel bins, the encoder expects {c.encoder.n_mels}")
         flat_lengths = feature_lengths.reshape(-1).astype(jnp.int32)
         hidden, hidden_lengths = self.encoder(features.reshape(batch * clips, frames, mels), flat_lengths, train=train)
+        return hidden, jnp.where(flat_lengths > 0, hidden_lengths, 0)
+
+    def _encode(self, features, feature_lengths, train):
+        """-> (AudioEmbeddings, encoder states f[B*C, T', E], their lengths i32[B*C])."""
+        batch, clips = features.shape[:2]
+        c = self.config
+        hidden, hidden_lengths = self._encoder_states(features, feature_lengths, train)
+        states, state_lengths = hidden, hidden_lengths
+        if c.ctc_compress:
+            ctc_logits, _ = self.ctc_logits(hidden, hidden_lengths)
+            states, posteriors, state_lengths = ctc_compress(hidden, ctc_logits, hidden_lengths, c.ctc_blank_id)
         target_rms = self.text_embedding_rms() if c.connector.norm_match else None
-        embeds, lengths = self.connector(hidden, hidden_lengths, target_rms)
-        lengths = jnp.where(flat_lengths > 0, lengths, 0)
+        embeds, lengths = self.connector(states, state_lengths, target_rms)
+        if c.ctc_embed:
+            table = jax.lax.stop_gradient(self.llm.embed_tokens.embedding[: c.ctc_vocab_size].astype(jnp.float32))
+            embeds = embeds + (posteriors @ table).astype(embeds.dtype)
+        lengths = jnp.where(hidden_lengths > 0, lengths, 0)
         embeds = zero_padding(embeds, lengths)
         audio = AudioEmbeddings(embeds.reshape(batch, clips, *embeds.shape[1:]), lengths.reshape(batch, clips))
-        return audio, hidden, jnp.where(flat_lengths > 0, hidden_lengths, 0)
+        return audio, hidden, hidden_lengths
+
+    def ctc_from_features(
+        self, features: jax.Array, feature_lengths: jax.Array, *, train: bool = False
+    ) -> tuple[jax.Array, jax.Array]:
+        """Encoder + CTC head alone: features f[B, C, T, F], feature_lengths i32[B, C] ->
+        (CTC logits f32[B*C, T' * k, K], lengths i32[B*C]); the connector and LLM do not run."""
+        return self.ctc_logits(*self._encoder_states(features, feature_lengths, train))
 
     def inline_audio(self, audio: AudioEmbeddings) -> AudioEmbeddings:
         """The embeddings spliced into the prompt: all of them, or pooled ones for ``hybrid``."""
@@ -261,13 +303,13 @@ class SpeechLLM(nn.Module):
         )
         if not with_ctc:
             return logits
-        if not self.config.ctc_vocab_size:
-            raise ValueError("with_ctc needs a CTC head: set ctc_vocab_size > 0")
         return logits, self.ctc_logits(hidden, hidden_lengths)
 
     def ctc_logits(self, hidden: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Encoder states f[N, T', D] + lengths i32[N] -> (CTC logits f32[N, T' * k, K], lengths * k)
         with k = ``ctc_upsample``: state t emits CTC frames t*k ... t*k + k - 1."""
+        if not self.config.ctc_vocab_size:
+            raise ValueError("this model has no CTC head: set ctc_vocab_size > 0")
         n, frames, _ = hidden.shape
         k = self.config.ctc_upsample
         logits = self.ctc_head(hidden).astype(jnp.float32).reshape(n, frames * k, self.config.ctc_vocab_size)

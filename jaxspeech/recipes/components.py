@@ -53,11 +53,15 @@ PROMPT_KEYS = {"task", "chat", "system"}
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Decoding of the evaluation sets: ``method`` greedy | beam; ``max_examples`` per set (None = all);
-    ``during_training`` decodes ``during_training_examples`` of the first set every ``train.eval_every``."""
+    """Decoding of the evaluation sets: ``method`` greedy | beam; ``ctc_weight`` > 0 rescores the
+    ``ctc_candidates`` best tokens of every step with the CTC head (joint CTC/attention decoding);
+    ``max_examples`` per set (None = all); ``during_training`` decodes ``during_training_examples``
+    of the first set every ``train.eval_every``."""
 
     method: str = "greedy"
     num_beams: int = 4
+    ctc_weight: float = 0.0
+    ctc_candidates: int = 8
     max_new_tokens: int = 96
     max_examples: int | None = None
     during_training_examples: int = 100
@@ -139,7 +143,8 @@ def model_config(model: Mapping[str, Any], tokenizer: Tokenizer) -> SpeechLLMCon
         raise ValueError(f"tokenizer {tokenizer.source} has no {AUDIO_PLACEHOLDER} token")
     llm = dict(model.get("llm") or {})
     llm["vocab_size"] = max(tokenizer.vocab_size, llm.get("vocab_size", 0))
-    model.update(llm=llm, placeholder_id=placeholder, ctc_vocab_size=tokenizer.vocab_size if use_ctc else 0)
+    model.update(llm=llm, placeholder_id=placeholder, ctc_vocab_size=tokenizer.vocab_size if use_ctc else 0,
+                 ctc_blank_id=tokenizer.pad_id or 0)
     model.setdefault("connector", {})
     model["connector"] = {**model["connector"], "output_size": llm.get("hidden_size", 512)}
     return dataclass_from_dict(SpeechLLMConfig, model, "model")
@@ -164,7 +169,7 @@ def build(config, progress: bool = True) -> Components:
     if prompt.get("chat") is None:
         prompt["chat"] = tokenizer.chat_template is not None
     loss = dataclass_from_dict(SpeechLossConfig, task_cfg.get("loss") or {}, "task.loss")
-    loss = dataclasses.replace(loss, eos_ids=tuple(tokenizer.eos_ids), blank_id=tokenizer.pad_id or 0)
+    loss = dataclasses.replace(loss, eos_ids=tuple(tokenizer.eos_ids), blank_id=model.ctc_blank_id)
     augment = task_cfg.get("spec_augment")
     augment = None if augment is None else dataclass_from_dict(SpecAugmentConfig, augment, "task.spec_augment")
     lora_cfg = task_cfg.get("lora")

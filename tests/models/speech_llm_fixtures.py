@@ -73,7 +73,8 @@ def row(batch: dict, b: int, tokens_len: int, clips: int, frames: int) -> dict:
 
 
 def init_params(model, batch: dict, seed: int = 0):
+    """Parameters of every submodule (the CTC head too when the config has one)."""
     from flax import linen as nn
 
     return nn.unbox(model.init(jax.random.key(seed), batch["tokens"], batch["features"], batch["feature_lengths"],
-                               segment_ids=batch["segment_ids"]))
+                               segment_ids=batch["segment_ids"], with_ctc=bool(model.config.ctc_vocab_size)))

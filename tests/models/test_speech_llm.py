@@ -62,6 +62,36 @@ def test_zero_gates_leave_the_text_llm_unchanged_and_get_gradients(fusion):
     assert all(g > 0 for g in gate_grads), gate_grads
 
 
+def test_open_gates_start_at_gate_init_and_let_audio_in():
+    config = tiny_config("cross_attention")
+    config = config.replace(xattn=config.xattn.__class__(**{**config.xattn.__dict__, "gate_init": 1.0}))
+    model = SpeechLLM(config)
+    batch = make_batch(config, [([40], [1, 5, 6], [7, 8, 9, 10])], frames=48)
+    params = init_params(model, batch)
+    gates = [float(params["params"]["xattn"][f"blocks_{i}"][g]) for i in range(2) for g in ("attn_gate", "mlp_gate")]
+    assert gates == [1.0] * 4
+    louder = dict(batch, features=batch["features"] * 2.0)
+    assert not np.allclose(np.asarray(_apply(model, params, batch)), np.asarray(_apply(model, params, louder)))
+
+
+def test_ctc_from_features_equals_the_ctc_output_of_the_full_forward():
+    config = tiny_config("decoder_only", ctc_vocab_size=11)
+    model = SpeechLLM(config)
+    batch = make_batch(config, TWO_CLIPS, frames=48)
+    params = init_params(model, batch)
+    _, (full_logits, full_lengths) = _apply(model, params, batch, with_ctc=True)
+    logits, lengths = model.apply(params, batch["features"], batch["feature_lengths"],
+                                  method=SpeechLLM.ctc_from_features)
+    assert logits.shape == full_logits.shape and logits.shape[-1] == 11
+    np.testing.assert_array_equal(np.asarray(lengths), np.asarray(full_lengths))
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(full_logits))
+    assert np.asarray(lengths).tolist() == [20, 9, 12, 0]  # clips of 40, 17, 23 frames halved; row 1 has one clip
+    no_head = SpeechLLM(tiny_config("decoder_only"))
+    with pytest.raises(ValueError, match="no CTC head"):
+        no_head.apply(init_params(no_head, batch), batch["features"], batch["feature_lengths"],
+                      method=SpeechLLM.ctc_from_features)
+
+
 # The Q-Former and hybrid cases take about a minute each to compile: run with -m slow.
 @pytest.mark.parametrize("fusion,connector", [("decoder_only", "frame_stack"),
                                               pytest.param("decoder_only", "qformer", marks=pytest.mark.slow),

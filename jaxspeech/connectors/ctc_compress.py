@@ -1,0 +1,46 @@
+"""CTC compression (Speech-LLaMA's CTC compressor): one audio vector per label the CTC head emits.
+
+The greedy CTC path of each clip splits its frames into runs: a run starts at a non-blank frame
+whose label differs from the previous frame's, and takes the frames that repeat its label; blank
+frames belong to no run. Averaging the encoder states over each run turns T frames into about as
+many vectors as the transcript has tokens, in order: a memory the LLM can read one token at a time.
+The run boundaries come from an argmax (no gradient); the averaged values keep their gradients.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def ctc_runs(labels: jax.Array, lengths: jax.Array, blank_id: int) -> tuple[jax.Array, jax.Array]:
+    """Greedy labels i32[N, T] + lengths i32[N] -> (run index of every frame i32[N, T], -1 where a
+    frame is blank or padding; number of runs i32[N])."""
+    frames = labels.shape[1]
+    valid = jnp.arange(frames)[None, :] < lengths[:, None]
+    previous = jnp.pad(labels[:, :-1], ((0, 0), (1, 0)), constant_values=blank_id)
+    emitted = valid & (labels != blank_id)
+    starts = emitted & (labels != previous)
+    run = jnp.cumsum(starts, axis=1) - 1
+    return jnp.where(emitted, run, -1).astype(jnp.int32), starts.sum(axis=1).astype(jnp.int32)
+
+
+def average_runs(values: jax.Array, run: jax.Array) -> jax.Array:
+    """values f[N, T, D], run index i32[N, T] (-1: no run) -> per-run means f[N, T, D] (run r at
+    position r; positions past the last run are zero)."""
+    frames = values.shape[1]
+    members = jax.nn.one_hot(run, frames, dtype=values.dtype)  # -1 gives an all-zero row
+    sums = jnp.einsum("ntr,ntd->nrd", members, values)
+    counts = members.sum(axis=1)[..., None]
+    return sums / jnp.maximum(counts, 1)
+
+
+def ctc_compress(
+    hidden: jax.Array, ctc_logits: jax.Array, lengths: jax.Array, blank_id: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Encoder states f[N, T, E] + their CTC logits f[N, T, K] + lengths i32[N] ->
+    (run-averaged states f[N, T, E], run-averaged CTC posteriors f32[N, T, K], run counts i32[N])."""
+    labels = jnp.argmax(jax.lax.stop_gradient(ctc_logits), axis=-1)
+    run, counts = ctc_runs(labels, lengths, blank_id)
+    posteriors = jax.nn.softmax(ctc_logits.astype(jnp.float32), axis=-1)
+    return average_runs(hidden, run), average_runs(posteriors, run), counts

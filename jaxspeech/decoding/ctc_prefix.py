@@ -1,0 +1,164 @@
+"""Joint CTC/attention decoding: the LLM's next-token choices rescored with CTC prefix probabilities.
+
+A decoder that reads audio through attention can lose its place and go on writing fluent text the
+audio does not hold; the CTC head cannot, because its alignment is monotonic. At every step the
+``num_candidates`` best tokens of the LLM are rescored as
+
+    (1 - w) * log p_llm(c | h) + w * (log P_ctc(h + c ...) - log P_ctc(h ...)),
+
+where P_ctc(g ...) is the CTC probability of all label sequences that start with the prefix g
+(Watanabe et al., 2017, "Hybrid CTC/attention architecture"); an end token gets the CTC
+probability of the whole prefix instead. The other tokens are ruled out. The scores are handed to
+the search as logits, so the search's softmax renormalises them over the candidates: greedy search
+takes the same arg-max; beam search accumulates the renormalised (locally normalised) joint scores.
+
+The prefix state of every row (forward variables over the T CTC frames, in log space) travels in
+the decoding cache, so beam search reorders it with the KV cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxspeech.decoding.search import expand_for_beams
+
+NEG_INF = -1e30
+
+
+@struct.dataclass
+class PrefixState:
+    """Forward variables of each row's prefix g: log r_n, log r_b f32[R, T] (paths of g ending in a
+    label / in a blank at frame t), its last label i32[R] (-1: empty) and prefix score f32[R]."""
+
+    r_n: jax.Array
+    r_b: jax.Array
+    last: jax.Array
+    score: jax.Array
+
+
+def initial_state(log_probs: jax.Array, lengths: jax.Array, blank_id: int) -> PrefixState:
+    """The empty prefix: log_probs f32[R, T, K] (CTC log-softmax), lengths i32[R]."""
+    rows, frames = log_probs.shape[:2]
+    valid = jnp.arange(frames)[None, :] < lengths[:, None]
+    r_b = jnp.cumsum(jnp.where(valid, log_probs[:, :, blank_id], 0.0), axis=1)
+    return PrefixState(r_n=jnp.full((rows, frames), NEG_INF, jnp.float32), r_b=r_b,
+                       last=jnp.full((rows,), -1, jnp.int32), score=jnp.zeros((rows,), jnp.float32))
+
+
+def extend_prefix(
+    state: PrefixState, labels: jax.Array, log_probs: jax.Array, lengths: jax.Array, blank_id: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Prefix g (state, R rows) + candidate labels i32[R, N] -> (log r_n, log r_b f32[R, N, T] of
+    g + c, prefix scores log P_ctc(g + c ...) f32[R, N])."""
+    frames = log_probs.shape[1]
+    emit = jnp.take_along_axis(log_probs, jnp.clip(labels, 0, log_probs.shape[2] - 1)[:, None, :], axis=2)
+    emittable = (labels >= 0) & (labels < log_probs.shape[2]) & (labels != blank_id)  # CTC never emits a blank
+    emit = jnp.where(emittable, 0.0, NEG_INF)[:, None, :] + emit  # [R, T, N]
+    blank = log_probs[:, :, blank_id]  # [R, T]
+    # Paths of g that may be followed by c at frame t: all of them, or only those ending in a blank
+    # when c repeats g's last label (a repeat needs a blank in between).
+    before = jnp.logaddexp(state.r_n, state.r_b)  # [R, T]
+    repeat = labels == state.last[:, None]
+    reach = jnp.where(repeat[:, None, :], state.r_b[:, :, None], before[:, :, None])  # [R, T, N]
+    # phi at frame t uses the forward variables of frame t - 1; before frame 0 only the empty prefix exists.
+    before_first = jnp.broadcast_to(jnp.where(state.last < 0, 0.0, NEG_INF)[:, None, None], (labels.shape[0], 1, labels.shape[1]))
+    phi = jnp.concatenate([before_first, reach[:, :-1]], axis=1)  # [R, T, N]
+    valid = (jnp.arange(frames)[None, :] < lengths[:, None])[:, :, None]
+    start = jnp.where(valid, phi + emit, NEG_INF)  # c's first frame is t
+
+    def frame(carry, inputs):
+        r_n, r_b = carry
+        start_t, emit_t, blank_t, valid_t = inputs
+        new_n = jnp.logaddexp(r_n + emit_t, start_t)
+        new_b = jnp.logaddexp(r_n, r_b) + blank_t[:, None]
+        new_n, new_b = jnp.where(valid_t, new_n, r_n), jnp.where(valid_t, new_b, r_b)
+        return (new_n, new_b), (new_n, new_b)
+
+    init = (jnp.full(labels.shape, NEG_INF, jnp.float32), jnp.full(labels.shape, NEG_INF, jnp.float32))
+    inputs = (jnp.moveaxis(start, 1, 0), jnp.moveaxis(emit, 1, 0), jnp.moveaxis(blank, 1, 0),
+              jnp.moveaxis(valid, 1, 0))
+    _, (r_n, r_b) = jax.lax.scan(frame, init, inputs)
+    score = jax.nn.logsumexp(start, axis=1)
+    return jnp.moveaxis(r_n, 0, 2), jnp.moveaxis(r_b, 0, 2), jnp.maximum(score, NEG_INF)
+
+
+def full_score(state: PrefixState, lengths: jax.Array) -> jax.Array:
+    """log P_ctc(g) f32[R]: the CTC probability of exactly the prefix g (its end-token score)."""
+    last = jnp.clip(lengths - 1, 0)[:, None]
+    total = jnp.logaddexp(jnp.take_along_axis(state.r_n, last, axis=1), jnp.take_along_axis(state.r_b, last, axis=1))
+    return jnp.maximum(total[:, 0], NEG_INF)
+
+
+@struct.dataclass
+class JointCache:
+    """The wrapped step's cache plus each row's CTC prefix state and its scored candidates
+    (labels i32[R, N]; forward variables f32[R, N, T]; prefix scores f32[R, N])."""
+
+    inner: Any
+    prefix: PrefixState
+    labels: jax.Array
+    r_n: jax.Array
+    r_b: jax.Array
+    scores: jax.Array
+
+
+def _rescore(logits, prefix, log_probs, lengths, weight, num_candidates, eos_ids, blank_id):
+    """LLM logits f32[R, V] -> (joint scores f32[R, V], -inf outside the candidates; their states)."""
+    llm_logp, labels = jax.lax.top_k(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), num_candidates)
+    r_n, r_b, scores = extend_prefix(prefix, labels, log_probs, lengths, blank_id)
+    ends = jnp.isin(labels, jnp.asarray(list(eos_ids) or [-1], jnp.int32))
+    scores = jnp.where(ends, full_score(prefix, lengths)[:, None], scores)
+    joint = (1.0 - weight) * llm_logp + weight * (scores - prefix.score[:, None])
+    rows = jnp.arange(logits.shape[0])[:, None]
+    out = jnp.full(logits.shape, -jnp.inf, jnp.float32).at[rows, labels].set(joint)
+    return out, (labels, r_n, r_b, scores)
+
+
+def _advance(cache: JointCache, tokens: jax.Array) -> PrefixState:
+    """The prefix state after appending tokens i32[R] (kept where a token was no candidate: ended rows)."""
+    hit = cache.labels == tokens[:, None]
+    index = jnp.argmax(hit, axis=1)[:, None]
+    found = hit.any(axis=1)
+    pick = lambda x: jnp.take_along_axis(x, index[:, :, None] if x.ndim == 3 else index, axis=1)[:, 0]
+    old = cache.prefix
+    keep = lambda new, previous: jnp.where(found.reshape(-1, *([1] * (previous.ndim - 1))), new, previous)
+    return PrefixState(r_n=keep(pick(cache.r_n), old.r_n), r_b=keep(pick(cache.r_b), old.r_b),
+                       last=keep(tokens, old.last), score=keep(pick(cache.scores), old.score))
+
+
+def joint_ctc(
+    step_fn: Callable,
+    first_logits: jax.Array,
+    cache: Any,
+    ctc_logits: jax.Array,
+    ctc_lengths: jax.Array,
+    *,
+    weight: float,
+    num_candidates: int,
+    eos_ids: Sequence[int],
+    blank_id: int,
+    num_beams: int = 1,
+) -> tuple[Callable, jax.Array, JointCache]:
+    """Wraps a search's (step_fn, first_logits, cache) with CTC prefix rescoring.
+
+    ctc_logits f32[B, T, K] and ctc_lengths i32[B] are the CTC head's output for the B rows of
+    ``first_logits``; with ``num_beams`` > 1 the returned step function expects B * num_beams rows
+    (the beam search expands the cache itself)."""
+    log_probs = jax.nn.log_softmax(ctc_logits.astype(jnp.float32), axis=-1)
+    args = (weight, num_candidates, tuple(eos_ids), blank_id)
+    prefix = initial_state(log_probs, ctc_lengths, blank_id)
+    first, candidates = _rescore(first_logits, prefix, log_probs, ctc_lengths, *args)
+    step_probs, step_lengths = expand_for_beams((log_probs, ctc_lengths), num_beams) if num_beams > 1 else (
+        log_probs, ctc_lengths)
+
+    def step(tokens, joint_cache: JointCache):
+        prefix = _advance(joint_cache, tokens)
+        logits, inner = step_fn(tokens, joint_cache.inner)
+        scores, candidates = _rescore(logits, prefix, step_probs, step_lengths, *args)
+        return scores, JointCache(inner, prefix, *candidates)
+
+    return step, first, JointCache(cache, prefix, *candidates)

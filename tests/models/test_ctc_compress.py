@@ -1,0 +1,76 @@
+"""CTC compression: run boundaries against a hand-worked CTC path, run means, and the model wiring."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxspeech.connectors.config import ConnectorConfig
+from jaxspeech.connectors.ctc_compress import average_runs, ctc_compress, ctc_runs
+from jaxspeech.models.speech_llm import SpeechLLM
+from tests.models.speech_llm_fixtures import init_params, make_batch, tiny_config
+
+BLANK = 0
+
+
+def test_runs_follow_the_collapsed_ctc_path():
+    #                 a  a  _  a  b  b  _  _  c  | padding
+    labels = jnp.array([[3, 3, 0, 3, 4, 4, 0, 0, 5, 5, 5],
+                        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    run, counts = ctc_runs(labels, jnp.array([9, 11]), BLANK)
+    assert run.tolist() == [[0, 0, -1, 1, 2, 2, -1, -1, 3, -1, -1], [-1] * 11]
+    assert counts.tolist() == [4, 0]
+
+
+def test_average_runs_puts_run_means_first_and_zeros_after():
+    values = jnp.arange(6, dtype=jnp.float32).reshape(1, 6, 1) * 10
+    run = jnp.array([[0, 0, -1, 1, 1, 1]])
+    out = average_runs(values, run)
+    assert out[0, :, 0].tolist() == [5.0, 40.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_compress_keeps_gradients_of_the_values():
+    logits = jax.nn.one_hot(jnp.array([[2, 2, 0, 1]]), 3) * 5.0
+    hidden = jnp.ones((1, 4, 2))
+
+    def total(h, z):
+        states, posteriors, _ = ctc_compress(h, z, jnp.array([4]), BLANK)
+        return states.sum() + posteriors[:, :, 2].sum()
+
+    grad_h, grad_z = jax.grad(total, argnums=(0, 1))(hidden, logits)
+    assert grad_h[0, :, 0].tolist() == [0.5, 0.5, 0.0, 1.0]  # run means: blank frames get nothing
+    assert float(jnp.abs(grad_z).sum()) > 0
+
+
+def _compressed_config(**changes):
+    base = tiny_config("cross_attention", ctc_vocab_size=11)
+    connector = ConnectorConfig(kind="frame_stack", stack=1, output_size=32, hidden_size=40)
+    return base.replace(connector=connector, ctc_compress=True, **changes)
+
+
+@pytest.mark.parametrize("embed", [False, True])
+def test_memory_has_one_vector_per_ctc_label(embed):
+    config = _compressed_config(ctc_embed=embed)
+    model = SpeechLLM(config)
+    batch = make_batch(config, [([40], [1, 5, 6], [7, 8, 9, 10]), ([23], [1, 5], [11, 12])], frames=48)
+    params = init_params(model, batch)
+    _, (ctc_logits, ctc_lengths) = model.apply(params, batch["tokens"], batch["features"], batch["feature_lengths"],
+                                               segment_ids=batch["segment_ids"], with_ctc=True)
+    audio = model.apply(params, batch["features"], batch["feature_lengths"], method=SpeechLLM.encode_audio)
+    runs = []
+    for row in range(2):
+        path = np.asarray(ctc_logits[row, : int(ctc_lengths[row])]).argmax(-1)
+        collapsed = [label for i, label in enumerate(path) if label != BLANK and (i == 0 or label != path[i - 1])]
+        assert int(audio.lengths[row, 0]) == len(collapsed)
+        assert not np.any(np.asarray(audio.embeds[row, 0, len(collapsed):]))
+        runs.append(len(collapsed))
+    assert min(runs) > 0, runs  # the random CTC head emits labels, so the check above compares real runs
+
+
+def test_bad_combinations_raise_clear_errors():
+    with pytest.raises(ValueError, match="ctc_compress needs fusion 'cross_attention'"):
+        tiny_config("decoder_only", ctc_vocab_size=11, ctc_compress=True)
+    with pytest.raises(ValueError, match="ctc_compress needs a CTC head"):
+        tiny_config("cross_attention", ctc_compress=True)
+    with pytest.raises(ValueError, match="ctc_embed needs ctc_compress"):
+        tiny_config("cross_attention", ctc_vocab_size=11, ctc_embed=True)
