@@ -65,7 +65,8 @@ def extend_prefix(
     repeat = labels == state.last[:, None]
     reach = jnp.where(repeat[:, None, :], state.r_b[:, :, None], before[:, :, None])  # [R, T, N]
     # phi at frame t uses the forward variables of frame t - 1; before frame 0 only the empty prefix exists.
-    before_first = jnp.broadcast_to(jnp.where(state.last < 0, 0.0, NEG_INF)[:, None, None], (labels.shape[0], 1, labels.shape[1]))
+    before_first = jnp.where(state.last < 0, 0.0, NEG_INF)[:, None, None]  # only the empty prefix ends "before 0"
+    before_first = jnp.broadcast_to(before_first, (labels.shape[0], 1, labels.shape[1]))
     phi = jnp.concatenate([before_first, reach[:, :-1]], axis=1)  # [R, T, N]
     valid = (jnp.arange(frames)[None, :] < lengths[:, None])[:, :, None]
     start = jnp.where(valid, phi + emit, NEG_INF)  # c's first frame is t

@@ -81,8 +81,8 @@ class SpeechLLMConfig:
             raise ValueError(f"ctc_upsample must be >= 1, got {self.ctc_upsample}")
         if self.ctc_compress:
             if self.fusion != "cross_attention":
-                raise ValueError(f"ctc_compress needs fusion 'cross_attention' (the number of audio tokens depends on "
-                                 f"the CTC path, so no placeholders can be laid out for it), got {self.fusion!r}")
+                raise ValueError(f"ctc_compress needs fusion 'cross_attention' (the number of audio tokens depends "
+                                 f"on the CTC path, so no placeholders can be laid out for it), got {self.fusion!r}")
             if not self.ctc_vocab_size or self.ctc_upsample != 1:
                 raise ValueError("ctc_compress needs a CTC head (ctc_vocab_size > 0) with ctc_upsample 1")
         if self.ctc_embed:
