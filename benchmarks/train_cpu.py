@@ -199,7 +199,7 @@ class PeerSpeechLLM(torch.nn.Module):
         if enc.subsampling != "stack" or enc.pos_encoding != "rel_pos" or model.fusion != "decoder_only":
             raise ValueError("the peer mirrors stack subsampling, rel_pos attention and decoder_only fusion only")
         self.factor, self.stack = enc.subsampling_factor, conn.stack
-        self.placeholder_id = model.placeholder_id
+        self.placeholder_id, self.blank_id = model.placeholder_id, model.ctc_blank_id
         self.loss_config, self.spec_augment = loss_config, spec_augment
         encoder_config = transformers.ParakeetEncoderConfig(
             hidden_size=enc.d_model, num_hidden_layers=enc.num_layers, num_attention_heads=enc.num_heads,
@@ -289,7 +289,7 @@ class PeerSpeechLLM(torch.nn.Module):
 
         log_probs = torch.log_softmax(self.ctc_head(hidden).float(), dim=-1).transpose(0, 1)
         per_row = torch.nn.functional.ctc_loss(
-            log_probs, x["ctc_labels"], enc_lengths, x["ctc_label_lengths"], blank=cfg.blank_id,
+            log_probs, x["ctc_labels"], enc_lengths, x["ctc_label_lengths"], blank=self.blank_id,
             reduction="none", zero_infinity=True,
         )  # fmt: skip
         ctc_loss = torch.where(x["ctc_feasible"], per_row, torch.zeros_like(per_row)).sum() / count

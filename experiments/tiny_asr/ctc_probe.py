@@ -28,7 +28,7 @@ def main() -> None:
 
     components, params, step = restore(args.workdir)
     model = SpeechLLM(components.model)
-    blank_id = components.task.loss_config.blank_id
+    blank_id = components.model.ctc_blank_id
 
     apply = jax.jit(lambda p, f, n: model.apply({"params": p}, f, n, method=SpeechLLM.ctc_from_features))
     manifest = components.manifest(args.set)

@@ -169,7 +169,7 @@ def build(config, progress: bool = True) -> Components:
     if prompt.get("chat") is None:
         prompt["chat"] = tokenizer.chat_template is not None
     loss = dataclass_from_dict(SpeechLossConfig, task_cfg.get("loss") or {}, "task.loss")
-    loss = dataclasses.replace(loss, eos_ids=tuple(tokenizer.eos_ids), blank_id=model.ctc_blank_id)
+    loss = dataclasses.replace(loss, eos_ids=tuple(tokenizer.eos_ids))
     augment = task_cfg.get("spec_augment")
     augment = None if augment is None else dataclass_from_dict(SpecAugmentConfig, augment, "task.spec_augment")
     lora_cfg = task_cfg.get("lora")

@@ -28,12 +28,11 @@ from jaxspeech.types import Batch
 @dataclasses.dataclass(frozen=True)
 class SpeechLossConfig:
     """``ctc_weight`` mixes in the CTC loss (per target token) when the model has a CTC head;
-    ``eos_ids`` are left out of the CTC targets; ``blank_id`` is CTC's blank (the pad token)."""
+    ``eos_ids`` are left out of the CTC targets (CTC's blank is the model's ``ctc_blank_id``)."""
 
     z_loss: float = 0.0
     label_smoothing: float = 0.0
     ctc_weight: float = 0.0
-    blank_id: int = 0
     eos_ids: tuple[int, ...] = ()
 
 
@@ -116,7 +115,7 @@ class SpeechLLMTask:
             ctc_logits, ctc_lengths = ctc
             labels, label_paddings = ctc_targets(batch.tokens, batch.loss_mask, cfg.eos_ids)
             logit_paddings = (jnp.arange(ctc_logits.shape[1])[None, :] >= ctc_lengths[:, None]).astype(jnp.float32)
-            per_row = optax.ctc_loss(ctc_logits, logit_paddings, labels, label_paddings, blank_id=cfg.blank_id)
+            per_row = optax.ctc_loss(ctc_logits, logit_paddings, labels, label_paddings, blank_id=self.config.ctc_blank_id)
             # Rows whose transcript cannot be aligned to their frames (speech too fast for the encoder
             # rate) would give a huge, meaningless loss: they are left out and counted.
             has_audio = ctc_lengths > 0

@@ -1,5 +1,7 @@
 """SpeechLLM fusion modes: splicing, zero-gate identity, padding invariance, errors, one train step."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,7 +66,7 @@ def test_zero_gates_leave_the_text_llm_unchanged_and_get_gradients(fusion):
 
 def test_open_gates_start_at_gate_init_and_let_audio_in():
     config = tiny_config("cross_attention")
-    config = config.replace(xattn=config.xattn.__class__(**{**config.xattn.__dict__, "gate_init": 1.0}))
+    config = config.replace(xattn=dataclasses.replace(config.xattn, gate_init=1.0))
     model = SpeechLLM(config)
     batch = make_batch(config, [([40], [1, 5, 6], [7, 8, 9, 10])], frames=48)
     params = init_params(model, batch)
