@@ -4,8 +4,9 @@
   python experiments/tiny_asr/probe.py --steps 300 --name ctc1 --set task.loss.ctc_weight=1.0
 
 The losses are deterministic for a seed, so probes of the same config compare step for step.
-Each probe writes metrics.jsonl to /tmp/probe_runs/NAME (replaced if present) and prints the
-CTC loss, token accuracy and LLM NLL the trainer logged every 50 steps.
+Each probe writes config.json, metrics.jsonl and its last checkpoint to /tmp/probe_runs/NAME
+(replaced if present; ``ctc_probe.py`` and ``jaxspeech eval`` read it) and prints the CTC loss,
+token accuracy and LLM NLL the trainer logged every 50 steps.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
 
     from jaxspeech.cli.train import load_with_overrides
     from jaxspeech.recipes.components import build
+    from jaxspeech.recipes.run import save_config
     from jaxspeech.train.loop import train
 
     fixed = [f"train.total_steps={args.steps}", "train.time_budget_s=None", "train.checkpoint.every_steps=1000000",
@@ -34,6 +36,7 @@ def main() -> None:
     workdir = os.path.join("/tmp/probe_runs", args.name)
     shutil.rmtree(workdir, ignore_errors=True)
     components = build(config, progress=True)
+    save_config(config, workdir)
     iterator = components.train_pipeline().iterator()
     try:
         result = train(components.task, components.train, iterator, workdir)

@@ -3,6 +3,7 @@
   jaxspeech eval --workdir runs/tiny
   jaxspeech eval --workdir runs/tiny --beam 4 --max-examples 200
   jaxspeech eval --workdir runs/tiny --ctc-weight 0.5       # joint CTC/attention decoding
+  jaxspeech eval --workdir runs/tiny --lexicon none         # without the run's word list
 
 Writes ``WORKDIR/eval/<set>.jsonl`` (per-example reference, hypothesis and errors) and prints the
 WER/CER table (test sets of the embedded corpus split into training voices and held-out voice).
@@ -25,6 +26,9 @@ def register(subparsers) -> None:
                         help="joint CTC/attention decoding: weight of the CTC prefix score (0-1; needs a CTC head)")
     parser.add_argument("--ctc-candidates", type=int, default=None, metavar="N",
                         help="joint decoding: how many of the LLM's best tokens the CTC rescores each step")
+    parser.add_argument("--lexicon", default=None, metavar="WORDS",
+                        help="decode only words of WORDS: a word-list file (one per line), a data set name whose "
+                             "transcripts give the words, or 'none' (default: the run's own eval.lexicon)")
     parser.add_argument("--max-examples", type=int, default=None, help="decode at most this many per set")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
@@ -43,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         changes["ctc_weight"] = args.ctc_weight
     if args.ctc_candidates is not None:
         changes["ctc_candidates"] = args.ctc_candidates
+    if args.lexicon is not None:
+        changes["lexicon"] = None if args.lexicon == "none" else args.lexicon
     if args.max_examples:
         changes["max_examples"] = args.max_examples
     components.eval = dataclasses.replace(components.eval, **changes)

@@ -8,9 +8,10 @@ audio does not hold; the CTC head cannot, because its alignment is monotonic. At
 
 where P_ctc(g ...) is the CTC probability of all label sequences that start with the prefix g
 (Watanabe et al., 2017, "Hybrid CTC/attention architecture"); an end token gets the CTC
-probability of the whole prefix instead. The other tokens are ruled out. The scores are handed to
-the search as logits, so the search's softmax renormalises them over the candidates: greedy search
-takes the same arg-max; beam search accumulates the renormalised (locally normalised) joint scores.
+probability of the whole prefix instead. The other tokens are ruled out, and so are tokens the
+wrapped step rules out (-inf logits, e.g. a lexicon's). The search adds the scores unnormalised
+(``normalize=False``), so a hypothesis' total is (1 - w) log p_llm(y) + w log P_ctc(y): renormalising
+each step over the candidates would hide a prefix whose every continuation the audio contradicts.
 
 The prefix state of every row (forward variables over the T CTC frames, in log space) travels in
 the decoding cache, so beam search reorders it with the KV cache.
@@ -114,6 +115,7 @@ def _rescore(logits, prefix, log_probs, lengths, weight, num_candidates, eos_ids
     ends = jnp.isin(labels, jnp.asarray(list(eos_ids) or [-1], jnp.int32))
     scores = jnp.where(ends, full_score(prefix, lengths)[:, None], scores)
     joint = (1.0 - weight) * llm_logp + weight * (scores - prefix.score[:, None])
+    joint = jnp.where(jnp.isneginf(llm_logp), -jnp.inf, joint)  # what the step rules out stays out (also at w = 1)
     rows = jnp.arange(logits.shape[0])[:, None]
     out = jnp.full(logits.shape, -jnp.inf, jnp.float32).at[rows, labels].set(joint)
     return out, (labels, r_n, r_b, scores)

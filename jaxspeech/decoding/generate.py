@@ -70,16 +70,19 @@ def suppress_eos_before(min_new_tokens: int, eos_ids: tuple[int, ...], then: Log
     return processor
 
 
-def run_search(step_fn, first_logits, cache, gen: GenerationConfig, rng: jax.Array | None = None, logits_processor=None) -> DecodeOutput:
-    """Dispatches to the search named by ``gen.method`` (shared by every model with a step function)."""
+def run_search(step_fn, first_logits, cache, gen: GenerationConfig, rng: jax.Array | None = None, logits_processor=None,
+               normalize: bool = True) -> DecodeOutput:
+    """Dispatches to the search named by ``gen.method`` (shared by every model with a step function);
+    ``normalize=False``: the step returns log-scores that greedy and beam search add unnormalised."""
     logits_processor = suppress_eos_before(gen.min_new_tokens, gen.eos_ids, logits_processor)
     common = dict(max_new_tokens=gen.max_new_tokens, eos_ids=gen.eos_ids, pad_id=gen.pad_id, logits_processor=logits_processor)
     if gen.method == "greedy":
-        return greedy_search(step_fn, first_logits, cache, **common)
+        return greedy_search(step_fn, first_logits, cache, normalize=normalize, **common)
     if gen.method == "sample":
         rng = jax.random.key(0) if rng is None else rng
         return sample(step_fn, first_logits, cache, rng, temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p, **common)
-    return beam_search(step_fn, first_logits, cache, num_beams=gen.num_beams, length_penalty=gen.length_penalty, **common)
+    return beam_search(step_fn, first_logits, cache, num_beams=gen.num_beams, length_penalty=gen.length_penalty,
+                       normalize=normalize, **common)
 
 
 def prefill(config: LLMConfig, params, tokens: jax.Array, segment_ids: jax.Array, max_length: int) -> tuple[jax.Array, KVCache]:

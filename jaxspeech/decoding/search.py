@@ -6,7 +6,9 @@ new token (from the prefill). Cache convention: every array leaf with ``ndim >= 
 axis 0 (beam search expands and reorders along it); scalar leaves are shared by the batch.
 
 A ``logits_processor(logits f32[B, V], step i32[]) -> f32[B, V]`` may edit the logits of generation
-step ``step`` (0 = first new token), e.g. to suppress tokens. After a row emits an end token it
+step ``step`` (0 = first new token), e.g. to suppress tokens. Greedy and beam search log-softmax the
+logits unless ``normalize=False``: then the step returns log-domain scores that the search adds as
+they are (joint CTC/attention scores, whose sum over the steps is the hypothesis' joint score). After a row emits an end token it
 emits ``pad_id``; ``lengths`` count the generated tokens including the end token.
 """
 
@@ -36,17 +38,20 @@ def _is_end(tokens: jax.Array, eos_ids: Sequence[int]) -> jax.Array:
     return jnp.isin(tokens, jnp.asarray(list(eos_ids) or [-1], jnp.int32))
 
 
-def _process(logits: jax.Array, step: jax.Array, processor: LogitsProcessor | None) -> jax.Array:
+def _process(logits: jax.Array, step: jax.Array, processor: LogitsProcessor | None, normalize: bool = True) -> jax.Array:
+    """logits f32[B, V] -> log-scores f32[B, V]: processed, then log-softmaxed if ``normalize``."""
     logits = logits.astype(jnp.float32)
-    return logits if processor is None else processor(logits, step)
+    logits = logits if processor is None else processor(logits, step)
+    return jax.nn.log_softmax(logits, axis=-1) if normalize else logits
 
 
-def _token_loop(choose, step_fn, first_logits, cache, max_new_tokens, eos_ids, pad_id, processor) -> DecodeOutput:
+def _token_loop(choose, step_fn, first_logits, cache, max_new_tokens, eos_ids, pad_id, processor,
+                normalize: bool = True) -> DecodeOutput:
     """Shared loop of greedy and sampling: ``choose(logits, step) -> tokens i32[B]``."""
     batch = first_logits.shape[0]
 
     def pick(logits, step, finished):
-        logits = jax.nn.log_softmax(_process(logits, step, processor), axis=-1)
+        logits = _process(logits, step, processor, normalize)
         token = choose(logits, step).astype(jnp.int32)
         logprob = jnp.take_along_axis(logits, token[:, None], axis=1)[:, 0]
         token = jnp.where(finished, pad_id, token)
@@ -87,11 +92,12 @@ def greedy_search(
     eos_ids: Sequence[int],
     pad_id: int,
     logits_processor: LogitsProcessor | None = None,
+    normalize: bool = True,
 ) -> DecodeOutput:
     """Arg-max decoding of up to ``max_new_tokens`` tokens for every row."""
     return _token_loop(
         lambda logits, step: jnp.argmax(logits, axis=-1),
-        step_fn, first_logits, cache, max_new_tokens, eos_ids, pad_id, logits_processor,
+        step_fn, first_logits, cache, max_new_tokens, eos_ids, pad_id, logits_processor, normalize,
     )
 
 
@@ -155,6 +161,7 @@ def beam_search(
     pad_id: int,
     length_penalty: float = 1.0,
     logits_processor: LogitsProcessor | None = None,
+    normalize: bool = True,
 ) -> DecodeOutput:
     """Beam search; ``cache`` and ``first_logits`` come from a prefill with batch B (not B*K).
 
@@ -190,7 +197,7 @@ def beam_search(
 
     def body(s):
         step = s["step"]
-        logprobs = jax.nn.log_softmax(_process(s["logits"], step, logits_processor), axis=-1)
+        logprobs = _process(s["logits"], step, logits_processor, normalize)
         total = (s["scores"][:, :, None] + logprobs.reshape(batch, k, vocab)).reshape(batch, k * vocab)
         cand_scores, cand_ids = jax.lax.top_k(total, 2 * k)
         cand_beam, cand_token = cand_ids // vocab, (cand_ids % vocab).astype(jnp.int32)

@@ -8,7 +8,8 @@ KV cache of T + max_new_tokens slots; the cross-attention memory (cross_attentio
 projected once in the prefill and read by every step as a loop constant (beam search expands it to
 the beams once instead of gathering it after every reordering). The shared ``run_search`` (greedy,
 sample, beam) then drives ``SpeechLLM.extend`` one token at a time, the LLM layers unrolled; with
-``ctc_weight`` > 0 the CTC head's prefix probabilities rescore every step (``ctc_prefix.py``).
+``ctc_weight`` > 0 the CTC head's prefix probabilities rescore every step (``ctc_prefix.py``), and
+with a ``lexicon`` the output holds only its words (``lexicon.py``).
 
 The placeholder token is never generated (for fusions with inline audio): a generated placeholder
 would be spliced as audio if the output were fed back as a prompt.
@@ -25,6 +26,7 @@ from flax import traverse_util
 
 from jaxspeech.decoding.ctc_prefix import joint_ctc
 from jaxspeech.decoding.generate import GenerationConfig, last_real_index, run_search
+from jaxspeech.decoding.lexicon import TokenAutomaton, constrain
 from jaxspeech.decoding.search import DecodeOutput, expand_for_beams
 from jaxspeech.layers.lora import LoraConfig, lora_only, merge_lora
 from jaxspeech.llm.kv_cache import init_cache
@@ -95,20 +97,22 @@ def generate_from_audio(
     gen: GenerationConfig,
     rng: jax.Array | None = None,
     lora: LoraConfig | None = None,
+    lexicon: TokenAutomaton | None = None,
 ) -> DecodeOutput:
     """Prompts tokens i32[B, T] (placeholder spans in place; segment_ids i32[B, T], 0 = padding on
     either side) with audio features f32[B, C, Tf, F] and feature_lengths i32[B, C] -> new tokens.
 
     ``params`` may be in the scanned or unrolled layout, with LoRA adapters when ``lora`` is given
     (merged before decoding). Returns ``DecodeOutput`` (tokens i32[B, max_new_tokens], lengths,
-    scores). Jit-compiled once per (config, gen, lora, shapes).
+    scores). ``lexicon`` restricts the output to its words (``decoding/lexicon.py``). Jit-compiled
+    once per (config, gen, lora, shapes).
     """
     check_audio_prompts(config, tokens, segment_ids, features, feature_lengths)
     if gen.ctc_weight and not config.ctc_vocab_size:
         raise ValueError("ctc_weight > 0 needs a model with a CTC head (ctc_vocab_size > 0)")
     if gen.ctc_weight and features.shape[1] != 1:
         raise ValueError(f"joint CTC decoding reads one audio clip per row; this batch has {features.shape[1]}")
-    return _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora)
+    return _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora, lexicon)
 
 
 def _no_placeholder(config: SpeechLLMConfig):
@@ -118,7 +122,7 @@ def _no_placeholder(config: SpeechLLMConfig):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "gen", "lora"))
-def _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora):
+def _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora, lexicon):
     config, params = decoding_params(config, params, lora)
     model = SpeechLLM(config)
     tokens = neutral_padding(config, tokens, segment_ids)
@@ -138,6 +142,8 @@ def _generate_from_audio(config, params, tokens, segment_ids, features, feature_
         return logits[:, 0], new_state["llm"]
 
     cache = state["llm"]
+    if lexicon is not None:  # before the CTC rescoring, so that its candidates are lexicon tokens
+        step, first_logits, cache = constrain(step, first_logits, cache, lexicon)
     if gen.ctc_weight:
         ctc_logits, ctc_lengths = model.apply(params, features, feature_lengths, method=SpeechLLM.ctc_from_features)
         step, first_logits, cache = joint_ctc(
@@ -145,4 +151,6 @@ def _generate_from_audio(config, params, tokens, segment_ids, features, feature_
             num_candidates=gen.ctc_candidates, eos_ids=gen.eos_ids, blank_id=config.ctc_blank_id,
             num_beams=gen.num_beams if gen.method == "beam" else 1,
         )
-    return run_search(step, first_logits, cache, gen, rng, logits_processor=_no_placeholder(config))
+    # Joint scores are added as they are: their sum over the steps is the hypothesis' joint score.
+    return run_search(step, first_logits, cache, gen, rng, logits_processor=_no_placeholder(config),
+                      normalize=not gen.ctc_weight)

@@ -37,10 +37,12 @@ from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.data.sources import LibriSpeechSource, ManifestSource, write_manifest
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER
 from jaxspeech.data.tokenizers import Tokenizer
+from jaxspeech.decoding.lexicon import TokenAutomaton
 from jaxspeech.features.specaugment import SpecAugmentConfig
 from jaxspeech.layers.lora import LoraConfig
 from jaxspeech.models.speech_llm import SpeechLLMConfig
 from jaxspeech.recipes import pretrained
+from jaxspeech.recipes.lexicon import lexicon_automaton, read_words
 from jaxspeech.tasks.speech_llm import SpeechLLMTask, SpeechLossConfig
 from jaxspeech.train.config import TrainConfig, train_config_from_dict
 
@@ -55,13 +57,15 @@ PROMPT_KEYS = {"task", "chat", "system"}
 class EvalConfig:
     """Decoding of the evaluation sets: ``method`` greedy | beam; ``ctc_weight`` > 0 rescores the
     ``ctc_candidates`` best tokens of every step with the CTC head (joint CTC/attention decoding);
-    ``max_examples`` per set (None = all); ``during_training`` decodes ``during_training_examples``
-    of the first set every ``train.eval_every``."""
+    ``lexicon`` (a word-list file, or a data set whose transcripts give the words; ``recipes/lexicon.py``)
+    limits the output to those words; ``max_examples`` per set (None = all); ``during_training``
+    decodes ``during_training_examples`` of the first set every ``train.eval_every``."""
 
     method: str = "greedy"
     num_beams: int = 4
     ctc_weight: float = 0.0
     ctc_candidates: int = 8
+    lexicon: str | None = None
     max_new_tokens: int = 96
     max_examples: int | None = None
     during_training_examples: int = 100
@@ -83,10 +87,22 @@ class Components:
     eval_pipeline: PipelineConfig
     prompt: Mapping[str, Any]
     init: Mapping[str, Any]  # the config's init section ({} when it has none)
+    lexicons: dict[str, TokenAutomaton] = dataclasses.field(default_factory=dict, repr=False)  # built ones, by source
 
     def manifest(self, name: str) -> str:
         """The manifest of data set ``name`` (see ``manifest_file``)."""
         return manifest_file(self.data_dir, name)
+
+    def lexicon_words(self) -> list[str] | None:
+        """The words of ``eval.lexicon`` (None without one)."""
+        return None if self.eval.lexicon is None else read_words(self.eval.lexicon, self.manifest)
+
+    def lexicon(self) -> TokenAutomaton | None:
+        """The token automaton of ``eval.lexicon`` (None without one), built once per source."""
+        source = self.eval.lexicon
+        if source is not None and source not in self.lexicons:
+            self.lexicons[source] = lexicon_automaton(self.lexicon_words(), self.tokenizer, self.model.llm.vocab_size)
+        return None if source is None else self.lexicons[source]
 
     def encoder(self, inference: bool = False) -> ExampleEncoder:
         steps = () if self.model.fusion == "cross_attention" else self.model.inline_steps

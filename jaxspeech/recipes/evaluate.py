@@ -77,6 +77,7 @@ def decode_manifest(
     pipeline = eval_pipeline(components, manifest, max_examples)
     config, dparams = decoding or decoding_params(components.model, {"params": params}, components.task.lora)
     gen = generation_config(components)
+    lexicon = components.lexicon()
     records = records_by_id(manifest)
     results = []
     with pipeline.iterator() as batches, tqdm(total=len(pipeline.source), unit="utt", desc=f"decoding {os.path.basename(manifest)}",
@@ -86,7 +87,7 @@ def decode_manifest(
             segment_ids = np.array(batch.segment_ids)
             segment_ids[np.asarray(batch.weights) == 0, 0] = 1  # padding rows: a dummy one-token prompt
             out = generate_from_audio(config, dparams, batch.tokens, segment_ids, batch.features,
-                                      batch.feature_lengths, gen)
+                                      batch.feature_lengths, gen, lexicon=lexicon)
             tokens, lengths = jax.device_get((out.tokens, out.lengths))
             for meta in host_batch.metadata:
                 row = meta["row"]

@@ -19,6 +19,7 @@ import ml_collections
 
 from jaxspeech.config_dict import plain
 from jaxspeech.data.tokenizers import TOKENIZER_FILES
+from jaxspeech.recipes.lexicon import write_words
 from jaxspeech.recipes.components import Components, build
 from jaxspeech.recipes.evaluate import decode_manifest, evaluate_sets, score
 from jaxspeech.recipes.pretrained import describe, has_checkpoints, write_pretrained_checkpoint
@@ -91,6 +92,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     os.makedirs(workdir, exist_ok=True)
     config = ml_collections.ConfigDict(plain(config))
     config.data.tokenizer = keep_tokenizer(components, workdir)
+    if components.eval.lexicon is not None:  # the run keeps its word list, as it keeps its tokenizer
+        config.eval.lexicon = write_words(components.lexicon_words(), workdir)
     save_config(config, workdir)
     data_ready = time.monotonic()
     mesh = make_mesh(components.train.mesh)

@@ -34,6 +34,7 @@ class SpeechLLMTranscriber:
             components.eval = dataclasses.replace(components.eval, **changes)
         self.components, self.batch_size = components, batch_size
         self.gen = generation_config(components)
+        self.lexicon = components.lexicon()
         self.decoding = decoding_params(components.model, {"params": params}, components.task.lora)
         self.prompts = components.encoder(inference=True)
         self.buckets = components.pipeline.bucket_frames
@@ -66,7 +67,7 @@ class SpeechLLMTranscriber:
                 prompt = self.prompts({"text": ""}, (n,)).tokens
                 tokens[row, : len(prompt)], segments[row, : len(prompt)] = prompt, 1
             config, params = self.decoding
-            out = generate_from_audio(config, params, tokens, segments, feats, lengths, self.gen)
+            out = generate_from_audio(config, params, tokens, segments, feats, lengths, self.gen, lexicon=self.lexicon)
             ids, counts = jax.device_get((out.tokens, out.lengths))
             for row, index in enumerate(group):
                 eos = set(self.gen.eos_ids)

@@ -114,3 +114,21 @@ def test_filter_logits_top_k_and_top_p():
     assert kept(filter_logits(logits, top_p=0.81)) == [True, True, True, False]
     scaled = filter_logits(logits, temperature=2.0)
     np.testing.assert_allclose(np.asarray(scaled), np.asarray(logits) / 2.0, rtol=1e-6)
+
+
+def test_unnormalised_scores_are_added_as_they_are():
+    """Token 1 scores better than token 2 at the first step but leads only to bad continuations:
+    renormalising each step hides that (label bias); adding raw log-scores does not."""
+    first = jnp.array([[-30.0, -1.0, -2.0, -30.0]])  # tokens 1, 2; 3 ends
+    table = jnp.full((4, 4), -30.0).at[1, 3].set(-10.0).at[2, 3].set(-0.1)
+
+    def step(tokens, cache):
+        return table[tokens], cache
+
+    for normalize, expected in ((True, [1, 3]), (False, [2, 3])):
+        out = beam_search(step, first, jnp.zeros((1,)), num_beams=2, max_new_tokens=3, eos_ids=(3,), pad_id=0,
+                          length_penalty=0.0, normalize=normalize)
+        assert np.asarray(out.tokens)[0, : int(out.lengths[0])].tolist() == expected
+        greedy = greedy_search(step, first, jnp.zeros((1,)), max_new_tokens=3, eos_ids=(3,), pad_id=0, normalize=normalize)
+        assert np.asarray(greedy.tokens)[0, :2].tolist() == [1, 3]  # greedy looks one step ahead either way
+    np.testing.assert_allclose(float(out.scores[0]), -2.1, rtol=1e-6)

@@ -38,6 +38,12 @@ def test_debug_run_trains_evaluates_and_reports(run_dir):
     assert (run_dir / "tokenizer.model").exists()  # the run is self-contained
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["data"]["tokenizer"] == str(run_dir / "tokenizer.model")
+    lexicon = set((run_dir / "lexicon.txt").read_text().split())  # the training transcripts' words
+    assert saved["eval"]["lexicon"] == str(run_dir / "lexicon.txt")
+    train = [json.loads(line) for line in pathlib.Path(REPO, "data/tiny_debug/train.jsonl").read_text().splitlines()]
+    assert lexicon == {word for record in train for word in record["text"].split()}
+    for words in (d["hypothesis"].split() for d in decoded):  # the last word may be cut by max_new_tokens
+        assert set(words[:-1]) <= lexicon and (not words or any(w.startswith(words[-1]) for w in lexicon)), words
 
 
 def test_rerun_resumes_from_the_last_checkpoint(run_dir, tmp_path):

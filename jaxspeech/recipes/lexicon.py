@@ -1,0 +1,60 @@
+"""A run's decoding lexicon: where its words come from, and their token automaton.
+
+``eval.lexicon`` names a word list (a text file, one word per line) or a data set of the run
+(``"train"``: the words of its transcripts). A training run copies the resolved list to
+``<workdir>/lexicon.txt`` and points its saved config there, so ``jaxspeech eval`` and
+``jaxspeech transcribe`` decode with the same words without the training data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+from jaxspeech.data.tokenizers import Tokenizer
+from jaxspeech.decoding.lexicon import TokenAutomaton, word_automaton
+
+LEXICON_FILE = "lexicon.txt"
+PAIRS_CHECKED = 200
+
+
+def read_words(spec: str, manifest: Callable[[str], str]) -> list[str]:
+    """The sorted distinct words of ``spec``: a word-list file, or the transcripts (``text``) of the
+    data set ``spec`` whose manifest path ``manifest(spec)`` gives."""
+    if os.path.isfile(spec):
+        with open(spec, encoding="utf-8") as f:
+            words = {line.strip() for line in f if line.strip()}
+        if any(len(word.split()) > 1 for word in words):
+            raise ValueError(f"lexicon {spec}: one word per line expected, found {sorted(w for w in words if ' ' in w)[0]!r}")
+    else:
+        path = manifest(spec)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"eval.lexicon {spec!r} is neither a word-list file nor a data set ({path} not found)")
+        with open(path, encoding="utf-8") as f:
+            words = {word for line in f if line.strip() for word in json.loads(line).get("text", "").split()}
+    if not words:
+        raise ValueError(f"eval.lexicon {spec!r} holds no words")
+    return sorted(words)
+
+
+def write_words(words: list[str], workdir: str) -> str:
+    """Writes the word list to ``<workdir>/lexicon.txt``; returns its path."""
+    path = os.path.join(workdir, LEXICON_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(word + "\n" for word in words)
+    return path
+
+
+def lexicon_automaton(words: list[str], tokenizer: Tokenizer, vocab_size: int) -> TokenAutomaton:
+    """The token automaton of sentences of ``words`` (``decoding/lexicon.py``) for an LLM with
+    ``vocab_size`` logits. Raises if the tokenizer joins tokens across words (then a word's tokens
+    would depend on its neighbours)."""
+    tokens = [tokenizer.encode(word) for word in words]
+    for first, second, a, b in list(zip(words, words[1:], tokens, tokens[1:]))[:PAIRS_CHECKED]:
+        if tokenizer.encode(f"{first} {second}") != a + b:
+            raise ValueError(
+                f"lexicon decoding needs a tokenizer that tokenizes each word on its own; {tokenizer.source} "
+                f"tokenizes {first + ' ' + second!r} differently from {first!r} followed by {second!r}"
+            )
+    return word_automaton(tokens, vocab_size, tuple(tokenizer.eos_ids))
