@@ -4,6 +4,7 @@
   jaxspeech eval --workdir runs/tiny --beam 4 --max-examples 200
   jaxspeech eval --workdir runs/tiny --ctc-weight 0.5       # joint CTC/attention decoding
   jaxspeech eval --workdir runs/tiny --lexicon none         # without the run's word list
+  jaxspeech eval --workdir runs/tiny --sets dev             # other sets than the config's data.eval_sets
 
 Writes ``WORKDIR/eval/<set>.jsonl`` (per-example reference, hypothesis and errors) and prints the
 WER/CER table (test sets of the embedded corpus split into training voices and held-out voice).
@@ -29,6 +30,8 @@ def register(subparsers) -> None:
     parser.add_argument("--lexicon", default=None, metavar="WORDS",
                         help="decode only words of WORDS: a word-list file (one per line), a data set name whose "
                              "transcripts give the words, or 'none' (default: the run's own eval.lexicon)")
+    parser.add_argument("--sets", default=None, metavar="A,B",
+                        help="comma-separated data sets to decode (default: the run's data.eval_sets)")
     parser.add_argument("--max-examples", type=int, default=None, help="decode at most this many per set")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
@@ -52,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_examples:
         changes["max_examples"] = args.max_examples
     components.eval = dataclasses.replace(components.eval, **changes)
+    if args.sets:
+        components.config.data.eval_sets = tuple(name for name in args.sets.split(",") if name)
     scores = evaluate_sets(components, params, args.workdir, progress=not args.no_progress)
     print(f"checkpoint step {step}")
     words = {k.removesuffix(" WER"): v for k, v in scores.items() if k.endswith(" WER")}

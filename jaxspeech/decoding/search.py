@@ -8,8 +8,9 @@ axis 0 (beam search expands and reorders along it); scalar leaves are shared by 
 A ``logits_processor(logits f32[B, V], step i32[]) -> f32[B, V]`` may edit the logits of generation
 step ``step`` (0 = first new token), e.g. to suppress tokens. Greedy and beam search log-softmax the
 logits unless ``normalize=False``: then the step returns log-domain scores that the search adds as
-they are (joint CTC/attention scores, whose sum over the steps is the hypothesis' joint score). After a row emits an end token it
-emits ``pad_id``; ``lengths`` count the generated tokens including the end token.
+they are (joint CTC/attention scores, whose sum over the steps is the hypothesis' joint score).
+After a row emits an end token it emits ``pad_id``; ``lengths`` count the generated tokens
+including the end token.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def _is_end(tokens: jax.Array, eos_ids: Sequence[int]) -> jax.Array:
     return jnp.isin(tokens, jnp.asarray(list(eos_ids) or [-1], jnp.int32))
 
 
-def _process(logits: jax.Array, step: jax.Array, processor: LogitsProcessor | None, normalize: bool = True) -> jax.Array:
+def _process(logits: jax.Array, step: jax.Array, processor: LogitsProcessor | None,
+             normalize: bool = True) -> jax.Array:
     """logits f32[B, V] -> log-scores f32[B, V]: processed, then log-softmaxed if ``normalize``."""
     logits = logits.astype(jnp.float32)
     logits = logits if processor is None else processor(logits, step)

@@ -25,12 +25,14 @@ def read_words(spec: str, manifest: Callable[[str], str]) -> list[str]:
     if os.path.isfile(spec):
         with open(spec, encoding="utf-8") as f:
             words = {line.strip() for line in f if line.strip()}
-        if any(len(word.split()) > 1 for word in words):
-            raise ValueError(f"lexicon {spec}: one word per line expected, found {sorted(w for w in words if ' ' in w)[0]!r}")
+        several = sorted(word for word in words if len(word.split()) > 1)
+        if several:
+            raise ValueError(f"lexicon {spec}: one word per line expected, found {several[0]!r}")
     else:
         path = manifest(spec)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"eval.lexicon {spec!r} is neither a word-list file nor a data set ({path} not found)")
+            raise FileNotFoundError(
+                f"eval.lexicon {spec!r} is neither a word-list file nor a data set ({path} not found)")
         with open(path, encoding="utf-8") as f:
             words = {word for line in f if line.strip() for word in json.loads(line).get("text", "").split()}
     if not words:
