@@ -27,6 +27,8 @@ def register(subparsers) -> None:
                         help="joint CTC/attention decoding: weight of the CTC prefix score (0-1; needs a CTC head)")
     parser.add_argument("--ctc-candidates", type=int, default=None, metavar="N",
                         help="joint decoding: how many of the LLM's best tokens the CTC rescores each step")
+    parser.add_argument("--length-penalty", type=float, default=None, metavar="P",
+                        help="beam search ranks finished hypotheses by score / length**P (0: by score alone)")
     parser.add_argument("--lexicon", default=None, metavar="WORDS",
                         help="decode only words of WORDS: a word-list file (one per line), a data set name whose "
                              "transcripts give the words, or 'none' (default: the run's own eval.lexicon)")
@@ -50,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         changes["ctc_weight"] = args.ctc_weight
     if args.ctc_candidates is not None:
         changes["ctc_candidates"] = args.ctc_candidates
+    if args.length_penalty is not None:
+        changes["length_penalty"] = args.length_penalty
     if args.lexicon is not None:
         changes["lexicon"] = None if args.lexicon == "none" else args.lexicon
     if args.max_examples:

@@ -50,16 +50,16 @@ def initial_state(log_probs: jax.Array, lengths: jax.Array, blank_id: int) -> Pr
                        last=jnp.full((rows,), -1, jnp.int32), score=jnp.zeros((rows,), jnp.float32))
 
 
-def extend_prefix(
+def _candidate_starts(
     state: PrefixState, labels: jax.Array, log_probs: jax.Array, lengths: jax.Array, blank_id: int
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Prefix g (state, R rows) + candidate labels i32[R, N] -> (log r_n, log r_b f32[R, N, T] of
-    g + c, prefix scores log P_ctc(g + c ...) f32[R, N])."""
+) -> tuple[jax.Array, jax.Array]:
+    """Prefix g (state, R rows) + candidate labels i32[R, N] -> (log of the paths of g + c whose
+    label c starts at frame t, f32[R, T, N]; log p_t(c) f32[R, T, N], NEG_INF where c cannot be
+    emitted)."""
     frames = log_probs.shape[1]
     emit = jnp.take_along_axis(log_probs, jnp.clip(labels, 0, log_probs.shape[2] - 1)[:, None, :], axis=2)
     emittable = (labels >= 0) & (labels < log_probs.shape[2]) & (labels != blank_id)  # CTC never emits a blank
     emit = jnp.where(emittable, 0.0, NEG_INF)[:, None, :] + emit  # [R, T, N]
-    blank = log_probs[:, :, blank_id]  # [R, T]
     # Paths of g that may be followed by c at frame t: all of them, or only those ending in a blank
     # when c repeats g's last label (a repeat needs a blank in between).
     before = jnp.logaddexp(state.r_n, state.r_b)  # [R, T]
@@ -70,22 +70,40 @@ def extend_prefix(
     before_first = jnp.broadcast_to(before_first, (labels.shape[0], 1, labels.shape[1]))
     phi = jnp.concatenate([before_first, reach[:, :-1]], axis=1)  # [R, T, N]
     valid = (jnp.arange(frames)[None, :] < lengths[:, None])[:, :, None]
-    start = jnp.where(valid, phi + emit, NEG_INF)  # c's first frame is t
+    return jnp.where(valid, phi + emit, NEG_INF), emit
+
+
+def prefix_scores(
+    state: PrefixState, labels: jax.Array, log_probs: jax.Array, lengths: jax.Array, blank_id: int
+) -> jax.Array:
+    """log P_ctc(g + c ...) f32[R, N] for candidate labels i32[R, N] of each row's prefix g: the
+    sum over the frame where c starts, so no recursion over frames is needed."""
+    start, _ = _candidate_starts(state, labels, log_probs, lengths, blank_id)
+    return jnp.maximum(jax.nn.logsumexp(start, axis=1), NEG_INF)
+
+
+def extend_prefix(
+    state: PrefixState, labels: jax.Array, log_probs: jax.Array, lengths: jax.Array, blank_id: int
+) -> PrefixState:
+    """The prefix state of g + c for one label per row, labels i32[R]: the forward recursion over
+    the T frames, log r_n(t) = log(r_n(t-1) p_t(c) + start(t)), log r_b(t) = log((r_n(t-1) +
+    r_b(t-1)) p_t(blank))."""
+    start, emit = _candidate_starts(state, labels[:, None], log_probs, lengths, blank_id)
+    start, emit = start[:, :, 0], emit[:, :, 0]  # [R, T]
+    valid = jnp.arange(log_probs.shape[1])[None, :] < lengths[:, None]
 
     def frame(carry, inputs):
         r_n, r_b = carry
         start_t, emit_t, blank_t, valid_t = inputs
-        new_n = jnp.logaddexp(r_n + emit_t, start_t)
-        new_b = jnp.logaddexp(r_n, r_b) + blank_t[:, None]
-        new_n, new_b = jnp.where(valid_t, new_n, r_n), jnp.where(valid_t, new_b, r_b)
+        new_n = jnp.where(valid_t, jnp.logaddexp(r_n + emit_t, start_t), r_n)
+        new_b = jnp.where(valid_t, jnp.logaddexp(r_n, r_b) + blank_t, r_b)
         return (new_n, new_b), (new_n, new_b)
 
     init = (jnp.full(labels.shape, NEG_INF, jnp.float32), jnp.full(labels.shape, NEG_INF, jnp.float32))
-    inputs = (jnp.moveaxis(start, 1, 0), jnp.moveaxis(emit, 1, 0), jnp.moveaxis(blank, 1, 0),
-              jnp.moveaxis(valid, 1, 0))
+    inputs = (start.T, emit.T, log_probs[:, :, blank_id].T, valid.T)
     _, (r_n, r_b) = jax.lax.scan(frame, init, inputs)
-    score = jax.nn.logsumexp(start, axis=1)
-    return jnp.moveaxis(r_n, 0, 2), jnp.moveaxis(r_b, 0, 2), jnp.maximum(score, NEG_INF)
+    score = jnp.maximum(jax.nn.logsumexp(start, axis=1), NEG_INF)
+    return PrefixState(r_n=r_n.T, r_b=r_b.T, last=labels, score=score)
 
 
 def full_score(state: PrefixState, lengths: jax.Array) -> jax.Array:
@@ -97,40 +115,34 @@ def full_score(state: PrefixState, lengths: jax.Array) -> jax.Array:
 
 @struct.dataclass
 class JointCache:
-    """The wrapped step's cache plus each row's CTC prefix state and its scored candidates
-    (labels i32[R, N]; forward variables f32[R, N, T]; prefix scores f32[R, N])."""
+    """The wrapped step's cache, each row's CTC prefix state and the candidates its last step
+    scored (labels i32[R, N]). A candidate's forward variables are computed only once the search
+    picks it (``_advance``), so beam search reorders [R, T] prefix states, not [R, N, T] ones."""
 
     inner: Any
     prefix: PrefixState
     labels: jax.Array
-    r_n: jax.Array
-    r_b: jax.Array
-    scores: jax.Array
 
 
 def _rescore(logits, prefix, log_probs, lengths, weight, num_candidates, eos_ids, blank_id):
-    """LLM logits f32[R, V] -> (joint scores f32[R, V], -inf outside the candidates; their states)."""
+    """LLM logits f32[R, V] -> (joint scores f32[R, V], -inf outside the candidates; the candidates i32[R, N])."""
     llm_logp, labels = jax.lax.top_k(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), num_candidates)
-    r_n, r_b, scores = extend_prefix(prefix, labels, log_probs, lengths, blank_id)
+    scores = prefix_scores(prefix, labels, log_probs, lengths, blank_id)
     ends = jnp.isin(labels, jnp.asarray(list(eos_ids) or [-1], jnp.int32))
     scores = jnp.where(ends, full_score(prefix, lengths)[:, None], scores)
     joint = (1.0 - weight) * llm_logp + weight * (scores - prefix.score[:, None])
     joint = jnp.where(jnp.isneginf(llm_logp), -jnp.inf, joint)  # what the step rules out stays out (also at w = 1)
     rows = jnp.arange(logits.shape[0])[:, None]
     out = jnp.full(logits.shape, -jnp.inf, jnp.float32).at[rows, labels].set(joint)
-    return out, (labels, r_n, r_b, scores)
+    return out, labels
 
 
-def _advance(cache: JointCache, tokens: jax.Array) -> PrefixState:
+def _advance(cache: JointCache, tokens: jax.Array, log_probs, lengths, blank_id) -> PrefixState:
     """The prefix state after appending tokens i32[R] (kept where a token was no candidate: ended rows)."""
-    hit = cache.labels == tokens[:, None]
-    index = jnp.argmax(hit, axis=1)[:, None]
-    found = hit.any(axis=1)
-    pick = lambda x: jnp.take_along_axis(x, index[:, :, None] if x.ndim == 3 else index, axis=1)[:, 0]
-    old = cache.prefix
-    keep = lambda new, previous: jnp.where(found.reshape(-1, *([1] * (previous.ndim - 1))), new, previous)
-    return PrefixState(r_n=keep(pick(cache.r_n), old.r_n), r_b=keep(pick(cache.r_b), old.r_b),
-                       last=keep(tokens, old.last), score=keep(pick(cache.scores), old.score))
+    found = (cache.labels == tokens[:, None]).any(axis=1)
+    new, old = extend_prefix(cache.prefix, tokens, log_probs, lengths, blank_id), cache.prefix
+    keep = lambda a, b: jnp.where(found.reshape(-1, *([1] * (b.ndim - 1))), a, b)
+    return jax.tree.map(keep, new, old)
 
 
 def joint_ctc(
@@ -159,9 +171,9 @@ def joint_ctc(
         log_probs, ctc_lengths)
 
     def step(tokens, joint_cache: JointCache):
-        prefix = _advance(joint_cache, tokens)
+        prefix = _advance(joint_cache, tokens, step_probs, step_lengths, blank_id)
         logits, inner = step_fn(tokens, joint_cache.inner)
         scores, candidates = _rescore(logits, prefix, step_probs, step_lengths, *args)
-        return scores, JointCache(inner, prefix, *candidates)
+        return scores, JointCache(inner, prefix, candidates)
 
-    return step, first, JointCache(cache, prefix, *candidates)
+    return step, first, JointCache(cache, prefix, candidates)

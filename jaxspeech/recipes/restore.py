@@ -33,7 +33,8 @@ def restore(workdir: str, *, progress: bool = False) -> tuple[Components, dict, 
                           make_mesh({"data": 1}, jax.devices()[:1]), train_config.sharding_rules)
     checkpointer = Checkpointer(os.path.join(workdir, train_config.checkpoint.subdir), train_config.checkpoint)
     try:
-        restored = checkpointer.restore_latest(layout.abstract, with_data=False)
+        # Only the parameters: the optimizer state's layout may differ between versions.
+        restored = checkpointer.restore_latest({"params": layout.abstract["params"]}, with_data=False, partial=True)
     finally:
         checkpointer.close()
     if restored is None:

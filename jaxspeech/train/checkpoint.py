@@ -118,6 +118,14 @@ class Restored:
     data_state: Any | None  # what the iterator's get_state() returned at save time (None if not saved)
 
 
+def _restore_subset(directory: epath.Path, abstract_state: State) -> State:
+    """The entries of ``abstract_state`` (a subset of the saved tree) from a saved state folder."""
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_state)
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        return checkpointer.restore(directory, args=ocp.args.PyTreeRestore(abstract_state, restore_args=restore_args,
+                                                                           partial_restore=True))
+
+
 class Checkpointer:
     """Saves and restores train states under ``directory`` (one orbax ``CheckpointManager``)."""
 
@@ -162,24 +170,29 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.close()
 
-    def restore(self, step: int, abstract_state: State, with_data: bool = True) -> Restored:
-        """Restores ``step`` onto the shardings carried by ``abstract_state``'s leaves."""
-        items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
+    def restore(self, step: int, abstract_state: State, with_data: bool = True, partial: bool = False) -> Restored:
+        """Restores ``step`` onto the shardings carried by ``abstract_state``'s leaves; ``partial``:
+        ``abstract_state`` names a subset of the saved entries (e.g. only ``params``, which
+        eval and transcribe read from checkpoints of any version of the optimizer state)."""
+        items = {"meta": ocp.args.JsonRestore()}
+        if not partial:
+            items["state"] = ocp.args.StandardRestore(abstract_state)
         has_data = with_data and (self.step_directory(step) / "data").exists()
         if has_data:
             items["data"] = IteratorStateRestore()
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         if int(restored["meta"]["step"]) != step:
             raise ValueError(f"checkpoint {self.step_directory(step)} claims step {restored['meta']['step']}")
-        return Restored(restored["state"], step, restored["data"] if has_data else None)
+        state = restored["state"] if not partial else _restore_subset(self.step_directory(step) / "state", abstract_state)
+        return Restored(state, step, restored["data"] if has_data else None)
 
-    def restore_latest(self, abstract_state: State, with_data: bool = True) -> Restored | None:
+    def restore_latest(self, abstract_state: State, with_data: bool = True, partial: bool = False) -> Restored | None:
         """The newest readable checkpoint (None if there is none); see the module docstring."""
         self._manager.reload()
         failures: list[tuple[int, str]] = []
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
-                restored = self.restore(step, abstract_state, with_data)
+                restored = self.restore(step, abstract_state, with_data, partial)
             except Exception as error:  # any unreadable checkpoint: report it and try the one before
                 message = f"{type(error).__name__}: {error}"
                 log.error("checkpoint %s could not be restored (%s); trying the previous one", self.step_directory(step), message)

@@ -25,7 +25,11 @@ class TrainConfig:
 
     Training stops at ``total_steps`` or, if set, after ``time_budget_s`` seconds of training
     (compilation excluded), whichever comes first. ``optimizer.decay_steps`` None means
-    ``total_steps``. ``mesh`` maps mesh axes (data, fsdp, tensor) to sizes, -1 = the rest.
+    ``total_steps``. With ``fit_decay_to_budget`` (needs ``time_budget_s``) the trainer moves the
+    end of the cosine decay, at every log step after warmup, to the step the budget is expected to
+    end at (the steps so far over the seconds so far), so that the learning rate reaches its floor
+    when the time runs out on a slow machine as on a fast one; ``optimizer.decay_steps`` is then
+    only the first guess. The horizon lives in the optimizer state, so a resumed run keeps it. ``mesh`` maps mesh axes (data, fsdp, tensor) to sizes, -1 = the rest.
     Eval runs every ``eval_every`` steps (0 = only at the end) when an eval function is given.
     ``compilation_cache_dir`` turns on JAX's persistent compilation cache, so that a restarted
     (preempted) run skips recompiling.
@@ -34,6 +38,7 @@ class TrainConfig:
     seed: int = 0
     total_steps: int = 1000
     time_budget_s: float | None = None
+    fit_decay_to_budget: bool = False
     grad_accum_steps: int = 1
     max_consecutive_skipped_steps: int = 10
     eval_every: int = 0
@@ -53,6 +58,8 @@ class TrainConfig:
             raise ValueError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
         if self.max_consecutive_skipped_steps < 0:
             raise ValueError(f"max_consecutive_skipped_steps must be >= 0, got {self.max_consecutive_skipped_steps}")
+        if self.fit_decay_to_budget and self.time_budget_s is None:
+            raise ValueError("fit_decay_to_budget needs time_budget_s (the budget the decay is fitted to)")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.optimizer.decay_steps is None:

@@ -18,12 +18,15 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from jaxspeech.sharding import multihost
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train import metrics as metrics_lib
+from jaxspeech.train import optim
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.config import TrainConfig
 from jaxspeech.train.signals import StopOnSigterm
@@ -67,6 +70,16 @@ def _budget_left(budget_s: float | None, train_start: float) -> dict[str, str]:
         return {}
     seconds = max(0, int(budget_s - (time.monotonic() - train_start)))
     return {"budget_left": f"{seconds // 60}:{seconds % 60:02d}"}
+
+
+def fitted_decay_steps(step: int, steps_run: int, seconds_run: float, config: TrainConfig) -> int:
+    """The step the time budget is expected to end at: ``step`` plus the budget's remaining seconds
+    over the mean seconds per step of the ``steps_run`` steps of this run so far (``seconds_run``),
+    kept within (warmup_steps, total_steps]."""
+    seconds_per_step = seconds_run / steps_run
+    remaining = max(0.0, config.time_budget_s - seconds_run)
+    horizon = step + int(round(remaining / seconds_per_step))
+    return min(config.total_steps, max(horizon, config.optimizer.warmup_steps + 1))
 
 
 @dataclasses.dataclass
@@ -143,6 +156,14 @@ class _Run:
         self.last_train = {f"train/{k}": v for k, v in scalars.items()}
         self.logger.write(step, self.last_train)
 
+    def fit_decay(self, step: int, state: State, steps_run: int, seconds_run: float) -> State:
+        """``state`` with its decay horizon moved to the expected last step of the time budget (the
+        value of process 0 on every host, whose clocks differ)."""
+        horizon = fitted_decay_steps(step, steps_run, seconds_run, self.config)
+        if jax.process_count() > 1:
+            horizon = int(multihost_utils.broadcast_one_to_all(np.int32(horizon)))
+        return {**state, "opt_state": optim.with_decay_horizon(state["opt_state"], horizon)}
+
     def measure_peak(self) -> None:
         cfg = self.config.metrics
         self.peak_flops = cfg.peak_flops_per_device
@@ -184,7 +205,7 @@ def train(
     with StopOnSigterm() as stop, contextlib.closing(_Run(task, config, data, workdir, eval_fn, mesh)) as run:
         state, pending_batch = run.start()
         run.measure_peak()
-        step = int(jax.device_get(state["step"]))
+        step = first_step = int(jax.device_get(state["step"]))
         previous, window, train_start = None, None, None
         stop_reason = "completed"
         progress = tqdm(
@@ -226,6 +247,8 @@ def train(
                     progress.set_postfix(loss=f"{run.last_train['train/loss']:.4f}",
                                          **_budget_left(config.time_budget_s, train_start), refresh=False)
                     window = _Window(time.monotonic())
+                    if config.fit_decay_to_budget and step > config.optimizer.warmup_steps:
+                        state = run.fit_decay(step, state, step - first_step, time.monotonic() - train_start)
                 if _due(step, config.eval_every):
                     run.evaluate(step, state)
                 if _due(step, config.checkpoint.every_steps):

@@ -35,7 +35,8 @@ class OptimizerConfig:
     The learning rate of a parameter at optimizer step ``s`` is ``peak * lr_factor(s)``: a linear
     warmup over ``warmup_steps`` (the first update already uses ``1 / warmup_steps`` of the peak),
     then a half cosine down to ``end_lr_fraction * peak`` at ``decay_steps`` (None: no decay;
-    ``TrainConfig`` sets it to ``total_steps``).
+    ``TrainConfig`` sets it to ``total_steps``). ``decay_steps`` is the initial value of the
+    optimizer state's decay horizon, which the trainer may move (``with_decay_horizon``).
     """
 
     learning_rate: float = 1e-3
@@ -123,39 +124,68 @@ def merge_trainable(trainable: Params, frozen: Params) -> Params:
     return traverse_util.unflatten_dict({**_flat(frozen), **_flat(trainable)})
 
 
-def lr_factor(count: jax.Array, config: OptimizerConfig) -> jax.Array:
-    """f32[] multiplier of the peak learning rate at optimizer step ``count`` (0-based)."""
+def lr_factor(count: jax.Array, config: OptimizerConfig, decay_steps: jax.Array | int | None = None) -> jax.Array:
+    """f32[] multiplier of the peak learning rate at optimizer step ``count`` (0-based).
+
+    ``decay_steps`` (i32[] or int) replaces ``config.decay_steps`` as the end of the cosine; it is
+    ignored when the config has no decay."""
     count = jnp.asarray(count, jnp.float32)
     warmup = jnp.minimum(1.0, (count + 1.0) / config.warmup_steps) if config.warmup_steps else 1.0
     if config.decay_steps is None:
         return warmup * jnp.ones([], jnp.float32)
-    progress = jnp.clip((count - config.warmup_steps) / (config.decay_steps - config.warmup_steps), 0.0, 1.0)
+    horizon = jnp.asarray(config.decay_steps if decay_steps is None else decay_steps, jnp.float32)
+    progress = jnp.clip((count - config.warmup_steps) / (horizon - config.warmup_steps), 0.0, 1.0)
     end = config.end_lr_fraction
     return warmup * (end + (1.0 - end) * 0.5 * (1.0 + jnp.cos(math.pi * progress)))
 
 
 class ScaleByGroupLearningRateState(NamedTuple):
     count: jax.Array  # i32[]: optimizer updates applied so far
+    decay_steps: jax.Array  # i32[]: where the cosine ends (config.decay_steps, or the trainer's estimate)
 
 
 def scale_by_group_learning_rate(peaks: Mapping[str, float], config: OptimizerConfig) -> optax.GradientTransformation:
-    """Multiplies each update by ``-peaks[path] * lr_factor(count)`` (descent direction)."""
+    """Multiplies each update by ``-peaks[path] * lr_factor(count, decay_steps)`` (descent direction)."""
 
     def init_fn(params):
         del params
-        return ScaleByGroupLearningRateState(count=jnp.zeros([], jnp.int32))
+        return ScaleByGroupLearningRateState(count=jnp.zeros([], jnp.int32),
+                                             decay_steps=jnp.asarray(config.decay_steps or 0, jnp.int32))
 
     def update_fn(updates, state, params=None):
         del params
-        factor = lr_factor(state.count, config)
+        factor = lr_factor(state.count, config, state.decay_steps)
 
         def scale(keypath, update):
             return (-peaks[path_string(keypath)] * factor * update).astype(update.dtype)
 
         updates = jax.tree_util.tree_map_with_path(scale, updates)
-        return updates, ScaleByGroupLearningRateState(count=optax.safe_increment(state.count))
+        return updates, state._replace(count=optax.safe_increment(state.count))
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _is_schedule_state(x: Any) -> bool:
+    return isinstance(x, ScaleByGroupLearningRateState)
+
+
+def decay_horizon(opt_state: Any) -> jax.Array:
+    """i32[]: the decay horizon held in the optimizer state of ``build_optimizer``."""
+    found = [x.decay_steps for x in jax.tree.leaves(opt_state, is_leaf=_is_schedule_state) if _is_schedule_state(x)]
+    if len(found) != 1:
+        raise ValueError(f"expected one learning-rate schedule state in the optimizer state, found {len(found)}")
+    return found[0]
+
+
+def with_decay_horizon(opt_state: Any, decay_steps: int) -> Any:
+    """``opt_state`` with the cosine ending at ``decay_steps`` (the new value keeps the old one's
+    placement, so a jitted step takes it without recompiling)."""
+    def put(x):
+        if not _is_schedule_state(x):
+            return x
+        return x._replace(decay_steps=jax.device_put(jnp.asarray(decay_steps, jnp.int32), x.decay_steps.sharding))
+
+    return jax.tree.map(put, opt_state, is_leaf=_is_schedule_state)
 
 
 def decay_mask(params: Params, config: OptimizerConfig) -> Params:
@@ -182,6 +212,6 @@ def build_optimizer(params: Params, config: OptimizerConfig) -> optax.GradientTr
     return optax.chain(*parts)
 
 
-def learning_rate(count: jax.Array, config: OptimizerConfig) -> jax.Array:
+def learning_rate(count: jax.Array, config: OptimizerConfig, decay_steps: jax.Array | int | None = None) -> jax.Array:
     """f32[] learning rate of parameters on the base rate (``config.learning_rate``) at ``count``."""
-    return config.learning_rate * lr_factor(count, config)
+    return config.learning_rate * lr_factor(count, config, decay_steps)

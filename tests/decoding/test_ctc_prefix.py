@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspeech.decoding.ctc_prefix import PrefixState, extend_prefix, full_score, initial_state, joint_ctc
+from jaxspeech.decoding.ctc_prefix import extend_prefix, full_score, initial_state, joint_ctc, prefix_scores
 from jaxspeech.decoding.search import beam_search, greedy_search
 
 BLANK, K = 0, 3
@@ -45,16 +45,17 @@ def test_prefix_and_full_scores_equal_path_sums():
     prefixes = [[], []]
     for chosen in ([1, 2], [1, 1], [2, 1]):  # the second step repeats label 1 in row 0 of the second pass
         labels = jnp.array([[1, 2], [1, 2]])
-        r_n, r_b, scores = extend_prefix(state, labels, log_probs, lengths, BLANK)
+        scores = prefix_scores(state, labels, log_probs, lengths, BLANK)
         for r in range(2):
             for n in range(2):
                 expected = _prefix_probability(totals[r], prefixes[r] + [int(labels[r, n])])
                 np.testing.assert_allclose(float(jnp.exp(scores[r, n])), expected, rtol=1e-4, atol=1e-12)
-        index = jnp.array([0 if c == 1 else 1 for c in chosen])
-        take = lambda x: x[jnp.arange(2), index]
-        state = PrefixState(r_n=take(r_n), r_b=take(r_b), last=jnp.array(chosen), score=take(scores))
+        state = extend_prefix(state, jnp.array(chosen), log_probs, lengths, BLANK)
         prefixes = [prefixes[r] + [chosen[r]] for r in range(2)]
+        assert state.last.tolist() == chosen
         for r in range(2):
+            np.testing.assert_allclose(float(jnp.exp(state.score[r])), _prefix_probability(totals[r], prefixes[r]),
+                                       rtol=1e-4, atol=1e-12)
             np.testing.assert_allclose(float(jnp.exp(full_score(state, lengths)[r])),
                                        totals[r].get(tuple(prefixes[r]), 0.0), rtol=1e-4, atol=1e-12)
 

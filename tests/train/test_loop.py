@@ -11,7 +11,8 @@ from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train import optim
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.config import train_config_from_dict
-from jaxspeech.train.loop import NonFiniteError, train
+from jaxspeech.train import loop as loop_module
+from jaxspeech.train.loop import NonFiniteError, fitted_decay_steps, train
 from jaxspeech.train.metrics import read_log
 from jaxspeech.train.state import build_layout
 
@@ -128,3 +129,42 @@ def test_stateful_task_keeps_checkpoints_and_resumes_its_model_state(tmp_path):
     assert np.abs(means[0]).max() > 0  # moved from its zero init
     assert not np.array_equal(means[0], means[1]) and not np.array_equal(means[2], means[3])
     assert means[1].tobytes() == means[2].tobytes()  # step 3 was skipped
+
+
+def test_fitted_decay_steps_is_where_the_budget_ends():
+    config = train_config_from_dict(loop_config(total_steps=1000, time_budget_s=100.0, fit_decay_to_budget=True))
+    assert fitted_decay_steps(step=30, steps_run=20, seconds_run=40.0, config=config) == 30 + 30  # 60 s left at 2 s a step
+    assert fitted_decay_steps(step=30, steps_run=20, seconds_run=0.5, config=config) == 1000  # capped at total_steps
+    assert fitted_decay_steps(step=30, steps_run=30, seconds_run=150.0, config=config) == 30  # the budget is spent
+    with pytest.raises(ValueError, match="fit_decay_to_budget needs time_budget_s"):
+        train_config_from_dict(loop_config(fit_decay_to_budget=True))
+
+
+class _FakeClock:
+    """``time`` for the loop module: every ``monotonic()`` call advances one second."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_decay_is_fitted_to_the_time_budget(tmp_path, monkeypatch):
+    # The decay guess (1000 steps) is far beyond the steps the budget gives: fitted, the learning
+    # rate still reaches its floor when the budget runs out; unfitted, it stays near its peak.
+    monkeypatch.setattr(loop_module, "time", _FakeClock())
+    overrides = dict(total_steps=1000, time_budget_s=150.0, metrics={"log_every": 4},
+                     optimizer={"learning_rate": 1e-2, "warmup_steps": 1, "decay_steps": 1000, "end_lr_fraction": 0.1})
+    last_rates = {}
+    for fit in (True, False):
+        workdir = tmp_path / str(fit)
+        config = train_config_from_dict(loop_config(**overrides, fit_decay_to_budget=fit))
+        result = train(TinyTask(), config, grain_iterator(8), workdir, mesh=_one_device())
+        assert result.stop_reason == "time_budget" and 20 < result.step < 100
+        horizon = int(optim.decay_horizon(result.state["opt_state"]))
+        last_rates[fit] = read_log(workdir)["train/learning_rate"][1][-1] / 1e-2
+        if fit:
+            assert abs(horizon - result.step) <= 4, (horizon, result.step)
+    assert last_rates[True] < 0.15 and last_rates[False] > 0.95, last_rates

@@ -127,3 +127,23 @@ def test_optimizer_equals_clip_adam_decay_with_per_group_rates():
     first, _ = jax.jit(tx.update)(grads_per_step[0], tx.init(params), params)
     np.testing.assert_allclose(np.abs(first["connector"]["proj"]["kernel"]).max(), 3e-2 * 0.5 * (1 + 0.1), rtol=0.02)
     np.testing.assert_allclose(np.abs(first["llm"]["norm"]["scale"]).max(), 1e-3 * 0.5, rtol=0.02)
+
+
+def test_decay_horizon_in_the_state_sets_the_schedule():
+    config = optim.OptimizerConfig(learning_rate=1.0, decay_steps=10, end_lr_fraction=0.2, grad_clip_norm=None)
+    params = {"w": jnp.ones((3,))}
+    tx = optim.build_optimizer(params, config)
+    state = tx.init(params)
+    assert int(optim.decay_horizon(state)) == 10  # the config's value is the first one
+    moved = optim.with_decay_horizon(state, 2)
+    assert int(optim.decay_horizon(moved)) == 2 and optim.decay_horizon(moved).sharding == optim.decay_horizon(state).sharding
+    grads = {"w": jnp.array([1.0, -2.0, 3.0])}
+    update = jax.jit(tx.update)
+    for _ in range(3):  # steps 0, 1, 2: the third is at the moved horizon, so at the floor
+        step_updates, moved = update(grads, moved, params)
+        ten_updates, state = update(grads, state, params)
+    # Adam's update of a constant gradient is ~sign(g): its size is the learning-rate factor.
+    np.testing.assert_allclose(np.abs(step_updates["w"]), float(optim.lr_factor(2, config, 2)), rtol=1e-4)
+    np.testing.assert_allclose(float(optim.lr_factor(2, config, 2)), 0.2, rtol=1e-6)
+    np.testing.assert_allclose(np.abs(ten_updates["w"]), float(optim.lr_factor(2, config)), rtol=1e-4)
+    assert float(optim.lr_factor(2, config)) > 0.9

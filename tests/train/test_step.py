@@ -57,8 +57,10 @@ def test_accumulating_micro_batches_equals_one_large_batch():
     np.testing.assert_allclose(list(accum_step.flops.values()), list(big_step.flops.values()), rtol=0.1)
     np.testing.assert_allclose(m_accum["loss"], m_big["loss"], rtol=1e-6)
     np.testing.assert_allclose(m_accum["grad_norm"], m_big["grad_norm"], rtol=1e-5)
+    # Adam's first update is lr * g / (|g| + eps): where a gradient is tiny, the rounding of the two
+    # gradient sums (equal to 1e-6 above) moves it by up to ~1e-3 of the learning rate (1e-2).
     for a, b in zip(jax.tree.leaves(state_big["params"]), jax.tree.leaves(state_accum["params"])):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 # The freezing and non-finite tests (here and in test_loop) share one program: the stateful task
