@@ -29,7 +29,9 @@ class TrainConfig:
     end of the cosine decay, at every log step after warmup, to the step the budget is expected to
     end at (the steps so far over the seconds so far), so that the learning rate reaches its floor
     when the time runs out on a slow machine as on a fast one; ``optimizer.decay_steps`` is then
-    only the first guess. The horizon lives in the optimizer state, so a resumed run keeps it. ``mesh`` maps mesh axes (data, fsdp, tensor) to sizes, -1 = the rest.
+    only the first guess. The horizon lives in the optimizer state (so it is checkpointed); a
+    resumed run, which gets a new budget, fits it again from its own steps.
+    ``mesh`` maps mesh axes (data, fsdp, tensor) to sizes, -1 = the rest.
     Eval runs every ``eval_every`` steps (0 = only at the end) when an eval function is given.
     ``compilation_cache_dir`` turns on JAX's persistent compilation cache, so that a restarted
     (preempted) run skips recompiling.
