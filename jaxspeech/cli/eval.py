@@ -3,6 +3,7 @@
   jaxspeech eval --workdir runs/tiny
   jaxspeech eval --workdir runs/tiny --beam 4 --max-examples 200
   jaxspeech eval --workdir runs/tiny --ctc-weight 0.5       # joint CTC/attention decoding
+  jaxspeech eval --workdir runs/tiny --ctc-blank-penalty 1.0   # a weaker CTC blank in that rescoring
   jaxspeech eval --workdir runs/tiny --lexicon none         # without the run's word list
   jaxspeech eval --workdir runs/tiny --sets dev             # other sets than the config's data.eval_sets
 
@@ -27,6 +28,8 @@ def register(subparsers) -> None:
                         help="joint CTC/attention decoding: weight of the CTC prefix score (0-1; needs a CTC head)")
     parser.add_argument("--ctc-candidates", type=int, default=None, metavar="N",
                         help="joint decoding: how many of the LLM's best tokens the CTC rescores each step")
+    parser.add_argument("--ctc-blank-penalty", type=float, default=None, metavar="B",
+                        help="joint decoding: subtract B from the CTC blank logit (> 0 counters deleted labels)")
     parser.add_argument("--length-penalty", type=float, default=None, metavar="P",
                         help="beam search ranks finished hypotheses by score / length**P (0: by score alone)")
     parser.add_argument("--lexicon", default=None, metavar="WORDS",
@@ -52,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         changes["ctc_weight"] = args.ctc_weight
     if args.ctc_candidates is not None:
         changes["ctc_candidates"] = args.ctc_candidates
+    if args.ctc_blank_penalty is not None:
+        changes["ctc_blank_penalty"] = args.ctc_blank_penalty
     if args.length_penalty is not None:
         changes["length_penalty"] = args.length_penalty
     if args.lexicon is not None:

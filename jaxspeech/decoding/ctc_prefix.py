@@ -25,9 +25,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxspeech.decoding.search import expand_for_beams
+from jaxspeech.decoding.search import NEG_INF, expand_for_beams
 
-NEG_INF = -1e30
 
 
 @struct.dataclass
@@ -157,13 +156,19 @@ def joint_ctc(
     eos_ids: Sequence[int],
     blank_id: int,
     num_beams: int = 1,
+    blank_penalty: float = 0.0,
 ) -> tuple[Callable, jax.Array, JointCache]:
     """Wraps a search's (step_fn, first_logits, cache) with CTC prefix rescoring.
 
     ctc_logits f32[B, T, K] and ctc_lengths i32[B] are the CTC head's output for the B rows of
     ``first_logits``; with ``num_beams`` > 1 the returned step function expects B * num_beams rows
-    (the beam search expands the cache itself)."""
-    log_probs = jax.nn.log_softmax(ctc_logits.astype(jnp.float32), axis=-1)
+    (the beam search expands the cache itself). ``blank_penalty`` is subtracted from the blank
+    logit before the softmax (icefall's blank penalty: a weaker blank makes the prefix scores
+    favour emitting labels)."""
+    ctc_logits = ctc_logits.astype(jnp.float32)
+    if blank_penalty:
+        ctc_logits = ctc_logits.at[..., blank_id].add(-blank_penalty)
+    log_probs = jax.nn.log_softmax(ctc_logits, axis=-1)
     args = (weight, num_candidates, tuple(eos_ids), blank_id)
     prefix = initial_state(log_probs, ctc_lengths, blank_id)
     first, candidates = _rescore(first_logits, prefix, log_probs, ctc_lengths, *args)

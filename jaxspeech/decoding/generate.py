@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Sequence
 
 import jax
@@ -26,7 +27,8 @@ class GenerationConfig:
     """``method``: greedy | sample | beam. ``eos_ids`` end a row (suppressed for the first
     ``min_new_tokens`` steps); ``pad_id`` fills after the end. ``ctc_weight`` > 0 (models with a
     CTC head only) rescores the ``ctc_candidates`` best tokens of every step with CTC prefix
-    probabilities (``decoding/ctc_prefix.py``)."""
+    probabilities (``decoding/ctc_prefix.py``); ``ctc_blank_penalty`` is subtracted from the CTC
+    head's blank logit before its softmax (> 0: fewer deleted labels from an over-confident blank)."""
 
     max_new_tokens: int = 32
     min_new_tokens: int = 0
@@ -40,6 +42,7 @@ class GenerationConfig:
     top_p: float = 1.0
     ctc_weight: float = 0.0
     ctc_candidates: int = 8
+    ctc_blank_penalty: float = 0.0
 
     def __post_init__(self):
         if self.method not in ("greedy", "sample", "beam"):
@@ -47,6 +50,8 @@ class GenerationConfig:
         if not 0.0 <= self.ctc_weight <= 1.0 or self.ctc_candidates < 1:
             raise ValueError(f"ctc_weight must be in [0, 1] and ctc_candidates >= 1, got {self.ctc_weight}, "
                              f"{self.ctc_candidates}")
+        if not math.isfinite(self.ctc_blank_penalty):
+            raise ValueError(f"ctc_blank_penalty must be a finite number, got {self.ctc_blank_penalty}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 

@@ -10,7 +10,9 @@ step ``step`` (0 = first new token), e.g. to suppress tokens. Greedy and beam se
 logits unless ``normalize=False``: then the step returns log-domain scores that the search adds as
 they are (joint CTC/attention scores, whose sum over the steps is the hypothesis' joint score).
 After a row emits an end token it emits ``pad_id``; ``lengths`` count the generated tokens
-including the end token.
+including the end token. A row whose every continuation is impossible (all scores <= NEG_INF / 2,
+as for the padding rows of a batch under joint CTC scoring) stops there instead of running on to
+``max_new_tokens`` and keeping the whole batch busy.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 from flax import struct
+
+# Scores at or below NEG_INF / 2 mean "impossible" (finite, so that sums of them stay comparable).
+NEG_INF = -1e30
 
 StepFn = Callable[[jax.Array, Any], tuple[jax.Array, Any]]
 LogitsProcessor = Callable[[jax.Array, jax.Array], jax.Array]
@@ -37,6 +42,11 @@ class DecodeOutput:
 
 def _is_end(tokens: jax.Array, eos_ids: Sequence[int]) -> jax.Array:
     return jnp.isin(tokens, jnp.asarray(list(eos_ids) or [-1], jnp.int32))
+
+
+def _impossible(logprob: jax.Array) -> jax.Array:
+    """bool[B]: the token just chosen was impossible (<= NEG_INF / 2, -inf or NaN): the row cannot go on."""
+    return ~(logprob > NEG_INF / 2)
 
 
 def _process(logits: jax.Array, step: jax.Array, processor: LogitsProcessor | None,
@@ -63,7 +73,7 @@ def _token_loop(choose, step_fn, first_logits, cache, max_new_tokens, eos_ids, p
     token, logprob = pick(first_logits, jnp.int32(0), finished)
     out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token)
     state = dict(step=jnp.int32(1), token=token, cache=cache, out=out, score=logprob,
-                 lengths=jnp.ones((batch,), jnp.int32), finished=_is_end(token, eos_ids))
+                 lengths=jnp.ones((batch,), jnp.int32), finished=_is_end(token, eos_ids) | _impossible(logprob))
 
     def cond(s):
         return (s["step"] < max_new_tokens) & ~jnp.all(s["finished"])
@@ -78,7 +88,7 @@ def _token_loop(choose, step_fn, first_logits, cache, max_new_tokens, eos_ids, p
             out=jax.lax.dynamic_update_slice(s["out"], token[:, None], (0, s["step"])),
             score=s["score"] + logprob,
             lengths=s["lengths"] + (~s["finished"]).astype(jnp.int32),
-            finished=s["finished"] | _is_end(token, eos_ids),
+            finished=s["finished"] | _is_end(token, eos_ids) | _impossible(logprob),
         )
 
     final = jax.lax.while_loop(cond, body, state)
@@ -170,11 +180,11 @@ def beam_search(
     A hypothesis ending in an end token scores ``sum log p / length ** length_penalty``; hypotheses
     still open at ``max_new_tokens`` are scored the same way. The search stops early once every row
     has ``num_beams`` finished hypotheses that no open beam can still beat (assuming scores only
-    decrease). Returns the best hypothesis per row.
+    decrease), or no open beam left with a finite score. Returns the best hypothesis per row.
     """
     batch, vocab = first_logits.shape
     k = num_beams
-    neg_inf = jnp.float32(-1e30)
+    neg_inf = jnp.float32(NEG_INF)
 
     def normalised(score, length):
         return score / jnp.power(length.astype(jnp.float32), length_penalty)
@@ -193,8 +203,10 @@ def beam_search(
 
     def cond(s):
         length = (s["step"] + 1).astype(jnp.float32)
-        best_open = jnp.max(s["scores"], axis=1) / jnp.power(length, length_penalty)
-        can_improve = best_open > jnp.min(s["done_scores"], axis=1)
+        best_open = jnp.max(s["scores"], axis=1)
+        # A row with no live hypothesis (every continuation impossible, e.g. a padding row) is over.
+        alive = best_open > neg_inf / 2
+        can_improve = alive & (best_open / jnp.power(length, length_penalty) > jnp.min(s["done_scores"], axis=1))
         return (s["step"] < max_new_tokens) & jnp.any(can_improve)
 
     def body(s):

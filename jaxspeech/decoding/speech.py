@@ -149,6 +149,7 @@ def _generate_from_audio(config, params, tokens, segment_ids, features, feature_
         step, first_logits, cache = joint_ctc(
             step, first_logits, cache, ctc_logits, ctc_lengths, weight=gen.ctc_weight,
             num_candidates=gen.ctc_candidates, eos_ids=gen.eos_ids, blank_id=config.ctc_blank_id,
+            blank_penalty=gen.ctc_blank_penalty,
             num_beams=gen.num_beams if gen.method == "beam" else 1,
         )
     # Joint scores are added as they are: their sum over the steps is the hypothesis' joint score.

@@ -57,6 +57,7 @@ PROMPT_KEYS = {"task", "chat", "system"}
 class EvalConfig:
     """Decoding of the evaluation sets: ``method`` greedy | beam; ``ctc_weight`` > 0 rescores the
     ``ctc_candidates`` best tokens of every step with the CTC head (joint CTC/attention decoding);
+    ``ctc_blank_penalty`` is subtracted from the CTC head's blank logit in that rescoring;
     ``length_penalty``: beam search ranks finished hypotheses by score / length**length_penalty;
     ``lexicon`` (a word-list file, or a data set whose transcripts give the words; ``recipes/lexicon.py``)
     limits the output to those words; ``max_examples`` per set (None = all); ``during_training``
@@ -66,6 +67,7 @@ class EvalConfig:
     num_beams: int = 4
     ctc_weight: float = 0.0
     ctc_candidates: int = 8
+    ctc_blank_penalty: float = 0.0
     length_penalty: float = 1.0
     lexicon: str | None = None
     max_new_tokens: int = 96

@@ -45,7 +45,8 @@ def generation_config(components: Components) -> GenerationConfig:
     tokenizer, cfg = components.tokenizer, components.eval
     return GenerationConfig(
         max_new_tokens=cfg.max_new_tokens, method=cfg.method, num_beams=cfg.num_beams,
-        ctc_weight=cfg.ctc_weight, ctc_candidates=cfg.ctc_candidates, length_penalty=cfg.length_penalty,
+        ctc_weight=cfg.ctc_weight, ctc_candidates=cfg.ctc_candidates, ctc_blank_penalty=cfg.ctc_blank_penalty,
+        length_penalty=cfg.length_penalty,
         eos_ids=tuple(tokenizer.eos_ids), pad_id=tokenizer.pad_id or 0,
     )
 

@@ -95,3 +95,18 @@ def test_small_ctc_weight_keeps_the_llm_choice_and_candidates_bound_the_choice()
                                 weight=weight, num_candidates=2, eos_ids=(5,), blank_id=0)
         assert int(jnp.argmax(first[0])) == expected
         assert int(jnp.isfinite(first[0]).sum()) == 2  # only the LLM's two best tokens stay possible
+
+
+def test_blank_penalty_turns_a_blank_leaning_frame_into_a_label():
+    vocab, eos = 6, 5
+    ctc_logits = np.zeros((1, 3, 5), np.float32)
+    ctc_logits[0, 0, 3] = ctc_logits[0, 2, 0] = 8.0  # label 3, then blank: certain
+    ctc_logits[0, 1, [0, 4]] = [2.0, 1.5]  # the middle frame leans to blank over label 4
+    decoded = {}
+    for penalty in (0.0, 1.0):
+        step, first, cache = joint_ctc(_uniform_llm(vocab), jnp.zeros((1, vocab)), jnp.zeros((1,)), jnp.asarray(ctc_logits),
+                                       jnp.array([3]), weight=1.0, num_candidates=vocab, eos_ids=(eos,), blank_id=0,
+                                       blank_penalty=penalty)
+        out = greedy_search(step, first, cache, max_new_tokens=4, eos_ids=(eos,), pad_id=0)
+        decoded[penalty] = np.asarray(out.tokens)[0, : int(out.lengths[0])].tolist()
+    assert decoded == {0.0: [3, eos], 1.0: [3, 4, eos]}

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspeech.decoding.search import beam_search, filter_logits, greedy_search, sample
+from jaxspeech.decoding.search import NEG_INF, beam_search, filter_logits, greedy_search, sample
 
 V, EOS, PAD = 5, 4, 0
 
@@ -132,3 +132,29 @@ def test_unnormalised_scores_are_added_as_they_are():
         greedy = greedy_search(step, first, jnp.zeros((1,)), max_new_tokens=3, eos_ids=(3,), pad_id=0, normalize=normalize)
         assert np.asarray(greedy.tokens)[0, :2].tolist() == [1, 3]  # greedy looks one step ahead either way
     np.testing.assert_allclose(float(out.scores[0]), -2.1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_a_row_with_no_possible_token_does_not_keep_the_batch_running(search):
+    """Row 1's every token is impossible (as for a padding row under joint CTC scoring): the loop
+    ends when row 0 does, not at max_new_tokens, and row 0's answer is unchanged."""
+    table = np.full((V, V), -5.0, np.float32)
+    table[:, EOS] = 5.0  # every token is followed by the end token
+    calls = []
+
+    def step(tokens, dead):  # the cache: which rows have no possible token
+        jax.debug.callback(lambda: calls.append(1))
+        return jnp.where(dead[:, None], NEG_INF, jnp.asarray(table)[tokens]), dead
+
+    first = jnp.array([[0.0, 3.0, 0.0, 0.0, -5.0], [NEG_INF] * V])
+    common = dict(max_new_tokens=12, eos_ids=(EOS,), pad_id=PAD, normalize=False)
+    if search == "greedy":
+        run = lambda rows: greedy_search(step, first[:rows], jnp.arange(rows) == 1, **common)
+    else:
+        run = lambda rows: beam_search(step, first[:rows], jnp.arange(rows) == 1, num_beams=2, **common)
+    out = run(2)
+    steps_with_dead_row = len(calls)
+    calls.clear()
+    alone = run(1)
+    assert np.asarray(out.tokens)[0].tolist() == np.asarray(alone.tokens)[0].tolist() == [1, EOS] + [PAD] * 10
+    assert steps_with_dead_row == len(calls) < common["max_new_tokens"] - 1
