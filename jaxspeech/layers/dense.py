@@ -33,7 +33,14 @@ class Dense(nn.Module):
             (x.shape[-1], self.features),
             self.param_dtype,
         )
-        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        if x.ndim > 2 and jax.default_backend() == "cpu":
+            # XLA:CPU computes the kernel gradient over one flattened leading axis much faster than
+            # over several (the tiny_asr step: 0.72 -> 0.62 s); elsewhere the reshape could cost a
+            # relayout (TPU tiles), so other backends keep the batched dot.
+            y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(self.dtype), kernel.astype(self.dtype))
+            y = y.reshape(*x.shape[:-1], self.features)
+        else:
+            y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
         if self.use_bias:
             bias = self.param(
                 "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[1:]), (self.features,), self.param_dtype

@@ -39,7 +39,8 @@ def test_scan_equals_loop_values_and_gradients():
     for a, b in zip(jax.tree.leaves(restacked), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(jax.tree.leaves(g_scan), jax.tree.leaves(g_loop)):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+        # float32 sums in a different order (scan vs loop): a few ulps on gradients of order 1
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("policy", ["full", "dots", pytest.param("dots_no_batch", marks=pytest.mark.slow)])
