@@ -28,7 +28,6 @@ from flax import struct
 from jaxspeech.decoding.search import NEG_INF, expand_for_beams
 
 
-
 @struct.dataclass
 class PrefixState:
     """Forward variables of each row's prefix g: log r_n, log r_b f32[R, T] (paths of g ending in a

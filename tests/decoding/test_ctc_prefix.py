@@ -104,9 +104,9 @@ def test_blank_penalty_turns_a_blank_leaning_frame_into_a_label():
     ctc_logits[0, 1, [0, 4]] = [2.0, 1.5]  # the middle frame leans to blank over label 4
     decoded = {}
     for penalty in (0.0, 1.0):
-        step, first, cache = joint_ctc(_uniform_llm(vocab), jnp.zeros((1, vocab)), jnp.zeros((1,)), jnp.asarray(ctc_logits),
-                                       jnp.array([3]), weight=1.0, num_candidates=vocab, eos_ids=(eos,), blank_id=0,
-                                       blank_penalty=penalty)
+        step, first, cache = joint_ctc(_uniform_llm(vocab), jnp.zeros((1, vocab)), jnp.zeros((1,)),
+                                       jnp.asarray(ctc_logits), jnp.array([3]), weight=1.0, num_candidates=vocab,
+                                       eos_ids=(eos,), blank_id=0, blank_penalty=penalty)
         out = greedy_search(step, first, cache, max_new_tokens=4, eos_ids=(eos,), pad_id=0)
         decoded[penalty] = np.asarray(out.tokens)[0, : int(out.lengths[0])].tolist()
     assert decoded == {0.0: [3, eos], 1.0: [3, 4, eos]}
