@@ -44,9 +44,9 @@ def _is_end(tokens: jax.Array, eos_ids: Sequence[int]) -> jax.Array:
     return jnp.isin(tokens, jnp.asarray(list(eos_ids) or [-1], jnp.int32))
 
 
-def _impossible(logprob: jax.Array) -> jax.Array:
-    """bool[B]: the token just chosen was impossible (<= NEG_INF / 2, -inf or NaN): the row cannot go on."""
-    return ~(logprob > NEG_INF / 2)
+def _impossible(score: jax.Array) -> jax.Array:
+    """bool, same shape: the score means "impossible" (<= NEG_INF / 2, -inf or NaN)."""
+    return ~(score > NEG_INF / 2)
 
 
 def _process(logits: jax.Array, step: jax.Array, processor: LogitsProcessor | None,
@@ -205,8 +205,8 @@ def beam_search(
         length = (s["step"] + 1).astype(jnp.float32)
         best_open = jnp.max(s["scores"], axis=1)
         # A row with no live hypothesis (every continuation impossible, e.g. a padding row) is over.
-        alive = best_open > neg_inf / 2
-        can_improve = alive & (best_open / jnp.power(length, length_penalty) > jnp.min(s["done_scores"], axis=1))
+        beats_done = best_open / jnp.power(length, length_penalty) > jnp.min(s["done_scores"], axis=1)
+        can_improve = ~_impossible(best_open) & beats_done
         return (s["step"] < max_new_tokens) & jnp.any(can_improve)
 
     def body(s):
@@ -221,7 +221,7 @@ def beam_search(
         last_step = step == max_new_tokens - 1
         length = jnp.broadcast_to(step + 1, cand_scores.shape)
         # Finished: candidates ending here (or every candidate at the last step) join the done pool.
-        finishing = (ends | last_step) & (cand_scores > neg_inf / 2)
+        finishing = (ends | last_step) & ~_impossible(cand_scores)
         fin_scores = jnp.where(finishing, normalised(cand_scores, length), neg_inf)
         pool_scores = jnp.concatenate([s["done_scores"], fin_scores], axis=1)
         pool_seqs = jnp.concatenate([s["done_seqs"], cand_seqs], axis=1)
