@@ -28,12 +28,9 @@ import time
 
 import jax
 
-from benchmarks.train_cpu import load_batch
+from benchmarks.train_step import build_step, load_batch
 from jaxspeech.cli.train import load_with_overrides
 from jaxspeech.recipes.components import build
-from jaxspeech.sharding.mesh import make_mesh
-from jaxspeech.train.state import build_layout, init_state
-from jaxspeech.train.step import CompiledStep
 
 _MARKERS = ("ThunkExecutor", "Threadpool", "Slinky", "end: ")  # runtime bookkeeping, not ops
 _HLO_OP_NAME = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name="([^"]+)"', re.M)
@@ -99,12 +96,9 @@ def main() -> None:
 
     components = build(load_with_overrides(args.config, args.set), progress=False)
     batch = load_batch(components, args.frames, None)
-    task = components.task
-    layout = build_layout(task, batch, components.train.optimizer, make_mesh(components.train.mesh))
-    step = CompiledStep(task, layout, components.train.optimizer, components.train.grad_accum_steps)
-    state = init_state(task, batch, layout, 0)
-    compiled = step.compiled(batch)
-    device_batch = step.to_device(batch)
+    built = build_step(components, batch)
+    state, compiled, device_batch = built.state, built.run, built.device_batch
+    del built  # the state is donated at every step: no other reference may keep the first one alive
 
     def run():
         nonlocal state

@@ -1,14 +1,15 @@
 """Train step of the tiny_asr Speech LLM on CPU: jaxspeech vs the same model in PyTorch (transformers).
 
 Ours is exactly what ``jaxspeech train --config configs/tiny_asr.py`` trains, built through the
-project's own code (``recipes.components.build`` -> ``build_layout`` / ``init_state`` ->
-``CompiledStep``): a 4-block Conformer (d 144, 4 heads, FFN 576, depthwise kernel 9, layer-norm
-conv module, 4x frame stacking + Dense front end, relative positions) -> frame stacking by 4 + GELU
-MLP (576 -> 384 -> 192) -> a 3-layer Llama decoder (d 192, 4 heads, SwiGLU 512, tied embeddings,
-vocabulary 512) with the audio spliced in at the placeholder tokens; loss = next-token
-cross-entropy (label smoothing 0.1) on the loss-masked tokens + 0.3 x CTC on the encoder (blank =
-pad id); SpecAugment and dropout 0.1 on; AdamW (weight decay 0.01 except biases / norm scales,
-warmup + cosine schedule) with global-norm clipping at 1.0.
+project's own code (``recipes.components.build``, then ``benchmarks.train_step.build_step``: the
+layout, state and ``CompiledStep`` as the trainer makes them): a 4-block Conformer (d 144, 4 heads,
+FFN 576, depthwise kernel 9, layer-norm conv module, 4x frame stacking + Dense front end, relative
+positions) -> frame stacking by 4 + GELU MLP (576 -> 384 -> 192) -> a 3-layer Llama decoder (d 192,
+4 heads, SwiGLU 512, tied embeddings, vocabulary 512) with the audio spliced in at the placeholder
+tokens; loss = next-token cross-entropy (label smoothing 0.1) on the loss-masked tokens + 0.3 x CTC
+on the encoder (blank = pad id); SpecAugment on, dropout as the config sets it (0 in tiny_asr);
+AdamW (weight decay 0.01 except biases / norm scales, warmup + cosine schedule) with global-norm
+clipping at 1.0.
 
 The peer is the same network in PyTorch from transformers modules where they exist: Parakeet's
 Conformer blocks (``ParakeetEncoder`` with its subsampling swapped for a frame-stacking Linear and
@@ -64,12 +65,10 @@ from flax import linen as nn
 from flax import traverse_util
 
 from benchmarks.harness import alternating, best_torch_threads, machine_info, matmul_peak_gflops, timed, write_json
+from benchmarks.train_step import build_step, load_batch
 from jaxspeech.config_dict import load_config_file
 from jaxspeech.recipes.components import build
-from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.tasks.speech_llm import SpeechLLMTask, ctc_min_frames, ctc_targets
-from jaxspeech.train.state import build_layout, init_state
-from jaxspeech.train.step import CompiledStep
 
 CONFIG = "configs/tiny_asr.py"
 FULL = dict(conformer_layers=None, llm_layers=None, rows=None, pairs=10, warmup=2, thread_repeats=3)
@@ -78,23 +77,6 @@ SMOKE = dict(conformer_layers=2, llm_layers=1, rows=8, pairs=3, warmup=1, thread
 
 # ----------------------------------------------------------------------------------------------
 # Our side
-
-
-def load_batch(components, frames: int, rows: int | None, max_batches: int = 300):
-    """The pipeline's first host batch of the ``frames`` bucket (optionally its first ``rows`` rows)."""
-    it = components.train_pipeline().iterator()
-    try:
-        for _ in range(max_batches):
-            batch = next(it).batch
-            if batch.features.shape[2] == frames:
-                break
-        else:
-            raise RuntimeError(f"no batch of the {frames}-frame bucket in the first {max_batches} batches")
-    finally:
-        it.close()
-    if rows is not None:
-        batch = jax.tree.map(lambda x: x[:rows], batch)
-    return batch
 
 
 def analytic_flops(model, batch) -> dict:
@@ -451,13 +433,9 @@ def main() -> None:
     model, task = components.model, components.task
 
     # --- ours: what `jaxspeech train` compiles and runs
-    layout = build_layout(task, batch, components.train.optimizer, make_mesh(components.train.mesh))
-    step = CompiledStep(task, layout, components.train.optimizer, components.train.grad_accum_steps)
-    state = init_state(task, batch, layout, 0)
-    fn = step.compiled(batch)
-    key = step.shape_key(batch)
-    compile_s = step.compile_seconds[key]
-    device_batch = step.to_device(batch)
+    built = build_step(components, batch)
+    step, state, fn, device_batch, compile_s = built.step, built.state, built.run, built.device_batch, built.compile_s
+    del built  # the state is donated at every step: no other reference may keep the first one alive
     ours_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state["params"]))
     eval_loss = jax.jit(lambda p, b: task.loss(p, b, jax.random.key(0), train=False))
     ours_eval_loss, ours_eval_metrics = jax.device_get(eval_loss(state["params"], device_batch))
@@ -507,7 +485,7 @@ def main() -> None:
     peak = matmul_peak_gflops()
 
     flops = analytic_flops(model, batch)
-    xla_scanned = step.flops.get(key)
+    xla_scanned = step.flops.get(step.shape_key(batch))
     xla_unrolled = xla_unrolled_grad_flops(components, batch)
     gflops = flops["train_step"] / timing["ours_median_s"] / 1e9
     peer_gflops = flops["train_step"] / timing["peer_median_s"] / 1e9

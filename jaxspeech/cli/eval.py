@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     parser.add_argument("--ctc-weight", type=float, default=None, metavar="W",
                         help="joint CTC/attention decoding: weight of the CTC prefix score (0-1; needs a CTC head)")
     parser.add_argument("--ctc-candidates", type=int, default=None, metavar="N",
-                        help="joint decoding: how many of the LLM's best tokens the CTC rescores each step")
+                        help="joint decoding: how many of its best tokens (by joint score, over the whole "
+                             "vocabulary) each row offers the search at every step")
     parser.add_argument("--ctc-blank-penalty", type=float, default=None, metavar="B",
                         help="joint decoding: subtract B from the CTC blank logit (> 0 counters deleted labels)")
     parser.add_argument("--length-penalty", type=float, default=None, metavar="P",

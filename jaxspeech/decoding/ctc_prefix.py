@@ -1,17 +1,20 @@
-"""Joint CTC/attention decoding: the LLM's next-token choices rescored with CTC prefix probabilities.
+"""Joint CTC/attention decoding: the LLM's next-token scores combined with CTC prefix probabilities.
 
 A decoder that reads audio through attention can lose its place and go on writing fluent text the
-audio does not hold; the CTC head cannot, because its alignment is monotonic. At every step the
-``num_candidates`` best tokens of the LLM are rescored as
+audio does not hold; the CTC head cannot, because its alignment is monotonic. At every step every
+token c is scored as
 
     (1 - w) * log p_llm(c | h) + w * (log P_ctc(h + c ...) - log P_ctc(h ...)),
 
 where P_ctc(g ...) is the CTC probability of all label sequences that start with the prefix g
 (Watanabe et al., 2017, "Hybrid CTC/attention architecture"); an end token gets the CTC
-probability of the whole prefix instead. The other tokens are ruled out, and so are tokens the
-wrapped step rules out (-inf logits, e.g. a lexicon's). The search adds the scores unnormalised
-(``normalize=False``), so a hypothesis' total is (1 - w) log p_llm(y) + w log P_ctc(y): renormalising
-each step over the candidates would hide a prefix whose every continuation the audio contradicts.
+probability of the whole prefix instead. Each row offers the search its ``num_candidates`` best
+tokens; tokens the wrapped step rules out (-inf logits, e.g. a lexicon's) stay out. Scoring the
+whole vocabulary, not only the LLM's best few tokens, lets the audio bring back a word the LLM
+finds unlikely; it costs one [T] x [T, K] product per row and step (``vocabulary_prefix_scores``).
+The search adds the scores unnormalised (``normalize=False``), so a hypothesis' total is
+(1 - w) log p_llm(y) + w log P_ctc(y): renormalising each step would hide a prefix whose every
+continuation the audio contradicts.
 
 The prefix state of every row (forward variables over the T CTC frames, in log space) travels in
 the decoding cache, so beam search reorders it with the KV cache.
@@ -80,6 +83,50 @@ def prefix_scores(
     return jnp.maximum(jax.nn.logsumexp(start, axis=1), NEG_INF)
 
 
+@struct.dataclass
+class ScaledPosteriors:
+    """The CTC posteriors of B utterances, each label scaled by its own peak over the valid frames,
+    so that a sum over frames can be a matmul: scaled f32[B, T, K] = p_t(c) / peak(c) (0 past the
+    utterance's end), log_peak f32[B, K]."""
+
+    scaled: jax.Array
+    log_peak: jax.Array
+
+
+def scale_posteriors(log_probs: jax.Array, lengths: jax.Array) -> ScaledPosteriors:
+    """log_probs f32[B, T, K] (CTC log-softmax), lengths i32[B] -> ``ScaledPosteriors``."""
+    valid = (jnp.arange(log_probs.shape[1])[None, :] < lengths[:, None])[:, :, None]
+    masked = jnp.where(valid, log_probs, NEG_INF)
+    log_peak = jnp.max(masked, axis=1)  # [B, K]
+    return ScaledPosteriors(scaled=jnp.where(valid, jnp.exp(masked - log_peak[:, None, :]), 0.0), log_peak=log_peak)
+
+
+def vocabulary_prefix_scores(
+    state: PrefixState, posteriors: ScaledPosteriors, log_probs: jax.Array, lengths: jax.Array, blank_id: int
+) -> jax.Array:
+    """log P_ctc(g + c ...) f32[R, K] for every label c of the CTC vocabulary (NEG_INF for the blank).
+
+    The same sum over start frames as ``prefix_scores``, as one [T] x [T, K] product per row: the R
+    rows are B utterances times R / B beams that share ``posteriors`` (B rows); ``log_probs`` and
+    ``lengths`` are per row (R). The last label of g repeats only after a blank, so its score comes
+    from ``prefix_scores``. A score below about 87 nats under the best frame's underflows to NEG_INF."""
+    rows, frames = state.r_n.shape
+    batch, _, labels = posteriors.scaled.shape
+    valid = jnp.arange(frames)[None, :] < lengths[:, None]
+    before = jnp.logaddexp(state.r_n, state.r_b)  # [R, T]: paths of g up to frame t
+    before_first = jnp.where(state.last < 0, 0.0, NEG_INF)[:, None]  # only the empty prefix ends "before 0"
+    phi = jnp.where(valid, jnp.concatenate([before_first, before[:, :-1]], axis=1), NEG_INF)
+    log_top = jnp.max(phi, axis=1, keepdims=True)
+    weights = jnp.exp(phi - log_top).reshape(batch, rows // batch, frames)
+    total = jnp.einsum("bkt,btc->bkc", weights, posteriors.scaled).reshape(rows, labels)
+    log_peak = jnp.repeat(posteriors.log_peak, rows // batch, axis=0)
+    scores = jnp.maximum(jnp.log(total) + log_top + log_peak, NEG_INF).at[:, blank_id].set(NEG_INF)
+    repeat = prefix_scores(state, jnp.maximum(state.last, 0)[:, None], log_probs, lengths, blank_id)[:, 0]
+    row_index = jnp.arange(rows)
+    return scores.at[row_index, jnp.maximum(state.last, 0)].set(
+        jnp.where(state.last >= 0, repeat, scores[row_index, jnp.maximum(state.last, 0)]))
+
+
 def extend_prefix(
     state: PrefixState, labels: jax.Array, log_probs: jax.Array, lengths: jax.Array, blank_id: int
 ) -> PrefixState:
@@ -114,7 +161,7 @@ def full_score(state: PrefixState, lengths: jax.Array) -> jax.Array:
 @struct.dataclass
 class JointCache:
     """The wrapped step's cache, each row's CTC prefix state and the candidates its last step
-    scored (labels i32[R, N]). A candidate's forward variables are computed only once the search
+    offered (labels i32[R, N]). A candidate's forward variables are computed only once the search
     picks it (``_advance``), so beam search reorders [R, T] prefix states, not [R, N, T] ones."""
 
     inner: Any
@@ -122,16 +169,20 @@ class JointCache:
     labels: jax.Array
 
 
-def _rescore(logits, prefix, log_probs, lengths, weight, num_candidates, eos_ids, blank_id):
-    """LLM logits f32[R, V] -> (joint scores f32[R, V], -inf outside the candidates; the candidates i32[R, N])."""
-    llm_logp, labels = jax.lax.top_k(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), num_candidates)
-    scores = prefix_scores(prefix, labels, log_probs, lengths, blank_id)
-    ends = jnp.isin(labels, jnp.asarray(list(eos_ids) or [-1], jnp.int32))
-    scores = jnp.where(ends, full_score(prefix, lengths)[:, None], scores)
+def _rescore(logits, prefix, posteriors, log_probs, lengths, weight, num_candidates, eos_ids, blank_id):
+    """LLM logits f32[R, V] -> (joint scores f32[R, V], -inf outside the candidates; the candidates
+    i32[R, N]: each row's N best joint scores, over every token the CTC head or an end token can give)."""
+    llm_logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    vocab = logits.shape[-1]
+    scores = vocabulary_prefix_scores(prefix, posteriors, log_probs, lengths, blank_id)[:, :vocab]
+    scores = jnp.pad(scores, ((0, 0), (0, vocab - scores.shape[1])), constant_values=NEG_INF)
+    ends = jnp.isin(jnp.arange(vocab), jnp.asarray(list(eos_ids) or [-1], jnp.int32))
+    scores = jnp.where(ends[None, :], full_score(prefix, lengths)[:, None], scores)
     joint = (1.0 - weight) * llm_logp + weight * (scores - prefix.score[:, None])
     joint = jnp.where(jnp.isneginf(llm_logp), -jnp.inf, joint)  # what the step rules out stays out (also at w = 1)
+    best, labels = jax.lax.top_k(joint, num_candidates)
     rows = jnp.arange(logits.shape[0])[:, None]
-    out = jnp.full(logits.shape, -jnp.inf, jnp.float32).at[rows, labels].set(joint)
+    out = jnp.full(logits.shape, -jnp.inf, jnp.float32).at[rows, labels].set(best)
     return out, labels
 
 
@@ -169,15 +220,16 @@ def joint_ctc(
         ctc_logits = ctc_logits.at[..., blank_id].add(-blank_penalty)
     log_probs = jax.nn.log_softmax(ctc_logits, axis=-1)
     args = (weight, num_candidates, tuple(eos_ids), blank_id)
+    posteriors = scale_posteriors(log_probs, ctc_lengths)
     prefix = initial_state(log_probs, ctc_lengths, blank_id)
-    first, candidates = _rescore(first_logits, prefix, log_probs, ctc_lengths, *args)
+    first, candidates = _rescore(first_logits, prefix, posteriors, log_probs, ctc_lengths, *args)
     step_probs, step_lengths = expand_for_beams((log_probs, ctc_lengths), num_beams) if num_beams > 1 else (
         log_probs, ctc_lengths)
 
     def step(tokens, joint_cache: JointCache):
         prefix = _advance(joint_cache, tokens, step_probs, step_lengths, blank_id)
         logits, inner = step_fn(tokens, joint_cache.inner)
-        scores, candidates = _rescore(logits, prefix, step_probs, step_lengths, *args)
+        scores, candidates = _rescore(logits, prefix, posteriors, step_probs, step_lengths, *args)
         return scores, JointCache(inner, prefix, candidates)
 
     return step, first, JointCache(cache, prefix, candidates)

@@ -55,8 +55,9 @@ PROMPT_KEYS = {"task", "chat", "system"}
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Decoding of the evaluation sets: ``method`` greedy | beam; ``ctc_weight`` > 0 rescores the
-    ``ctc_candidates`` best tokens of every step with the CTC head (joint CTC/attention decoding);
+    """Decoding of the evaluation sets: ``method`` greedy | beam; ``ctc_weight`` > 0 adds the CTC
+    head's prefix scores to the LLM's at every step (joint CTC/attention decoding), and each row
+    offers the search its ``ctc_candidates`` best joint tokens;
     ``ctc_blank_penalty`` is subtracted from the CTC head's blank logit in that rescoring;
     ``length_penalty``: beam search ranks finished hypotheses by score / length**length_penalty;
     ``lexicon`` (a word-list file, or a data set whose transcripts give the words; ``recipes/lexicon.py``)

@@ -7,8 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspeech.decoding.ctc_prefix import extend_prefix, full_score, initial_state, joint_ctc, prefix_scores
-from jaxspeech.decoding.search import beam_search, greedy_search
+from jaxspeech.decoding.ctc_prefix import (
+    extend_prefix,
+    full_score,
+    initial_state,
+    joint_ctc,
+    prefix_scores,
+    scale_posteriors,
+    vocabulary_prefix_scores,
+)
+from jaxspeech.decoding.search import beam_search, expand_for_beams, greedy_search
 
 BLANK, K = 0, 3
 
@@ -86,15 +94,30 @@ def test_ctc_alone_decodes_a_peaky_ctc_path(search):
     assert tokens[1, : int(out.lengths[1])].tolist() == [2, 4, eos]
 
 
-def test_small_ctc_weight_keeps_the_llm_choice_and_candidates_bound_the_choice():
+def test_vocabulary_scores_equal_prefix_scores_of_every_label_for_every_beam():
+    batch, beams, frames, labels = 2, 3, 9, 6
+    log_probs = jax.nn.log_softmax(jax.random.normal(jax.random.key(0), (batch, frames, labels)) * 3.0, axis=-1)
+    lengths = jnp.array([9, 6])
+    posteriors = scale_posteriors(log_probs, lengths)
+    row_probs, row_lengths = expand_for_beams((log_probs, lengths), beams)
+    state = initial_state(row_probs, row_lengths, BLANK)
+    every_label = jnp.tile(jnp.arange(labels)[None], (batch * beams, 1))
+    for chosen in ([1, 2, 3, 1, 2, 3], [1, 1, 2, 3, 3, 4], [4, 1, 2, 2, 5, 5]):  # repeats and new labels per beam
+        state = extend_prefix(state, jnp.array(chosen), row_probs, row_lengths, BLANK)
+        scores = vocabulary_prefix_scores(state, posteriors, row_probs, row_lengths, BLANK)
+        expected = prefix_scores(state, every_label, row_probs, row_lengths, BLANK).at[:, BLANK].set(-1e30)
+        np.testing.assert_allclose(np.asarray(scores), np.asarray(expected), rtol=1e-5)
+
+
+def test_the_ctc_can_choose_a_token_the_llm_ranks_last_and_candidates_bound_the_choice():
     vocab = 6
-    llm_logits = jnp.array([[0.0, 0.0, 3.0, 1.0, 0.0, 0.0]])
+    llm_logits = jnp.array([[0.0, 1.0, 3.0, -2.0, 0.0, 0.0]])  # the LLM ranks token 3 last
     ctc_logits = jnp.asarray(np.eye(5)[[[0, 3, 0]]] * 8.0, jnp.float32)  # CTC says 3
     for weight, expected in ((0.01, 2), (0.9, 3)):
         _, first, _ = joint_ctc(_uniform_llm(vocab), llm_logits, jnp.zeros((1,)), ctc_logits, jnp.array([3]),
                                 weight=weight, num_candidates=2, eos_ids=(5,), blank_id=0)
         assert int(jnp.argmax(first[0])) == expected
-        assert int(jnp.isfinite(first[0]).sum()) == 2  # only the LLM's two best tokens stay possible
+        assert int(jnp.isfinite(first[0]).sum()) == 2  # only the two best joint scores stay possible
 
 
 def test_blank_penalty_turns_a_blank_leaning_frame_into_a_label():
