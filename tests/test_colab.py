@@ -9,6 +9,8 @@ import shutil
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# These tests build or read data/tiny_debug in the checkout: under pytest -n they share one worker.
+pytestmark = pytest.mark.xdist_group("repo_data")
 NOTEBOOKS = sorted((REPO / "colab").glob("*.ipynb"))
 
 

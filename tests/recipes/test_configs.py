@@ -25,6 +25,8 @@ from jaxspeech.train.step import CompiledStep
 from jaxspeech.types import Batch, BatchShape
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# These tests build or read data/tiny_debug in the checkout: under pytest -n they share one worker.
+pytestmark = pytest.mark.xdist_group("repo_data")
 SPEECH_LLM_CONFIGS = ("tiny_asr", "cross_attention", "hybrid")
 PRETRAINED_CONFIGS = ("slam_asr", "salmonn_style")
 # Parameters of the full variants (millions) with the debug tokenizer's 128 pieces (a real run's 512

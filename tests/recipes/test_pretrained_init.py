@@ -39,6 +39,8 @@ from jaxspeech.train.warm_start import place_params
 from jaxspeech.types import Batch
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+# These tests build or read data/tiny_debug in the checkout: under pytest -n they share one worker.
+pytestmark = pytest.mark.xdist_group("repo_data")
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
                  "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")

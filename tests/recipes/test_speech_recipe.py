@@ -11,6 +11,8 @@ import pytest
 from jaxspeech.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# These tests build or read data/tiny_debug in the checkout: under pytest -n they share one worker.
+pytestmark = pytest.mark.xdist_group("repo_data")
 CONFIG = "configs/tiny_asr.py"
 
 

@@ -40,6 +40,8 @@ from jaxspeech.train.task import LOSS_WEIGHT
 from jaxspeech.types import Batch, BatchShape
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+# These tests build or read data/tiny_debug in the checkout: under pytest -n they share one worker.
+pytestmark = pytest.mark.xdist_group("repo_data")
 CONFIG = str(REPO / "configs" / "whisper_finetune.py")
 # Ids of the byte-level tokenizer: 256 bytes, then Whisper's special tokens in Whisper's order.
 END, START, EN, TRANSLATE, TRANSCRIBE, NO_TIMESTAMPS = range(256, 262)
