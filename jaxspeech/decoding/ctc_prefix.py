@@ -121,10 +121,9 @@ def vocabulary_prefix_scores(
     total = jnp.einsum("bkt,btc->bkc", weights, posteriors.scaled).reshape(rows, labels)
     log_peak = jnp.repeat(posteriors.log_peak, rows // batch, axis=0)
     scores = jnp.maximum(jnp.log(total) + log_top + log_peak, NEG_INF).at[:, blank_id].set(NEG_INF)
-    repeat = prefix_scores(state, jnp.maximum(state.last, 0)[:, None], log_probs, lengths, blank_id)[:, 0]
-    row_index = jnp.arange(rows)
-    return scores.at[row_index, jnp.maximum(state.last, 0)].set(
-        jnp.where(state.last >= 0, repeat, scores[row_index, jnp.maximum(state.last, 0)]))
+    last, row_index = jnp.maximum(state.last, 0), jnp.arange(rows)
+    repeat = prefix_scores(state, last[:, None], log_probs, lengths, blank_id)[:, 0]
+    return scores.at[row_index, last].set(jnp.where(state.last >= 0, repeat, scores[row_index, last]))
 
 
 def extend_prefix(

@@ -27,8 +27,9 @@ class GenerationConfig:
     """``method``: greedy | sample | beam. ``eos_ids`` end a row (suppressed for the first
     ``min_new_tokens`` steps); ``pad_id`` fills after the end. ``ctc_weight`` > 0 (models with a
     CTC head only) adds CTC prefix probabilities to every token's score at every step, and each
-    row offers the search its ``ctc_candidates`` best joint tokens (``decoding/ctc_prefix.py``); ``ctc_blank_penalty`` is subtracted from the CTC
-    head's blank logit before its softmax (> 0: fewer deleted labels from an over-confident blank)."""
+    row offers the search its ``ctc_candidates`` best joint tokens (``decoding/ctc_prefix.py``);
+    ``ctc_blank_penalty`` is subtracted from the CTC head's blank logit before its softmax (> 0:
+    fewer deleted labels from an over-confident blank)."""
 
     max_new_tokens: int = 32
     min_new_tokens: int = 0
