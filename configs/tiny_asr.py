@@ -26,11 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data = dict(
         dir="data/tiny",
         build_corpus=True,
-        # 12 h, not 6: at ~1,800 steps the 6-h run read its training sentences far better than new
-        # ones (greedy CTC: CER 6.1 % against 8.9 %); 12 h cost ~65 s more to build and gained
-        # ~0.5 WER points (experiments/tiny_asr/README.md, ninth stop). Shared with slam_asr.py and
-        # whisper_finetune.py, whose data/tiny is the same folder.
-        corpus=dict(train_hours=12.0),
+        corpus=dict(),  # the embedded corpus at its defaults (12 h): what `jaxspeech prepare-data tiny` builds
         tokenizer_vocab=512,
         train="train",
         eval_sets=("test",),  # dev, for choosing decoding settings: jaxspeech eval --workdir RUN --sets dev

@@ -32,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data = dict(
         dir="data/tiny",
         build_corpus=True,
-        corpus=dict(train_hours=12.0),  # the corpus of configs/tiny_asr.py (keep equal): the two share data/tiny
+        corpus=dict(),  # the embedded corpus at its defaults, as in configs/tiny_asr.py: they share data/tiny
         tokenizer=None,  # default: init.whisper_dir
         build_tokenizer=False,
         train="train",

@@ -1,6 +1,6 @@
 """``jaxspeech prepare-data``: build a dataset on this machine, offline.
 
-  jaxspeech prepare-data tiny                                  # ~3 h of synthetic speech in data/tiny
+  jaxspeech prepare-data tiny                                  # ~12 h of synthetic speech in data/tiny
   jaxspeech prepare-data tiny --out /data/tiny --hours 6 --seed 1 --tokenizer-vocab 512
   jaxspeech prepare-data tiny --out /tmp/t --hours 0.05 --dev 20 --test 20 --held-out 10
 
