@@ -8,6 +8,9 @@ INSTALL_REQUIRES = [
     "flax==0.12.8",
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
+    "etils[epath]>=1.5",  # paths that may be local or a bucket (checkpoints, data)
+    "absl-py>=1.0",  # Grain's flags (data/pipeline.py)
+    "ml-dtypes>=0.5",  # bfloat16 in safetensors files
     "grain==0.2.18",
     "ml-collections==1.1.0",
     "numpy>=2.0",
@@ -32,6 +35,7 @@ EXTRAS = {
     "dev": [
         "pytest>=8",
         "pytest-xdist>=3",
+        "hypothesis>=6.100",  # property tests (tokenizers, chat templates, long-form chunking)
         "torch==2.13.0",
         "transformers>=5.0",
         "tiktoken",
