@@ -12,7 +12,7 @@ import dataclasses
 import functools
 from typing import Any, Mapping, Sequence
 
-from jaxspeech.data.audio_tokens import downsampled_length
+from jaxspeech.audio_tokens import downsampled_length
 from jaxspeech.data.prompts import EncodedExample, encode_example
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER
 from jaxspeech.data.tokenizers import HFTokenizer, Tokenizer, load_tokenizer

@@ -25,11 +25,11 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax import struct
 
-from jaxspeech.data.audio_tokens import WHISPER_ENCODER, DownsampleStep, Pooling
+from jaxspeech.audio_tokens import WHISPER_ENCODER, DownsampleStep, Pooling
 from jaxspeech.layers import axes
 from jaxspeech.layers.attention import Attention
 from jaxspeech.layers.embeddings import sinusoids
-from jaxspeech.layers.masks import MaskSpec, padding_mask
+from jaxspeech.kernels.masks import MaskSpec, padding_mask
 from jaxspeech.layers.mlp import MLP, activation
 from jaxspeech.layers.norms import LayerNorm
 from jaxspeech.layers.options import check_block_options, check_heads

@@ -2,7 +2,7 @@
 
 Audio longer than the model's ``max_audio_frames`` is cut into overlapping windows (a sixth of the
 window overlaps on each side) whose token sequences are merged with the rule of
-``jaxspeech.models.longform``. Windows are padded to the training buckets, so decoding compiles
+``jaxspeech.recipes.longform``. Windows are padded to the training buckets, so decoding compiles
 at most one program per bucket.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxspeech.decoding.speech import decoding_params, generate_from_audio
 from jaxspeech.features.mel import HOP_LENGTH, log_mel_spectrogram
-from jaxspeech.models.longform import chunk_windows, merge_chunks
+from jaxspeech.recipes.longform import chunk_windows, merge_chunks
 from jaxspeech.recipes.evaluate import generation_config
 from jaxspeech.recipes.restore import restore
 

@@ -54,7 +54,7 @@ from jaxspeech.features.specaugment import SpecAugmentConfig
 from jaxspeech.models.whisper_seq2seq import WhisperConfig, WhisperGenerationConfig
 from jaxspeech.recipes.components import EvalConfig, ensure_data, manifest_file, set_names
 from jaxspeech.recipes.report import write_report
-from jaxspeech.recipes.run import save_config
+from jaxspeech.recipes.workdir import save_config
 from jaxspeech.recipes.whisper_eval import eval_during_training, evaluate_sets
 from jaxspeech.sharding import multihost
 from jaxspeech.sharding.mesh import make_mesh

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxspeech.data.errors import RejectReason
+from jaxspeech.errors import RejectReason
 from jaxspeech.data.pipeline import DataPipeline, PipelineConfig
 from jaxspeech.data.sources import ManifestSource
 from jaxspeech.features import mel
