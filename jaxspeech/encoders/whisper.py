@@ -11,7 +11,7 @@ changes the valid outputs (an utterance padded in a batch gives the same frames 
 dropped like PyTorch's ``AvgPool1d``) before the final LayerNorm: Qwen2-Audio's audio tower (pool 2).
 
 Positions: HF stores the encoder's ``embed_positions`` as a (frozen) weight; it is always equal to
-``sinusoids(max_source_positions, d_model)`` (checked on import by ``jaxspeech.convert.whisper``),
+``sinusoids(max_source_positions, d_model)`` (checked on import by ``jaxspeech.convert.hf_whisper``),
 so here it is a constant, not a parameter.
 """
 

@@ -18,7 +18,7 @@ import ml_collections
 
 from jaxspeech.config_dict import plain
 from jaxspeech.data.tokenizers import TOKENIZER_FILES
-from jaxspeech.recipes.lexicon import write_words
+from jaxspeech.recipes.word_list import write_words
 from jaxspeech.recipes.components import Components, build
 from jaxspeech.recipes.evaluate import decode_manifest, evaluate_sets, score
 from jaxspeech.recipes.pretrained import describe, has_checkpoints, write_pretrained_checkpoint

@@ -36,7 +36,7 @@ class SpeechLLMTranscriber:
         self.gen = generation_config(components)
         self.lexicon = components.lexicon()
         self.decoding = decoding_params(components.model, {"params": params}, components.task.lora)
-        self.prompts = components.encoder(inference=True)
+        self.prompts = components.example_tokens(inference=True)
         self.buckets = components.pipeline.bucket_frames
         self.max_tokens = components.pipeline.max_tokens
 
