@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from jaxspeech.cli import main  # noqa: E402
-from tests.text.tokenizer_dirs import write_chatml_dir  # noqa: E402
+from jaxspeech.testing.tokenizer_dirs import write_chatml_dir  # noqa: E402
 
 pytestmark = pytest.mark.parity
 

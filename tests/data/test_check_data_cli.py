@@ -4,18 +4,18 @@ import json
 import os
 
 from jaxspeech.cli import main
-from tests.data import synthetic
+from jaxspeech.testing import audio_files
 
 
 def test_check_data_counts_and_reports_rejects(tmp_path, capsys):
     entries = []
     for i, seconds in enumerate((0.3, 0.7, 1.4)):
-        duration = synthetic.write_clip(str(tmp_path / f"{i}.flac"), seconds, seed=i)
+        duration = audio_files.write_clip(str(tmp_path / f"{i}.flac"), seconds, seed=i)
         entries.append({"id": f"u{i}", "audio_filepath": f"{i}.flac", "duration": duration, "text": "x"})
     with open(tmp_path / "broken.flac", "wb") as f:
         f.write(b"not audio" * 50)
     entries.append({"id": "bad", "audio_filepath": "broken.flac", "duration": 0.5, "text": "x"})
-    manifest = synthetic.write_manifest(str(tmp_path / "m.jsonl"), entries)
+    manifest = audio_files.write_manifest(str(tmp_path / "m.jsonl"), entries)
     report = str(tmp_path / "rejects.json")
 
     status = main(["check-data", manifest, "--buckets", "100", "200", "--frame-budget", "400", "--report", report])

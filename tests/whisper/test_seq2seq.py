@@ -21,7 +21,7 @@ from jaxspeech.models.whisper_seq2seq import (
     make_generate_fn,
     suppression_processor,
 )
-from tests.whisper.tiny import (
+from jaxspeech.testing.whisper import (
     EOS,
     EN,
     MICRO_FRAMES,
