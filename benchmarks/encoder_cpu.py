@@ -25,7 +25,7 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from benchmarks.harness import alternating, best_torch_threads, machine_info, matmul_peak_gflops, write_json
 from benchmarks.profiling import profile
-from jaxspeech.convert.whisper import load_hf_whisper
+from jaxspeech.convert.hf_whisper import load_hf_whisper
 from jaxspeech.encoders.whisper import WhisperEncoder
 from jaxspeech.models.whisper_seq2seq import WHISPER_SIZES
 

@@ -29,7 +29,7 @@ from jaxspeech.encoders.whisper import HIDDEN_AXES, WhisperEncoder, WhisperEncod
 from jaxspeech.layers import axes
 from jaxspeech.layers.attention import Attention
 from jaxspeech.layers.embeddings import Embed
-from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.kernels.masks import MaskSpec
 from jaxspeech.layers.mlp import MLP
 from jaxspeech.layers.norms import LayerNorm
 from jaxspeech.layers.options import check_block_options, check_heads

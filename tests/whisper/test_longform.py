@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from jaxspeech.cli import main
 from jaxspeech.data.audio import load_audio
 from jaxspeech.decoding.whisper import make_generate_fn
-from jaxspeech.models.longform import WhisperTranscriber, chunk_windows, merge_chunks, merge_overlapping
+from jaxspeech.recipes.longform import WhisperTranscriber, chunk_windows, merge_chunks, merge_overlapping
 from tests.whisper.tiny import EOS, MICRO_FRAMES, MICRO_SAMPLES, padded_features, random_audio
 
 

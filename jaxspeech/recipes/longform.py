@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspeech.convert.whisper import load_generation_config, load_hf_whisper
+from jaxspeech.convert.hf_whisper import load_generation_config, load_hf_whisper
 from jaxspeech.data.text import load_tokenizer
 from jaxspeech.decoding.whisper import make_generate_fn
 from jaxspeech.features.mel import HOP_LENGTH, log_mel_spectrogram
