@@ -11,7 +11,7 @@ Tensor names: the Hub layout that ``save_pretrained`` writes (``audio_tower.*``,
 ``multi_modal_projector.*``, ``language_model.model.*``, ``language_model.lm_head.*``) and the
 in-memory layout of transformers 5 (``model.audio_tower.*``, ``model.multi_modal_projector.*``,
 ``model.language_model.*``, ``lm_head.*``). The Whisper-encoder and Qwen2 name tables are those of
-``jaxspeech.convert.whisper`` and ``jaxspeech.convert.hf_llm``.
+``jaxspeech.convert.hf_whisper`` and ``jaxspeech.convert.hf_llm``.
 
 Where we differ from transformers (both documented in ``tests/models/test_qwen2_audio_parity.py``):
   * our encoder zeroes mel frames past each clip's length before each convolution (so padding
@@ -39,7 +39,7 @@ from flax import linen as nn
 from flax import traverse_util
 
 from jaxspeech.connectors.config import ConnectorConfig
-from jaxspeech.convert import hf_llm, whisper
+from jaxspeech.convert import hf_llm, hf_whisper
 from jaxspeech.convert.safetensors_io import CheckpointError, SafetensorsReader
 from jaxspeech.models.audio_encoder import AudioEncoderConfig
 from jaxspeech.models.speech_llm import SpeechLLM, SpeechLLMConfig
@@ -112,7 +112,7 @@ def config_from_hf(hf: dict, **options: Any) -> SpeechLLMConfig:
         raise CheckpointError("Qwen2-Audio config.json lacks an integer 'audio_token_index'")
 
     audio_hf = {**AUDIO_DEFAULTS, **hf["audio_config"]}
-    encoder = whisper.encoder_config_from_hf(audio_hf, "Qwen2-Audio audio_config")
+    encoder = hf_whisper.encoder_config_from_hf(audio_hf, "Qwen2-Audio audio_config")
     encoder = _apply_options(encoder.replace(pool_before_norm=POOL), options)
 
     text_hf = {**TEXT_DEFAULTS, **hf["text_config"]}
@@ -193,13 +193,13 @@ def load_hf_qwen2_audio(path: str, **options: Any) -> tuple[SpeechLLMConfig, dic
     layout = _layout(reader)
     encoder_config = config.encoder.whisper
 
-    encoder = whisper.encoder_params_from_tensors(
+    encoder = hf_whisper.encoder_params_from_tensors(
         encoder_config, lambda name, shape: reader.get(_rename(name, "model.encoder.", layout.audio), shape)
     )
     positions = layout.audio + "embed_positions.weight"
     if positions in reader:
         table = reader.get(positions, (encoder_config.max_source_positions, encoder_config.d_model))
-        whisper.check_encoder_positions(table, encoder_config, f"{path}: {positions}")
+        hf_whisper.check_encoder_positions(table, encoder_config, f"{path}: {positions}")
 
     dtype = np.dtype(config.connector.param_dtype)
     audio_width, text_width = encoder_config.d_model, config.llm.hidden_size

@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from jaxspeech.data.errors import AudioError, RejectReason
+from jaxspeech.errors import AudioError, RejectReason
 
 DEFAULT_SAMPLE_RATE = 16000
 DEFAULT_DURATION_TOLERANCE = 0.025  # seconds

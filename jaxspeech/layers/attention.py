@@ -23,7 +23,7 @@ from flax import linen as nn
 from jaxspeech.kernels.reference import reference_attention
 from jaxspeech.layers import axes
 from jaxspeech.layers.dense import Dense
-from jaxspeech.layers.masks import MaskSpec, dense_mask
+from jaxspeech.kernels.masks import MaskSpec, dense_mask
 from jaxspeech.layers.rope import apply_rope
 
 IMPLEMENTATIONS = ("xla", "cudnn", "pallas")

@@ -27,7 +27,7 @@ from jax.sharding import Mesh
 
 from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
 from jaxspeech.convert.hf_llm import load_hf_llm, load_hf_llm_config
-from jaxspeech.convert.whisper import load_hf_encoder_config, load_hf_whisper_encoder
+from jaxspeech.convert.hf_whisper import load_hf_encoder_config, load_hf_whisper_encoder
 from jaxspeech.data.tokenizers import Tokenizer
 from jaxspeech.encoders.whisper import WhisperEncoderConfig
 from jaxspeech.layers.lora import LORA_A, LORA_B

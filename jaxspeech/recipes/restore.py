@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from jaxspeech.recipes.components import Components, build
-from jaxspeech.recipes.run import load_config
+from jaxspeech.recipes.workdir import load_config
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.state import build_layout

@@ -17,7 +17,7 @@ from flax import traverse_util
 from transformers import WhisperForConditionalGeneration
 
 from jaxspeech.convert.safetensors_io import CheckpointError, SafetensorsReader, write_safetensors
-from jaxspeech.convert.whisper import (
+from jaxspeech.convert.hf_whisper import (
     export_hf_whisper,
     load_generation_config,
     load_hf_whisper,
