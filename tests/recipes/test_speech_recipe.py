@@ -91,15 +91,15 @@ def _checkpoint_listing(workdir) -> dict[str, int]:
 
 
 def _damage(step_directory, seed: int) -> None:
-    """Flips 50 random bits in the largest file of the step's array data (values, not the index):
-    eval reads only the parameters, about a third of the state, so some flips must land there."""
-    files = [p for p in pathlib.Path(step_directory, "state").glob("ocdbt.process_*/d/*")]
-    largest = max(files, key=lambda p: p.stat().st_size)
-    data = bytearray(largest.read_bytes())
+    """Flips 20 random bits in each file of the step's array data (values, not the index): eval
+    reads only the parameters, about a third of the state, so many flips land there."""
     rng = np.random.default_rng(seed)
-    for _ in range(50):
-        data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
-    largest.write_bytes(bytes(data))
+    for path in pathlib.Path(step_directory, "state").glob("ocdbt.process_*/d/*"):
+        data = bytearray(path.read_bytes())
+        if len(data) >= 4096:
+            for _ in range(20):
+                data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+            path.write_bytes(bytes(data))
 
 
 def test_read_only_commands_never_move_or_write_checkpoints(run_dir, tmp_path, capsys):

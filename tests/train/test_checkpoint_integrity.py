@@ -77,11 +77,10 @@ def _flip_bit(step_directory, rng: random.Random) -> tuple[str, int]:
     """Flips one random bit at a random offset of the bulk data, uniformly over its bytes."""
     files = _bulk_files(step_directory)
     sizes = [os.path.getsize(f) for f in files]
-    offset = rng.randrange(sum(sizes))
-    for path, size in zip(files, sizes):
-        if offset < size:
-            break
-        offset -= size
+    offset, index = rng.randrange(sum(sizes)), 0
+    while offset >= sizes[index]:
+        offset, index = offset - sizes[index], index + 1
+    path = files[index]
     with open(path, "r+b") as f:
         f.seek(offset)
         byte = f.read(1)[0]
