@@ -46,7 +46,8 @@ from jaxspeech.data.whisper_tokens import (
 from jaxspeech.decoding.generate import GenerationConfig
 from jaxspeech.decoding.lexicon import TokenAutomaton
 from jaxspeech.features.specaugment import SpecAugmentConfig
-from jaxspeech.models.whisper_seq2seq import WhisperConfig, WhisperGenerationConfig, make_generate_fn
+from jaxspeech.decoding.whisper import make_generate_fn
+from jaxspeech.models.whisper_seq2seq import WhisperConfig, WhisperGenerationConfig
 from jaxspeech.tasks.whisper_seq2seq import WhisperLossConfig, WhisperTask
 from jaxspeech.train.config import TrainConfig
 from jaxspeech.types import Batch

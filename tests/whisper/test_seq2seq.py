@@ -14,13 +14,8 @@ from transformers import WhisperForConditionalGeneration
 from jaxspeech.convert.hf_whisper import load_hf_whisper
 from jaxspeech.layers import axes
 from jaxspeech.layers.embeddings import sinusoids
-from jaxspeech.models.whisper_seq2seq import (
-    WhisperGenerationConfig,
-    WhisperSeq2Seq,
-    init_cache,
-    make_generate_fn,
-    suppression_processor,
-)
+from jaxspeech.decoding.whisper import make_generate_fn, suppression_processor
+from jaxspeech.models.whisper_seq2seq import WhisperGenerationConfig, WhisperSeq2Seq, init_cache
 from jaxspeech.testing.whisper import (
     EOS,
     EN,
