@@ -154,68 +154,92 @@ def ensure_data(data: Mapping[str, Any], progress: bool = True) -> tuple[str, st
     return directory, tokenizer
 
 
-def model_config(model: Mapping[str, Any], tokenizer: Tokenizer) -> SpeechLLMConfig:
-    """SpeechLLMConfig with the placeholder and CTC head sized from ``tokenizer``, and the LLM's
-    vocabulary too unless ``model.llm.vocab_size`` (a checkpoint's padded embedding) is larger."""
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    """What the model and the loss take from the tokenizer (``source`` names it in errors)."""
+
+    size: int
+    placeholder_id: int
+    pad_id: int
+    eos_ids: tuple[int, ...]
+    source: str
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> "Vocabulary":
+        placeholder = tokenizer.token_to_id(AUDIO_PLACEHOLDER)
+        if placeholder is None:
+            raise ValueError(f"tokenizer {tokenizer.source} has no {AUDIO_PLACEHOLDER} token")
+        return cls(tokenizer.vocab_size, placeholder, tokenizer.pad_id or 0, tuple(tokenizer.eos_ids), str(tokenizer.source))
+
+
+def model_config(model: Mapping[str, Any], vocab: Vocabulary) -> SpeechLLMConfig:
+    """SpeechLLMConfig with the placeholder and CTC head sized from the tokenizer's ``vocab``, and
+    the LLM's vocabulary too unless ``model.llm.vocab_size`` (a checkpoint's padded embedding) is larger."""
     model = dict(plain(model))
     use_ctc = bool(model.pop("ctc", False))
-    placeholder = tokenizer.token_to_id(AUDIO_PLACEHOLDER)
-    if placeholder is None:
-        raise ValueError(f"tokenizer {tokenizer.source} has no {AUDIO_PLACEHOLDER} token")
     llm = dict(model.get("llm") or {})
-    llm["vocab_size"] = max(tokenizer.vocab_size, llm.get("vocab_size", 0))
-    model.update(llm=llm, placeholder_id=placeholder, ctc_vocab_size=tokenizer.vocab_size if use_ctc else 0,
-                 ctc_blank_id=tokenizer.pad_id or 0)
+    llm["vocab_size"] = max(vocab.size, llm.get("vocab_size", 0))
+    model.update(llm=llm, placeholder_id=vocab.placeholder_id, ctc_vocab_size=vocab.size if use_ctc else 0,
+                 ctc_blank_id=vocab.pad_id)
     model.setdefault("connector", {})
     model["connector"] = {**model["connector"], "output_size": llm.get("hidden_size", 512)}
     return dataclass_from_dict(SpeechLLMConfig, model, "model")
 
 
-def build(config, progress: bool = True) -> Components:
-    """All components of a run (builds the corpus first when the config asks for it)."""
+def check_sections(config) -> None:
+    """Raises naming any unknown key of the config's top level, ``data``, ``task`` or ``task.prompt``."""
     check_keys(config, SECTIONS, "config")
-    data = plain(config.data)
-    check_keys(data, DATA_KEYS, "config.data")
+    check_keys(plain(config.data), DATA_KEYS, "config.data")
     task_cfg = plain(config.task)
     check_keys(task_cfg, TASK_KEYS, "config.task")
-    prompt = dict(task_cfg.get("prompt") or {})
-    check_keys(prompt, PROMPT_KEYS, "config.task.prompt")
-    init = plain(config.get("init") or {})
-    shapes = pretrained.init_shapes(init) if "init" in config else None  # before any data is built
+    check_keys(dict(task_cfg.get("prompt") or {}), PROMPT_KEYS, "config.task.prompt")
 
-    data_dir, tokenizer_path = ensure_data({**data, "tokenizer": data.get("tokenizer") or init.get("llm_dir")}, progress)
-    tokenizer = load_speech_tokenizer(tokenizer_path)
-    model = model_config(config.model if shapes is None else pretrained.model_section(config.model, shapes, tokenizer),
-                         tokenizer)
-    if prompt.get("chat") is None:
-        prompt["chat"] = tokenizer.chat_template is not None
+
+def model_parts(config, vocab: Vocabulary, shapes: pretrained.InitShapes | None, local_devices: int) -> dict[str, Any]:
+    """The parts of a run that follow from the config and the tokenizer's ``vocab`` alone (no data):
+    ``model``, ``task``, ``train``, ``eval``, ``pipeline`` and ``eval_pipeline``; ``shapes`` are the
+    encoder and LLM shapes of ``config.init`` (None without an init section); host batches are
+    rounded to multiples of ``local_devices``."""
+    data, task_cfg = plain(config.data), plain(config.task)
+    model = model_config(config.model if shapes is None else pretrained.model_section(config.model, shapes, vocab),
+                         vocab)
     loss = dataclass_from_dict(SpeechLossConfig, task_cfg.get("loss") or {}, "task.loss")
-    loss = dataclasses.replace(loss, eos_ids=tuple(tokenizer.eos_ids))
+    loss = dataclasses.replace(loss, eos_ids=vocab.eos_ids)
     augment = task_cfg.get("spec_augment")
     augment = None if augment is None else dataclass_from_dict(SpecAugmentConfig, augment, "task.spec_augment")
     lora_cfg = task_cfg.get("lora")
     lora_cfg = None if lora_cfg is None else dataclass_from_dict(LoraConfig, lora_cfg, "task.lora")
-    pipeline_values = {**(data.get("pipeline") or {}), "n_mels": model.encoder.n_mels,
-                       "pad_token_id": tokenizer.pad_id or 0}
+    pipeline_values = {**(data.get("pipeline") or {}), "n_mels": model.encoder.n_mels, "pad_token_id": vocab.pad_id}
     # Host batches must split evenly over the local devices of the data-parallel mesh axes.
-    pipeline_values.setdefault("batch_size_multiple", jax.local_device_count())
+    pipeline_values.setdefault("batch_size_multiple", local_devices)
     pipeline = dataclass_from_dict(PipelineConfig, pipeline_values, "data.pipeline")
     if pipeline.bucket_frames[-1] > model.max_audio_frames:
         raise ValueError(f"data.pipeline.bucket_frames reach {pipeline.bucket_frames[-1]} frames but "
                          f"model.max_audio_frames is {model.max_audio_frames}: raise it or drop the bucket")
     eval_values = {**pipeline_values, "shuffle": False, "num_epochs": 1, "drop_remainder": False, "batch_size_multiple": 1,
                    **(data.get("eval_pipeline") or {})}
-    return Components(
-        config=config,
-        data_dir=data_dir,
-        tokenizer=tokenizer,
-        tokenizer_path=tokenizer_path,
+    return dict(
         model=model,
         task=SpeechLLMTask(model, loss, augment, lora_cfg),
         train=train_config_from_dict(config.train),
         eval=dataclass_from_dict(EvalConfig, config.get("eval") or {}, "eval"),
         pipeline=pipeline,
         eval_pipeline=dataclass_from_dict(PipelineConfig, eval_values, "data.eval_pipeline"),
-        prompt=prompt,
-        init=init,
     )
+
+
+def build(config, progress: bool = True) -> Components:
+    """All components of a run (builds the corpus first when the config asks for it)."""
+    check_sections(config)
+    data = plain(config.data)
+    prompt = dict(plain(config.task).get("prompt") or {})
+    init = plain(config.get("init") or {})
+    shapes = pretrained.init_shapes(init) if "init" in config else None  # before any data is built
+
+    data_dir, tokenizer_path = ensure_data({**data, "tokenizer": data.get("tokenizer") or init.get("llm_dir")}, progress)
+    tokenizer = load_speech_tokenizer(tokenizer_path)
+    if prompt.get("chat") is None:
+        prompt["chat"] = tokenizer.chat_template is not None
+    parts = model_parts(config, Vocabulary.of(tokenizer), shapes, jax.local_device_count())
+    return Components(config=config, data_dir=data_dir, tokenizer=tokenizer, tokenizer_path=tokenizer_path,
+                      prompt=prompt, init=init, **parts)

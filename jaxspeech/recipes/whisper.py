@@ -2,7 +2,8 @@
 
 Config sections (``configs/whisper_finetune.py``):
   * ``init``:  ``whisper_dir`` (an HF Whisper directory: config.json, safetensors, generation_config.json,
-    tokenizer.json) to fine-tune, or ``random`` (``WhisperConfig`` shape fields ``{"encoder": {...},
+    tokenizer.json) to fine-tune, with ``whisper`` naming its preset (``jaxspeech.convert.presets``:
+    enough for ``jaxspeech plan``; the directory must match it), or ``random`` (``WhisperConfig`` shape fields ``{"encoder": {...},
     "decoder": {...}}``; the vocabulary comes from the tokenizer) to train from scratch;
   * ``data``:  ``dir``, ``build_corpus``, ``corpus`` (as the Speech-LLM recipe), ``tokenizer`` (a
     tokenizer directory; default ``init.whisper_dir``), ``build_tokenizer`` (write a byte-level
@@ -35,6 +36,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
+from jaxspeech.convert import presets
+from jaxspeech.convert.whisper import config_from_hf as whisper_config_from_hf
 from jaxspeech.convert.whisper import export_hf_whisper, load_generation_config, load_hf_whisper
 from jaxspeech.data.pipeline import DataPipeline
 from jaxspeech.data.pipeline_config import PipelineConfig
@@ -68,7 +71,7 @@ from jaxspeech.train.warm_start import write_step0_checkpoint
 log = logging.getLogger(__name__)
 
 SECTIONS = {"recipe", "init", "data", "model", "task", "train", "eval"}
-INIT_KEYS = {"whisper_dir", "random"}
+INIT_KEYS = {"whisper_dir", "random", "whisper"}
 DATA_KEYS = {"dir", "build_corpus", "corpus", "tokenizer", "build_tokenizer", "train", "eval_sets", "pipeline",
              "eval_pipeline", "pad_to_30s"}
 MODEL_KEYS = {"dtype", "param_dtype", "scan_layers", "remat_policy", "attn_impl"}
@@ -157,14 +160,31 @@ def _tokenizer_path(data: Mapping[str, Any], init: Mapping[str, Any], language: 
     return path
 
 
+def preset_model(init: Mapping[str, Any], options: Mapping[str, Any]) -> WhisperConfig | None:
+    """The WhisperConfig of the preset ``init.whisper`` names, with ``options`` (None without one)."""
+    if not init.get("whisper"):
+        return None
+    if init.get("random"):
+        raise ValueError("set init.whisper (a preset) or init.random (from scratch), not both")
+    return whisper_config_from_hf(presets.whisper_hf_config(init["whisper"]), **options)
+
+
 def _model(init: Mapping[str, Any], options: Mapping[str, Any], tokenizer: Tokenizer, language: str | None):
     """(WhisperConfig, pretrained {"params": ...} or None, generation settings, description)."""
     whisper_dir, random_shapes = init.get("whisper_dir"), init.get("random")
     if whisper_dir and random_shapes:
         raise ValueError("set init.whisper_dir (fine-tune a checkpoint) or init.random (train from scratch), not both")
+    planned = preset_model(init, options)
     if whisper_dir:
         config, params = load_hf_whisper(whisper_dir, **options)
+        if planned is not None:
+            presets.check_matches(init["whisper"], dataclasses.asdict(planned), dataclasses.asdict(config),
+                                  f"{whisper_dir}/config.json")
         return config, params, load_generation_config(whisper_dir), f"HF Whisper checkpoint {whisper_dir}"
+    if planned is not None:
+        raise ValueError(f"config.init names the architecture {init['whisper']} but no weights: pass "
+                         "--set init.whisper_dir=<HF Whisper directory> (a preset is enough for jaxspeech plan, "
+                         "not for training)")
     if random_shapes:
         shapes = dict(random_shapes)
         shapes["decoder"] = {**(shapes.get("decoder") or {}), "vocab_size": tokenizer.vocab_size}
@@ -183,12 +203,13 @@ def _check_prompt(encoder: WhisperExampleEncoder, generation: WhisperGenerationC
         )
 
 
-def _pipelines(data: Mapping[str, Any], model: WhisperConfig, pad_id: int) -> tuple[PipelineConfig, PipelineConfig]:
+def _pipelines(data: Mapping[str, Any], model: WhisperConfig, pad_id: int,
+               local_devices: int) -> tuple[PipelineConfig, PipelineConfig]:
     """(train, eval) pipeline configs; ``pad_to_30s`` replaces the buckets by the encoder's full window."""
     window = model.encoder.max_frames
     values = {**(data.get("pipeline") or {}), "n_mels": model.encoder.n_mels, "pad_token_id": pad_id}
     # Host batches must split evenly over the local devices of the data-parallel mesh axes.
-    values.setdefault("batch_size_multiple", jax.local_device_count())
+    values.setdefault("batch_size_multiple", local_devices)
     if data.get("pad_to_30s"):
         max_tokens = values.get("max_tokens", PipelineConfig.max_tokens)
         values.update(bucket_frames=(window,), max_tokens=max_tokens if isinstance(max_tokens, int) else max(max_tokens))
@@ -232,8 +253,27 @@ def build(config, progress: bool = True) -> WhisperRun:
     train_source = ManifestSource([manifest_file(data_dir, name) for name in set_names(data["train"])])
     for index in range(len(train_source)):  # a blank transcript fails here, not at some later step
         encoder.transcript(train_source[index])
-    pipeline, eval_pipeline = _pipelines(data, model, generation.pad_token_id)
+    parts = model_parts(config, model, generation.pad_token_id, jax.local_device_count())
+    return WhisperRun(
+        config=config, data_dir=data_dir, tokenizer=tokenizer, tokenizer_path=tokenizer_path, model=model,
+        generation=generation, encoder=encoder, pretrained=pretrained, init_source=init_source,
+        train_source=train_source, **parts,
+    )
 
+
+def model_options(config) -> dict[str, Any]:
+    """``config.model``'s options for both halves (checked; dtype names become dtypes)."""
+    values = plain(config.get("model") or {})
+    check_keys(values, MODEL_KEYS, "config.model")
+    return _model_options(values)
+
+
+def model_parts(config, model: WhisperConfig, pad_id: int, local_devices: int) -> dict[str, Any]:
+    """The parts of a run that follow from the config and the model's shapes alone (no data):
+    ``task``, ``train``, ``eval``, ``pipeline`` and ``eval_pipeline``; host batches are rounded to
+    multiples of ``local_devices``."""
+    data, task_cfg = plain(config.get("data") or {}), plain(config.get("task") or {})
+    pipeline, eval_pipeline = _pipelines(data, model, pad_id, local_devices)
     augment = task_cfg.get("spec_augment")
     task = WhisperTask(
         model,
@@ -247,13 +287,8 @@ def build(config, progress: bool = True) -> WhisperRun:
         optimizer = train_config.optimizer
         optimizer = dataclasses.replace(optimizer, lr_rules=(FREEZE_ENCODER_RULE, *optimizer.lr_rules))
         train_config = dataclasses.replace(train_config, optimizer=optimizer)
-    return WhisperRun(
-        config=config, data_dir=data_dir, tokenizer=tokenizer, tokenizer_path=tokenizer_path, model=model,
-        generation=generation, encoder=encoder,
-        task=task, train=train_config, eval=dataclass_from_dict(EvalConfig, config.get("eval") or {}, "eval"),
-        pipeline=pipeline, eval_pipeline=eval_pipeline, pretrained=pretrained, init_source=init_source,
-        train_source=train_source,
-    )
+    return dict(task=task, train=train_config, eval=dataclass_from_dict(EvalConfig, config.get("eval") or {}, "eval"),
+                pipeline=pipeline, eval_pipeline=eval_pipeline)
 
 
 def write_pretrained_checkpoint(run: WhisperRun, workdir: str, mesh: Mesh) -> State | None:
