@@ -44,6 +44,8 @@ EXTRAS = {
         "tensorflow-datasets==4.9.10",
         "array-record==0.8.6",
         "ipython>=8",  # the colab/ notebook test (IPython.display)
+        "import-linter>=2.1",  # the layering contracts of pyproject.toml (tests/test_layering.py)
+        "ruff>=0.6",  # lint rules of pyproject.toml (tests/test_ruff.py)
     ],
     "tfds": ["tensorflow-datasets==4.9.10", "array-record==0.8.6"],
     "gpu": ["jax[cuda12]==0.10.2"],

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from benchmarks.harness import machine_info, timed, write_json
 from jaxspeech.kernels.flash_attention import BlockSizes, flash_attention
-from jaxspeech.layers.masks import MaskSpec, dense_mask
+from jaxspeech.kernels.masks import MaskSpec, dense_mask
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ time is reported separately.
 
   python -m benchmarks.encoder_cpu                         # full run (the reported numbers)
   python -m benchmarks.encoder_cpu --frames 600 --pairs 3  # smoke run
+  python -m benchmarks.encoder_cpu --profile --pairs 2     # where the time goes (op time by kind, by source)
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import torch
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from benchmarks.harness import alternating, best_torch_threads, machine_info, matmul_peak_gflops, write_json
-from jaxspeech.convert.whisper import load_hf_whisper
+from benchmarks.profiling import profile
+from jaxspeech.convert.hf_whisper import load_hf_whisper
 from jaxspeech.encoders.whisper import WhisperEncoder
 from jaxspeech.models.whisper_seq2seq import WHISPER_SIZES
 
@@ -44,6 +46,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=3000, help="input frames (3000 = 30 s)")
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--scan", action="store_true", help="scan over layers (default: unrolled loop)")
+    parser.add_argument("--profile", action="store_true", help="also trace 3 forwards and print where the op time goes")
     parser.add_argument("--out", default="benchmarks/results/encoder_cpu.json")
     args = parser.parse_args()
 
@@ -80,6 +83,9 @@ def main() -> None:
             return peer_encoder(features_torch).last_hidden_state
 
     max_diff = float(np.abs(np.asarray(ours()) - peer().numpy()).max())
+    op_profile = profile(ours, compiled.as_text()) if args.profile else None
+    if op_profile is not None:
+        print(op_profile.report())
     threads = best_torch_threads(peer)
     timing = alternating(ours, peer, pairs=args.pairs)
     peak = matmul_peak_gflops()
@@ -101,6 +107,7 @@ def main() -> None:
         "ours_gflops": ours_gflops,
         "fraction_of_matmul_peak": ours_gflops / peak,
         **timing,
+        "profile": None if op_profile is None else op_profile.summary(),
         "goal": {"speedup": 1.25, "fraction_of_peak": 0.6},
     }
     write_json(args.out, result)

@@ -1,10 +1,9 @@
 """Where one compiled train step spends its time: XLA op time by kind and by source line.
 
 Builds a config exactly as ``jaxspeech train`` does (``--set`` overrides allowed), compiles its
-train step for one pipeline batch of the ``--frames`` bucket, traces ``--steps`` steps with
-``jax.profiler.trace`` and reads the op events back with ``jax.profiler.ProfileData``. Each op's
-time is attributed to the ``op_name`` metadata of its instruction in the optimised HLO (the module
-path of the flax code that produced it, e.g. ``.../encoder/conformer/layers/ffn1/fc1/dot_general``).
+train step for one pipeline batch of the ``--frames`` bucket and traces ``--steps`` steps
+(``benchmarks/profiling.py``: each op's time is attributed to the flax code that produced it, e.g.
+``.../encoder/conformer/layers/ffn1/fc1/dot_general``).
 
 Prints: the step time (median of untraced steps), how busy the XLA threads were over the traced
 steps, and the op time per step by kind (``ynn_fusion`` = matmuls, ``copy``/``transpose`` = layout
@@ -18,71 +17,15 @@ changes, ``dynamic-update-slice`` = a scan saving activations, ...) and by sourc
 from __future__ import annotations
 
 import argparse
-import collections
-import glob
-import os
-import re
 import statistics
-import tempfile
 import time
 
 import jax
 
+from benchmarks.profiling import profile
 from benchmarks.train_step import build_step, load_batch
 from jaxspeech.cli.train import load_with_overrides
 from jaxspeech.recipes.components import build
-
-_MARKERS = ("ThunkExecutor", "Threadpool", "Slinky", "end: ")  # runtime bookkeeping, not ops
-_HLO_OP_NAME = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name="([^"]+)"', re.M)
-
-
-def op_sources(hlo_text: str) -> dict[str, str]:
-    """Instruction name -> the op_name metadata of the optimised HLO (wrappers trimmed)."""
-    sources = {}
-    for name, op_name in _HLO_OP_NAME.findall(hlo_text):
-        op_name = re.sub(r"^jit\([^)]*\)/", "", op_name)
-        sources[name] = op_name.replace("/while/body/closed_call", "")
-    return sources
-
-
-def op_events(trace_dir: str) -> list[tuple[str, int, int, int]]:
-    """(op name, thread id, start ns, duration ns) of every XLA op event of the trace in ``trace_dir``."""
-    path = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)[0]
-    events = []
-    for plane in jax.profiler.ProfileData.from_file(path).planes:
-        for thread, line in enumerate(plane.lines):
-            if "Eigen" not in line.name:  # XLA:CPU's compute threads
-                continue
-            for event in line.events:
-                if not event.name.startswith(_MARKERS):
-                    events.append((event.name, thread, event.start_ns, event.duration_ns))
-    return events
-
-
-def busy_fraction(events: list[tuple[str, int, int, int]]) -> float:
-    """Time some op ran on a thread, over the threads' span, averaged over the threads."""
-    by_thread = collections.defaultdict(list)
-    for _, thread, start, duration in events:
-        by_thread[thread].append((start, start + duration))
-    fractions = []
-    for intervals in by_thread.values():
-        intervals.sort()
-        busy, (cur_start, cur_end) = 0, intervals[0]
-        for start, end in intervals[1:]:
-            if start > cur_end:
-                busy, cur_start, cur_end = busy + cur_end - cur_start, start, end
-            else:
-                cur_end = max(cur_end, end)
-        busy += cur_end - cur_start
-        span = intervals[-1][1] - intervals[0][0]
-        fractions.append(busy / span if span else 0.0)
-    return statistics.mean(fractions)
-
-
-def print_table(title: str, totals: collections.Counter, counts: collections.Counter, steps: int, top: int) -> None:
-    print(f"\n{title}\n{'ms/step':>9} {'ops/step':>9}  name")
-    for name, ns in totals.most_common(top):
-        print(f"{ns / steps / 1e6:9.2f} {counts[name] / steps:9.0f}  {name}")
 
 
 def main() -> None:
@@ -112,27 +55,9 @@ def main() -> None:
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    with tempfile.TemporaryDirectory() as trace_dir:
-        with jax.profiler.trace(trace_dir):
-            for _ in range(args.steps):
-                run()
-        events = op_events(trace_dir)
-
-    sources = op_sources(compiled.as_text())
-    by_kind, kind_counts = collections.Counter(), collections.Counter()
-    by_source, source_counts = collections.Counter(), collections.Counter()
-    for name, _, _, duration in events:
-        kind = re.sub(r"\.\d+$", "", name)
-        source = sources.get(name, f"({kind}: no source)")
-        by_kind[kind] += duration
-        kind_counts[kind] += 1
-        by_source[source] += duration
-        source_counts[source] += 1
-    total_ms = sum(by_kind.values()) / args.steps / 1e6
-    print(f"step {statistics.median(times):.3f} s (median of 8, untraced); XLA op time {total_ms:.0f} ms/step "
-          f"over all threads; threads busy {busy_fraction(events):.0%} of the traced span")
-    print_table("by op kind", by_kind, kind_counts, args.steps, args.top)
-    print_table("by source", by_source, source_counts, args.steps, args.top)
+    result = profile(run, compiled.as_text(), args.steps)
+    print(f"step {statistics.median(times):.3f} s (median of 8, untraced)")
+    print(result.report(args.top))
 
 
 if __name__ == "__main__":

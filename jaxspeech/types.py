@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from flax import struct
 
-from jaxspeech.data.errors import Reject
+from jaxspeech.errors import Reject
 
 Array = Any  # np.ndarray on the host, jax.Array on device
 

@@ -27,7 +27,7 @@ def main() -> None:
 
     from jaxspeech.cli.train import load_with_overrides
     from jaxspeech.recipes.components import build
-    from jaxspeech.recipes.run import save_config
+    from jaxspeech.recipes.workdir import save_config
     from jaxspeech.train.loop import train
 
     fixed = [f"train.total_steps={args.steps}", "train.time_budget_s=None", "train.checkpoint.every_steps=1000000",

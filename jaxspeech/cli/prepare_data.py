@@ -5,7 +5,7 @@
   jaxspeech prepare-data tiny --out /tmp/t --hours 0.05 --dev 20 --test 20 --held-out 10
 
 ``tiny`` is the embedded corpus: English sentences from a grammar of ~3,000 words spoken by
-eSpeak NG voices at random rates and pitches (jaxspeech.data.corpus). It writes
+eSpeak NG voices at random rates and pitches (jaxspeech.corpus.utterances). It writes
 {train,dev,test}/*.flac, {train,dev,test}.jsonl manifests (audio paths relative to the folder)
 and corpus.json; re-running with the same arguments on a complete folder does nothing, and an
 interrupted build is completed.
@@ -20,7 +20,7 @@ DATASETS = ("tiny",)
 
 
 def register(subparsers) -> None:
-    from jaxspeech.data.corpus import DEFAULT_CORPUS_DIR, CorpusConfig
+    from jaxspeech.corpus.utterances import DEFAULT_CORPUS_DIR, CorpusConfig
 
     defaults = CorpusConfig()
     parser = subparsers.add_parser(
@@ -48,8 +48,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxspeech.data.corpus import CorpusConfig
-    from jaxspeech.data.corpus_build import CORPUS_JSON, CorpusFolderError, build_corpus, manifest_path
+    from jaxspeech.corpus.utterances import CorpusConfig
+    from jaxspeech.corpus.build import CORPUS_JSON, CorpusFolderError, build_corpus, manifest_path
 
     config = CorpusConfig(
         seed=args.seed, train_hours=args.hours, dev_utterances=args.dev, test_utterances=args.test,

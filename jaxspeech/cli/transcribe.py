@@ -7,7 +7,7 @@
 The directory needs config.json, model.safetensors (or shards + index), generation_config.json and
 tokenizer.json. Files are WAV/FLAC/OGG at any sample rate (resampled to 16 kHz, stereo mixed to
 mono); audio longer than 30 s is transcribed in overlapping chunks whose tokens are merged (see
-``jaxspeech.models.longform``). Prints ``path<TAB>transcript`` per file on stdout; a file that
+``jaxspeech.recipes.longform``). Prints ``path<TAB>transcript`` per file on stdout; a file that
 cannot be read prints an error line naming it on stderr, the others still run, and the exit
 status is 1.
 """
@@ -21,9 +21,9 @@ import jax.numpy as jnp
 from tqdm import tqdm
 
 from jaxspeech.data.audio import load_audio
-from jaxspeech.data.errors import AudioError
+from jaxspeech.errors import AudioError
 from jaxspeech.features.mel import SAMPLE_RATE
-from jaxspeech.models.longform import WhisperTranscriber
+from jaxspeech.recipes.longform import WhisperTranscriber
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

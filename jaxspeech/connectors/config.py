@@ -7,7 +7,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from jaxspeech.data.audio_tokens import DownsampleStep, FrameStack, Identity, QFormerWindows, StridedConv
+from jaxspeech.audio_tokens import DownsampleStep, FrameStack, Identity, QFormerWindows, StridedConv
 
 KINDS = ("linear", "frame_stack", "conv", "qformer")
 

@@ -20,7 +20,7 @@ from flax import struct
 
 from jaxspeech.layers import axes
 from jaxspeech.layers.attention import Attention
-from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.kernels.masks import MaskSpec
 from jaxspeech.layers.mlp import GatedMLP
 from jaxspeech.layers.norms import RMSNorm
 

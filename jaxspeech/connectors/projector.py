@@ -13,7 +13,7 @@ from flax import linen as nn
 from jaxspeech.connectors.config import ConnectorConfig, output_lengths
 from jaxspeech.layers import axes
 from jaxspeech.layers.dense import Dense
-from jaxspeech.layers.masks import padding_mask
+from jaxspeech.kernels.masks import padding_mask
 from jaxspeech.layers.mlp import MLP
 
 

@@ -18,7 +18,7 @@ from jaxspeech.connectors.projector import connector_output
 from jaxspeech.layers import axes
 from jaxspeech.layers.attention import Attention
 from jaxspeech.layers.dense import Dense
-from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.kernels.masks import MaskSpec
 from jaxspeech.layers.mlp import MLP
 from jaxspeech.layers.norms import LayerNorm
 

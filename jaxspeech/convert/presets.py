@@ -4,7 +4,7 @@ A config names a preset (``init.whisper="whisper-large-v3"``, ``init.llm="Llama-
 its model can be built, sharded and compiled from shapes alone (``jaxspeech plan``) with no download;
 training still reads the weights from ``init.whisper_dir`` / ``init.llm_dir``, whose ``config.json``
 must then agree with the preset (``check_matches``). Each entry holds the fields the converters read
-(``convert/whisper.py``, ``convert/hf_llm.py``) with the values of the Hugging Face repository named
+(``convert/hf_whisper.py``, ``convert/hf_llm.py``) with the values of the Hugging Face repository named
 in ``SOURCES``. ``TOKENIZER_TOKENS`` is the size of each LLM's tokenizer (its ``len()``, special
 tokens included), which may be less than the embedding's ``vocab_size`` rows.
 """

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxspeech.data.errors import RejectReason
+from jaxspeech.errors import RejectReason
 from jaxspeech.features import mel
 
 

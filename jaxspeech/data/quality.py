@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable
 
-from jaxspeech.data.errors import DataQualityError, Reject, RejectReason
+from jaxspeech.errors import DataQualityError, Reject, RejectReason
 
 EXAMPLES_KEPT_PER_REASON = 3
 

@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from jaxspeech.data import audio as audio_lib
-from jaxspeech.data.errors import AudioError, ManifestError, RejectReason
+from jaxspeech.errors import AudioError, ManifestError, RejectReason
 
 log = logging.getLogger(__name__)
 

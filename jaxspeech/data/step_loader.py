@@ -9,7 +9,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from jaxspeech.data import batching
-from jaxspeech.data.errors import AudioError, Reject, RejectReason
+from jaxspeech.errors import AudioError, Reject, RejectReason
 from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.data.sources import decode_record, record_name
 from jaxspeech.features import mel

@@ -6,10 +6,10 @@ Implementation lives in small modules beside this one:
   special_tokens.py          the control-token strings jaxspeech reserves
   chat.py                    HF-compatible chat templates with injection-safe tokenization
   prompts.py                 task prompts and ``encode_example`` (tokens, loss mask, audio spans)
-  audio_tokens.py            placeholder-span arithmetic shared with the models
+  ../audio_tokens.py         placeholder-span arithmetic shared with the models
 """
 
-from jaxspeech.data.audio_tokens import (
+from jaxspeech.audio_tokens import (
     FrameStack,
     Identity,
     Pooling,

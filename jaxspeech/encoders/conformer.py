@@ -46,7 +46,7 @@ from jaxspeech.encoders.subsampling import ConvSubsampling, SubsamplingConfig, s
 from jaxspeech.layers import axes
 from jaxspeech.layers.attention import Attention
 from jaxspeech.layers.dense import Dense
-from jaxspeech.layers.masks import MaskSpec, padding_mask
+from jaxspeech.kernels.masks import MaskSpec, padding_mask
 from jaxspeech.layers.mlp import activation
 from jaxspeech.layers.norms import LayerNorm
 from jaxspeech.layers.options import check_block_options

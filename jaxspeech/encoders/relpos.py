@@ -22,7 +22,7 @@ from flax import linen as nn
 from jaxspeech.layers import axes
 from jaxspeech.layers.attention import dot_product_attention
 from jaxspeech.layers.dense import Dense
-from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.kernels.masks import MaskSpec
 
 
 def relative_sinusoids(length: int, channels: int, base: float = 10000.0) -> np.ndarray:

@@ -33,7 +33,7 @@ from flax import linen as nn
 
 from jaxspeech.layers import axes
 from jaxspeech.layers.dense import Dense
-from jaxspeech.layers.masks import padding_mask
+from jaxspeech.kernels.masks import padding_mask
 
 KINDS = ("conv2d", "dw_conv2d", "stack")
 PADDINGS = ("same", "valid", "causal")

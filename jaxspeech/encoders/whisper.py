@@ -11,7 +11,7 @@ changes the valid outputs (an utterance padded in a batch gives the same frames 
 dropped like PyTorch's ``AvgPool1d``) before the final LayerNorm: Qwen2-Audio's audio tower (pool 2).
 
 Positions: HF stores the encoder's ``embed_positions`` as a (frozen) weight; it is always equal to
-``sinusoids(max_source_positions, d_model)`` (checked on import by ``jaxspeech.convert.whisper``),
+``sinusoids(max_source_positions, d_model)`` (checked on import by ``jaxspeech.convert.hf_whisper``),
 so here it is a constant, not a parameter.
 """
 
@@ -25,11 +25,11 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax import struct
 
-from jaxspeech.data.audio_tokens import WHISPER_ENCODER, DownsampleStep, Pooling
+from jaxspeech.audio_tokens import WHISPER_ENCODER, DownsampleStep, Pooling
 from jaxspeech.layers import axes
 from jaxspeech.layers.attention import Attention
 from jaxspeech.layers.embeddings import sinusoids
-from jaxspeech.layers.masks import MaskSpec, padding_mask
+from jaxspeech.kernels.masks import MaskSpec, padding_mask
 from jaxspeech.layers.mlp import MLP, activation
 from jaxspeech.layers.norms import LayerNorm
 from jaxspeech.layers.options import check_block_options, check_heads

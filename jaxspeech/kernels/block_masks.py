@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.kernels.masks import MaskSpec
 
 SKIP, PARTIAL, FULL = 0, 1, 2
 SEGMENT, POSITION, BIDIR, CHUNK = "segment", "position", "bidir", "chunk"
@@ -146,7 +146,7 @@ def token_ids(
 def element_mask(flags: MaskFlags, q: Mapping[str, jax.Array], kv: Mapping[str, jax.Array]) -> jax.Array | None:
     """bool[bq, bk] from q channels i32[bq, 1] and kv channels i32[1, bk]; None if no check applies.
 
-    Runs inside kernels on partial tiles; must agree with ``jaxspeech.layers.masks.dense_mask``.
+    Runs inside kernels on partial tiles; must agree with ``jaxspeech.kernels.masks.dense_mask``.
     """
     allowed = None
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jaxspeech.kernels import flash_gpu, flash_tpu
 from jaxspeech.kernels.block_masks import TokenIds, mask_flags, static_tile_count, token_ids, validate_mask
 from jaxspeech.kernels.flash_math import KernelConfig
-from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.kernels.masks import MaskSpec
 
 BACKENDS = {"tpu": flash_tpu, "gpu": flash_gpu}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxspeech.layers.masks import MaskSpec, dense_mask
+from jaxspeech.kernels.masks import MaskSpec, dense_mask
 
 
 def reference_attention(

@@ -25,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 from jaxspeech.kernels.reference import reference_attention
 from jaxspeech.layers import axes
 from jaxspeech.layers.dense import Dense
-from jaxspeech.layers.masks import MaskSpec, dense_mask
+from jaxspeech.kernels.masks import MaskSpec, dense_mask
 from jaxspeech.layers.rope import apply_rope
 
 IMPLEMENTATIONS = ("xla", "cudnn", "pallas")

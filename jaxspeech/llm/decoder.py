@@ -28,7 +28,7 @@ from jaxspeech.layers import axes
 from jaxspeech.layers.attention import Attention
 from jaxspeech.layers.dense import Dense
 from jaxspeech.layers.embeddings import Embed
-from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.kernels.masks import MaskSpec
 from jaxspeech.layers.mlp import GatedMLP
 from jaxspeech.layers.norms import RMSNorm
 from jaxspeech.layers.remat import remat, scan_layers

@@ -22,7 +22,7 @@ KINDS = ("whisper", "conformer")
 @dataclasses.dataclass(frozen=True)
 class ConformerSubsamplingStep:
     """The Conformer front end as a downsampling step (``lengths`` / ``output_length``) for
-    ``jaxspeech.data.audio_tokens``."""
+    ``jaxspeech.audio_tokens``."""
 
     config: ConformerConfig
 

@@ -30,7 +30,7 @@ from jaxspeech.connectors.cross_attention import AudioMemory, CrossAttentionConf
 from jaxspeech.connectors.ctc_compress import ctc_compress
 from jaxspeech.connectors.projector import Projector, zero_padding
 from jaxspeech.connectors.qformer import WindowQFormer
-from jaxspeech.data.audio_tokens import FrameStack, downsampled_length
+from jaxspeech.audio_tokens import FrameStack, downsampled_length
 from jaxspeech.layers import axes
 from jaxspeech.layers.dense import Dense
 from jaxspeech.llm.config import LLMConfig

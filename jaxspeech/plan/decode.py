@@ -13,7 +13,6 @@ import math
 import time
 from typing import Any, Callable, Sequence
 
-import jax
 
 from jaxspeech.decoding.generate import GenerationConfig
 from jaxspeech.decoding.speech import _generate_from_audio

@@ -15,12 +15,12 @@ from typing import Any
 
 from jaxspeech.config_dict import plain
 from jaxspeech.convert import presets
-from jaxspeech.convert.whisper import load_hf_config
+from jaxspeech.convert.hf_whisper import load_hf_config
 from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.recipes import components, pretrained, whisper
 from jaxspeech.recipes.components import EvalConfig, Vocabulary
 from jaxspeech.tasks.speech_llm import SpeechLLMTask
-from jaxspeech.tasks.whisper import WhisperTask
+from jaxspeech.tasks.whisper_seq2seq import WhisperTask
 from jaxspeech.train.config import TrainConfig
 from jaxspeech.train.task import Task
 
@@ -102,7 +102,7 @@ def _tokenizer_file(path: str | None) -> str | None:
 
 def speech_vocabulary(config) -> tuple[Vocabulary, str]:
     """(the vocabulary the Speech-LLM run would have, how it was found)."""
-    from jaxspeech.data.example_encoder import load_speech_tokenizer
+    from jaxspeech.data.speech_llm_tokens import load_speech_tokenizer
 
     data, init = plain(config.data), plain(config.get("init") or {})
     path = _tokenizer_file(data.get("tokenizer") or init.get("llm_dir") or os.path.join(data["dir"], "tokenizer.model"))

@@ -29,9 +29,9 @@ from typing import Any, Mapping
 import jax
 
 from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
-from jaxspeech.data.corpus import CorpusConfig
-from jaxspeech.data.corpus_build import build_corpus
-from jaxspeech.data.example_encoder import ExampleEncoder, load_speech_tokenizer
+from jaxspeech.corpus.utterances import CorpusConfig
+from jaxspeech.corpus.build import build_corpus
+from jaxspeech.data.speech_llm_tokens import SpeechLLMTokens, load_speech_tokenizer
 from jaxspeech.data.pipeline import DataPipeline
 from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.data.sources import LibriSpeechSource, ManifestSource, write_manifest
@@ -42,7 +42,7 @@ from jaxspeech.features.specaugment import SpecAugmentConfig
 from jaxspeech.layers.lora import LoraConfig
 from jaxspeech.models.speech_llm import SpeechLLMConfig
 from jaxspeech.recipes import pretrained
-from jaxspeech.recipes.lexicon import lexicon_automaton, read_words
+from jaxspeech.recipes.word_list import lexicon_automaton, read_words
 from jaxspeech.tasks.speech_llm import SpeechLLMTask, SpeechLossConfig
 from jaxspeech.train.config import TrainConfig, train_config_from_dict
 
@@ -60,7 +60,7 @@ class EvalConfig:
     offers the search its ``ctc_candidates`` best joint tokens;
     ``ctc_blank_penalty`` is subtracted from the CTC head's blank logit in that rescoring;
     ``length_penalty``: beam search ranks finished hypotheses by score / length**length_penalty;
-    ``lexicon`` (a word-list file, or a data set whose transcripts give the words; ``recipes/lexicon.py``)
+    ``lexicon`` (a word-list file, or a data set whose transcripts give the words; ``recipes/word_list.py``)
     limits the output to those words; ``max_examples`` per set (None = all); ``during_training``
     decodes ``during_training_examples`` of the first set every ``train.eval_every``."""
 
@@ -109,15 +109,15 @@ class Components:
             self.lexicons[source] = lexicon_automaton(self.lexicon_words(), self.tokenizer, self.model.llm.vocab_size)
         return None if source is None else self.lexicons[source]
 
-    def encoder(self, inference: bool = False) -> ExampleEncoder:
+    def example_tokens(self, inference: bool = False) -> SpeechLLMTokens:
         steps = () if self.model.fusion == "cross_attention" else self.model.inline_steps
-        return ExampleEncoder(self.tokenizer_path, steps, task=self.prompt.get("task", "asr"),
+        return SpeechLLMTokens(self.tokenizer_path, steps, task=self.prompt.get("task", "asr"),
                               chat=bool(self.prompt.get("chat", False)), system=self.prompt.get("system"),
                               inference=inference)
 
     def train_pipeline(self, process_index: int | None = None, process_count: int | None = None) -> DataPipeline:
         source = ManifestSource([self.manifest(n) for n in set_names(self.config.data.train)])
-        return DataPipeline(source, self.pipeline, tokenize=self.encoder(), process_index=process_index,
+        return DataPipeline(source, self.pipeline, tokenize=self.example_tokens(), process_index=process_index,
                             process_count=process_count)
 
 

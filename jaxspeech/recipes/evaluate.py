@@ -62,7 +62,7 @@ def eval_pipeline(components: Components, manifest: str, max_examples: int | Non
     source = ManifestSource([manifest])
     if max_examples is not None:
         source = FirstN(source, max_examples)
-    return DataPipeline(source, components.eval_pipeline, tokenize=components.encoder(inference=True),
+    return DataPipeline(source, components.eval_pipeline, tokenize=components.example_tokens(inference=True),
                         process_index=0, process_count=1)
 
 

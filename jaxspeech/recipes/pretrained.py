@@ -32,7 +32,7 @@ from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
 from jaxspeech.convert import presets
 from jaxspeech.convert.hf_llm import config_from_hf as llm_config_from_hf
 from jaxspeech.convert.hf_llm import load_hf_llm, load_hf_llm_config
-from jaxspeech.convert.whisper import encoder_config_from_hf, load_hf_encoder_config, load_hf_whisper_encoder
+from jaxspeech.convert.hf_whisper import encoder_config_from_hf, load_hf_encoder_config, load_hf_whisper_encoder
 from jaxspeech.encoders.whisper import WhisperEncoderConfig
 from jaxspeech.layers.lora import LORA_A, LORA_B
 from jaxspeech.llm.config import LLMConfig

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from jaxspeech.recipes.components import Components, build
-from jaxspeech.recipes.run import load_config
+from jaxspeech.recipes.workdir import load_config
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.state import build_layout
@@ -31,7 +31,9 @@ def restore(workdir: str, *, progress: bool = False) -> tuple[Components, dict, 
     train_config = components.train
     layout = build_layout(components.task, _batch_like(components), train_config.optimizer,
                           make_mesh({"data": 1}, jax.devices()[:1]), train_config.sharding_rules)
-    checkpointer = Checkpointer(os.path.join(workdir, train_config.checkpoint.subdir), train_config.checkpoint)
+    # Read-only: reopening a run never moves or writes anything under its checkpoints.
+    checkpointer = Checkpointer(os.path.join(workdir, train_config.checkpoint.subdir), train_config.checkpoint,
+                                read_only=True)
     try:
         # Only the parameters: the optimizer state's layout may differ between versions.
         restored = checkpointer.restore_latest({"params": layout.abstract["params"]}, with_data=False, partial=True)

@@ -8,7 +8,6 @@ experiment config, reread by ``jaxspeech eval`` / ``transcribe --checkpoint``), 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -19,11 +18,12 @@ import ml_collections
 
 from jaxspeech.config_dict import plain
 from jaxspeech.data.tokenizers import TOKENIZER_FILES
-from jaxspeech.recipes.lexicon import write_words
+from jaxspeech.recipes.word_list import write_words
 from jaxspeech.recipes.components import Components, build
 from jaxspeech.recipes.evaluate import decode_manifest, evaluate_sets, score
 from jaxspeech.recipes.pretrained import describe, has_checkpoints, write_pretrained_checkpoint
 from jaxspeech.recipes.report import write_report
+from jaxspeech.recipes.workdir import save_config
 from jaxspeech.sharding import multihost
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train.config import train_config_from_dict
@@ -31,13 +31,6 @@ from jaxspeech.train.loop import train
 from jaxspeech.train.plots import plot_learning_curves
 
 log = logging.getLogger(__name__)
-CONFIG_JSON = "config.json"
-
-
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, CONFIG_JSON), "w") as f:
-        json.dump(plain(config), f, indent=2)
 
 
 def keep_tokenizer(components: Components, workdir: str) -> str:
@@ -54,15 +47,6 @@ def keep_tokenizer(components: Components, workdir: str) -> str:
         else:
             shutil.copyfile(source, target)
     return target
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The experiment config a run saved in its workdir."""
-    path = os.path.join(workdir, CONFIG_JSON)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: {workdir} is not a jaxspeech training workdir")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
 
 
 def _eval_during_training(components: Components, workdir: str, progress: bool):

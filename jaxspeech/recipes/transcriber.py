@@ -2,7 +2,7 @@
 
 Audio longer than the model's ``max_audio_frames`` is cut into overlapping windows (a sixth of the
 window overlaps on each side) whose token sequences are merged with the rule of
-``jaxspeech.models.longform``. Windows are padded to the training buckets, so decoding compiles
+``jaxspeech.recipes.longform``. Windows are padded to the training buckets, so decoding compiles
 at most one program per bucket.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxspeech.decoding.speech import decoding_params, generate_from_audio
 from jaxspeech.features.mel import HOP_LENGTH, log_mel_spectrogram
-from jaxspeech.models.longform import chunk_windows, merge_chunks
+from jaxspeech.recipes.longform import chunk_windows, merge_chunks
 from jaxspeech.recipes.evaluate import generation_config
 from jaxspeech.recipes.restore import restore
 
@@ -36,7 +36,7 @@ class SpeechLLMTranscriber:
         self.gen = generation_config(components)
         self.lexicon = components.lexicon()
         self.decoding = decoding_params(components.model, {"params": params}, components.task.lora)
-        self.prompts = components.encoder(inference=True)
+        self.prompts = components.example_tokens(inference=True)
         self.buckets = components.pipeline.bucket_frames
         self.max_tokens = components.pipeline.max_tokens
 

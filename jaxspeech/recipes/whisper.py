@@ -9,7 +9,7 @@ Config sections (``configs/whisper_finetune.py``):
     tokenizer directory; default ``init.whisper_dir``), ``build_tokenizer`` (write a byte-level
     Whisper-style tokenizer there when missing), ``train`` / ``eval_sets``, ``pipeline`` /
     ``eval_pipeline`` (``PipelineConfig`` fields), ``pad_to_30s`` (one bucket of the encoder's full
-    window, every frame attended: the pre-training view, see ``jaxspeech.tasks.whisper``);
+    window, every frame attended: the pre-training view, see ``jaxspeech.tasks.whisper_seq2seq``);
   * ``model``: options on both halves: ``dtype``, ``param_dtype``, ``scan_layers``, ``remat_policy``, ``attn_impl``;
   * ``task``:  ``language`` (None for English-only checkpoints), ``leading_space``, ``loss``
     (``WhisperLossConfig``), ``spec_augment`` (``SpecAugmentConfig`` or None), ``freeze_encoder``
@@ -37,18 +37,18 @@ from jax.sharding import Mesh
 
 from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
 from jaxspeech.convert import presets
-from jaxspeech.convert.whisper import config_from_hf as whisper_config_from_hf
-from jaxspeech.convert.whisper import export_hf_whisper, load_generation_config, load_hf_whisper
+from jaxspeech.convert.hf_whisper import config_from_hf as whisper_config_from_hf
+from jaxspeech.convert.hf_whisper import export_hf_whisper, load_generation_config, load_hf_whisper
 from jaxspeech.data.pipeline import DataPipeline
 from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.data.sources import ManifestSource
 from jaxspeech.data.tokenizers import TOKENIZER_JSON, Tokenizer, load_tokenizer
-from jaxspeech.data.whisper_encoder import (
+from jaxspeech.data.whisper_tokens import (
     END_OF_TEXT,
     NO_TIMESTAMPS,
     START_OF_TRANSCRIPT,
     TASKS,
-    WhisperExampleEncoder,
+    WhisperTokens,
     language_token,
     task_token,
     write_byte_level_whisper_tokenizer,
@@ -57,11 +57,11 @@ from jaxspeech.features.specaugment import SpecAugmentConfig
 from jaxspeech.models.whisper_seq2seq import WhisperConfig, WhisperGenerationConfig
 from jaxspeech.recipes.components import EvalConfig, ensure_data, manifest_file, set_names
 from jaxspeech.recipes.report import write_report
-from jaxspeech.recipes.run import save_config
+from jaxspeech.recipes.workdir import save_config
 from jaxspeech.recipes.whisper_eval import eval_during_training, evaluate_sets
 from jaxspeech.sharding import multihost
 from jaxspeech.sharding.mesh import make_mesh
-from jaxspeech.tasks.whisper import WhisperLossConfig, WhisperTask
+from jaxspeech.tasks.whisper_seq2seq import WhisperLossConfig, WhisperTask
 from jaxspeech.train.config import TrainConfig, train_config_from_dict
 from jaxspeech.train.loop import train
 from jaxspeech.train.plots import plot_learning_curves
@@ -94,7 +94,7 @@ class WhisperRun:
     tokenizer_path: str
     model: WhisperConfig
     generation: WhisperGenerationConfig
-    encoder: WhisperExampleEncoder
+    encoder: WhisperTokens
     task: WhisperTask
     train: TrainConfig
     eval: EvalConfig
@@ -126,7 +126,7 @@ def _model_options(model: Mapping[str, Any]) -> dict[str, Any]:
 
 def generation_for_tokenizer(tokenizer: Tokenizer, language: str | None) -> WhisperGenerationConfig:
     """Generation settings of a random-init Whisper whose special tokens are ``tokenizer``'s: the
-    prompt of ``WhisperExampleEncoder``, every special token but the end suppressed, no empty output."""
+    prompt of ``WhisperTokens``, every special token but the end suppressed, no empty output."""
 
     def token_id(token: str, required: bool = True) -> int | None:
         found = tokenizer.token_to_id(token)
@@ -193,7 +193,7 @@ def _model(init: Mapping[str, Any], options: Mapping[str, Any], tokenizer: Token
     raise ValueError("set init.whisper_dir=<HF Whisper directory> (or init.random to train a random-init Whisper)")
 
 
-def _check_prompt(encoder: WhisperExampleEncoder, generation: WhisperGenerationConfig) -> None:
+def _check_prompt(encoder: WhisperTokens, generation: WhisperGenerationConfig) -> None:
     """Training targets and decoding must use the same prompt and end token."""
     prompt = generation.prompt(encoder.language, encoder.task)
     if encoder.prefix_ids != prompt or encoder.end_id != generation.eos_token_id:
@@ -247,7 +247,7 @@ def build(config, progress: bool = True) -> WhisperRun:
     if tokenizer.vocab_size > model.decoder.vocab_size:
         raise ValueError(f"tokenizer {tokenizer_path} has {tokenizer.vocab_size} tokens, the decoder only "
                          f"{model.decoder.vocab_size} embeddings")
-    encoder = WhisperExampleEncoder(tokenizer_path, language if generation.is_multilingual else None, WHISPER_TASK,
+    encoder = WhisperTokens(tokenizer_path, language if generation.is_multilingual else None, WHISPER_TASK,
                                     leading_space=bool(task_cfg.get("leading_space", True)))
     _check_prompt(encoder, generation)
     train_source = ManifestSource([manifest_file(data_dir, name) for name in set_names(data["train"])])

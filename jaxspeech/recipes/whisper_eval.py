@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 
 from jaxspeech.data.pipeline import DataPipeline
 from jaxspeech.data.sources import ManifestSource
+from jaxspeech.decoding.whisper import make_generate_fn
 from jaxspeech.evals.metrics import ErrorRateResult
 from jaxspeech.evals.report import example_record, write_per_example_jsonl
-from jaxspeech.models.whisper_seq2seq import make_generate_fn
 from jaxspeech.recipes.evaluate import FirstN, score
 
 if TYPE_CHECKING:

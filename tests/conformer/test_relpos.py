@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxspeech.encoders.relpos import RelPositionAttention, rel_shift, relative_sinusoids
-from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.kernels.masks import MaskSpec
 from tests.conformer import tiny
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from jaxspeech.convert import presets
 from jaxspeech.convert.hf_llm import config_from_hf
-from jaxspeech.convert.whisper import config_from_hf as whisper_config_from_hf
+from jaxspeech.convert.hf_whisper import config_from_hf as whisper_config_from_hf
 
 # Parameter counts of the released checkpoints (Hugging Face model pages; tied output heads counted once).
 PUBLISHED = {

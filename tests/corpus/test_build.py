@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxspeech.data.corpus import CORPUS_VERSION, CorpusConfig, utterance_spec
-from jaxspeech.data.corpus_build import (
+from jaxspeech.corpus.utterances import CORPUS_VERSION, CorpusConfig, utterance_spec
+from jaxspeech.corpus.build import (
     BUILD_MARKER,
     CORPUS_JSON,
     CorpusFolderError,

@@ -5,14 +5,14 @@ import pickle
 import numpy as np
 import pytest
 
-from jaxspeech.data.corpus import (
+from jaxspeech.corpus.utterances import (
     CorpusConfig,
     SyntheticUtterances,
     colored_noise,
     render_utterance,
     utterance_spec,
 )
-from jaxspeech.data.sentences import split_of
+from jaxspeech.corpus.sentences import split_of
 
 SMALL = CorpusConfig(dev_utterances=6, test_utterances=6, held_out_utterances=4)
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from jaxspeech.data.corpus import CorpusConfig, SyntheticUtterances
-from jaxspeech.data.corpus_build import build_corpus
+from jaxspeech.corpus.utterances import CorpusConfig, SyntheticUtterances
+from jaxspeech.corpus.build import build_corpus
 
 BUDGET_SECONDS = 300.0
 

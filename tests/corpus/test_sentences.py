@@ -5,39 +5,39 @@ import re
 import numpy as np
 import pytest
 
-from jaxspeech.data import lexicon
-from jaxspeech.data.grammar import Grammar, GrammarError, Slot, render
-from jaxspeech.data.sentences import SPLITS, SentenceGenerator, english_grammar, split_of
+from jaxspeech.corpus import words
+from jaxspeech.corpus.grammar import Grammar, GrammarError, Slot, render
+from jaxspeech.corpus.sentences import SPLITS, SentenceGenerator, english_grammar, split_of
 
 TRANSCRIPT = re.compile(r"^[a-z]+( [a-z]+)*$")
 
 
 def test_verb_and_noun_inflection():
-    assert lexicon.verb_forms("stop+") == {"base": "stop", "s": "stops", "past": "stopped", "pp": "stopped",
+    assert words.verb_forms("stop+") == {"base": "stop", "s": "stops", "past": "stopped", "pp": "stopped",
                                            "ing": "stopping"}
-    assert lexicon.verb_forms("take/took/taken") == {"base": "take", "s": "takes", "past": "took", "pp": "taken",
+    assert words.verb_forms("take/took/taken") == {"base": "take", "s": "takes", "past": "took", "pp": "taken",
                                                      "ing": "taking"}
-    assert lexicon.verb_forms("carry")["s"] == "carries" and lexicon.verb_forms("carry")["past"] == "carried"
-    assert lexicon.verb_forms("watch")["s"] == "watches" and lexicon.verb_forms("see/saw/seen")["ing"] == "seeing"
-    assert lexicon.verb_forms("go/went/gone")["s"] == "goes" and lexicon.verb_forms("play")["s"] == "plays"
-    assert lexicon.noun_forms("knife/knives")["pl"] == "knives" and lexicon.noun_forms("box")["pl"] == "boxes"
-    assert lexicon.noun_forms("city")["pl"] == "cities" and lexicon.noun_forms("key")["pl"] == "keys"
+    assert words.verb_forms("carry")["s"] == "carries" and words.verb_forms("carry")["past"] == "carried"
+    assert words.verb_forms("watch")["s"] == "watches" and words.verb_forms("see/saw/seen")["ing"] == "seeing"
+    assert words.verb_forms("go/went/gone")["s"] == "goes" and words.verb_forms("play")["s"] == "plays"
+    assert words.noun_forms("knife/knives")["pl"] == "knives" and words.noun_forms("box")["pl"] == "boxes"
+    assert words.noun_forms("city")["pl"] == "cities" and words.noun_forms("key")["pl"] == "keys"
     with pytest.raises(ValueError, match="base/past/participle"):
-        lexicon.verb_forms("go/went")
+        words.verb_forms("go/went")
 
 
 def test_indefinite_article():
-    assert [lexicon.indefinite_article(w) for w in ("apple", "hour", "unicorn", "umbrella", "dog", "one")] == [
+    assert [words.indefinite_article(w) for w in ("apple", "hour", "unicorn", "umbrella", "dog", "one")] == [
         "an", "an", "a", "an", "a", "a"]
 
 
 def test_lexicon_is_a_few_thousand_clean_words():
     surface = set()
-    for name in dir(lexicon):
-        block = getattr(lexicon, name)
+    for name in dir(words):
+        block = getattr(words, name)
         if name.isupper() and not name.startswith("_") and isinstance(block, str):
-            for entry in lexicon.words(block):
-                forms = lexicon.verb_forms(entry).values() if name.startswith("VERB") else entry.split("/")
+            for entry in words.words(block):
+                forms = words.verb_forms(entry).values() if name.startswith("VERB") else entry.split("/")
                 surface.update(w for form in forms for w in form.split())
     assert len(surface) > 3000
     assert all(re.fullmatch("[a-z]+", w) for w in surface)
@@ -50,8 +50,8 @@ def toy_grammar():
     VP[F]  -> {verb:F} | {verb:F} NP
     """
     slots = {
-        "noun": Slot(("owl", "cat", "ice cream"), lambda e, f: lexicon.noun_forms(e)["sg"]),
-        "verb": Slot(("see/saw/seen", "jump"), lambda e, f: lexicon.verb_forms(e)[f or "base"]),
+        "noun": Slot(("owl", "cat", "ice cream"), lambda e, f: words.noun_forms(e)["sg"]),
+        "verb": Slot(("see/saw/seen", "jump"), lambda e, f: words.verb_forms(e)[f or "base"]),
     }
     return Grammar(rules, slots, max_depth=6)
 
@@ -75,7 +75,7 @@ def test_sampling_and_rendering():
     seen = set()
     for _ in range(200):
         try:
-            transcript, spoken = render(grammar.sample(rng), lexicon.indefinite_article)
+            transcript, spoken = render(grammar.sample(rng), words.indefinite_article)
         except RecursionError:
             continue
         assert TRANSCRIPT.match(transcript)
@@ -116,7 +116,7 @@ def test_split_assignment_is_stable_and_partitions():
     assert split_of("the cat sat on the mat") == split_of("the cat sat on the mat")
     rng = np.random.default_rng(1)
     grammar = english_grammar()
-    buckets = [split_of(render(grammar.sample(rng), lexicon.indefinite_article)[0]) for _ in range(2000)]
+    buckets = [split_of(render(grammar.sample(rng), words.indefinite_article)[0]) for _ in range(2000)]
     fractions = {split: buckets.count(split) / len(buckets) for split in SPLITS}
     assert 0.01 < fractions["dev"] < 0.05 and 0.01 < fractions["test"] < 0.05 and fractions["train"] > 0.9
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from jaxspeech.data.corpus import HELD_OUT_VOICE, TRAIN_VOICES
-from jaxspeech.data.synth import EspeakError, get_synthesizer
+from jaxspeech.corpus.utterances import HELD_OUT_VOICE, TRAIN_VOICES
+from jaxspeech.corpus.synthesis import EspeakError, get_synthesizer
 
 TEXT = "the old farmer carried three baskets to the market."
 

@@ -8,7 +8,7 @@ import soundfile as sf
 import soxr
 
 from jaxspeech.data.audio import decode_audio_bytes, load_audio, prepare_waveform
-from jaxspeech.data.errors import AudioError, RejectReason
+from jaxspeech.errors import AudioError, RejectReason
 from tests.data import synthetic
 
 

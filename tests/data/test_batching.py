@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxspeech.data import batching
-from jaxspeech.data.errors import RejectReason
+from jaxspeech.errors import RejectReason
 from jaxspeech.features import mel
 
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxspeech.data.errors import RejectReason
+from jaxspeech.errors import RejectReason
 from jaxspeech.data.pipeline import DataPipeline, PipelineConfig
 from jaxspeech.data.sources import ManifestSource
 from jaxspeech.features import mel
@@ -201,7 +201,7 @@ def test_config_validation():
 
 def test_on_the_fly_synthetic_source():
     """Records carrying audio arrays (the eSpeak corpus renders them per index) go through as well."""
-    from jaxspeech.data.corpus import SyntheticUtterances
+    from jaxspeech.corpus.utterances import SyntheticUtterances
 
     source = SyntheticUtterances(split="train", size=8)
     config = PipelineConfig(bucket_frames=(300, 600), frame_budget=1200, n_mels=16, num_epochs=1)

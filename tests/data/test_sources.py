@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from jaxspeech.data.errors import AudioError, ManifestError, RejectReason
+from jaxspeech.errors import AudioError, ManifestError, RejectReason
 from jaxspeech.data.sources import LibriSpeechSource, ManifestSource, TfdsSource, decode_record, source_durations
 from tests.data import synthetic
 

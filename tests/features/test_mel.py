@@ -27,7 +27,7 @@ def sine_sweep(seconds: float) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
-    from jaxspeech.data.synth import get_synthesizer
+    from jaxspeech.corpus.synthesis import get_synthesizer
 
     return get_synthesizer().synthesize("the quick brown fox jumps over the lazy dog.", "en-us", 170, 50)
 

@@ -8,7 +8,7 @@ import pytest
 
 from jaxspeech.kernels import block_masks
 from jaxspeech.kernels.block_masks import FULL, PARTIAL, SKIP
-from jaxspeech.layers.masks import MaskSpec, dense_mask
+from jaxspeech.kernels.masks import MaskSpec, dense_mask
 from tests.kernels.flash_cases import packed_segments, spans
 
 B, T, S = 2, 40, 40

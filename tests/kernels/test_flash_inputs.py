@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 from jaxspeech.kernels.flash_attention import BlockSizes, flash_attention
-from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.kernels.masks import MaskSpec
 
 Q = jnp.zeros((2, 40, 4, 16))
 KV = jnp.zeros((2, 48, 2, 16))

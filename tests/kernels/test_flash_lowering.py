@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from jaxspeech.kernels.flash_attention import BlockSizes, flash_attention
-from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.kernels.masks import MaskSpec
 
 B, T, H, K, D = 2, 200, 4, 2, 64
 EVERY_MASK = MaskSpec(

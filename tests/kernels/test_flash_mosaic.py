@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxspeech.kernels.flash_attention import flash_attention
-from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.kernels.masks import MaskSpec
 from jaxspeech.platforms import libtpu_installed
 
 pytestmark = pytest.mark.skipif(

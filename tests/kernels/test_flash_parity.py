@@ -15,7 +15,7 @@ import pytest
 from jax.experimental.pallas import tpu as pltpu
 
 from jaxspeech.kernels.flash_attention import BlockSizes
-from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.kernels.masks import MaskSpec
 from tests.kernels.flash_cases import BF16_TOL, F32_TOL, compare, flash_vjp, packed_segments, random_inputs, spans
 
 

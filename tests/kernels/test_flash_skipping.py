@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspeech.layers.masks import MaskSpec
+from jaxspeech.kernels.masks import MaskSpec
 from tests.kernels.flash_cases import SMALL_BLOCKS, flash_vjp, packed_segments, random_inputs
 
 

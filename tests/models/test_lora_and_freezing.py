@@ -1,7 +1,6 @@
 """LoRA through the interceptor: zero-init identity, merged == unmerged, dropout; frozen groups."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest

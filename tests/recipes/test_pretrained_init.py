@@ -27,7 +27,7 @@ from jaxspeech.cli import main
 from jaxspeech.config_dict import load_config_file, override
 from jaxspeech.convert.hf_llm import load_hf_llm
 from jaxspeech.convert.safetensors_io import CheckpointError, SafetensorsReader, write_safetensors
-from jaxspeech.convert.whisper import load_hf_whisper_encoder
+from jaxspeech.convert.hf_whisper import load_hf_whisper_encoder
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER
 from jaxspeech.recipes import pretrained
 from jaxspeech.recipes.components import build

@@ -22,17 +22,17 @@ from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalG
 
 from jaxspeech.cli import main
 from jaxspeech.config_dict import load_config_file
-from jaxspeech.convert.whisper import load_generation_config, load_hf_whisper
+from jaxspeech.convert.hf_whisper import load_generation_config, load_hf_whisper
 from jaxspeech.encoders.whisper import WhisperEncoderConfig
 from jaxspeech.data.tokenizers import load_tokenizer
-from jaxspeech.data.whisper_encoder import WhisperExampleEncoder, write_byte_level_whisper_tokenizer
+from jaxspeech.data.whisper_tokens import WhisperTokens, write_byte_level_whisper_tokenizer
 from jaxspeech.features.mel import HOP_LENGTH, log_mel_spectrogram
 from jaxspeech.models.whisper_seq2seq import WhisperConfig as JaxWhisperConfig
 from jaxspeech.models.whisper_seq2seq import WhisperDecoderConfig
 from jaxspeech.recipes import whisper
 from jaxspeech.recipes.whisper_eval import decode_manifest, generate_fn
 from jaxspeech.sharding.mesh import make_mesh
-from jaxspeech.tasks.whisper import WhisperLossConfig, WhisperTask
+from jaxspeech.tasks.whisper_seq2seq import WhisperLossConfig, WhisperTask
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.loop import train
 from jaxspeech.train.state import build_layout
@@ -53,27 +53,27 @@ def tokenizer_dir(tmp_path_factory) -> str:
 
 
 def test_targets_are_prompt_then_text_and_end_with_loss_on_text_and_end(tokenizer_dir):
-    encoder = WhisperExampleEncoder(tokenizer_dir)
+    encoder = WhisperTokens(tokenizer_dir)
     encoded = encoder({"id": "a", "text": "Hi <|en|> 12"}, (300,))
     text_ids = list(" Hi <|en|> 12".encode())  # byte-level: one id per byte; markup in text stays plain text
     assert encoded.tokens.tolist() == [START, EN, TRANSCRIBE, NO_TIMESTAMPS, *text_ids, END]
     assert encoded.loss_mask.tolist() == [0.0] * 4 + [1.0] * (len(text_ids) + 1)
     assert load_tokenizer(tokenizer_dir).decode(encoded.tokens.tolist()) == " Hi <|en|> 12"
 
-    english_only = WhisperExampleEncoder(tokenizer_dir, language=None, leading_space=False)
+    english_only = WhisperTokens(tokenizer_dir, language=None, leading_space=False)
     encoded = english_only({"id": "b", "text": " ok "}, (300,))
     assert encoded.tokens.tolist() == [START, NO_TIMESTAMPS, ord("o"), ord("k"), END]
     assert encoded.loss_mask.tolist() == [0, 0, 1, 1, 1]
 
 
 def test_bad_records_and_tokenizers_are_rejected_with_their_names(tokenizer_dir):
-    encoder = WhisperExampleEncoder(tokenizer_dir)
+    encoder = WhisperTokens(tokenizer_dir)
     with pytest.raises(ValueError, match=r"record 'utt-7' \(clip\.flac\): empty transcript"):
         encoder({"id": "utt-7", "audio_filepath": "clip.flac", "text": "  "}, (300,))
     with pytest.raises(ValueError, match="record 'utt-8'.*one clip"):
         encoder({"id": "utt-8", "text": "two clips"}, (300, 200))
     with pytest.raises(ValueError, match=rf"tokenizer {tokenizer_dir} has no special token <\|de\|>"):
-        WhisperExampleEncoder(tokenizer_dir, language="de").prefix_ids
+        WhisperTokens(tokenizer_dir, language="de").prefix_ids  # noqa: B018 (the property raises)
 
 
 def _debug_config(**overrides):
@@ -205,7 +205,7 @@ def test_loss_matches_transformers_cross_entropy_on_the_same_checkpoint(hf_whisp
     logits for decoder inputs tokens[:-1] and targets tokens[1:] weighted by loss_mask[1:]."""
     config, params = load_hf_whisper(hf_whisper_dir)
     task = WhisperTask(config, WhisperLossConfig(label_smoothing=0.1), full_window=True)
-    encoder = WhisperExampleEncoder(hf_whisper_dir)
+    encoder = WhisperTokens(hf_whisper_dir)
     examples = [encoder({"id": str(i), "text": text}, (600,)) for i, text in enumerate(["hello there", "a longer one, ok?"])]
     length = max(len(e.tokens) for e in examples)
     tokens = np.full((2, length), END, np.int32)

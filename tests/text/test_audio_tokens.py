@@ -2,7 +2,7 @@
 
 import pytest
 
-from jaxspeech.data.audio_tokens import (
+from jaxspeech.audio_tokens import (
     WHISPER_ENCODER,
     FrameStack,
     Identity,

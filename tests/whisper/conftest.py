@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from jaxspeech.convert.whisper import load_generation_config, load_hf_whisper
+from jaxspeech.convert.hf_whisper import load_generation_config, load_hf_whisper
 from jaxspeech.models.whisper_seq2seq import WhisperConfig, WhisperGenerationConfig
 from tests.whisper.tiny import micro_hf_model, save_micro_dir
 

@@ -10,7 +10,7 @@ import torch
 from flax import linen as nn
 from flax import traverse_util
 
-from jaxspeech.convert.whisper import load_hf_whisper
+from jaxspeech.convert.hf_whisper import load_hf_whisper
 from jaxspeech.encoders.whisper import WhisperEncoder, output_lengths
 from jaxspeech.layers import axes
 from jaxspeech.layers.embeddings import sinusoids

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from jaxspeech.cli import main
 from jaxspeech.data.audio import load_audio
-from jaxspeech.models.longform import WhisperTranscriber, chunk_windows, merge_chunks, merge_overlapping
-from jaxspeech.models.whisper_seq2seq import make_generate_fn
+from jaxspeech.decoding.whisper import make_generate_fn
+from jaxspeech.recipes.longform import WhisperTranscriber, chunk_windows, merge_chunks, merge_overlapping
 from tests.whisper.tiny import EOS, MICRO_FRAMES, MICRO_SAMPLES, padded_features, random_audio
 
 

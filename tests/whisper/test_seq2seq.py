@@ -11,16 +11,11 @@ from flax import linen as nn
 from flax import traverse_util
 from transformers import WhisperForConditionalGeneration
 
-from jaxspeech.convert.whisper import load_hf_whisper
+from jaxspeech.convert.hf_whisper import load_hf_whisper
 from jaxspeech.layers import axes
 from jaxspeech.layers.embeddings import sinusoids
-from jaxspeech.models.whisper_seq2seq import (
-    WhisperGenerationConfig,
-    WhisperSeq2Seq,
-    init_cache,
-    make_generate_fn,
-    suppression_processor,
-)
+from jaxspeech.decoding.whisper import make_generate_fn, suppression_processor
+from jaxspeech.models.whisper_seq2seq import WhisperGenerationConfig, WhisperSeq2Seq, init_cache
 from tests.whisper.tiny import (
     EOS,
     EN,

@@ -2,7 +2,7 @@
 
 ``SentenceGenerator(min_words, max_words)`` draws sentences of a bounded length from an English
 grammar (statements in six tenses, questions, commands, two-clause sentences, relative and
-reported clauses) over the word lists of ``lexicon``. Each sentence belongs to exactly one split,
+reported clauses) over the word lists of ``words``. Each sentence belongs to exactly one split,
 decided by a hash of its transcript (``split_of``), so train, dev and test sentences are disjoint
 by construction however many are drawn, on the fly or for the prepared corpus.
 """
@@ -15,8 +15,8 @@ import hashlib
 
 import numpy as np
 
-from jaxspeech.data import lexicon
-from jaxspeech.data.grammar import Grammar, Slot, render
+from jaxspeech.corpus import words
+from jaxspeech.corpus.grammar import Grammar, Slot, render
 
 GENERATOR_VERSION = "sentences-1"
 SPLITS = ("train", "dev", "test")
@@ -216,11 +216,11 @@ COMPLEX      -> 2: when PAST_CLAUSE , PAST_CLAUSE | 2: after PAST_CLAUSE , PAST_
 
 
 def _noun(entry: str, form: str | None) -> str:
-    return lexicon.noun_forms(entry)["pl" if form == "pl" else "sg"]
+    return words.noun_forms(entry)["pl" if form == "pl" else "sg"]
 
 
 def _verb(entry: str, form: str | None) -> str:
-    forms = lexicon.verb_forms(entry)
+    forms = words.verb_forms(entry)
     if (form or "base") not in forms:
         raise ValueError(f"verb form {form!r} is not one of {sorted(forms)}")
     return forms[form or "base"]
@@ -233,31 +233,31 @@ def _plain(entry: str, form: str | None) -> str:
 
 
 _SLOT_TABLE = {
-    "person": (lexicon.PERSON, _noun), "relative": (lexicon.RELATIVE, _noun), "animal": (lexicon.ANIMAL, _noun),
-    "food": (lexicon.FOOD, _noun), "food_mass": (lexicon.FOOD_MASS, _plain), "drink": (lexicon.DRINK, _plain),
-    "object": (lexicon.OBJECT, _noun), "furniture": (lexicon.FURNITURE, _noun), "place": (lexicon.PLACE, _noun),
-    "nature": (lexicon.NATURE, _noun), "idea": (lexicon.IDEA, _noun), "event": (lexicon.EVENT, _noun),
-    "name": (lexicon.FIRST_NAME, _plain), "surname": (lexicon.SURNAME, _plain), "city": (lexicon.CITY, _plain),
-    "country": (lexicon.COUNTRY, _plain), "weekday": (lexicon.WEEKDAY, _noun), "month": (lexicon.MONTH, _plain),
-    "part_of_day": (lexicon.PART_OF_DAY, _plain), "season": (lexicon.SEASON, _plain), "clock": (lexicon.CLOCK, _plain),
-    "number": (lexicon.NUMBER, _plain), "v_food": (lexicon.VERB_FOOD, _verb), "v_drink": (lexicon.VERB_DRINK, _verb),
-    "v_thing": (lexicon.VERB_THING, _verb), "v_give": (lexicon.VERB_GIVE, _verb), "v_person": (lexicon.VERB_PERSON, _verb),
-    "v_place": (lexicon.VERB_PLACE, _verb), "v_idea": (lexicon.VERB_IDEA, _verb), "v_animal": (lexicon.VERB_ANIMAL, _verb),
-    "v_animal_act": (lexicon.VERB_ANIMAL_ACTION, _verb), "v_intr": (lexicon.VERB_INTRANSITIVE, _verb),
-    "v_motion": (lexicon.VERB_MOTION, _verb), "v_inf": (lexicon.VERB_INFINITIVE, _verb),
-    "v_ger": (lexicon.VERB_GERUND, _verb), "v_say": (lexicon.VERB_SAY, _verb),
-    "adj_thing": (lexicon.ADJ_THING, _plain), "adj_person": (lexicon.ADJ_PERSON, _plain),
-    "adj_animal": (lexicon.ADJ_ANIMAL, _plain), "adj_place": (lexicon.ADJ_PLACE, _plain),
-    "adj_food": (lexicon.ADJ_FOOD, _plain), "adj_idea": (lexicon.ADJ_IDEA, _plain),
-    "adj_weather": (lexicon.ADJ_WEATHER, _plain), "color": (lexicon.COLOR, _plain),
-    "adv": (lexicon.ADVERB_MANNER, _plain), "freq": (lexicon.ADVERB_FREQUENCY, _plain), "degree": (lexicon.DEGREE, _plain),
+    "person": (words.PERSON, _noun), "relative": (words.RELATIVE, _noun), "animal": (words.ANIMAL, _noun),
+    "food": (words.FOOD, _noun), "food_mass": (words.FOOD_MASS, _plain), "drink": (words.DRINK, _plain),
+    "object": (words.OBJECT, _noun), "furniture": (words.FURNITURE, _noun), "place": (words.PLACE, _noun),
+    "nature": (words.NATURE, _noun), "idea": (words.IDEA, _noun), "event": (words.EVENT, _noun),
+    "name": (words.FIRST_NAME, _plain), "surname": (words.SURNAME, _plain), "city": (words.CITY, _plain),
+    "country": (words.COUNTRY, _plain), "weekday": (words.WEEKDAY, _noun), "month": (words.MONTH, _plain),
+    "part_of_day": (words.PART_OF_DAY, _plain), "season": (words.SEASON, _plain), "clock": (words.CLOCK, _plain),
+    "number": (words.NUMBER, _plain), "v_food": (words.VERB_FOOD, _verb), "v_drink": (words.VERB_DRINK, _verb),
+    "v_thing": (words.VERB_THING, _verb), "v_give": (words.VERB_GIVE, _verb), "v_person": (words.VERB_PERSON, _verb),
+    "v_place": (words.VERB_PLACE, _verb), "v_idea": (words.VERB_IDEA, _verb), "v_animal": (words.VERB_ANIMAL, _verb),
+    "v_animal_act": (words.VERB_ANIMAL_ACTION, _verb), "v_intr": (words.VERB_INTRANSITIVE, _verb),
+    "v_motion": (words.VERB_MOTION, _verb), "v_inf": (words.VERB_INFINITIVE, _verb),
+    "v_ger": (words.VERB_GERUND, _verb), "v_say": (words.VERB_SAY, _verb),
+    "adj_thing": (words.ADJ_THING, _plain), "adj_person": (words.ADJ_PERSON, _plain),
+    "adj_animal": (words.ADJ_ANIMAL, _plain), "adj_place": (words.ADJ_PLACE, _plain),
+    "adj_food": (words.ADJ_FOOD, _plain), "adj_idea": (words.ADJ_IDEA, _plain),
+    "adj_weather": (words.ADJ_WEATHER, _plain), "color": (words.COLOR, _plain),
+    "adv": (words.ADVERB_MANNER, _plain), "freq": (words.ADVERB_FREQUENCY, _plain), "degree": (words.DEGREE, _plain),
 }
 
 
 @functools.lru_cache(maxsize=None)
 def english_grammar() -> Grammar:
     """The corpus grammar (built once per process)."""
-    slots = {name: Slot(lexicon.words(block), inflect) for name, (block, inflect) in _SLOT_TABLE.items()}
+    slots = {name: Slot(words.words(block), inflect) for name, (block, inflect) in _SLOT_TABLE.items()}
     return Grammar(RULES, slots)
 
 
@@ -298,7 +298,7 @@ class SentenceGenerator:
                 tokens = grammar.sample(rng)
             except RecursionError:
                 continue
-            transcript, spoken = render(tokens, lexicon.indefinite_article)
+            transcript, spoken = render(tokens, words.indefinite_article)
             if self.min_words <= transcript.count(" ") + 1 <= self.max_words and split_of(transcript) == split:
                 return Sentence(transcript, spoken)
         raise RuntimeError(f"no {split} sentence of {self.min_words}-{self.max_words} words in 100000 draws")

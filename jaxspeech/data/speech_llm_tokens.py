@@ -1,6 +1,6 @@
 """The data pipeline's ``tokenize`` callable for Speech-LLM training and inference.
 
-``ExampleEncoder(record, frames_per_clip)`` turns a source record (``text``, optional ``task``,
+``SpeechLLMTokens(record, frames_per_clip)`` turns a source record (``text``, optional ``task``,
 ``prompt``, ``target``, ``language``) and the log-mel frame count of each clip into prompt +
 target tokens with the audio placeholder spans sized by the model's downsampling arithmetic.
 It is picklable (worker processes load the tokenizer lazily, once, with ``load_speech_tokenizer``).
@@ -12,7 +12,7 @@ import dataclasses
 import functools
 from typing import Any, Mapping, Sequence
 
-from jaxspeech.data.audio_tokens import downsampled_length
+from jaxspeech.audio_tokens import downsampled_length
 from jaxspeech.data.prompts import EncodedExample, encode_example
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER
 from jaxspeech.data.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
@@ -35,7 +35,7 @@ def _tokenizer(path: str) -> Tokenizer:
 
 
 @dataclasses.dataclass(frozen=True)
-class ExampleEncoder:
+class SpeechLLMTokens:
     """``audio_steps``: frames -> placeholder tokens (``SpeechLLMConfig.inline_steps``); an empty
     tuple means the audio is not inline (cross-attention). ``inference`` drops the target."""
 

@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspeech.convert.whisper import load_generation_config, load_hf_whisper
+from jaxspeech.convert.hf_whisper import load_generation_config, load_hf_whisper
 from jaxspeech.data.text import load_tokenizer
+from jaxspeech.decoding.whisper import make_generate_fn
 from jaxspeech.features.mel import HOP_LENGTH, log_mel_spectrogram
-from jaxspeech.models.whisper_seq2seq import make_generate_fn
 
 
 def chunk_windows(num_samples: int, window: int, stride: int) -> list[tuple[int, int]]:

@@ -36,7 +36,7 @@ from typing import Any, Iterable
 
 import soundfile as sf
 
-from jaxspeech.data.corpus import (
+from jaxspeech.corpus.utterances import (
     CORPUS_VERSION,
     SAMPLE_RATE,
     CorpusConfig,
@@ -44,7 +44,7 @@ from jaxspeech.data.corpus import (
     utterance_id,
     utterance_spec,
 )
-from jaxspeech.data.sentences import SPLITS
+from jaxspeech.corpus.sentences import SPLITS
 
 CORPUS_JSON = "corpus.json"
 BUILD_MARKER = ".build.json"

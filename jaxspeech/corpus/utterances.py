@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxspeech.data.sentences import GENERATOR_VERSION, SPLITS, SentenceGenerator
-from jaxspeech.data.synth import OUTPUT_SAMPLE_RATE, get_synthesizer
+from jaxspeech.corpus.sentences import GENERATOR_VERSION, SPLITS, SentenceGenerator
+from jaxspeech.corpus.synthesis import OUTPUT_SAMPLE_RATE, get_synthesizer
 
 CORPUS_VERSION = f"corpus-1/{GENERATOR_VERSION}"
 DEFAULT_CORPUS_DIR = "data/tiny"

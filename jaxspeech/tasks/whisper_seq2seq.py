@@ -1,7 +1,7 @@
 """Training task of the Whisper encoder-decoder: teacher-forced next-token loss on the transcript.
 
 The batch is a ``jaxspeech.types.Batch`` with one clip per row (C = 1): features f32[B, 1, T, F],
-feature_lengths i32[B, 1], and tokens / loss_mask from ``WhisperExampleEncoder`` (the decoder
+feature_lengths i32[B, 1], and tokens / loss_mask from ``WhisperTokens`` (the decoder
 prompt, then the text and ``<|endoftext|>`` as targets).
 
 Input length: released checkpoints were trained on 30-s windows (T = 3000 frames, the audio padded

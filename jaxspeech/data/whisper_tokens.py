@@ -1,6 +1,6 @@
 """Whisper decoder targets for the data pipeline, and a byte-level Whisper-style tokenizer for debug runs.
 
-``WhisperExampleEncoder(record, frames_per_clip)`` gives the teacher-forcing sequence of one example:
+``WhisperTokens(record, frames_per_clip)`` gives the teacher-forcing sequence of one example:
 
     <|startoftranscript|> <|en|> <|transcribe|> <|notimestamps|>  text tokens ... <|endoftext|>
     loss_mask:  0             0       0              0               1 ...            1
@@ -46,7 +46,7 @@ def _tokenizer(path: str) -> Tokenizer:
 
 
 @dataclasses.dataclass(frozen=True)
-class WhisperExampleEncoder:
+class WhisperTokens:
     """The pipeline's ``tokenize`` callable for Whisper fine-tuning (see the module docstring).
 
     ``language`` None means an English-only checkpoint (prefix ``<|startoftranscript|><|notimestamps|>``).
