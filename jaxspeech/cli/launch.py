@@ -7,7 +7,7 @@
 
 Prints, then runs (without --dry-run): create the slice the plan was made for, copy this checkout
 (git archive of HEAD) and the plan to every worker, install jaxspeech[tpu] there, start `jaxspeech
-train --plan` on all workers at once (run folder on the bucket; multi-host initialisation through
+train --plan` on all workers at once (a run folder every worker sees; multi-host initialisation through
 JAX's Cloud TPU cluster detection), and delete the slice when training ends or a step fails
 (--keep leaves it running). Needs the gcloud CLI, logged in, with TPU quota in the zone.
 """
@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     parser.add_argument("--name", required=True, help="name of the TPU VM slice to create")
     parser.add_argument("--zone", required=True, help="Cloud zone with quota for the slice, e.g. us-east5-a")
     parser.add_argument("--project", default=None, help="Cloud project (default: gcloud's)")
-    parser.add_argument("--workdir", required=True, help="run folder on a bucket: gs://BUCKET/PATH")
+    parser.add_argument("--workdir", required=True,
+                        help="run folder every worker sees: gs://BUCKET/PATH, or an absolute path where it is mounted")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override passed to `jaxspeech train` (repeatable)")
     parser.add_argument("--spot", action="store_true", help="a Spot slice (cheaper, preemptible)")

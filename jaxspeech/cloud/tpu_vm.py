@@ -5,9 +5,9 @@ From a ``plan.json`` (its topology: the slice to rent) and a few names, ``launch
 1. ``create`` the TPU VM slice (one VM per host) with the generation's TPU software image;
 2. ``scp`` this checkout (a ``git archive`` of HEAD) and the plan to every worker;
 3. ``install`` jaxspeech with the TPU extra on every worker;
-4. ``train`` on every worker at once: ``jaxspeech train --plan`` with the run folder on a bucket
-   (``gs://...``: checkpoints, metrics and reports go there), multi-host initialisation by JAX's
-   Cloud TPU cluster detection when the slice has several hosts;
+4. ``train`` on every worker at once: ``jaxspeech train --plan`` with the run folder where every
+   worker sees it (a bucket, or its mount point on every worker), multi-host initialisation by
+   JAX's Cloud TPU cluster detection when the slice has several hosts;
 5. ``delete`` the slice (unless kept).
 
 Nothing here talks to Google Cloud: ``run_steps`` hands the commands to ``gcloud``.
@@ -55,8 +55,9 @@ def launch_steps(plan: Mapping, *, name: str, zone: str, project: str | None, co
                  sets: Sequence[str] = (), plan_path: str = "plan.json", spot: bool = False,
                  keep: bool = False) -> list[LaunchStep]:
     """The ``gcloud`` commands of the module docstring for ``plan`` (see ``jaxspeech launch --help``)."""
-    if not workdir.startswith("gs://"):
-        raise ValueError(f"--workdir {workdir!r}: a slice's workers share the run folder only on a bucket (gs://...)")
+    if not (workdir.startswith("gs://") or workdir.startswith("/")):
+        raise ValueError(f"--workdir {workdir!r}: every worker must see the run folder: give a bucket (gs://...) or "
+                         "an absolute path where the bucket is mounted on every worker")
     accelerator_type, version = accelerator(plan)
     where = [f"--zone={zone}"] + ([f"--project={project}"] if project else [])
     tpu_vm = ["gcloud", "compute", "tpus", "tpu-vm"]

@@ -42,9 +42,9 @@ def test_dry_run_prints_every_step(plan_file, capsys):
     assert delete[4:6] == ["delete", "slam8b"]
 
 
-def test_a_local_run_folder_is_refused():
-    with pytest.raises(ValueError, match="on a bucket"):
-        launch_steps(PLAN, name="x", zone="z", project=None, config="c.py", workdir="/tmp/run")
+def test_a_run_folder_the_workers_cannot_share_is_refused():
+    with pytest.raises(ValueError, match="every worker must see the run folder"):
+        launch_steps(PLAN, name="x", zone="z", project=None, config="c.py", workdir="runs/slam8b")
 
 
 def test_a_failed_step_still_deletes_the_slice():
