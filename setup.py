@@ -44,6 +44,7 @@ EXTRAS = {
         "tensorflow-datasets==4.9.10",
         "array-record==0.8.6",
         "ipython>=8",  # the colab/ notebook test (IPython.display)
+        "jax[tpu]==0.10.2",  # libtpu: Mosaic kernel and `jaxspeech plan` tests compile for TPUs on any machine
         "import-linter>=2.1",  # the layering contracts of pyproject.toml (tests/test_layering.py)
         "ruff>=0.6",  # lint rules of pyproject.toml (tests/test_ruff.py)
     ],

@@ -5,7 +5,9 @@
   jaxspeech generate --hf-dir ./model --prompt "Hello" --sample --temperature 0.7 --top-p 0.9 --seed 1
 
 The directory needs config.json, model.safetensors (or shards + index) and tokenizer.json. When its
-tokenizer has a chat template, the prompt is sent as one user turn (``--raw`` sends it verbatim).
+tokenizer has a chat template, the prompt is sent as one user turn; ``--raw`` sends it as plain text,
+tokenized as the model's own tokenizer does (``tokenizer(text)`` in transformers: with BOS only
+where its ``tokenizer.json`` adds one).
 Prints the continuation only (``--jsonl``: one JSON object per prompt).
 """
 
@@ -40,7 +42,7 @@ def register(subparsers) -> None:
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--raw", action="store_true", help="do not apply the chat template")
+    parser.add_argument("--raw", action="store_true", help="plain text, no chat template (special tokens only where the tokenizer itself adds them)")
     parser.add_argument("--system", default=None, help="system message for chat templates")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="compute dtype")
     parser.add_argument("--jsonl", action="store_true",
@@ -49,10 +51,10 @@ def register(subparsers) -> None:
 
 
 def encode_prompt(tokenizer, text: str, raw: bool, system: str | None) -> list[int]:
-    """Token ids of ``text``: a user turn through the chat template, or verbatim (after BOS if any)."""
+    """Token ids of ``text``: a user turn through the chat template, or plain text with the special
+    tokens the tokenizer's own rules add (``Tokenizer.encode_text``: BOS for Llama 3, none for Qwen2)."""
     if raw or tokenizer.chat_template is None:
-        bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
-        return bos + tokenizer.encode(text)
+        return tokenizer.encode_text(text)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
     return encode_chat(tokenizer, messages, add_generation_prompt=True).ids
 

@@ -3,6 +3,14 @@
 ``encode`` treats its input as plain user text: it never yields the id of a special or added token,
 whatever the text contains (``<|im_start|>``, ``<s>``, the audio placeholder string...). Control
 tokens enter a sequence only through ``split_control`` (used on chat-template markup) or by id.
+
+``encode_text`` is a whole plain-text sequence as the tokenizer's own rules build it, i.e. what
+``transformers.AutoTokenizer.from_pretrained(d)(text).input_ids`` gives: the special tokens that
+``tokenizer.json``'s post-processor puts around the text (Llama 3: ``<|begin_of_text|>``; Qwen2
+and SmolLM2, whose post-processor adds nothing: none, although SmolLM2 defines a BOS token).
+Like transformers 5, the post-processor alone decides when a ``tokenizer.json`` exists:
+``add_bos_token`` / ``add_eos_token`` in ``tokenizer_config.json`` are then ignored. A bare
+sentencepiece model has no such rule; it gets BOS, as transformers' Llama tokenizer gives it.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ TOKENIZER_FILES = (TOKENIZER_JSON, TOKENIZER_CONFIG_JSON, SPECIAL_TOKENS_MAP_JSO
                    CHAT_TEMPLATE_JINJA, SENTENCEPIECE_MODEL)
 
 _SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+_PROBE_TEXT = "a"  # encoded once to see which special tokens a post-processor adds around a sequence
 
 # A piece of template text after control-token splitting: a control token id, or plain text.
 ControlSplit = list[int | str]
@@ -44,6 +53,8 @@ class Tokenizer(abc.ABC):
         ``encode`` and dropped by ``decode(skip_special_tokens=True)``. The unknown token is not
         among them: plain text can legitimately map to it.
       special_tokens_map: {"bos_token": "<s>", ...} for the tokens that are set (chat templates see it).
+      text_prefix / text_suffix: ids the tokenizer's own rules put before / after one plain-text
+        sequence (see the module docstring).
       chat_template: the jinja chat template, or None.
       source: where the tokenizer was loaded from (for error messages).
     """
@@ -55,12 +66,19 @@ class Tokenizer(abc.ABC):
     unk_id: int | None
     special_ids: frozenset[int]
     special_tokens_map: dict[str, str]
+    text_prefix: tuple[int, ...]
+    text_suffix: tuple[int, ...]
     chat_template: str | None
     source: str
 
     def encode(self, text: str) -> list[int]:
         """Plain text -> ids, no BOS/EOS, never a control-token id."""
         return self.encode_with_offsets(text)[0]
+
+    def encode_text(self, text: str) -> list[int]:
+        """A plain-text sequence with the special tokens the tokenizer's own rules add around it
+        (``tokenizer(text).input_ids`` in transformers; see the module docstring)."""
+        return [*self.text_prefix, *self.encode(text), *self.text_suffix]
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Plain text -> (ids, character spans [start, end) of each id in ``text``)."""
@@ -146,7 +164,17 @@ class HFTokenizer(Tokenizer):
                 raise ValueError(f"{directory}: eos id {i} is outside the vocabulary of {self.vocab_size}")
         declared = {i for i in (self.bos_id, self.pad_id, *self.eos_ids) if i is not None}
         self.special_ids = frozenset({i for i, t in self._added.items() if t.special} | declared)
+        self.text_prefix, self.text_suffix = self._post_processor_ids()
         self.chat_template = _chat_template(directory, config)
+
+    def _post_processor_ids(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(ids before, ids after) that ``tokenizer.json``'s post-processor adds to one sequence."""
+        encoding = self._plain.encode(_PROBE_TEXT, add_special_tokens=True)
+        content = [t for t, special in enumerate(encoding.special_tokens_mask) if not special]
+        ids = list(encoding.ids)
+        if not content:  # the probe spelled nothing: every added id counts as a prefix
+            return tuple(ids), ()
+        return tuple(ids[:content[0]]), tuple(ids[content[-1] + 1:])
 
     def _config_token_id(self, key: str, token: str) -> int:
         token_id = self._full.token_to_id(token)
@@ -235,6 +263,7 @@ class SentencePieceTokenizer(Tokenizer):
                            ("pad_token", self.pad_id))
             if i is not None
         }
+        self.text_prefix, self.text_suffix = (() if self.bos_id is None else (self.bos_id,)), ()
         self.chat_template = None
         by_length = sorted((self._sp.id_to_piece(i) for i in self.special_ids), key=len, reverse=True)
         self._control_re = re.compile("|".join(re.escape(p) for p in by_length)) if by_length else None

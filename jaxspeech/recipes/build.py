@@ -120,10 +120,12 @@ class Run:
         return self.kind.decoder(self.eval.generation, self.lexicon())
 
 
-def _pipelines(kind: TaskKind, data: DataConfig) -> tuple[PipelineConfig, PipelineConfig]:
+def pipelines(kind: TaskKind, data: DataConfig, local_devices: int) -> tuple[PipelineConfig, PipelineConfig]:
+    """(train, eval) pipeline configs of ``data`` with what the task's model decides; host batches
+    are rounded to multiples of ``local_devices``."""
     values = dict(data.pipeline)
     # Host batches must split evenly over the local devices of the data-parallel mesh axes.
-    values.setdefault("batch_size_multiple", jax.local_device_count())
+    values.setdefault("batch_size_multiple", local_devices)
     eval_values = {**values, "shuffle": False, "num_epochs": 1, "drop_remainder": False, "batch_size_multiple": 1,
                    **data.eval_pipeline}
     pipeline = dataclass_from_dict(PipelineConfig, kind.pipeline_values(values), "data.pipeline")
@@ -133,13 +135,18 @@ def _pipelines(kind: TaskKind, data: DataConfig) -> tuple[PipelineConfig, Pipeli
     return pipeline, eval_pipeline
 
 
-def build(config, progress: bool = True, *, build_data: bool = True) -> Run:
-    """The run of ``config``; ``build_data`` False never synthesises the corpus (reopening a run)."""
+def read_sections(config, need_weights: bool = True) -> tuple[TaskKind, DataConfig, TrainConfig, EvalConfig]:
+    """Every section of ``config`` read and checked, nothing built: (task kind, data, train, eval)."""
     check_keys(config, set(SECTIONS), "config")
-    kind = task_kind(config)
+    kind = task_kind(config, need_weights)
     data = dataclass_from_dict(DataConfig, config.get("data") or {}, "data")
     train = kind.train_config(train_config_from_dict(config.get("train") or {}))
-    evaluation = dataclass_from_dict(EvalConfig, config.get("eval") or {}, "eval")
+    return kind, data, train, dataclass_from_dict(EvalConfig, config.get("eval") or {}, "eval")
+
+
+def build(config, progress: bool = True, *, build_data: bool = True) -> Run:
+    """The run of ``config``; ``build_data`` False never synthesises the corpus (reopening a run)."""
+    kind, data, train, evaluation = read_sections(config)
 
     tokenizer = kind.tokenizer_path(data.dir, data.tokenizer, data.build_tokenizer)
     if build_data and data.build_corpus:
@@ -148,7 +155,7 @@ def build(config, progress: bool = True, *, build_data: bool = True) -> Run:
         raise FileNotFoundError(
             f"tokenizer {tokenizer} not found: set data.tokenizer, or data.tokenizer_vocab with data.build_corpus")
     kind.setup(tokenizer)
-    pipeline, eval_pipeline = _pipelines(kind, data)
+    pipeline, eval_pipeline = pipelines(kind, data, jax.local_device_count())
     run = Run(config=config, kind=kind, data=data, train=train, eval=evaluation, pipeline=pipeline,
               eval_pipeline=eval_pipeline)
     if build_data:

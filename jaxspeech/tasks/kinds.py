@@ -108,10 +108,15 @@ class TaskKind(Protocol):
         ...
 
 
-def task_kind(config: Mapping[str, Any]) -> TaskKind:
-    """The task kind of ``config.task.kind`` (default ``speech_llm``), its sections checked."""
-    task = config.get("task") or {}
-    name = task.get("kind", DEFAULT_KIND)
+def kind_name(config: Mapping[str, Any]) -> str:
+    """``config.task.kind`` (default ``speech_llm``), checked."""
+    name = (config.get("task") or {}).get("kind", DEFAULT_KIND)
     if name not in KINDS:
         raise ValueError(f"task.kind must be one of {sorted(KINDS)}, got {name!r}")
-    return KINDS[name](config)
+    return name
+
+
+def task_kind(config: Mapping[str, Any], need_weights: bool = True) -> TaskKind:
+    """The task kind of ``config.task.kind``, its sections checked; ``need_weights`` False accepts an
+    ``init`` that names architectures (presets) without checkpoints, which is all a plan needs."""
+    return KINDS[kind_name(config)](config, need_weights)

@@ -74,21 +74,35 @@ class SpeechLLMTaskConfig:
             raise ValueError("task.loss.eos_ids come from the tokenizer: leave them out of the config")
 
 
-def model_config(model: Mapping[str, Any], tokenizer: Tokenizer) -> SpeechLLMConfig:
-    """SpeechLLMConfig with the placeholder and CTC head sized from ``tokenizer``, and the LLM's
-    vocabulary too unless ``model.llm.vocab_size`` (a checkpoint's padded embedding) is larger."""
-    placeholder = tokenizer.token_to_id(AUDIO_PLACEHOLDER)
-    if placeholder is None:
-        raise ValueError(f"tokenizer {tokenizer.source} has no {AUDIO_PLACEHOLDER} token")
-    return _model_config(model, tokenizer.vocab_size, placeholder, tokenizer.pad_id or 0)
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    """What the model and the loss take from the tokenizer (``source`` names it in errors); a plan
+    (``jaxspeech plan``) states it without a tokenizer file."""
+
+    size: int
+    placeholder_id: int
+    pad_id: int
+    eos_ids: tuple[int, ...]
+    source: str
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> "Vocabulary":
+        placeholder = tokenizer.token_to_id(AUDIO_PLACEHOLDER)
+        if placeholder is None:
+            raise ValueError(f"tokenizer {tokenizer.source} has no {AUDIO_PLACEHOLDER} token")
+        return cls(tokenizer.vocab_size, placeholder, tokenizer.pad_id or 0, tuple(tokenizer.eos_ids),
+                   str(tokenizer.source))
 
 
-def _model_config(model: Mapping[str, Any], vocab_size: int, placeholder: int, blank: int) -> SpeechLLMConfig:
+def model_config(model: Mapping[str, Any], vocab: Vocabulary) -> SpeechLLMConfig:
+    """SpeechLLMConfig with the placeholder and CTC head sized from the tokenizer's ``vocab``, and the
+    LLM's vocabulary too unless ``model.llm.vocab_size`` (a checkpoint's padded embedding) is larger."""
     model = dict(plain(model))
     use_ctc = bool(model.pop("ctc", False))
     llm = dict(model.get("llm") or {})
-    llm["vocab_size"] = max(vocab_size, llm.get("vocab_size", 0))
-    model.update(llm=llm, placeholder_id=placeholder, ctc_vocab_size=vocab_size if use_ctc else 0, ctc_blank_id=blank)
+    llm["vocab_size"] = max(vocab.size, llm.get("vocab_size", 0))
+    model.update(llm=llm, placeholder_id=vocab.placeholder_id, ctc_vocab_size=vocab.size if use_ctc else 0,
+                 ctc_blank_id=vocab.pad_id)
     model.setdefault("connector", {})
     model["connector"] = {**model["connector"], "output_size": llm.get("hidden_size", 512)}
     return dataclass_from_dict(SpeechLLMConfig, model, "model")
@@ -116,23 +130,22 @@ class SpeechLLMDecoder:
 class SpeechLLMKind:
     """``TaskKind`` of the Speech LLM (see the module docstring)."""
 
-    def __init__(self, config: Mapping[str, Any]):
+    def __init__(self, config: Mapping[str, Any], need_weights: bool = True):
         self.task_config = dataclass_from_dict(SpeechLLMTaskConfig, config.get("task") or {}, "task")
         has_init = "init" in config
         self.init = dataclass_from_dict(SpeechLLMInitConfig, config.get("init") or {}, "init")
-        self.shapes: InitShapes | None = init_shapes(self.init) if has_init else None
+        self.shapes: InitShapes | None = init_shapes(self.init, need_weights) if has_init else None
         self.model_values = plain(config.get("model") or {})
         self.init_source = self.init.describe() if self.init.has_checkpoints else "random init"
         # Every model key checked now, with stand-ins for what the tokenizer decides later.
-        self._model(vocab_size=max(2, (self.shapes.llm.get("vocab_size", 0) if self.shapes else 0)), placeholder=1)
+        size = max(2, self.shapes.llm.get("vocab_size", 0) if self.shapes else 0)
+        self._model(Vocabulary(size, 1, 0, (), "a stand-in"), check_size=False)
 
-    def _model(self, vocab_size: int, placeholder: int, tokenizer: Tokenizer | None = None) -> SpeechLLMConfig:
+    def _model(self, vocab: Vocabulary, check_size: bool = True) -> SpeechLLMConfig:
         values = self.model_values
         if self.shapes is not None:
-            values = model_section(values, self.shapes, tokenizer)
-        if tokenizer is not None:
-            return model_config(values, tokenizer)
-        return _model_config(values, vocab_size, placeholder, 0)
+            values = model_section(values, self.shapes, vocab.size if check_size else None, vocab.source)
+        return model_config(values, vocab)
 
     def tokenizer_path(self, data_dir: str, tokenizer: str | None, build: bool) -> str:
         if build:
@@ -143,13 +156,18 @@ class SpeechLLMKind:
     def setup(self, tokenizer_path: str) -> None:
         self.tokenizer_file = tokenizer_path
         self.tokenizer = load_speech_tokenizer(tokenizer_path)
-        self.model = self._model(0, 0, self.tokenizer)
+        self.setup_model(Vocabulary.of(self.tokenizer))
         prompt = self.task_config.prompt
         self.prompt = prompt if prompt.chat is not None else dataclasses.replace(
             prompt, chat=self.tokenizer.chat_template is not None)
+
+    def setup_model(self, vocab: Vocabulary) -> None:
+        """The model config and the trainer's task for a tokenizer of ``vocab`` (what a plan needs)."""
+        self.vocab = vocab
+        self.model = self._model(vocab)
         cfg = self.task_config
-        loss = dataclasses.replace(cfg.loss, eos_ids=tuple(self.tokenizer.eos_ids))
-        self.task = SpeechLLMTask(self.model, loss, cfg.spec_augment, cfg.lora)
+        self.task = SpeechLLMTask(self.model, dataclasses.replace(cfg.loss, eos_ids=vocab.eos_ids), cfg.spec_augment,
+                                  cfg.lora)
 
     @property
     def vocab_size(self) -> int:
@@ -162,7 +180,7 @@ class SpeechLLMKind:
         del source  # records without a transcript are rejected by the pipeline
 
     def pipeline_values(self, values: dict[str, Any]) -> dict[str, Any]:
-        return {**values, "n_mels": self.model.encoder.n_mels, "pad_token_id": self.tokenizer.pad_id or 0}
+        return {**values, "n_mels": self.model.encoder.n_mels, "pad_token_id": self.vocab.pad_id}
 
     def check_pipeline(self, pipeline: PipelineConfig, where: str) -> None:
         if pipeline.bucket_frames[-1] > self.model.max_audio_frames:

@@ -2,7 +2,9 @@
 
 Config sections:
   * ``init`` (``WhisperInitConfig``): ``whisper_dir`` (an HF Whisper directory: config.json,
-    safetensors, generation_config.json, tokenizer.json) to fine-tune, or ``random``
+    safetensors, generation_config.json, tokenizer.json) to fine-tune, with ``whisper`` naming its
+    preset (``jaxspeech.convert.presets``: enough for ``jaxspeech plan``; the directory must match
+    it), or ``random``
     (``WhisperConfig`` shape fields ``{"encoder": {...}, "decoder": {...}}``; the vocabulary comes
     from the tokenizer) to train from scratch;
   * ``model`` (``WhisperModelOptions``): options on both halves (dtype, scan_layers, ...);
@@ -30,6 +32,7 @@ import jax.numpy as jnp
 from jax.experimental import multihost_utils
 
 from jaxspeech.config_dict import dataclass_from_dict, plain
+from jaxspeech.convert import presets
 from jaxspeech.convert.hf_whisper import config_from_hf, export_hf_whisper, load_generation_config, load_hf_whisper
 from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.data.tokenizers import TOKENIZER_JSON, Tokenizer, load_tokenizer
@@ -67,6 +70,7 @@ SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.jso
 class WhisperInitConfig:
     whisper_dir: str | None = None
     random: Mapping[str, Any] | None = None
+    whisper: str | None = None  # a preset name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,14 +163,20 @@ class PretrainedWhisper:
 class WhisperSeq2SeqKind:
     """``TaskKind`` of Whisper fine-tuning (see the module docstring)."""
 
-    def __init__(self, config: Mapping[str, Any]):
+    def __init__(self, config: Mapping[str, Any], need_weights: bool = True):
         self.task_config = dataclass_from_dict(WhisperTaskConfig, config.get("task") or {}, "task")
         self.init = dataclass_from_dict(WhisperInitConfig, config.get("init") or {}, "init")
         self.options = dataclass_from_dict(WhisperModelOptions, config.get("model") or {}, "model").given()
-        whisper_dir, random_shapes = self.init.whisper_dir, plain(self.init.random)
+        whisper_dir, random_shapes, preset = self.init.whisper_dir, plain(self.init.random), self.init.whisper
         if whisper_dir and random_shapes:
             raise ValueError("set init.whisper_dir (fine-tune a checkpoint) or init.random (train from scratch), not both")
-        if not (whisper_dir or random_shapes):
+        if preset and random_shapes:
+            raise ValueError("set init.whisper (a preset) or init.random (from scratch), not both")
+        if preset and not whisper_dir and need_weights:
+            raise ValueError(f"config.init names the architecture {preset} but no weights: pass "
+                             "--set init.whisper_dir=<HF Whisper directory> (a preset is enough for jaxspeech plan, "
+                             "not for training)")
+        if not (whisper_dir or random_shapes or preset):
             raise ValueError("set init.whisper_dir=<HF Whisper directory> (or init.random to train a random-init Whisper)")
         if random_shapes:  # the shapes checked now; the vocabulary comes with the tokenizer
             dataclass_from_dict(WhisperConfig, random_shapes, "init.random")
@@ -185,12 +195,25 @@ class WhisperSeq2SeqKind:
             log.info("wrote a byte-level Whisper-style tokenizer to %s", path)
         return path
 
+    def planned_model(self) -> WhisperConfig | None:
+        """The model of ``init.whisper_dir``'s config.json or of the preset ``init.whisper`` (which the
+        directory must match), without a tokenizer; None for random init."""
+        planned = None
+        if self.init.whisper:
+            planned = config_from_hf(presets.whisper_hf_config(self.init.whisper), **self.options)
+        if not self.init.whisper_dir:
+            return planned
+        with open(os.path.join(self.init.whisper_dir, "config.json")) as f:
+            config = config_from_hf(json.load(f), **self.options)
+        if planned is not None:
+            presets.check_matches(self.init.whisper, dataclasses.asdict(planned), dataclasses.asdict(config),
+                                  f"{self.init.whisper_dir}/config.json")
+        return config
+
     def _model(self) -> tuple[WhisperConfig, WhisperGenerationConfig]:
         """(config, generation settings); a checkpoint's weights are read only for step 0."""
         if self.init.whisper_dir:
-            with open(os.path.join(self.init.whisper_dir, "config.json")) as f:
-                config = config_from_hf(json.load(f), **self.options)
-            return config, load_generation_config(self.init.whisper_dir)
+            return self.planned_model(), load_generation_config(self.init.whisper_dir)
         shapes = dict(plain(self.init.random))
         shapes["decoder"] = {**(shapes.get("decoder") or {}), "vocab_size": self.tokenizer.vocab_size}
         config = dataclass_from_dict(WhisperConfig, shapes, "init.random").with_options(**self.options)
@@ -199,7 +222,8 @@ class WhisperSeq2SeqKind:
     def setup(self, tokenizer_path: str) -> None:
         self.tokenizer_file = tokenizer_path
         self.tokenizer = load_tokenizer(tokenizer_path)
-        self.model, self.generation = self._model()
+        model, self.generation = self._model()
+        self.setup_model(model, self.generation.pad_token_id)
         if self.tokenizer.vocab_size > self.model.decoder.vocab_size:
             raise ValueError(f"tokenizer {tokenizer_path} has {self.tokenizer.vocab_size} tokens, the decoder only "
                              f"{self.model.decoder.vocab_size} embeddings")
@@ -212,7 +236,12 @@ class WhisperSeq2SeqKind:
                 f"tokenizer {tokenizer_path} gives the prompt {self.tokens.prefix_ids} and end token "
                 f"{self.tokens.end_id}, the generation config {prompt} and {self.generation.eos_token_id}: "
                 "tokenizer and checkpoint do not match")
-        self.task = WhisperTask(self.model, cfg.loss, cfg.spec_augment, full_window=cfg.full_window,
+
+    def setup_model(self, model: WhisperConfig, pad_id: int) -> None:
+        """The trainer's task for ``model`` whose padding id is ``pad_id`` (what a plan needs)."""
+        cfg = self.task_config
+        self.model, self.pad_id = model, pad_id
+        self.task = WhisperTask(model, cfg.loss, cfg.spec_augment, full_window=cfg.full_window,
                                 encoder_trained=not cfg.freeze_encoder)
 
     @property
@@ -230,7 +259,7 @@ class WhisperSeq2SeqKind:
         return dataclasses.replace(train, optimizer=optimizer)
 
     def pipeline_values(self, values: dict[str, Any]) -> dict[str, Any]:
-        values = {**values, "n_mels": self.model.encoder.n_mels, "pad_token_id": self.generation.pad_token_id}
+        values = {**values, "n_mels": self.model.encoder.n_mels, "pad_token_id": self.pad_id}
         if self.task_config.full_window:  # one bucket: the encoder's whole window
             max_tokens = values.get("max_tokens", PipelineConfig.max_tokens)
             values.update(bucket_frames=(self.model.encoder.max_frames,),

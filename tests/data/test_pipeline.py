@@ -213,3 +213,13 @@ def test_on_the_fly_synthetic_source():
     assert ids == list(range(8)) and stats["rejected"] == {}
     entry = batches[0].metadata[0]
     assert entry["id"] == source[entry["example_id"]]["id"] and entry["text"]
+
+
+def test_planned_rows_per_bucket_replace_the_frame_budget(small_manifest):
+    pipeline = _pipeline(small_manifest, bucket_rows=(6, 3, 2), num_epochs=1)
+    assert [s.batch_size for s in pipeline.batch_shapes()] == [6, 3, 2]
+    with pipeline.iterator() as iterator:
+        sizes = {b.batch.features.shape[2]: b.batch.features.shape[0] for b in iterator}
+    assert sizes == {50: 6, 100: 3, 200: 2}
+    with pytest.raises(ValueError, match="bucket_rows .* one positive row count per bucket"):
+        PipelineConfig(bucket_frames=(10, 20), bucket_rows=(4,))
