@@ -37,10 +37,14 @@ CELLS = {
 GIB = 2**30
 
 
+def _plan_path(name: str) -> str:
+    return os.path.join(PLANS, f"{name.replace(':', '_')}.json")
+
+
 def run_cell(name: str, extra: list[str]) -> dict:
     """Plans one cell in a child process; returns its plan with the child's wall and CPU seconds."""
     config, topology = CELLS[name]
-    out = os.path.join(PLANS, f"{name.replace(':', '_')}.json")
+    out = _plan_path(name)
     command = [sys.executable, "-m", "jaxspeech", "plan", "--config", config, "--topology", topology, "--out", out,
                *extra]
     print("$", " ".join(command), flush=True)
@@ -96,24 +100,22 @@ def table(plans: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", nargs="*", default=list(CELLS), choices=list(CELLS), help="cells to plan")
-    parser.add_argument("--table", action="store_true", help="only print the table of the stored results")
+    parser.add_argument("--table", action="store_true", help="plan nothing: the table of the stored results")
     parser.add_argument("--skip-done", action="store_true", help="skip cells whose plan is stored")
     args, extra = parser.parse_known_args(argv)
     os.makedirs(PLANS, exist_ok=True)
+    for name in [] if args.table else args.cells:
+        if not (args.skip_done and os.path.exists(_plan_path(name))):
+            run_cell(name, extra)
     plans = []
-    for name in args.cells:
-        path = os.path.join(PLANS, f"{name.replace(':', '_')}.json")
-        if args.table or (args.skip_done and os.path.exists(path)):
-            if os.path.exists(path):
-                with open(path) as f:
-                    plans.append(json.load(f))
-            continue
-        plans.append(run_cell(name, extra))
+    for name in CELLS:  # every stored cell, in table order
+        if os.path.exists(_plan_path(name)):
+            with open(_plan_path(name)) as f:
+                plans.append(json.load(f))
     text = table(plans)
     print(text)
-    if not args.table:
-        with open(os.path.join(RESULTS, "tpu_plan.md"), "w") as f:
-            f.write(text + "\n")
+    with open(os.path.join(RESULTS, "tpu_plan.md"), "w") as f:
+        f.write(text + "\n")
     return 0
 
 

@@ -101,3 +101,4 @@ def test_flash_attention_holds_no_score_matrix(tokens):
     scores = 2 * 2 * tokens * tokens * 2  # layers x heads x T x T in bf16, one row per chip
     assert activations["xla"] >= scores
     assert activations["pallas"] < scores / 4
+
