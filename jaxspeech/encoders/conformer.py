@@ -44,6 +44,7 @@ from flax import linen as nn
 from jaxspeech.encoders.relpos import RelPositionAttention, relative_sinusoids
 from jaxspeech.encoders.subsampling import ConvSubsampling, SubsamplingConfig, subsampled_lengths
 from jaxspeech.layers import axes
+from jaxspeech.layers.broadcast import over_leading_axes
 from jaxspeech.layers.attention import Attention
 from jaxspeech.layers.dense import Dense
 from jaxspeech.kernels.masks import MaskSpec, padding_mask
@@ -186,10 +187,10 @@ class DepthwiseConv1D(nn.Module):
         left = k - 1 if self.causal else (k - 1) // 2
         padded = jnp.pad(x.astype(self.dtype), ((0, 0), (left, k - 1 - left), (0, 0)))
         length = x.shape[1]
-        y = sum(padded[:, tap : tap + length, :] * kernel[tap] for tap in range(k))
+        y = sum(padded[:, tap : tap + length, :] * over_leading_axes(kernel[tap], 3) for tap in range(k))
         if self.use_bias:
             bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.MLP,)), (channels,), self.param_dtype)
-            y = y + bias.astype(self.dtype)
+            y = y + over_leading_axes(bias.astype(self.dtype), y.ndim)
         return y
 
 
@@ -222,14 +223,15 @@ class MaskedBatchNorm(nn.Module):
             weights = valid.astype(jnp.float32)[:, :, None]
             count = jnp.sum(weights)
             mean = jnp.sum(x32 * weights, axis=(0, 1)) / jnp.maximum(count, 1.0)
-            var = jnp.sum(jnp.square(x32 - mean) * weights, axis=(0, 1)) / jnp.maximum(count, 1.0)
+            var = jnp.sum(jnp.square(x32 - over_leading_axes(mean, 3)) * weights, axis=(0, 1)) / jnp.maximum(count, 1.0)
             if not self.is_initializing():
                 unbiased = var * count / jnp.maximum(count - 1.0, 1.0)
                 running_mean.value = (1 - self.momentum) * running_mean.value + self.momentum * mean
                 running_var.value = (1 - self.momentum) * running_var.value + self.momentum * unbiased
         else:
             mean, var = running_mean.value, running_var.value
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+        multiplier = jax.lax.rsqrt(var + self.eps) * scale.astype(jnp.float32)
+        y = (x32 - over_leading_axes(mean, 3)) * over_leading_axes(multiplier, 3) + over_leading_axes(bias.astype(jnp.float32), 3)
         return y.astype(self.dtype)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from flax import linen as nn
 
 from jaxspeech.layers import axes
+from jaxspeech.layers.broadcast import over_leading_axes
 from jaxspeech.layers.attention import dot_product_attention
 from jaxspeech.layers.dense import Dense
 from jaxspeech.kernels.masks import MaskSpec
@@ -83,7 +84,8 @@ class RelPositionAttention(nn.Module):
 
         def head_bias(name):
             init = nn.with_logical_partitioning(nn.initializers.zeros, (axes.HEADS,))
-            return split_heads(self.param(name, init, (heads * head_dim,), self.param_dtype).astype(self.dtype))
+            bias = split_heads(self.param(name, init, (heads * head_dim,), self.param_dtype).astype(self.dtype))
+            return over_leading_axes(bias, 4)  # [1, 1, H, D], added to q [B, T, H, D]
 
         q = split_heads(dense(heads * head_dim, (axes.EMBED, axes.HEADS), self.use_bias, "q_proj")(x))
         k = split_heads(dense(heads * head_dim, (axes.EMBED, axes.KV_HEADS), self.use_bias, "k_proj")(x))

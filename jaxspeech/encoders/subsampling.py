@@ -32,6 +32,7 @@ import numpy as np
 from flax import linen as nn
 
 from jaxspeech.layers import axes
+from jaxspeech.layers.broadcast import over_leading_axes
 from jaxspeech.layers.dense import Dense
 from jaxspeech.kernels.masks import padding_mask
 
@@ -131,9 +132,9 @@ class ChannelwiseConv2D(nn.Module):
 
         def tap(i, j):
             end = (batch, i + STRIDE * (out_frames - 1) + 1, j + STRIDE * (out_mels - 1) + 1, x.shape[-1])
-            return jax.lax.slice(x, (0, i, j, 0), end, (1, STRIDE, STRIDE, 1)) * kernel[i, j, 0]
+            return jax.lax.slice(x, (0, i, j, 0), end, (1, STRIDE, STRIDE, 1)) * over_leading_axes(kernel[i, j, 0], x.ndim)
 
-        return sum(tap(i, j) for i in range(k) for j in range(k)) + bias.astype(self.dtype)
+        return sum(tap(i, j) for i in range(k) for j in range(k)) + over_leading_axes(bias.astype(self.dtype), x.ndim)
 
 
 def _zero_padded_frames(h: jax.Array, lengths: jax.Array) -> jax.Array:

@@ -27,6 +27,7 @@ from flax import struct
 
 from jaxspeech.audio_tokens import WHISPER_ENCODER, DownsampleStep, Pooling
 from jaxspeech.layers import axes
+from jaxspeech.layers.broadcast import over_leading_axes
 from jaxspeech.layers.attention import Attention
 from jaxspeech.layers.embeddings import sinusoids
 from jaxspeech.kernels.masks import MaskSpec, padding_mask
@@ -215,7 +216,7 @@ class WhisperEncoder(nn.Module):
         x = mask_frames(gelu(_conv(c.d_model, 1, c, "conv1")(x)))
         x = gelu(_conv(c.d_model, 2, c, "conv2")(x))
         positions = jnp.asarray(sinusoids(c.max_source_positions, c.d_model)[: x.shape[1]])
-        x = nn.with_logical_constraint((x + positions.astype(c.dtype)).astype(c.dtype), HIDDEN_AXES)
+        x = nn.with_logical_constraint((x + over_leading_axes(positions.astype(c.dtype), x.ndim)).astype(c.dtype), HIDDEN_AXES)
 
         mask = MaskSpec(kv_lengths=conv_lengths) if padded else None
         emit = any(i > 0 for i in layers)

@@ -111,7 +111,7 @@ def _log_mel(xp, matmul: Callable, audio_BxN, lengths_B, n_mels: int):
         [padded[:, :frames_total], padded[:, 1 : frames_total + 1], padded[:, 2 : frames_total + 2, : N_FFT - 2 * HOP_LENGTH]],
         axis=-1,
     )  # [B, K, 400]
-    spectrum = xp.fft.rfft(frames * xp.asarray(_hann_window()), axis=-1)  # [B, K, 201]
+    spectrum = xp.fft.rfft(frames * xp.asarray(_hann_window())[None, None, :], axis=-1)  # [B, K, 201]
     power = spectrum.real**2 + spectrum.imag**2
     mel = matmul(power, xp.asarray(mel_filters(n_mels).T))  # [B, K, n_mels]
     log_spec = xp.log10(xp.maximum(mel, LOG_FLOOR))

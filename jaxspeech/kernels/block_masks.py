@@ -303,7 +303,7 @@ def visit_list(states: jax.Array) -> VisitList:
     count = jnp.sum(states != SKIP, axis=-1).astype(jnp.int32)
     last = jnp.take_along_axis(order, jnp.maximum(count - 1, 0)[..., None], axis=-1)
     last = jnp.where(count[..., None] > 0, last, 0)
-    steps = jnp.arange(states.shape[-1], dtype=jnp.int32)
+    steps = jnp.arange(states.shape[-1], dtype=jnp.int32).reshape(1, 1, -1)
     index = jnp.where(steps < count[..., None], order, last)
     full = (jnp.take_along_axis(states, index, axis=-1) == FULL).astype(jnp.int32)
     return VisitList(index=index, full=full, count=count)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jaxspeech.layers.broadcast import over_leading_axes
 Initializer = Callable[..., jax.Array]
 DEFAULT_KERNEL_INIT = nn.initializers.lecun_normal()
 FLATTEN_INPUTS = {"cpu": True}
@@ -54,5 +55,5 @@ class Dense(nn.Module):
             bias = self.param(
                 "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[1:]), (self.features,), self.param_dtype
             )
-            y = y + bias.astype(self.dtype)
+            y = y + over_leading_axes(bias.astype(self.dtype), y.ndim)
         return y

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxspeech.layers import axes
+from jaxspeech.layers.broadcast import over_leading_axes
 
 
 class RMSNorm(nn.Module):
@@ -25,7 +26,7 @@ class RMSNorm(nn.Module):
         )
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
-        return (normed.astype(self.dtype) * scale.astype(self.dtype)).astype(self.dtype)
+        return (normed.astype(self.dtype) * over_leading_axes(scale.astype(self.dtype), x.ndim)).astype(self.dtype)
 
 
 class LayerNorm(nn.Module):
@@ -45,10 +46,10 @@ class LayerNorm(nn.Module):
         x32 = x.astype(jnp.float32)
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * scale.astype(jnp.float32)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * over_leading_axes(scale.astype(jnp.float32), x.ndim)
         if self.use_bias:
             bias = self.param(
                 "bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.NORM,)), (features,), self.param_dtype
             )
-            y = y + bias.astype(jnp.float32)
+            y = y + over_leading_axes(bias.astype(jnp.float32), x.ndim)
         return y.astype(self.dtype)

@@ -49,7 +49,7 @@ def test_upsampled_head_gives_each_encoder_state_k_consecutive_ctc_frames():
     kernel, bias = params["params"]["ctc_head"]["kernel"], params["params"]["ctc_head"]["bias"]
     for j in range(k):
         columns = slice(j * VOCAB, (j + 1) * VOCAB)
-        expected = hidden @ kernel[:, columns] + bias[columns]
+        expected = hidden @ kernel[:, columns] + bias[None, None, columns]
         np.testing.assert_allclose(logits[:, j::k], expected, rtol=1e-5, atol=1e-5)
 
 

@@ -100,7 +100,7 @@ def test_remat_equals_no_remat_values_and_gradients(micro):
     def value_and_grad(config):
         def loss(p):
             out = _encoder(config.encoder, p, features, lengths)
-            return jnp.sum(out.hidden * jnp.cos(jnp.arange(64.0)))
+            return jnp.sum(out.hidden * jnp.cos(jnp.arange(64.0))[None, None, :])
 
         value, grads = jax.jit(jax.value_and_grad(loss))(params)
         return value, traverse_util.flatten_dict(grads["params"]["encoder"], sep="/")
