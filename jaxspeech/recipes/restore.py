@@ -10,6 +10,7 @@ import numpy as np
 
 from jaxspeech.recipes.components import Components, build
 from jaxspeech.recipes.workdir import load_config
+from jaxspeech.errors import MissingFileError
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.state import build_layout
@@ -40,6 +41,6 @@ def restore(workdir: str, *, progress: bool = False) -> tuple[Components, dict, 
     finally:
         checkpointer.close()
     if restored is None:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, train_config.checkpoint.subdir)}")
+        raise MissingFileError(os.path.join(workdir, train_config.checkpoint.subdir), "holds no checkpoint")
     params = jax.tree.map(np.asarray, restored.state["params"])
     return components, params, restored.step
