@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any, Mapping
 
-from jaxspeech.config_dict import POSITIVE, Range, dataclass_from_dict
+from jaxspeech.config_dict import NON_NEGATIVE, Range, dataclass_from_dict
 from jaxspeech.layers import axes
 from jaxspeech.sharding.multihost import DistributedConfig
 from jaxspeech.train.checkpoint import CheckpointConfig
@@ -39,7 +39,7 @@ class TrainConfig:
 
     seed: int = 0
     total_steps: Annotated[int, Range(1)] = 1000
-    time_budget_s: Annotated[float, POSITIVE] | None = None
+    time_budget_s: Annotated[float, NON_NEGATIVE] | None = None
     fit_decay_to_budget: bool = False
     grad_accum_steps: Annotated[int, Range(1)] = 1
     max_consecutive_skipped_steps: int = 10

@@ -57,7 +57,7 @@ def test_train_set_without_key_value(tmp_path, capsys):
     ("model.lm.num_layers=2", "model.lm", "unknown config key"),
     ("train.totl_steps=3", "train.totl_steps", "unknown key(s) ['totl_steps'] in train"),
     ("train.checkpoint.restore_data_state=no", "train.checkpoint.restore_data_state", "expected True or False, got 'no'"),
-    ("train.time_budget_s=10min", "train.time_budget_s", "expected a finite number > 0 or None, got '10min'"),
+    ("train.time_budget_s=10min", "train.time_budget_s", "expected a finite number >= 0 or None, got '10min'"),
     ("train.grad_accum_steps=two", "train.grad_accum_steps", "expected an integer >= 1, got 'two'"),
     ("train.optimizer.learning_rate=nan", "train.optimizer.learning_rate", "got 'nan'"),
     ("train.checkpoint.every_steps=-5", "train.checkpoint.every_steps", "expected an integer >= 0, got -5"),

@@ -64,9 +64,9 @@ def test_bad_values_are_rejected():
 @pytest.mark.parametrize("values, key, expected", [
     ({"checkpoint": {"restore_data_state": "no"}}, "train.checkpoint.restore_data_state", "True or False"),
     ({"checkpoint": {"async_save": "yes"}}, "train.checkpoint.async_save", "True or False"),
-    ({"time_budget_s": "10min"}, "train.time_budget_s", "a finite number > 0 or None"),
-    ({"time_budget_s": float("nan")}, "train.time_budget_s", "a finite number > 0 or None"),
-    ({"time_budget_s": -60.0}, "train.time_budget_s", "a finite number > 0 or None"),
+    ({"time_budget_s": "10min"}, "train.time_budget_s", "a finite number >= 0 or None"),
+    ({"time_budget_s": float("nan")}, "train.time_budget_s", "a finite number >= 0 or None"),
+    ({"time_budget_s": -60.0}, "train.time_budget_s", "a finite number >= 0 or None"),
     ({"grad_accum_steps": "two"}, "train.grad_accum_steps", "an integer >= 1"),
     ({"total_steps": 2.5}, "train.total_steps", "an integer >= 1"),
     ({"checkpoint": {"every_steps": -5}}, "train.checkpoint.every_steps", "an integer >= 0"),
