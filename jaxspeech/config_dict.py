@@ -44,15 +44,26 @@ NON_NEGATIVE = Range(0)
 ANY_INT = Range()  # for the rare integer field that may be negative
 
 
-def _dataclass_type(annotation: Any) -> type | None:
-    """The dataclass inside an annotation such as ``OptimizerConfig | None`` (None if there is none)."""
+def _dataclass_type(annotation: Any, value: Any, default: Any, where: str) -> type | None:
+    """The dataclass an annotation such as ``OptimizerConfig | None`` asks for (None if none). A union of
+    several dataclasses with a ``kind`` field (a tagged union) picks the one whose kind ``value["kind"]``
+    names, or the default's class when ``value`` names no kind."""
     if dataclasses.is_dataclass(annotation):
         return annotation
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        for option in typing.get_args(annotation):
-            if dataclasses.is_dataclass(option):
-                return option
-    return None
+    if not (isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union):
+        return None
+    options = [option for option in typing.get_args(annotation) if dataclasses.is_dataclass(option)]
+    if len(options) <= 1 or value is None:
+        return options[0] if options else None
+    kinds = {option.__dataclass_fields__["kind"].default: option for option in options}
+    kind = value.get("kind") if isinstance(value, Mapping) else None
+    if kind is None:
+        if not dataclasses.is_dataclass(default):
+            raise ConfigError(where, f"needs a kind, one of {sorted(kinds)}")
+        return type(default)
+    if kind not in kinds:
+        raise ConfigError(f"{where}.kind", f"expected one of {sorted(kinds)}, got {kind!r}")
+    return kinds[kind]
 
 
 def plain(value: Any) -> Any:
@@ -77,10 +88,11 @@ def dataclass_from_dict(cls: type, values: Mapping[str, Any] | Any, where: str |
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name for f in dataclasses.fields(cls)}
     check_keys(values, fields, where)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     kwargs = {}
     for name, value in values.items():
-        nested = _dataclass_type(_unwrap(hints[name])[0])
-        if nested is not None and value is not None and not isinstance(value, nested):
+        nested = _dataclass_type(_unwrap(hints[name])[0], value, defaults[name], f"{where}.{name}")
+        if nested is not None and value is not None and not dataclasses.is_dataclass(value):
             value = dataclass_from_dict(nested, value, f"{where}.{name}")
         elif nested is None:
             value = checked_value(hints[name], value, f"{where}.{name}")

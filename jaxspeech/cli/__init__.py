@@ -24,6 +24,8 @@ SUBCOMMANDS = (
     "check_data",
     "eval",
     "generate",
+    "launch",
+    "plan",
     "plot",
     "prepare_data",
     "score",

@@ -4,6 +4,10 @@
   jaxspeech train --config configs/tiny_asr.py:debug --workdir /tmp/debug
   jaxspeech train --config configs/tiny_asr.py --workdir runs/tiny6 --set model.llm.num_layers=6 \\
       --set train.time_budget_s=600
+  jaxspeech train --config configs/slam_asr_8b.py --plan plan.json --set init.whisper_dir=... --set init.llm_dir=...
+
+``--plan plan.json`` (written by ``jaxspeech plan``) sets what was planned: the mesh, the remat
+policy and each bucket's rows per host batch; the run must be on the planned slice.
 
 Re-running with the same workdir resumes from the newest checkpoint (data position included);
 SIGTERM checkpoints and exits 0. The workdir gets config.json, checkpoints/, metrics.jsonl,
@@ -53,8 +57,26 @@ def register(subparsers) -> None:
     parser.add_argument("--workdir", default=None, help="run folder (default: runs/<config name>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.time_budget_s=600 (repeatable)")
+    parser.add_argument("--plan", default=None, metavar="PLAN_JSON",
+                        help="apply a plan from `jaxspeech plan` (mesh, remat, rows per bucket); "
+                             "the job must run on the planned slice")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     parser.set_defaults(func=run)
+
+
+def follow_plan(config, path: str) -> None:
+    """Applies the plan at ``path`` to ``config`` after checking that this job runs on the planned
+    slice (joining the multi-process job first, as training would)."""
+    import jax
+
+    from jaxspeech.plan.plan_file import apply_plan, check_devices, read_plan
+    from jaxspeech.sharding import multihost
+    from jaxspeech.train.config import train_config_from_dict
+
+    plan = read_plan(path)
+    apply_plan(config, plan)
+    multihost.initialize(train_config_from_dict(config.train).distributed)
+    check_devices(plan, jax.devices(), jax.process_count())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_with_overrides(args.config, args.set)
+    if args.plan:
+        follow_plan(config, args.plan)
     if args.no_progress:
         config.train.progress_bar = False
     name = os.path.splitext(os.path.basename(args.config.partition(":")[0]))[0]

@@ -364,17 +364,22 @@ def _check_stored_positions(reader: SafetensorsReader, to_file: Callable[[str], 
         check_encoder_positions(table, config, source)
 
 
+def load_hf_config(path: str, **options: Any) -> WhisperConfig:
+    """The WhisperConfig of an HF Whisper directory's ``config.json`` (no weights read), with ``options``."""
+    config_path = os.path.join(path, "config.json")
+    try:
+        return config_from_hf(_read_json(config_path), **options)
+    except CheckpointError as e:
+        raise e.at(config_path) from None
+
+
 def load_hf_whisper(path: str, **options: Any) -> tuple[WhisperConfig, dict]:
     """Reads an HF Whisper directory -> (WhisperConfig, params {'params': ...} as numpy arrays).
 
     ``options`` (dtype, param_dtype, scan_layers, remat_policy, attn_impl) apply to both halves.
     Accepts ``WhisperForConditionalGeneration`` (``model.`` prefix) and ``WhisperModel`` layouts.
     """
-    config_path = os.path.join(path, "config.json")
-    try:
-        config = config_from_hf(_read_json(config_path), **options)
-    except CheckpointError as e:
-        raise e.at(config_path) from None
+    config = load_hf_config(path, **options)
     reader = SafetensorsReader(path)
     to_file = _file_names(reader)
     params = _params_from_tensors(config, lambda name, shape: reader.get(to_file(name), shape))

@@ -152,3 +152,8 @@ def _check_pairs(references, hypotheses):
         for k, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"{name} {k} is {type(text).__name__}, expected str")
+
+
+# Metrics an evaluation set can be scored with (``eval.metrics``): name -> fn(references,
+# hypotheses, ids=...) -> a result with ``.rate``; the report's column is the name upper-cased.
+PER_SET_METRICS = {"wer": wer, "cer": cer}

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 class Run(Protocol):
-    """What ``write_step0_checkpoint`` needs of a recipe's run (``Components``, ``WhisperRun``)."""
+    """What ``write_step0_checkpoint`` needs of a recipe's run (``jaxspeech.recipes.build.Run``)."""
 
     task: Any
     train: TrainConfig

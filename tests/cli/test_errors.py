@@ -10,7 +10,7 @@ import pytest
 
 from jaxspeech.cli import main
 from jaxspeech.errors import ConfigError, MissingFileError
-from tests.text.tokenizer_dirs import write_chatml_dir
+from jaxspeech.testing.tokenizer_dirs import write_chatml_dir
 
 CONFIG = "configs/tiny_asr.py"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -61,7 +61,12 @@ def test_train_set_without_key_value(tmp_path, capsys):
     ("train.grad_accum_steps=two", "train.grad_accum_steps", "expected an integer >= 1, got 'two'"),
     ("train.optimizer.learning_rate=nan", "train.optimizer.learning_rate", "got 'nan'"),
     ("train.checkpoint.every_steps=-5", "train.checkpoint.every_steps", "expected an integer >= 0, got -5"),
-], ids=["unknown section", "unknown key", "bool", "float", "int", "nan", "negative"])
+    ("model.llm.num_layerz=2", "model.llm.num_layerz", "unknown key(s) ['num_layerz'] in model.llm"),
+    ("model.llm.num_heads=-2", "model.llm.num_heads", "got -2"),
+    ("data.pipeline.frame_budget=lots", "data.pipeline.frame_budget", "got 'lots'"),
+    ("eval.generation.method=sampled", "eval.generation.method", "expected one of 'greedy', 'sample', 'beam', got 'sampled'"),
+], ids=["unknown section", "unknown key", "bool", "float", "int", "nan", "negative", "model key", "model size",
+        "data value", "eval value"])
 def test_train_bad_set_values_are_named_before_any_data_is_built(tmp_path, capsys, item, key, expected):
     line = _error(capsys, _train(tmp_path, item))
     assert line.startswith(f"error: {key}: ") and expected in line, line
@@ -140,6 +145,20 @@ def test_generate_sample_and_beam_are_exclusive(llm_dir, capsys):
 def test_transcribe_names_a_whisper_dir_without_config(tmp_path, capsys):
     line = _error(capsys, ["transcribe", "--whisper-dir", str(tmp_path), "x.flac"])
     assert line.startswith(f"error: {tmp_path / 'config.json'}: cannot be read as JSON")
+
+
+# ----------------------------------------------------------------------------- plan / launch
+def test_plan_and_launch_errors(tmp_path, capsys):
+    missing = str(tmp_path / "nope.py")
+    assert _error(capsys, ["plan", "--config", missing, "--topology", "v5e:2x2"]) == f"error: {missing}: config file not found"
+    plan = tmp_path / "plan.json"
+    launch = ["launch", "--plan", str(plan), "--config", os.path.join(REPO, CONFIG), "--name", "x", "--zone", "z",
+              "--workdir", "w", "--dry-run"]
+    assert _error(capsys, launch).startswith(f"error: {plan}: cannot be read as a plan")
+    plan.write_text(json.dumps({"version": 0}))
+    assert _error(capsys, launch).startswith(f"error: {plan}: is not a jaxspeech plan")
+    assert _flag_error(capsys, ["plan", "--config", missing, "--topology", "v5e:2x2", "--mesh", "x"]).startswith(
+        "error: --mesh: --mesh expects AXIS=SIZE")
 
 
 # ----------------------------------------------------------------------------- check-data / score
