@@ -1,4 +1,5 @@
-"""``jaxspeech eval``: decode the evaluation sets with a training workdir's newest checkpoint (any task).
+"""``jaxspeech eval``: decode the evaluation sets with a training workdir's newest checkpoint (any task;
+a text LM's workdir: its perplexity on held-out text).
 
   jaxspeech eval --workdir runs/tiny
   jaxspeech eval --workdir runs/tiny --beam 4 --max-examples 200
@@ -51,7 +52,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jaxspeech.evals.report import wer_table
-    from jaxspeech.recipes.evaluate import evaluate_sets
+    from jaxspeech.recipes.evaluate import evaluate_run
+    from jaxspeech.recipes.report import perplexity_table
     from jaxspeech.recipes.restore import restore
 
     run_, params, step = restore(args.workdir)
@@ -69,8 +71,11 @@ def run(args: argparse.Namespace) -> int:
     run_.eval = dataclasses.replace(run_.eval, **changes)
     if args.sets:
         run_.data = dataclasses.replace(run_.data, eval_sets=tuple(name for name in args.sets.split(",") if name))
-    scores = evaluate_sets(run_, params, args.workdir, progress=not args.no_progress)
+    scores = evaluate_run(run_, params, args.workdir, progress=not args.no_progress)
     print(f"checkpoint step {step}")
+    if not run_.reads_audio:  # a text LM: perplexity on its held-out text
+        print(perplexity_table({k.removesuffix(" PPL"): v for k, v in scores.items()}))
+        return 0
     for metric in run_.eval.metrics:
         suffix = f" {metric.upper()}"
         print(wer_table({k.removesuffix(suffix): v for k, v in scores.items() if k.endswith(suffix)}))

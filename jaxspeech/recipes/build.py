@@ -24,8 +24,9 @@ from jaxspeech.data.sources import LibriSpeechSource, ManifestSource, write_mani
 from jaxspeech.decoding.lexicon import TokenAutomaton
 from jaxspeech.recipes.config import SECTIONS, DataConfig, EvalConfig
 from jaxspeech.recipes.word_list import lexicon_automaton, read_words
-from jaxspeech.tasks.kinds import Decoder, TaskKind, task_kind
+from jaxspeech.tasks.kinds import Decoder, OwnsItsData, TaskKind, task_kind
 from jaxspeech.train.config import TrainConfig, train_config_from_dict
+from jaxspeech.types import Batch, BatchShape
 
 
 class FirstN:
@@ -90,12 +91,31 @@ class Run:
         """The manifest of data set ``name`` (see ``manifest_file``)."""
         return manifest_file(self.data.dir, name)
 
+    @property
+    def reads_audio(self) -> bool:
+        """False for a task that owns its data (``OwnsItsData``: text alone)."""
+        return not isinstance(self.kind, OwnsItsData)
+
     def train_source(self) -> ManifestSource:
         return ManifestSource([self.manifest(name) for name in self.data.train])
 
-    def train_pipeline(self, process_index: int | None = None, process_count: int | None = None) -> DataPipeline:
+    def train_pipeline(self, process_index: int | None = None, process_count: int | None = None):
+        """The training batches: the audio pipeline over ``data.train``, or the task's own."""
+        if not self.reads_audio:
+            return self.kind.train_pipeline(self.manifest, self.pipeline.batch_size_multiple,
+                                            jax.process_index() if process_index is None else process_index,
+                                            jax.process_count() if process_count is None else process_count)
         return DataPipeline(self.train_source(), self.pipeline, tokenize=self.kind.example_tokens(),
                             process_index=process_index, process_count=process_count)
+
+    def example_batch(self):
+        """An all-padding batch shaped like a training batch (one row; the parameter shapes and the
+        train state's layout depend on the shapes only)."""
+        if not self.reads_audio:
+            return self.kind.example_batch()
+        pipeline = self.pipeline
+        return Batch.padding(BatchShape(1, pipeline.clips_per_row[0], pipeline.bucket_frames[0], pipeline.max_tokens[0],
+                                        pipeline.n_mels))
 
     def eval_data(self, manifest: str, max_examples: int | None = None) -> DataPipeline:
         """The eval-bucket pipeline over ``manifest`` (its first ``max_examples`` records), single host."""
@@ -159,6 +179,6 @@ def build(config, progress: bool = True, *, build_data: bool = True) -> Run:
     pipeline, eval_pipeline = pipelines(kind, data, jax.local_device_count())
     run = Run(config=config, kind=kind, data=data, train=train, eval=evaluation, pipeline=pipeline,
               eval_pipeline=eval_pipeline)
-    if build_data:
+    if build_data and run.reads_audio:
         kind.check_train_source(run.train_source())
     return run

@@ -8,6 +8,9 @@ and writes ``<workdir>/eval/<set>.jsonl``; ``during_training`` gives the trainer
 
 Several decoders per set (e.g. the LLM alone, the CTC head alone, both jointly) are several
 ``decoders`` entries: their scores are keyed ``<set>/<decoder name>``.
+
+A task that owns its data (``OwnsItsData``: a text LM) scores itself (``held_out_scores``:
+perplexity); ``evaluate_run`` and ``during_training`` take either path.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 from tqdm.auto import tqdm
 
-from jaxspeech.evals.metrics import PER_SET_METRICS, ErrorRateResult
+from jaxspeech.evals.metrics import PER_SET_METRICS, ErrorRateResult, PerplexityResult
 from jaxspeech.evals.report import example_record, write_per_example_jsonl
 from jaxspeech.recipes.build import Run
 from jaxspeech.tasks.kinds import Decoder
@@ -91,9 +94,26 @@ def evaluate_sets(run: Run, params: Mapping[str, Any], workdir: str, *, progress
     return scores
 
 
+def evaluate_run(run: Run, params: Mapping[str, Any], workdir: str, *, progress: bool = True,
+                 decoders: Mapping[str, Decoder] | None = None) -> dict[str, Any]:
+    """The run's scores after training: ``evaluate_sets``, or the task's own held-out scores."""
+    if not run.reads_audio:
+        return dict(run.kind.held_out_scores(params, run.manifest))
+    return evaluate_sets(run, params, workdir, progress=progress, decoders=decoders)
+
+
+def headline(result: Any) -> float:
+    """The number a score stands for: an error rate, or a perplexity."""
+    return result.perplexity if isinstance(result, PerplexityResult) else result.rate
+
+
 def during_training(run: Run) -> Callable[[Any, int], dict[str, float]]:
     """``eval_fn(params, step)`` for the trainer: ``eval.metrics`` on the first
-    ``eval.during_training_examples`` of the first eval set, logged as ``eval/<set>_<METRIC>``."""
+    ``eval.during_training_examples`` of the first eval set, logged as ``eval/<set>_<METRIC>`` (a task
+    that owns its data: its held-out scores)."""
+    if not run.reads_audio:
+        return lambda params, step: {key.replace(" ", "_"): headline(result)
+                                     for key, result in run.kind.held_out_scores(params, run.manifest).items()}
     name = run.data.eval_sets[0]
     decoder = run.decoder()
 

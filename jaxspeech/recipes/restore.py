@@ -14,21 +14,13 @@ from jaxspeech.errors import MissingFileError
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.state import build_layout
-from jaxspeech.types import Batch, BatchShape
-
-
-def _batch_like(run: Run) -> Batch:
-    """A one-row all-padding batch in the first bucket's shape (the layout depends on shapes only)."""
-    pipeline = run.pipeline
-    shape = BatchShape(1, pipeline.clips_per_row[0], pipeline.bucket_frames[0], pipeline.max_tokens[0], pipeline.n_mels)
-    return Batch.padding(shape)
 
 
 def restore(workdir: str, *, progress: bool = False) -> tuple[Run, dict, int]:
     """(run, params, step) of the newest readable checkpoint in ``workdir``."""
     run = build(load_config(workdir), progress, build_data=False)  # reopening a run never synthesises data
     train_config = run.train
-    layout = build_layout(run.task, _batch_like(run), train_config.optimizer,
+    layout = build_layout(run.task, run.example_batch(), train_config.optimizer,
                           make_mesh({"data": 1}, jax.devices()[:1]), train_config.sharding_rules)
     # Read-only: reopening a run never moves or writes anything under its checkpoints.
     checkpointer = Checkpointer(os.path.join(workdir, train_config.checkpoint.subdir), train_config.checkpoint,

@@ -20,7 +20,7 @@ import ml_collections
 from jaxspeech.config_dict import plain
 from jaxspeech.data.tokenizers import TOKENIZER_FILES
 from jaxspeech.recipes.build import Run, build
-from jaxspeech.recipes.evaluate import during_training, evaluate_sets
+from jaxspeech.recipes.evaluate import during_training, evaluate_run, headline
 from jaxspeech.recipes.report import write_report
 from jaxspeech.recipes.word_list import write_words
 from jaxspeech.recipes.workdir import save_config
@@ -61,7 +61,7 @@ def write_pretrained(run: Run, workdir: str, mesh) -> State | None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    """Runs the whole job; returns {"scores": {name: rate}, "timings": {...}, "report": path, "step", "stop_reason"}."""
+    """Runs the whole job; returns {"scores": {name: rate or perplexity}, "timings": {...}, "report": path, "step", "stop_reason"}."""
     start = time.monotonic()
     # Joining a multi-process job must precede anything that touches a device (build() counts them).
     multihost.initialize(train_config_from_dict(config.train).distributed)
@@ -87,7 +87,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     notes = [f"Initialised from {run.kind.init_source}.", f"Stopped at step {result.step} ({result.stop_reason}).",
              *run.kind.notes(), *run.kind.after_training(result.state["params"], workdir)]
     exported = time.monotonic()
-    scores = evaluate_sets(run, result.state["params"], workdir, progress=progress)
+    scores = evaluate_run(run, result.state["params"], workdir, progress=progress)
     evaluated = time.monotonic()
     timings = {"data (corpus + tokenizer)": data_ready - start}
     if pretrained:
@@ -99,5 +99,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     report = write_report(workdir, title=f"jaxspeech run: {os.path.basename(os.path.abspath(workdir))}",
                           config=plain(config), timings=timings, train_metrics=result.last_train_metrics,
                           scores=scores, plots=plot_learning_curves(workdir), notes=notes)
-    return {"scores": {k: v.rate for k, v in scores.items()}, "timings": timings, "report": report,
+    return {"scores": {k: headline(v) for k, v in scores.items()}, "timings": timings, "report": report,
             "step": result.step, "stop_reason": result.stop_reason}

@@ -14,24 +14,30 @@ After setup a kind supplies the rest of the run: the pipeline's ``tokenize`` cal
 (a batch -> one hypothesis per row) for evaluation, the pretrained weights of step 0, and what to
 do with the trained parameters (``after_training``).
 
-A new task (a text-only LM, a CTC encoder) is one module with a class following ``TaskKind`` and
-one entry in ``KINDS``.
+A kind that reads no audio (``text_lm``) also follows ``OwnsItsData``: it builds its own training
+batches and scores its held-out data itself, and the recipe leaves the audio pipeline unused.
+
+A new task is one module with a class following ``TaskKind`` and one entry in ``KINDS``
+(``ctc_encoder_kind.py`` and ``text_lm_kind.py`` are small examples).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.data.tokenizers import Tokenizer
 from jaxspeech.decoding.generate import GenerationConfig
 from jaxspeech.decoding.lexicon import TokenAutomaton
+from jaxspeech.tasks.ctc_encoder_kind import CTCEncoderKind
 from jaxspeech.tasks.speech_llm_kind import SpeechLLMKind
+from jaxspeech.tasks.text_lm_kind import TextLMKind
 from jaxspeech.tasks.whisper_seq2seq_kind import WhisperSeq2SeqKind
 from jaxspeech.train.config import TrainConfig
 from jaxspeech.types import Batch
 
-KINDS = {"speech_llm": SpeechLLMKind, "whisper_seq2seq": WhisperSeq2SeqKind}
+KINDS = {"speech_llm": SpeechLLMKind, "whisper_seq2seq": WhisperSeq2SeqKind, "ctc_encoder": CTCEncoderKind,
+         "text_lm": TextLMKind}
 DEFAULT_KIND = "speech_llm"
 
 
@@ -105,6 +111,26 @@ class TaskKind(Protocol):
 
     def notes(self) -> list[str]:
         """Report lines on how the task was set up."""
+        ...
+
+
+@runtime_checkable
+class OwnsItsData(Protocol):
+    """A task kind that reads no audio (see the module docstring). ``manifest(name)`` is the path of
+    data set ``name`` (as ``data.train`` names it)."""
+
+    def train_pipeline(self, manifest: Callable[[str], str], row_multiple: int, process_index: int,
+                       process_count: int) -> Any:
+        """This host's training batches, their rows a multiple of ``row_multiple``: ``.iterator()``
+        gives a checkpointable iterator (``get_state`` / ``set_state``, a context manager)."""
+        ...
+
+    def example_batch(self) -> Any:
+        """An all-padding batch shaped like the training batches (parameter shapes come from it)."""
+        ...
+
+    def held_out_scores(self, params: Mapping[str, Any], manifest: Callable[[str], str]) -> Mapping[str, Any]:
+        """``{"<set> <METRIC>": result}`` on the held-out data; ``params`` without the "params" level."""
         ...
 
 

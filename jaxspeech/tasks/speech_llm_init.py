@@ -198,21 +198,28 @@ def _options(config) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class PretrainedSpeechLLM:
-    """Step-0 weights from ``init``'s checkpoints in the layout of ``config`` (LoRA adapters fresh)."""
+    """Step-0 weights from ``init``'s checkpoints in the layout of ``config`` (LoRA adapters fresh);
+    ``parts``: the subtrees to load (a task that runs only the encoder, or only the LLM, names one)."""
 
     init: SpeechLLMInitConfig
     config: SpeechLLMConfig
     fresh: tuple[str, ...] = (LORA_ADAPTERS,)
+    parts: tuple[str, ...] = ("encoder", "llm")
 
     @property
     def source(self) -> str:
         return self.init.describe()
 
     def load(self) -> dict[str, Any]:
-        """{"encoder": {"whisper": ...}, "llm": ...}: the checkpoints' weights (numpy) in the layout of
-        ``config`` (its scan_layers, param_dtype), the LLM's vocabulary grown to ``config.llm.vocab_size``.
-        Raises ``CheckpointError`` naming a missing or misshapen tensor and the shape expected."""
-        config = self.config
-        _, encoder = load_hf_whisper_encoder(self.init.whisper_dir, **_options(config.encoder.whisper))
-        _, llm = load_hf_llm(self.init.llm_dir, **_options(config.llm))
-        return {"encoder": {"whisper": encoder}, "llm": extend_vocab(llm["params"], config.llm.vocab_size)}
+        """{"encoder": {"whisper": ...}, "llm": ...} (the ``parts``): the checkpoints' weights (numpy) in the
+        layout of ``config`` (its scan_layers, param_dtype), the LLM's vocabulary grown to
+        ``config.llm.vocab_size``. Raises ``CheckpointError`` naming a missing or misshapen tensor and the
+        shape expected."""
+        config, weights = self.config, {}
+        if "encoder" in self.parts:
+            _, encoder = load_hf_whisper_encoder(self.init.whisper_dir, **_options(config.encoder.whisper))
+            weights["encoder"] = {"whisper": encoder}
+        if "llm" in self.parts:
+            _, llm = load_hf_llm(self.init.llm_dir, **_options(config.llm))
+            weights["llm"] = extend_vocab(llm["params"], config.llm.vocab_size)
+        return weights
