@@ -19,6 +19,7 @@ from jaxspeech.audio_tokens import downsampled_length
 from jaxspeech.data.prompts import EncodedExample, encode_example
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER, chunk_tag
 from jaxspeech.data.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
+from jaxspeech.errors import ConfigError, UsageError
 
 
 def load_speech_tokenizer(path: str) -> Tokenizer:
@@ -61,7 +62,7 @@ class SpeechLLMTokens:
     def placeholder_id(self) -> int:
         token_id = self.tokenizer.token_to_id(AUDIO_PLACEHOLDER)
         if token_id is None:
-            raise ValueError(f"tokenizer {self.tokenizer_path} has no {AUDIO_PLACEHOLDER} token")
+            raise UsageError(self.tokenizer_path, f"has no {AUDIO_PLACEHOLDER} token: not a Speech LLM tokenizer")
         return token_id
 
     def chunk_tag_ids(self, clips: int) -> list[int]:
@@ -69,8 +70,8 @@ class SpeechLLMTokens:
         ids = [self.tokenizer.token_to_id(chunk_tag(k)) for k in range(1, clips + 1)]
         missing = [chunk_tag(k) for k, i in enumerate(ids, 1) if i is None or i not in self.tokenizer.special_ids]
         if missing:
-            raise ValueError(f"task.prompt.chunk_tags needs the control tokens {missing} but tokenizer "
-                             f"{self.tokenizer_path} does not have them")
+            raise ConfigError("task.prompt.chunk_tags", f"needs the control tokens {missing} but tokenizer "
+                                                       f"{self.tokenizer_path} does not have them")
         return ids
 
     def audio_tokens(self, frames: int) -> int:
