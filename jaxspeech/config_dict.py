@@ -6,6 +6,7 @@ so it can never silently fall back to a default.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import types
 import typing
@@ -73,26 +74,31 @@ def check_keys(values: Mapping[str, Any], allowed: set[str], where: str) -> None
         raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys are {sorted(allowed)}")
 
 
-def load_config_file(spec: str):
-    """Calls ``get_config(arg)`` of a config file given as ``path.py`` or ``path.py:arg``.
-
-    The file's folder is importable while it loads, so a config can build on a sibling
-    (``import tiny_asr``)."""
+def load_python_file(path: str, what: str = "file"):
+    """The module of the Python file at ``path`` (``what`` names it in errors); the file's folder is
+    importable while it loads, so a file can build on a sibling (``import tiny_asr``)."""
     import importlib.util
     import os
     import sys
 
-    path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path} not found")
+        raise FileNotFoundError(f"{what} {path} not found")
     folder = os.path.dirname(os.path.abspath(path))
-    module_spec = importlib.util.spec_from_file_location(f"jaxspeech_config_{abs(hash(path))}", path)
+    module_spec = importlib.util.spec_from_file_location(f"jaxspeech_file_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(module_spec)
     sys.path.insert(0, folder)
     try:
         module_spec.loader.exec_module(module)
     finally:
         sys.path.remove(folder)
+    return module
+
+
+def load_config_file(spec: str):
+    """Calls ``get_config(arg)`` of a config file given as ``path.py`` or ``path.py:arg`` (see
+    ``load_python_file``)."""
+    path, _, arg = spec.partition(":")
+    module = load_python_file(path, "config file")
     if not hasattr(module, "get_config"):
         raise AttributeError(f"config file {path} defines no get_config(arg)")
     return module.get_config(arg or None)
@@ -111,3 +117,19 @@ def override(config, dotted_key: str, value: Any) -> None:
     if not hasattr(node, "keys"):
         raise KeyError(f"config key {'.'.join(parents)!r} is a value, not a section: cannot set {dotted_key!r}")
     node[leaf] = value
+
+
+def parse_value(text: str) -> Any:
+    """A Python literal (numbers, tuples, None, True...) or, failing that, the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def override_from_text(config, item: str) -> None:
+    """Applies one ``key=value`` override (``--set``); the value is read by ``parse_value``."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise ValueError(f"--set expects key=value, got {item!r}")
+    override(config, key.strip(), parse_value(value.strip()))

@@ -20,6 +20,7 @@ SUBCOMMANDS = (
     "plot",
     "prepare_data",
     "score",
+    "sweep",
     "train",
     "transcribe",
 )
