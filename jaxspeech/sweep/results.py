@@ -11,8 +11,8 @@ from typing import Any, Mapping, Sequence
 from jaxspeech.sweep.grid import Grid
 
 COST_METRICS = {  # name -> (column title, scale, format)
-    "step_time_s": ("step time (s)", 1.0, "{:.3f}"),
     "flops_per_step": ("GFLOP / step / device", 1e-9, "{:.3g}"),
+    "step_time_s": ("step time (s)", 1.0, "{:.3f}"),
     "step_memory_bytes": ("step memory (MiB / device)", 1 / 2**20, "{:.1f}"),
 }
 

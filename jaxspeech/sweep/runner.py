@@ -107,7 +107,8 @@ def collect(grid: Grid, workdir: str) -> dict[str, str]:
     """Rewrites ``results.md``, ``results.json`` and the plots from the finished cells; returns their paths."""
     records = [record for cell in grid.cells() if (record := read_record(workdir, cell)) is not None]
     paths = write_results(grid, records, workdir)
-    paths.update(plot_results(paths["json"], os.path.join(workdir, "plots")))
+    plots = plot_results(paths["json"], os.path.join(workdir, "plots"))
+    paths.update({f"plot of {score}": path for score, path in plots.items()})
     return paths
 
 

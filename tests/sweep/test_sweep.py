@@ -80,8 +80,8 @@ def test_the_table_groups_over_seeds_with_mean_and_sample_spread():
     assert second["n"] == 1 and second["std"] is None
     assert groups[0]["metrics"]["step_time_s"]["mean"] == pytest.approx(0.2)
     table = markdown(grid, groups, records, pending=["s4_1", "s4_2"])
-    assert "| 2 | 3 | 25.00 ± 5.00 | 0.200 ± 0.000 | 2 ± 0 | 3.0 ± 0.0 |" in table
-    assert "| 4 | 1 | 50.00 | 0.400 | 2 | 3.0 |" in table
+    assert "| 2 | 3 | 25.00 ± 5.00 | 2 ± 0 | 0.200 ± 0.000 | 3.0 ± 0.0 |" in table
+    assert "| 4 | 1 | 50.00 | 2 | 0.400 | 3.0 |" in table
     assert "4 of 6 cells finished" in table and "Not finished yet: s4_1, s4_2" in table
 
 
@@ -128,5 +128,5 @@ def test_sweep_resumes_after_sigkill_without_redoing_finished_cells(tmp_path):
         assert group["metrics"][name]["n"] == 2 and group["metrics"][name]["mean"] > 0, name
     table = (workdir / "results.md").read_text()
     assert "| train.seed=0 | 6 | completed |" in table and "| train.seed=1 | 6 | completed |" in table
-    plots = sorted(p.name for p in (workdir / "plots").iterdir())
-    assert plots == ["test_WER_vs_flops_per_step.png", "test_WER_vs_step_memory_bytes.png", "test_WER_vs_step_time_s.png"]
+    plots = {p.name for p in (workdir / "plots").iterdir()}
+    assert {"test_WER.png", "test_CER.png"} <= plots and all(p.endswith(".png") for p in plots)
