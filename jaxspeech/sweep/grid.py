@@ -26,6 +26,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from jaxspeech.config_dict import load_config_file, load_python_file, override, override_from_text, parse_value
+from jaxspeech.errors import UsageError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +74,10 @@ def axis_from_text(item: str) -> Axis:
     key, sep, values = item.partition("=")
     key = key.strip()
     if not sep or not key or not values.strip():
-        raise ValueError(f"--grid expects key=value1,value2,..., got {item!r}")
+        raise UsageError("--grid", f"expected KEY=VALUE1,VALUE2,..., got {item!r}")
     texts = split_values(values)
     if any(not t for t in texts):
-        raise ValueError(f"--grid {item!r} has an empty value")
+        raise UsageError("--grid", f"{item!r} has an empty value")
     return Axis(key, tuple((text, {key: parse_value(text)}) for text in texts))
 
 
@@ -85,11 +86,11 @@ def axis_from_entry(name: str, choices: Any, where: str) -> Axis:
     if isinstance(choices, Mapping):
         for label, values in choices.items():
             if not isinstance(values, Mapping) or not values:
-                raise ValueError(f"{where}: choice {label!r} of axis {name!r} must be a non-empty dict of key: value")
+                raise UsageError(where, f"choice {label!r} of axis {name!r} must be a non-empty dict of key: value")
         return Axis(name, tuple((str(label), dict(values)) for label, values in choices.items()))
     if isinstance(choices, (list, tuple)) and choices:
         return Axis(name, tuple((str(value), {name: value}) for value in choices))
-    raise ValueError(f"{where}: axis {name!r} needs a non-empty list of values or a dict of labelled choices")
+    raise UsageError(where, f"axis {name!r} needs a non-empty list of values or a dict of labelled choices")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +105,11 @@ class Grid:
         names = [axis.name for axis in self.axes]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
-            raise ValueError(f"grid axes {repeated} are given more than once")
+            raise UsageError("--grid", f"axes {repeated} are given more than once")
         for axis in self.axes:
             labels = [label for label, _ in axis.choices]
             if len(set(labels)) != len(labels):
-                raise ValueError(f"grid axis {axis.name!r} repeats a value: {labels}")
+                raise UsageError("--grid", f"axis {axis.name!r} repeats a value: {labels}")
 
     def cells(self) -> list[Cell]:
         """The cartesian product of the axes, the last axis varying fastest."""
@@ -149,13 +150,13 @@ def load_grid(config: str | None, grid_items: Sequence[str], grid_file: str | No
         module = load_python_file(grid_file, "grid file")
         entries = getattr(module, "GRID", None)
         if not isinstance(entries, Mapping):
-            raise ValueError(f"grid file {grid_file} must define GRID, a dict of axis -> values")
-        axes += [axis_from_entry(name, choices, f"grid file {grid_file}") for name, choices in entries.items()]
+            raise UsageError(grid_file, "a grid file must define GRID, a dict of axis -> values")
+        axes += [axis_from_entry(name, choices, grid_file) for name, choices in entries.items()]
         config = config or getattr(module, "CONFIG", None)
         file_sets = list(getattr(module, "SETS", ()))
     axes += [axis_from_text(item) for item in grid_items]
     if not config:
-        raise ValueError("a sweep needs --config (or CONFIG in its grid file)")
+        raise UsageError("--config", "a sweep needs a config (or CONFIG in its grid file)")
     if not axes:
-        raise ValueError("a sweep needs at least one --grid key=v1,v2,... (or a GRID in --grid-file)")
+        raise UsageError("--grid", "a sweep needs at least one axis KEY=V1,V2,... (or a GRID in --grid-file)")
     return Grid(config, tuple(file_sets) + tuple(sets), tuple(axes))

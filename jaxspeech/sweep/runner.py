@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxspeech.errors import ConfigError, UsageError
 from jaxspeech.recipes.build import read_sections
 from jaxspeech.recipes.run import train_and_evaluate
 from jaxspeech.sweep.grid import Cell, Grid
@@ -40,9 +41,8 @@ def check_cells(grid: Grid) -> dict[str, Any]:
         try:
             config = grid.cell_config(cell)
             read_sections(config, need_weights=False)
-        except (KeyError, ValueError, TypeError) as error:
-            message = error.args[0] if isinstance(error, KeyError) and error.args else error
-            raise ValueError(f"sweep cell {cell.name} ({grid.config}): {message}") from error
+        except UsageError as error:
+            raise ConfigError(error.where, f"{error.what} (sweep cell {cell.name} of {grid.config})") from error
         configs[cell.name] = config
     return configs
 
@@ -98,8 +98,8 @@ def claim_workdir(grid: Grid, workdir: str) -> None:
             earlier = json.load(f)
         for key in ("config", "sets"):
             if earlier.get(key) != described[key]:
-                raise ValueError(f"{workdir} holds a sweep with {key} {earlier.get(key)!r}, not {described[key]!r}: "
-                                 "repeat them, or use another --workdir")
+                raise UsageError(workdir, f"holds a sweep with {key} {earlier.get(key)!r}, not {described[key]!r}: "
+                                          "repeat them, or use another --workdir")
     _write_json(path, described)
 
 

@@ -3,6 +3,7 @@ seeds, and resuming after SIGKILL without redoing a finished cell."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxspeech.cli import main
+from jaxspeech.errors import UsageError
 from jaxspeech.sweep.grid import axis_from_text, load_grid, split_values
 from jaxspeech.sweep.results import group_records, markdown
 
@@ -25,7 +27,7 @@ def test_values_split_only_outside_brackets_and_quotes():
     axis = axis_from_text("data.pipeline.bucket_frames=(320, 400),(768,)")
     assert axis.choices == (("(320, 400)", {"data.pipeline.bucket_frames": (320, 400)}),
                             ("(768,)", {"data.pipeline.bucket_frames": (768,)}))
-    with pytest.raises(ValueError, match="expects key=value1,value2"):
+    with pytest.raises(UsageError, match="--grid: expected KEY=VALUE1,VALUE2"):
         axis_from_text("train.seed")
 
 
@@ -45,20 +47,21 @@ def test_cells_are_the_product_of_the_axes_with_joint_axes_from_a_grid_file(tmp_
     assert (config.train.seed, config.train.total_steps, config.eval.max_examples) == (1, 2, 2)
     assert config.task.prompt.chunk_tags is True
     assert [axis.is_seed for axis in grid.axes] == [False, True]
-    with pytest.raises(ValueError, match=r"grid axes \['train.seed'\] are given more than once"):
+    with pytest.raises(UsageError, match=r"axes \['train.seed'\] are given more than once"):
         load_grid(CONFIG, ["train.seed=0,1", "train.seed=2"], None, [])
 
 
 @pytest.mark.parametrize("item, message", [
-    ("model.llm.num_layerz=1,2", r"model.llm.num_layerz=1__train.seed=0 .*unknown key\(s\) \['num_layerz'\] in model.llm"),
-    ("model.lm.num_layers=1,2", r"unknown config key 'model.lm'"),
-    ("model.fusion=decoder_only,fused", r"model.fusion=fused__train.seed=0 .*fusion must be one of"),
+    ("model.llm.num_layerz=1,2", r"model.llm.num_layerz: unknown key\(s\) \['num_layerz'\] in model.llm.*"
+                                 r"\(sweep cell model.llm.num_layerz=1__train.seed=0 of "),
+    ("model.lm.num_layers=1,2", r"model.lm: unknown config key"),
+    ("model.fusion=decoder_only,fused", r"model: fusion must be one of .*\(sweep cell model.fusion=fused__train.seed=0 "),
 ])
-def test_a_bad_key_or_value_is_refused_before_any_cell_runs(tmp_path, item, message):
+def test_a_bad_key_or_value_is_refused_before_any_cell_runs(tmp_path, capsys, item, message):
     os.chdir(REPO)
     workdir = tmp_path / "sweep"
-    with pytest.raises(ValueError, match=message):
-        main(["sweep", "--config", CONFIG, "--grid", item, "--grid", "train.seed=0,1", "--workdir", str(workdir)])
+    assert main(["sweep", "--config", CONFIG, "--grid", item, "--grid", "train.seed=0,1", "--workdir", str(workdir)]) == 2
+    assert re.search("^error: " + message, capsys.readouterr().err)
     assert not workdir.exists()  # nothing ran, nothing was written
 
 
