@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxspeech.sweep.runner import check_cells, run_sweep
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("jaxspeech").setLevel(logging.INFO)  # the cell-by-cell progress, whatever set up the root logger
     grid = load_grid(args.config, args.grid, args.grid_file, args.set)
     if args.dry_run:
         check_cells(grid)
