@@ -49,6 +49,8 @@ def test_cells_are_the_product_of_the_axes_with_joint_axes_from_a_grid_file(tmp_
     assert [axis.is_seed for axis in grid.axes] == [False, True]
     with pytest.raises(UsageError, match=r"axes \['train.seed'\] are given more than once"):
         load_grid(CONFIG, ["train.seed=0,1", "train.seed=2"], None, [])
+    with pytest.raises(UsageError, match=r"same cell folder\(s\) \['task.prompt.system=a-b'\]"):
+        load_grid(CONFIG, ["task.prompt.system=a b,a-b"], None, [])
 
 
 @pytest.mark.parametrize("item, message", [
