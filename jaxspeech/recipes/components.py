@@ -106,7 +106,8 @@ class Components:
         """The token automaton of ``eval.lexicon`` (None without one), built once per source."""
         source = self.eval.lexicon
         if source is not None and source not in self.lexicons:
-            self.lexicons[source] = lexicon_automaton(self.lexicon_words(), self.tokenizer, self.model.llm.vocab_size)
+            width = self.model.llm.padded_vocab_size  # the logits' width
+            self.lexicons[source] = lexicon_automaton(self.lexicon_words(), self.tokenizer, width)
         return None if source is None else self.lexicons[source]
 
     def example_tokens(self, inference: bool = False) -> SpeechLLMTokens:
