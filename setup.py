@@ -8,7 +8,7 @@ INSTALL_REQUIRES = [
     "flax==0.12.8",
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
-    "etils[epath]>=1.5",  # paths that may be local or a bucket (checkpoints, data)
+    "etils[epath,epy]>=1.5",  # paths that may be local or a bucket; lazy package APIs (epy)
     "absl-py>=1.0",  # Grain's flags (data/pipeline.py)
     "ml-dtypes>=0.5",  # bfloat16 in safetensors files
     "grain==0.2.18",

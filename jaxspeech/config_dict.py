@@ -12,15 +12,26 @@ import typing
 from typing import Any, Mapping
 
 
-def _dataclass_type(annotation: Any) -> type | None:
-    """The dataclass inside an annotation such as ``OptimizerConfig | None`` (None if there is none)."""
+def _dataclass_type(annotation: Any, value: Any, default: Any, where: str) -> type | None:
+    """The dataclass an annotation such as ``OptimizerConfig | None`` asks for (None if none). A union of
+    several dataclasses with a ``kind`` field (a tagged union) picks the one whose kind ``value["kind"]``
+    names, or the default's class when ``value`` names no kind."""
     if dataclasses.is_dataclass(annotation):
         return annotation
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        for option in typing.get_args(annotation):
-            if dataclasses.is_dataclass(option):
-                return option
-    return None
+    if not (isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union):
+        return None
+    options = [option for option in typing.get_args(annotation) if dataclasses.is_dataclass(option)]
+    if len(options) <= 1 or value is None:
+        return options[0] if options else None
+    kinds = {option.__dataclass_fields__["kind"].default: option for option in options}
+    kind = value.get("kind") if isinstance(value, Mapping) else None
+    if kind is None:
+        if not dataclasses.is_dataclass(default):
+            raise ValueError(f"{where} needs a kind, one of {sorted(kinds)}")
+        return type(default)
+    if kind not in kinds:
+        raise ValueError(f"{where}.kind must be one of {sorted(kinds)}, got {kind!r}")
+    return kinds[kind]
 
 
 def plain(value: Any) -> Any:
@@ -45,10 +56,11 @@ def dataclass_from_dict(cls: type, values: Mapping[str, Any] | Any, where: str |
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys are {sorted(fields)}")
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     kwargs = {}
     for name, value in values.items():
-        nested = _dataclass_type(hints[name])
-        if nested is not None and value is not None and not isinstance(value, nested):
+        nested = _dataclass_type(hints[name], value, defaults[name], f"{where}.{name}")
+        if nested is not None and value is not None and not dataclasses.is_dataclass(value):
             value = dataclass_from_dict(nested, value, f"{where}.{name}")
         kwargs[name] = value
     return cls(**kwargs)

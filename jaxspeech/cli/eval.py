@@ -1,4 +1,5 @@
-"""``jaxspeech eval``: decode the evaluation sets with a training workdir's newest checkpoint.
+"""``jaxspeech eval``: decode the evaluation sets with a training workdir's newest checkpoint (any task;
+a text LM's workdir: its perplexity on held-out text).
 
   jaxspeech eval --workdir runs/tiny
   jaxspeech eval --workdir runs/tiny --beam 4 --max-examples 200
@@ -45,32 +46,31 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jaxspeech.evals.report import wer_table
-    from jaxspeech.recipes.evaluate import evaluate_sets
+    from jaxspeech.recipes.evaluate import evaluate_run
+    from jaxspeech.recipes.report import perplexity_table
     from jaxspeech.recipes.restore import restore
 
-    components, params, step = restore(args.workdir)
-    changes = {}
+    run_, params, step = restore(args.workdir)
+    generation = {}
     if args.beam:
-        changes.update(method="beam" if args.beam > 1 else "greedy", num_beams=args.beam)
-    if args.ctc_weight is not None:
-        changes["ctc_weight"] = args.ctc_weight
-    if args.ctc_candidates is not None:
-        changes["ctc_candidates"] = args.ctc_candidates
-    if args.ctc_blank_penalty is not None:
-        changes["ctc_blank_penalty"] = args.ctc_blank_penalty
-    if args.length_penalty is not None:
-        changes["length_penalty"] = args.length_penalty
+        generation.update(method="beam" if args.beam > 1 else "greedy", num_beams=args.beam)
+    for name in ("ctc_weight", "ctc_candidates", "ctc_blank_penalty", "length_penalty"):
+        if getattr(args, name) is not None:
+            generation[name] = getattr(args, name)
+    changes = {"generation": dataclasses.replace(run_.eval.generation, **generation)}
     if args.lexicon is not None:
         changes["lexicon"] = None if args.lexicon == "none" else args.lexicon
     if args.max_examples:
         changes["max_examples"] = args.max_examples
-    components.eval = dataclasses.replace(components.eval, **changes)
+    run_.eval = dataclasses.replace(run_.eval, **changes)
     if args.sets:
-        components.config.data.eval_sets = tuple(name for name in args.sets.split(",") if name)
-    scores = evaluate_sets(components, params, args.workdir, progress=not args.no_progress)
+        run_.data = dataclasses.replace(run_.data, eval_sets=tuple(name for name in args.sets.split(",") if name))
+    scores = evaluate_run(run_, params, args.workdir, progress=not args.no_progress)
     print(f"checkpoint step {step}")
-    words = {k.removesuffix(" WER"): v for k, v in scores.items() if k.endswith(" WER")}
-    chars = {k.removesuffix(" CER"): v for k, v in scores.items() if k.endswith(" CER")}
-    print(wer_table(words))
-    print(wer_table(chars))
+    if not run_.reads_audio:  # a text LM: perplexity on its held-out text
+        print(perplexity_table({k.removesuffix(" PPL"): v for k, v in scores.items()}))
+        return 0
+    for metric in run_.eval.metrics:
+        suffix = f" {metric.upper()}"
+        print(wer_table({k.removesuffix(suffix): v for k, v in scores.items() if k.endswith(suffix)}))
     return 0

@@ -38,10 +38,10 @@ import numpy as np
 from flax import linen as nn
 from flax import traverse_util
 
-from jaxspeech.connectors.config import ConnectorConfig
+from jaxspeech.connectors.config import LinearConnectorConfig
 from jaxspeech.convert import hf_llm, hf_whisper
 from jaxspeech.convert.safetensors_io import CheckpointError, SafetensorsReader
-from jaxspeech.models.audio_encoder import AudioEncoderConfig
+from jaxspeech.models.audio_encoder import WhisperAudioEncoderConfig
 from jaxspeech.models.speech_llm import SpeechLLM, SpeechLLMConfig
 
 MODEL_TYPE = "qwen2_audio"
@@ -128,9 +128,9 @@ def config_from_hf(hf: dict, **options: Any) -> SpeechLLMConfig:
         raise CheckpointError(None, None, f"text_config {e.what}") from None
     llm = _apply_options(llm.replace(tie_word_embeddings=False), options)
 
-    connector = _apply_options(ConnectorConfig(kind="linear", output_size=llm.hidden_size), options)
+    connector = _apply_options(LinearConnectorConfig(output_size=llm.hidden_size), options)
     return SpeechLLMConfig(
-        encoder=AudioEncoderConfig(kind="whisper", whisper=encoder),
+        encoder=WhisperAudioEncoderConfig(whisper=encoder),
         connector=connector,
         llm=llm,
         fusion="decoder_only",

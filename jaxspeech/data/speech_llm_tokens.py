@@ -1,4 +1,5 @@
-"""The data pipeline's ``tokenize`` callable for Speech-LLM training and inference.
+"""The data pipeline's ``tokenize`` callables for Speech-LLM training and inference (and for CTC on
+its encoder alone, ``TranscriptTokens``).
 
 ``SpeechLLMTokens(record, frames_per_clip)`` turns a source record (``text``, optional ``task``,
 ``prompt``, ``target``, ``language``) and the log-mel frame count of each clip into prompt +
@@ -11,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from jaxspeech.audio_tokens import downsampled_length
 from jaxspeech.data.prompts import EncodedExample, encode_example
@@ -76,3 +79,17 @@ class SpeechLLMTokens:
             prompts=self.prompts,
             chat=self.chat,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class TranscriptTokens:
+    """The pipeline's ``tokenize`` for CTC on the encoder alone: the transcript's tokens, every one a
+    target (no prompt, no placeholders, no end token); ``inference`` gives no tokens."""
+
+    tokenizer_path: str
+    inference: bool = False
+
+    def __call__(self, record: Mapping[str, Any], frames_per_clip: Sequence[int]) -> EncodedExample:
+        del frames_per_clip
+        ids = [] if self.inference else _tokenizer(self.tokenizer_path).encode(record.get("target") or record["text"])
+        return EncodedExample(np.asarray(ids, np.int32), np.ones(len(ids), np.float32), [(0, 0)])

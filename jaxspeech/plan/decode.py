@@ -14,7 +14,6 @@ import time
 from typing import Any, Callable, Sequence
 
 
-from jaxspeech.decoding.generate import GenerationConfig
 from jaxspeech.decoding.speech import _generate_from_audio
 from jaxspeech.plan.measure import placed_batch
 from jaxspeech.plan.parts import SPEECH_LLM, PlannedRun
@@ -40,7 +39,7 @@ def plan_decode(run: PlannedRun, result: SearchResult, devices: Sequence, log: C
     shape = BatchShape(batch_size=rows, clips=p.clips_per_row[index], frames=p.bucket_frames[index],
                        tokens=p.max_tokens[index], n_mels=p.n_mels)
     batch = placed_batch(shape, mesh, rules)
-    gen = GenerationConfig(max_new_tokens=run.eval.max_new_tokens, method=run.eval.method, num_beams=run.eval.num_beams)
+    gen = run.eval.generation
     log(f"compiling the decode step ({gen.method}, batch {rows}) ...")
     start = time.perf_counter()
     try:

@@ -1,7 +1,7 @@
 """The run a plan compiles, built from the experiment config alone: no data, weights or download.
 
-The recipes build the same model, task, trainer settings and pipelines (``recipes.components.
-model_parts``, ``recipes.whisper.model_parts``) once they have read the tokenizer; a plan needs only
+The recipe builds the same model, task, trainer settings and pipelines (``recipes.build``: the task
+kind's ``setup_model`` and ``pipelines``) once it has read the tokenizer; a plan needs only
 the tokenizer's size, which comes from (first that applies) the tokenizer file the run would read
 when it exists, the LLM preset's tokenizer plus the audio placeholder, or ``data.tokenizer_vocab``
 (the size of the tokenizer the run would train).
@@ -15,10 +15,11 @@ from typing import Any
 
 from jaxspeech.config_dict import plain
 from jaxspeech.convert import presets
-from jaxspeech.convert.hf_whisper import load_hf_config
 from jaxspeech.data.pipeline_config import PipelineConfig
-from jaxspeech.recipes import components, pretrained, whisper
-from jaxspeech.recipes.components import EvalConfig, Vocabulary
+from jaxspeech.recipes.build import pipelines, read_sections
+from jaxspeech.recipes.config import EvalConfig
+from jaxspeech.tasks.kinds import kind_name
+from jaxspeech.tasks.speech_llm_kind import Vocabulary
 from jaxspeech.tasks.speech_llm import SpeechLLMTask
 from jaxspeech.tasks.whisper_seq2seq import WhisperTask
 from jaxspeech.train.config import TrainConfig
@@ -135,27 +136,22 @@ def speech_vocabulary(config) -> tuple[Vocabulary, str]:
                      "init.llm to a preset, or data.tokenizer_vocab")
 
 
-def _whisper_model(config):
-    init, options = plain(config.get("init") or {}), whisper.model_options(config)
-    planned = whisper.preset_model(init, options)
-    if planned is not None:
-        return planned, f"preset {init['whisper']}"
-    if init.get("whisper_dir"):
-        return load_hf_config(init["whisper_dir"], **options), f"{init['whisper_dir']}/config.json"
-    raise ValueError("a Whisper plan needs the architecture: set init.whisper to a preset "
-                     f"({', '.join(presets.WHISPER)}) or init.whisper_dir")
-
-
 def planned_run(config, local_devices: int) -> PlannedRun:
     """The ``PlannedRun`` of ``config`` (a ConfigDict from ``configs/*.py``) whose host batches are
     multiples of ``local_devices``."""
-    if config.get("recipe") == "whisper":
-        model, source = _whisper_model(config)
-        parts = whisper.model_parts(config, model, 0, local_devices)  # the padding id changes no shape
-        return PlannedRun(WHISPER, model, vocabulary=f"{source} ({model.decoder.vocab_size} tokens)", **parts)
-    components.check_sections(config)
-    init = plain(config.get("init") or {})
-    shapes = pretrained.init_shapes(init, need_weights=False) if "init" in config else None
-    vocab, source = speech_vocabulary(config)
-    parts = components.model_parts(config, vocab, shapes, local_devices)
-    return PlannedRun(SPEECH_LLM, vocabulary=source, **parts)
+    whisper = kind_name(config) == "whisper_seq2seq"
+    kind, data, train, evaluation = read_sections(config, need_weights=False)
+    if whisper:
+        model = kind.planned_model()
+        if model is None:
+            raise ValueError("a Whisper plan needs the architecture: set init.whisper to a preset "
+                             f"({', '.join(presets.WHISPER)}) or init.whisper_dir")
+        kind.setup_model(model, 0)  # the padding id changes no shape
+        source = f"{kind.init.whisper_dir}/config.json" if kind.init.whisper_dir else f"preset {kind.init.whisper}"
+        vocabulary = f"{source} ({model.decoder.vocab_size} tokens)"
+    else:
+        vocab, vocabulary = speech_vocabulary(config)
+        kind.setup_model(vocab)
+    pipeline, eval_pipeline = pipelines(kind, data, local_devices)
+    return PlannedRun(WHISPER if whisper else SPEECH_LLM, kind.model, kind.task, train, evaluation, pipeline,
+                      eval_pipeline, vocabulary)

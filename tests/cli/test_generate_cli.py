@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from jaxspeech.cli import main  # noqa: E402
-from tests.text.tokenizer_dirs import write_chatml_dir  # noqa: E402
+from jaxspeech.testing.tokenizer_dirs import write_chatml_dir  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -59,7 +59,7 @@ def test_sample_and_beam_are_exclusive(hf_dir, capsys):
 @pytest.fixture(scope="module")
 def raw_dirs(tmp_path_factory) -> dict:
     """One random Llama model beside a Llama-3-, a Qwen2- and a SmolLM2-style tokenizer (same vocabulary)."""
-    from tests.text.tokenizer_dirs import write_text_rule_dir
+    from jaxspeech.testing.tokenizer_dirs import write_text_rule_dir
 
     dirs = {style: write_text_rule_dir(str(tmp_path_factory.mktemp(style)), style) for style in ("llama3", "qwen2", "smollm2")}
     vocab = len(transformers.AutoTokenizer.from_pretrained(dirs["llama3"]))

@@ -10,7 +10,7 @@ pytest.importorskip("transformers")
 
 from jaxspeech.convert.parakeet import config_from_hf, load_parakeet  # noqa: E402
 from jaxspeech.convert.safetensors_io import CheckpointError, SafetensorsReader, write_safetensors  # noqa: E402
-from tests.conformer import hf_parakeet  # noqa: E402
+from jaxspeech.testing import hf_parakeet  # noqa: E402
 
 DEPTHWISE = "layers.0.conv.depthwise_conv.weight"  # [C=32, 1, K=5]
 

@@ -23,8 +23,8 @@ from jaxspeech.data.pipeline import DataPipeline, PipelineConfig
 from jaxspeech.data.sources import ManifestSource, decode_record
 from jaxspeech.features import mel
 from jaxspeech.data.audio import decode_audio_bytes
-from tests.data import synthetic
-from tests.data.audio_mutations import BASES, encode, lying_flac, mutate
+from jaxspeech.testing import audio_files
+from jaxspeech.testing.audio_mutations import BASES, encode, lying_flac, mutate
 
 VALID_KINDS = {  # kind: (count, sample rate, channels, extension, soundfile options)
     "flac_16k": (40, 16000, 1, ".flac", {}),
@@ -61,7 +61,7 @@ def _encoded(kind_extension: str, seconds: float, seed: int, rate: int = 16000, 
 
     buffer = io.BytesIO()
     fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}[kind_extension]
-    sf.write(buffer, synthetic.tone(seconds, rate, seed=seed), rate, format=fmt, **options)
+    sf.write(buffer, audio_files.tone(seconds, rate, seed=seed), rate, format=fmt, **options)
     return buffer.getvalue()
 
 
@@ -92,7 +92,7 @@ def _write_corrupt(folder: str, kind: str, index: int, rng: np.random.Generator)
     elif kind == "lying_header_flac":
         content, path = lying_flac(), path + ".flac"
     elif kind == "nan_float_wav":
-        audio = synthetic.tone(seconds, seed=index)
+        audio = audio_files.tone(seconds, seed=index)
         audio[int(rng.integers(len(audio)))] = np.nan
         path += ".wav"
         sf.write(path, audio, 16000, subtype="FLOAT")
@@ -141,11 +141,11 @@ def fuzz_dataset(tmp_path_factory):
                 sf.write(path, np.zeros(round(seconds * rate), np.float32), rate)
                 duration = round(seconds * rate) / rate
             else:
-                duration = synthetic.write_clip(path, seconds, sample_rate=rate, channels=channels, seed=n, **options)
+                duration = audio_files.write_clip(path, seconds, sample_rate=rate, channels=channels, seed=n, **options)
             valid.append(path)
             entries.append({"id": f"ok-{kind}-{n}", "audio_filepath": path, "duration": duration, "text": kind})
     order = rng.permutation(len(entries))  # interleave good and bad
-    manifest = synthetic.write_manifest(os.path.join(folder, "fuzz.jsonl"), [entries[i] for i in order])
+    manifest = audio_files.write_manifest(os.path.join(folder, "fuzz.jsonl"), [entries[i] for i in order])
     return manifest, expected, valid
 
 

@@ -4,14 +4,14 @@ import json
 import os
 
 from jaxspeech.cli import main
-from tests.data import synthetic
-from tests.data.audio_mutations import lying_flac
+from jaxspeech.testing import audio_files
+from jaxspeech.testing.audio_mutations import lying_flac
 
 
 def test_check_data_counts_and_reports_rejects(tmp_path, capsys):
     entries = []
     for i, seconds in enumerate((0.3, 0.7, 1.4)):
-        duration = synthetic.write_clip(str(tmp_path / f"{i}.flac"), seconds, seed=i)
+        duration = audio_files.write_clip(str(tmp_path / f"{i}.flac"), seconds, seed=i)
         entries.append({"id": f"u{i}", "audio_filepath": f"{i}.flac", "duration": duration, "text": "x"})
     with open(tmp_path / "broken.flac", "wb") as f:
         f.write(b"not audio" * 50)
@@ -19,7 +19,7 @@ def test_check_data_counts_and_reports_rejects(tmp_path, capsys):
     with open(tmp_path / "lying.flac", "wb") as f:  # its header claims 2^36 - 1 samples (256 GiB as float32)
         f.write(lying_flac())
     entries.append({"id": "liar", "audio_filepath": "lying.flac", "duration": 0.2, "text": "x"})
-    manifest = synthetic.write_manifest(str(tmp_path / "m.jsonl"), entries)
+    manifest = audio_files.write_manifest(str(tmp_path / "m.jsonl"), entries)
     report = str(tmp_path / "rejects.json")
 
     status = main(["check-data", manifest, "--buckets", "100", "200", "--frame-budget", "400", "--report", report])

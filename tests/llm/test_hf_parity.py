@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 from jaxspeech.convert.hf_llm import export_hf_llm, load_hf_llm  # noqa: E402
 from jaxspeech.convert.safetensors_io import CheckpointError  # noqa: E402
 from jaxspeech.llm.decoder import DecoderLM  # noqa: E402
-from tests.llm import hf_models  # noqa: E402
+from jaxspeech.testing import hf_models  # noqa: E402
 
 pytestmark = pytest.mark.parity
 TOL = 1e-4

@@ -14,7 +14,7 @@ from jaxspeech.convert.hf_llm import export_hf_llm, load_hf_llm  # noqa: E402
 from jaxspeech.decoding.generate import GenerationConfig, generate, pad_prompts  # noqa: E402
 from jaxspeech.llm.decoder import DecoderLM  # noqa: E402
 from jaxspeech.losses import next_token_loss  # noqa: E402
-from tests.llm import hf_models  # noqa: E402
+from jaxspeech.testing import hf_models  # noqa: E402
 
 pytestmark = pytest.mark.parity
 VOCAB, MULTIPLE, ROWS = 130, 64, 192  # like Llama-3 + the audio placeholder: 130 tokens split over nothing

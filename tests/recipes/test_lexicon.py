@@ -8,7 +8,7 @@ import pytest
 from jaxspeech.data.sentencepiece_training import train_sentencepiece
 from jaxspeech.data.tokenizers import load_tokenizer
 from jaxspeech.recipes.word_list import lexicon_automaton, read_words, write_words
-from tests.text.tokenizer_dirs import write_llama3_dir
+from jaxspeech.testing.tokenizer_dirs import write_llama3_dir
 
 SENTENCES = ["the cat sat on the mat", "a dog ran to the park", "the birds sang at dawn", "cats and dogs sat"] * 20
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 transformers = pytest.importorskip("transformers")
 
 from jaxspeech.data.tokenizers import load_tokenizer  # noqa: E402
-from tests.text.tokenizer_dirs import TEXT_RULE_SPECIALS, TEXT_RULE_STYLES, write_text_rule_dir  # noqa: E402
+from jaxspeech.testing.tokenizer_dirs import TEXT_RULE_SPECIALS, TEXT_RULE_STYLES, write_text_rule_dir  # noqa: E402
 
 TEXTS = ["hello world", "", " leading space", "The quick brown fox jumps over the lazy dog; 12 cats!",
          "naïve café — ünïcödé ✓", "new\nlines\tand tabs", "  "]

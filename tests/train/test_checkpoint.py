@@ -10,7 +10,7 @@ import pytest
 
 from jaxspeech.train.checkpoint import CheckpointConfig, Checkpointer, CheckpointMismatchError
 
-from .tiny_task import grain_iterator
+from jaxspeech.testing.tiny_task import grain_iterator
 
 
 def _state(value: float) -> dict:

@@ -20,7 +20,7 @@ import pytest
 
 from jaxspeech.train.checkpoint import Checkpointer
 
-from .pipeline_data import write_dataset
+from jaxspeech.testing.pipeline_data import write_dataset
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO_DIR = os.path.dirname(TESTS_DIR)

@@ -12,7 +12,7 @@ from jaxspeech.train import optim
 from jaxspeech.train.state import build_layout, init_state
 from jaxspeech.train.step import CompiledStep, accumulated_gradients
 
-from .tiny_task import FREEZE_OPTIMIZER, StatefulTinyTask, TinyConfig, TinyTask, make_batch, with_faults
+from jaxspeech.testing.tiny_task import FREEZE_OPTIMIZER, StatefulTinyTask, TinyConfig, TinyTask, make_batch, with_faults
 
 OPTIMIZER = optim.OptimizerConfig(**FREEZE_OPTIMIZER)
 

@@ -114,8 +114,8 @@ def main(argv=None) -> int:
     from jaxspeech.sharding.mesh import make_mesh
     from jaxspeech.train.config import train_config_from_dict
     from jaxspeech.train.loop import train
-    from train.pipeline_data import BatchTinyTask, pipeline_iterator
-    from train.tiny_task import loop_config
+    from jaxspeech.testing.pipeline_data import BatchTinyTask, pipeline_iterator
+    from jaxspeech.testing.tiny_task import loop_config
 
     if args.sigterm_in:
         _sigterm_inside(args.sigterm_in)

@@ -26,7 +26,7 @@ from jaxspeech.convert.hf_whisper import (
 )
 from jaxspeech.layers.embeddings import sinusoids
 from jaxspeech.models.whisper_seq2seq import WhisperSeq2Seq
-from tests.whisper.tiny import micro_hf_config
+from jaxspeech.testing.whisper import micro_hf_config
 
 # HF -> OpenAI names, written independently of the importer's table (which maps the other way).
 _HF_TO_OPENAI = [
