@@ -70,8 +70,8 @@ class SpeechLLMTokens:
         ids = [self.tokenizer.token_to_id(chunk_tag(k)) for k in range(1, clips + 1)]
         missing = [chunk_tag(k) for k, i in enumerate(ids, 1) if i is None or i not in self.tokenizer.special_ids]
         if missing:
-            raise ConfigError("task.prompt.chunk_tags", f"needs the control tokens {missing} but tokenizer "
-                                                       f"{self.tokenizer_path} does not have them")
+            raise ConfigError("task.prompt.chunk_tags", f"needs the control tokens {missing}, which tokenizer "
+                                                        f"{self.tokenizer_path} does not have")
         return ids
 
     def audio_tokens(self, frames: int) -> int:
