@@ -112,6 +112,13 @@ def test_eval_and_transcribe_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     expected = f"error: {tmp_path / 'config.json'}: not found: {tmp_path} is not a jaxspeech training workdir"
     assert _error(capsys, ["eval", "--workdir", str(tmp_path)]) == expected
     assert _error(capsys, ["transcribe", "--checkpoint", str(tmp_path), "x.flac"]) == expected
+    (tmp_path / "config.json").write_text('{"model_type": "whisper", "d_model": 384}')  # a Hugging Face checkpoint
+    for argv in (["eval", "--workdir", str(tmp_path)], ["transcribe", "--checkpoint", str(tmp_path), "x.flac"]):
+        assert _error(capsys, argv).startswith(f"error: {tmp_path / 'config.json'}: is not a jaxspeech run's config "
+                                               "(it holds ['d_model', 'model_type'], not only the sections")
+    (tmp_path / "config.json").write_text("{not json")
+    assert _error(capsys, ["eval", "--workdir", str(tmp_path)]).startswith(
+        f"error: {tmp_path / 'config.json'}: cannot be read as JSON (")
 
 
 @pytest.mark.parametrize("argv, expected", [
