@@ -87,7 +87,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if debug:
         c.data.dir = "data/tiny_debug"
-        c.data.corpus = dict(train_hours=0.01, dev_utterances=8, test_utterances=8, held_out_utterances=4)
+        c.data.corpus = dict(train_hours=0.01, dev_utterances=8, test_utterances=8, held_out_utterances=4,
+                             open_vocab_utterances=4, open_vocab_held_out_utterances=2)
         c.data.tokenizer_vocab = 128
         c.data.pipeline.update(bucket_frames=(768,), max_tokens=(180,), frame_budget=1_536, num_workers=0)
         c.data.eval_pipeline = dict(frame_budget=3_200)
