@@ -7,8 +7,9 @@ A Conformer encoder (4x frame stacking: 25 frames/s) -> frame stacking by 4 + ML
 from scratch, on the eSpeak NG corpus that ``jaxspeech prepare-data tiny`` builds (built here on
 first use). An auxiliary CTC loss on the encoder and SpecAugment make the most of 2 CPU cores:
 the run trains for a fixed time budget (its cosine decay fitted to the steps the budget gives on
-this machine), then decodes the test set (beam search on the LLM's and the CTC head's scores of
-every token, limited to the words of the training transcripts) and writes report.md.
+this machine), then decodes the test and open-vocabulary sets three ways (the LLM alone; the CTC head
+alone; beam search on the LLM's and the CTC head's scores of every token, limited to the words of the
+training transcripts) and writes report.md.
 """
 
 import ml_collections
@@ -29,7 +30,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         corpus=dict(),  # the embedded corpus at its defaults (12 h): what `jaxspeech prepare-data tiny` builds
         tokenizer_vocab=512,
         train="train",
-        eval_sets=("test",),  # dev, for choosing decoding settings: jaxspeech eval --workdir RUN --sets dev
+        # open_vocab: sentences with words no training transcript has (nor, so, the lexicon); dev, for
+        # choosing decoding settings: jaxspeech eval --workdir RUN --sets dev
+        eval_sets=("test", "open_vocab"),
         pipeline=dict(
             bucket_frames=BUCKETS,
             frame_budget=8_000,
@@ -82,8 +85,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     # Joint CTC/attention beam search over the words of the training transcripts: the CTC head keeps
     # the small LLM on the audio, the lexicon keeps it to real words (experiments/tiny_asr/README.md).
+    # Each set is also decoded by the LLM alone (beam 4, no CTC, no lexicon) and by the CTC head alone (greedy),
+    # to show what each part reads on its own.
     c.eval = dict(generation=dict(method="beam", num_beams=8, ctc_weight=0.7, ctc_candidates=32, max_new_tokens=80),
-                  lexicon="train", max_examples=None)
+                  lexicon="train", max_examples=None, decoders=("llm", "ctc", "joint"),
+                  llm_generation=dict(method="beam", num_beams=4, max_new_tokens=80))
 
     if debug:
         c.data.dir = "data/tiny_debug"
@@ -100,5 +106,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        checkpoint=dict(every_steps=2, max_to_keep=2), metrics=dict(log_every=1, measure_peak_flops=False),
                        progress_bar=False)
         c.eval.generation.max_new_tokens = 8
+        c.eval.llm_generation.max_new_tokens = 8
         c.eval.max_examples = 4
     return c

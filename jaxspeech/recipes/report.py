@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from jaxspeech.evals.metrics import ErrorRateResult, PerplexityResult
 from jaxspeech.evals.report import wer_table
@@ -17,6 +17,31 @@ def perplexity_table(results: Mapping[str, PerplexityResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DECODER_TITLES = {"llm": "LLM alone", "ctc": "CTC head alone", "joint": "joint"}
+DECODER_NOTES = {"llm": "eval.llm_generation, no CTC scores, no lexicon", "ctc": "greedy",
+                 "joint": "eval.generation with eval.lexicon"}
+VOICE_GROUPS = (("", "all"), ("/train_voices", "training voices"), ("/held_out_voice", "held-out voice"))
+
+
+def decoder_table(word: Mapping[str, ErrorRateResult], decoders: Sequence[str]) -> str:
+    """A Markdown table of WER % with one row per eval set and voice group and one column per decoder,
+    from results keyed ``<set>/<decoder>[/train_voices|/held_out_voice]``; "" when none match."""
+    sets = list(dict.fromkeys(key.split("/")[0] for key in word if key.count("/") >= 1
+                              and key.split("/")[1] in decoders))
+    rows = []
+    for name in sets:
+        for suffix, group in VOICE_GROUPS:
+            cells = [word.get(f"{name}/{decoder}{suffix}") for decoder in decoders]
+            present = [cell for cell in cells if cell is not None]
+            if present:
+                rates = [f"{100 * cell.rate:.2f}" if cell is not None else "–" for cell in cells]
+                rows.append(f"| {name} | {group} | {len(present[0].examples)} | " + " | ".join(rates) + " |")
+    if not rows:
+        return ""
+    header = "| set | voices | utterances | " + " | ".join(f"{DECODER_TITLES.get(d, d)} WER %" for d in decoders)
+    return "\n".join([header + " |", "|---|---|---:|" + "---:|" * len(decoders), *rows]) + "\n"
+
+
 def write_report(
     workdir: str,
     *,
@@ -27,13 +52,20 @@ def write_report(
     scores: Mapping[str, ErrorRateResult | PerplexityResult],
     plots: list[str],
     notes: list[str] = (),
+    decoders: Sequence[str] = (),
 ) -> str:
-    """Writes ``<workdir>/report.md`` and returns its path."""
+    """Writes ``<workdir>/report.md`` and returns its path; ``decoders`` (``eval.decoders``) are
+    compared side by side first."""
     lines = [f"# {title}", ""]
     lines += ["## Results", ""]
     word = {k.removesuffix(" WER"): v for k, v in scores.items() if k.endswith(" WER")}
     char = {k.removesuffix(" CER"): v for k, v in scores.items() if k.endswith(" CER")}
     held_out = {k.removesuffix(" PPL"): v for k, v in scores.items() if isinstance(v, PerplexityResult)}
+    comparison = decoder_table(word, decoders)
+    if comparison:
+        lines += ["Word error rates by decoder (" + "; ".join(f"{DECODER_TITLES.get(d, d)}: {DECODER_NOTES[d]}"
+                                                           for d in decoders if d in DECODER_NOTES) + "):", "",
+                  comparison, ""]
     if word:
         lines += [wer_table(word), ""]
     if char:

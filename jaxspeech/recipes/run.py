@@ -87,7 +87,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     notes = [f"Initialised from {run.kind.init_source}.", f"Stopped at step {result.step} ({result.stop_reason}).",
              *run.kind.notes(), *run.kind.after_training(result.state["params"], workdir)]
     exported = time.monotonic()
-    scores = evaluate_run(run, result.state["params"], workdir, progress=progress)
+    decode_seconds: dict[str, float] = {}
+    scores = evaluate_run(run, result.state["params"], workdir, progress=progress, seconds=decode_seconds)
     evaluated = time.monotonic()
     timings = {"data (corpus + tokenizer)": data_ready - start}
     if pretrained:
@@ -95,9 +96,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     timings.update({"compile": result.compile_seconds, "train (incl. compile, checkpoints)": trained - initialised})
     if exported - trained > 0.05:
         timings["after training (export)"] = exported - trained
-    timings.update({"evaluation": evaluated - exported, "total": evaluated - start})
+    timings.update({"evaluation": evaluated - exported, **decode_seconds, "total": evaluated - start})
     report = write_report(workdir, title=f"jaxspeech run: {os.path.basename(os.path.abspath(workdir))}",
                           config=plain(config), timings=timings, train_metrics=result.last_train_metrics,
-                          scores=scores, plots=plot_learning_curves(workdir), notes=notes)
+                          scores=scores, plots=plot_learning_curves(workdir), notes=notes,
+                          decoders=run.eval.decoders)
     return {"scores": {k: headline(v) for k, v in scores.items()}, "timings": timings, "report": report,
             "step": result.step, "stop_reason": result.stop_reason}
