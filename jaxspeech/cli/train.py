@@ -12,6 +12,11 @@ policy and each bucket's rows per host batch; the run must be on the planned sli
 Re-running with the same workdir resumes from the newest checkpoint (data position included);
 SIGTERM checkpoints and exits 0. The workdir gets config.json, checkpoints/, metrics.jsonl,
 TensorBoard events, eval/*.jsonl, plots/ and report.md.
+
+--set values are Python literals (numbers, True/False, None, tuples); anything else is a string.
+Errors (exit 2): a config file that does not exist; --set without KEY=VALUE; a config key that
+does not exist; a value of the wrong type or range for its field (e.g. 'no' for a bool, NaN or a
+negative size), named by its dotted key; a damaged or mismatched checkpoint in the workdir.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import logging
 import os
 
 from jaxspeech.config_dict import load_config_file, override
+from jaxspeech.errors import UsageError
 
 
 def parse_value(text: str):
@@ -37,7 +43,7 @@ def load_with_overrides(spec: str, sets: list[str]):
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise UsageError("--set", f"expected KEY=VALUE, got {item!r}")
         override(config, key.strip(), parse_value(value.strip()))
     return config
 
