@@ -89,7 +89,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # to show what each part reads on its own.
     c.eval = dict(generation=dict(method="beam", num_beams=8, ctc_weight=0.7, ctc_candidates=32, max_new_tokens=80),
                   lexicon="train", max_examples=None, decoders=("llm", "ctc", "joint"),
-                  llm_generation=dict(method="beam", num_beams=4, max_new_tokens=80))
+                  llm_generation=dict(method="beam", num_beams=4, max_new_tokens=80),
+                  dormancy_every=100, dormancy_examples=8)  # does the LLM attend to the audio tokens?
 
     if debug:
         c.data.dir = "data/tiny_debug"
@@ -107,5 +108,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        progress_bar=False)
         c.eval.generation.max_new_tokens = 8
         c.eval.llm_generation.max_new_tokens = 8
+        c.eval.dormancy_every = 2
         c.eval.max_examples = 4
     return c

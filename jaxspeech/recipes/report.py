@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+
+import numpy as np
 from typing import Any, Mapping, Sequence
 
 from jaxspeech.evals.metrics import ErrorRateResult, PerplexityResult
 from jaxspeech.evals.report import wer_table
+from jaxspeech.train.metrics import LOG_FILENAME, read_log
 
 
 def perplexity_table(results: Mapping[str, PerplexityResult]) -> str:
@@ -20,6 +23,9 @@ def perplexity_table(results: Mapping[str, PerplexityResult]) -> str:
 DECODER_TITLES = {"llm": "LLM alone", "ctc": "CTC head alone", "joint": "joint"}
 DECODER_NOTES = {"llm": "eval.llm_generation, no CTC scores, no lexicon", "ctc": "greedy",
                  "joint": "eval.generation with eval.lexicon"}
+DORMANCY_COLUMNS = {"dormancy/audio_text_rms_ratio": "audio/text embedding RMS",
+                    "dormancy/attention_on_audio": "LLM attention on audio",
+                    "dormancy/attention_on_instruction": "LLM attention on instruction"}
 VOICE_GROUPS = (("", "all"), ("/train_voices", "training voices"), ("/held_out_voice", "held-out voice"))
 
 
@@ -40,6 +46,25 @@ def decoder_table(word: Mapping[str, ErrorRateResult], decoders: Sequence[str]) 
         return ""
     header = "| set | voices | utterances | " + " | ".join(f"{DECODER_TITLES.get(d, d)} WER %" for d in decoders)
     return "\n".join([header + " |", "|---|---|---:|" + "---:|" * len(decoders), *rows]) + "\n"
+
+
+def dormancy_table(log: Mapping[str, tuple[np.ndarray, np.ndarray]], rows: int = 8) -> str:
+    """A Markdown table of the dormancy diagnostics logged during training (``recipes/dormancy_hook.py``)
+    at up to ``rows`` steps spread over the run, first and last included; "" when none were logged."""
+    keys = [key for key in DORMANCY_COLUMNS if key in log]
+    if not keys:
+        return ""
+    steps = np.unique(np.concatenate([log[key][0] for key in keys]))
+    shown = steps[np.unique(np.linspace(0, len(steps) - 1, min(rows, len(steps))).round().astype(int))]
+    lines = ["| step | " + " | ".join(DORMANCY_COLUMNS[key] for key in keys) + " |", "|---:|" + "---:|" * len(keys)]
+    for step in shown:
+        cells = []
+        for key in keys:
+            key_steps, values = log[key]
+            hit = np.nonzero(key_steps == step)[0]
+            cells.append(f"{values[hit[0]]:.3f}" if hit.size else "–")
+        lines.append(f"| {int(step)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write_report(
@@ -82,6 +107,13 @@ def write_report(
     if "train/steps_per_s" in train_metrics and train_metrics["train/steps_per_s"] > 0:
         lines.append(f"| step time (s) | {1.0 / train_metrics['train/steps_per_s']:.3f} |")
     lines += [""]
+    dormancy = dormancy_table(read_log(workdir)) if os.path.exists(os.path.join(workdir, LOG_FILENAME)) else ""
+    if dormancy:
+        lines += ["## Does the LLM read the audio? (dormancy diagnostics during training)", "",
+                  "On the first eval examples, teacher-forced on their transcripts: RMS of the audio embeddings "
+                  "entering the LLM over that of the text embeddings, and the share of the LLM's self-attention "
+                  "(mean over layers and heads) from the positions predicting the transcript onto the audio "
+                  "tokens and onto the instruction.", "", dormancy, ""]
     for note in notes:
         lines += [note, ""]
     if plots:

@@ -20,6 +20,7 @@ import ml_collections
 from jaxspeech.config_dict import plain
 from jaxspeech.data.tokenizers import TOKENIZER_FILES
 from jaxspeech.recipes.build import Run, build
+from jaxspeech.recipes.dormancy_hook import dormancy_hooks
 from jaxspeech.recipes.evaluate import during_training, evaluate_run, headline
 from jaxspeech.recipes.report import write_report
 from jaxspeech.recipes.word_list import write_words
@@ -80,7 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     iterator = run.train_pipeline().iterator()
     eval_fn = during_training(run) if run.train.eval_every else None
     try:
-        result = train(run.task, run.train, iterator, workdir, eval_fn=eval_fn, mesh=mesh)
+        result = train(run.task, run.train, iterator, workdir, eval_fn=eval_fn, mesh=mesh, hooks=dormancy_hooks(run))
     finally:
         iterator.close()
     trained = time.monotonic()

@@ -40,6 +40,13 @@ def test_debug_run_trains_evaluates_and_reports(run_dir):
         assert all(f"| {name}/{decoder} | 4 |" in report for decoder in ("llm", "ctc", "joint"))
     assert "| dev" not in report  # dev is decoded on demand (below)
     assert "## Timings" in report and "## Learning curves" in report and "| decoding open_vocab/ctc |" in report
+    dormancy = [m for m in _metrics(run_dir) if "dormancy/attention_on_audio" in m]
+    assert [m["step"] for m in dormancy] == [2, 3]  # eval.dormancy_every = 2, and after the last step
+    for m in dormancy:
+        assert m["dormancy/audio_text_rms_ratio"] > 0 and 0 < m["dormancy/attention_on_audio"] < 1
+        assert m["dormancy/attention_on_audio"] + m["dormancy/attention_on_instruction"] <= 1 + 1e-6
+    assert "| step | audio/text embedding RMS | LLM attention on audio |" in report
+    assert (run_dir / "plots" / "attention_on_audio.png").exists()
     decoded = [json.loads(line) for line in (run_dir / "eval" / "test.joint.jsonl").read_text().splitlines()]
     assert len(decoded) == 4 and all(d["reference"] and "hypothesis" in d and "wer" in d for d in decoded)
     assert (run_dir / "tokenizer.model").exists()  # the run is self-contained
