@@ -22,29 +22,17 @@ negative size), named by its dotted key; a damaged or mismatched checkpoint in t
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import os
 
-from jaxspeech.config_dict import load_config_file, override
-from jaxspeech.errors import UsageError
-
-
-def parse_value(text: str):
-    """A Python literal (numbers, tuples, None, True...) or, failing that, the string itself."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+from jaxspeech.config_dict import load_config_file, override_from_text
 
 
 def load_with_overrides(spec: str, sets: list[str]):
+    """The config of ``spec`` (``path.py[:arg]``) with the ``key=value`` overrides of ``sets`` applied."""
     config = load_config_file(spec)
     for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError("--set", f"expected KEY=VALUE, got {item!r}")
-        override(config, key.strip(), parse_value(value.strip()))
+        override_from_text(config, item)
     return config
 
 

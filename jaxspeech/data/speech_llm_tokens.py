@@ -19,6 +19,7 @@ from jaxspeech.audio_tokens import downsampled_length
 from jaxspeech.data.prompts import EncodedExample, encode_example
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER, chunk_tag
 from jaxspeech.data.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
+from jaxspeech.errors import ConfigError
 
 
 def load_speech_tokenizer(path: str) -> Tokenizer:
@@ -69,8 +70,8 @@ class SpeechLLMTokens:
         ids = [self.tokenizer.token_to_id(chunk_tag(k)) for k in range(1, clips + 1)]
         missing = [chunk_tag(k) for k, i in enumerate(ids, 1) if i is None or i not in self.tokenizer.special_ids]
         if missing:
-            raise ValueError(f"task.prompt.chunk_tags needs the control tokens {missing} but tokenizer "
-                             f"{self.tokenizer_path} does not have them")
+            raise ConfigError("task.prompt.chunk_tags", f"needs the control tokens {missing}, which tokenizer "
+                                                        f"{self.tokenizer_path} does not have")
         return ids
 
     def audio_tokens(self, frames: int) -> int:

@@ -18,7 +18,8 @@ The ``init`` section of a Speech-LLM config (configs/slam_asr.py, configs/salmon
 Vocabulary: the LLM keeps its checkpoint's embedding rows (often padded past the tokenizer). The
 tokenizer gains the audio placeholder when it lacks it (``load_speech_tokenizer``); when that makes
 it larger than the embedding, the token embedding f[V0, D] and an untied lm_head kernel f[D, V0]
-grow to V rows / columns initialised to the mean of the checkpoint's (``extend_vocab``).
+grow to V rows / columns initialised to the mean of the checkpoint's (``extend_vocab``), then to
+the LLM's ``padded_vocab_size`` with zeros (``model.llm.vocab_multiple``: padding for sharding).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
 from jaxspeech.convert import presets
 from jaxspeech.convert.hf_llm import config_from_hf as llm_config_from_hf
-from jaxspeech.convert.hf_llm import load_hf_llm, load_hf_llm_config
+from jaxspeech.convert.hf_llm import load_hf_llm, load_hf_llm_config, pad_vocab
 from jaxspeech.convert.hf_whisper import encoder_config_from_hf, load_hf_encoder_config, load_hf_whisper_encoder
 from jaxspeech.encoders.whisper import WhisperEncoderConfig
 from jaxspeech.layers.lora import LORA_A, LORA_B
@@ -41,6 +42,7 @@ from jaxspeech.models.speech_llm import SpeechLLMConfig
 RANDOM_KEYS = {"encoder", "llm"}
 # Fields of model.encoder.whisper / model.llm that a config states; init decides all the others.
 OPTIONS = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attn_impl")
+LLM_OPTIONS = (*OPTIONS, "vocab_multiple")  # model.llm also states how its vocabulary is padded
 # Parameters inside the pretrained LLM that no checkpoint holds: they keep their initial values.
 LORA_ADAPTERS = rf".*/({LORA_A}|{LORA_B})"
 SET_CHECKPOINTS = "--set init.whisper_dir=<HF Whisper directory> --set init.llm_dir=<HF Llama/Qwen2 directory>"
@@ -81,8 +83,8 @@ class InitShapes:
 
 
 def _shape_fields(config) -> dict[str, Any]:
-    """The fields of ``config`` (a WhisperEncoderConfig or LLMConfig) that are not ``OPTIONS``."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in OPTIONS}
+    """The fields of ``config`` (a WhisperEncoderConfig or LLMConfig) that are not options."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in LLM_OPTIONS}
 
 
 def _preset_shapes(init: SpeechLLMInitConfig) -> dict[str, dict[str, Any]]:
@@ -136,7 +138,7 @@ def init_shapes(init: SpeechLLMInitConfig, need_weights: bool = True) -> InitSha
     parts = {}
     for part, cls in (("encoder", WhisperEncoderConfig), ("llm", LLMConfig)):
         values = dict(random.get(part) or {})
-        stated = sorted(set(values) & {*OPTIONS, "vocab_size"})
+        stated = sorted(set(values) & {*LLM_OPTIONS, "vocab_size"})
         if stated:
             raise ValueError(f"init.random.{part} holds shapes only: set {stated} in {OPTION_SECTIONS[part]} "
                              "(vocab_size comes from the tokenizer)")
@@ -155,12 +157,12 @@ def model_section(model: Mapping[str, Any], shapes: InitShapes, vocab_size: int 
     if encoder.get("kind", "whisper") != "whisper":
         raise ValueError(f"config.init gives a Whisper encoder, but model.encoder.kind is {encoder['kind']!r}")
     whisper, llm = dict(encoder.get("whisper") or {}), dict(model.get("llm") or {})
-    for where, stated, given in ((OPTION_SECTIONS["encoder"], whisper, shapes.encoder),
-                                 (OPTION_SECTIONS["llm"], llm, shapes.llm)):
+    for where, stated, given, options in ((OPTION_SECTIONS["encoder"], whisper, shapes.encoder, OPTIONS),
+                                          (OPTION_SECTIONS["llm"], llm, shapes.llm, LLM_OPTIONS)):
         clash = sorted(set(stated) & set(given))
         if clash:
             raise ValueError(f"{where} sets {clash}, which config.init decides ({shapes.source}); "
-                             f"state only {list(OPTIONS)} there")
+                             f"state only {list(options)} there")
     rows = shapes.llm.get("vocab_size")
     if vocab_size is not None and rows is not None and vocab_size > rows + 1:
         raise ValueError(f"tokenizer {source} has {vocab_size} tokens, the LLM of {shapes.source} "
@@ -171,20 +173,22 @@ def model_section(model: Mapping[str, Any], shapes: InitShapes, vocab_size: int 
     return model
 
 
-def extend_vocab(llm: Mapping[str, Any], vocab_size: int) -> dict[str, Any]:
-    """``DecoderLM`` params (numpy, no "params" level) with ``vocab_size`` token rows: the rows of
-    ``embed_tokens/embedding`` f[V0, D] and the columns of an untied ``lm_head/kernel`` f[D, V0] past
-    the checkpoint's V0 are the mean of the checkpoint's (computed in float64)."""
+def extend_vocab(llm: Mapping[str, Any], config: LLMConfig) -> dict[str, Any]:
+    """``DecoderLM`` params (numpy, no "params" level) of a checkpoint with V0 token rows, in the
+    vocabulary of ``config``: the rows of ``embed_tokens/embedding`` f[V0, D] and the columns of an
+    untied ``lm_head/kernel`` f[D, V0] up to ``config.vocab_size`` are the mean of the checkpoint's
+    (computed in float64), those up to ``config.padded_vocab_size`` zeros."""
     embedding = np.asarray(llm["embed_tokens"]["embedding"])
-    extra = vocab_size - embedding.shape[0]
+    extra = config.vocab_size - embedding.shape[0]
     if extra < 0:
-        raise ValueError(f"the model has {vocab_size} token rows, fewer than the checkpoint's {embedding.shape[0]}")
-    if extra == 0:
+        raise ValueError(f"the model has {config.vocab_size} token rows, fewer than the checkpoint's {embedding.shape[0]}")
+    if config.padded_vocab_size == embedding.shape[0]:
         return dict(llm)
 
     def grow(table: np.ndarray, axis: int) -> np.ndarray:
         mean = np.mean(table.astype(np.float64), axis=axis, keepdims=True).astype(table.dtype)
-        return np.concatenate([table, np.repeat(mean, extra, axis=axis)], axis=axis)
+        return pad_vocab(np.concatenate([table, np.repeat(mean, extra, axis=axis)], axis=axis),
+                         config.padded_vocab_size, axis)
 
     grown = {**llm, "embed_tokens": {**llm["embed_tokens"], "embedding": grow(embedding, 0)}}
     if "lm_head" in llm:
@@ -213,7 +217,7 @@ class PretrainedSpeechLLM:
     def load(self) -> dict[str, Any]:
         """{"encoder": {"whisper": ...}, "llm": ...} (the ``parts``): the checkpoints' weights (numpy) in the
         layout of ``config`` (its scan_layers, param_dtype), the LLM's vocabulary grown to
-        ``config.llm.vocab_size``. Raises ``CheckpointError`` naming a missing or misshapen tensor and the
+        ``config.llm``'s (``extend_vocab``). Raises ``CheckpointError`` naming a missing or misshapen tensor and the
         shape expected."""
         config, weights = self.config, {}
         if "encoder" in self.parts:
@@ -221,5 +225,5 @@ class PretrainedSpeechLLM:
             weights["encoder"] = {"whisper": encoder}
         if "llm" in self.parts:
             _, llm = load_hf_llm(self.init.llm_dir, **_options(config.llm))
-            weights["llm"] = extend_vocab(llm["params"], config.llm.vocab_size)
+            weights["llm"] = extend_vocab(llm["params"], config.llm)
         return weights

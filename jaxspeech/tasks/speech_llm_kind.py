@@ -176,7 +176,7 @@ class SpeechLLMKind:
 
     @property
     def vocab_size(self) -> int:
-        return self.model.llm.vocab_size
+        return self.model.llm.padded_vocab_size  # the logits' width (padding ids included, never emitted)
 
     def train_config(self, train: TrainConfig) -> TrainConfig:
         return train
