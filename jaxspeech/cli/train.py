@@ -16,7 +16,9 @@ TensorBoard events, eval/*.jsonl, plots/ and report.md.
 --set values are Python literals (numbers, True/False, None, tuples); anything else is a string.
 Errors (exit 2): a config file that does not exist; --set without KEY=VALUE; a config key that
 does not exist; a value of the wrong type or range for its field (e.g. 'no' for a bool, NaN or a
-negative size), named by its dotted key; a damaged or mismatched checkpoint in the workdir.
+negative size), named by its dotted key; values that do not fit together (task.kind, init.* checkpoints,
+presets or random shapes, buckets beyond the model's frames), named by their section; a damaged or
+mismatched checkpoint in the workdir.
 """
 
 from __future__ import annotations

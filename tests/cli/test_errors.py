@@ -73,6 +73,26 @@ def test_train_bad_set_values_are_named_before_any_data_is_built(tmp_path, capsy
     assert not os.path.exists(tmp_path / "corpus") and not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.parametrize("config, sets, key, expected", [
+    (f"{CONFIG}:debug", ["task.kind=bogus"], "task.kind", "expected one of ['ctc_encoder', 'speech_llm', 'text_lm'"),
+    ("configs/slam_asr.py", [], "init", "names no weights: pass the checkpoints with --set init.whisper_dir="),
+    ("configs/slam_asr.py", ["init.whisper_dir=/w"], "init", "a Speech LLM starts from both checkpoints"),
+    ("configs/slam_asr.py", ["init.llm=Qwen9"], "init.llm", "unknown LLM preset 'Qwen9'; known: Qwen2-0.5B"),
+    ("configs/whisper_finetune.py", [], "init", "set init.whisper_dir=<HF Whisper directory>"),
+    ("configs/whisper_finetune.py", ["init.whisper=whisper-tiny", "init.random={'encoder': {}}"], "init",
+     "set init.whisper (a preset) or init.random (from scratch), not both"),
+], ids=["task kind", "no weights", "one checkpoint", "unknown preset", "whisper no weights", "preset and random"])
+def test_train_inconsistent_init_and_task_are_named_before_any_data_is_built(tmp_path, capsys, config, sets, key, expected):
+    """Values that are each well typed but do not fit together: one line naming the section."""
+    argv = ["train", "--config", os.path.join(REPO, config), "--workdir", str(tmp_path / "run"),
+            "--set", f"data.dir={tmp_path / 'corpus'}"]
+    for item in sets:
+        argv += ["--set", item]
+    line = _error(capsys, argv)
+    assert line.startswith(f"error: {key}: ") and expected in line, line
+    assert not os.path.exists(tmp_path / "corpus") and not os.path.exists(tmp_path / "run")
+
+
 # ----------------------------------------------------------------------------- eval / transcribe / plot
 def test_eval_and_transcribe_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     expected = f"error: {tmp_path / 'config.json'}: not found: {tmp_path} is not a jaxspeech training workdir"
