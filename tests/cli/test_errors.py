@@ -93,11 +93,32 @@ def test_train_inconsistent_init_and_task_are_named_before_any_data_is_built(tmp
     assert not os.path.exists(tmp_path / "corpus") and not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "--config", os.path.join(REPO, f"{CONFIG}:debug")], "--workdir"),
+    (["sweep", "--config", os.path.join(REPO, f"{CONFIG}:debug"), "--grid", "train.seed=0,1"], "--workdir"),
+    (["prepare-data", "tiny"], "--out"),
+], ids=["train", "sweep", "prepare-data"])
+def test_an_output_folder_that_cannot_be_created_is_refused_before_any_work(tmp_path, capsys, argv, flag):
+    (tmp_path / "file").write_text("x")
+    for folder, expected in ((tmp_path / "file" / "run", f"cannot create {tmp_path / 'file' / 'run'}: "
+                                                          f"{tmp_path / 'file'} is a file, not a folder"),
+                             (tmp_path / "file", f"{tmp_path / 'file'} is a file, expected a folder")):
+        assert _flag_error(capsys, [*argv, flag, str(folder)]).startswith(f"error: {flag}: {expected}")
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
 # ----------------------------------------------------------------------------- eval / transcribe / plot
 def test_eval_and_transcribe_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     expected = f"error: {tmp_path / 'config.json'}: not found: {tmp_path} is not a jaxspeech training workdir"
     assert _error(capsys, ["eval", "--workdir", str(tmp_path)]) == expected
     assert _error(capsys, ["transcribe", "--checkpoint", str(tmp_path), "x.flac"]) == expected
+    (tmp_path / "config.json").write_text('{"model_type": "whisper", "d_model": 384}')  # a Hugging Face checkpoint
+    for argv in (["eval", "--workdir", str(tmp_path)], ["transcribe", "--checkpoint", str(tmp_path), "x.flac"]):
+        assert _error(capsys, argv).startswith(f"error: {tmp_path / 'config.json'}: is not a jaxspeech run's config "
+                                               "(it holds ['d_model', 'model_type'], not only the sections")
+    (tmp_path / "config.json").write_text("{not json")
+    assert _error(capsys, ["eval", "--workdir", str(tmp_path)]).startswith(
+        f"error: {tmp_path / 'config.json'}: cannot be read as JSON (")
 
 
 @pytest.mark.parametrize("argv, expected", [
