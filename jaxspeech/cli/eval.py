@@ -15,7 +15,8 @@ voice; with several decoders, their WERs side by side first). The options that c
 (--beam, --ctc-*, --lexicon) apply to the joint decoder (eval.generation), not to the LLM alone.
 Reading never changes the run's checkpoints: a damaged newest one is reported and skipped.
 
-Errors (exit 2): a workdir without config.json; no checkpoint; no checkpoint that passes its
+Errors (exit 2): a workdir without a run's config.json (missing, not JSON, another
+program's config.json); no checkpoint; no checkpoint that passes its
 integrity check; a checkpoint that does not fit the run's config; a number flag out of range.
 """
 

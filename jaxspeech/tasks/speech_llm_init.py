@@ -35,6 +35,7 @@ from jaxspeech.convert.hf_llm import config_from_hf as llm_config_from_hf
 from jaxspeech.convert.hf_llm import load_hf_llm, load_hf_llm_config, pad_vocab
 from jaxspeech.convert.hf_whisper import encoder_config_from_hf, load_hf_encoder_config, load_hf_whisper_encoder
 from jaxspeech.encoders.whisper import WhisperEncoderConfig
+from jaxspeech.errors import ConfigError
 from jaxspeech.layers.lora import LORA_A, LORA_B
 from jaxspeech.llm.config import LLMConfig
 from jaxspeech.models.speech_llm import SpeechLLMConfig
@@ -109,13 +110,13 @@ def init_shapes(init: SpeechLLMInitConfig, need_weights: bool = True) -> InitSha
     whisper_dir, llm_dir, random = init.whisper_dir, init.llm_dir, plain(init.random)
     named = _preset_shapes(init)
     if named and random:
-        raise ValueError("set init.whisper + init.llm (presets) or init.random (from scratch), not both")
+        raise ConfigError("init", "set init.whisper + init.llm (presets) or init.random (from scratch), not both")
     if init.has_checkpoints:
         if random:
-            raise ValueError("set init.whisper_dir + init.llm_dir (pretrained) or init.random (from scratch), not both")
+            raise ConfigError("init", "set init.whisper_dir + init.llm_dir (pretrained) or init.random (from scratch), not both")
         if not (whisper_dir and llm_dir):
-            raise ValueError(f"init.whisper_dir={whisper_dir!r}, init.llm_dir={llm_dir!r}: a Speech LLM starts from both "
-                             f"checkpoints: pass {SET_CHECKPOINTS}")
+            raise ConfigError("init", f"whisper_dir={whisper_dir!r}, llm_dir={llm_dir!r}: a Speech LLM starts from both "
+                                      f"checkpoints: pass {SET_CHECKPOINTS}")
         shapes = InitShapes(_shape_fields(load_hf_encoder_config(whisper_dir)), _shape_fields(load_hf_llm_config(llm_dir)),
                             init.describe())
         for part, preset, directory in (("encoder", init.whisper, whisper_dir), ("llm", init.llm, llm_dir)):
@@ -125,23 +126,23 @@ def init_shapes(init: SpeechLLMInitConfig, need_weights: bool = True) -> InitSha
         return shapes
     if named:
         if set(named) != {"encoder", "llm"}:
-            raise ValueError(f"init names the preset(s) {[p for p in (init.whisper, init.llm) if p]}: "
-                             "a Speech LLM needs both init.whisper and init.llm")
+            raise ConfigError("init", f"names the preset(s) {[p for p in (init.whisper, init.llm) if p]}: "
+                                      "a Speech LLM needs both init.whisper and init.llm")
         if need_weights:
-            raise ValueError(f"config.init names the architectures {init.whisper} + {init.llm} but no weights: "
-                             f"pass {SET_CHECKPOINTS} (presets are enough for jaxspeech plan, not for training)")
+            raise ConfigError("init", f"names the architectures {init.whisper} + {init.llm} but no weights: "
+                                      f"pass {SET_CHECKPOINTS} (presets are enough for jaxspeech plan, not for training)")
         return InitShapes(named["encoder"], named["llm"], f"presets {init.whisper} + {init.llm}")
     if not random:
-        raise ValueError(f"config.init names no weights: pass the checkpoints with {SET_CHECKPOINTS} "
-                         "(or set init.random to train a random-init model)")
+        raise ConfigError("init", f"names no weights: pass the checkpoints with {SET_CHECKPOINTS} "
+                                  "(or set init.random to train a random-init model)")
     check_keys(random, RANDOM_KEYS, "config.init.random")
     parts = {}
     for part, cls in (("encoder", WhisperEncoderConfig), ("llm", LLMConfig)):
         values = dict(random.get(part) or {})
         stated = sorted(set(values) & {*LLM_OPTIONS, "vocab_size"})
         if stated:
-            raise ValueError(f"init.random.{part} holds shapes only: set {stated} in {OPTION_SECTIONS[part]} "
-                             "(vocab_size comes from the tokenizer)")
+            raise ConfigError(f"init.random.{part}", f"holds shapes only: set {stated} in {OPTION_SECTIONS[part]} "
+                                                      "(vocab_size comes from the tokenizer)")
         shapes = _shape_fields(dataclass_from_dict(cls, values, f"init.random.{part}"))
         parts[part] = {k: v for k, v in shapes.items() if k != "vocab_size"}
     return InitShapes(parts["encoder"], parts["llm"], "random init")
@@ -155,19 +156,19 @@ def model_section(model: Mapping[str, Any], shapes: InitShapes, vocab_size: int 
     model = dict(plain(model))
     encoder = dict(model.get("encoder") or {})
     if encoder.get("kind", "whisper") != "whisper":
-        raise ValueError(f"config.init gives a Whisper encoder, but model.encoder.kind is {encoder['kind']!r}")
+        raise ConfigError("model.encoder.kind", f"is {encoder['kind']!r}, but config.init gives a Whisper encoder")
     whisper, llm = dict(encoder.get("whisper") or {}), dict(model.get("llm") or {})
     for where, stated, given, options in ((OPTION_SECTIONS["encoder"], whisper, shapes.encoder, OPTIONS),
                                           (OPTION_SECTIONS["llm"], llm, shapes.llm, LLM_OPTIONS)):
         clash = sorted(set(stated) & set(given))
         if clash:
-            raise ValueError(f"{where} sets {clash}, which config.init decides ({shapes.source}); "
-                             f"state only {list(options)} there")
+            raise ConfigError(where, f"sets {clash}, which config.init decides ({shapes.source}); "
+                                         f"state only {list(options)} there")
     rows = shapes.llm.get("vocab_size")
     if vocab_size is not None and rows is not None and vocab_size > rows + 1:
-        raise ValueError(f"tokenizer {source} has {vocab_size} tokens, the LLM of {shapes.source} "
-                         f"{rows} embedding rows: more than the audio placeholder is missing, so the tokenizer does "
-                         "not belong to the checkpoint (set data.tokenizer to the LLM's)")
+        raise ConfigError("data.tokenizer", f"{source} has {vocab_size} tokens, the LLM of {shapes.source} "
+                                            f"{rows} embedding rows: more than the audio placeholder is missing, so the "
+                                            "tokenizer does not belong to the checkpoint (set data.tokenizer to the LLM's)")
     model["encoder"] = {**encoder, "kind": "whisper", "whisper": {**shapes.encoder, **whisper}}
     model["llm"] = {**shapes.llm, **llm}
     return model

@@ -256,9 +256,9 @@ def test_init_errors_say_what_to_set(hf_dirs, tmp_path):
         build(_config("slam_asr", hf_dirs, **{"init.llm_dir": None}), progress=False)
     with pytest.raises(ValueError, match="not both"):
         build(_config("slam_asr", hf_dirs, **{"init.random": {"llm": {"num_layers": 1}}}), progress=False)
-    with pytest.raises(ValueError, match=r"model\.llm sets \['hidden_size'\], which config\.init decides"):
+    with pytest.raises(ValueError, match=r"model\.llm: sets \['hidden_size'\], which config\.init decides"):
         build(_config("slam_asr", hf_dirs, **{"model.llm.hidden_size": 64}), progress=False)
-    with pytest.raises(ValueError, match=r"init\.random\.llm holds shapes only: set \['scan_layers'\] in model\.llm"):
+    with pytest.raises(ValueError, match=r"init\.random\.llm: holds shapes only: set \['scan_layers'\] in model\.llm"):
         config = load_config_file(debug + ":debug")
         config.init.random.llm.scan_layers = False
         build(config, progress=False)
