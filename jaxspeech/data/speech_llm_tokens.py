@@ -78,7 +78,7 @@ class SpeechLLMTokens:
         return ids
 
     def audio_tokens(self, frames: int) -> int:
-        return downsampled_length(int(frames), self.audio_steps) if self.audio_steps and frames else 0
+        return downsampled_length(int(frames), self.audio_steps) if self.audio_steps else 0
 
     def chunk_token_counts(self, frames_per_clip: Sequence[int]) -> list[int]:
         """Placeholder tokens of each time chunk, clip after clip. Chunk [a, b) of a clip gets
@@ -86,9 +86,9 @@ class SpeechLLMTokens:
         token boundaries."""
         counts = []
         for frames in (int(f) for f in frames_per_clip):
-            step = self.chunk_frames or max(frames, 1)
-            bounds = [*range(0, frames, step), frames] if frames else [0, 0]
-            counts += [self.audio_tokens(b) - self.audio_tokens(a) for a, b in zip(bounds, bounds[1:])]
+            bounds = [*range(0, frames, self.chunk_frames or max(frames, 1)), frames]
+            before = [0] + [self.audio_tokens(b) for b in bounds[1:-1]]  # tokens before each chunk
+            counts += [self.audio_tokens(end) - start for start, end in zip(before, bounds[1:])]
         return counts
 
     def __call__(self, record: Mapping[str, Any], frames_per_clip: Sequence[int]) -> EncodedExample:
