@@ -7,10 +7,12 @@ import re
 
 import numpy as np
 
+from jaxspeech.errors import UsageError
 from jaxspeech.train.metrics import read_log
 
 # Figure name -> metric-name pattern, matched (ignoring case) against the part after "train/" or
-# "eval/": e.g. "loss" and "ctc_loss", "token_accuracy", "dev/held_out_voice_WER".
+# "eval/" (or any other prefix, e.g. "dormancy/"): e.g. "loss" and "ctc_loss", "token_accuracy",
+# "dev/held_out_voice_WER", "attention_on_audio/layer_0".
 FIGURES = {
     "loss": r"(.*_)?loss|nll",
     "accuracy": r"(.*_)?accuracy",
@@ -18,6 +20,8 @@ FIGURES = {
     "wer": r"(.*[_/ ])?wer",
     "cer": r"(.*[_/ ])?cer",
     "grad_norm": r"grad_norm",
+    "audio_text_rms_ratio": r"audio_text_rms_ratio",
+    "attention_on_audio": r"attention_on_(audio|instruction)(/layer_\d+)?",
 }
 
 
@@ -56,5 +60,5 @@ def plot_learning_curves(workdir: str | os.PathLike, out_dir: str | os.PathLike 
         plt.close(fig)
         written.append(path)
     if not written:
-        raise ValueError(f"{workdir}/metrics.jsonl has no {', '.join(FIGURES)} values to plot")
+        raise UsageError(os.path.join(workdir, "metrics.jsonl"), f"has no {', '.join(FIGURES)} values to plot")
     return written

@@ -34,9 +34,20 @@ def test_debug_run_trains_evaluates_and_reports(run_dir):
     assert len(losses) == 3 and all(np.isfinite(losses))
     report = (run_dir / "report.md").read_text()
     assert "| set | examples | ref words | S | D | I | WER % |" in report
-    assert "| test | 4 |" in report and "| dev |" not in report  # dev is decoded on demand (below)
-    assert "## Timings" in report and "## Learning curves" in report
-    decoded = [json.loads(line) for line in (run_dir / "eval" / "test.jsonl").read_text().splitlines()]
+    assert "| set | voices | utterances | LLM alone WER % | CTC head alone WER % | joint WER % |" in report
+    for name in ("test", "open_vocab"):
+        assert f"| {name} | training voices | 4 |" in report
+        assert all(f"| {name}/{decoder} | 4 |" in report for decoder in ("llm", "ctc", "joint"))
+    assert "| dev" not in report  # dev is decoded on demand (below)
+    assert "## Timings" in report and "## Learning curves" in report and "| decoding open_vocab/ctc |" in report
+    dormancy = [m for m in _metrics(run_dir) if "dormancy/attention_on_audio" in m]
+    assert [m["step"] for m in dormancy] == [2, 3]  # eval.dormancy_every = 2, and after the last step
+    for m in dormancy:
+        assert m["dormancy/audio_text_rms_ratio"] > 0 and 0 < m["dormancy/attention_on_audio"] < 1
+        assert m["dormancy/attention_on_audio"] + m["dormancy/attention_on_instruction"] <= 1 + 1e-6
+    assert "| step | audio/text embedding RMS | LLM attention on audio |" in report
+    assert (run_dir / "plots" / "attention_on_audio.png").exists()
+    decoded = [json.loads(line) for line in (run_dir / "eval" / "test.joint.jsonl").read_text().splitlines()]
     assert len(decoded) == 4 and all(d["reference"] and "hypothesis" in d and "wer" in d for d in decoded)
     assert (run_dir / "tokenizer.model").exists()  # the run is self-contained
     saved = json.loads((run_dir / "config.json").read_text())
@@ -60,23 +71,25 @@ def test_rerun_resumes_from_the_last_checkpoint(run_dir, tmp_path):
 def test_eval_and_transcribe_reopen_the_run(run_dir, capsys):
     assert main(["eval", "--workdir", str(run_dir), "--max-examples", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "checkpoint step" in out and "| test | 2 |" in out and "| dev |" not in out
+    assert "checkpoint step" in out and "| test/joint | 2 |" in out and "| dev" not in out
     assert main(["eval", "--workdir", str(run_dir), "--sets", "dev", "--max-examples", "3", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "| dev | 3 |" in out and "| test |" not in out
+    assert "| dev/joint | 3 |" in out and "| test" not in out
     files = sorted(str(p) for p in pathlib.Path(REPO, "data/tiny_debug/test").glob("*.flac"))[:2]
     assert main(["transcribe", "--checkpoint", str(run_dir), *files]) == 0
     lines = capsys.readouterr().out.strip().split("\n")
     assert [line.split("\t")[0] for line in lines] == files
 
 
-def test_bad_config_keys_are_named(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['num_layerz'\] in model.llm"):
-        main(["train", "--config", f"{CONFIG}:debug", "--workdir", str(tmp_path), "--set", "model.llm.num_layerz=2"])
-    with pytest.raises(KeyError, match="unknown config key 'model.lm'"):
-        main(["train", "--config", f"{CONFIG}:debug", "--workdir", str(tmp_path), "--set", "model.lm.num_layers=2"])
-    with pytest.raises(ValueError, match="takes no argument or 'debug'"):
-        main(["train", "--config", f"{CONFIG}:huge", "--workdir", str(tmp_path)])
+def test_bad_config_keys_are_named(tmp_path, capsys):
+    def error(*argv):
+        assert main(["train", "--config", *argv, "--workdir", str(tmp_path)]) == 2
+        return capsys.readouterr().err
+
+    assert error(f"{CONFIG}:debug", "--set", "model.llm.num_layerz=2").startswith(
+        "error: model.llm.num_layerz: unknown key(s) ['num_layerz'] in model.llm")
+    assert error(f"{CONFIG}:debug", "--set", "model.lm.num_layers=2").startswith("error: model.lm: unknown config key")
+    assert error(f"{CONFIG}:huge") == f"error: {CONFIG}:huge: configs/tiny_asr.py takes no argument or 'debug', got 'huge'\n"
 
 
 def _checkpoint_listing(workdir) -> dict[str, int]:
@@ -104,7 +117,6 @@ def _damage(step_directory, seed: int) -> None:
 
 def test_read_only_commands_never_move_or_write_checkpoints(run_dir, tmp_path, capsys):
     from jaxspeech.recipes.restore import restore
-    from jaxspeech.train.checkpoint import CheckpointRestoreError
 
     workdir = tmp_path / "run"
     shutil.copytree(run_dir, workdir)
@@ -124,6 +136,25 @@ def test_read_only_commands_never_move_or_write_checkpoints(run_dir, tmp_path, c
     _damage(workdir / "checkpoints" / str(previous), seed=1)  # now no checkpoint restores
     before = _checkpoint_listing(workdir)
     for command in (["eval", "--workdir", str(workdir), "--no-progress"], ["transcribe", "--checkpoint", str(workdir), *audio]):
-        with pytest.raises(CheckpointRestoreError):
-            main(command)
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {workdir / 'checkpoints'}: no checkpoint passes its integrity check (")
+        assert err.count("\n") == 1 and str(workdir / "checkpoints" / str(newest)) in err
     assert _checkpoint_listing(workdir) == before
+
+
+def test_eval_errors_of_a_run_name_what_is_wrong(run_dir, tmp_path, capsys):
+    """No checkpoint, and a config that no longer fits the checkpoint: one line each, exit 2, nothing moved."""
+    workdir = tmp_path / "run"
+    shutil.copytree(run_dir, workdir)
+    config = json.loads((workdir / "config.json").read_text())
+    config["model"]["llm"]["intermediate_size"] = config["model"]["llm"].get("intermediate_size", 512) + 8
+    (workdir / "config.json").write_text(json.dumps(config))
+    before = _checkpoint_listing(workdir)
+    assert main(["eval", "--workdir", str(workdir), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {workdir / 'checkpoints'}/") and "does not fit the model" in err and err.count("\n") == 1
+    assert _checkpoint_listing(workdir) == before
+    shutil.rmtree(workdir / "checkpoints")
+    assert main(["eval", "--workdir", str(workdir), "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"error: {workdir / 'checkpoints'}: holds no checkpoint\n"
