@@ -85,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
     name = os.path.splitext(os.path.basename(args.config.partition(":")[0]))[0]
     workdir = args.workdir or os.path.join("runs", name)
     summary = train_and_evaluate(config, workdir, progress=not args.no_progress)
+    for stage in summary.get("stages", ())[:-1]:
+        for key, value in stage["scores"].items():
+            print(f"stage {stage['name']}: " + (f"{key}: {value:.3f}" if key.endswith(" PPL") else f"{key}: {100 * value:.2f}%"))
     for key, value in summary["scores"].items():
         print(f"{key}: {value:.3f}" if key.endswith(" PPL") else f"{key}: {100 * value:.2f}%")
     print(f"report: {summary['report']}")

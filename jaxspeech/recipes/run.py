@@ -71,7 +71,12 @@ def write_pretrained(run: Run, workdir: str, mesh) -> State | None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     """Runs the whole job; returns {"scores": {name: rate or perplexity}, "timings": {...}, "report": path, "step",
-    "stop_reason", "trained_seconds" (over every start), "initialised_from"}."""
+    "stop_reason", "trained_seconds" (over every start), "initialised_from"}. A staged config (``stages``)
+    is run stage by stage (``recipes/stages.py``: the last stage's summary, with every stage's in "stages")."""
+    if config.get("stages"):
+        from jaxspeech.recipes.stages import train_stages  # stages run this function: a same-layer import
+
+        return train_stages(config, workdir, progress=progress)
     start = time.monotonic()
     # Joining a multi-process job must precede anything that touches a device (build() counts them).
     multihost.initialize(train_config_from_dict(config.train).distributed)
