@@ -10,12 +10,18 @@ a text LM's workdir: its perplexity on held-out text).
 
 Writes ``WORKDIR/eval/<set>.jsonl`` (per-example reference, hypothesis and errors) and prints the
 WER/CER table (test sets of the embedded corpus split into training voices and held-out voice).
+Reading never changes the run's checkpoints: a damaged newest one is reported and skipped.
+
+Errors (exit 2): a workdir without config.json; no checkpoint; no checkpoint that passes its
+integrity check; a checkpoint that does not fit the run's config; a number flag out of range.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+
+from jaxspeech.cli.arguments import number
 
 
 def register(subparsers) -> None:
@@ -24,22 +30,22 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workdir", required=True, help="a jaxspeech train workdir")
-    parser.add_argument("--beam", type=int, default=None, metavar="N", help="beam search with N beams")
-    parser.add_argument("--ctc-weight", type=float, default=None, metavar="W",
+    parser.add_argument("--beam", type=number(int, 1), default=None, metavar="N", help="beam search with N beams")
+    parser.add_argument("--ctc-weight", type=number(float, 0, 1), default=None, metavar="W",
                         help="joint CTC/attention decoding: weight of the CTC prefix score (0-1; needs a CTC head)")
-    parser.add_argument("--ctc-candidates", type=int, default=None, metavar="N",
+    parser.add_argument("--ctc-candidates", type=number(int, 1), default=None, metavar="N",
                         help="joint decoding: how many of its best tokens (by joint score, over the whole "
                              "vocabulary) each row offers the search at every step")
-    parser.add_argument("--ctc-blank-penalty", type=float, default=None, metavar="B",
+    parser.add_argument("--ctc-blank-penalty", type=number(float), default=None, metavar="B",
                         help="joint decoding: subtract B from the CTC blank logit (> 0 counters deleted labels)")
-    parser.add_argument("--length-penalty", type=float, default=None, metavar="P",
+    parser.add_argument("--length-penalty", type=number(float), default=None, metavar="P",
                         help="beam search ranks finished hypotheses by score / length**P (0: by score alone)")
     parser.add_argument("--lexicon", default=None, metavar="WORDS",
                         help="decode only words of WORDS: a word-list file (one per line), a data set name whose "
                              "transcripts give the words, or 'none' (default: the run's own eval.lexicon)")
     parser.add_argument("--sets", default=None, metavar="A,B",
                         help="comma-separated data sets to decode (default: the run's data.eval_sets)")
-    parser.add_argument("--max-examples", type=int, default=None, help="decode at most this many per set")
+    parser.add_argument("--max-examples", type=number(int, 1), default=None, help="decode at most this many per set")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 

@@ -19,7 +19,8 @@ import argparse
 import os
 import sys
 
-from jaxspeech.cli.train import load_with_overrides, parse_value
+from jaxspeech.cli.train import load_with_overrides
+from jaxspeech.config_dict import parse_value
 
 
 def _mesh(text: str) -> dict[str, int]:

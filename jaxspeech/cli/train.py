@@ -12,33 +12,27 @@ policy and each bucket's rows per host batch; the run must be on the planned sli
 Re-running with the same workdir resumes from the newest checkpoint (data position included);
 SIGTERM checkpoints and exits 0. The workdir gets config.json, checkpoints/, metrics.jsonl,
 TensorBoard events, eval/*.jsonl, plots/ and report.md.
+
+--set values are Python literals (numbers, True/False, None, tuples); anything else is a string.
+Errors (exit 2): a config file that does not exist; --set without KEY=VALUE; a config key that
+does not exist; a value of the wrong type or range for its field (e.g. 'no' for a bool, NaN or a
+negative size), named by its dotted key; a damaged or mismatched checkpoint in the workdir.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import os
 
-from jaxspeech.config_dict import load_config_file, override
-
-
-def parse_value(text: str):
-    """A Python literal (numbers, tuples, None, True...) or, failing that, the string itself."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+from jaxspeech.config_dict import load_config_file, override_from_text
 
 
 def load_with_overrides(spec: str, sets: list[str]):
+    """The config of ``spec`` (``path.py[:arg]``) with the ``key=value`` overrides of ``sets`` applied."""
     config = load_config_file(spec)
     for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        override(config, key.strip(), parse_value(value.strip()))
+        override_from_text(config, item)
     return config
 
 

@@ -16,6 +16,8 @@ from typing import Iterable, Mapping
 import ml_dtypes
 import numpy as np
 
+from jaxspeech.errors import KnownError
+
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 
@@ -34,7 +36,7 @@ _DTYPES = {
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(KnownError, ValueError):
     """A checkpoint that cannot be read or does not fit the model.
 
     ``path``: the file or folder at fault (None: a config held in memory); ``tensor``: the tensor

@@ -15,6 +15,7 @@ the next ``held_out_utterances`` use ``held_out_voice``, which no other split us
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -71,8 +72,8 @@ class CorpusConfig:
         for name in ("dev_utterances", "test_utterances", "held_out_utterances", "max_word_gap"):
             if getattr(self, name) < 0:
                 raise ValueError(f"CorpusConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.train_hours < 0:
-            raise ValueError(f"CorpusConfig.train_hours must be >= 0, got {self.train_hours}")
+        if not math.isfinite(self.train_hours) or self.train_hours < 0:
+            raise ValueError(f"CorpusConfig.train_hours must be a finite number >= 0, got {self.train_hours}")
         for name in ("word_gap_probability", "noise_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"CorpusConfig.{name} must be in [0, 1], got {getattr(self, name)}")

@@ -17,8 +17,9 @@ import numpy as np
 
 from jaxspeech.audio_tokens import downsampled_length
 from jaxspeech.data.prompts import EncodedExample, encode_example
-from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER
+from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER, chunk_tag
 from jaxspeech.data.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
+from jaxspeech.errors import ConfigError
 
 
 def load_speech_tokenizer(path: str) -> Tokenizer:
@@ -40,7 +41,9 @@ def _tokenizer(path: str) -> Tokenizer:
 @dataclasses.dataclass(frozen=True)
 class SpeechLLMTokens:
     """``audio_steps``: frames -> placeholder tokens (``SpeechLLMConfig.inline_steps``); an empty
-    tuple means the audio is not inline (cross-attention). ``inference`` drops the target."""
+    tuple means the audio is not inline (cross-attention). ``chunk_tags``: the k-th clip's audio
+    follows the control token ``<chunk_k>`` (with cross-attention, the tags alone stand in the prompt).
+    ``inference`` drops the target."""
 
     tokenizer_path: str
     audio_steps: tuple[Any, ...]
@@ -48,6 +51,7 @@ class SpeechLLMTokens:
     chat: bool = False
     prompts: Mapping[str, str] | None = None
     system: str | None = None
+    chunk_tags: bool = False
     inference: bool = False
 
     @property
@@ -60,6 +64,15 @@ class SpeechLLMTokens:
         if token_id is None:
             raise ValueError(f"tokenizer {self.tokenizer_path} has no {AUDIO_PLACEHOLDER} token")
         return token_id
+
+    def chunk_tag_ids(self, clips: int) -> list[int]:
+        """The ids of ``<chunk_1>`` .. ``<chunk_{clips}>``; an error names a tag the tokenizer lacks."""
+        ids = [self.tokenizer.token_to_id(chunk_tag(k)) for k in range(1, clips + 1)]
+        missing = [chunk_tag(k) for k, i in enumerate(ids, 1) if i is None or i not in self.tokenizer.special_ids]
+        if missing:
+            raise ConfigError("task.prompt.chunk_tags", f"needs the control tokens {missing}, which tokenizer "
+                                                        f"{self.tokenizer_path} does not have")
+        return ids
 
     def audio_tokens(self, frames: int) -> int:
         return downsampled_length(int(frames), self.audio_steps) if self.audio_steps else 0
@@ -78,6 +91,7 @@ class SpeechLLMTokens:
             fields={"target_language": language} if language and (record.get("task") == "ast") else None,
             prompts=self.prompts,
             chat=self.chat,
+            chunk_tag_ids=self.chunk_tag_ids(len(frames_per_clip)) if self.chunk_tags else None,
         )
 
 

@@ -25,6 +25,8 @@ from typing import Any
 import sentencepiece as spm
 import tokenizers
 
+from jaxspeech.errors import MissingFileError, UsageError
+
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG_JSON = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_JSON = "special_tokens_map.json"
@@ -134,7 +136,7 @@ class HFTokenizer(Tokenizer):
         try:
             self._full = tokenizers.Tokenizer.from_str(json.dumps(spec))
         except Exception as e:  # tokenizers raises a bare Exception on a malformed spec
-            raise ValueError(f"{json_path}: not a valid tokenizers JSON file ({e})") from e
+            raise UsageError(json_path, f"not a valid tokenizers JSON file ({e})") from e
         # The plain tokenizer is the same model with no added tokens: it cannot match any of them.
         spec["added_tokens"] = []
         self._plain = tokenizers.Tokenizer.from_str(json.dumps(spec))
@@ -248,7 +250,7 @@ class SentencePieceTokenizer(Tokenizer):
         try:
             self._sp.load(model_path)
         except (OSError, RuntimeError) as e:
-            raise ValueError(f"{model_path}: not a readable sentencepiece model ({e})") from e
+            raise UsageError(model_path, f"not a readable sentencepiece model ({e})") from e
         size = self._sp.get_piece_size()
         self.vocab_size = size
         self.bos_id = _optional_id(self._sp.bos_id())
@@ -347,14 +349,14 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
             return HFTokenizer(path)
         if os.path.isfile(os.path.join(path, SENTENCEPIECE_MODEL)):
             return SentencePieceTokenizer(os.path.join(path, SENTENCEPIECE_MODEL))
-        raise FileNotFoundError(f"{path}: expected {TOKENIZER_JSON} or {SENTENCEPIECE_MODEL} in this directory")
+        raise MissingFileError(path, f"expected {TOKENIZER_JSON} or {SENTENCEPIECE_MODEL} in this directory")
     if os.path.basename(path) == TOKENIZER_JSON:
         return HFTokenizer(os.path.dirname(path) or ".")
     if path.endswith(".model"):
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: no such sentencepiece model")
+            raise MissingFileError(path, "no such sentencepiece model")
         return SentencePieceTokenizer(path)
-    raise FileNotFoundError(f"{path}: expected a tokenizer directory, a {TOKENIZER_JSON} or a sentencepiece .model file")
+    raise MissingFileError(path, f"expected a tokenizer directory, a {TOKENIZER_JSON} or a sentencepiece .model file")
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -364,9 +366,9 @@ def _read_json(path: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except ValueError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from e
+        raise UsageError(path, f"invalid JSON ({e})") from e
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise UsageError(path, f"expected a JSON object, got {type(data).__name__}")
     return data
 
 

@@ -15,6 +15,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 from jaxspeech.config_dict import override, plain
+from jaxspeech.errors import UsageError
 from jaxspeech.plan.measure import Memory
 from jaxspeech.plan.parts import WHISPER, PlannedRun
 from jaxspeech.plan.search import SearchResult
@@ -78,12 +79,12 @@ def read_plan(path: str) -> dict[str, Any]:
         with open(path) as f:
             plan = json.load(f)
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read the plan {path}: {error}") from error
-    if plan.get("version") != VERSION or "settings" not in plan:
-        raise ValueError(f"{path} is not a jaxspeech plan (version {VERSION}, written by jaxspeech plan)")
+        raise UsageError(path, f"cannot be read as a plan ({error})") from error
+    if not isinstance(plan, dict) or plan.get("version") != VERSION or "settings" not in plan:
+        raise UsageError(path, f"is not a jaxspeech plan (version {VERSION}, written by jaxspeech plan)")
     if not plan["settings"]:
         refused = "; ".join(b.get("refused", "") for b in plan.get("buckets", ()))
-        raise ValueError(f"{path} plans nothing that fits ({refused}): there is nothing to train with")
+        raise UsageError(path, f"plans nothing that fits ({refused}): there is nothing to train with")
     return plan
 
 

@@ -18,6 +18,7 @@ import jax
 
 from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
 from jaxspeech.corpus.build import build_corpus
+from jaxspeech.errors import MissingFileError
 from jaxspeech.data.pipeline import DataPipeline
 from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.data.sources import LibriSpeechSource, ManifestSource, write_manifest
@@ -191,8 +192,8 @@ def build(config, progress: bool = True, *, build_data: bool = True) -> Run:
     if build_data and data.build_corpus:
         build_corpus(data.dir, data.corpus, tokenizer_vocab=data.tokenizer_vocab, progress=progress)
     if not os.path.exists(tokenizer):
-        raise FileNotFoundError(
-            f"tokenizer {tokenizer} not found: set data.tokenizer, or data.tokenizer_vocab with data.build_corpus")
+        raise MissingFileError(tokenizer, "tokenizer not found: set data.tokenizer, or data.tokenizer_vocab with "
+                                          "data.build_corpus")
     kind.setup(tokenizer)
     pipeline, eval_pipeline = pipelines(kind, data, jax.local_device_count())
     run = Run(config=config, kind=kind, data=data, train=train, eval=evaluation, pipeline=pipeline,

@@ -44,7 +44,7 @@ def write_report(
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in timings.items()]
     lines += ["", "## Training throughput (last logging window)", "", "| metric | value |", "|---|---:|"]
     for name in ("train/steps_per_s", "train/examples_per_s", "train/audio_seconds_per_s", "train/tokens_per_s",
-                 "train/mfu", "train/loss", "train/token_accuracy", "train/nll", "train/ctc_loss"):
+                 "train/mfu", "train/flops_per_step", "train/step_memory_bytes", "train/loss", "train/token_accuracy", "train/nll", "train/ctc_loss"):
         if name in train_metrics:
             lines.append(f"| {name.removeprefix('train/')} | {train_metrics[name]:.4g} |")
     if "train/steps_per_s" in train_metrics and train_metrics["train/steps_per_s"] > 0:

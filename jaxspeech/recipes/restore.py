@@ -10,6 +10,7 @@ import numpy as np
 
 from jaxspeech.recipes.build import Run, build
 from jaxspeech.recipes.workdir import load_config
+from jaxspeech.errors import MissingFileError
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.state import build_layout
@@ -30,6 +31,6 @@ def restore(workdir: str, *, progress: bool = False) -> tuple[Run, dict, int]:
     finally:
         checkpointer.close()
     if restored is None:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, train_config.checkpoint.subdir)}")
+        raise MissingFileError(os.path.join(workdir, train_config.checkpoint.subdir), "holds no checkpoint")
     params = jax.tree.map(np.asarray, restored.state["params"])
     return run, params, restored.step

@@ -21,13 +21,14 @@ from typing import Iterator
 import jax
 from jax.experimental import topologies
 
+from jaxspeech.errors import KnownError
 from jaxspeech.platforms import accelerator_attached, libtpu_installed
 
 # Examples of names libtpu accepts: "<generation>:<chips per dimension>".
 EXAMPLES = ("v4:2x2x1", "v5e:2x2", "v5e:4x4", "v5e:16x16", "v5p:2x2x1", "v5p:4x4x4", "v6e:2x2", "v6e:8x8")
 
 
-class TopologyError(ValueError):
+class TopologyError(KnownError, ValueError):
     """A topology name libtpu does not know, or libtpu is missing."""
 
 

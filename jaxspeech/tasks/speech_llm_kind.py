@@ -52,11 +52,14 @@ DEFAULT_TOKENIZER = "tokenizer.model"
 @dataclasses.dataclass(frozen=True)
 class PromptConfig:
     """``task``: the prompt's instruction (``jaxspeech.data.prompts``: "asr", ...); ``chat``: wrap
-    it in the tokenizer's chat template (None: when the tokenizer has one); ``system``: a system turn."""
+    it in the tokenizer's chat template (None: when the tokenizer has one); ``system``: a system turn;
+    ``chunk_tags``: the audio of an example's k-th clip follows the control token ``<chunk_k>`` (NVLM's
+    tile tags in time; the tokenizer must hold them, as the sentencepiece models jaxspeech trains do)."""
 
     task: str = "asr"
     chat: bool | None = False
     system: str | None = None
+    chunk_tags: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +163,8 @@ class SpeechLLMKind:
         prompt = self.task_config.prompt
         self.prompt = prompt if prompt.chat is not None else dataclasses.replace(
             prompt, chat=self.tokenizer.chat_template is not None)
+        if prompt.chunk_tags:
+            self.example_tokens().chunk_tag_ids(1)  # a tokenizer without the tags fails now, naming them
 
     def setup_model(self, vocab: Vocabulary) -> None:
         """The model config and the trainer's task for a tokenizer of ``vocab`` (what a plan needs)."""
@@ -191,7 +196,7 @@ class SpeechLLMKind:
         steps = () if self.model.fusion == "cross_attention" else self.model.inline_steps
         prompt = self.prompt
         return SpeechLLMTokens(self.tokenizer_file, steps, task=prompt.task, chat=bool(prompt.chat),
-                               system=prompt.system, inference=inference)
+                               system=prompt.system, chunk_tags=prompt.chunk_tags, inference=inference)
 
     def decoder(self, generation: GenerationConfig, lexicon: TokenAutomaton | None) -> SpeechLLMDecoder:
         generation = dataclasses.replace(generation, eos_ids=tuple(self.tokenizer.eos_ids),

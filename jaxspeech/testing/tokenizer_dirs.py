@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 # The GPT-4/Qwen2 pre-tokenization split (contractions, letters, single digits, punctuation, newlines).
 SPLIT_PATTERN = (
@@ -149,6 +149,8 @@ def write_text_rule_dir(directory: str, style: str) -> str:
         tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     if tokenizer_class == "GPT2Tokenizer":  # transformers rebuilds it with GPT-2's own pre-tokenizer, as SmolLM2 has
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if tokenizer_class == "Qwen2Tokenizer":  # transformers rebuilds it with NFC normalisation, as Qwen2 has
+        tokenizer.normalizer = normalizers.NFC()
     _write(directory, tokenizer, config, None)
     with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
         json.dump({**config, "tokenizer_class": tokenizer_class}, f)

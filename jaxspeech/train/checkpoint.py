@@ -43,6 +43,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from jaxspeech.errors import KnownError
 from jaxspeech.train.digest import array_digests, leaf_name
 from jaxspeech.train.state import State
 
@@ -76,7 +77,7 @@ class CheckpointConfig:
             raise ValueError(f"checkpoint max_to_keep must be >= 1 or None, got {self.max_to_keep}")
 
 
-class CheckpointIntegrityError(RuntimeError):
+class CheckpointIntegrityError(KnownError, RuntimeError):
     """A checkpoint's stored data is damaged: restored arrays differ from the digests recorded at
     save, or the storage layer found corrupt bytes. ``path``: the step folder; ``arrays``: names."""
 
@@ -85,7 +86,7 @@ class CheckpointIntegrityError(RuntimeError):
         super().__init__(f"{path}: {what}")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(KnownError, ValueError):
     """A checkpoint that does not hold what is asked for (entries, shapes or dtypes differ)."""
 
     def __init__(self, path: str, what: str):
@@ -93,7 +94,7 @@ class CheckpointMismatchError(ValueError):
         super().__init__(f"{path}: {what}")
 
 
-class CheckpointReadError(RuntimeError):
+class CheckpointReadError(KnownError, RuntimeError):
     """Reading a checkpoint failed for a reason that says nothing about its data (e.g. out of memory)."""
 
     def __init__(self, path: str, what: str):
@@ -101,7 +102,7 @@ class CheckpointReadError(RuntimeError):
         super().__init__(f"{path}: {what}")
 
 
-class CheckpointRestoreError(RuntimeError):
+class CheckpointRestoreError(KnownError, RuntimeError):
     """No checkpoint in the directory could be restored (every one failed its integrity check)."""
 
 

@@ -70,13 +70,15 @@ def test_eval_and_transcribe_reopen_the_run(run_dir, capsys):
     assert [line.split("\t")[0] for line in lines] == files
 
 
-def test_bad_config_keys_are_named(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['num_layerz'\] in model.llm"):
-        main(["train", "--config", f"{CONFIG}:debug", "--workdir", str(tmp_path), "--set", "model.llm.num_layerz=2"])
-    with pytest.raises(KeyError, match="unknown config key 'model.lm'"):
-        main(["train", "--config", f"{CONFIG}:debug", "--workdir", str(tmp_path), "--set", "model.lm.num_layers=2"])
-    with pytest.raises(ValueError, match="takes no argument or 'debug'"):
-        main(["train", "--config", f"{CONFIG}:huge", "--workdir", str(tmp_path)])
+def test_bad_config_keys_are_named(tmp_path, capsys):
+    def error(*argv):
+        assert main(["train", "--config", *argv, "--workdir", str(tmp_path)]) == 2
+        return capsys.readouterr().err
+
+    assert error(f"{CONFIG}:debug", "--set", "model.llm.num_layerz=2").startswith(
+        "error: model.llm.num_layerz: unknown key(s) ['num_layerz'] in model.llm")
+    assert error(f"{CONFIG}:debug", "--set", "model.lm.num_layers=2").startswith("error: model.lm: unknown config key")
+    assert error(f"{CONFIG}:huge") == f"error: {CONFIG}:huge: configs/tiny_asr.py takes no argument or 'debug', got 'huge'\n"
 
 
 def _checkpoint_listing(workdir) -> dict[str, int]:
@@ -104,7 +106,6 @@ def _damage(step_directory, seed: int) -> None:
 
 def test_read_only_commands_never_move_or_write_checkpoints(run_dir, tmp_path, capsys):
     from jaxspeech.recipes.restore import restore
-    from jaxspeech.train.checkpoint import CheckpointRestoreError
 
     workdir = tmp_path / "run"
     shutil.copytree(run_dir, workdir)
@@ -124,6 +125,25 @@ def test_read_only_commands_never_move_or_write_checkpoints(run_dir, tmp_path, c
     _damage(workdir / "checkpoints" / str(previous), seed=1)  # now no checkpoint restores
     before = _checkpoint_listing(workdir)
     for command in (["eval", "--workdir", str(workdir), "--no-progress"], ["transcribe", "--checkpoint", str(workdir), *audio]):
-        with pytest.raises(CheckpointRestoreError):
-            main(command)
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {workdir / 'checkpoints'}: no checkpoint passes its integrity check (")
+        assert err.count("\n") == 1 and str(workdir / "checkpoints" / str(newest)) in err
     assert _checkpoint_listing(workdir) == before
+
+
+def test_eval_errors_of_a_run_name_what_is_wrong(run_dir, tmp_path, capsys):
+    """No checkpoint, and a config that no longer fits the checkpoint: one line each, exit 2, nothing moved."""
+    workdir = tmp_path / "run"
+    shutil.copytree(run_dir, workdir)
+    config = json.loads((workdir / "config.json").read_text())
+    config["model"]["llm"]["intermediate_size"] = config["model"]["llm"].get("intermediate_size", 512) + 8
+    (workdir / "config.json").write_text(json.dumps(config))
+    before = _checkpoint_listing(workdir)
+    assert main(["eval", "--workdir", str(workdir), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {workdir / 'checkpoints'}/") and "does not fit the model" in err and err.count("\n") == 1
+    assert _checkpoint_listing(workdir) == before
+    shutil.rmtree(workdir / "checkpoints")
+    assert main(["eval", "--workdir", str(workdir), "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"error: {workdir / 'checkpoints'}: holds no checkpoint\n"

@@ -113,20 +113,31 @@ def _damaged_arrays(step_directory, expected: dict) -> set[str] | None:
 
 @pytest.mark.parametrize("compressible", [False, True], ids=["noise", "compressible"])
 def test_every_bit_flip_in_the_array_data_is_detected_and_names_the_array(tmp_path, compressible):
+    """24 flips that damage the data (orbax alone restores other values, or refuses), each caught
+    and named. A flip into bits that zstd decoding ignores (rare) leaves every value intact: then
+    the restore must succeed with the right values (no false alarm)."""
     pristine = tmp_path / "pristine"
     _save(pristine, [1], compressible)
     assert sum(os.path.getsize(f) for f in _bulk_files(pristine / "1")) > (100_000 if compressible else 800_000)
     rng = random.Random(0)
-    by_digest = by_storage = 0
-    for trial in range(24):
-        directory = tmp_path / f"trial{trial}"
+    by_digest = by_storage = harmless = 0
+    while by_digest + by_storage < 24:
+        assert harmless <= 4, "too many flips without effect: are these the array data files?"
+        directory = tmp_path / f"trial{by_digest + by_storage + harmless}"
         shutil.copytree(pristine, directory)
         path, offset = _flip_bit(directory / "1", rng)
         truth = _damaged_arrays(directory / "1", _state(1, compressible))
         checkpointer = Checkpointer(directory, read_only=True)
-        with pytest.raises(CheckpointIntegrityError) as info:
-            checkpointer.restore(1, ABSTRACT)
-        checkpointer.close()
+        try:
+            if truth == set():  # the decoded values are all intact
+                harmless += 1
+                assert _equal(checkpointer.restore(1, ABSTRACT).state, _state(1, compressible)), (path, offset)
+                continue
+            with pytest.raises(CheckpointIntegrityError) as info:
+                checkpointer.restore(1, ABSTRACT)
+        finally:
+            checkpointer.close()
+            shutil.rmtree(directory)
         error = info.value
         assert str(directory / "1") in str(error), (path, offset)
         assert error.arrays and set(error.arrays) <= set(ARRAYS), (path, offset, error)
@@ -135,10 +146,11 @@ def test_every_bit_flip_in_the_array_data_is_detected_and_names_the_array(tmp_pa
             by_storage += 1
         else:  # orbax alone restores wrong values without a word: the digests name exactly those arrays
             by_digest += 1
-            assert truth and set(error.arrays) == truth, (path, offset, truth, error)
-        shutil.rmtree(directory)
-    # This seed exercises both ways of finding damage where the data compresses.
-    assert by_digest >= 1 and (by_storage >= 1 if compressible else by_storage == 0), (by_digest, by_storage)
+            assert set(error.arrays) == truth, (path, offset, truth, error)
+    # Both ways of finding damage are exercised: the digests (most flips in noise, whose chunks zstd
+    # stores nearly raw) and, where the data compresses, the storage layer (about half the flips;
+    # the noise state's small-integer array compresses too, so a few flips there may land in it).
+    assert by_digest >= 1 and (by_storage >= 1 if compressible else by_digest >= 12), (by_digest, by_storage)
 
 
 def test_training_falls_back_past_a_damaged_step_names_it_and_moves_it_aside(tmp_path, caplog):
