@@ -235,7 +235,7 @@ def override(config, dotted_key: str, value: Any) -> None:
             named = [item for item in node if isinstance(item, Mapping) and item.get("name") == key]
             if not named:
                 names = [item.get("name") for item in node if isinstance(item, Mapping)]
-                raise KeyError(f"no entry named {key!r} in {'.'.join(parents[:i])!r}; its names are {names}")
+                raise ConfigError(".".join(parents[: i + 1]), f"no entry of that name; its names are {names}")
             node = named[0]
             continue
         if key not in node:

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 from flax import traverse_util
 
 from jaxspeech.config_dict import plain
+from jaxspeech.errors import ConfigError
 from jaxspeech.layers.lora import LORA_A, LORA_B
 
 LORA_ADAPTERS = rf"(.*/)?({LORA_A}|{LORA_B})"
@@ -48,18 +49,18 @@ def parse_from_run(value: Any) -> tuple[Take, ...]:
     if isinstance(value, str) and value:
         return (Take("", value, ""),)
     if not isinstance(value, Mapping) or not value:
-        raise ValueError(f"init.from_run must be a run folder or a mapping {{subtree: 'RUN[:SUBTREE]'}}, got {value!r}")
+        raise ConfigError("init.from_run", f"expected a run folder or a mapping {{subtree: 'RUN[:SUBTREE]'}}, got {value!r}")
     takes = []
     for target, spec in value.items():
         if not isinstance(spec, str) or not spec:
-            raise ValueError(f"init.from_run.{target} must be 'RUN' or 'RUN:SUBTREE', got {spec!r}")
+            raise ConfigError(f"init.from_run.{target}", f"expected 'RUN' or 'RUN:SUBTREE', got {spec!r}")
         run, _, source = spec.partition(":")
         takes.append(Take(target.strip("/"), run, (source or target).strip("/")))
     targets = [t.target for t in takes]
     for a in targets:
         for b in targets:
             if a != b and b.startswith(a + "/"):
-                raise ValueError(f"init.from_run names {b!r} inside {a!r}: one subtree can come from one run only")
+                raise ConfigError("init.from_run", f"names {b!r} inside {a!r}: one subtree can come from one run only")
     return tuple(takes)
 
 
@@ -125,7 +126,7 @@ class FromRuns:
             subtree = _subtree(params_of[take.run], take.source)
             if not subtree:
                 parent = take.source.rpartition("/")[0]
-                raise ValueError(f"init.from_run: the parameters of {take.run} have no subtree {take.source!r}; "
+                raise ConfigError("init.from_run", f"the parameters of {take.run} have no subtree {take.source!r}; "
                                  f"{parent + ' has' if parent else 'they have'} {_children(params_of[take.run], parent)}")
             placed = {name: value for name, value in placed.items()
                       if not (not take.target or name == take.target or name.startswith(take.target + "/"))}

@@ -32,6 +32,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from jaxspeech.config_dict import check_keys, plain
+from jaxspeech.errors import ConfigError, UsageError
 from jaxspeech.recipes.build import read_sections
 from jaxspeech.recipes.config import SECTIONS
 from jaxspeech.recipes.run import train_and_evaluate
@@ -60,13 +61,13 @@ def _stage_names(stages: tuple[Mapping[str, Any], ...]) -> list[str]:
     names = []
     for i, stage in enumerate(stages):
         if not isinstance(stage, Mapping):
-            raise ValueError(f"stages[{i}] must be a mapping of config sections with a name, got {stage!r}")
+            raise ConfigError(f"stages[{i}]", f"expected a mapping of config sections with a name, got {stage!r}")
         check_keys(stage, {"name", *SECTIONS}, f"stages[{i}]")
         name = stage.get("name")
         if not isinstance(name, str) or not name or set(name) & set("/:\\") or name.startswith("."):
-            raise ValueError(f"stages[{i}].name must be a folder name (no '/', ':' or leading '.'), got {name!r}")
+            raise ConfigError(f"stages[{i}].name", f"expected a folder name (no '/', ':' or leading '.'), got {name!r}")
         if name in names:
-            raise ValueError(f"stages[{i}].name {name!r} is used twice")
+            raise ConfigError(f"stages[{i}].name", f"{name!r} is used twice")
         names.append(name)
     return names
 
@@ -77,9 +78,9 @@ def _resolve_from_run(value: Any, earlier: list[str], names: list[str], workdir:
     def folder(spec: str) -> str:
         run, colon, subtree = spec.partition(":")
         if run in names and run not in earlier:
-            raise ValueError(f"{where}.init.from_run names stage {run!r}, which does not come before it "
-                             f"(earlier stages: {earlier})")
-        return (os.path.join(workdir, run) if run in earlier else run) + colon + subtree
+            raise ConfigError(f"{where}.init.from_run", f"names stage {run!r}, which does not come before it "
+                                                        f"(earlier stages: {earlier})")
+        return (os.path.normpath(os.path.join(workdir, run)) if run in earlier else run) + colon + subtree
 
     if isinstance(value, str):
         return folder(value)
@@ -93,7 +94,7 @@ def stage_configs(config: Mapping[str, Any], workdir: str) -> list[tuple[str, ml
     config = plain(config)
     stages = config["stages"]
     if not isinstance(stages, tuple):
-        raise ValueError(f"stages must be a list of stages, got {type(stages).__name__}")
+        raise ConfigError("stages", f"expected a list of stages, got {type(stages).__name__}")
     check_keys(config, {"stages", *SECTIONS}, "config")
     names = _stage_names(stages)
     base = {k: v for k, v in config.items() if k != "stages"}
@@ -104,7 +105,7 @@ def stage_configs(config: Mapping[str, Any], workdir: str) -> list[tuple[str, ml
         whole = dict(base)
         for section, values in own.items():
             if not isinstance(values, Mapping):
-                raise ValueError(f"{where}.{section} must be a mapping, got {values!r}")
+                raise ConfigError(f"{where}.{section}", f"expected a mapping, got {values!r}")
             if section == "task" and kind_name({"task": values}) != kind_name(whole):
                 whole["task"] = values
             else:
@@ -114,10 +115,17 @@ def stage_configs(config: Mapping[str, Any], workdir: str) -> list[tuple[str, ml
             whole["init"] = {**init, "from_run": _resolve_from_run(init["from_run"], names[:i], names, workdir, where)}
         try:
             read_sections(whole)
-        except (ValueError, TypeError, KeyError) as e:
-            raise type(e)(f"{where}: {e}") from e
+        except UsageError as e:
+            raise type(e)(f"{where} {e.where}", e.what) from e
         configs.append((stage["name"], ml_collections.ConfigDict(whole)))
     return configs
+
+
+def _what_counts(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` as JSON reads it back, without what does not change the results (progress bars)."""
+    config = json.loads(json.dumps(plain(config)))
+    config.get("train", {}).pop("progress_bar", None)
+    return config
 
 
 def _finished(folder: str, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
@@ -128,11 +136,11 @@ def _finished(folder: str, config: ml_collections.ConfigDict) -> dict[str, Any] 
         return None
     with open(path) as f:
         summary = json.load(f)
-    now = json.loads(json.dumps(plain(config)))
-    if summary["config"] != now:
-        changed = sorted(k for k in set(now) | set(summary["config"]) if now.get(k) != summary["config"].get(k))
-        raise ValueError(f"{path}: this stage finished with another config (sections {changed} differ); train into a "
-                         f"new workdir, or delete {folder} to train the stage again")
+    now, then = _what_counts(config), _what_counts(summary["config"])
+    if then != now:
+        changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+        raise UsageError(path, f"this stage finished with another config (sections {changed} differ); train into a "
+                               f"new workdir, or delete {folder} to train the stage again")
     return summary
 
 

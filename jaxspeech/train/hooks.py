@@ -196,7 +196,8 @@ class FitDecayToBudget:
 
 class StopAtTimeBudget:
     """Ends the run once ``budget_s`` seconds of training have passed, over every start of the run
-    (checked after the step's other hooks, so their time counts)."""
+    (checked after logging and evaluation, so their time counts; a checkpoint's own time counts at
+    the next step)."""
 
     every = 1
 
@@ -211,13 +212,15 @@ class StopAtTimeBudget:
 def default_hooks(config: TrainConfig, log_train: LogTrain, save: Callable[[int, Any], None],
                   evaluate: Evaluate | None) -> list:
     """The hooks a ``TrainConfig`` asks for, in the order they run after a step: logging, fitting
-    the decay to the time budget (on the logged window), checkpoints, evaluation, the budget's stop."""
+    the decay to the time budget (on the logged window), evaluation, the budget's stop, checkpoints
+    (last: the checkpoint of the step the budget ran out at records at least the whole budget, so a
+    run resumed from it trains no further)."""
     hooks: list = [log_train]
     if config.fit_decay_to_budget:
         hooks.append(FitDecayToBudget(config, every=config.metrics.log_every))
-    hooks.append(SaveCheckpoint(save, config.checkpoint.every_steps))
     if evaluate is not None:
         hooks.append(evaluate)
     if config.time_budget_s is not None:
         hooks.append(StopAtTimeBudget(config.time_budget_s))
+    hooks.append(SaveCheckpoint(save, config.checkpoint.every_steps))
     return hooks

@@ -18,6 +18,7 @@ import pytest
 from flax import traverse_util
 
 from jaxspeech.config_dict import load_config_file, override
+from jaxspeech.errors import ConfigError, UsageError
 from jaxspeech.recipes.restore import restore
 from jaxspeech.recipes.run import train_and_evaluate
 from jaxspeech.recipes.stages import stage_configs
@@ -80,32 +81,32 @@ def test_stages_merge_over_the_config_and_name_earlier_stages():
                                                            "llm": "runs/x/text"}
     assert stages["finetune"].init.from_run == "runs/x/connector"
     assert "stages" not in stages["finetune"]
-    with pytest.raises(KeyError, match=r"no entry named 'ctx' in 'stages'; its names are \['ctc', 'text'"):
+    with pytest.raises(ConfigError, match=r"stages.ctx: no entry of that name; its names are \['ctc', 'text'"):
         override(config, "stages.ctx.train.total_steps", 5)
 
 
 def test_a_wrong_stage_fails_before_any_stage_trains(tmp_path):
     config = staged("tiny_asr.py:staged_debug")
     config.stages[3]["train"]["optimizer"]["learning_rat"] = 1e-3
-    with pytest.raises(ValueError, match=r"stages\[3\] \(finetune\): unknown key\(s\) \['learning_rat'\] in "
-                                         r"TrainConfig.optimizer"):
+    with pytest.raises(ConfigError, match=r"stages\[3\] \(finetune\) .*learning_rat: unknown key\(s\) "
+                                          r"\['learning_rat'\]"):
         train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
     config = staged("tiny_asr.py:staged_debug")
     config.stages[1]["init"] = dict(from_run=dict(llm="connector:llm"))
-    with pytest.raises(ValueError, match=r"stages\[1\] \(text\).init.from_run names stage 'connector', which does "
-                                         r"not come before it \(earlier stages: \['ctc'\]\)"):
+    with pytest.raises(ConfigError, match=r"stages\[1\] \(text\).init.from_run: names stage 'connector', which "
+                                          r"does not come before it \(earlier stages: \['ctc'\]\)"):
         stage_configs(config, str(tmp_path))
     config = staged("tiny_asr.py:staged_debug")
     config.stages[2]["name"] = "ctc"
-    with pytest.raises(ValueError, match=r"stages\[2\].name 'ctc' is used twice"):
+    with pytest.raises(ConfigError, match=r"stages\[2\].name: 'ctc' is used twice"):
         stage_configs(config, str(tmp_path))
     config.stages[2]["name"] = "a/b"
-    with pytest.raises(ValueError, match=r"stages\[2\].name must be a folder name"):
+    with pytest.raises(ConfigError, match=r"stages\[2\].name: expected a folder name"):
         stage_configs(config, str(tmp_path))
     config = staged("tiny_asr.py:staged_debug")
     config.stages[0]["optimizer"] = {}
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['optimizer'\] in stages\[0\]"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['optimizer'\] in stages\[0\]"):
         stage_configs(config, str(tmp_path))
 
 
@@ -135,12 +136,12 @@ def test_slam_asr_lora_debug_stages_projector_then_lora(tmp_path):
     assert again["scores"] == summary["scores"] and os.path.getmtime(os.path.join(workdir, "lora", "stage.json")) == before
     changed = staged("slam_asr.py:lora_debug")
     override(changed, "stages.lora.task.lora.rank", 4)
-    with pytest.raises(ValueError, match=r"lora/stage.json: this stage finished with another config \(sections "
+    with pytest.raises(UsageError, match=r"lora/stage.json: this stage finished with another config \(sections "
                                          r"\['task'\] differ\)"):
         train_and_evaluate(changed, workdir, progress=False)
 
 
-BUDGET = 12.0  # seconds of training in the SIGKILLed stage
+BUDGET = 20.0  # seconds of training in the SIGKILLed stage
 
 KILLED_CONFIG = f"""
 from jaxspeech.config_dict import load_config_file
@@ -148,11 +149,11 @@ from jaxspeech.config_dict import load_config_file
 
 def get_config(arg=None):
     c = load_config_file({os.path.join(REPO, "configs", "tiny_asr.py:staged_debug")!r})
-    ctc, text, connector, finetune = c.stages
+    ctc = c.stages[0]
     ctc["train"] = dict(total_steps=100_000, time_budget_s={BUDGET}, checkpoint=dict(every_steps=1, max_to_keep=None))
-    connector["init"] = dict(from_run=dict(encoder="ctc", ctc_head="ctc"))
-    connector["train"]["checkpoint"] = dict(every_steps=2, max_to_keep=None)
-    c.stages = (ctc, connector)
+    more = dict(name="more", task=ctc["task"], init=dict(from_run=dict(encoder="ctc", ctc_head="ctc")),
+                train=dict(total_steps=2, checkpoint=dict(max_to_keep=None)))
+    c.stages = (ctc, more)
     c.eval.max_examples = 2
     return c
 """
@@ -169,7 +170,7 @@ def test_a_killed_stage_resumes_inside_its_budget_and_the_next_starts_from_its_f
         first = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + 300
         while first.poll() is None and time.monotonic() < deadline:
-            if any(meta["trained_seconds"] >= 0.6 * BUDGET for meta in committed(ctc).values()):
+            if any(meta["trained_seconds"] >= 0.5 * BUDGET for meta in committed(ctc).values()):
                 break
             time.sleep(0.2)
         assert first.poll() is None, open(tmp_path / "log").read()[-3000:]
@@ -177,7 +178,7 @@ def test_a_killed_stage_resumes_inside_its_budget_and_the_next_starts_from_its_f
         first.wait()
         killed = committed(ctc)
         last_before = max(killed)
-        assert killed[last_before]["trained_seconds"] < BUDGET and not os.path.exists(os.path.join(workdir, "connector"))
+        assert killed[last_before]["trained_seconds"] < BUDGET and not os.path.exists(os.path.join(workdir, "more"))
         second = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=log, timeout=600)
     assert second.returncode == 0, open(tmp_path / "log").read()[-3000:]
 
@@ -188,21 +189,22 @@ def test_a_killed_stage_resumes_inside_its_budget_and_the_next_starts_from_its_f
     # It counted on from the checkpoint's seconds, and stopped once the stage's whole budget was spent ...
     assert all(metas[s]["trained_seconds"] > seconds_before for s in after)
     final = metas[after[-1]]
-    assert BUDGET <= final["trained_seconds"] < 1.25 * BUDGET
-    # ... so the resumed start trained for what was left of it (at most 40 % of the budget), not a
-    # budget of its own (its first checkpoint came one step in).
-    assert final["time"] - metas[after[0]]["time"] < BUDGET - seconds_before + 0.25 * BUDGET
+    # A checkpoint every step: the longest wall time between two of them bounds one step's share.
+    step_time = max((metas[b]["time"] - metas[a]["time"] for a, b in zip(after, after[1:])), default=0.0)
+    assert BUDGET <= final["trained_seconds"] < BUDGET + step_time + 1.0
+    # ... so the resumed start trained for what was left of it (at most half the budget), not a
+    # budget of its own (its first checkpoint came one step in), by the wall clock.
+    assert final["time"] - metas[after[0]]["time"] < BUDGET - seconds_before + step_time
     stage = json.load(open(os.path.join(ctc, "stage.json")))
     assert stage["stop_reason"] == "time_budget" and stage["step"] == after[-1]
 
     trained = params_at(ctc)
-    started = params_at(os.path.join(workdir, "connector"), step=0)
-    taken = [p for p in started if p.startswith(("encoder/", "ctc_head/"))]
-    assert taken and set(taken) == set(trained)
-    for path in taken:
-        assert started[path].dtype == trained[path].dtype and np.array_equal(started[path], trained[path]), path
+    started = params_at(os.path.join(workdir, "more"), step=0)
+    assert set(started) == set(trained) and any(p.startswith("encoder/") for p in started)
+    for path, value in started.items():
+        assert value.dtype == trained[path].dtype and np.array_equal(value, trained[path]), path
     report = open(os.path.join(workdir, "report.md")).read()
-    assert f"| ctc | ctc_encoder | {after[-1]} | time_budget |" in report and "## Stage connector (speech_llm)" in report
+    assert f"| ctc | ctc_encoder | {after[-1]} | time_budget |" in report and "## Stage more (ctc_encoder)" in report
 
 
 @pytest.mark.slow
