@@ -11,7 +11,10 @@ policy and each bucket's rows per host batch; the run must be on the planned sli
 
 Re-running with the same workdir resumes from the newest checkpoint (data position included);
 SIGTERM checkpoints and exits 0. The workdir gets config.json, checkpoints/, metrics.jsonl,
-TensorBoard events, eval/*.jsonl, plots/ and report.md.
+TensorBoard events, eval/*.jsonl, plots/ and report.md. A staged config (``stages``, e.g.
+configs/tiny_asr.py:staged) trains its stages in order, each such a run in WORKDIR/<stage name>,
+skips the stages that finished and writes WORKDIR/report.md with a section per stage;
+``--set stages.<name>.train.time_budget_s=60`` sets one stage's key.
 
 --set values are Python literals (numbers, True/False, None, tuples); anything else is a string.
 Errors (exit 2): a config file that does not exist; --set without KEY=VALUE; a config key that
