@@ -70,6 +70,10 @@ def follow_plan(config, path: str) -> None:
     check_devices(plan, jax.devices(), jax.process_count())
 
 
+def score_line(key: str, value: float) -> str:
+    return f"{key}: {value:.3f}" if key.endswith(" PPL") else f"{key}: {100 * value:.2f}%"
+
+
 def run(args: argparse.Namespace) -> int:
     from jaxspeech.recipes.run import train_and_evaluate
 
@@ -82,10 +86,10 @@ def run(args: argparse.Namespace) -> int:
     name = os.path.splitext(os.path.basename(args.config.partition(":")[0]))[0]
     workdir = args.workdir or os.path.join("runs", name)
     summary = train_and_evaluate(config, workdir, progress=not args.no_progress)
-    for stage in summary.get("stages", ())[:-1]:
+    for stage in summary.get("stages", ())[:-1]:  # a staged config: the earlier stages' scores first
         for key, value in stage["scores"].items():
-            print(f"stage {stage['name']}: " + (f"{key}: {value:.3f}" if key.endswith(" PPL") else f"{key}: {100 * value:.2f}%"))
+            print(f"stage {stage['name']}: {score_line(key, value)}")
     for key, value in summary["scores"].items():
-        print(f"{key}: {value:.3f}" if key.endswith(" PPL") else f"{key}: {100 * value:.2f}%")
+        print(score_line(key, value))
     print(f"report: {summary['report']}")
     return 0
