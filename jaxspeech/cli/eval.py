@@ -12,7 +12,8 @@ Writes ``WORKDIR/eval/<set>.jsonl`` (per-example reference, hypothesis and error
 WER/CER table (test sets of the embedded corpus split into training voices and held-out voice).
 Reading never changes the run's checkpoints: a damaged newest one is reported and skipped.
 
-Errors (exit 2): a workdir without config.json; no checkpoint; no checkpoint that passes its
+Errors (exit 2): a workdir without a run's config.json (missing, not JSON, another
+program's config.json); no checkpoint; no checkpoint that passes its
 integrity check; a checkpoint that does not fit the run's config; a number flag out of range.
 """
 

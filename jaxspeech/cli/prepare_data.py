@@ -11,14 +11,15 @@ and corpus.json; re-running with the same arguments on a complete folder does no
 interrupted build is completed.
 
 Errors (exit 2): a number flag out of range (--hours nan or negative, --noise-prob above 1, ...);
---out holding a corpus built with other settings, or other files (--overwrite replaces it).
+--out holding a corpus built with other settings, or other files (--overwrite replaces it); an
+--out that is a file or cannot be created.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from jaxspeech.cli.arguments import number
+from jaxspeech.cli.arguments import folder_to_write, number
 
 DATASETS = ("tiny",)
 
@@ -32,7 +33,7 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dataset", choices=DATASETS, help="which dataset to build")
-    parser.add_argument("--out", default=DEFAULT_CORPUS_DIR, help=f"output folder (default: {DEFAULT_CORPUS_DIR})")
+    parser.add_argument("--out", type=folder_to_write, default=DEFAULT_CORPUS_DIR, help=f"output folder (default: {DEFAULT_CORPUS_DIR})")
     parser.add_argument("--hours", type=number(float, 0), default=defaults.train_hours, help="hours of training audio")
     parser.add_argument("--seed", type=number(int, 0), default=defaults.seed)
     parser.add_argument("--dev", type=number(int, 0), default=defaults.dev_utterances, metavar="N", help="dev utterances")

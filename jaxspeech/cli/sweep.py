@@ -18,12 +18,18 @@ checkpoints the running cell and stops the sweep. Axes named ``seed`` (e.g. ``tr
 seeds: ``results.md`` / ``results.json`` give every other combination's mean ± sample standard
 deviation over them, then every cell; ``plots/`` holds each score against FLOPs per step, step time
 and step memory (per device). ``sweep.log`` records when each cell started and finished.
+
+Errors (exit 2): those of ``jaxspeech train`` for any cell, all checked before the first cell runs;
+a --grid that is not KEY=V1,V2,... or repeats an axis; a grid file that does not exist; a --workdir
+that is a file or cannot be created.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+
+from jaxspeech.cli.arguments import folder_to_write
 
 
 def register(subparsers) -> None:
@@ -39,7 +45,7 @@ def register(subparsers) -> None:
                         "optionally CONFIG and SETS); --grid axes are added to its own")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value in every cell, e.g. --set train.time_budget_s=600 (repeatable)")
-    parser.add_argument("--workdir", required=True, help="the sweep's folder: one run folder per cell, results.md")
+    parser.add_argument("--workdir", type=folder_to_write, required=True, help="the sweep's folder: one run folder per cell, results.md")
     parser.add_argument("--dry-run", action="store_true", help="list and check the cells; run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     parser.set_defaults(func=run)
@@ -50,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxspeech.sweep.runner import check_cells, run_sweep
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("jaxspeech").setLevel(logging.INFO)  # the cell-by-cell progress, whatever set up the root logger
     grid = load_grid(args.config, args.grid, args.grid_file, args.set)
     if args.dry_run:
         check_cells(grid)

@@ -19,7 +19,9 @@ skips the stages that finished and writes WORKDIR/report.md with a section per s
 --set values are Python literals (numbers, True/False, None, tuples); anything else is a string.
 Errors (exit 2): a config file that does not exist; --set without KEY=VALUE; a config key that
 does not exist; a value of the wrong type or range for its field (e.g. 'no' for a bool, NaN or a
-negative size), named by its dotted key; a damaged or mismatched checkpoint in the workdir.
+negative size), named by its dotted key; values that do not fit together (task.kind, init.* checkpoints,
+presets or random shapes, buckets beyond the model's frames), named by their section; a --workdir
+that is a file or cannot be created; a damaged or mismatched checkpoint in the workdir.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import argparse
 import logging
 import os
 
+from jaxspeech.cli.arguments import folder_to_write
 from jaxspeech.config_dict import load_config_file, override_from_text
 
 
@@ -45,7 +48,7 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="config file, optionally with an argument: path.py[:arg]")
-    parser.add_argument("--workdir", default=None, help="run folder (default: runs/<config name>)")
+    parser.add_argument("--workdir", type=folder_to_write, default=None, help="run folder (default: runs/<config name>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.time_budget_s=600 (repeatable)")
     parser.add_argument("--plan", default=None, metavar="PLAN_JSON",

@@ -19,7 +19,7 @@ from jaxspeech.audio_tokens import downsampled_length
 from jaxspeech.data.prompts import EncodedExample, encode_example
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER, chunk_tag
 from jaxspeech.data.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
-from jaxspeech.errors import ConfigError
+from jaxspeech.errors import ConfigError, UsageError
 
 
 def load_speech_tokenizer(path: str) -> Tokenizer:
@@ -62,7 +62,7 @@ class SpeechLLMTokens:
     def placeholder_id(self) -> int:
         token_id = self.tokenizer.token_to_id(AUDIO_PLACEHOLDER)
         if token_id is None:
-            raise ValueError(f"tokenizer {self.tokenizer_path} has no {AUDIO_PLACEHOLDER} token")
+            raise UsageError(self.tokenizer_path, f"has no {AUDIO_PLACEHOLDER} token: not a Speech LLM tokenizer")
         return token_id
 
     def chunk_tag_ids(self, clips: int) -> list[int]:

@@ -110,6 +110,11 @@ class Grid:
             labels = [label for label, _ in axis.choices]
             if len(set(labels)) != len(labels):
                 raise UsageError("--grid", f"axis {axis.name!r} repeats a value: {labels}")
+        folders = [cell.name for cell in self.cells()]
+        clashes = sorted({name for name in folders if folders.count(name) > 1})
+        if clashes:
+            raise UsageError("--grid", f"values that differ only in characters a folder name cannot hold give the "
+                                       f"same cell folder(s) {clashes}: rename them")
 
     def cells(self) -> list[Cell]:
         """The cartesian product of the axes, the last axis varying fastest."""

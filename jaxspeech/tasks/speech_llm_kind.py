@@ -32,6 +32,7 @@ from jaxspeech.data.tokenizers import Tokenizer
 from jaxspeech.decoding.generate import GenerationConfig
 from jaxspeech.decoding.lexicon import TokenAutomaton
 from jaxspeech.decoding.speech import decoding_params, generate_from_audio
+from jaxspeech.errors import ConfigError, UsageError
 from jaxspeech.features.specaugment import SpecAugmentConfig
 from jaxspeech.layers.lora import LoraConfig
 from jaxspeech.models.speech_llm import SpeechLLMConfig
@@ -92,7 +93,7 @@ class Vocabulary:
     def of(cls, tokenizer: Tokenizer) -> "Vocabulary":
         placeholder = tokenizer.token_to_id(AUDIO_PLACEHOLDER)
         if placeholder is None:
-            raise ValueError(f"tokenizer {tokenizer.source} has no {AUDIO_PLACEHOLDER} token")
+            raise UsageError(str(tokenizer.source), f"has no {AUDIO_PLACEHOLDER} token: not a Speech LLM tokenizer")
         return cls(tokenizer.vocab_size, placeholder, tokenizer.pad_id or 0, tuple(tokenizer.eos_ids),
                    str(tokenizer.source))
 
@@ -152,8 +153,8 @@ class SpeechLLMKind:
 
     def tokenizer_path(self, data_dir: str, tokenizer: str | None, build: bool) -> str:
         if build:
-            raise ValueError("data.build_tokenizer writes Whisper tokenizers: a Speech LLM's tokenizer is "
-                             "data.tokenizer, init.llm_dir's, or trained with the corpus (data.tokenizer_vocab)")
+            raise ConfigError("data.build_tokenizer", "writes Whisper tokenizers: a Speech LLM's tokenizer is "
+                              "data.tokenizer, init.llm_dir's, or trained with the corpus (data.tokenizer_vocab)")
         return tokenizer or self.init.llm_dir or os.path.join(data_dir, DEFAULT_TOKENIZER)
 
     def setup(self, tokenizer_path: str) -> None:
@@ -176,7 +177,7 @@ class SpeechLLMKind:
 
     @property
     def vocab_size(self) -> int:
-        return self.model.llm.vocab_size
+        return self.model.llm.padded_vocab_size  # the logits' width (padding ids included, never emitted)
 
     def train_config(self, train: TrainConfig) -> TrainConfig:
         return train
@@ -189,8 +190,8 @@ class SpeechLLMKind:
 
     def check_pipeline(self, pipeline: PipelineConfig, where: str) -> None:
         if pipeline.bucket_frames[-1] > self.model.max_audio_frames:
-            raise ValueError(f"{where}.bucket_frames reach {pipeline.bucket_frames[-1]} frames but "
-                             f"model.max_audio_frames is {self.model.max_audio_frames}: raise it or drop the bucket")
+            raise ConfigError(f"{where}.bucket_frames", f"reach {pipeline.bucket_frames[-1]} frames but model.max_audio_frames "
+                                                       f"is {self.model.max_audio_frames}: raise it or drop the bucket")
 
     def example_tokens(self, inference: bool = False) -> SpeechLLMTokens:
         steps = () if self.model.fusion == "cross_attention" else self.model.inline_steps

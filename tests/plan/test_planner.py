@@ -79,8 +79,8 @@ def test_a_run_whose_state_does_not_fit_is_refused_with_the_numbers():
     from jaxspeech.plan.search import PlanRefused
 
     config = load_config_file("configs/slam_asr_8b.py")
-    config.train.optimizer.lr_rules = ()  # every parameter of the 9.7B trains: 16 bytes each with Adam
-    with pytest.raises(PlanRefused, match=r"needs \d+\.\d GiB per chip for the train state alone .*v5e has 16 GiB"):
+    config.train.optimizer.lr_rules = ()  # every parameter of the 8.7B trains: 16 bytes each with Adam
+    with pytest.raises(PlanRefused, match=r"the train state alone needs \d+\.\d GiB per chip .*v5e has 16 GiB"):
         make_plan(config, config_name="slam_asr_8b", sets=[], topology="v5e:2x2", decode=False)
 
 

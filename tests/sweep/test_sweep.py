@@ -49,6 +49,8 @@ def test_cells_are_the_product_of_the_axes_with_joint_axes_from_a_grid_file(tmp_
     assert [axis.is_seed for axis in grid.axes] == [False, True]
     with pytest.raises(UsageError, match=r"axes \['train.seed'\] are given more than once"):
         load_grid(CONFIG, ["train.seed=0,1", "train.seed=2"], None, [])
+    with pytest.raises(UsageError, match=r"same cell folder\(s\) \['task.prompt.system=a-b'\]"):
+        load_grid(CONFIG, ["task.prompt.system=a b,a-b"], None, [])
 
 
 @pytest.mark.parametrize("item, message", [
@@ -105,7 +107,7 @@ def test_sweep_resumes_after_sigkill_without_redoing_finished_cells(tmp_path):
     second = workdir / "train.seed=1"
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 1800  # a loaded 2-core machine takes minutes a cell
         while not (second / "checkpoints" / "2").is_dir():
             assert process.poll() is None, "the sweep ended before its second cell had a checkpoint"
             assert time.monotonic() < deadline
