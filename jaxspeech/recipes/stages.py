@@ -41,10 +41,6 @@ from jaxspeech.tasks.kinds import kind_name
 STAGE_JSON = "stage.json"  # written into a stage's folder once it is trained and evaluated
 
 
-def is_staged(config: Mapping[str, Any]) -> bool:
-    return bool(config.get("stages"))
-
-
 def _merged(base: Mapping[str, Any], changes: Mapping[str, Any], replace: tuple[str, ...] = ()) -> dict[str, Any]:
     """``base`` with ``changes`` merged in: mappings key by key (except the keys in ``replace``), other values replaced."""
     merged = dict(base)
