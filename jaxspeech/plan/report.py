@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 from jaxspeech.plan.chips import GIB
 from jaxspeech.plan.estimate import FRAMES_PER_SECOND
+from jaxspeech.plan.mesh_choice import describe
 
 COLUMNS = ("bucket", "batch", "params", "opt", "grads", "activ.", "other", "total/chip", "headroom", "TFLOP/step",
            "step est.", "MFU est.", "audio s/s/chip", "compile")
@@ -32,17 +33,13 @@ def bucket_row(bucket: Mapping[str, Any], capacity: int) -> tuple[str, ...]:
 
 def _candidates(choice: Mapping[str, Any], shown: int = 5) -> list[str]:
     """The best estimated (mesh, remat) pairs and how many meshes the state alone ruled out."""
-    lines = [f"  {_mesh(p['mesh']):<26} remat {p['remat']!r:<7} ~{p['batch']} rows, {_gib(p['bytes_per_device'])} "
+    lines = [f"  {describe(p['mesh']):<26} remat {p['remat']!r:<7} ~{p['batch']} rows, {_gib(p['bytes_per_device'])} "
              f"GiB/chip, est. MFU {100 * p['mfu']:.0f} %" for p in choice["predictions"][:shown]]
     refused = [c for c in choice["candidates"] if c.get("refused")]
     if refused:
         lines.append(f"  {len(refused)} of {len(choice['candidates'])} meshes refused before compiling (the state "
-                     f"alone does not fit), e.g. {_mesh(refused[0]['mesh'])}: {refused[0]['refused']}")
+                     f"alone does not fit), e.g. {describe(refused[0]['mesh'])}: {refused[0]['refused']}")
     return ["candidates (estimates from the probe compiles):", *lines] if lines else []
-
-
-def _mesh(shape: Mapping[str, int]) -> str:
-    return " x ".join(f"{k} {v}" for k, v in shape.items() if v > 1) or "one device"
 
 
 def format_plan(plan: Mapping[str, Any]) -> str:

@@ -16,7 +16,7 @@ from jaxspeech.plan.parts import planned_run
 from jaxspeech.plan.search import search
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train import optim
-from jaxspeech.train.state import build_layout, init_state
+from jaxspeech.train.state import build_layout
 from jaxspeech.types import Batch, BatchShape
 from tests.plan.small_configs import small_speech_llm
 
@@ -45,7 +45,8 @@ def test_state_bytes_and_weight_traffic_per_chip_from_the_layout_without_compili
         placed = traced.on_mesh(make_mesh(shape, jax.devices()[:8]))
         assert placed.shardings == _layout(run, shape).shardings  # as if traced on that mesh
         cost = mesh_cost(placed)
-        state = init_state(run.task, Batch.abstract(SHAPE), placed)  # what device 0 really holds
+        state = jax.tree.map(lambda a: jax.numpy.zeros(a.shape, a.dtype, device=a.sharding), placed.abstract)
+        # What device 0 really holds of arrays laid out so:
         held = lambda tree: sum(s.data.nbytes for x in jax.tree.leaves(tree) for s in x.addressable_shards
                                 if s.device == jax.devices()[0])
         assert (cost.params, cost.optimizer) == (held(state["params"]), held(state["opt_state"]))
@@ -57,6 +58,7 @@ def test_state_bytes_and_weight_traffic_per_chip_from_the_layout_without_compili
     assert sharded.state < mesh_cost(traced).state and sharded.traffic > mesh_cost(traced).traffic
 
 
+@pytest.mark.slow  # ~34 CPU-s; the default run plans a TPU slice through the same search (test_planner.py)
 def test_fsdp_is_chosen_when_the_state_does_not_fit_with_data_parallelism_alone():
     config = small_speech_llm("xla", **{"train.optimizer.lr_rules": ()})  # everything trains: 16 bytes a parameter
     run = planned_run(config, local_devices=8)

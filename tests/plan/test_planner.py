@@ -54,6 +54,7 @@ def test_plan_for_a_tpu_slice_compiles_the_pallas_train_step_and_round_trips(tmp
     plan = make_plan(small_speech_llm(), config_name="small", sets=[], topology="v5e:2x2", remat="none",
                      buckets=(300,), max_rows_per_device=1, decode=False)
     (bucket,) = plan["buckets"]
+    assert plan["mesh"] in [c["mesh"] for c in plan["mesh_choice"]["candidates"]] and plan["mesh_choice"]["why"]
     assert bucket["batch"] == 4  # one row per chip: the cap given
     assert 0 < bucket["memory_per_device"]["total"] <= 0.9 * 16 * GIB
     assert [c["batch"] for c in bucket["compiles"]] == [4]

@@ -9,13 +9,15 @@ import subprocess
 import sys
 import time
 
+import matplotlib.image
 import numpy as np
 import pytest
 
 from jaxspeech.cli import main
 from jaxspeech.errors import UsageError
 from jaxspeech.sweep.grid import axis_from_text, load_grid, split_values
-from jaxspeech.sweep.results import group_records, markdown
+from jaxspeech.sweep.plots import plot_results
+from jaxspeech.sweep.results import group_records, markdown, write_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = "configs/tiny_asr.py:debug"
@@ -73,21 +75,31 @@ def _record(name, labels, wer, step_time):
             "metrics": {"step_time_s": step_time, "flops_per_step": 2e9, "step_memory_bytes": 3 * 2**20}}
 
 
-def test_the_table_groups_over_seeds_with_mean_and_sample_spread():
+def test_the_table_groups_over_seeds_with_mean_and_sample_spread(tmp_path):
     grid = load_grid(CONFIG, ["model.connector.stack=2,4", "train.seed=0,1,2"], None, [])
     wers = {("2", "0"): 0.30, ("2", "1"): 0.20, ("2", "2"): 0.25, ("4", "0"): 0.5}
-    records = [_record(f"s{stack}_{seed}", {"model.connector.stack": stack, "train.seed": seed}, wer, 0.1 * int(stack))
-               for (stack, seed), wer in wers.items()]
+    names = {tuple(cell.labels.values()): cell.name for cell in grid.cells()}
+    records = [_record(names[key], {"model.connector.stack": key[0], "train.seed": key[1]}, wer, 0.1 * int(key[0]))
+               for key, wer in wers.items()]
     groups = group_records(grid, records)
     assert [g["labels"] for g in groups] == [{"model.connector.stack": "2"}, {"model.connector.stack": "4"}]
     first, second = (g["metrics"]["test WER"] for g in groups)
     assert first["n"] == 3 and np.isclose(first["mean"], 0.25) and np.isclose(first["std"], np.std([.3, .2, .25], ddof=1))
     assert second["n"] == 1 and second["std"] is None
     assert groups[0]["metrics"]["step_time_s"]["mean"] == pytest.approx(0.2)
-    table = markdown(grid, groups, records, pending=["s4_1", "s4_2"])
+    pending = ["model.connector.stack=4__train.seed=1", "model.connector.stack=4__train.seed=2"]
+    table = markdown(grid, groups, records, pending)
     assert "| 2 | 3 | 25.00 ± 5.00 | 2 ± 0 | 0.200 ± 0.000 | 3.0 ± 0.0 |" in table
     assert "| 4 | 1 | 50.00 | 2 | 0.400 | 3.0 |" in table
-    assert "4 of 6 cells finished" in table and "Not finished yet: s4_1, s4_2" in table
+    assert "4 of 6 cells finished" in table and f"Not finished yet: {', '.join(pending)}" in table
+
+    paths = write_results(grid, records, str(tmp_path))
+    saved = json.loads(open(paths["json"]).read())
+    assert [c["name"] for c in saved["cells"]] == [r["name"] for r in records]
+    assert saved["pending"] == pending and saved["groups"] == json.loads(json.dumps(groups))
+    plots = plot_results(paths["json"], str(tmp_path / "plots"))
+    assert list(plots) == ["test WER"] and plots["test WER"].endswith("test_WER.png")
+    assert matplotlib.image.imread(plots["test WER"]).ndim == 3  # a readable PNG
 
 
 def _starts(workdir):
@@ -127,11 +139,11 @@ def test_sweep_resumes_after_sigkill_without_redoing_finished_cells(tmp_path):
     results = json.loads((workdir / "results.json").read_text())
     assert [c["name"] for c in results["cells"]] == ["train.seed=0", "train.seed=1"] and not results["pending"]
     (group,) = results["groups"]
-    wer = group["metrics"]["test WER"]
+    wer = group["metrics"]["test/joint WER"]  # tiny_asr decodes with eval.decoders llm, ctc, joint
     assert wer["n"] == 2 and wer["std"] is not None and 0 <= wer["mean"]
     for name in ("step_time_s", "flops_per_step", "step_memory_bytes"):
         assert group["metrics"][name]["n"] == 2 and group["metrics"][name]["mean"] > 0, name
     table = (workdir / "results.md").read_text()
     assert "| train.seed=0 | 6 | completed |" in table and "| train.seed=1 | 6 | completed |" in table
     plots = {p.name for p in (workdir / "plots").iterdir()}
-    assert {"test_WER.png", "test_CER.png"} <= plots and all(p.endswith(".png") for p in plots)
+    assert {"test_joint_WER.png", "test_llm_CER.png"} <= plots and all(p.endswith(".png") for p in plots)
