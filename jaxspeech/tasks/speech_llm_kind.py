@@ -54,13 +54,19 @@ DEFAULT_TOKENIZER = "tokenizer.model"
 class PromptConfig:
     """``task``: the prompt's instruction (``jaxspeech.data.prompts``: "asr", ...); ``chat``: wrap
     it in the tokenizer's chat template (None: when the tokenizer has one); ``system``: a system turn;
-    ``chunk_tags``: the audio of an example's k-th clip follows the control token ``<chunk_k>`` (NVLM's
-    tile tags in time; the tokenizer must hold them, as the sentencepiece models jaxspeech trains do)."""
+    ``chunk_tags``: the audio's k-th time chunk (a clip, or with ``chunk_frames`` a piece of that many
+    log-mel frames) follows the control token ``<chunk_k>`` (NVLM's tile tags in time; the tokenizer
+    must hold them, as the sentencepiece models jaxspeech trains do: 16)."""
 
     task: str = "asr"
     chat: bool | None = False
     system: str | None = None
     chunk_tags: bool = False
+    chunk_frames: int | None = None
+
+    def __post_init__(self):
+        if self.chunk_frames is not None and (self.chunk_frames < 1 or not self.chunk_tags):
+            raise ConfigError("task.prompt.chunk_frames", f"needs chunk_tags and a value >= 1, got {self.chunk_frames}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,8 +170,6 @@ class SpeechLLMKind:
         prompt = self.task_config.prompt
         self.prompt = prompt if prompt.chat is not None else dataclasses.replace(
             prompt, chat=self.tokenizer.chat_template is not None)
-        if prompt.chunk_tags:
-            self.example_tokens().chunk_tag_ids(1)  # a tokenizer without the tags fails now, naming them
 
     def setup_model(self, vocab: Vocabulary) -> None:
         """The model config and the trainer's task for a tokenizer of ``vocab`` (what a plan needs)."""
@@ -192,12 +196,17 @@ class SpeechLLMKind:
         if pipeline.bucket_frames[-1] > self.model.max_audio_frames:
             raise ConfigError(f"{where}.bucket_frames", f"reach {pipeline.bucket_frames[-1]} frames but model.max_audio_frames "
                                                        f"is {self.model.max_audio_frames}: raise it or drop the bucket")
+        # The longest clip's chunks need as many tags in the tokenizer (a plan has no tokenizer to ask).
+        if self.task_config.prompt.chunk_tags and getattr(self, "tokenizer_file", None) is not None:
+            tokens = self.example_tokens()
+            tokens.chunk_tag_ids(len(tokens.chunk_token_counts([pipeline.bucket_frames[-1]])))
 
     def example_tokens(self, inference: bool = False) -> SpeechLLMTokens:
         steps = () if self.model.fusion == "cross_attention" else self.model.inline_steps
         prompt = self.prompt
         return SpeechLLMTokens(self.tokenizer_file, steps, task=prompt.task, chat=bool(prompt.chat),
-                               system=prompt.system, chunk_tags=prompt.chunk_tags, inference=inference)
+                               system=prompt.system, chunk_tags=prompt.chunk_tags,
+                               chunk_frames=prompt.chunk_frames, inference=inference)
 
     def decoder(self, generation: GenerationConfig, lexicon: TokenAutomaton | None) -> SpeechLLMDecoder:
         generation = dataclasses.replace(generation, eos_ids=tuple(self.tokenizer.eos_ids),

@@ -261,7 +261,8 @@ def test_beam_decoding_of_an_eval_manifest(monkeypatch, tokenizer_dir):
     batch = Batch.padding(run.train_pipeline().batch_shapes()[0])
     params = nn.unbox(run.task.init_params(jax.random.key(0), batch))
     decoder = run.decoder()
-    decoded = decode_manifest(run, decoder, decoder.prepare(params), run.manifest("dev"), max_examples=3, progress=False)
+    decoded = decode_manifest(run, {"": (decoder, decoder.prepare(params))}, run.manifest("dev"), max_examples=3,
+                              progress=False)[""]
     assert [d["id"] for d in decoded] == ["dev-0000000", "dev-0000001", "dev-0000002"]
     assert all(isinstance(d["hypothesis"], str) and d["reference"] == d["text"] for d in decoded)
     with pytest.raises(ValueError, match="eval.generation.method: expected one of"):

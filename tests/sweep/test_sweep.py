@@ -139,11 +139,11 @@ def test_sweep_resumes_after_sigkill_without_redoing_finished_cells(tmp_path):
     results = json.loads((workdir / "results.json").read_text())
     assert [c["name"] for c in results["cells"]] == ["train.seed=0", "train.seed=1"] and not results["pending"]
     (group,) = results["groups"]
-    wer = group["metrics"]["test WER"]
+    wer = group["metrics"]["test/joint WER"]  # tiny_asr decodes with eval.decoders llm, ctc, joint
     assert wer["n"] == 2 and wer["std"] is not None and 0 <= wer["mean"]
     for name in ("step_time_s", "flops_per_step", "step_memory_bytes"):
         assert group["metrics"][name]["n"] == 2 and group["metrics"][name]["mean"] > 0, name
     table = (workdir / "results.md").read_text()
     assert "| train.seed=0 | 6 | completed |" in table and "| train.seed=1 | 6 | completed |" in table
     plots = {p.name for p in (workdir / "plots").iterdir()}
-    assert {"test_WER.png", "test_CER.png"} <= plots and all(p.endswith(".png") for p in plots)
+    assert {"test_joint_WER.png", "test_llm_CER.png"} <= plots and all(p.endswith(".png") for p in plots)
