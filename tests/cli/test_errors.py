@@ -178,6 +178,12 @@ def test_generate_names_a_missing_tokenizer(tmp_path, capsys):
     assert line == f"error: {tmp_path}: expected tokenizer.json or tokenizer.model in this directory"
 
 
+def test_generate_names_a_missing_model_config(tmp_path, capsys):
+    directory = write_chatml_dir(str(tmp_path / "llm"))  # a tokenizer, but no config.json
+    line = _error(capsys, ["generate", "--hf-dir", directory, "--prompt", "hi"])
+    assert line.startswith(f"error: {os.path.join(directory, 'config.json')}: cannot be read as the model config")
+
+
 def test_generate_sample_and_beam_are_exclusive(llm_dir, capsys):
     assert _error(capsys, ["generate", "--hf-dir", llm_dir, "--prompt", "x", "--sample", "--beam", "2"]).startswith(
         "error: --sample: and --beam are exclusive")
@@ -186,6 +192,19 @@ def test_generate_sample_and_beam_are_exclusive(llm_dir, capsys):
 def test_transcribe_names_a_whisper_dir_without_config(tmp_path, capsys):
     line = _error(capsys, ["transcribe", "--whisper-dir", str(tmp_path), "x.flac"])
     assert line.startswith(f"error: {tmp_path / 'config.json'}: cannot be read as JSON")
+
+
+def test_transcribe_names_a_truncated_whisper_weights_file(tmp_path, capsys):
+    from jaxspeech.testing.whisper import micro_hf_model, save_micro_dir
+
+    directory = save_micro_dir(micro_hf_model(), str(tmp_path / "whisper"))
+    weights = os.path.join(directory, "model.safetensors")
+    data = open(weights, "rb").read()
+    with open(weights, "wb") as f:
+        f.write(data[: len(data) // 2])
+    capsys.readouterr()  # transformers' progress bar while saving
+    line = _error(capsys, ["transcribe", "--whisper-dir", directory, "x.flac"])
+    assert line.startswith(f"error: {weights}: tensor '") and "but the file holds" in line, line
 
 
 # ----------------------------------------------------------------------------- plan / launch
@@ -209,6 +228,20 @@ def test_check_data_errors(tmp_path, capsys):
     assert _error(capsys, ["check-data", missing]).startswith(f"error: {missing}: cannot read the manifest")
     (tmp_path / "bad.jsonl").write_text('{"audio_filepath": "a.wav", "duration": 1.0, "text": "x"}\nnot json\n')
     assert _error(capsys, ["check-data", str(tmp_path / "bad.jsonl")]).startswith(f"error: {tmp_path / 'bad.jsonl'}:2: not valid JSON")
+    both = ["check-data", str(tmp_path / "bad.jsonl"), "--librispeech", str(tmp_path)]
+    assert _error(capsys, both) == "error: --librispeech: give either manifests or --librispeech, not both or neither"
+    assert _error(capsys, ["check-data", "--librispeech", str(tmp_path)]) == (
+        f"error: {tmp_path}: no LibriSpeech transcripts found (expected {tmp_path}/*/*/*.trans.txt)")
+
+
+def test_sweep_grid_errors(tmp_path, capsys):
+    sweep = ["sweep", "--config", os.path.join(REPO, f"{CONFIG}:debug"), "--workdir", str(tmp_path / "sweep")]
+    assert _error(capsys, [*sweep, "--grid", "train.seed"]) == "error: --grid: expected KEY=VALUE1,VALUE2,..., got 'train.seed'"
+    assert _error(capsys, [*sweep, "--grid", "train.seed=0,1", "--grid", "train.seed=2,3"]) == (
+        "error: --grid: axes ['train.seed'] are given more than once")
+    missing = str(tmp_path / "grid.py")
+    assert _error(capsys, [*sweep, "--grid-file", missing]) == f"error: {missing}: grid file not found"
+    assert os.listdir(tmp_path) == []
 
 
 def test_score_errors(tmp_path, capsys):
