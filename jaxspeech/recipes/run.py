@@ -24,7 +24,7 @@ from jaxspeech.recipes.dormancy_hook import dormancy_hooks
 from jaxspeech.recipes.evaluate import during_training, evaluate_run, headline
 from jaxspeech.recipes.report import write_report
 from jaxspeech.recipes.word_list import write_words
-from jaxspeech.recipes.workdir import save_config
+from jaxspeech.recipes.workdir import CONFIG_JSON, save_config
 from jaxspeech.sharding import multihost
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train.config import train_config_from_dict
@@ -72,7 +72,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     config.data.tokenizer = keep_tokenizer(run, workdir)
     if run.eval.lexicon is not None:  # the run keeps its word list, as it keeps its tokenizer
         config.eval.lexicon = write_words(run.lexicon_words(), workdir)
-    save_config(config, workdir)
+    # A rerun into a run's folder replaces its config.json only after training from the checkpoints
+    # there: a config they do not fit is refused and leaves the run as it was.
+    resuming = os.path.exists(os.path.join(workdir, CONFIG_JSON))
+    if not resuming:
+        save_config(config, workdir)
     data_ready = time.monotonic()
     mesh = make_mesh(run.train.mesh)
     pretrained = run.kind.pretrained() is not None
@@ -84,6 +88,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         result = train(run.task, run.train, iterator, workdir, eval_fn=eval_fn, mesh=mesh, hooks=dormancy_hooks(run))
     finally:
         iterator.close()
+    if resuming:
+        save_config(config, workdir)
     trained = time.monotonic()
     notes = [f"Initialised from {run.kind.init_source}.", f"Stopped at step {result.step} ({result.stop_reason}).",
              *run.kind.notes(), *run.kind.after_training(result.state["params"], workdir)]
