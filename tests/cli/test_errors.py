@@ -73,6 +73,37 @@ def test_train_bad_set_values_are_named_before_any_data_is_built(tmp_path, capsy
     assert not os.path.exists(tmp_path / "corpus") and not os.path.exists(tmp_path / "run")
 
 
+def _wrong_value(value) -> str:
+    """A --set value of another type than ``value``'s (None: a mapping no optional field takes)."""
+    if isinstance(value, bool):
+        return "no"
+    if isinstance(value, (int, float)):
+        return "abc"
+    if isinstance(value, str):
+        return "[1, 2]"
+    if isinstance(value, (list, tuple)):
+        return "5" if value and isinstance(value[0], str) else "abc"
+    return "{1: 2}" if value is None else "abc"
+
+
+def test_every_key_of_the_config_is_type_checked_before_any_data_is_built(tmp_path, capsys):
+    from jaxspeech.config_dict import load_config_file, plain
+
+    def leaves(section, prefix=""):
+        for key, value in section.items():
+            if isinstance(value, dict) and value:
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    keys = list(leaves(plain(load_config_file(os.path.join(REPO, f"{CONFIG}:debug")))))
+    assert len(keys) >= 80
+    for key, value in keys:
+        line = _error(capsys, _train(tmp_path, f"{key}={_wrong_value(value)}"))
+        assert line.startswith(f"error: {key}"), (key, value, line)
+    assert not os.path.exists(tmp_path / "corpus") and not os.path.exists(tmp_path / "run")
+
+
 @pytest.mark.parametrize("config, sets, key, expected", [
     (f"{CONFIG}:debug", ["task.kind=bogus"], "task.kind", "expected one of ['ctc_encoder', 'speech_llm', 'text_lm'"),
     ("configs/slam_asr.py", [], "init", "names no weights: pass the checkpoints with --set init.whisper_dir="),
