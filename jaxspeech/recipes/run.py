@@ -22,6 +22,7 @@ from jaxspeech.data.tokenizers import TOKENIZER_FILES
 from jaxspeech.recipes.build import Run, build
 from jaxspeech.recipes.dormancy_hook import dormancy_hooks
 from jaxspeech.recipes.evaluate import during_training, evaluate_run, headline
+from jaxspeech.recipes.from_run import FromRuns
 from jaxspeech.recipes.report import write_report
 from jaxspeech.recipes.word_list import write_words
 from jaxspeech.recipes.workdir import CONFIG_JSON, save_config
@@ -52,17 +53,31 @@ def keep_tokenizer(run: Run, workdir: str) -> str:
     return target
 
 
-def write_pretrained(run: Run, workdir: str, mesh) -> State | None:
-    """Makes step 0 of ``workdir`` hold the task's pretrained weights and returns that state; None
-    (nothing read) when the task has none or the workdir already has a checkpoint to resume from."""
+def starting_point(run: Run):
+    """The weights of step 0 (``Pretrained``, ``tasks/kinds.py``): ``init.from_run``'s runs over the
+    task's pretrained checkpoints, or those alone; None for a random init."""
     pretrained = run.kind.pretrained()
-    if pretrained is None:
+    return FromRuns(run.from_run, pretrained) if run.from_run else pretrained
+
+
+def write_pretrained(run: Run, workdir: str, mesh) -> State | None:
+    """Makes step 0 of ``workdir`` hold the starting weights and returns that state; None (nothing
+    read) when there are none or the workdir already has a checkpoint to resume from."""
+    start = starting_point(run)
+    if start is None:
         return None
-    return write_step0_checkpoint(run, workdir, mesh, pretrained.load, pretrained.source, fresh=pretrained.fresh)
+    return write_step0_checkpoint(run, workdir, mesh, start.load, start.source, fresh=start.fresh,
+                                  subtrees=getattr(start, "subtrees", None))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    """Runs the whole job; returns {"scores": {name: rate or perplexity}, "timings": {...}, "report": path, "step", "stop_reason"}."""
+    """Runs the whole job; returns {"scores": {name: rate or perplexity}, "timings": {...}, "report": path, "step",
+    "stop_reason", "trained_seconds" (over every start), "initialised_from"}. A staged config (``stages``)
+    is run stage by stage (``recipes/stages.py``: the last stage's summary, with every stage's in "stages")."""
+    if config.get("stages"):
+        from jaxspeech.recipes.stages import train_stages  # stages run this function: a same-layer import
+
+        return train_stages(config, workdir, progress=progress)
     start = time.monotonic()
     # Joining a multi-process job must precede anything that touches a device (build() counts them).
     multihost.initialize(train_config_from_dict(config.train).distributed)
@@ -79,7 +94,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         save_config(config, workdir)
     data_ready = time.monotonic()
     mesh = make_mesh(run.train.mesh)
-    pretrained = run.kind.pretrained() is not None
+    weights = starting_point(run)
     write_pretrained(run, workdir, mesh)  # step 0, so that a restart resumes from its newest checkpoint instead
     initialised = time.monotonic()
     iterator = run.train_pipeline().iterator()
@@ -91,15 +106,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     if resuming:
         save_config(config, workdir)
     trained = time.monotonic()
-    notes = [f"Initialised from {run.kind.init_source}.", f"Stopped at step {result.step} ({result.stop_reason}).",
-             *run.kind.notes(), *run.kind.after_training(result.state["params"], workdir)]
+    initialised_from = weights.source if weights is not None else run.kind.init_source
+    notes = [f"Initialised from {initialised_from}.",
+             f"Stopped at step {result.step} ({result.stop_reason}).", *run.kind.notes(),
+             *run.kind.after_training(result.state["params"], workdir)]
     exported = time.monotonic()
     decode_seconds: dict[str, float] = {}
     scores = evaluate_run(run, result.state["params"], workdir, progress=progress, seconds=decode_seconds)
     evaluated = time.monotonic()
     timings = {"data (corpus + tokenizer)": data_ready - start}
-    if pretrained:
-        timings["pretrained weights -> step-0 checkpoint"] = initialised - data_ready
+    if weights is not None:
+        timings["starting weights -> step-0 checkpoint"] = initialised - data_ready
     timings.update({"compile": result.compile_seconds, "train (incl. compile, checkpoints)": trained - initialised})
     if exported - trained > 0.05:
         timings["after training (export)"] = exported - trained
@@ -109,4 +126,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
                           scores=scores, plots=plot_learning_curves(workdir), notes=notes,
                           decoders=run.eval.decoders)
     return {"scores": {k: headline(v) for k, v in scores.items()}, "timings": timings, "report": report,
-            "step": result.step, "stop_reason": result.stop_reason}
+            "step": result.step, "stop_reason": result.stop_reason, "trained_seconds": result.trained_seconds,
+            "initialised_from": initialised_from}

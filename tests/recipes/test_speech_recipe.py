@@ -89,7 +89,8 @@ def test_bad_config_keys_are_named(tmp_path, capsys):
     assert error(f"{CONFIG}:debug", "--set", "model.llm.num_layerz=2").startswith(
         "error: model.llm.num_layerz: unknown key(s) ['num_layerz'] in model.llm")
     assert error(f"{CONFIG}:debug", "--set", "model.lm.num_layers=2").startswith("error: model.lm: unknown config key")
-    assert error(f"{CONFIG}:huge") == f"error: {CONFIG}:huge: configs/tiny_asr.py takes no argument or 'debug', got 'huge'\n"
+    assert error(f"{CONFIG}:huge") == (f"error: {CONFIG}:huge: configs/tiny_asr.py takes no argument, 'debug', 'staged' or "
+                                        "'staged_debug', got 'huge'\n")
 
 
 def _checkpoint_listing(workdir) -> dict[str, int]:
