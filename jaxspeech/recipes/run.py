@@ -25,7 +25,7 @@ from jaxspeech.recipes.evaluate import during_training, evaluate_run, headline
 from jaxspeech.recipes.from_run import FromRuns
 from jaxspeech.recipes.report import write_report
 from jaxspeech.recipes.word_list import write_words
-from jaxspeech.recipes.workdir import save_config
+from jaxspeech.recipes.workdir import CONFIG_JSON, save_config
 from jaxspeech.sharding import multihost
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train.config import train_config_from_dict
@@ -60,6 +60,15 @@ def starting_point(run: Run):
     return FromRuns(run.from_run, pretrained) if run.from_run else pretrained
 
 
+def keep_run_files(run: Run, config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Makes ``workdir`` self-contained: copies the tokenizer and writes the word list there, points
+    ``config`` at them and saves it as ``config.json``."""
+    config.data.tokenizer = keep_tokenizer(run, workdir)
+    if run.eval.lexicon is not None:
+        config.eval.lexicon = write_words(run.lexicon_words(), workdir)
+    save_config(config, workdir)
+
+
 def write_pretrained(run: Run, workdir: str, mesh) -> State | None:
     """Makes step 0 of ``workdir`` hold the starting weights and returns that state; None (nothing
     read) when there are none or the workdir already has a checkpoint to resume from."""
@@ -84,10 +93,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     run = build(config, progress)
     os.makedirs(workdir, exist_ok=True)
     config = ml_collections.ConfigDict(plain(config))
-    config.data.tokenizer = keep_tokenizer(run, workdir)
-    if run.eval.lexicon is not None:  # the run keeps its word list, as it keeps its tokenizer
-        config.eval.lexicon = write_words(run.lexicon_words(), workdir)
-    save_config(config, workdir)
+    # A rerun into a run's folder replaces its config.json, tokenizer and word list only after training
+    # from the checkpoints there: a config they do not fit is refused and leaves the run as it was.
+    resuming = os.path.exists(os.path.join(workdir, CONFIG_JSON))
+    if not resuming:
+        keep_run_files(run, config, workdir)
     data_ready = time.monotonic()
     mesh = make_mesh(run.train.mesh)
     weights = starting_point(run)
@@ -99,6 +109,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         result = train(run.task, run.train, iterator, workdir, eval_fn=eval_fn, mesh=mesh, hooks=dormancy_hooks(run))
     finally:
         iterator.close()
+    if resuming:
+        keep_run_files(run, config, workdir)
     trained = time.monotonic()
     initialised_from = weights.source if weights is not None else run.kind.init_source
     notes = [f"Initialised from {initialised_from}.",
