@@ -14,6 +14,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jax
+import numpy as np
 from tqdm.auto import tqdm
 
 from jaxspeech.data.pipeline import DataPipeline
@@ -30,7 +31,8 @@ METHODS = ("greedy", "beam")
 
 
 def generate_fn(run: "WhisperRun") -> Callable:
-    """The jitted ``fn(variables, features f32[B, T, F], lengths i32[B] | None) -> DecodeOutput`` of ``run.eval``."""
+    """The jitted ``fn(variables, features f32[B, T, F], lengths i32[B] | None, active bool[B] | None) -> DecodeOutput``
+    of ``run.eval``."""
     method = run.eval.method
     if method not in METHODS:
         raise ValueError(f"eval.method must be one of {METHODS} for Whisper, got {method!r}")
@@ -60,7 +62,7 @@ def decode_manifest(
                                               disable=not progress, leave=False) as bar:
         for host_batch in batches:
             features, lengths = run.task.encoder_inputs(host_batch.batch.features, host_batch.batch.feature_lengths)
-            out = generate(variables, features, lengths)
+            out = generate(variables, features, lengths, np.asarray(host_batch.batch.weights) > 0)  # padding rows idle
             tokens, token_counts = jax.device_get((out.tokens, out.lengths))
             for meta in host_batch.metadata:
                 row = meta["row"]
