@@ -48,11 +48,12 @@ def eval_batches(components, examples: int) -> list:
     name = eval_sets if isinstance(eval_sets, str) else eval_sets[0]
     with eval_pipeline(components, components.manifest(name), examples).iterator() as batches:
         host_batches = list(batches)
+    padded = []
     for host_batch in host_batches:
         segment_ids = np.array(host_batch.batch.segment_ids)
         segment_ids[np.asarray(host_batch.batch.weights) == 0, 0] = 1
-        host_batch.batch = dataclasses.replace(host_batch.batch, segment_ids=segment_ids)
-    return host_batches
+        padded.append(dataclasses.replace(host_batch, batch=dataclasses.replace(host_batch.batch, segment_ids=segment_ids)))
+    return padded
 
 
 class Ours:
@@ -67,7 +68,7 @@ class Ours:
         for host_batch in self.batches:
             b = host_batch.batch
             out = generate_from_audio(self.config, self.params, b.tokens, b.segment_ids, b.features, b.feature_lengths,
-                                      self.gen, lexicon=self.lexicon)
+                                      self.gen, lexicon=self.lexicon, active=np.asarray(b.weights) > 0)
             tokens, lengths = jax.device_get((out.tokens, out.lengths))
             hypotheses += [tokens[m["row"], : lengths[m["row"]]].tolist() for m in host_batch.metadata]
         return hypotheses

@@ -166,9 +166,23 @@ def expand_for_beams(tree: Any, num_beams: int) -> Any:
     return jax.tree.map(lambda x: jnp.repeat(x, num_beams, axis=0) if x.ndim else x, tree)
 
 
-def reorder_rows(tree: Any, rows: jax.Array) -> Any:
-    """Gathers rows i32[R] along axis 0 of every batched leaf."""
-    return jax.tree.map(lambda x: jnp.take(x, rows, axis=0) if x.ndim else x, tree)
+def _reorders_itself(x: Any) -> bool:
+    return hasattr(x, "reorder_rows")
+
+
+def reorder_rows(tree: Any, rows: jax.Array, recent: jax.Array | None = None) -> Any:
+    """Gathers rows i32[R] (valid row indices) along axis 0 of every batched leaf. A cache that
+    defines ``reorder_rows(rows, recent)`` (a KV cache) does it itself, given that only its slots
+    written in the last ``recent`` i32[] steps differ between rows that started alike (the beams of
+    one prompt)."""
+
+    def reorder(x):
+        if _reorders_itself(x) and recent is not None:
+            return x.reorder_rows(rows, recent)
+        # mode="clip": a plain gather; the default ("fill") adds a bounds test, a second pass.
+        return jnp.take(x, rows, axis=0, mode="clip") if x.ndim else x
+
+    return jax.tree.map(reorder, tree, is_leaf=_reorders_itself)
 
 
 def beam_search(
@@ -245,12 +259,9 @@ def beam_search(
         parent = jnp.take_along_axis(cand_beam, open_idx, axis=1)
         tokens = jnp.take_along_axis(cand_token, open_idx, axis=1)
         rows = (jnp.arange(batch)[:, None] * k + parent).reshape(-1)
-        cache = reorder_rows(s["cache"], rows)
-        logits, cache = jax.lax.cond(
-            last_step,
-            lambda: (s["logits"], cache),
-            lambda: step_fn(tokens.reshape(-1), cache),
-        )
+        # The cache holds the prompt (the same for every beam of a row) and the `step` tokens since.
+        cache = reorder_rows(s["cache"], rows, recent=step)
+        logits, cache = step_fn(tokens.reshape(-1), cache)  # after the last step: computed, not used
         return dict(
             step=step + 1,
             logits=logits,

@@ -63,7 +63,7 @@ def make_generate_fn(
     output nothing and never keep the loop running. ``max_new_tokens`` is capped so prompt + output
     fit the decoder's positions (as HF). The output tokens exclude the prompt; ``lengths`` include
     the end token when one was emitted. Decoder layers run unrolled (scanned params are unstacked
-    once per call).
+    once per call), without rematerialisation.
     """
     prompt = generation.prompt(language, task)
     max_new = min(max_new_tokens, config.decoder.max_target_positions - len(prompt))
@@ -75,7 +75,7 @@ def make_generate_fn(
     )
 
     def generate(params, features: jax.Array, lengths: jax.Array | None, active: jax.Array | None = None):
-        decoding_config, params = unrolled(config, params)
+        decoding_config, params = unrolled(config.with_options(remat_policy="none"), params)
         model = WhisperSeq2Seq(decoding_config)
         batch = features.shape[0]
         encoded = model.apply(params, features, lengths, method="encode")

@@ -37,6 +37,7 @@ from jaxspeech.layers.mlp import MLP
 from jaxspeech.layers.norms import LayerNorm
 from jaxspeech.layers.options import check_block_options, check_heads
 from jaxspeech.layers.remat import remat, scan_layers
+from jaxspeech.llm.kv_cache import reorder_recent_slots
 from jaxspeech.llm.layout import unstack_layers
 
 
@@ -122,6 +123,13 @@ class WhisperCache:
     @property
     def max_length(self) -> int:
         return self.k[0].shape[2]
+
+    def reorder_rows(self, rows: jax.Array, recent: jax.Array) -> "WhisperCache":
+        """Rows i32[R] gathered, where rows differ: the slots of the last ``recent`` i32[] steps (the
+        rows reordered among themselves, beams of one prompt, share every earlier slot)."""
+        layers = len(self.k)
+        kv = reorder_recent_slots((*self.k, *self.v), (2,) * (2 * layers), rows, self.index, recent)
+        return self.replace(k=tuple(kv[:layers]), v=tuple(kv[layers:]))
 
 
 @struct.dataclass

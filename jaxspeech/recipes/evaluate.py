@@ -86,9 +86,10 @@ def decode_manifest(
         for host_batch in batches:
             batch = host_batch.batch
             segment_ids = np.array(batch.segment_ids)
-            segment_ids[np.asarray(batch.weights) == 0, 0] = 1  # padding rows: a dummy one-token prompt
+            padding = np.asarray(batch.weights) == 0
+            segment_ids[padding, 0] = 1  # padding rows: a dummy one-token prompt, inactive
             out = generate_from_audio(config, dparams, batch.tokens, segment_ids, batch.features,
-                                      batch.feature_lengths, gen, lexicon=lexicon)
+                                      batch.feature_lengths, gen, lexicon=lexicon, active=~padding)
             tokens, lengths = jax.device_get((out.tokens, out.lengths))
             for meta in host_batch.metadata:
                 row = meta["row"]
