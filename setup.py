@@ -8,7 +8,7 @@ INSTALL_REQUIRES = [
     "flax==0.12.8",
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
-    "etils[epath]>=1.5",  # paths that may be local or a bucket (checkpoints, data)
+    "etils[epath,epy]>=1.5",  # paths that may be local or a bucket; lazy package APIs (epy)
     "absl-py>=1.0",  # Grain's flags (data/pipeline.py)
     "ml-dtypes>=0.5",  # bfloat16 in safetensors files
     "grain==0.2.18",
@@ -44,6 +44,7 @@ EXTRAS = {
         "tensorflow-datasets==4.9.10",
         "array-record==0.8.6",
         "ipython>=8",  # the colab/ notebook test (IPython.display)
+        "jax[tpu]==0.10.2",  # libtpu: Mosaic kernel and `jaxspeech plan` tests compile for TPUs on any machine
         "import-linter>=2.1",  # the layering contracts of pyproject.toml (tests/test_layering.py)
         "ruff>=0.6",  # lint rules of pyproject.toml (tests/test_ruff.py)
     ],

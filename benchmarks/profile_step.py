@@ -25,7 +25,7 @@ import jax
 from benchmarks.profiling import profile
 from benchmarks.train_step import build_step, load_batch
 from jaxspeech.cli.train import load_with_overrides
-from jaxspeech.recipes.components import build
+from jaxspeech.recipes.build import build
 
 
 def main() -> None:
@@ -37,9 +37,9 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25, help="rows per table")
     args = parser.parse_args()
 
-    components = build(load_with_overrides(args.config, args.set), progress=False)
-    batch = load_batch(components, args.frames, None)
-    built = build_step(components, batch)
+    run = build(load_with_overrides(args.config, args.set), progress=False)
+    batch = load_batch(run, args.frames, None)
+    built = build_step(run, batch)
     state, compiled, device_batch = built.state, built.run, built.device_batch
     del built  # the state is donated at every step: no other reference may keep the first one alive
 

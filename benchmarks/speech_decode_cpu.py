@@ -34,19 +34,16 @@ import transformers
 
 from benchmarks.harness import alternating, best_torch_threads, machine_info, write_json
 from jaxspeech.convert.hf_llm import export_hf_llm
-from jaxspeech.decoding.speech import decoding_params, generate_from_audio, neutral_padding
+from jaxspeech.decoding.speech import generate_from_audio, neutral_padding
 from jaxspeech.evals.metrics import wer
 from jaxspeech.models.speech_llm import SpeechLLM
-from jaxspeech.recipes.evaluate import eval_pipeline, generation_config
 from jaxspeech.recipes.restore import restore
 
 
-def eval_batches(components, examples: int) -> list:
-    """The eval pipeline's host batches over the first ``examples`` test utterances (padding rows
-    get a one-token prompt, as ``jaxspeech eval`` gives them)."""
-    eval_sets = components.config.data.eval_sets
-    name = eval_sets if isinstance(eval_sets, str) else eval_sets[0]
-    with eval_pipeline(components, components.manifest(name), examples).iterator() as batches:
+def eval_batches(run, examples: int) -> list:
+    """The eval pipeline's host batches over the first ``examples`` utterances of the first eval set
+    (padding rows get a one-token prompt, as ``jaxspeech eval`` gives them)."""
+    with run.eval_data(run.manifest(run.data.eval_sets[0]), examples).iterator() as batches:
         host_batches = list(batches)
     padded = []
     for host_batch in host_batches:
@@ -127,14 +124,16 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/speech_decode_cpu.json")
     args = parser.parse_args()
 
-    components, params, step = restore(args.workdir)
-    if components.model.fusion != "decoder_only":
-        raise SystemExit(f"--workdir must hold a decoder_only run (transformers' peer takes an embedding prefix); "
-                         f"{args.workdir} is {components.model.fusion}")
-    decoding = decoding_params(components.model, {"params": params}, components.task.lora)
-    batches = eval_batches(components, args.examples)
+    run, params, step = restore(args.workdir)
+    model = getattr(run.kind, "model", None)
+    if getattr(model, "fusion", None) != "decoder_only":
+        raise SystemExit(f"--workdir must hold a decoder_only Speech-LLM run (transformers' peer takes an embedding "
+                         f"prefix); {args.workdir} is {getattr(model, 'fusion', type(run.kind).__name__)}")
+    run_decoder = run.decoder()
+    decoding = run_decoder.prepare(params)
+    batches = eval_batches(run, args.examples)
     references = [m["text"] for b in batches for m in b.metadata]
-    run_gen = generation_config(components)
+    run_gen = run_decoder.generation
     results = {
         "benchmark": "Speech-LLM decoding of the eval pipeline's batches (encoder, prefill, search), CPU, float32",
         "machine": machine_info(), "load_average_start": os.getloadavg(), "workdir": args.workdir, "step": step,
@@ -145,7 +144,7 @@ def main() -> None:
         export_hf_llm(config, llm_params, directory, "qwen2" if config.qkv_bias and not config.attention_bias else "llama")
         for name in args.decoders:
             if name == "eval":
-                gen, lexicon = run_gen, components.lexicon()
+                gen, lexicon = run_gen, run.lexicon()
             else:
                 gen = dataclasses.replace(run_gen, method=name, ctc_weight=0.0)
                 lexicon = None
@@ -153,7 +152,7 @@ def main() -> None:
             start = time.perf_counter()
             our_tokens = ours()
             compile_s = time.perf_counter() - start
-            decode = components.tokenizer.decode
+            decode = run.tokenizer.decode
             run = {"decoder": name, "method": gen.method, "num_beams": gen.num_beams, "ctc_weight": gen.ctc_weight,
                    "lexicon": lexicon is not None, "compile_plus_first_run_s": compile_s,
                    "wer": wer(references, [decode(t) for t in our_tokens]).rate}

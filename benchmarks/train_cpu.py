@@ -1,7 +1,7 @@
 """Train step of the tiny_asr Speech LLM on CPU: jaxspeech vs the same model in PyTorch (transformers).
 
 Ours is exactly what ``jaxspeech train --config configs/tiny_asr.py`` trains, built through the
-project's own code (``recipes.components.build``, then ``benchmarks.train_step.build_step``: the
+project's own code (``recipes.build.build``, then ``benchmarks.train_step.build_step``: the
 layout, state and ``CompiledStep`` as the trainer makes them): a 4-block Conformer (d 144, 4 heads,
 FFN 576, depthwise kernel 9, layer-norm conv module, 4x frame stacking + Dense front end, relative
 positions) -> frame stacking by 4 + GELU MLP (576 -> 384 -> 192) -> a 3-layer Llama decoder (d 192,
@@ -67,7 +67,7 @@ from flax import traverse_util
 from benchmarks.harness import alternating, best_torch_threads, machine_info, matmul_peak_gflops, timed, write_json
 from benchmarks.train_step import build_step, load_batch
 from jaxspeech.config_dict import load_config_file
-from jaxspeech.recipes.components import build
+from jaxspeech.recipes.build import build
 from jaxspeech.tasks.speech_llm import SpeechLLMTask, ctc_min_frames, ctc_targets
 
 CONFIG = "configs/tiny_asr.py"
@@ -113,14 +113,14 @@ def analytic_flops(model, batch) -> dict:
     return {"forward_by_part": parts, "forward": forward, "train_step": 3 * forward}
 
 
-def xla_unrolled_grad_flops(components, batch) -> float | None:
+def xla_unrolled_grad_flops(run, batch) -> float | None:
     """XLA's FLOP count of value_and_grad(loss) with unrolled layers (a cross-check only)."""
-    model = components.model
+    model = run.kind.model
     unrolled = model.replace(
         encoder=model.encoder.replace(conformer=model.encoder.conformer.replace(scan_layers=False)),
         llm=model.llm.replace(scan_layers=False),
     )
-    task = SpeechLLMTask(unrolled, components.task.loss_config, components.task.spec_augment, components.task.lora)
+    task = SpeechLLMTask(unrolled, run.task.loss_config, run.task.spec_augment, run.task.lora)
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jax.dtypes.canonicalize_dtype(x.dtype)), batch)
     params = nn.unbox(jax.eval_shape(lambda b: task.init_params(jax.random.key(0), b), shapes))
     grad = jax.value_and_grad(lambda p, bt: task.loss(p, bt, jax.random.key(0), train=True)[0])
@@ -428,12 +428,12 @@ def main() -> None:
         config.model.encoder.conformer.num_layers = size["conformer_layers"]
     if size["llm_layers"]:
         config.model.llm.num_layers = size["llm_layers"]
-    components = build(config, progress=False)
-    batch = load_batch(components, args.frames, size["rows"])
-    model, task = components.model, components.task
+    run = build(config, progress=False)
+    batch = load_batch(run, args.frames, size["rows"])
+    model, task = run.kind.model, run.task
 
     # --- ours: what `jaxspeech train` compiles and runs
-    built = build_step(components, batch)
+    built = build_step(run, batch)
     step, state, fn, device_batch, compile_s = built.step, built.state, built.run, built.device_batch, built.compile_s
     del built  # the state is donated at every step: no other reference may keep the first one alive
     ours_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state["params"]))
@@ -443,7 +443,7 @@ def main() -> None:
     # --- peer: same architecture, our initial weights
     torch.manual_seed(0)
     peer = PeerSpeechLLM(model, task.loss_config, task.spec_augment)
-    decayed = port_weights(state["params"], peer, components.train.optimizer.no_decay_rules)
+    decayed = port_weights(state["params"], peer, run.train.optimizer.no_decay_rules)
     peer_params = sum(p.numel() for p in peer.parameters())
     if peer_params != ours_params:
         raise RuntimeError(f"parameter counts differ: ours {ours_params}, peer {peer_params}")
@@ -452,8 +452,8 @@ def main() -> None:
     with torch.no_grad():
         peer_eval_loss, peer_eval_parts = peer.loss(inputs)
     peer.train()
-    optimizer, scheduler, optimizer_impl = make_optimizer(peer, decayed, components.train.optimizer)
-    clip = components.train.optimizer.grad_clip_norm
+    optimizer, scheduler, optimizer_impl = make_optimizer(peer, decayed, run.train.optimizer)
+    clip = run.train.optimizer.grad_clip_norm
     trainable = [p for p in peer.parameters() if p.requires_grad]
 
     holder = {"state": state}
@@ -486,7 +486,7 @@ def main() -> None:
 
     flops = analytic_flops(model, batch)
     xla_scanned = step.flops.get(step.shape_key(batch))
-    xla_unrolled = xla_unrolled_grad_flops(components, batch)
+    xla_unrolled = xla_unrolled_grad_flops(run, batch)
     gflops = flops["train_step"] / timing["ours_median_s"] / 1e9
     peer_gflops = flops["train_step"] / timing["peer_median_s"] / 1e9
     rows, clips, frames, mels = batch.features.shape

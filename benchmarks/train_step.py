@@ -12,9 +12,9 @@ from jaxspeech.train.state import build_layout, init_state
 from jaxspeech.train.step import CompiledStep
 
 
-def load_batch(components, frames: int, rows: int | None, max_batches: int = 300):
+def load_batch(experiment, frames: int, rows: int | None, max_batches: int = 300):
     """The pipeline's first host batch of the ``frames`` bucket (optionally its first ``rows`` rows)."""
-    it = components.train_pipeline().iterator()
+    it = experiment.train_pipeline().iterator()
     try:
         for _ in range(max_batches):
             batch = next(it).batch
@@ -40,11 +40,11 @@ class BuiltStep:
     compile_s: float
 
 
-def build_step(components, batch) -> BuiltStep:
+def build_step(experiment, batch) -> BuiltStep:
     """Layout, state and executable exactly as the trainer makes them, for ``batch``'s shapes."""
-    task, optimizer = components.task, components.train.optimizer
-    layout = build_layout(task, batch, optimizer, make_mesh(components.train.mesh))
-    step = CompiledStep(task, layout, optimizer, components.train.grad_accum_steps)
+    task, optimizer = experiment.task, experiment.train.optimizer
+    layout = build_layout(task, batch, optimizer, make_mesh(experiment.train.mesh))
+    step = CompiledStep(task, layout, optimizer, experiment.train.grad_accum_steps)
     state = init_state(task, batch, layout, 0)
     run = step.compiled(batch)
     return BuiltStep(step, state, run, step.to_device(batch), step.compile_seconds[step.shape_key(batch)])

@@ -23,7 +23,6 @@ import argparse
 import collections
 import os
 import tempfile
-import time
 
 import numpy as np
 import torch

@@ -3,9 +3,11 @@ gated cross-attention.
 
   jaxspeech train --config configs/hybrid.py --workdir runs/hybrid
   jaxspeech train --config configs/hybrid.py:debug --workdir /tmp/hybrid_debug
+  jaxspeech train --config configs/hybrid.py --workdir runs/hybrid_tags --set task.prompt.chunk_tags=True
 
 Every ``hybrid_pool`` connector outputs are averaged into one inline token (a coarse summary in the
-prompt); the cross-attention memory keeps every output.
+prompt); the cross-attention memory keeps every output. ``task.prompt.chunk_tags`` puts the tag
+``<chunk_k>`` before the k-th clip's audio, as NVLM-H's tile tags.
 """
 
 import ml_collections

@@ -24,12 +24,12 @@ TRAINED_AND_FROZEN = ((r"llm/.*/lora_[ab]", LEARNING_RATE), ("llm/.*", None), ("
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = slam_asr.get_config(arg)
-    c.model.connector = dict(kind="qformer", window=17, window_stride=17, num_queries=1, qformer_layers=2,
-                             qformer_size=768, qformer_heads=12, qformer_ffn=3072)
+    c.model.connector = dict(kind="qformer", window=17, window_stride=17, num_queries=1, num_layers=2, size=768,
+                             num_heads=12, ffn_size=3072)
     c.task.lora = dict(rank=8, alpha=16.0, dropout=0.1, targets=r"llm/.*(q_proj|k_proj|v_proj|o_proj)")
     c.train.optimizer.update(learning_rate=LEARNING_RATE, lr_rules=TRAINED_AND_FROZEN)
     if arg == "debug":
-        c.model.connector.update(qformer_layers=1, qformer_size=32, qformer_heads=2, qformer_ffn=64)
+        c.model.connector.update(num_layers=1, size=32, num_heads=2, ffn_size=64)
         c.train.optimizer.update(learning_rate=1e-3, lr_rules=((r"llm/.*/lora_[ab]", 1e-3), *TRAINED_AND_FROZEN[1:]))
     else:
         c.data.pipeline.max_tokens = MAX_TOKENS

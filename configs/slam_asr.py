@@ -11,7 +11,7 @@
 After Ma et al., "An Embarrassingly Simple Approach for LLM with Strong ASR Capacity" (2024).
 ``init.whisper_dir`` is an HF Whisper directory and ``init.llm_dir`` an HF Llama/Qwen2 directory
 (config.json + safetensors; the LLM's also tokenizer.json): their config.json give the encoder and
-LLM shapes, their weights step 0 of the run (``jaxspeech.recipes.pretrained``); this file states
+LLM shapes, their weights step 0 of the run (``jaxspeech.tasks.speech_llm_init``); this file states
 only the connector, the fusion and the training. The LLM's tokenizer gains the ``<|audio|>``
 placeholder; the prompt follows its chat template when it has one.
 
@@ -54,7 +54,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         fusion="decoder_only",
         max_audio_frames=BUCKETS[-1],
     )
-    c.task = dict(loss=dict(label_smoothing=0.0), spec_augment=None, lora=None, prompt=dict(task="asr", chat=None))
+    c.task = dict(kind="speech_llm", loss=dict(label_smoothing=0.0), spec_augment=None, lora=None,
+                  prompt=dict(task="asr", chat=None))
     c.train = dict(
         seed=0,
         total_steps=5000,
@@ -65,7 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         checkpoint=dict(every_steps=1000, max_to_keep=2),
         metrics=dict(log_every=50),
     )
-    c.eval = dict(method="greedy", num_beams=4, max_new_tokens=200, during_training_examples=100)
+    c.eval = dict(generation=dict(method="greedy", max_new_tokens=200), during_training_examples=100)
 
     if debug:
         c.init.random = dict(
@@ -84,5 +85,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        optimizer=dict(learning_rate=1e-3, warmup_steps=1, decay_steps=3, lr_rules=FROZEN),
                        checkpoint=dict(every_steps=2, max_to_keep=2),
                        metrics=dict(log_every=1, measure_peak_flops=False), progress_bar=False)
-        c.eval.update(max_new_tokens=8, max_examples=4)
+        c.eval.generation.max_new_tokens = 8
+        c.eval.max_examples = 4
     return c

@@ -61,6 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         ctc=True,
     )
     c.task = dict(
+        kind="speech_llm",
         loss=dict(label_smoothing=0.1, ctc_weight=0.3),
         spec_augment=dict(num_freq_masks=2, max_freq_width=15, num_time_masks=2, max_time_width=20),
         lora=None,
@@ -81,8 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     # Joint CTC/attention beam search over the words of the training transcripts: the CTC head keeps
     # the small LLM on the audio, the lexicon keeps it to real words (experiments/tiny_asr/README.md).
-    c.eval = dict(method="beam", num_beams=8, ctc_weight=0.7, ctc_candidates=32, lexicon="train", max_new_tokens=80,
-                  max_examples=None)
+    c.eval = dict(generation=dict(method="beam", num_beams=8, ctc_weight=0.7, ctc_candidates=32, max_new_tokens=80),
+                  lexicon="train", max_examples=None)
 
     if debug:
         c.data.dir = "data/tiny_debug"
@@ -97,5 +98,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                                                           decay_steps=3),
                        checkpoint=dict(every_steps=2, max_to_keep=2), metrics=dict(log_every=1, measure_peak_flops=False),
                        progress_bar=False)
-        c.eval.update(max_new_tokens=8, max_examples=4)
+        c.eval.generation.max_new_tokens = 8
+        c.eval.max_examples = 4
     return c

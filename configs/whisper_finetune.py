@@ -10,7 +10,7 @@ tokenizer.json). The default data is the embedded eSpeak NG corpus of configs/ti
 data/tiny on first use); any manifests work (``data.dir``, ``data.train``, ``data.eval_sets``).
 
 Inputs: duration buckets keep short clips cheap, but the checkpoint was pre-trained on 30-s windows
-with every frame attended; ``--set data.pad_to_30s=True`` trains and evaluates on that view instead
+with every frame attended; ``--set task.full_window=True`` trains and evaluates on that view instead
 (one 3000-frame bucket, about 6x the encoder compute for 5-s clips). ``--set task.freeze_encoder=True``
 trains the decoder only. The debug variant trains a tiny random-init Whisper with a byte-level
 Whisper-style tokenizer on data/tiny_debug for 3 steps.
@@ -26,7 +26,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg not in (None, "", "debug"):
         raise ValueError(f"configs/whisper_finetune.py takes no argument or 'debug', got {arg!r}")
     c = ml_collections.ConfigDict()
-    c.recipe = "whisper"
 
     c.init = dict(whisper_dir=None, random=None)
     c.data = dict(
@@ -37,7 +36,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         build_tokenizer=False,
         train="train",
         eval_sets=("dev", "test"),
-        pad_to_30s=False,
         pipeline=dict(
             bucket_frames=BUCKETS,
             frame_budget=48_000,
@@ -50,11 +48,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.model = dict(dtype="float32", param_dtype="float32", scan_layers=True, remat_policy="none", attn_impl="xla")
     c.task = dict(
+        kind="whisper_seq2seq",
         language="en",  # None for English-only checkpoints (*.en)
         leading_space=True,
         loss=dict(label_smoothing=0.0),
         spec_augment=None,  # e.g. dict(num_freq_masks=2, max_freq_width=27, num_time_masks=2, max_time_width=50)
         freeze_encoder=False,
+        full_window=False,
     )
     c.train = dict(
         seed=0,
@@ -66,7 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         checkpoint=dict(every_steps=1000, max_to_keep=2),
         metrics=dict(log_every=50),
     )
-    c.eval = dict(method="greedy", num_beams=4, max_new_tokens=224, during_training_examples=100)
+    c.eval = dict(generation=dict(method="greedy", max_new_tokens=224), during_training_examples=100)
 
     if debug:
         c.init.random = dict(
@@ -85,5 +85,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        optimizer=dict(learning_rate=1e-3, warmup_steps=1, decay_steps=3),
                        checkpoint=dict(every_steps=2, max_to_keep=2),
                        metrics=dict(log_every=1, measure_peak_flops=False), progress_bar=False)
-        c.eval.update(max_new_tokens=8, max_examples=4)
+        c.eval.generation.max_new_tokens = 8
+        c.eval.max_examples = 4
     return c

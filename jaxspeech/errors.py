@@ -1,4 +1,10 @@
-"""Typed errors of the data pipeline and the reason codes used to count rejected examples."""
+"""Typed errors and the reason codes used to count rejected examples.
+
+``KnownError`` marks the errors a user fixes from their message alone; it reads
+``<file, config key or flag>: <what was found and what was expected>``. The ``jaxspeech`` command
+prints such an error as one line ``error: <message>`` and exits 2, without a traceback (``--debug``
+or ``JAXSPEECH_DEBUG=1`` shows it); any other exception keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,30 @@ class RejectReason(str, enum.Enum):
     PACK_OVERFLOW = "pack_overflow"  # fits alone, but no packed row of its batch had room left
 
 
-class AudioError(Exception):
+class KnownError(Exception):
+    """An expected failure whose message names the file or key at fault and what was expected."""
+
+
+class UsageError(KnownError, ValueError):
+    """Bad input: ``where`` (a file, config key or flag) and ``what`` was found or expected."""
+
+    def __init__(self, where: str, what: str):
+        self.where, self.what = str(where), what
+        super().__init__(f"{self.where}: {what}")
+
+    def __reduce__(self):
+        return (type(self), (self.where, self.what))
+
+
+class MissingFileError(UsageError, FileNotFoundError):
+    """A file or folder that should exist does not (``where``: its path)."""
+
+
+class ConfigError(UsageError):
+    """A config key that does not exist, or a value of the wrong type or range (``where``: the dotted key)."""
+
+
+class AudioError(KnownError):
     """An audio file or buffer that cannot be used; ``reason`` is a ``RejectReason``."""
 
     def __init__(self, path: str, reason: RejectReason, message: str):
@@ -34,11 +63,11 @@ class AudioError(Exception):
         return (type(self), (self.path, self.reason, self.message))
 
 
-class ManifestError(ValueError):
+class ManifestError(KnownError, ValueError):
     """A manifest or dataset layout that does not match what the sources expect."""
 
 
-class DataQualityError(RuntimeError):
+class DataQualityError(KnownError, RuntimeError):
     """Too many bad examples: the pipeline stops rather than train on a broken dataset."""
 
 

@@ -88,6 +88,24 @@ class Batch:
         return jax.eval_shape(lambda: cls.padding(shape))
 
 
+@struct.dataclass
+class TextBatch:
+    """A batch of packed text (no audio): tokens i32[B, L], loss_mask f32[B, L] (1 where the token
+    is a target predicted from position t - 1), segment_ids i32[B, L] (0 = padding, 1..k for the k
+    texts of a row) and positions i32[B, L] (restarting at 0 in every segment)."""
+
+    tokens: Array
+    loss_mask: Array
+    segment_ids: Array
+    positions: Array
+
+    @classmethod
+    def padding(cls, rows: int, length: int) -> "TextBatch":
+        """An all-padding numpy batch of ``rows`` x ``length`` tokens."""
+        zeros = np.zeros((rows, length), np.int32)
+        return cls(tokens=zeros, loss_mask=zeros.astype(np.float32), segment_ids=zeros.copy(), positions=zeros.copy())
+
+
 @dataclasses.dataclass(frozen=True)
 class HostBatch:
     """What the pipeline yields: the numpy ``Batch`` plus host-only information.

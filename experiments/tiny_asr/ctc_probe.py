@@ -23,17 +23,16 @@ def main() -> None:
 
     from jaxspeech.decoding.ctc import greedy_ctc
     from jaxspeech.models.speech_llm import SpeechLLM
-    from jaxspeech.recipes.evaluate import eval_pipeline, records_by_id, score
+    from jaxspeech.recipes.evaluate import score
     from jaxspeech.recipes.restore import restore
 
-    components, params, step = restore(args.workdir)
-    model = SpeechLLM(components.model)
-    blank_id = components.model.ctc_blank_id
+    run, params, step = restore(args.workdir)
+    model = SpeechLLM(run.kind.model)
+    blank_id = run.kind.model.ctc_blank_id
 
     apply = jax.jit(lambda p, f, n: model.apply({"params": p}, f, n, method=SpeechLLM.ctc_from_features))
-    manifest = components.manifest(args.set)
-    records = records_by_id(manifest)
-    pipeline = eval_pipeline(components, manifest, args.max_examples)
+    manifest = run.manifest(args.set)
+    pipeline = run.eval_data(manifest, args.max_examples)
     decoded = []
     with pipeline.iterator() as batches:
         for host_batch in batches:
@@ -42,8 +41,8 @@ def main() -> None:
             clips = batch.features.shape[1]
             paths = greedy_ctc(logits, lengths, blank_id)
             for meta in host_batch.metadata:
-                hypothesis = components.tokenizer.decode(paths[meta["row"] * clips])
-                decoded.append({**records.get(meta["id"], {}), "id": meta["id"], "reference": meta["text"],
+                hypothesis = run.tokenizer.decode(paths[meta["row"] * clips])
+                decoded.append({**pipeline.source[meta["example_id"]], "id": meta["id"], "reference": meta["text"],
                                 "hypothesis": hypothesis})
     print(f"{args.workdir}, step {step}, greedy CTC on '{args.set}' ({len(decoded)} utterances):")
     for name, result in score(decoded, args.set).items():

@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from jaxspeech.cli.train import load_with_overrides
-    from jaxspeech.recipes.components import build
+    from jaxspeech.recipes.build import build
     from jaxspeech.recipes.workdir import save_config
     from jaxspeech.train.loop import train
 
@@ -35,11 +35,11 @@ def main() -> None:
     config = load_with_overrides(args.config, args.set + fixed)
     workdir = os.path.join("/tmp/probe_runs", args.name)
     shutil.rmtree(workdir, ignore_errors=True)
-    components = build(config, progress=True)
+    run = build(config, progress=True)
     save_config(config, workdir)
-    iterator = components.train_pipeline().iterator()
+    iterator = run.train_pipeline().iterator()
     try:
-        result = train(components.task, components.train, iterator, workdir)
+        result = train(run.task, run.train, iterator, workdir)
     finally:
         iterator.close()
     print(f"{'step':>5} {'ctc':>6} {'acc':>6} {'nll':>6}")

@@ -9,6 +9,9 @@ given buckets and frame budget, never stopping on bad examples, and prints how m
 delivered, every reject reason with counts and sample paths, and per bucket the number of batches
 and the share of padded frames that hold audio. ``--report`` writes every reject (path, reason,
 message) as JSON. Exit status 1 if anything was rejected.
+
+Errors (exit 2): manifests and --librispeech both given or both missing; a manifest that does not
+exist or is not JSON lines with the expected fields; a folder that is not LibriSpeech-shaped.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import argparse
 import collections
 import json
 
+from jaxspeech.cli.arguments import number
 from jaxspeech.data.pipeline import DataPipeline, PipelineConfig
 from jaxspeech.data.sources import LibriSpeechSource, ManifestSource
+from jaxspeech.errors import UsageError
 
 
 def register(subparsers) -> None:
@@ -28,17 +33,17 @@ def register(subparsers) -> None:
     )
     parser.add_argument("manifests", nargs="*", help="JSONL manifests (concatenated)")
     parser.add_argument("--librispeech", default=None, help="a LibriSpeech-layout folder instead of manifests")
-    parser.add_argument("--buckets", type=int, nargs="+", default=list(PipelineConfig.bucket_frames),
+    parser.add_argument("--buckets", type=number(int, 1), nargs="+", default=list(PipelineConfig.bucket_frames),
                         help="bucket lengths in log-mel frames (100 per second)")
-    parser.add_argument("--frame-budget", type=int, default=PipelineConfig.frame_budget, help="padded frames per batch")
-    parser.add_argument("--workers", type=int, default=0, help="worker processes")
+    parser.add_argument("--frame-budget", type=number(int, 1), default=PipelineConfig.frame_budget, help="padded frames per batch")
+    parser.add_argument("--workers", type=number(int, 0), default=0, help="worker processes")
     parser.add_argument("--report", default=None, help="write every reject to this JSON file")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if bool(args.manifests) == bool(args.librispeech):
-        raise SystemExit("check-data: give either manifests or --librispeech, not both or neither")
+        raise UsageError("--librispeech", "give either manifests or --librispeech, not both or neither")
     source = LibriSpeechSource(args.librispeech) if args.librispeech else ManifestSource(args.manifests)
     config = PipelineConfig(
         bucket_frames=tuple(args.buckets), frame_budget=args.frame_budget, num_workers=args.workers,

@@ -1,4 +1,5 @@
-"""``jaxspeech eval``: decode the evaluation sets with a training workdir's newest checkpoint.
+"""``jaxspeech eval``: decode the evaluation sets with a training workdir's newest checkpoint (any task;
+a text LM's workdir: its perplexity on held-out text).
 
   jaxspeech eval --workdir runs/tiny
   jaxspeech eval --workdir runs/tiny --beam 4 --max-examples 200
@@ -9,12 +10,18 @@
 
 Writes ``WORKDIR/eval/<set>.jsonl`` (per-example reference, hypothesis and errors) and prints the
 WER/CER table (test sets of the embedded corpus split into training voices and held-out voice).
+Reading never changes the run's checkpoints: a damaged newest one is reported and skipped.
+
+Errors (exit 2): a workdir without config.json; no checkpoint; no checkpoint that passes its
+integrity check; a checkpoint that does not fit the run's config; a number flag out of range.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+
+from jaxspeech.cli.arguments import number
 
 
 def register(subparsers) -> None:
@@ -23,54 +30,53 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workdir", required=True, help="a jaxspeech train workdir")
-    parser.add_argument("--beam", type=int, default=None, metavar="N", help="beam search with N beams")
-    parser.add_argument("--ctc-weight", type=float, default=None, metavar="W",
+    parser.add_argument("--beam", type=number(int, 1), default=None, metavar="N", help="beam search with N beams")
+    parser.add_argument("--ctc-weight", type=number(float, 0, 1), default=None, metavar="W",
                         help="joint CTC/attention decoding: weight of the CTC prefix score (0-1; needs a CTC head)")
-    parser.add_argument("--ctc-candidates", type=int, default=None, metavar="N",
+    parser.add_argument("--ctc-candidates", type=number(int, 1), default=None, metavar="N",
                         help="joint decoding: how many of its best tokens (by joint score, over the whole "
                              "vocabulary) each row offers the search at every step")
-    parser.add_argument("--ctc-blank-penalty", type=float, default=None, metavar="B",
+    parser.add_argument("--ctc-blank-penalty", type=number(float), default=None, metavar="B",
                         help="joint decoding: subtract B from the CTC blank logit (> 0 counters deleted labels)")
-    parser.add_argument("--length-penalty", type=float, default=None, metavar="P",
+    parser.add_argument("--length-penalty", type=number(float), default=None, metavar="P",
                         help="beam search ranks finished hypotheses by score / length**P (0: by score alone)")
     parser.add_argument("--lexicon", default=None, metavar="WORDS",
                         help="decode only words of WORDS: a word-list file (one per line), a data set name whose "
                              "transcripts give the words, or 'none' (default: the run's own eval.lexicon)")
     parser.add_argument("--sets", default=None, metavar="A,B",
                         help="comma-separated data sets to decode (default: the run's data.eval_sets)")
-    parser.add_argument("--max-examples", type=int, default=None, help="decode at most this many per set")
+    parser.add_argument("--max-examples", type=number(int, 1), default=None, help="decode at most this many per set")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from jaxspeech.evals.report import wer_table
-    from jaxspeech.recipes.evaluate import evaluate_sets
+    from jaxspeech.recipes.evaluate import evaluate_run
+    from jaxspeech.recipes.report import perplexity_table
     from jaxspeech.recipes.restore import restore
 
-    components, params, step = restore(args.workdir)
-    changes = {}
+    run_, params, step = restore(args.workdir)
+    generation = {}
     if args.beam:
-        changes.update(method="beam" if args.beam > 1 else "greedy", num_beams=args.beam)
-    if args.ctc_weight is not None:
-        changes["ctc_weight"] = args.ctc_weight
-    if args.ctc_candidates is not None:
-        changes["ctc_candidates"] = args.ctc_candidates
-    if args.ctc_blank_penalty is not None:
-        changes["ctc_blank_penalty"] = args.ctc_blank_penalty
-    if args.length_penalty is not None:
-        changes["length_penalty"] = args.length_penalty
+        generation.update(method="beam" if args.beam > 1 else "greedy", num_beams=args.beam)
+    for name in ("ctc_weight", "ctc_candidates", "ctc_blank_penalty", "length_penalty"):
+        if getattr(args, name) is not None:
+            generation[name] = getattr(args, name)
+    changes = {"generation": dataclasses.replace(run_.eval.generation, **generation)}
     if args.lexicon is not None:
         changes["lexicon"] = None if args.lexicon == "none" else args.lexicon
     if args.max_examples:
         changes["max_examples"] = args.max_examples
-    components.eval = dataclasses.replace(components.eval, **changes)
+    run_.eval = dataclasses.replace(run_.eval, **changes)
     if args.sets:
-        components.config.data.eval_sets = tuple(name for name in args.sets.split(",") if name)
-    scores = evaluate_sets(components, params, args.workdir, progress=not args.no_progress)
+        run_.data = dataclasses.replace(run_.data, eval_sets=tuple(name for name in args.sets.split(",") if name))
+    scores = evaluate_run(run_, params, args.workdir, progress=not args.no_progress)
     print(f"checkpoint step {step}")
-    words = {k.removesuffix(" WER"): v for k, v in scores.items() if k.endswith(" WER")}
-    chars = {k.removesuffix(" CER"): v for k, v in scores.items() if k.endswith(" CER")}
-    print(wer_table(words))
-    print(wer_table(chars))
+    if not run_.reads_audio:  # a text LM: perplexity on its held-out text
+        print(perplexity_table({k.removesuffix(" PPL"): v for k, v in scores.items()}))
+        return 0
+    for metric in run_.eval.metrics:
+        suffix = f" {metric.upper()}"
+        print(wer_table({k.removesuffix(suffix): v for k, v in scores.items() if k.endswith(suffix)}))
     return 0

@@ -7,6 +7,8 @@ Reads ``WORKDIR/metrics.jsonl`` (written by the trainer; for steps logged twice 
 resumed, the later record wins) and draws train and eval curves together: losses, token accuracy,
 learning rate, WER and CER (any metric ending in ``wer`` / ``cer``, any case) and gradient norm,
 each where logged.
+
+Errors (exit 2): a workdir without metrics.jsonl, or one with nothing to plot.
 """
 
 from __future__ import annotations

@@ -9,12 +9,16 @@ eSpeak NG voices at random rates and pitches (jaxspeech.corpus.utterances). It w
 {train,dev,test}/*.flac, {train,dev,test}.jsonl manifests (audio paths relative to the folder)
 and corpus.json; re-running with the same arguments on a complete folder does nothing, and an
 interrupted build is completed.
+
+Errors (exit 2): a number flag out of range (--hours nan or negative, --noise-prob above 1, ...);
+--out holding a corpus built with other settings, or other files (--overwrite replaces it).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+
+from jaxspeech.cli.arguments import number
 
 DATASETS = ("tiny",)
 
@@ -29,18 +33,18 @@ def register(subparsers) -> None:
     )
     parser.add_argument("dataset", choices=DATASETS, help="which dataset to build")
     parser.add_argument("--out", default=DEFAULT_CORPUS_DIR, help=f"output folder (default: {DEFAULT_CORPUS_DIR})")
-    parser.add_argument("--hours", type=float, default=defaults.train_hours, help="hours of training audio")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--dev", type=int, default=defaults.dev_utterances, metavar="N", help="dev utterances")
-    parser.add_argument("--test", type=int, default=defaults.test_utterances, metavar="N",
+    parser.add_argument("--hours", type=number(float, 0), default=defaults.train_hours, help="hours of training audio")
+    parser.add_argument("--seed", type=number(int, 0), default=defaults.seed)
+    parser.add_argument("--dev", type=number(int, 0), default=defaults.dev_utterances, metavar="N", help="dev utterances")
+    parser.add_argument("--test", type=number(int, 0), default=defaults.test_utterances, metavar="N",
                         help="test utterances with the training voices")
-    parser.add_argument("--held-out", type=int, default=defaults.held_out_utterances, metavar="N",
+    parser.add_argument("--held-out", type=number(int, 0), default=defaults.held_out_utterances, metavar="N",
                         help=f"test utterances with the held-out voice ({defaults.held_out_voice})")
-    parser.add_argument("--noise-prob", type=float, default=defaults.noise_probability,
+    parser.add_argument("--noise-prob", type=number(float, 0, 1), default=defaults.noise_probability,
                         help="fraction of utterances mixed with background noise (SNR %g-%g dB)" % defaults.snr_db)
-    parser.add_argument("--tokenizer-vocab", type=int, default=None, metavar="N",
+    parser.add_argument("--tokenizer-vocab", type=number(int, 1), default=None, metavar="N",
                         help="also train an N-piece sentencepiece model on the train text (DIR/tokenizer.model)")
-    parser.add_argument("--workers", type=int, default=None, help="synthesis processes (default: one per CPU)")
+    parser.add_argument("--workers", type=number(int, 1), default=None, help="synthesis processes (default: one per CPU)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete a corpus built with other settings in --out instead of refusing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -49,20 +53,16 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jaxspeech.corpus.utterances import CorpusConfig
-    from jaxspeech.corpus.build import CORPUS_JSON, CorpusFolderError, build_corpus, manifest_path
+    from jaxspeech.corpus.build import CORPUS_JSON, build_corpus, manifest_path
 
     config = CorpusConfig(
         seed=args.seed, train_hours=args.hours, dev_utterances=args.dev, test_utterances=args.test,
         held_out_utterances=args.held_out, noise_probability=args.noise_prob,
     )
-    try:
-        summary = build_corpus(
-            args.out, config, workers=args.workers, tokenizer_vocab=args.tokenizer_vocab, overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
-    except CorpusFolderError as e:
-        print(f"jaxspeech prepare-data: {e}", file=sys.stderr)
-        return 2
+    summary = build_corpus(
+        args.out, config, workers=args.workers, tokenizer_vocab=args.tokenizer_vocab, overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     state = f"built in {summary.seconds:.1f} s" if summary.built else "already complete, nothing to do"
     print(f"corpus {summary.out_dir.resolve()}: {state}")
     for split in ("train", "dev", "test"):

@@ -3,6 +3,10 @@
   jaxspeech score --pairs decoded.jsonl                      # {"id", "reference", "hypothesis"} per line
   jaxspeech score --references refs.txt --hypotheses hyps.txt --metric cer --normalizer basic
   jaxspeech score --pairs decoded.jsonl --spelling /ckpt/whisper-base --per-example scored.jsonl
+
+Errors (exit 2): a missing input file; a --pairs line that is not a JSON object with 'reference'
+and 'hypothesis'; --references without --hypotheses, or files of different line counts;
+--spelling with a normalizer other than english.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from jaxspeech.errors import MissingFileError, UsageError
 from jaxspeech.evals.metrics import bleu, cer, wer
 from jaxspeech.evals.normalizer import EnglishTextNormalizer
 from jaxspeech.evals.report import wer_table, write_per_example_jsonl
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     normalizer = args.normalizer or ("english" if args.metric == "wer" else "basic")
     if args.spelling:
         if normalizer != "english":
-            raise SystemExit("--spelling applies to the english normalizer only")
+            raise UsageError("--spelling", "applies to the english normalizer only")
         normalizer = EnglishTextNormalizer(args.spelling)
     score = wer if args.metric == "wer" else cer
     result = score(references, hypotheses, normalizer=normalizer, ids=ids)
@@ -53,25 +58,31 @@ def run(args: argparse.Namespace) -> int:
 def _read_pairs(args) -> tuple[list[str], list[str], list[str]]:
     if args.pairs:
         ids, references, hypotheses = [], [], []
-        with open(args.pairs, encoding="utf-8") as f:
-            for line_number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    references.append(record["reference"])
-                    hypotheses.append(record["hypothesis"])
-                except (ValueError, KeyError, TypeError) as e:
-                    raise SystemExit(f"{args.pairs}:{line_number}: expected a JSON object with 'reference' and "
-                                     f"'hypothesis' ({e!r})") from e
-                ids.append(str(record.get("id", len(ids))))
+        for line_number, line in enumerate(_lines(args.pairs), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                references.append(record["reference"])
+                hypotheses.append(record["hypothesis"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise UsageError(f"{args.pairs}:{line_number}", f"expected a JSON object with 'reference' and "
+                                                                f"'hypothesis' ({e!r})") from e
+            ids.append(str(record.get("id", len(ids))))
         return ids, references, hypotheses
     if not args.hypotheses:
-        raise SystemExit("--references needs --hypotheses")
-    with open(args.references, encoding="utf-8") as f:
-        references = f.read().splitlines()
-    with open(args.hypotheses, encoding="utf-8") as f:
-        hypotheses = f.read().splitlines()
+        raise UsageError("--references", "needs --hypotheses")
+    references, hypotheses = _lines(args.references), _lines(args.hypotheses)
     if len(references) != len(hypotheses):
-        raise SystemExit(f"{args.references} has {len(references)} lines but {args.hypotheses} has {len(hypotheses)}")
+        raise UsageError(args.references, f"has {len(references)} lines but {args.hypotheses} has {len(hypotheses)}")
     return [str(k) for k in range(len(references))], references, hypotheses
+
+
+def _lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        raise MissingFileError(path, "no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(path, f"cannot be read as UTF-8 text ({e})") from None

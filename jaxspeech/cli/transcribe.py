@@ -10,6 +10,10 @@ mono); audio longer than 30 s is transcribed in overlapping chunks whose tokens 
 ``jaxspeech.recipes.longform``). Prints ``path<TAB>transcript`` per file on stdout; a file that
 cannot be read prints an error line naming it on stderr, the others still run, and the exit
 status is 1.
+
+Errors (exit 2): a --whisper-dir that is not a readable Whisper checkpoint (a missing, truncated
+or mismatched file is named); a --checkpoint workdir without config.json or checkpoint; a
+number flag out of range.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 import jax.numpy as jnp
 from tqdm import tqdm
 
+from jaxspeech.cli.arguments import number
 from jaxspeech.data.audio import load_audio
 from jaxspeech.errors import AudioError
 from jaxspeech.features.mel import SAMPLE_RATE
@@ -39,18 +44,16 @@ def register(subparsers) -> None:
     source.add_argument("--checkpoint", metavar="WORKDIR", help="a jaxspeech train workdir (newest checkpoint)")
     parser.add_argument("--language", default="en", help="language code for multilingual checkpoints (default: en)")
     parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
-    parser.add_argument("--beam", type=int, default=1, metavar="N", help="beam search with N beams (default: greedy)")
-    parser.add_argument("--max-new-tokens", type=int, default=None,
+    parser.add_argument("--beam", type=number(int, 1), default=1, metavar="N", help="beam search with N beams (default: greedy)")
+    parser.add_argument("--max-new-tokens", type=number(int, 1), default=None,
                         help="tokens per chunk (default: 224 for Whisper, capped by the model; the run's eval setting "
                              "for --checkpoint)")
-    parser.add_argument("--batch-size", type=int, default=8, help="30-s chunks decoded together")
+    parser.add_argument("--batch-size", type=number(int, 1), default=8, help="30-s chunks decoded together")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="compute dtype")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.beam < 1 or args.batch_size < 1 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
-        raise SystemExit("--beam, --batch-size and --max-new-tokens must be positive")
     if args.checkpoint:
         from jaxspeech.recipes.transcriber import SpeechLLMTranscriber
 

@@ -1,67 +1,104 @@
-"""One configuration for every connector kind (so experiment configs can switch kinds by name)."""
+"""One config dataclass per connector kind; ``ConnectorConfig`` is their union, chosen by ``kind``.
+
+  * ``LinearConnectorConfig``     ``linear``: one Dense to the LLM width (Qwen2-Audio's projector);
+  * ``FrameStackConnectorConfig`` ``frame_stack``: concatenate ``stack`` frames, 2-layer MLP (SLAM-ASR: 5);
+  * ``ConvConnectorConfig``       ``conv``: strided conv1d (``kernel``, ``stride``) + 2-layer MLP;
+  * ``QFormerConnectorConfig``    ``qformer``: window-level Q-Former (SALMONN): ``num_queries`` per
+                                  ``window`` frames, windows every ``window_stride`` frames.
+
+Every kind has ``output_size`` (the LLM's hidden size), ``norm_match`` (rescale every output vector
+to the RMS of the LLM's text embeddings times a learned gain initialised to 1: an answer to LLM
+dormancy), ``dtype`` and ``param_dtype``, and ``downsample``: its length arithmetic
+(``jaxspeech.audio_tokens``), shared with the data side's placeholder counts. In an experiment
+config a connector is ``dict(kind=..., <that kind's fields>)``; a field of another kind is rejected.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Union
 
 import jax.numpy as jnp
 
 from jaxspeech.audio_tokens import DownsampleStep, FrameStack, Identity, QFormerWindows, StridedConv
 
-KINDS = ("linear", "frame_stack", "conv", "qformer")
-
 
 @dataclasses.dataclass(frozen=True)
-class ConnectorConfig:
-    """``kind``:
-      * ``linear``       one Dense to the LLM width (Qwen2-Audio's projector);
-      * ``frame_stack``  concatenate ``stack`` frames, 2-layer MLP (SLAM-ASR: stack 5);
-      * ``conv``         strided conv1d (``conv_kernel``, ``conv_stride``) + 2-layer MLP;
-      * ``qformer``      window-level Q-Former (SALMONN): ``num_queries`` per ``window`` frames,
-                         windows every ``window_stride`` frames.
-    ``norm_match`` rescales every output vector to the RMS of the LLM's text embeddings (times a
-    learned gain, initialised to 1) — an answer to LLM dormancy.
-    """
-
-    kind: str = "frame_stack"
-    output_size: int = 512  # the LLM's hidden size
-    hidden_size: int = 1024  # MLP hidden width (frame_stack, conv)
-    act: str = "gelu"
-    stack: int = 5
-    conv_kernel: int = 3
-    conv_stride: int = 2
-    window: int = 17
-    window_stride: int = 17
-    num_queries: int = 1
-    qformer_layers: int = 2
-    qformer_size: int = 256
-    qformer_heads: int = 4
-    qformer_ffn: int = 1024
+class _Common:
+    output_size: int = 512
     norm_match: bool = False
-    attn_impl: str = "xla"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearConnectorConfig(_Common):
+    kind: str = "linear"
+
+    @property
+    def downsample(self) -> tuple[DownsampleStep, ...]:
+        return (Identity(),)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameStackConnectorConfig(_Common):
+    kind: str = "frame_stack"
+    stack: int = 5
+    hidden_size: int = 1024  # MLP hidden width
+    act: str = "gelu"
+
+    @property
+    def downsample(self) -> tuple[DownsampleStep, ...]:
+        return (FrameStack(self.stack),)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvConnectorConfig(_Common):
+    kind: str = "conv"
+    kernel: int = 3
+    stride: int = 2
+    hidden_size: int = 1024  # conv channels and MLP hidden width
+    act: str = "gelu"
+
+    @property
+    def downsample(self) -> tuple[DownsampleStep, ...]:
+        return (StridedConv(kernel=self.kernel, stride=self.stride, padding=self.kernel // 2),)
+
+
+@dataclasses.dataclass(frozen=True)
+class QFormerConnectorConfig(_Common):
+    kind: str = "qformer"
+    window: int = 17
+    window_stride: int = 17
+    num_queries: int = 1
+    num_layers: int = 2
+    size: int = 256  # the Q-Former's width
+    num_heads: int = 4
+    ffn_size: int = 1024
+    attn_impl: str = "xla"
+
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"connector kind must be one of {KINDS}, got {self.kind!r}")
-        if self.kind == "qformer" and self.window < self.window_stride:
+        if self.window < self.window_stride:
             raise ValueError(f"Q-Former windows ({self.window}) shorter than their stride ({self.window_stride}) skip frames")
 
     @property
     def downsample(self) -> tuple[DownsampleStep, ...]:
-        """The length arithmetic of this connector (shared with the data side's placeholder counts)."""
-        if self.kind == "frame_stack":
-            return (FrameStack(self.stack),)
-        if self.kind == "conv":
-            return (StridedConv(kernel=self.conv_kernel, stride=self.conv_stride, padding=self.conv_kernel // 2),)
-        if self.kind == "qformer":
-            return (QFormerWindows(stride=self.window_stride, queries=self.num_queries),)
-        return (Identity(),)
+        return (QFormerWindows(stride=self.window_stride, queries=self.num_queries),)
 
-    def replace(self, **changes) -> "ConnectorConfig":
-        return dataclasses.replace(self, **changes)
+
+ConnectorConfig = Union[LinearConnectorConfig, FrameStackConnectorConfig, ConvConnectorConfig, QFormerConnectorConfig]
+KINDS = {c.kind: c for c in (LinearConnectorConfig(), FrameStackConnectorConfig(), ConvConnectorConfig(),
+                             QFormerConnectorConfig())}
+
+
+def connector_config(kind: str, **fields: Any) -> ConnectorConfig:
+    """The config of connector ``kind`` with ``fields``."""
+    if kind not in KINDS:
+        raise ValueError(f"connector kind must be one of {sorted(KINDS)}, got {kind!r}")
+    return type(KINDS[kind])(**fields)
 
 
 def output_lengths(lengths, steps) -> Any:

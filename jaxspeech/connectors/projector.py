@@ -49,7 +49,7 @@ def connector_output(y: jax.Array, lengths: jax.Array, config: ConnectorConfig, 
 
 
 class Projector(nn.Module):
-    """linear | frame_stack | conv connector (see ``ConnectorConfig``)."""
+    """linear | frame_stack | conv connector (``connectors/config.py``)."""
 
     config: ConnectorConfig
 
@@ -67,9 +67,9 @@ class Projector(nn.Module):
         elif c.kind == "conv":
             conv = nn.Conv(
                 c.hidden_size,
-                (c.conv_kernel,),
-                strides=(c.conv_stride,),
-                padding=[(c.conv_kernel // 2, c.conv_kernel // 2)],
+                (c.kernel,),
+                strides=(c.stride,),
+                padding=[(c.kernel // 2, c.kernel // 2)],
                 dtype=c.dtype,
                 param_dtype=c.param_dtype,
                 kernel_init=nn.with_logical_partitioning(

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxspeech.connectors.config import ConnectorConfig
+from jaxspeech.connectors.config import QFormerConnectorConfig
 from jaxspeech.connectors.projector import connector_output
 from jaxspeech.layers import axes
 from jaxspeech.layers.attention import Attention
@@ -39,15 +39,15 @@ def window_frames(x: jax.Array, lengths: jax.Array, window: int, stride: int) ->
 class QFormerBlock(nn.Module):
     """queries f[N, Q, H] + frames f[N, window, H] -> queries f[N, Q, H]."""
 
-    config: ConnectorConfig
+    config: QFormerConnectorConfig
 
     @nn.compact
     def __call__(self, queries: jax.Array, frames: jax.Array, frame_lengths: jax.Array) -> jax.Array:
         c = self.config
         norm = lambda name: LayerNorm(1e-5, True, c.dtype, c.param_dtype, name=name)
-        head_dim = c.qformer_size // c.qformer_heads
+        head_dim = c.size // c.num_heads
         attention = lambda name: Attention(
-            features=c.qformer_size, num_heads=c.qformer_heads, num_kv_heads=c.qformer_heads, head_dim=head_dim,
+            features=c.size, num_heads=c.num_heads, num_kv_heads=c.num_heads, head_dim=head_dim,
             q_bias=True, k_bias=True, v_bias=True, o_bias=True, impl=c.attn_impl, dtype=c.dtype,
             param_dtype=c.param_dtype, name=name,
         )
@@ -56,34 +56,34 @@ class QFormerBlock(nn.Module):
             norm("cross_attn_norm")(queries), frames, mask=MaskSpec(kv_lengths=frame_lengths)
         )
         queries = queries + cross
-        mlp = MLP(c.qformer_ffn, "gelu", True, dtype=c.dtype, param_dtype=c.param_dtype, name="mlp")
+        mlp = MLP(c.ffn_size, "gelu", True, dtype=c.dtype, param_dtype=c.param_dtype, name="mlp")
         return queries + mlp(norm("mlp_norm")(queries))
 
 
 class WindowQFormer(nn.Module):
     """(x f[B, T, E], lengths i32[B]) -> (y f[B, ceil(T / stride) * Q, D], lengths i32[B])."""
 
-    config: ConnectorConfig
+    config: QFormerConnectorConfig
 
     @nn.compact
     def __call__(self, x: jax.Array, lengths: jax.Array, target_rms: jax.Array | None = None):
         c = self.config
         batch = x.shape[0]
-        frames = Dense(c.qformer_size, (axes.EMBED, axes.MLP), True, c.dtype, c.param_dtype, name="frame_proj")(
+        frames = Dense(c.size, (axes.EMBED, axes.MLP), True, c.dtype, c.param_dtype, name="frame_proj")(
             LayerNorm(1e-5, True, c.dtype, c.param_dtype, name="frame_norm")(x)
         )
         windows, valid = window_frames(frames, lengths, c.window, c.window_stride)
         num_windows = windows.shape[1]
-        flat_windows = windows.reshape(batch * num_windows, c.window, c.qformer_size)
+        flat_windows = windows.reshape(batch * num_windows, c.window, c.size)
         flat_valid = valid.reshape(-1)
         queries = self.param(
             "queries",
             nn.with_logical_partitioning(nn.initializers.normal(0.02), (axes.QUERIES, axes.EMBED)),
-            (c.num_queries, c.qformer_size),
+            (c.num_queries, c.size),
             c.param_dtype,
         )
-        q = jnp.broadcast_to(queries.astype(c.dtype), (batch * num_windows, c.num_queries, c.qformer_size))
-        for i in range(c.qformer_layers):
+        q = jnp.broadcast_to(queries.astype(c.dtype), (batch * num_windows, c.num_queries, c.size))
+        for i in range(c.num_layers):
             q = QFormerBlock(c, name=f"blocks_{i}")(q, flat_windows, flat_valid)
         q = LayerNorm(1e-5, True, c.dtype, c.param_dtype, name="final_norm")(q)
         y = Dense(c.output_size, (axes.MLP, axes.EMBED), True, c.dtype, c.param_dtype, name="out_proj")(q)

@@ -68,17 +68,25 @@ def _rope_from_hf(hf: dict) -> RopeConfig:
             high_freq_factor=float(scaling["high_freq_factor"]),
             original_max_position=int(scaling["original_max_position_embeddings"]),
         )
-    raise CheckpointError(f"rope scaling type {kind!r} is not supported (supported: default, linear, llama3)")
+    raise CheckpointError(None, None, f"rope scaling type {kind!r} is not supported (supported: default, linear, llama3)")
 
 
 def config_from_hf(hf: dict, **overrides: Any) -> LLMConfig:
     """LLMConfig from a ``config.json`` dict; ``overrides`` set dtype, scan_layers, attn_impl, ..."""
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
+        raise CheckpointError(None, None, f"has model_type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
     if hf.get("hidden_act", "silu") not in ("silu", "swish"):
-        raise CheckpointError(f"unsupported hidden_act {hf['hidden_act']!r} (expected silu)")
-    config = LLMConfig(
+        raise CheckpointError(None, None, f"has hidden_act {hf['hidden_act']!r}, expected silu")
+    try:
+        config = _llm_config(hf, model_type)
+    except KeyError as e:
+        raise CheckpointError(None, None, f"lacks the field {e.args[0]!r}") from None
+    return config.replace(**overrides)
+
+
+def _llm_config(hf: dict, model_type: str) -> LLMConfig:
+    return LLMConfig(
         vocab_size=hf["vocab_size"],
         hidden_size=hf["hidden_size"],
         intermediate_size=hf["intermediate_size"],
@@ -95,17 +103,16 @@ def config_from_hf(hf: dict, **overrides: Any) -> LLMConfig:
         max_position_embeddings=hf.get("max_position_embeddings", 4096),
         initializer_range=hf.get("initializer_range", 0.02),
     )
-    return config.replace(**overrides)
 
 
 def config_to_hf(config: LLMConfig, model_type: str) -> dict:
     """A ``config.json`` dict for ``model_type`` ("llama" or "qwen2") describing ``config``."""
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
+        raise ValueError(f"cannot export model_type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
     if model_type == "qwen2" and (not config.qkv_bias or config.attention_bias or config.mlp_bias):
-        raise CheckpointError("a qwen2 export needs qkv_bias=True and no o/mlp bias")
+        raise ValueError("a qwen2 export needs qkv_bias=True and no o/mlp bias")
     if model_type == "llama" and config.qkv_bias and not config.attention_bias:
-        raise CheckpointError("a llama export cannot express q/k/v bias without o bias; export as qwen2")
+        raise ValueError("a llama export cannot express q/k/v bias without o bias; export as qwen2")
     rope = config.rope
     hf = {
         "architectures": [_ARCHITECTURES[model_type]],
@@ -161,7 +168,7 @@ def _tensor_map(config: LLMConfig, expected: dict) -> list[tuple[str, str, bool,
     covered = {ours for ours, *_ in rows}
     missing = sorted(set(expected) - covered)
     if missing:
-        raise CheckpointError(f"no HF name known for parameters {missing}")
+        raise ValueError(f"no HF name known for parameters {missing}")
     return rows
 
 
@@ -199,8 +206,11 @@ def load_hf_llm_config(path: str, **overrides: Any) -> LLMConfig:
         with open(config_path) as f:
             hf = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{config_path}: cannot read the model config ({e})") from e
-    return config_from_hf(hf, **overrides)
+        raise CheckpointError(config_path, None, f"cannot be read as the model config ({e})") from e
+    try:
+        return config_from_hf(hf, **overrides)
+    except CheckpointError as e:
+        raise e.at(config_path) from None
 
 
 def load_hf_llm(path: str, **overrides: Any) -> tuple[LLMConfig, dict]:
@@ -213,7 +223,7 @@ def load_hf_llm(path: str, **overrides: Any) -> tuple[LLMConfig, dict]:
     params = params_from_tensors(config, reader.get)
     extra = [n for n in reader.unused() if not ignorable_tensor(config, n)]
     if extra:
-        raise CheckpointError(f"{path}: tensors not used by the model of its config.json: {extra[:10]}")
+        raise CheckpointError(path, None, f"holds tensors the model of its config.json does not use: {extra[:10]}")
     return config, {"params": params}
 
 

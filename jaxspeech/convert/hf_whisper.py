@@ -98,11 +98,11 @@ _DECODER_GLOBAL = [
 TensorRow = tuple[str, str, Permutation, int | None]
 
 
-def encoder_config_from_hf(hf: dict, source: str = "Whisper config.json") -> WhisperEncoderConfig:
+def encoder_config_from_hf(hf: dict, source: str | None = None) -> WhisperEncoderConfig:
     """WhisperEncoderConfig from the encoder fields of a Whisper-style config dict (``d_model``,
-    ``encoder_layers``, ...); ``source`` names the dict in errors."""
+    ``encoder_layers``, ...); ``source`` (a file) names the dict in errors."""
     if hf.get("activation_function", "gelu") != "gelu":
-        raise CheckpointError(f"{source}: unsupported activation_function {hf['activation_function']!r} (expected gelu)")
+        raise CheckpointError(source, None, f"has activation_function {hf['activation_function']!r}, expected gelu")
     try:
         return WhisperEncoderConfig(
             n_mels=hf["num_mel_bins"],
@@ -113,15 +113,15 @@ def encoder_config_from_hf(hf: dict, source: str = "Whisper config.json") -> Whi
             max_source_positions=hf["max_source_positions"],
         )
     except KeyError as e:
-        raise CheckpointError(f"{source} lacks the field {e.args[0]!r}") from None
+        raise CheckpointError(source, None, f"lacks the field {e.args[0]!r}") from None
 
 
 def config_from_hf(hf: dict, **options: Any) -> WhisperConfig:
     """WhisperConfig from a ``config.json`` dict; ``options`` set dtype, scan_layers, attn_impl, ... on both halves."""
     if hf.get("model_type") not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(f"unsupported model_type {hf.get('model_type')!r}; supported: {SUPPORTED_MODEL_TYPES}")
+        raise CheckpointError(None, None, f"has model_type {hf.get('model_type')!r}; supported: {SUPPORTED_MODEL_TYPES}")
     if hf.get("scale_embedding", False):
-        raise CheckpointError("scale_embedding=true is not supported (no released Whisper uses it)")
+        raise CheckpointError(None, None, "has scale_embedding=true, which is not supported (no released Whisper uses it)")
     encoder = encoder_config_from_hf(hf)
     try:
         decoder = WhisperDecoderConfig(
@@ -134,7 +134,7 @@ def config_from_hf(hf: dict, **options: Any) -> WhisperConfig:
             init_std=hf.get("init_std", 0.02),
         )
     except KeyError as e:
-        raise CheckpointError(f"Whisper config.json lacks the field {e.args[0]!r}") from None
+        raise CheckpointError(None, None, f"lacks the field {e.args[0]!r}") from None
     return WhisperConfig(encoder, decoder).with_options(**options)
 
 
@@ -180,7 +180,7 @@ def generation_from_hf(hf: dict, config_hf: dict | None = None) -> WhisperGenera
 
     def field(name):
         if merged.get(name) is None:
-            raise CheckpointError(f"Whisper generation config lacks {name!r}")
+            raise CheckpointError(None, None, f"lacks {name!r} (generation_config.json or config.json)")
         value = merged[name]
         return value[0] if isinstance(value, list) else value
 
@@ -221,7 +221,7 @@ def _read_json(path: str) -> dict:
         with open(path) as f:
             return json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: cannot read ({e})") from e
+        raise CheckpointError(path, None, f"cannot be read as JSON ({e})") from e
 
 
 def load_generation_config(path: str) -> WhisperGenerationConfig:
@@ -229,7 +229,10 @@ def load_generation_config(path: str) -> WhisperGenerationConfig:
     config_hf = _read_json(os.path.join(path, "config.json"))
     generation_path = os.path.join(path, "generation_config.json")
     generation_hf = _read_json(generation_path) if os.path.exists(generation_path) else {}
-    return generation_from_hf(generation_hf, config_hf)
+    try:
+        return generation_from_hf(generation_hf, config_hf)
+    except CheckpointError as e:
+        raise e.at(path) from None
 
 
 def _abstract_params(config: WhisperConfig) -> dict[str, jax.ShapeDtypeStruct]:
@@ -272,7 +275,7 @@ def _tensor_map(config: WhisperConfig, expected: dict) -> list[TensorRow]:
     ]
     unknown = sorted(set(expected) - {ours for ours, *_ in rows})
     if unknown:
-        raise CheckpointError(f"no checkpoint name known for parameters {unknown}")
+        raise ValueError(f"no checkpoint name known for parameters {unknown}")
     return rows
 
 
@@ -322,12 +325,13 @@ def encoder_params_from_tensors(config: WhisperEncoderConfig, get: Callable[[str
     rows = encoder_tensor_map(config)
     unknown = sorted(set(expected) - {ours for ours, *_ in rows})
     if unknown:
-        raise CheckpointError(f"no checkpoint name known for encoder parameters {unknown}")
+        raise ValueError(f"no checkpoint name known for encoder parameters {unknown}")
     scanned = lambda path, layer: layer is not None and config.scan_layers
     return _gather(rows, expected, get, scanned, config.param_dtype)
 
 
-def check_encoder_positions(table: np.ndarray, config: WhisperEncoderConfig, source: str) -> None:
+def check_encoder_positions(table: np.ndarray, config: WhisperEncoderConfig, source: str,
+                            tensor: str = ENCODER_POSITIONS) -> None:
     """The stored encoder position table must be the sinusoids we compute.
 
     Checkpoints hold the table as computed in float32 by torch (angles up to 1499 rad), which
@@ -340,8 +344,8 @@ def check_encoder_positions(table: np.ndarray, config: WhisperEncoderConfig, sou
     diff = float(np.max(np.abs(np.asarray(table, np.float32) - expected)))
     if diff > tolerance:
         raise CheckpointError(
-            f"{source}: encoder position table differs from sinusoids(max_source_positions, d_model) by {diff:.3g} "
-            f"(> {tolerance:.3g}); learned encoder positions are not supported"
+            source, tensor, f"(the encoder position table) differs from sinusoids(max_source_positions, "
+            f"d_model) by {diff:.3g} (> {tolerance:.3g}); learned encoder positions are not supported"
         )
 
 
@@ -360,13 +364,22 @@ def _check_stored_positions(reader: SafetensorsReader, to_file: Callable[[str], 
         check_encoder_positions(table, config, source)
 
 
+def load_hf_config(path: str, **options: Any) -> WhisperConfig:
+    """The WhisperConfig of an HF Whisper directory's ``config.json`` (no weights read), with ``options``."""
+    config_path = os.path.join(path, "config.json")
+    try:
+        return config_from_hf(_read_json(config_path), **options)
+    except CheckpointError as e:
+        raise e.at(config_path) from None
+
+
 def load_hf_whisper(path: str, **options: Any) -> tuple[WhisperConfig, dict]:
     """Reads an HF Whisper directory -> (WhisperConfig, params {'params': ...} as numpy arrays).
 
     ``options`` (dtype, param_dtype, scan_layers, remat_policy, attn_impl) apply to both halves.
     Accepts ``WhisperForConditionalGeneration`` (``model.`` prefix) and ``WhisperModel`` layouts.
     """
-    config = config_from_hf(_read_json(os.path.join(path, "config.json")), **options)
+    config = load_hf_config(path, **options)
     reader = SafetensorsReader(path)
     to_file = _file_names(reader)
     params = _params_from_tensors(config, lambda name, shape: reader.get(to_file(name), shape))
@@ -375,10 +388,10 @@ def load_hf_whisper(path: str, **options: Any) -> tuple[WhisperConfig, dict]:
         embedding = params["params"]["decoder"]["embed_tokens"]["embedding"]
         output = np.asarray(reader.get(TIED_OUTPUT, embedding.shape), embedding.dtype)
         if not np.array_equal(output, embedding):
-            raise CheckpointError(f"{path}: {TIED_OUTPUT} differs from the token embedding; untied heads are not supported")
+            raise CheckpointError(path, TIED_OUTPUT, "differs from the token embedding; untied heads are not supported")
     extra = reader.unused()
     if extra:
-        raise CheckpointError(f"{path}: tensors not used by the Whisper model: {extra[:10]}")
+        raise CheckpointError(path, None, f"holds tensors the Whisper model does not use: {extra[:10]}")
     return config, params
 
 
@@ -388,8 +401,8 @@ def load_hf_encoder_config(path: str, **options: Any) -> WhisperEncoderConfig:
     config_path = os.path.join(path, "config.json")
     hf = _read_json(config_path)
     if hf.get("model_type") not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(f"{config_path}: unsupported model_type {hf.get('model_type')!r}; "
-                              f"supported: {SUPPORTED_MODEL_TYPES}")
+        raise CheckpointError(config_path, None, f"has model_type {hf.get('model_type')!r}; supported: "
+                                                 f"{SUPPORTED_MODEL_TYPES}")
     return encoder_config_from_hf(hf, config_path).replace(**options)
 
 
@@ -444,9 +457,10 @@ def config_from_openai_dims(dims: dict, **options: Any) -> WhisperConfig:
     """WhisperConfig from an OpenAI ``ModelDimensions`` dict (the MLP is 4x wide in every release)."""
     missing = [k for k in _OPENAI_DIMS if k not in dims]
     if missing:
-        raise CheckpointError(f"OpenAI checkpoint 'dims' lacks {missing}")
+        raise CheckpointError(None, None, f"'dims' lacks {missing}")
     if dims["n_audio_state"] != dims["n_text_state"]:
-        raise CheckpointError(f"n_audio_state {dims['n_audio_state']} != n_text_state {dims['n_text_state']}")
+        raise CheckpointError(None, None, f"'dims' has n_audio_state {dims['n_audio_state']} != n_text_state "
+                                          f"{dims['n_text_state']}")
     width = int(dims["n_audio_state"])
     encoder = WhisperEncoderConfig(
         n_mels=dims["n_mels"], d_model=width, num_layers=dims["n_audio_layer"], num_heads=dims["n_audio_head"],
@@ -466,23 +480,26 @@ def load_openai_whisper(path: str, **options: Any) -> tuple[WhisperConfig, dict]
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or non-weights files
-        raise CheckpointError(f"{path}: not a loadable OpenAI Whisper checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(path, None, f"is not a loadable OpenAI Whisper checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("dims"), dict) or not isinstance(
         checkpoint.get("model_state_dict"), dict
     ):
-        raise CheckpointError(f"{path}: expected a dict with a 'dims' dict and a 'model_state_dict' dict")
-    config = config_from_openai_dims(checkpoint["dims"], **options)
+        raise CheckpointError(path, None, "is not a dict with a 'dims' dict and a 'model_state_dict' dict")
+    try:
+        config = config_from_openai_dims(checkpoint["dims"], **options)
+    except CheckpointError as e:
+        raise e.at(path) from None
     not_tensors = [k for k, v in checkpoint["model_state_dict"].items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise CheckpointError(f"{path}: model_state_dict entries that are not tensors: {not_tensors[:10]}")
+        raise CheckpointError(path, None, f"has model_state_dict entries that are not tensors: {not_tensors[:10]}")
     tensors = {openai_name_to_hf(k): v.float().numpy() for k, v in checkpoint["model_state_dict"].items()}
     used: set[str] = set()
 
     def get(name: str, shape: tuple) -> np.ndarray:
         if name not in tensors:
-            raise CheckpointError(f"{path}: missing tensor {name!r} (expected shape {tuple(shape)})")
+            raise CheckpointError(path, name, f"is missing (expected shape {tuple(shape)})")
         if tensors[name].shape != tuple(shape):
-            raise CheckpointError(f"{path}: tensor {name!r} has shape {tensors[name].shape}, expected {tuple(shape)}")
+            raise CheckpointError(path, name, f"has shape {tensors[name].shape}, expected {tuple(shape)}")
         used.add(name)
         return tensors[name]
 
@@ -492,7 +509,7 @@ def load_openai_whisper(path: str, **options: Any) -> tuple[WhisperConfig, dict]
         check_encoder_positions(get(ENCODER_POSITIONS, (e.max_source_positions, e.d_model)), e, path)
     extra = sorted(set(tensors) - used)
     if extra:
-        raise CheckpointError(f"{path}: tensors not used by the Whisper model: {extra[:10]}")
+        raise CheckpointError(path, None, f"holds tensors the Whisper model does not use: {extra[:10]}")
     return config, params
 
 
@@ -502,7 +519,7 @@ def hf_tensors(config: WhisperConfig, params: dict, dtype: Any = np.float32) -> 
     tensors: dict[str, np.ndarray] = {}
     for ours, hf_name, permutation, layer in _tensor_map(config, _abstract_params(config)):
         if ours not in flat:
-            raise CheckpointError(f"params lack {ours!r}")
+            raise ValueError(f"params lack {ours!r}")
         value = np.asarray(jax.device_get(flat[ours]))
         value = value[layer] if _is_scanned(config, ours, layer) else value
         tensors[hf_name] = np.ascontiguousarray(_permute(value, permutation).astype(dtype))

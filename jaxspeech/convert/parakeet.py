@@ -92,15 +92,15 @@ def config_from_hf(hf: Mapping[str, Any], **overrides: Any) -> ConformerConfig:
     if hf.get("model_type") == CTC_TYPE:
         hf = hf["encoder_config"]
     if hf.get("model_type", ENCODER_TYPE) != ENCODER_TYPE:
-        raise CheckpointError(f"unsupported model_type {hf.get('model_type')!r}; expected {ENCODER_TYPE} or {CTC_TYPE}")
+        raise CheckpointError(None, None, f"has model_type {hf.get('model_type')!r}, expected {ENCODER_TYPE} or {CTC_TYPE}")
     if hf.get("subsampling_conv_stride", 2) != 2:
-        raise CheckpointError(f"subsampling_conv_stride {hf['subsampling_conv_stride']} is not supported (expected 2)")
+        raise CheckpointError(None, None, f"has subsampling_conv_stride {hf['subsampling_conv_stride']}, expected 2 (the only one supported)")
     act = hf.get("hidden_act", "silu")
     if act not in ACTIVATIONS:
-        raise CheckpointError(f"hidden_act {act!r} is not supported; expected one of {sorted(ACTIVATIONS)}")
+        raise CheckpointError(None, None, f"has hidden_act {act!r}, expected one of {sorted(ACTIVATIONS)}")
     num_heads = hf.get("num_attention_heads", 8)
     if hf.get("num_key_value_heads", num_heads) != num_heads:
-        raise CheckpointError("Parakeet attention has as many key/value heads as query heads")
+        raise CheckpointError(None, None, "has num_key_value_heads != num_attention_heads (Parakeet attention has as many of each)")
     config = ConformerConfig(
         input_dim=hf.get("num_mel_bins", 80),
         d_model=hf.get("hidden_size", 1024),
@@ -137,7 +137,7 @@ def _abstract_variables(config: ConformerConfig, vocab_size: int | None) -> dict
 
 def _subsampling_rows(config: ConformerConfig) -> list[tuple[str, str, Layout]]:
     if config.subsampling != "dw_conv2d":
-        raise CheckpointError(f"Parakeet checkpoints use dw_conv2d subsampling, config asks for {config.subsampling!r}")
+        raise ValueError(f"Parakeet checkpoints use dw_conv2d subsampling, config asks for {config.subsampling!r}")
     rows = [("conv_0/kernel", "layers.0.weight", CONV2D), ("conv_0/bias", "layers.0.bias", SAME)]
     for stage in range(1, config.subsampling_config.num_stages):
         depthwise, pointwise = 3 * stage - 1, 3 * stage  # torch Sequential: conv, ReLU, [dw, pw, ReLU]...
@@ -159,7 +159,7 @@ def convert_parakeet(reader: SafetensorsReader, config: ConformerConfig, vocab_s
     """Variables {'params', 'batch_stats'} (numpy, ``config.param_dtype``) for ``ConformerEncoder``,
     or for ``ConformerCTC`` when ``vocab_size`` is given (HF names then start with ``encoder.``)."""
     if config.pos_encoding != "rel_pos" or config.conv_norm != "batch_norm":
-        raise CheckpointError("Parakeet checkpoints need pos_encoding='rel_pos' and conv_norm='batch_norm'")
+        raise ValueError("Parakeet checkpoints need pos_encoding='rel_pos' and conv_norm='batch_norm'")
     expected = _abstract_variables(config, vocab_size)
     ours_prefix, hf_prefix = ("", "") if vocab_size is None else ("encoder/", "encoder.")
     heads = _heads_layout(config.num_heads)
@@ -178,7 +178,7 @@ def convert_parakeet(reader: SafetensorsReader, config: ConformerConfig, vocab_s
     }
     extra = [n for n in reader.unused() if not n.endswith(_IGNORED_SUFFIXES)]
     if extra:
-        raise CheckpointError(f"{reader.path}: tensors not used by the Conformer model: {extra[:10]}")
+        raise CheckpointError(reader.path, None, f"holds tensors the Conformer model does not use: {extra[:10]}")
     return variables
 
 
@@ -194,8 +194,6 @@ def _read(reader: SafetensorsReader, rows: list[tuple], expected: dict, config: 
         if layer and config.scan_layers:
             shape = shape[1:]
         hf_shape = tuple(layout.hf_shape(shape))
-        if hf_name not in reader:
-            raise CheckpointError(f"{reader.path}: missing tensor {hf_name!r} (expected shape {hf_shape})")
         value = layout.to_ours(np.asarray(reader.get(hf_name, hf_shape), dtype=dtype), shape)
         if layer and config.scan_layers:
             stacked.setdefault(ours, []).append(value)
@@ -204,7 +202,7 @@ def _read(reader: SafetensorsReader, rows: list[tuple], expected: dict, config: 
     flat.update({name: np.stack(values) for name, values in stacked.items()})
     missing = sorted(set(expected) - set(flat))
     if missing:
-        raise CheckpointError(f"no Parakeet tensor is known for parameters {missing[:10]}")
+        raise ValueError(f"no Parakeet tensor is known for parameters {missing[:10]}")
     return traverse_util.unflatten_dict(flat, sep="/")
 
 
@@ -228,7 +226,10 @@ def load_parakeet(path: str, **overrides: Any) -> ParakeetCheckpoint:
         with open(config_path) as f:
             hf = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{config_path}: cannot read the model config ({e})") from e
-    config = config_from_hf(hf, **overrides)
+        raise CheckpointError(config_path, None, f"cannot be read as the model config ({e})") from e
+    try:
+        config = config_from_hf(hf, **overrides)
+    except CheckpointError as e:
+        raise e.at(config_path) from None
     vocab_size = int(hf["vocab_size"]) if hf.get("model_type") == CTC_TYPE else None
     return ParakeetCheckpoint(config, vocab_size, convert_parakeet(SafetensorsReader(path), config, vocab_size))

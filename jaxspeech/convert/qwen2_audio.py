@@ -38,10 +38,10 @@ import numpy as np
 from flax import linen as nn
 from flax import traverse_util
 
-from jaxspeech.connectors.config import ConnectorConfig
+from jaxspeech.connectors.config import LinearConnectorConfig
 from jaxspeech.convert import hf_llm, hf_whisper
 from jaxspeech.convert.safetensors_io import CheckpointError, SafetensorsReader
-from jaxspeech.models.audio_encoder import AudioEncoderConfig
+from jaxspeech.models.audio_encoder import WhisperAudioEncoderConfig
 from jaxspeech.models.speech_llm import SpeechLLM, SpeechLLMConfig
 
 MODEL_TYPE = "qwen2_audio"
@@ -103,30 +103,34 @@ def config_from_hf(hf: dict, **options: Any) -> SpeechLLMConfig:
     if unknown:
         raise ValueError(f"unknown options {unknown}; supported: {OPTIONS}")
     if hf.get("model_type") != MODEL_TYPE:
-        raise CheckpointError(f"unsupported model_type {hf.get('model_type')!r}; expected {MODEL_TYPE!r}")
+        raise CheckpointError(None, None, f"has model_type {hf.get('model_type')!r}, expected {MODEL_TYPE!r}")
     for part in ("audio_config", "text_config"):
         if not isinstance(hf.get(part), dict):
-            raise CheckpointError(f"Qwen2-Audio config.json lacks the {part!r} dict")
+            raise CheckpointError(None, None, f"lacks the {part!r} dict (a Qwen2-Audio config.json has one)")
     placeholder = hf.get("audio_token_index", hf.get("audio_token_id"))
     if not isinstance(placeholder, int):
-        raise CheckpointError("Qwen2-Audio config.json lacks an integer 'audio_token_index'")
+        raise CheckpointError(None, None, "lacks an integer 'audio_token_index'")
 
     audio_hf = {**AUDIO_DEFAULTS, **hf["audio_config"]}
-    encoder = hf_whisper.encoder_config_from_hf(audio_hf, "Qwen2-Audio audio_config")
+    try:
+        encoder = hf_whisper.encoder_config_from_hf(audio_hf)
+    except CheckpointError as e:
+        raise CheckpointError(None, None, f"audio_config {e.what}") from None
     encoder = _apply_options(encoder.replace(pool_before_norm=POOL), options)
 
     text_hf = {**TEXT_DEFAULTS, **hf["text_config"]}
     if text_hf.get("use_sliding_window"):
-        raise CheckpointError("Qwen2-Audio text_config: sliding-window attention (use_sliding_window) is not supported")
+        raise CheckpointError(None, None, "text_config asks for sliding-window attention (use_sliding_window), "
+                                          "which is not supported")
     try:
         llm = hf_llm.config_from_hf(text_hf)
-    except KeyError as e:
-        raise CheckpointError(f"Qwen2-Audio text_config lacks the field {e.args[0]!r}") from None
+    except CheckpointError as e:
+        raise CheckpointError(None, None, f"text_config {e.what}") from None
     llm = _apply_options(llm.replace(tie_word_embeddings=False), options)
 
-    connector = _apply_options(ConnectorConfig(kind="linear", output_size=llm.hidden_size), options)
+    connector = _apply_options(LinearConnectorConfig(output_size=llm.hidden_size), options)
     return SpeechLLMConfig(
-        encoder=AudioEncoderConfig(kind="whisper", whisper=encoder),
+        encoder=WhisperAudioEncoderConfig(whisper=encoder),
         connector=connector,
         llm=llm,
         fusion="decoder_only",
@@ -151,7 +155,7 @@ def _read_config(path: str) -> dict:
         with open(config_path) as f:
             return json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{config_path}: cannot read the model config ({e})") from e
+        raise CheckpointError(config_path, None, f"cannot be read as the model config ({e})") from e
 
 
 def _layout(reader: SafetensorsReader) -> _Layout:
@@ -162,7 +166,7 @@ def _layout(reader: SafetensorsReader) -> _Layout:
 
 def _rename(name: str, old: str, new: str) -> str:
     if not name.startswith(old):
-        raise CheckpointError(f"tensor name {name!r} does not start with {old!r}")
+        raise ValueError(f"tensor name {name!r} does not start with {old!r}")
     return new + name[len(old):]
 
 
@@ -188,7 +192,10 @@ def load_hf_qwen2_audio(path: str, **options: Any) -> tuple[SpeechLLMConfig, dic
     Every tensor's shape is checked; a missing, misshapen or unused tensor raises ``CheckpointError``
     naming it. ``options``: see ``config_from_hf``.
     """
-    config = config_from_hf(_read_config(path), **options)
+    try:
+        config = config_from_hf(_read_config(path), **options)
+    except CheckpointError as e:
+        raise e.at(os.path.join(path, "config.json")) from None
     reader = SafetensorsReader(path)
     layout = _layout(reader)
     encoder_config = config.encoder.whisper
@@ -199,7 +206,7 @@ def load_hf_qwen2_audio(path: str, **options: Any) -> tuple[SpeechLLMConfig, dic
     positions = layout.audio + "embed_positions.weight"
     if positions in reader:
         table = reader.get(positions, (encoder_config.max_source_positions, encoder_config.d_model))
-        hf_whisper.check_encoder_positions(table, encoder_config, f"{path}: {positions}")
+        hf_whisper.check_encoder_positions(table, encoder_config, path, positions)
 
     dtype = np.dtype(config.connector.param_dtype)
     audio_width, text_width = encoder_config.d_model, config.llm.hidden_size
@@ -211,7 +218,7 @@ def load_hf_qwen2_audio(path: str, **options: Any) -> tuple[SpeechLLMConfig, dic
 
     extra = [n for n in reader.unused() if not _unused_is_ignorable(config, layout, n)]
     if extra:
-        raise CheckpointError(f"{path}: tensors not used by the Qwen2-Audio model: {extra[:10]}")
+        raise CheckpointError(path, None, f"holds tensors the Qwen2-Audio model does not use: {extra[:10]}")
     params = {"encoder": {"whisper": encoder}, "connector": {"linear": projector}, "llm": llm}
     _check_tree(config, params, path)
     return config, {"params": params}
@@ -224,4 +231,4 @@ def _check_tree(config: SpeechLLMConfig, params: dict, source: str) -> None:
     problems = sorted(set(expected) ^ set(flat))
     problems += sorted(k for k in set(expected) & set(flat) if tuple(expected[k].shape) != flat[k].shape)
     if problems:
-        raise CheckpointError(f"{source}: imported parameters do not fit the SpeechLLM at {problems[:10]}")
+        raise CheckpointError(source, None, f"gives parameters that do not fit the SpeechLLM at {problems[:10]}")

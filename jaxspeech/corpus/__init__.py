@@ -4,3 +4,11 @@ words.py (word lists) · grammar.py (templates and slots) · sentences.py (split
 generator) · synthesis.py (eSpeak NG) · utterances.py (``CorpusConfig``, voices, utterances on
 demand) · build.py (``build_corpus``: the corpus on disk, manifests, tokenizer).
 """
+
+# A lazy import: ``import jaxspeech.corpus`` stays cheap; names load on first use.
+from etils import epy
+
+with epy.lazy_api_imports(globals()):
+    from jaxspeech.corpus.build import build_corpus
+    from jaxspeech.corpus.sentences import SentenceGenerator
+    from jaxspeech.corpus.utterances import CorpusConfig, SyntheticUtterances

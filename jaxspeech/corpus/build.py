@@ -36,6 +36,7 @@ from typing import Any, Iterable
 
 import soundfile as sf
 
+from jaxspeech.errors import KnownError
 from jaxspeech.corpus.utterances import (
     CORPUS_VERSION,
     SAMPLE_RATE,
@@ -52,7 +53,7 @@ TOKENIZER_MODEL = "tokenizer.model"
 _BUILD_ORDER = ("dev", "test", "train")  # dev/test first: their durations size the train batches
 
 
-class CorpusFolderError(RuntimeError):
+class CorpusFolderError(KnownError, RuntimeError):
     """The output folder holds something this build must not overwrite or mix with."""
 
 
@@ -147,7 +148,7 @@ def _check_folder(out_dir: Path, config: CorpusConfig, overwrite: bool) -> bool:
             if not overwrite:
                 differing = sorted(k for k, v in wanted["config"].items() if found.get("config", {}).get(k) != v)
                 raise CorpusFolderError(
-                    f"{out_dir} holds a corpus built with other settings (version {found.get('version')!r}, "
+                    f"{out_dir}: holds a corpus built with other settings (version {found.get('version')!r}, "
                     f"differing config keys {differing}); choose another folder or pass overwrite=True "
                     "(--overwrite) to delete it"
                 )
@@ -161,7 +162,7 @@ def _check_folder(out_dir: Path, config: CorpusConfig, overwrite: bool) -> bool:
             _remove_corpus(out_dir)
             return False
         raise CorpusFolderError(
-            f"{out_dir} has split folders or manifests but no {CORPUS_JSON} or {BUILD_MARKER}: not a corpus "
+            f"{out_dir}: has split folders or manifests but no {CORPUS_JSON} or {BUILD_MARKER}: not a corpus "
             "built by this tool; choose another folder or pass overwrite=True (--overwrite)"
         )
     return False

@@ -20,6 +20,7 @@ from jaxspeech.corpus.grammar import Grammar, Slot, render
 
 GENERATOR_VERSION = "sentences-1"
 SPLITS = ("train", "dev", "test")
+_TEXT_ONLY_STREAM = 2  # the random streams of the corpus's utterances use 0 (text) and 1 (voice)
 # Per-mille of the sentence space given to each held-out split (the rest is train).
 _SPLIT_PER_MILLE = {"dev": 25, "test": 25}
 
@@ -318,3 +319,19 @@ class SentenceGenerator:
         """Derivations of ``min_words`` .. ``max_words`` words (an upper bound on distinct sentences)."""
         by_length = english_grammar().count_by_length(self.max_words)
         return sum(by_length[self.min_words :])
+
+
+@dataclasses.dataclass(frozen=True)
+class SentenceStream:
+    """The endless stream of one split's sentences, for training on text alone: ``stream[n]`` is the
+    transcript of a sentence drawn from a random stream seeded by ``(seed, n)``, so every index is
+    ready at once (a random-access source without a length, see ``data/text_batches.py``)."""
+
+    seed: int = 0
+    split: str = "train"
+    min_words: int = 8
+    max_words: int = 16
+
+    def __getitem__(self, n: int) -> str:
+        rng = np.random.default_rng([self.seed, _TEXT_ONLY_STREAM, SPLITS.index(self.split), int(n)])
+        return SentenceGenerator(self.min_words, self.max_words).draw(rng, self.split).transcript

@@ -1,9 +1,12 @@
 """Decode, validate, mix to mono and resample audio (WAV/FLAC/OGG and anything libsndfile reads).
 
 libsndfile is lenient: a WAV cut short, a header-only WAV, a float WAV full of NaN, other sample
-rates and stereo all decode without error, and errors inside FLAC streams do not name the file.
-The checks here are therefore ours, and every failure is an ``AudioError(path, reason, message)``
-whose ``reason`` (a ``RejectReason``) is what the pipeline counts.
+rates and stereo all decode without error, errors inside FLAC streams do not name the file, and
+a header's frame count is believed (reading it at once allocates whatever the header claims).
+The checks here are therefore ours: the sizes a header declares are checked against the file's
+size before anything is allocated, audio is decoded in blocks, and every failure is an
+``AudioError(path, reason, message)`` whose ``reason`` (a ``RejectReason``) is what the pipeline
+counts.
 
 What counts as valid: any decodable, finite, non-empty signal (silence included). Stereo is mixed
 to mono by averaging the channels; other sample rates are resampled with soxr (high quality). A
@@ -34,6 +37,19 @@ _SF_ERR_SYSTEM = 2
 _SF_ERR_UNSUPPORTED_ENCODING = 4
 _WAV_FORMATS = ("WAV", "WAVEX")
 _RIFF_UNKNOWN_SIZE = 0xFFFFFFFF  # written by streaming encoders that cannot seek back
+_SF_UNKNOWN_FRAMES = np.iinfo(np.int64).max  # libsndfile's frame count of a stream of unknown length
+
+# What a header may declare before anything is allocated from it. Uncompressed containers hold a
+# fixed number of bytes per sample; no codec libsndfile reads packs more than 8192 frames into a
+# byte (FLAC: at most 65535 samples per frame of >= 10 bytes; Opus: 5760 per >= 1-byte packet;
+# Vorbis: 4096).
+_UNCOMPRESSED_FORMATS = ("WAV", "WAVEX", "AIFF", "AU", "W64", "RF64", "RAW")
+_PCM_SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+                     "ULAW": 1, "ALAW": 1}
+_MAX_FRAMES_PER_BYTE = 8192
+_MAX_CHANNELS = 64
+_MIN_SAMPLE_RATE, _MAX_SAMPLE_RATE = 1000, 768_000
+_BLOCK_FRAMES = 1 << 16
 
 
 def load_audio(
@@ -142,26 +158,57 @@ def _libsndfile_reason(error: sf.LibsndfileError) -> RejectReason:
     return RejectReason.CORRUPT
 
 
-def _decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
-    """Encoded bytes -> (f32[N, channels], sample_rate), rejecting truncated files."""
-    try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            container, declared_frames, sample_rate = f.format, f.frames, f.samplerate
-            samples_NxC = f.read(dtype="float32", always_2d=True)
-    except sf.LibsndfileError as e:
-        raise AudioError(name, _libsndfile_reason(e), f"libsndfile cannot decode it: {e.error_string.strip()}") from None
-    except (RuntimeError, ValueError, TypeError, OverflowError) as e:
-        raise AudioError(name, RejectReason.CORRUPT, f"decoding failed: {e}") from None
+def _check_header(name: str, data: bytes, container: str, subtype: str, frames: int, rate: int, channels: int) -> None:
+    """Raises ``AudioError`` if the sizes the header declares cannot be true of a file of
+    ``len(data)`` bytes (or are out of range), before anything is allocated from them."""
+    if not 1 <= channels <= _MAX_CHANNELS:
+        reason = RejectReason.CORRUPT if channels < 1 else RejectReason.UNSUPPORTED_FORMAT
+        raise AudioError(name, reason, f"header declares {channels} channels (expected 1 to {_MAX_CHANNELS})")
+    if not _MIN_SAMPLE_RATE <= rate <= _MAX_SAMPLE_RATE:
+        raise AudioError(name, RejectReason.CORRUPT,
+                         f"header declares a sample rate of {rate} Hz (expected {_MIN_SAMPLE_RATE} to {_MAX_SAMPLE_RATE})")
+    if frames == _SF_UNKNOWN_FRAMES:
+        return
+    sample_bytes = _PCM_SAMPLE_BYTES.get(subtype) if container in _UNCOMPRESSED_FORMATS else None
+    most = len(data) // (channels * sample_bytes) if sample_bytes else len(data) * _MAX_FRAMES_PER_BYTE
+    if not 0 <= frames <= most:
+        raise AudioError(name, RejectReason.CORRUPT,
+                         f"header declares {frames} frames, but a {len(data)}-byte {container} {subtype} file holds at "
+                         f"most {most}")
     if container in _WAV_FORMATS:
         shortfall = _wav_data_shortfall(data)
         if shortfall is not None:
             declared_bytes, present_bytes = shortfall
-            raise AudioError(
-                name,
-                RejectReason.CORRUPT,
-                f"truncated WAV: its data chunk declares {declared_bytes} bytes but the file holds {present_bytes}",
-            )
-    if 0 < declared_frames < np.iinfo(np.int64).max and samples_NxC.shape[0] < declared_frames:
+            raise AudioError(name, RejectReason.CORRUPT,
+                             f"truncated WAV: its data chunk declares {declared_bytes} bytes but the file holds {present_bytes}")
+
+
+def _read_blocks(f: sf.SoundFile) -> np.ndarray:
+    """All frames of an open file -> f32[N, channels], read in blocks: memory grows with the audio
+    actually decoded, never with what the header claims."""
+    blocks = []
+    while True:
+        block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+        if not len(block):
+            break
+        blocks.append(block)
+    if not blocks:
+        return np.zeros((0, f.channels), np.float32)
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+def _decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """Encoded bytes -> (f32[N, channels], sample_rate), rejecting lying headers and truncated files."""
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            container, subtype, declared_frames, sample_rate = f.format, f.subtype, f.frames, f.samplerate
+            _check_header(name, data, container, subtype, declared_frames, sample_rate, f.channels)
+            samples_NxC = _read_blocks(f)
+    except sf.LibsndfileError as e:
+        raise AudioError(name, _libsndfile_reason(e), f"libsndfile cannot decode it: {e.error_string.strip()}") from None
+    except (RuntimeError, ValueError, TypeError, OverflowError) as e:
+        raise AudioError(name, RejectReason.CORRUPT, f"decoding failed: {e}") from None
+    if 0 < declared_frames < _SF_UNKNOWN_FRAMES and samples_NxC.shape[0] < declared_frames:
         raise AudioError(
             name,
             RejectReason.CORRUPT,
@@ -217,6 +264,9 @@ def _finish(
     if sample_rate != target_sample_rate:
         mono_N = soxr.resample(mono_N, sample_rate, target_sample_rate, quality="HQ")
     mono_N = np.ascontiguousarray(mono_N, dtype=np.float32)
+    if mono_N.size == 0:
+        raise AudioError(name, RejectReason.EMPTY, f"{num_samples} samples at {sample_rate} Hz are no sample at "
+                                                   f"{target_sample_rate} Hz")
     if over_length == "chunk":
         chunk = max(1, int(round(max_seconds * target_sample_rate)))
         return [mono_N[start : start + chunk] for start in range(0, len(mono_N), chunk)]

@@ -74,7 +74,8 @@ class DataPipeline:
         process_count = jax.process_count() if process_count is None else process_count
         self.source, self.config, self.tokenize = source, config, tokenize
         self.process_index, self.process_count = process_index, process_count
-        rows = batching.rows_per_bucket(config.bucket_frames, config.clips_per_row, config.frame_budget, config.batch_size_multiple)
+        rows = config.bucket_rows or batching.rows_per_bucket(config.bucket_frames, config.clips_per_row,
+                                                              config.frame_budget, config.batch_size_multiple)
         durations = source_durations(source)
         frames = batching.frames_for_durations(durations, config.sample_rate)
         self.plan = batching.BatchPlan(

@@ -14,6 +14,8 @@ class PipelineConfig:
 
     bucket_frames: fixed, increasing log-mel frame lengths (100 frames = 1 s); one batch shape each.
     frame_budget: padded frames (rows x clips x bucket frames) per host batch; sets rows per bucket.
+    bucket_rows: rows per host batch for each bucket, overriding frame_budget (``jaxspeech plan``
+      chooses them: ``jaxspeech train --plan plan.json`` sets them).
     max_tokens: token length L of each bucket (one int for all, or one per bucket); unused (L = 0)
       without a tokenizer. An example with more tokens is rejected, never truncated.
     clips_per_row: clip slots per row (one int or one per bucket); > 1 packs short examples.
@@ -30,6 +32,7 @@ class PipelineConfig:
 
     bucket_frames: tuple[int, ...] = (500, 1000, 1500, 3000)
     frame_budget: int = 24_000
+    bucket_rows: tuple[int, ...] | None = None
     max_tokens: int | tuple[int, ...] = 256
     clips_per_row: int | tuple[int, ...] = 1
     batch_size_multiple: int = 1
@@ -60,6 +63,12 @@ class PipelineConfig:
             if len(per_bucket) != len(buckets):
                 raise ValueError(f"{name} has {len(per_bucket)} entries for {len(buckets)} buckets")
             object.__setattr__(self, name, per_bucket)
+        if self.bucket_rows is not None:
+            rows = tuple(int(r) for r in self.bucket_rows)
+            if len(rows) != len(buckets) or any(r < 1 for r in rows):
+                raise ValueError(f"bucket_rows {self.bucket_rows} must hold one positive row count per bucket "
+                                 f"({len(buckets)} buckets)")
+            object.__setattr__(self, "bucket_rows", rows)
         if any(t < 0 for t in self.max_tokens) or any(c < 1 for c in self.clips_per_row):
             raise ValueError(f"max_tokens must be >= 0 and clips_per_row >= 1, got {self.max_tokens}, {self.clips_per_row}")
         if self.frame_budget <= 0 or self.batch_size_multiple < 1:

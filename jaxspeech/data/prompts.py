@@ -163,7 +163,9 @@ def _chat_sequence(tokenizer, user, system, target, template):
 
 
 def _plain_sequence(tokenizer, user, target):
-    ids = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
+    # What the tokenizer's own rules put before plain text (``Tokenizer.text_prefix``: BOS for Llama 3,
+    # nothing for Qwen2 or SmolLM2); the target's end token comes from ``_close_target``.
+    ids = list(tokenizer.text_prefix)
     for part in user:
         ids.extend(part.ids if isinstance(part, TokenIds) else tokenizer.encode(part))
     owners = [TEMPLATE_OWNER] * len(ids)

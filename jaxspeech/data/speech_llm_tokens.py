@@ -1,4 +1,5 @@
-"""The data pipeline's ``tokenize`` callable for Speech-LLM training and inference.
+"""The data pipeline's ``tokenize`` callables for Speech-LLM training and inference (and for CTC on
+its encoder alone, ``TranscriptTokens``).
 
 ``SpeechLLMTokens(record, frames_per_clip)`` turns a source record (``text``, optional ``task``,
 ``prompt``, ``target``, ``language``) and the log-mel frame count of each clip into prompt +
@@ -12,9 +13,11 @@ import dataclasses
 import functools
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from jaxspeech.audio_tokens import downsampled_length
 from jaxspeech.data.prompts import EncodedExample, encode_example
-from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER
+from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER, chunk_tag
 from jaxspeech.data.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
 
 
@@ -37,7 +40,9 @@ def _tokenizer(path: str) -> Tokenizer:
 @dataclasses.dataclass(frozen=True)
 class SpeechLLMTokens:
     """``audio_steps``: frames -> placeholder tokens (``SpeechLLMConfig.inline_steps``); an empty
-    tuple means the audio is not inline (cross-attention). ``inference`` drops the target."""
+    tuple means the audio is not inline (cross-attention). ``chunk_tags``: the k-th clip's audio
+    follows the control token ``<chunk_k>`` (with cross-attention, the tags alone stand in the prompt).
+    ``inference`` drops the target."""
 
     tokenizer_path: str
     audio_steps: tuple[Any, ...]
@@ -45,6 +50,7 @@ class SpeechLLMTokens:
     chat: bool = False
     prompts: Mapping[str, str] | None = None
     system: str | None = None
+    chunk_tags: bool = False
     inference: bool = False
 
     @property
@@ -57,6 +63,15 @@ class SpeechLLMTokens:
         if token_id is None:
             raise ValueError(f"tokenizer {self.tokenizer_path} has no {AUDIO_PLACEHOLDER} token")
         return token_id
+
+    def chunk_tag_ids(self, clips: int) -> list[int]:
+        """The ids of ``<chunk_1>`` .. ``<chunk_{clips}>``; an error names a tag the tokenizer lacks."""
+        ids = [self.tokenizer.token_to_id(chunk_tag(k)) for k in range(1, clips + 1)]
+        missing = [chunk_tag(k) for k, i in enumerate(ids, 1) if i is None or i not in self.tokenizer.special_ids]
+        if missing:
+            raise ValueError(f"task.prompt.chunk_tags needs the control tokens {missing} but tokenizer "
+                             f"{self.tokenizer_path} does not have them")
+        return ids
 
     def audio_tokens(self, frames: int) -> int:
         return downsampled_length(int(frames), self.audio_steps) if self.audio_steps else 0
@@ -75,4 +90,19 @@ class SpeechLLMTokens:
             fields={"target_language": language} if language and (record.get("task") == "ast") else None,
             prompts=self.prompts,
             chat=self.chat,
+            chunk_tag_ids=self.chunk_tag_ids(len(frames_per_clip)) if self.chunk_tags else None,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class TranscriptTokens:
+    """The pipeline's ``tokenize`` for CTC on the encoder alone: the transcript's tokens, every one a
+    target (no prompt, no placeholders, no end token); ``inference`` gives no tokens."""
+
+    tokenizer_path: str
+    inference: bool = False
+
+    def __call__(self, record: Mapping[str, Any], frames_per_clip: Sequence[int]) -> EncodedExample:
+        del frames_per_clip
+        ids = [] if self.inference else _tokenizer(self.tokenizer_path).encode(record.get("target") or record["text"])
+        return EncodedExample(np.asarray(ids, np.int32), np.ones(len(ids), np.float32), [(0, 0)])

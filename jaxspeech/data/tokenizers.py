@@ -3,6 +3,14 @@
 ``encode`` treats its input as plain user text: it never yields the id of a special or added token,
 whatever the text contains (``<|im_start|>``, ``<s>``, the audio placeholder string...). Control
 tokens enter a sequence only through ``split_control`` (used on chat-template markup) or by id.
+
+``encode_text`` is a whole plain-text sequence as the tokenizer's own rules build it, i.e. what
+``transformers.AutoTokenizer.from_pretrained(d)(text).input_ids`` gives: the special tokens that
+``tokenizer.json``'s post-processor puts around the text (Llama 3: ``<|begin_of_text|>``; Qwen2
+and SmolLM2, whose post-processor adds nothing: none, although SmolLM2 defines a BOS token).
+Like transformers 5, the post-processor alone decides when a ``tokenizer.json`` exists:
+``add_bos_token`` / ``add_eos_token`` in ``tokenizer_config.json`` are then ignored. A bare
+sentencepiece model has no such rule; it gets BOS, as transformers' Llama tokenizer gives it.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from typing import Any
 import sentencepiece as spm
 import tokenizers
 
+from jaxspeech.errors import MissingFileError, UsageError
+
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG_JSON = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_JSON = "special_tokens_map.json"
@@ -28,6 +38,7 @@ TOKENIZER_FILES = (TOKENIZER_JSON, TOKENIZER_CONFIG_JSON, SPECIAL_TOKENS_MAP_JSO
                    CHAT_TEMPLATE_JINJA, SENTENCEPIECE_MODEL)
 
 _SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+_PROBE_TEXT = "a"  # encoded once to see which special tokens a post-processor adds around a sequence
 
 # A piece of template text after control-token splitting: a control token id, or plain text.
 ControlSplit = list[int | str]
@@ -44,6 +55,8 @@ class Tokenizer(abc.ABC):
         ``encode`` and dropped by ``decode(skip_special_tokens=True)``. The unknown token is not
         among them: plain text can legitimately map to it.
       special_tokens_map: {"bos_token": "<s>", ...} for the tokens that are set (chat templates see it).
+      text_prefix / text_suffix: ids the tokenizer's own rules put before / after one plain-text
+        sequence (see the module docstring).
       chat_template: the jinja chat template, or None.
       source: where the tokenizer was loaded from (for error messages).
     """
@@ -55,12 +68,19 @@ class Tokenizer(abc.ABC):
     unk_id: int | None
     special_ids: frozenset[int]
     special_tokens_map: dict[str, str]
+    text_prefix: tuple[int, ...]
+    text_suffix: tuple[int, ...]
     chat_template: str | None
     source: str
 
     def encode(self, text: str) -> list[int]:
         """Plain text -> ids, no BOS/EOS, never a control-token id."""
         return self.encode_with_offsets(text)[0]
+
+    def encode_text(self, text: str) -> list[int]:
+        """A plain-text sequence with the special tokens the tokenizer's own rules add around it
+        (``tokenizer(text).input_ids`` in transformers; see the module docstring)."""
+        return [*self.text_prefix, *self.encode(text), *self.text_suffix]
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Plain text -> (ids, character spans [start, end) of each id in ``text``)."""
@@ -116,7 +136,7 @@ class HFTokenizer(Tokenizer):
         try:
             self._full = tokenizers.Tokenizer.from_str(json.dumps(spec))
         except Exception as e:  # tokenizers raises a bare Exception on a malformed spec
-            raise ValueError(f"{json_path}: not a valid tokenizers JSON file ({e})") from e
+            raise UsageError(json_path, f"not a valid tokenizers JSON file ({e})") from e
         # The plain tokenizer is the same model with no added tokens: it cannot match any of them.
         spec["added_tokens"] = []
         self._plain = tokenizers.Tokenizer.from_str(json.dumps(spec))
@@ -146,7 +166,17 @@ class HFTokenizer(Tokenizer):
                 raise ValueError(f"{directory}: eos id {i} is outside the vocabulary of {self.vocab_size}")
         declared = {i for i in (self.bos_id, self.pad_id, *self.eos_ids) if i is not None}
         self.special_ids = frozenset({i for i, t in self._added.items() if t.special} | declared)
+        self.text_prefix, self.text_suffix = self._post_processor_ids()
         self.chat_template = _chat_template(directory, config)
+
+    def _post_processor_ids(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(ids before, ids after) that ``tokenizer.json``'s post-processor adds to one sequence."""
+        encoding = self._plain.encode(_PROBE_TEXT, add_special_tokens=True)
+        content = [t for t, special in enumerate(encoding.special_tokens_mask) if not special]
+        ids = list(encoding.ids)
+        if not content:  # the probe spelled nothing: every added id counts as a prefix
+            return tuple(ids), ()
+        return tuple(ids[:content[0]]), tuple(ids[content[-1] + 1:])
 
     def _config_token_id(self, key: str, token: str) -> int:
         token_id = self._full.token_to_id(token)
@@ -220,7 +250,7 @@ class SentencePieceTokenizer(Tokenizer):
         try:
             self._sp.load(model_path)
         except (OSError, RuntimeError) as e:
-            raise ValueError(f"{model_path}: not a readable sentencepiece model ({e})") from e
+            raise UsageError(model_path, f"not a readable sentencepiece model ({e})") from e
         size = self._sp.get_piece_size()
         self.vocab_size = size
         self.bos_id = _optional_id(self._sp.bos_id())
@@ -235,6 +265,7 @@ class SentencePieceTokenizer(Tokenizer):
                            ("pad_token", self.pad_id))
             if i is not None
         }
+        self.text_prefix, self.text_suffix = (() if self.bos_id is None else (self.bos_id,)), ()
         self.chat_template = None
         by_length = sorted((self._sp.id_to_piece(i) for i in self.special_ids), key=len, reverse=True)
         self._control_re = re.compile("|".join(re.escape(p) for p in by_length)) if by_length else None
@@ -318,14 +349,14 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
             return HFTokenizer(path)
         if os.path.isfile(os.path.join(path, SENTENCEPIECE_MODEL)):
             return SentencePieceTokenizer(os.path.join(path, SENTENCEPIECE_MODEL))
-        raise FileNotFoundError(f"{path}: expected {TOKENIZER_JSON} or {SENTENCEPIECE_MODEL} in this directory")
+        raise MissingFileError(path, f"expected {TOKENIZER_JSON} or {SENTENCEPIECE_MODEL} in this directory")
     if os.path.basename(path) == TOKENIZER_JSON:
         return HFTokenizer(os.path.dirname(path) or ".")
     if path.endswith(".model"):
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: no such sentencepiece model")
+            raise MissingFileError(path, "no such sentencepiece model")
         return SentencePieceTokenizer(path)
-    raise FileNotFoundError(f"{path}: expected a tokenizer directory, a {TOKENIZER_JSON} or a sentencepiece .model file")
+    raise MissingFileError(path, f"expected a tokenizer directory, a {TOKENIZER_JSON} or a sentencepiece .model file")
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -335,9 +366,9 @@ def _read_json(path: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except ValueError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from e
+        raise UsageError(path, f"invalid JSON ({e})") from e
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise UsageError(path, f"expected a JSON object, got {type(data).__name__}")
     return data
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Sequence
+from typing import Literal, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,7 @@ class GenerationConfig:
 
     max_new_tokens: int = 32
     min_new_tokens: int = 0
-    method: str = "greedy"
+    method: Literal["greedy", "sample", "beam"] = "greedy"
     eos_ids: tuple[int, ...] = ()
     pad_id: int = 0
     num_beams: int = 4

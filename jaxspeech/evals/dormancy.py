@@ -5,7 +5,7 @@ instruction as if it were "transcribe". Three views, from cheapest to most direc
 
 * ``embedding_rms_ratio``: RMS of the audio embeddings entering the LLM over the RMS of the row's
   text-token embeddings (per clip, and the batch mean). A ratio far above 1 is the warning sign;
-  ``ConnectorConfig(norm_match=True)`` pins it near 1. Jit-able, cheap enough to log every step.
+  ``norm_match=True`` on the connector pins it near 1. Jit-able, cheap enough to log every step.
 * ``attention_mass``: for the positions that predict target / generated tokens, the share of
   self-attention probability on instruction tokens, audio tokens and everything else, per layer.
 * ``prompt_following_probe``: the same audio under several instructions ("transcribe", "repeat in

@@ -1,4 +1,4 @@
-"""WER / CER (jiwer, after normalisation) with counts, and BLEU (sacrebleu).
+"""WER / CER (jiwer, after normalisation) with counts, BLEU (sacrebleu), and held-out perplexity.
 
 Error counts are kept per example and summed, so a corpus WER is sum(S + D + I) / sum(N), never an
 average of per-example rates.
@@ -7,6 +7,7 @@ average of per-example rates.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import jiwer
@@ -62,6 +63,19 @@ class ErrorRateResult:
     @property
     def rate(self) -> float:
         return self.counts.rate
+
+
+@dataclasses.dataclass(frozen=True)
+class PerplexityResult:
+    """A language model's perplexity on held-out text: exp(``nll`` / ``tokens``), ``nll`` summed over
+    the ``tokens`` predicted."""
+
+    nll: float
+    tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nll / self.tokens)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,3 +166,8 @@ def _check_pairs(references, hypotheses):
         for k, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"{name} {k} is {type(text).__name__}, expected str")
+
+
+# Metrics an evaluation set can be scored with (``eval.metrics``): name -> fn(references,
+# hypotheses, ids=...) -> a result with ``.rate``; the report's column is the name upper-cased.
+PER_SET_METRICS = {"wer": wer, "cer": cer}

@@ -21,6 +21,7 @@ from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import pallas as pl
 
 from jaxspeech.kernels.masks import MaskSpec
@@ -208,21 +209,21 @@ class _BlockRange:
     high: jax.Array  # i32[B, N]
 
 
-def _block_range(values: jax.Array, live: jax.Array, block: int) -> _BlockRange:
+def _block_range(values: jax.Array, live: jax.Array, block: int, xp=jnp) -> _BlockRange:
     batch, length = values.shape
     values = values.reshape(batch, length // block, block)
     live = live.reshape(batch, length // block, block)
     return _BlockRange(
-        low=jnp.min(jnp.where(live, values, _BIG), axis=-1),
-        high=jnp.max(jnp.where(live, values, -_BIG), axis=-1),
+        low=xp.min(xp.where(live, values, _BIG), axis=-1),
+        high=xp.max(xp.where(live, values, -_BIG), axis=-1),
     )
 
 
-def _uniform(values: jax.Array, block: int) -> jax.Array:
+def _uniform(values: jax.Array, block: int, xp=jnp) -> jax.Array:
     """bool[B, N]: every token of the block has the same non-zero value."""
     batch, length = values.shape
     values = values.reshape(batch, length // block, block)
-    return jnp.all(values == values[..., :1], axis=-1) & (values[..., 0] != 0)
+    return xp.all(values == values[..., :1], axis=-1) & (values[..., 0] != 0)
 
 
 def _pairwise(q: jax.Array, kv: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -230,19 +231,20 @@ def _pairwise(q: jax.Array, kv: jax.Array) -> tuple[jax.Array, jax.Array]:
     return q[:, :, None], kv[:, None, :]
 
 
-def block_states(flags: MaskFlags, ids: TokenIds, block_q: int, block_kv: int) -> jax.Array:
-    """i32[B, NQ, NK] of SKIP / PARTIAL / FULL for tiles of ``block_q`` x ``block_kv`` tokens."""
+def block_states(flags: MaskFlags, ids: TokenIds, block_q: int, block_kv: int, xp=jnp) -> jax.Array:
+    """i32[B, NQ, NK] of SKIP / PARTIAL / FULL for tiles of ``block_q`` x ``block_kv`` tokens
+    (``xp``: ``jnp``, or ``np`` for ids known on the host)."""
     q_live, kv_live = ids.q[SEGMENT] != 0, ids.kv[SEGMENT] != 0
 
     def ranges(name, q_mask=q_live, kv_mask=kv_live):
-        q_range = _block_range(ids.q[name], q_mask, block_q)
-        kv_range = _block_range(ids.kv[name], kv_mask, block_kv)
+        q_range = _block_range(ids.q[name], q_mask, block_q, xp)
+        kv_range = _block_range(ids.kv[name], kv_mask, block_kv, xp)
         q_low, kv_low = _pairwise(q_range.low, kv_range.low)
         q_high, kv_high = _pairwise(q_range.high, kv_range.high)
         return q_low, q_high, kv_low, kv_high
 
     def same_uniform(name):
-        q_uniform, kv_uniform = _pairwise(_uniform(ids.q[name], block_q), _uniform(ids.kv[name], block_kv))
+        q_uniform, kv_uniform = _pairwise(_uniform(ids.q[name], block_q, xp), _uniform(ids.kv[name], block_kv, xp))
         q_first, kv_first = _pairwise(ids.q[name][:, ::block_q], ids.kv[name][:, ::block_kv])
         return q_uniform & kv_uniform & (q_first == kv_first)
 
@@ -276,7 +278,7 @@ def block_states(flags: MaskFlags, ids: TokenIds, block_q: int, block_kv: int) -
         if flags.chunk_left is not None:
             possible &= q_low - kv_high <= flags.chunk_left
             full &= q_high - kv_low <= flags.chunk_left
-    return jnp.where(possible, jnp.where(full, FULL, PARTIAL), SKIP).astype(jnp.int32)
+    return xp.where(possible, xp.where(full, FULL, PARTIAL), SKIP).astype(xp.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,3 +317,34 @@ def kv_visits(flags: MaskFlags, ids: TokenIds, block_q: int, block_kv: int) -> V
 def q_visits(flags: MaskFlags, ids: TokenIds, block_q: int, block_kv: int) -> VisitList:
     """For each key block, the query blocks to visit (dk/dv kernel)."""
     return visit_list(jnp.swapaxes(block_states(flags, ids, block_q, block_kv), 1, 2))
+
+
+def static_tile_count(
+    spec: MaskSpec | None, flags: MaskFlags, q_len: int, kv_len: int, q_padded: int, kv_padded: int,
+    block_q: int, block_kv: int,
+) -> int:
+    """Tiles of ``block_q`` x ``block_kv`` that one (example, head) visits as far as the mask's
+    static structure tells: internal padding, and causality, windows and chunks over default
+    positions. What only the arrays tell (segment ids, key lengths, explicit positions,
+    bidirectional spans) is unknown at trace time: segment ids and key lengths can only skip
+    more tiles, bidirectional spans re-allow a few above the diagonal (not counted), and explicit
+    positions make every tile count. Kernels declare their cost from this count."""
+    positional = spec is not None and spec.q_positions is None and spec.kv_positions is None
+    known = MaskFlags(
+        segments=True,
+        causal=flags.causal and positional,
+        window_left=flags.window_left if positional else None,
+        window_right=flags.window_right if positional else None,
+        chunks=flags.chunks and positional,
+        chunk_left=flags.chunk_left if positional else None,
+    )
+
+    def channels(length: int, padded: int) -> dict[str, np.ndarray]:
+        positions = np.arange(padded, dtype=np.int64)[None]
+        ids = {SEGMENT: (positions < length).astype(np.int64), POSITION: positions}
+        if known.chunks:
+            ids[CHUNK] = positions // spec.chunk_size
+        return ids
+
+    ids = TokenIds(q=channels(q_len, q_padded), kv=channels(kv_len, kv_padded))
+    return int(np.sum(block_states(known, ids, block_q, block_kv, xp=np) != SKIP))

@@ -11,6 +11,8 @@ arguments, same results up to float rounding) with fused, block-sparse kernels:
   in another) and returns dbias when a bias is given;
 * tiles that the ``MaskSpec`` fully masks are never visited (see ``block_masks.py``); tiles it
   fully allows skip the element mask;
+* every kernel declares its FLOPs, exponentials and bytes to the compiler (``cost.py``), so that
+  cost analyses of programs that call it count its work;
 * sequence lengths need not be multiples of the block sizes: inputs are padded internally and
   padded keys are masked.
 """
@@ -26,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxspeech.kernels import flash_gpu, flash_tpu
-from jaxspeech.kernels.block_masks import TokenIds, mask_flags, token_ids, validate_mask
+from jaxspeech.kernels.block_masks import TokenIds, mask_flags, static_tile_count, token_ids, validate_mask
 from jaxspeech.kernels.flash_math import KernelConfig
 from jaxspeech.kernels.masks import MaskSpec
 
@@ -152,7 +154,11 @@ def flash_attention(
         bias_per_head=None if bias is None else bias.shape[1] > 1,
         interpret=interpret,
     )
-    fwd, bwd = config(block_q=bq, block_kv=bk), config(block_q=bq_bwd, block_kv=bk_bwd)
+    fwd, bwd = (
+        config(block_q=block_q, block_kv=block_kv,
+               tiles=static_tile_count(mask, flags, q_len, kv_len, q_padded, kv_padded, block_q, block_kv))
+        for block_q, block_kv in ((bq, bk), (bq_bwd, bk_bwd))
+    )
     return _flash(backend, fwd, bwd, q, k, v, bias, ids)[:, :q_len]
 
 

@@ -26,6 +26,7 @@ from jax.experimental.pallas import triton as pltriton
 
 from jaxspeech.kernels import flash_math
 from jaxspeech.kernels.block_masks import TokenIds, VisitList, kv_visits, q_visits, stacked_ids, tile_mask
+from jaxspeech.kernels.cost import kernel_cost
 from jaxspeech.kernels.flash_math import KernelConfig
 
 def check_shapes(head_dim: int, blocks: tuple[int, ...]) -> None:
@@ -37,6 +38,14 @@ def check_shapes(head_dim: int, blocks: tuple[int, ...]) -> None:
 
 def _compiler_params(head_dim: int, stages: int) -> pltriton.CompilerParams:
     return pltriton.CompilerParams(num_warps=4 if head_dim <= 64 else 8, num_stages=stages)
+
+
+def _cost(kind: str, cfg: KernelConfig, q: jax.Array, k: jax.Array, bias: jax.Array | None) -> pl.CostEstimate:
+    """``kernel_cost`` for q f[B, Tp, H, D], k f[B, Sp, K, D]."""
+    batch, q_len, heads, head_dim = q.shape
+    return kernel_cost(kind, cfg, batch=batch, heads=heads, kv_heads=k.shape[2], q_len=q_len, kv_len=k.shape[1],
+                       head_dim=head_dim, itemsize=q.dtype.itemsize,
+                       bias_itemsize=0 if bias is None else bias.dtype.itemsize)
 
 
 def _split_bias(cfg: KernelConfig, refs):
@@ -123,6 +132,7 @@ def forward(cfg: KernelConfig, q, k, v, bias, ids: TokenIds) -> tuple[jax.Array,
         ],
         compiler_params=_compiler_params(head_dim, stages=2),
         interpret=cfg.interpret,
+        cost_estimate=_cost("forward", cfg, q, k, bias),
         name="flash_attention_fwd",
     )(*operands)
 
@@ -194,6 +204,7 @@ def _dq(cfg: KernelConfig, q, k, v, do, lse, delta, bias, q_ids, kv_ids, visits:
         input_output_aliases=aliases,
         compiler_params=_compiler_params(head_dim, stages=2),
         interpret=cfg.interpret,
+        cost_estimate=_cost("dq", cfg, q, k, bias),
         name="flash_attention_dq",
     )(*operands)
     return outs[0], (outs[1] if cfg.has_bias else None)
@@ -269,6 +280,7 @@ def _dkv(cfg: KernelConfig, q, k, v, do, lse, delta, bias, q_ids, kv_ids, visits
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
         compiler_params=_compiler_params(head_dim, stages=1),
         interpret=cfg.interpret,
+        cost_estimate=_cost("dkv", cfg, q, k, bias),
         name="flash_attention_dkv",
     )(*operands)
 

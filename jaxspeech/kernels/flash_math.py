@@ -115,6 +115,7 @@ class KernelConfig:
     bias_batched: bool | None  # None: no bias; else whether the bias has a batch axis (else 1)
     bias_per_head: bool | None  # whether the bias has a head axis (else 1)
     interpret: Any  # False, True, or Pallas interpret parameters (e.g. pltpu.InterpretParams)
+    tiles: int  # tiles each (example, head) visits as far as known at trace time (kernels/cost.py)
 
     @property
     def has_bias(self) -> bool:

@@ -23,6 +23,7 @@ from jax.experimental.pallas import tpu as pltpu
 
 from jaxspeech.kernels import flash_math
 from jaxspeech.kernels.block_masks import TokenIds, VisitList, kv_visits, q_visits, stacked_ids, tile_mask
+from jaxspeech.kernels.cost import kernel_cost
 from jaxspeech.kernels.flash_math import KernelConfig
 
 
@@ -39,6 +40,14 @@ def check_shapes(q_padded: int, kv_padded: int, block_q: int, block_kv: int) -> 
 def _head_major(x: jax.Array) -> jax.Array:
     """[B, T, H, D] <-> [B, H, T, D]."""
     return jnp.swapaxes(x, 1, 2)
+
+
+def _cost(kind: str, cfg: KernelConfig, q: jax.Array, k: jax.Array, bias: jax.Array | None) -> pl.CostEstimate:
+    """``kernel_cost`` for head-major q f[B, H, Tp, D], k f[B, K, Sp, D]."""
+    batch, heads, q_len, head_dim = q.shape
+    return kernel_cost(kind, cfg, batch=batch, heads=heads, kv_heads=k.shape[1], q_len=q_len, kv_len=k.shape[2],
+                       head_dim=head_dim, itemsize=q.dtype.itemsize,
+                       bias_itemsize=0 if bias is None else bias.dtype.itemsize)
 
 
 def _flat(visits: VisitList) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -145,6 +154,7 @@ def forward(cfg: KernelConfig, q, k, v, bias, ids: TokenIds) -> tuple[jax.Array,
         ],
         compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")),
         interpret=cfg.interpret,
+        cost_estimate=_cost("forward", cfg, q, k, bias),
         name="flash_attention_fwd",
     )(*_flat(kv_visits(cfg.flags, ids, bq, bk)), *operands)
     return _head_major(out), lse
@@ -254,6 +264,7 @@ def _dq(cfg: KernelConfig, q, k, v, do, lse, delta, bias, q_ids, kv_ids, visits:
         input_output_aliases=aliases,
         compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")),
         interpret=cfg.interpret,
+        cost_estimate=_cost("dq", cfg, q, k, bias),
         name="flash_attention_dq",
     )(*_flat(visits), *operands)
     return outs[0], (outs[1] if cfg.has_bias else None)
@@ -309,6 +320,7 @@ def _dkv(cfg: KernelConfig, q, k, v, do, lse, delta, bias, q_ids, kv_ids, visits
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
         compiler_params=pltpu.CompilerParams(dimension_semantics=semantics),
         interpret=cfg.interpret,
+        cost_estimate=_cost("dkv", cfg, q, k, bias),
         name="flash_attention_dkv",
     )(*_flat(visits), *operands)
 

@@ -15,11 +15,13 @@ never during ``init``), every ``Attention`` also sows its softmax weights f32[B,
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax.sharding import PartitionSpec as P
 
 from jaxspeech.kernels.reference import reference_attention
 from jaxspeech.layers import axes
@@ -74,6 +76,64 @@ def _in_query_blocks(attend, q, k, v, mask, bias, scale, block):
     return jnp.moveaxis(out, 0, 1).reshape(batch, count * size, *q.shape[2:])[:, :length]
 
 
+def _mesh_axes(logical: str, dim: int, mesh) -> tuple[str, ...]:
+    """The mesh axes (size > 1) that the logical axis ``logical`` maps to under the rules in
+    context, kept while their product still divides ``dim``."""
+    spec = nn.logical_to_mesh_axes((logical,))[0]
+    names = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
+    chosen, size = [], 1
+    for name in names:
+        if name in mesh.shape and mesh.shape[name] > 1 and dim % (size * mesh.shape[name]) == 0:
+            chosen.append(name)
+            size *= mesh.shape[name]
+    return tuple(chosen)
+
+
+def _kernel_target(mesh) -> dict[str, Any]:
+    """Kernel backend and interpretation for the devices of ``mesh``, which may not be this
+    machine's (a program compiled ahead of time for TPUs on a CPU host); {} = decide from the
+    default backend."""
+    device = None if mesh.empty else getattr(mesh, "abstract_device", None)
+    platform = getattr(device, "platform", None)
+    if platform == "tpu":
+        return {"backend": "tpu", "interpret": False}
+    if platform in ("gpu", "cuda", "rocm"):
+        return {"backend": "gpu", "interpret": False}
+    return {}
+
+
+def _pallas_attention(q, k, v, mask, bias, scale):
+    """``flash_attention`` on each device's shard when a mesh is in context (``jax.set_mesh``):
+    a Pallas kernel is one opaque call that the SPMD partitioner cannot split, so it runs under
+    ``shard_map`` over the batch (``act_batch``) and head (``act_heads``) mesh axes; key/value
+    heads that do not split over the head axes are repeated to one per query head. The kernels
+    are those of the mesh's devices (TPU or GPU), interpreted only on CPU meshes."""
+    from jaxspeech.kernels.flash_attention import flash_attention  # imported lazily: Pallas is heavy
+
+    mesh = jax.sharding.get_abstract_mesh()
+    target = _kernel_target(mesh)
+
+    def attend(q, k, v, mask, bias):
+        return flash_attention(q, k, v, mask, bias=bias, scale=scale, **target)
+
+    if mesh.empty or mesh.size == 1:
+        return attend(q, k, v, mask, bias)
+    batch_axes = _mesh_axes(axes.ACT_BATCH, q.shape[0], mesh)
+    head_axes = _mesh_axes(axes.ACT_HEADS, q.shape[2], mesh)
+    head_shards = math.prod(mesh.shape[a] for a in head_axes)
+    if k.shape[2] % head_shards:
+        k, v = (jnp.repeat(x, q.shape[2] // k.shape[2], axis=2) for x in (k, v))
+    if not (batch_axes or head_axes):
+        return attend(q, k, v, mask, bias)
+    rows, heads = batch_axes or None, head_axes or None
+    tokens = P(rows, None, heads, None)
+    bias_spec = None if bias is None else P(rows if bias.shape[0] > 1 else None, heads if bias.shape[1] > 1 else None)
+    mask_spec = jax.tree.map(lambda _: P(rows), mask)
+    sharded = jax.shard_map(attend, mesh=mesh, in_specs=(tokens, tokens, tokens, mask_spec, bias_spec),
+                            out_specs=tokens, check_vma=False)
+    return sharded(q, k, v, mask, bias)
+
+
 def dot_product_attention(
     q: jax.Array,
     k: jax.Array,
@@ -96,9 +156,7 @@ def dot_product_attention(
     if impl == "cudnn":
         return _cudnn_attention(q, k, v, mask, bias, scale)
     if impl == "pallas":
-        from jaxspeech.kernels.flash_attention import flash_attention  # imported lazily: Pallas is heavy
-
-        return flash_attention(q, k, v, mask, bias=bias, scale=scale)
+        return _pallas_attention(q, k, v, mask, bias, scale)
     raise ValueError(f"unknown attention impl {impl!r}; expected one of {IMPLEMENTATIONS}")
 
 

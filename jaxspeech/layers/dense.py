@@ -1,4 +1,10 @@
-"""Dense layer whose kernel carries logical axis names (the unit LoRA and freezing act on)."""
+"""Dense layer whose kernel carries logical axis names (the unit LoRA and freezing act on).
+
+``FLATTEN_INPUTS`` names, per JAX backend, whether ``Dense`` multiplies an input of several leading
+axes f[B, T, in] as one flattened matrix f[B*T, in]: on XLA:CPU the kernel gradient over one leading
+axis is much faster (``benchmarks/dense_flatten.py`` measures it); elsewhere the reshape could cost a
+relayout (TPU tiles), so the batched dot stays.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,12 @@ from flax import linen as nn
 
 Initializer = Callable[..., jax.Array]
 DEFAULT_KERNEL_INIT = nn.initializers.lecun_normal()
+FLATTEN_INPUTS = {"cpu": True}
+
+
+def flatten_inputs() -> bool:
+    """``FLATTEN_INPUTS`` of the default backend (False for backends it does not name)."""
+    return FLATTEN_INPUTS.get(jax.default_backend(), False)
 
 
 class Dense(nn.Module):
@@ -33,10 +45,7 @@ class Dense(nn.Module):
             (x.shape[-1], self.features),
             self.param_dtype,
         )
-        if x.ndim > 2 and jax.default_backend() == "cpu":
-            # XLA:CPU computes the kernel gradient over one flattened leading axis much faster than
-            # over several (the tiny_asr step: 0.72 -> 0.62 s); elsewhere the reshape could cost a
-            # relayout (TPU tiles), so other backends keep the batched dot.
+        if x.ndim > 2 and flatten_inputs():
             y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(self.dtype), kernel.astype(self.dtype))
             y = y.reshape(*x.shape[:-1], self.features)
         else:

@@ -8,6 +8,7 @@ feature axis (multi-layer features, SALMONN-2 / Ultravox style).
 from __future__ import annotations
 
 import dataclasses
+from typing import Union
 
 import jax
 import jax.numpy as jnp
@@ -15,9 +16,6 @@ from flax import linen as nn
 
 from jaxspeech.encoders.conformer import ConformerConfig, ConformerEncoder, encoder_lengths
 from jaxspeech.encoders.whisper import WhisperEncoder, WhisperEncoderConfig
-
-KINDS = ("whisper", "conformer")
-
 
 @dataclasses.dataclass(frozen=True)
 class ConformerSubsamplingStep:
@@ -37,33 +35,57 @@ class ConformerSubsamplingStep:
 
 
 @dataclasses.dataclass(frozen=True)
-class AudioEncoderConfig:
+class WhisperAudioEncoderConfig:
+    """``kind = "whisper"``: a Whisper encoder (``whisper``); ``output_layers`` () = the final output."""
+
     kind: str = "whisper"
     whisper: WhisperEncoderConfig = WhisperEncoderConfig()
-    conformer: ConformerConfig = ConformerConfig()
-    output_layers: tuple[int, ...] = ()  # () = the final output
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"audio encoder kind must be one of {KINDS}, got {self.kind!r}")
+    output_layers: tuple[int, ...] = ()
 
     @property
     def n_mels(self) -> int:
-        return self.whisper.n_mels if self.kind == "whisper" else self.conformer.input_dim
+        return self.whisper.n_mels
 
     @property
     def width(self) -> int:
         """Feature width of the output (times the number of concatenated layers)."""
-        d = self.whisper.d_model if self.kind == "whisper" else self.conformer.d_model
-        return d * max(1, len(self.output_layers))
+        return self.whisper.d_model * max(1, len(self.output_layers))
 
     @property
     def downsample(self) -> tuple:
         """Length arithmetic from input frames to output frames."""
-        return self.whisper.downsample if self.kind == "whisper" else (ConformerSubsamplingStep(self.conformer),)
+        return self.whisper.downsample
 
-    def replace(self, **changes) -> "AudioEncoderConfig":
+    def replace(self, **changes) -> "WhisperAudioEncoderConfig":
         return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConformerAudioEncoderConfig:
+    """``kind = "conformer"``: a Conformer encoder (``conformer``); ``output_layers`` () = the final output."""
+
+    kind: str = "conformer"
+    conformer: ConformerConfig = ConformerConfig()
+    output_layers: tuple[int, ...] = ()
+
+    @property
+    def n_mels(self) -> int:
+        return self.conformer.input_dim
+
+    @property
+    def width(self) -> int:
+        return self.conformer.d_model * max(1, len(self.output_layers))
+
+    @property
+    def downsample(self) -> tuple:
+        return (ConformerSubsamplingStep(self.conformer),)
+
+    def replace(self, **changes) -> "ConformerAudioEncoderConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# One config dataclass per encoder kind; an experiment config picks one with ``kind``.
+AudioEncoderConfig = Union[WhisperAudioEncoderConfig, ConformerAudioEncoderConfig]
 
 
 class AudioEncoder(nn.Module):

@@ -25,7 +25,7 @@ import numpy as np
 from flax import linen as nn
 from flax import struct
 
-from jaxspeech.connectors.config import ConnectorConfig
+from jaxspeech.connectors.config import ConnectorConfig, FrameStackConnectorConfig
 from jaxspeech.connectors.cross_attention import AudioMemory, CrossAttentionConfig, GatedCrossAttention
 from jaxspeech.connectors.ctc_compress import ctc_compress
 from jaxspeech.connectors.projector import Projector, zero_padding
@@ -36,7 +36,7 @@ from jaxspeech.layers.dense import Dense
 from jaxspeech.llm.config import LLMConfig
 from jaxspeech.llm.decoder import DecoderLM
 from jaxspeech.llm.kv_cache import KVCache
-from jaxspeech.models.audio_encoder import AudioEncoder, AudioEncoderConfig
+from jaxspeech.models.audio_encoder import AudioEncoder, AudioEncoderConfig, WhisperAudioEncoderConfig
 
 FUSIONS = ("decoder_only", "cross_attention", "hybrid")
 
@@ -54,8 +54,8 @@ class SpeechLLMConfig:
     embedding of its run's mean CTC posteriors (gradient-stopped table), a text-space hint of what
     the run says. ``ctc_blank_id`` is CTC's blank label."""
 
-    encoder: AudioEncoderConfig = AudioEncoderConfig()
-    connector: ConnectorConfig = ConnectorConfig()
+    encoder: AudioEncoderConfig = WhisperAudioEncoderConfig()
+    connector: ConnectorConfig = FrameStackConnectorConfig()
     llm: LLMConfig = LLMConfig()
     fusion: str = "decoder_only"
     xattn: CrossAttentionConfig | None = None

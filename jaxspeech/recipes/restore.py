@@ -1,5 +1,5 @@
-"""Reopening a finished (or running) Speech-LLM training workdir: config, tokenizer and the newest
-checkpoint's parameters, without the training data."""
+"""Reopening a finished (or running) training workdir of any task kind: config, tokenizer and the
+newest checkpoint's parameters, without the training data."""
 
 from __future__ import annotations
 
@@ -8,36 +8,29 @@ import os
 import jax
 import numpy as np
 
-from jaxspeech.recipes.components import Components, build
+from jaxspeech.recipes.build import Run, build
 from jaxspeech.recipes.workdir import load_config
+from jaxspeech.errors import MissingFileError
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.state import build_layout
-from jaxspeech.types import Batch, BatchShape
 
 
-def _batch_like(components: Components) -> Batch:
-    """A one-row all-padding batch in the first bucket's shape (the layout depends on shapes only)."""
-    pipeline = components.pipeline
-    shape = BatchShape(1, pipeline.clips_per_row[0], pipeline.bucket_frames[0], pipeline.max_tokens[0], pipeline.n_mels)
-    return Batch.padding(shape)
-
-
-def restore(workdir: str, *, progress: bool = False) -> tuple[Components, dict, int]:
-    """(components, params, step) of the newest readable checkpoint in ``workdir``."""
-    config = load_config(workdir)
-    config.data.build_corpus = False  # reopening a run never synthesises data
-    components = build(config, progress)
-    train_config = components.train
-    layout = build_layout(components.task, _batch_like(components), train_config.optimizer,
+def restore(workdir: str, *, progress: bool = False) -> tuple[Run, dict, int]:
+    """(run, params, step) of the newest readable checkpoint in ``workdir``."""
+    run = build(load_config(workdir), progress, build_data=False)  # reopening a run never synthesises data
+    train_config = run.train
+    layout = build_layout(run.task, run.example_batch(), train_config.optimizer,
                           make_mesh({"data": 1}, jax.devices()[:1]), train_config.sharding_rules)
-    checkpointer = Checkpointer(os.path.join(workdir, train_config.checkpoint.subdir), train_config.checkpoint)
+    # Read-only: reopening a run never moves or writes anything under its checkpoints.
+    checkpointer = Checkpointer(os.path.join(workdir, train_config.checkpoint.subdir), train_config.checkpoint,
+                                read_only=True)
     try:
         # Only the parameters: the optimizer state's layout may differ between versions.
         restored = checkpointer.restore_latest({"params": layout.abstract["params"]}, with_data=False, partial=True)
     finally:
         checkpointer.close()
     if restored is None:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, train_config.checkpoint.subdir)}")
+        raise MissingFileError(os.path.join(workdir, train_config.checkpoint.subdir), "holds no checkpoint")
     params = jax.tree.map(np.asarray, restored.state["params"])
-    return components, params, restored.step
+    return run, params, restored.step

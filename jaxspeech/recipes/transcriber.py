@@ -1,4 +1,5 @@
-"""Transcription with a trained Speech-LLM workdir (``jaxspeech transcribe --checkpoint WORKDIR``).
+"""Transcription with a trained Speech-LLM workdir (``jaxspeech transcribe --checkpoint WORKDIR``;
+a Whisper run's model is ``WORKDIR/whisper_hf``, for ``--whisper-dir``).
 
 Audio longer than the model's ``max_audio_frames`` is cut into overlapping windows (a sixth of the
 window overlaps on each side) whose token sequences are merged with the rule of
@@ -8,37 +9,39 @@ at most one program per bucket.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import jax
 import numpy as np
 
-from jaxspeech.decoding.speech import decoding_params, generate_from_audio
+from jaxspeech.decoding.speech import generate_from_audio
 from jaxspeech.features.mel import HOP_LENGTH, log_mel_spectrogram
 from jaxspeech.recipes.longform import chunk_windows, merge_chunks
-from jaxspeech.recipes.evaluate import generation_config
 from jaxspeech.recipes.restore import restore
+from jaxspeech.tasks.speech_llm_kind import SpeechLLMKind
 
 
 class SpeechLLMTranscriber:
     """``transcribe(audios: list of f32[N] at 16 kHz) -> list[str]``."""
 
     def __init__(self, workdir: str, *, num_beams: int = 1, max_new_tokens: int | None = None, batch_size: int = 8):
-        components, params, self.step = restore(workdir)
+        run, params, self.step = restore(workdir)
+        if not isinstance(run.kind, SpeechLLMKind):
+            raise ValueError(f"{workdir} is not a Speech-LLM run; a Whisper run's model is {workdir}/whisper_hf "
+                             "(jaxspeech transcribe --whisper-dir)")
+        generation = run.eval.generation
         if num_beams > 1 or max_new_tokens:
-            import dataclasses
-
-            changes = {"method": "beam" if num_beams > 1 else components.eval.method, "num_beams": max(num_beams, 1)}
+            changes = {"method": "beam" if num_beams > 1 else generation.method, "num_beams": max(num_beams, 1)}
             if max_new_tokens:
                 changes["max_new_tokens"] = max_new_tokens
-            components.eval = dataclasses.replace(components.eval, **changes)
-        self.components, self.batch_size = components, batch_size
-        self.gen = generation_config(components)
-        self.lexicon = components.lexicon()
-        self.decoding = decoding_params(components.model, {"params": params}, components.task.lora)
-        self.prompts = components.example_tokens(inference=True)
-        self.buckets = components.pipeline.bucket_frames
-        self.max_tokens = components.pipeline.max_tokens
+            run.eval = dataclasses.replace(run.eval, generation=dataclasses.replace(generation, **changes))
+        self.run, self.batch_size = run, batch_size
+        decoder = run.decoder()
+        self.gen, self.lexicon, self.decoding = decoder.generation, decoder.lexicon, decoder.prepare(params)
+        self.prompts = run.kind.example_tokens(inference=True)
+        self.buckets = run.pipeline.bucket_frames
+        self.max_tokens = run.pipeline.max_tokens
 
     def _bucket(self, frames: int) -> int:
         for i, size in enumerate(self.buckets):
@@ -48,7 +51,7 @@ class SpeechLLMTranscriber:
 
     def _decode(self, chunks: list[np.ndarray]) -> list[list[int]]:
         """Token ids for each window (all of them fit the largest bucket)."""
-        features = [log_mel_spectrogram(chunk, n_mels=self.components.model.encoder.n_mels) for chunk in chunks]
+        features = [log_mel_spectrogram(chunk, n_mels=self.run.kind.model.encoder.n_mels) for chunk in chunks]
         order = sorted(range(len(chunks)), key=lambda i: len(features[i]))
         results: list[list[int]] = [[] for _ in chunks]
         for begin in range(0, len(order), self.batch_size):
@@ -82,6 +85,6 @@ class SpeechLLMTranscriber:
         decoded = self._decode(chunks) if chunks else []
         texts, cursor = [], 0
         for windows in spans:
-            texts.append(self.components.tokenizer.decode(merge_chunks(decoded[cursor : cursor + len(windows)])))
+            texts.append(self.run.tokenizer.decode(merge_chunks(decoded[cursor : cursor + len(windows)])))
             cursor += len(windows)
         return texts

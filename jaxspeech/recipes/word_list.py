@@ -13,6 +13,7 @@ import os
 from typing import Callable
 
 from jaxspeech.data.tokenizers import Tokenizer
+from jaxspeech.errors import MissingFileError, UsageError
 from jaxspeech.decoding.lexicon import TokenAutomaton, word_automaton
 
 LEXICON_FILE = "lexicon.txt"
@@ -27,16 +28,15 @@ def read_words(spec: str, manifest: Callable[[str], str]) -> list[str]:
             words = {line.strip() for line in f if line.strip()}
         several = sorted(word for word in words if len(word.split()) > 1)
         if several:
-            raise ValueError(f"lexicon {spec}: one word per line expected, found {several[0]!r}")
+            raise UsageError(spec, f"a lexicon holds one word per line, found {several[0]!r}")
     else:
         path = manifest(spec)
         if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"eval.lexicon {spec!r} is neither a word-list file nor a data set ({path} not found)")
+            raise MissingFileError("eval.lexicon", f"{spec!r} is neither a word-list file nor a data set ({path} not found)")
         with open(path, encoding="utf-8") as f:
             words = {word for line in f if line.strip() for word in json.loads(line).get("text", "").split()}
     if not words:
-        raise ValueError(f"eval.lexicon {spec!r} holds no words")
+        raise UsageError("eval.lexicon", f"{spec!r} holds no words")
     return sorted(words)
 
 

@@ -8,6 +8,7 @@ import os
 import ml_collections
 
 from jaxspeech.config_dict import plain
+from jaxspeech.errors import MissingFileError
 
 CONFIG_JSON = "config.json"
 
@@ -23,6 +24,6 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The experiment config a run saved in its workdir."""
     path = os.path.join(workdir, CONFIG_JSON)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: {workdir} is not a jaxspeech training workdir")
+        raise MissingFileError(path, f"not found: {workdir} is not a jaxspeech training workdir")
     with open(path) as f:
         return ml_collections.ConfigDict(json.load(f))

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import struct
 
 from jaxspeech.features.specaugment import SpecAugmentConfig, spec_augment
 from jaxspeech.features.mel import HOP_LENGTH, SAMPLE_RATE
@@ -54,6 +55,32 @@ def ctc_min_frames(labels: jax.Array, label_paddings: jax.Array) -> jax.Array:
     return valid.sum(axis=1) + repeats.sum(axis=1)
 
 
+@struct.dataclass
+class CTCSum:
+    """``loss``: the CTC loss f32[] summed over the rows whose labels fit their frames;
+    ``labels``: their label count f32[]; ``infeasible_fraction``: the share of rows with audio left out."""
+
+    loss: jax.Array
+    labels: jax.Array
+    infeasible_fraction: jax.Array
+
+
+def summed_ctc_loss(ctc_logits: jax.Array, ctc_lengths: jax.Array, tokens: jax.Array, loss_mask: jax.Array,
+                    eos_ids: tuple[int, ...], blank_id: int) -> CTCSum:
+    """CTC of logits f32[N, T, K] (valid frames ``ctc_lengths`` i32[N]) against the loss-masked
+    tokens i32[N, L] of each row without its end token (``ctc_targets``)."""
+    labels, label_paddings = ctc_targets(tokens, loss_mask, eos_ids)
+    logit_paddings = (jnp.arange(ctc_logits.shape[1])[None, :] >= ctc_lengths[:, None]).astype(jnp.float32)
+    per_row = optax.ctc_loss(ctc_logits, logit_paddings, labels, label_paddings, blank_id=blank_id)
+    # Rows whose transcript cannot be aligned to their frames (speech too fast for the encoder
+    # rate) would give a huge, meaningless loss: they are left out and counted.
+    has_audio = ctc_lengths > 0
+    feasible = has_audio & (ctc_min_frames(labels, label_paddings) <= ctc_lengths)
+    label_count = jnp.sum(jnp.where(feasible, jnp.sum(1.0 - label_paddings, axis=1), 0.0))
+    return CTCSum(loss=jnp.sum(jnp.where(feasible, per_row, 0.0)), labels=label_count,
+                  infeasible_fraction=jnp.sum(has_audio & ~feasible) / jnp.maximum(jnp.sum(has_audio), 1))
+
+
 class SpeechLLMTask:
     """``Task`` for ``jaxspeech.train.loop.train``."""
 
@@ -82,15 +109,8 @@ class SpeechLLMTask:
 
     def apply(self, params, batch: Batch, rng: jax.Array | None = None, *, train: bool = False):
         """(logits, ctc outputs or None) for ``batch``; SpecAugment and dropout only when training."""
-        tokens, features, lengths = self._inputs(batch)
-        rngs = {}
-        if train:
-            augment_rng, dropout_rng = jax.random.split(rng)
-            rngs["dropout"] = dropout_rng
-            if self.spec_augment is not None:
-                b, c, t, f = features.shape
-                flat = spec_augment(features.reshape(b * c, t, f), lengths.reshape(-1), augment_rng, self.spec_augment)
-                features = flat.reshape(b, c, t, f)
+        tokens, lengths = batch.tokens, batch.feature_lengths
+        features, rngs = training_inputs(batch, rng, self.spec_augment) if train else (batch.features, {})
         with_ctc = bool(self.config.ctc_vocab_size)
         with lora(self.lora, deterministic=not train):
             out = self.model.apply(
@@ -112,17 +132,10 @@ class SpeechLLMTask:
             LOSS_WEIGHT: token_loss.count,
         }
         if ctc is not None:
-            ctc_logits, ctc_lengths = ctc
-            labels, label_paddings = ctc_targets(batch.tokens, batch.loss_mask, cfg.eos_ids)
-            logit_paddings = (jnp.arange(ctc_logits.shape[1])[None, :] >= ctc_lengths[:, None]).astype(jnp.float32)
-            per_row = optax.ctc_loss(ctc_logits, logit_paddings, labels, label_paddings, blank_id=self.config.ctc_blank_id)
-            # Rows whose transcript cannot be aligned to their frames (speech too fast for the encoder
-            # rate) would give a huge, meaningless loss: they are left out and counted.
-            has_audio = ctc_lengths > 0
-            feasible = has_audio & (ctc_min_frames(labels, label_paddings) <= ctc_lengths)
-            ctc_loss = jnp.sum(jnp.where(feasible, per_row, 0.0)) / jnp.maximum(token_loss.count, 1.0)
+            ctc_sum = summed_ctc_loss(*ctc, batch.tokens, batch.loss_mask, cfg.eos_ids, self.config.ctc_blank_id)
+            ctc_loss = ctc_sum.loss / jnp.maximum(token_loss.count, 1.0)
             metrics["ctc_loss"] = ctc_loss
-            metrics["ctc_infeasible_fraction"] = jnp.sum(has_audio & ~feasible) / jnp.maximum(jnp.sum(has_audio), 1)
+            metrics["ctc_infeasible_fraction"] = ctc_sum.infeasible_fraction
             if cfg.ctc_weight:
                 total = total + cfg.ctc_weight * ctc_loss
         metrics["total_loss"] = total
@@ -141,8 +154,24 @@ class SpeechLLMTask:
         return lowered_flops(gradient, params, shapes, rng)
 
     def throughput_counts(self, batch: Batch) -> Mapping[str, float]:
-        return {
-            "examples": float(np.sum(np.asarray(batch.example_ids) >= 0)),
-            "tokens": float(np.sum(np.asarray(batch.loss_mask))),
-            "audio_seconds": float(np.sum(np.asarray(batch.feature_lengths))) * HOP_LENGTH / SAMPLE_RATE,
-        }
+        return speech_throughput(batch)
+
+
+def training_inputs(batch: Batch, rng: jax.Array, augment: SpecAugmentConfig | None) -> tuple[jax.Array, dict]:
+    """(features f32[B, C, T, F] with SpecAugment applied when ``augment`` is set, the dropout rngs)."""
+    augment_rng, dropout_rng = jax.random.split(rng)
+    features = batch.features
+    if augment is not None:
+        b, c, t, f = features.shape
+        flat = spec_augment(features.reshape(b * c, t, f), batch.feature_lengths.reshape(-1), augment_rng, augment)
+        features = flat.reshape(b, c, t, f)
+    return features, {"dropout": dropout_rng}
+
+
+def speech_throughput(batch: Batch) -> dict[str, float]:
+    """Examples, target tokens and audio seconds of a host batch."""
+    return {
+        "examples": float(np.sum(np.asarray(batch.example_ids) >= 0)),
+        "tokens": float(np.sum(np.asarray(batch.loss_mask))),
+        "audio_seconds": float(np.sum(np.asarray(batch.feature_lengths))) * HOP_LENGTH / SAMPLE_RATE,
+    }

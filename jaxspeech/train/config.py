@@ -9,9 +9,9 @@ valid ones, so a typo can never silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
-from jaxspeech.config_dict import dataclass_from_dict
+from jaxspeech.config_dict import NON_NEGATIVE, Range, dataclass_from_dict
 from jaxspeech.layers import axes
 from jaxspeech.sharding.multihost import DistributedConfig
 from jaxspeech.train.checkpoint import CheckpointConfig
@@ -38,10 +38,10 @@ class TrainConfig:
     """
 
     seed: int = 0
-    total_steps: int = 1000
-    time_budget_s: float | None = None
+    total_steps: Annotated[int, Range(1)] = 1000
+    time_budget_s: Annotated[float, NON_NEGATIVE] | None = None
     fit_decay_to_budget: bool = False
-    grad_accum_steps: int = 1
+    grad_accum_steps: Annotated[int, Range(1)] = 1
     max_consecutive_skipped_steps: int = 10
     eval_every: int = 0
     mesh: Mapping[str, int] = dataclasses.field(default_factory=lambda: {axes.DATA: -1})
@@ -71,8 +71,9 @@ class TrainConfig:
 
 
 def train_config_from_dict(values: Mapping[str, Any] | Any) -> TrainConfig:
-    """``TrainConfig`` from a ``ConfigDict`` or nested dict (unknown keys raise ``ValueError``)."""
-    return dataclass_from_dict(TrainConfig, values)
+    """``TrainConfig`` from a ``ConfigDict`` or nested dict, an experiment config's ``train`` section
+    (unknown keys and values that do not fit raise ``ConfigError`` naming ``train.<key>``)."""
+    return dataclass_from_dict(TrainConfig, values, "train")
 
 
 def train_config_to_dict(config: TrainConfig) -> dict[str, Any]:

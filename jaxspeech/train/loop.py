@@ -1,7 +1,8 @@
-"""The training loop: restore or init, then step through the data with logging, eval and checkpoints.
+"""The training loop: restore or init, then step through the data; between steps, hooks (``hooks.py``)
+log, evaluate, checkpoint and keep the time budget.
 
-``train(task, config, data, workdir)`` runs until ``total_steps``, the time budget, the end of the
-data, or SIGTERM (which checkpoints the last completed step and returns normally), and raises
+``train(task, config, data, workdir)`` runs until ``total_steps``, a hook's stop (the time budget),
+the end of the data, or SIGTERM (which checkpoints the last completed step and returns normally), and raises
 ``NonFiniteError`` once more than ``max_consecutive_skipped_steps`` steps in a row had a
 non-finite loss or gradient. It resumes from the newest readable checkpoint in
 ``<workdir>/<checkpoint.subdir>`` including the data iterator's position, so a killed run
@@ -15,20 +16,18 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import jax
-import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from jaxspeech.sharding import multihost
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train import metrics as metrics_lib
-from jaxspeech.train import optim
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.config import TrainConfig
+from jaxspeech.train.hooks import EvalFn, Evaluate, Hook, LogTrain, StepContext, default_hooks, due
 from jaxspeech.train.signals import StopOnSigterm
 from jaxspeech.train.state import State, build_layout, init_state
 from jaxspeech.train.step import CompiledStep
@@ -36,8 +35,6 @@ from jaxspeech.train.task import Task
 from jaxspeech.types import HostBatch
 
 log = logging.getLogger(__name__)
-
-EvalFn = Callable[[Any, int], Mapping[str, float]]  # (params, step) -> {name: value}
 
 
 class NonFiniteError(RuntimeError):
@@ -60,55 +57,15 @@ def _arrays(item: Any) -> Any:
     return item.batch if isinstance(item, HostBatch) else item
 
 
-def _due(step: int, every: int) -> bool:
-    return every > 0 and step % every == 0
-
-
-def _budget_left(budget_s: float | None, train_start: float) -> dict[str, str]:
-    """{"budget_left": "M:SS"} while a time budget runs (the step-count ETA means little then)."""
-    if budget_s is None:
-        return {}
-    seconds = max(0, int(budget_s - (time.monotonic() - train_start)))
-    return {"budget_left": f"{seconds // 60}:{seconds % 60:02d}"}
-
-
-def fitted_decay_steps(step: int, steps_run: int, seconds_run: float, config: TrainConfig) -> int:
-    """The step the time budget is expected to end at: ``step`` plus the budget's remaining seconds
-    over the mean seconds per step of the ``steps_run`` steps of this run so far (``seconds_run``),
-    kept within (warmup_steps, total_steps]."""
-    seconds_per_step = seconds_run / steps_run
-    remaining = max(0.0, config.time_budget_s - seconds_run)
-    horizon = step + int(round(remaining / seconds_per_step))
-    return min(config.total_steps, max(horizon, config.optimizer.warmup_steps + 1))
-
-
-@dataclasses.dataclass
-class _Window:
-    """Steps since the last log line: their (device) metrics, host counts and FLOPs per device."""
-
-    start: float
-    metrics: list = dataclasses.field(default_factory=list)
-    counts: dict[str, float] = dataclasses.field(default_factory=dict)
-    flops: float | None = 0.0
-
-    def add(self, step_metrics, counts: Mapping[str, float], flops: float | None) -> None:
-        self.metrics.append(step_metrics)
-        for name, value in counts.items():
-            self.counts[name] = self.counts.get(name, 0.0) + value
-        self.flops = None if flops is None or self.flops is None else self.flops + flops
-
-
 class _Run:
     """State of one ``train`` call (kept in one place so the loop body stays readable)."""
 
-    def __init__(self, task: Task, config: TrainConfig, data: Iterator, workdir: str, eval_fn: EvalFn | None, mesh: Mesh | None):
-        self.task, self.config, self.data, self.eval_fn = task, config, data, eval_fn
+    def __init__(self, task: Task, config: TrainConfig, data: Iterator, workdir: str, mesh: Mesh | None):
+        self.task, self.config, self.data = task, config, data
         self.mesh = mesh if mesh is not None else make_mesh(config.mesh)
         self.checkpointer = Checkpointer(os.path.join(workdir, config.checkpoint.subdir), config.checkpoint)
         self.logger = metrics_lib.MetricsLogger(workdir, tensorboard=config.metrics.tensorboard)
         self.last_saved_step: int | None = None
-        self.last_train: dict[str, float] = {}
-        self.last_eval: dict[str, float] = {}
 
     def start(self) -> tuple[State, Any]:
         """(state, first batch to train on or None): restored from a checkpoint or freshly built."""
@@ -137,39 +94,13 @@ class _Run:
             self.checkpointer.save(step, state, saveable)
             self.last_saved_step = step
 
-    def evaluate(self, step: int, state: State) -> None:
-        if self.eval_fn is None:
-            return
-        results = {f"eval/{k}": float(v) for k, v in self.eval_fn(state["params"], step).items()}
-        self.logger.write(step, results)
-        self.last_eval = results
-
-    def log_train(self, step: int, window: "_Window") -> None:
-        seconds = time.monotonic() - window.start
-        scalars = metrics_lib.mean_metrics(window.metrics)
-        scalars["steps_per_s"] = len(window.metrics) / seconds if seconds > 0 else 0.0
-        for name, total in window.counts.items():
-            scalars[f"{name}_per_s"] = total / seconds if seconds > 0 else 0.0
-        utilisation = metrics_lib.mfu(window.flops, seconds, self.peak_flops)
-        if utilisation is not None:
-            scalars["mfu"] = utilisation
-        self.last_train = {f"train/{k}": v for k, v in scalars.items()}
-        self.logger.write(step, self.last_train)
-
-    def fit_decay(self, step: int, state: State, steps_run: int, seconds_run: float) -> State:
-        """``state`` with its decay horizon moved to the expected last step of the time budget (the
-        value of process 0 on every host, whose clocks differ)."""
-        horizon = fitted_decay_steps(step, steps_run, seconds_run, self.config)
-        if jax.process_count() > 1:
-            horizon = int(multihost_utils.broadcast_one_to_all(np.int32(horizon)))
-        return {**state, "opt_state": optim.with_decay_horizon(state["opt_state"], horizon)}
-
-    def measure_peak(self) -> None:
+    def peak_flops(self) -> float | None:
         cfg = self.config.metrics
-        self.peak_flops = cfg.peak_flops_per_device
-        if self.peak_flops is None and cfg.measure_peak_flops:
-            self.peak_flops = metrics_lib.measure_peak_flops(cfg.peak_matmul_size, cfg.peak_matmul_dtype)
-            log.info("measured peak %.3g FLOP/s per device (%s matmul)", self.peak_flops, cfg.peak_matmul_dtype)
+        peak = cfg.peak_flops_per_device
+        if peak is None and cfg.measure_peak_flops:
+            peak = metrics_lib.measure_peak_flops(cfg.peak_matmul_size, cfg.peak_matmul_dtype)
+            log.info("measured peak %.3g FLOP/s per device (%s matmul)", peak, cfg.peak_matmul_dtype)
+        return peak
 
     def check_finite(self, step: int, step_metrics: Mapping[str, Any]) -> None:
         consecutive = int(jax.device_get(step_metrics["consecutive_skipped_steps"]))
@@ -184,6 +115,35 @@ class _Run:
             log.warning("step %d skipped: non-finite loss or gradient (%d in a row)", step, consecutive)
 
 
+class _Progress:
+    """The progress bar (process 0): with a time budget, seconds trained of the budget and the
+    steps so far; without one, steps of ``total_steps``. The last logged loss beside it."""
+
+    def __init__(self, config: TrainConfig, first_step: int):
+        self.budget = config.time_budget_s
+        enabled = config.progress_bar and jax.process_index() == 0
+        if self.budget is None:
+            self.bar = tqdm(total=config.total_steps, initial=first_step, unit="step", dynamic_ncols=True,
+                            disable=not enabled)
+        else:
+            self.bar = tqdm(total=round(self.budget), unit="s", dynamic_ncols=True, disable=not enabled,
+                            bar_format="{l_bar}{bar}| {n:.0f}/{total} s of the time budget{postfix}")
+        self.loss: str | None = None
+
+    def update(self, step: int, seconds: Callable[[], float]) -> None:
+        if self.bar.disable:
+            return
+        self.bar.update(step - self.bar.n if self.budget is None else min(seconds(), self.budget) - self.bar.n)
+        self.bar.set_postfix({"step": step, **({"loss": self.loss} if self.loss else {})}, refresh=False)
+
+    def logged(self, step: int, scalars: Mapping[str, float]) -> None:
+        if "train/loss" in scalars:
+            self.loss = f"{scalars['train/loss']:.4f}"
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def train(
     task: Task,
     config: TrainConfig,
@@ -192,31 +152,31 @@ def train(
     *,
     eval_fn: EvalFn | None = None,
     mesh: Mesh | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> TrainResult:
     """Trains ``task`` on host batches from ``data``: an iterator (or iterable) of numpy pytrees
     with the batch on axis 0, or of the data pipeline's ``HostBatch``es; the iterator's
     ``get_state``/``set_state``, if any, make its position part of checkpoints. ``mesh`` defaults
-    to ``make_mesh(config.mesh)``. See the module docstring for the stop conditions."""
+    to ``make_mesh(config.mesh)``. After every step the hooks of ``config`` (logging, the time
+    budget, checkpoints, ``eval_fn`` every ``config.eval_every`` steps: ``hooks.default_hooks``)
+    run, then ``hooks``. See the module docstring for the stop conditions."""
     workdir = os.fspath(workdir)
     data = data if hasattr(data, "__next__") else iter(data)  # e.g. a DataPipeline -> its iterator
     multihost.initialize(config.distributed)
     if config.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
-    with StopOnSigterm() as stop, contextlib.closing(_Run(task, config, data, workdir, eval_fn, mesh)) as run:
+    with StopOnSigterm() as stop, contextlib.closing(_Run(task, config, data, workdir, mesh)) as run:
         state, pending_batch = run.start()
-        run.measure_peak()
         step = first_step = int(jax.device_get(state["step"]))
-        previous, window, train_start = None, None, None
+        progress = _Progress(config, first_step)
+        log_train = LogTrain(config.metrics.log_every, run.peak_flops(), on_log=progress.logged)
+        evaluate = None if eval_fn is None else Evaluate(eval_fn, config.eval_every)
+        all_hooks = [*default_hooks(config, log_train, run.save, evaluate), *hooks]
+        ctx = StepContext(step, state, {}, first_step, config.total_steps, run.logger, time.monotonic, 0.0)
+        previous, trained = None, False
         stop_reason = "completed"
-        progress = tqdm(
-            total=config.total_steps, initial=step, unit="step", dynamic_ncols=True,
-            disable=not config.progress_bar or jax.process_index() != 0,
-        )
-        with progress:
+        try:
             while step < config.total_steps:
-                if config.time_budget_s is not None and train_start is not None and time.monotonic() - train_start >= config.time_budget_s:
-                    stop_reason = "time_budget"
-                    break
                 if pending_batch is None:
                     try:
                         pending_batch = _arrays(next(data))
@@ -228,42 +188,42 @@ def train(
                 before_compile = time.monotonic()
                 compiled = run.step_fn.compiled(batch)
                 now = time.monotonic()
-                if train_start is None:
-                    train_start, window = now, _Window(now)
+                if not trained:
+                    ctx.train_start, trained = now, True
                 else:
-                    train_start += now - before_compile
-                    window.start += now - before_compile
+                    ctx.train_start += now - before_compile
+                    log_train.pause(now - before_compile)
                 state, step_metrics = compiled(state, run.step_fn.to_device(batch))
                 step += 1
-                window.add(step_metrics, metrics_lib.throughput_counts(task, batch), run.step_fn.flops[run.step_fn.shape_key(batch)])
-                progress.update(1)
+                log_train.add(step_metrics, metrics_lib.throughput_counts(task, batch),
+                              run.step_fn.flops[run.step_fn.shape_key(batch)], now)
                 if previous is not None:
                     run.check_finite(*previous)  # the previous step has finished by now: no stall
                 previous = (step, step_metrics)
-
-                if _due(step, config.metrics.log_every) or step == config.total_steps:
+                if due(step, config.metrics.log_every):
                     run.check_finite(*previous)
-                    run.log_train(step, window)
-                    progress.set_postfix(loss=f"{run.last_train['train/loss']:.4f}",
-                                         **_budget_left(config.time_budget_s, train_start), refresh=False)
-                    window = _Window(time.monotonic())
-                    if config.fit_decay_to_budget and step > config.optimizer.warmup_steps:
-                        state = run.fit_decay(step, state, step - first_step, time.monotonic() - train_start)
-                if _due(step, config.eval_every):
-                    run.evaluate(step, state)
-                if _due(step, config.checkpoint.every_steps):
-                    run.save(step, state)
+                ctx.step, ctx.state, ctx.step_metrics = step, state, step_metrics
+                for hook in all_hooks:
+                    if due(step, hook.every):
+                        hook(ctx)
+                state = ctx.state
+                progress.update(step, ctx.seconds)
+                if ctx.stop_reason is not None:
+                    stop_reason = ctx.stop_reason
+                    break
                 if stop.should_stop(step):
                     stop_reason = "preempted"
                     break
+        finally:
+            progress.close()
         if previous is not None:
             run.check_finite(*previous)
-        if window is not None and window.metrics:
-            run.log_train(step, window)
-        run.save(step, state)
-        if stop_reason != "preempted" and run.eval_fn is not None and not _due(step, config.eval_every):
-            run.evaluate(step, state)
+        ctx.step, ctx.state, ctx.stop_reason = step, state, stop_reason
+        for hook in all_hooks:
+            if hasattr(hook, "finish"):
+                hook.finish(ctx)
         run.checkpointer.wait()
         compile_seconds = sum(run.step_fn.compile_seconds.values())
         log.info("stopped at step %d (%s); compile %.1f s", step, stop_reason, compile_seconds)
-        return TrainResult(state, step, stop_reason, run.last_train, run.last_eval, compile_seconds)
+        last_eval = evaluate.last if evaluate is not None else {}
+        return TrainResult(state, step, stop_reason, log_train.last, last_eval, compile_seconds)

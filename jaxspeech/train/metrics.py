@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspeech.errors import MissingFileError
 from jaxspeech.train.task import CountsThroughput, Task
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def read_log(workdir: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarr
     are skipped with a warning."""
     path = os.path.join(os.fspath(workdir), LOG_FILENAME)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no metrics log {path}: is {workdir} a training workdir?")
+        raise MissingFileError(path, f"no metrics log: is {workdir} a training workdir?")
     by_key: dict[str, dict[int, float]] = {}
     bad_lines = []
     with open(path, encoding="utf-8") as f:

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 
+from jaxspeech.errors import UsageError
 from jaxspeech.train.metrics import read_log
 
 # Figure name -> metric-name pattern, matched (ignoring case) against the part after "train/" or
@@ -56,5 +57,5 @@ def plot_learning_curves(workdir: str | os.PathLike, out_dir: str | os.PathLike 
         plt.close(fig)
         written.append(path)
     if not written:
-        raise ValueError(f"{workdir}/metrics.jsonl has no {', '.join(FIGURES)} values to plot")
+        raise UsageError(os.path.join(workdir, "metrics.jsonl"), f"has no {', '.join(FIGURES)} values to plot")
     return written

@@ -152,11 +152,16 @@ def global_batch_shapes(host_batch: Any) -> Any:
     return jax.tree.map(one, host_batch)
 
 
+def batch_shards(mesh: Mesh, rules=axes.DEFAULT_RULES) -> int:
+    """Into how many shards the mesh axes that ``act_batch`` maps to split a global batch."""
+    return math.prod(mesh.shape[a] for a in _mesh_axes(axes.ACT_BATCH, rules, mesh))
+
+
 def batch_shardings(batch: Any, mesh: Mesh, rules=axes.DEFAULT_RULES) -> Any:
     """NamedShardings splitting axis 0 of every (global) batch leaf over the mesh axes that
     ``act_batch`` maps to; a batch those axes do not divide is an error, never silently replicated."""
     physical = _mesh_axes(axes.ACT_BATCH, rules, mesh)
-    shards = math.prod(mesh.shape[a] for a in physical)
+    shards = batch_shards(mesh, rules)
 
     def one(keypath, x):
         if not x.shape or x.shape[0] % shards:
@@ -212,23 +217,29 @@ class CompiledStep:
         """This process's numpy batch -> the global, sharded batch the step takes."""
         return multihost.to_global(host_batch, self._global(host_batch)[1])
 
+    def lowered(self, host_batch: Any) -> jax.stages.Lowered:
+        """The step lowered (not compiled) for host batches shaped like ``host_batch``: with the
+        state donated, laid out as ``layout``, and the global batch split over the batch axes."""
+        shapes, shardings = self._global(host_batch)
+        replicated = NamedSharding(self._layout.mesh, PartitionSpec())
+        jitted = jax.jit(
+            self._step_fn,
+            in_shardings=(self._layout.shardings, shardings),
+            out_shardings=(self._layout.shardings, replicated),
+            donate_argnums=0,
+        )
+        with activation_rules(self._layout.mesh, self._layout.rules):
+            return jitted.lower(self._layout.abstract, shapes)
+
     def compiled(self, host_batch: Any):
         """The compiled executable for host batches shaped like ``host_batch`` (compiled if new)."""
         key = self.shape_key(host_batch)
         if key not in self._compiled:
-            shapes, shardings = self._global(host_batch)
-            replicated = NamedSharding(self._layout.mesh, PartitionSpec())
-            jitted = jax.jit(
-                self._step_fn,
-                in_shardings=(self._layout.shardings, shardings),
-                out_shardings=(self._layout.shardings, replicated),
-                donate_argnums=0,
-            )
             start = time.perf_counter()
+            compiled = self.lowered(host_batch).compile()
+            self.compile_seconds[key] = time.perf_counter() - start
             with activation_rules(self._layout.mesh, self._layout.rules):
-                compiled = jitted.lower(self._layout.abstract, shapes).compile()
-                self.compile_seconds[key] = time.perf_counter() - start
-                self.flops[key] = self._step_flops(compiled, shapes)
+                self.flops[key] = self._step_flops(compiled, self._global(host_batch)[0])
             self._compiled[key] = compiled
         return self._compiled[key]
 

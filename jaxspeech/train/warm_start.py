@@ -36,12 +36,14 @@ log = logging.getLogger(__name__)
 
 
 class Run(Protocol):
-    """What ``write_step0_checkpoint`` needs of a recipe's run (``Components``, ``WhisperRun``)."""
+    """What ``write_step0_checkpoint`` needs of a recipe's run (``jaxspeech.recipes.build.Run``)."""
 
     task: Any
     train: TrainConfig
 
     def train_pipeline(self) -> Any: ...
+
+    def example_batch(self) -> Any: ...
 
 
 def kept_params(params: Mapping[str, Any], layout: StateLayout, fresh: Sequence[str] = ()) -> list[str]:
@@ -123,7 +125,7 @@ def write_step0_checkpoint(run: Run, workdir: str, mesh: Mesh, load: Callable[[]
         if checkpointer.latest_step() is not None:
             return None
         pipeline = run.train_pipeline()
-        batch = Batch.padding(pipeline.batch_shapes()[0])  # parameter shapes do not depend on the bucket
+        batch = run.example_batch()  # parameter shapes do not depend on the bucket
         layout = build_layout(run.task, batch, run.train.optimizer, mesh, run.train.sharding_rules)
         params = load()
         random_init = bool(kept_params(params, layout, fresh))

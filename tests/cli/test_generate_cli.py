@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from jaxspeech.cli import main  # noqa: E402
-from tests.text.tokenizer_dirs import write_chatml_dir  # noqa: E402
+from jaxspeech.testing.tokenizer_dirs import write_chatml_dir  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -54,3 +54,37 @@ def test_beam_and_batched_prompts(hf_dir, capsys):
 def test_sample_and_beam_are_exclusive(hf_dir, capsys):
     assert main(["generate", "--hf-dir", hf_dir, "--prompt", "x", "--sample", "--beam", "2"]) == 2
     assert "exclusive" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def raw_dirs(tmp_path_factory) -> dict:
+    """One random Llama model beside a Llama-3-, a Qwen2- and a SmolLM2-style tokenizer (same vocabulary)."""
+    from jaxspeech.testing.tokenizer_dirs import write_text_rule_dir
+
+    dirs = {style: write_text_rule_dir(str(tmp_path_factory.mktemp(style)), style) for style in ("llama3", "qwen2", "smollm2")}
+    vocab = len(transformers.AutoTokenizer.from_pretrained(dirs["llama3"]))
+    torch.manual_seed(1)
+    config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2)
+    model = transformers.LlamaForCausalLM(config)
+    for directory in dirs.values():
+        model.save_pretrained(directory, safe_serialization=True)
+    return dirs
+
+
+@pytest.mark.parametrize("style", ["llama3", "qwen2", "smollm2"])
+def test_raw_prompts_tokenize_and_continue_as_transformers(raw_dirs, capsys, style):
+    directory, prompt = raw_dirs[style], "the quick brown fox"
+    assert main(["generate", "--hf-dir", directory, "--prompt", prompt, "--raw", "--max-new-tokens", "8", "--jsonl"]) == 0
+    ours = json.loads(capsys.readouterr().out)["tokens"]
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    assert (ids[0, 0].item() == tokenizer.bos_token_id) == (style == "llama3")  # SmolLM2 has a BOS token, unused
+    eos = tokenizer.eos_token_id
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+    theirs = out[0, ids.shape[1]:].tolist()
+    theirs = theirs[: theirs.index(eos)] if eos in theirs else theirs
+    assert ours == theirs and len(ours) >= 4

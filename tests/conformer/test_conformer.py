@@ -13,7 +13,7 @@ from flax import traverse_util
 from jaxspeech.encoders.conformer import ConformerConfig, ConformerEncoder, _layer_indices
 from jaxspeech.layers import axes
 from jaxspeech.sharding.mesh import activation_rules, make_mesh, param_shardings
-from tests.conformer import tiny
+from jaxspeech.testing import conformer as tiny
 
 
 def test_padding_does_not_change_valid_outputs():

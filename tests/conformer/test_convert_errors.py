@@ -10,7 +10,7 @@ pytest.importorskip("transformers")
 
 from jaxspeech.convert.parakeet import config_from_hf, load_parakeet  # noqa: E402
 from jaxspeech.convert.safetensors_io import CheckpointError, SafetensorsReader, write_safetensors  # noqa: E402
-from tests.conformer import hf_parakeet  # noqa: E402
+from jaxspeech.testing import hf_parakeet  # noqa: E402
 
 DEPTHWISE = "layers.0.conv.depthwise_conv.weight"  # [C=32, 1, K=5]
 
@@ -44,7 +44,7 @@ def test_intact_checkpoint_loads(checkpoint, tmp_path):
 def test_missing_tensor_is_named_with_expected_shape(checkpoint, tmp_path):
     config, tensors = checkpoint
     tensors = {k: v for k, v in tensors.items() if k != DEPTHWISE}
-    with pytest.raises(CheckpointError, match=rf"missing tensor '{DEPTHWISE}' \(expected shape \(32, 1, 5\)\)"):
+    with pytest.raises(CheckpointError, match=rf"tensor '{DEPTHWISE}' is missing \(expected shape \(32, 1, 5\)\)"):
         load_parakeet(_write(tmp_path, config, tensors))
 
 
@@ -57,21 +57,21 @@ def test_wrong_shape_is_named_with_expected_and_found(checkpoint, tmp_path):
 
 def test_config_with_more_layers_than_tensors(checkpoint, tmp_path):
     config, tensors = checkpoint
-    with pytest.raises(CheckpointError, match=r"missing tensor 'layers\.1\.feed_forward1\.linear1\.weight'"):
+    with pytest.raises(CheckpointError, match=r"tensor 'layers\.1\.feed_forward1\.linear1\.weight' is missing"):
         load_parakeet(_write(tmp_path, dict(config, num_hidden_layers=2), tensors))
 
 
 def test_unused_tensor_is_reported(checkpoint, tmp_path):
     config, tensors = checkpoint
     tensors = dict(tensors, **{"layers.0.extra.weight": np.zeros(3, np.float32)})
-    with pytest.raises(CheckpointError, match=r"tensors not used by the Conformer model: \['layers\.0\.extra\.weight'\]"):
+    with pytest.raises(CheckpointError, match=r"holds tensors the Conformer model does not use: \['layers\.0\.extra\.weight'\]"):
         load_parakeet(_write(tmp_path, config, tensors))
 
 
 def test_unreadable_or_unsupported_config(tmp_path):
-    with pytest.raises(CheckpointError, match="config.json: cannot read the model config"):
+    with pytest.raises(CheckpointError, match="config.json: cannot be read as the model config"):
         load_parakeet(str(tmp_path))
-    with pytest.raises(CheckpointError, match="unsupported model_type 'llama'"):
+    with pytest.raises(CheckpointError, match="has model_type 'llama'"):
         config_from_hf({"model_type": "llama"})
-    with pytest.raises(CheckpointError, match="subsampling_conv_stride 3 is not supported"):
+    with pytest.raises(CheckpointError, match="has subsampling_conv_stride 3, expected 2"):
         config_from_hf({"model_type": "parakeet_encoder", "subsampling_conv_stride": 3})

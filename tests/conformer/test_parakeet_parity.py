@@ -15,7 +15,8 @@ pytest.importorskip("transformers")
 
 from jaxspeech.convert.parakeet import load_parakeet  # noqa: E402
 from jaxspeech.encoders.conformer import ConformerCTC  # noqa: E402
-from tests.conformer import hf_parakeet, tiny  # noqa: E402
+from jaxspeech.testing import conformer as tiny  # noqa: E402
+from jaxspeech.testing import hf_parakeet  # noqa: E402
 
 pytestmark = pytest.mark.parity
 TOL = 1e-4

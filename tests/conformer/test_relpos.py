@@ -8,7 +8,7 @@ import pytest
 
 from jaxspeech.encoders.relpos import RelPositionAttention, rel_shift, relative_sinusoids
 from jaxspeech.kernels.masks import MaskSpec
-from tests.conformer import tiny
+from jaxspeech.testing import conformer as tiny
 
 
 @pytest.mark.parity

@@ -8,7 +8,7 @@ import pytest
 
 from jaxspeech.encoders.conformer import encoder_lengths
 from jaxspeech.encoders.subsampling import ConvSubsampling, SubsamplingConfig, subsampled_features, subsampled_lengths
-from tests.conformer import tiny
+from jaxspeech.testing import conformer as tiny
 
 
 def test_length_arithmetic_written_out():

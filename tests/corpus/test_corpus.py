@@ -46,6 +46,9 @@ def test_config_validation():
         CorpusConfig(rate_wpm=(200, 140))
     with pytest.raises(ValueError, match="noise_probability"):
         CorpusConfig(noise_probability=2.0)
+    for hours in (float("nan"), -1.0):
+        with pytest.raises(ValueError, match="train_hours must be a finite number >= 0"):
+            CorpusConfig(train_hours=hours)
     assert CorpusConfig.from_json(SMALL.to_json()) == SMALL
     with pytest.raises(ValueError, match="unknown keys"):
         CorpusConfig.from_json({"sed": 1})

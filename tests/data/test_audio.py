@@ -9,34 +9,34 @@ import soxr
 
 from jaxspeech.data.audio import decode_audio_bytes, load_audio, prepare_waveform
 from jaxspeech.errors import AudioError, RejectReason
-from tests.data import synthetic
+from jaxspeech.testing import audio_files
 
 
 @pytest.mark.parametrize("extension,kwargs", [(".wav", {"subtype": "PCM_16"}), (".flac", {}), (".ogg", {})])
 def test_decodes_each_container_to_mono_float32(tmp_path, extension, kwargs):
     path = str(tmp_path / f"clip{extension}")
-    duration = synthetic.write_clip(path, 0.5, **kwargs)
+    duration = audio_files.write_clip(path, 0.5, **kwargs)
     audio = load_audio(path, expected_duration=duration)
     assert audio.dtype == np.float32 and audio.ndim == 1
     assert audio.shape == (8000,)
-    reference = synthetic.tone(0.5)
+    reference = audio_files.tone(0.5)
     tolerance = 0.05 if extension == ".ogg" else 1e-4  # Vorbis is lossy; PCM_16 quantises to 3e-5
     assert np.abs(audio - reference).max() < tolerance
 
 
 def test_stereo_is_averaged_to_mono(tmp_path):
     path = str(tmp_path / "stereo.wav")
-    synthetic.write_clip(path, 0.25, channels=2, subtype="FLOAT")
-    expected = synthetic.tone(0.25, channels=2).mean(axis=1)
+    audio_files.write_clip(path, 0.25, channels=2, subtype="FLOAT")
+    expected = audio_files.tone(0.25, channels=2).mean(axis=1)
     np.testing.assert_allclose(load_audio(path), expected, atol=1e-7)
 
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100])
 def test_other_rates_are_resampled_with_soxr(tmp_path, rate):
     path = str(tmp_path / f"r{rate}.wav")
-    duration = synthetic.write_clip(path, 0.5, sample_rate=rate, subtype="FLOAT")
+    duration = audio_files.write_clip(path, 0.5, sample_rate=rate, subtype="FLOAT")
     audio = load_audio(path, expected_duration=duration)
-    source = synthetic.tone(0.5, sample_rate=rate)
+    source = audio_files.tone(0.5, sample_rate=rate)
     np.testing.assert_allclose(audio, soxr.resample(source, rate, 16000, quality="HQ"), atol=1e-6)
     assert abs(len(audio) - 8000) <= 1
 
@@ -49,7 +49,7 @@ def test_silence_is_valid(tmp_path):
 
 def test_duration_check_uses_the_tolerance(tmp_path):
     path = str(tmp_path / "one_second.flac")
-    synthetic.write_clip(path, 1.0)
+    audio_files.write_clip(path, 1.0)
     load_audio(path, expected_duration=1.024)  # 24 ms off: accepted
     with pytest.raises(AudioError) as info:
         load_audio(path, expected_duration=1.03)
@@ -59,7 +59,7 @@ def test_duration_check_uses_the_tolerance(tmp_path):
 
 def test_max_seconds_rejects_or_chunks(tmp_path):
     path = str(tmp_path / "long.flac")
-    synthetic.write_clip(path, 2.5)
+    audio_files.write_clip(path, 2.5)
     with pytest.raises(AudioError) as info:
         load_audio(path, max_seconds=2.0)
     assert info.value.reason == RejectReason.TOO_LONG
@@ -71,7 +71,7 @@ def test_max_seconds_rejects_or_chunks(tmp_path):
 
 def test_bad_options_raise_value_errors(tmp_path):
     path = str(tmp_path / "a.flac")
-    synthetic.write_clip(path, 0.1)
+    audio_files.write_clip(path, 0.1)
     with pytest.raises(ValueError, match="needs max_seconds"):
         load_audio(path, over_length="chunk")
     with pytest.raises(ValueError, match="over_length"):
@@ -88,7 +88,7 @@ def _reason(call) -> RejectReason:
 
 def test_each_failure_has_its_reason_and_names_the_file(tmp_path):
     good = str(tmp_path / "good.wav")
-    synthetic.write_clip(good, 0.5, subtype="PCM_16")
+    audio_files.write_clip(good, 0.5, subtype="PCM_16")
     data = open(good, "rb").read()
     cases = {
         "missing.flac": (None, RejectReason.UNREADABLE),
@@ -117,7 +117,7 @@ def test_each_failure_has_its_reason_and_names_the_file(tmp_path):
 
 def test_corrupt_flac_errors_are_wrapped_with_the_path(tmp_path):
     path = str(tmp_path / "clip.flac")
-    synthetic.write_clip(path, 0.5)
+    audio_files.write_clip(path, 0.5)
     data = bytearray(open(path, "rb").read())
     truncated = str(tmp_path / "truncated.flac")
     with open(truncated, "wb") as f:
@@ -134,7 +134,7 @@ def test_corrupt_flac_errors_are_wrapped_with_the_path(tmp_path):
 
 def test_decode_audio_bytes_matches_load_audio(tmp_path):
     path = str(tmp_path / "clip.flac")
-    synthetic.write_clip(path, 0.3, sample_rate=22050)
+    audio_files.write_clip(path, 0.3, sample_rate=22050)
     from_file = load_audio(path)
     from_bytes = decode_audio_bytes(open(path, "rb").read(), name="record-7")
     np.testing.assert_array_equal(from_file, from_bytes)

@@ -14,7 +14,7 @@ from jaxspeech.errors import RejectReason
 from jaxspeech.data.pipeline import DataPipeline, PipelineConfig
 from jaxspeech.data.sources import ManifestSource
 from jaxspeech.features import mel
-from tests.data import synthetic
+from jaxspeech.testing import audio_files
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 48 clips of 0.2-1.9 s: 20-190 frames, so every clip fits the 200-frame bucket.
@@ -127,7 +127,7 @@ def test_bucket_shapes_are_static_and_nothing_is_truncated(small_manifest):
 
 def test_tokens_packing_and_metadata(small_manifest):
     pipeline = _pipeline(
-        small_manifest, tokenize=synthetic.toy_tokenize, clips_per_row=(3, 2, 1), max_tokens=(60, 80, 100), num_epochs=1
+        small_manifest, tokenize=audio_files.toy_tokenize, clips_per_row=(3, 2, 1), max_tokens=(60, 80, 100), num_epochs=1
     )
     assert [(s.batch_size, s.clips, s.tokens) for s in pipeline.batch_shapes()] == [(2, 3, 60), (2, 2, 80), (2, 1, 100)]
     packed_rows = 0
@@ -137,7 +137,7 @@ def test_tokens_packing_and_metadata(small_manifest):
             for entry in host_batch.metadata:
                 row, clip = entry["row"], entry["clip"]
                 assert batch.example_ids[row, clip] == entry["example_id"]
-                expected = synthetic.toy_tokenize({"text": entry["text"]}, (int(batch.feature_lengths[row, clip]),))
+                expected = audio_files.toy_tokenize({"text": entry["text"]}, (int(batch.feature_lengths[row, clip]),))
                 segment = batch.segment_ids[row] == clip + 1
                 np.testing.assert_array_equal(batch.tokens[row, segment], expected.tokens)
                 np.testing.assert_array_equal(batch.positions[row, segment], np.arange(len(expected.tokens)))
@@ -150,7 +150,7 @@ def test_tokens_packing_and_metadata(small_manifest):
 
 
 def test_over_long_token_sequences_are_rejected_not_truncated(small_manifest):
-    pipeline = _pipeline(small_manifest, tokenize=synthetic.toy_tokenize, max_tokens=40, num_epochs=1)
+    pipeline = _pipeline(small_manifest, tokenize=audio_files.toy_tokenize, max_tokens=40, num_epochs=1)
     with pipeline.iterator() as iterator:
         batches = list(iterator)
         stats = iterator.stats
@@ -158,7 +158,7 @@ def test_over_long_token_sequences_are_rejected_not_truncated(small_manifest):
     for i in range(48):
         record = pipeline.source[i]
         frames = int(mel.num_frames(round(record["duration"] * 16000)))
-        lengths[i] = len(synthetic.toy_tokenize(record, (frames,)).tokens)
+        lengths[i] = len(audio_files.toy_tokenize(record, (frames,)).tokens)
     assert stats["rejected"] == {"too_many_tokens": sum(n > 40 for n in lengths.values())} != {}
     delivered = [int(i) for b in batches for i in b.batch.example_ids.ravel() if i >= 0]
     assert sorted(delivered) == sorted(i for i, n in lengths.items() if n <= 40)
@@ -205,7 +205,7 @@ def test_on_the_fly_synthetic_source():
 
     source = SyntheticUtterances(split="train", size=8)
     config = PipelineConfig(bucket_frames=(300, 600), frame_budget=1200, n_mels=16, num_epochs=1)
-    pipeline = DataPipeline(source, config, tokenize=synthetic.toy_tokenize, process_index=0, process_count=1)
+    pipeline = DataPipeline(source, config, tokenize=audio_files.toy_tokenize, process_index=0, process_count=1)
     with pipeline.iterator() as iterator:
         batches = list(iterator)
         stats = iterator.stats
@@ -213,3 +213,13 @@ def test_on_the_fly_synthetic_source():
     assert ids == list(range(8)) and stats["rejected"] == {}
     entry = batches[0].metadata[0]
     assert entry["id"] == source[entry["example_id"]]["id"] and entry["text"]
+
+
+def test_planned_rows_per_bucket_replace_the_frame_budget(small_manifest):
+    pipeline = _pipeline(small_manifest, bucket_rows=(6, 3, 2), num_epochs=1)
+    assert [s.batch_size for s in pipeline.batch_shapes()] == [6, 3, 2]
+    with pipeline.iterator() as iterator:
+        sizes = {b.batch.features.shape[2]: b.batch.features.shape[0] for b in iterator}
+    assert sizes == {50: 6, 100: 3, 200: 2}
+    with pytest.raises(ValueError, match="bucket_rows .* one positive row count per bucket"):
+        PipelineConfig(bucket_frames=(10, 20), bucket_rows=(4,))

@@ -8,17 +8,17 @@ import pytest
 
 from jaxspeech.errors import AudioError, ManifestError, RejectReason
 from jaxspeech.data.sources import LibriSpeechSource, ManifestSource, TfdsSource, decode_record, source_durations
-from tests.data import synthetic
+from jaxspeech.testing import audio_files
 
 
 def test_manifest_resolves_relative_and_absolute_paths(tmp_path):
     (tmp_path / "sub").mkdir()
-    relative_duration = synthetic.write_clip(str(tmp_path / "sub" / "a.flac"), 0.3)
+    relative_duration = audio_files.write_clip(str(tmp_path / "sub" / "a.flac"), 0.3)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     absolute = str(elsewhere / "b.wav")
-    absolute_duration = synthetic.write_clip(absolute, 0.2)
-    manifest = synthetic.write_manifest(
+    absolute_duration = audio_files.write_clip(absolute, 0.2)
+    manifest = audio_files.write_manifest(
         str(tmp_path / "m.jsonl"),
         [
             {"id": "a", "audio_filepath": "sub/a.flac", "duration": relative_duration, "text": "hello", "voice": "en-us"},
@@ -38,8 +38,8 @@ def test_manifest_resolves_relative_and_absolute_paths(tmp_path):
 
 
 def test_manifests_concatenate_in_order(tmp_path):
-    one = synthetic.write_manifest(str(tmp_path / "1.jsonl"), [{"audio_filepath": "x.wav", "duration": 1, "text": "a"}])
-    two = synthetic.write_manifest(
+    one = audio_files.write_manifest(str(tmp_path / "1.jsonl"), [{"audio_filepath": "x.wav", "duration": 1, "text": "a"}])
+    two = audio_files.write_manifest(
         str(tmp_path / "2.jsonl"),
         [{"audio_filepath": "y.wav", "duration": 2.5, "text": "b"}, {"audio_filepath": "z.wav", "duration": 3, "text": "c"}],
     )
@@ -87,7 +87,7 @@ def _librispeech(root):
         lines = []
         for n, text in enumerate(texts):
             utterance = f"{speaker}-{chapter}-{n:04d}"
-            durations[utterance] = synthetic.write_clip(os.path.join(folder, utterance + ".flac"), 0.2 + 0.1 * n, seed=n)
+            durations[utterance] = audio_files.write_clip(os.path.join(folder, utterance + ".flac"), 0.2 + 0.1 * n, seed=n)
             lines.append(f"{utterance} {text}\n")
         with open(os.path.join(folder, f"{speaker}-{chapter}.trans.txt"), "w") as f:
             f.writelines(lines)
@@ -113,7 +113,7 @@ def test_librispeech_unreadable_header_gives_unknown_duration(tmp_path):
 
 
 def test_a_librispeech_folder_becomes_a_manifest_of_its_readable_utterances(tmp_path):
-    from jaxspeech.recipes.components import manifest_file
+    from jaxspeech.recipes.build import manifest_file
 
     root = tmp_path / "LibriSpeech" / "dev-clean"
     durations = _librispeech(str(root))
@@ -170,7 +170,7 @@ def _tiny_tfds_builder(data_dir, flac_bytes):
 
         def _generate_examples(self):
             for i, data in enumerate(flac_bytes):
-                samples = np.round(synthetic.tone(0.1 * (i + 1), seed=i) * 32767).astype(np.int16)
+                samples = np.round(audio_files.tone(0.1 * (i + 1), seed=i) * 32767).astype(np.int16)
                 yield f"key{i}", {"speech": samples, "flac": data, "text": f"utterance {i}", "id": f"utt-{i}"}
 
     # TFDS looks for the source of builders defined in packages with importlib_resources, which is
@@ -186,7 +186,7 @@ def test_tfds_source_with_arrays_and_encoded_bytes(tmp_path):
     flac = []
     for i in range(5):
         path = str(tmp_path / f"{i}.flac")
-        synthetic.write_clip(path, 0.1 * (i + 1), sample_rate=22050, seed=i)
+        audio_files.write_clip(path, 0.1 * (i + 1), sample_rate=22050, seed=i)
         flac.append(open(path, "rb").read())
     data_dir = str(tmp_path / "tfds")
     _tiny_tfds_builder(data_dir, flac)
@@ -201,7 +201,7 @@ def test_tfds_source_with_arrays_and_encoded_bytes(tmp_path):
     durations = arrays.durations()
     for i in range(5):
         assert abs(durations[position[f"utt-{i}"]] - 0.1 * (i + 1)) < 1e-9
-    np.testing.assert_allclose(decode_record(record), synthetic.tone(0.3, seed=2), atol=1.0 / 32767)
+    np.testing.assert_allclose(decode_record(record), audio_files.tone(0.3, seed=2), atol=1.0 / 32767)
 
     encoded = TfdsSource("tiny_speech", "train", data_dir, audio_key="flac")
     record = encoded[position["utt-1"]]

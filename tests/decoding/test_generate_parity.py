@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 
 from jaxspeech.convert.hf_llm import load_hf_llm  # noqa: E402
 from jaxspeech.decoding.generate import GenerationConfig, generate, pad_prompts  # noqa: E402
-from tests.llm import hf_models  # noqa: E402
+from jaxspeech.testing import hf_models  # noqa: E402
 
 pytestmark = pytest.mark.parity
 PROMPTS = [[5, 17, 99, 42, 8, 64, 3, 77, 21, 11, 90], [7, 7, 120], [33, 44, 55, 66, 12, 13]]

@@ -29,9 +29,9 @@ from jaxspeech.evals.dormancy import (
 from jaxspeech.layers.dense import Dense
 from jaxspeech.models.speech_llm import SpeechLLM
 from jaxspeech.types import Batch
-from tests.models.random_params import random_params
-from tests.models.speech_llm_fixtures import MELS, PLACEHOLDER, make_batch, tiny_config
-from tests.text.tokenizer_dirs import write_chatml_dir
+from jaxspeech.testing.random_params import random_params
+from jaxspeech.testing.speech_llm import MELS, PLACEHOLDER, make_batch, tiny_config
+from jaxspeech.testing.tokenizer_dirs import write_chatml_dir
 
 ROWS = [([40, 17], [1, 5, 6], [7, 8, 9]), ([23], [1, 5], [11, 12, 13, 14, 15])]
 FRAMES = 48

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from jaxspeech.cli import score
+from jaxspeech.errors import UsageError
 
 
 def run_score(argv):
@@ -40,9 +41,9 @@ def test_score_text_files(tmp_path, capsys):
 def test_score_errors(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"reference": "a"}\n')
-    with pytest.raises(SystemExit, match="bad.jsonl:1: expected a JSON object with 'reference' and 'hypothesis'"):
+    with pytest.raises(UsageError, match="bad.jsonl:1: expected a JSON object with 'reference' and 'hypothesis'"):
         run_score(["--pairs", str(bad)])
     (tmp_path / "r.txt").write_text("a\nb\n")
     (tmp_path / "h.txt").write_text("a\n")
-    with pytest.raises(SystemExit, match="has 2 lines but"):
+    with pytest.raises(UsageError, match="has 2 lines but"):
         run_score(["--references", str(tmp_path / "r.txt"), "--hypotheses", str(tmp_path / "h.txt")])

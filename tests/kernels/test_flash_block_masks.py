@@ -9,7 +9,7 @@ import pytest
 from jaxspeech.kernels import block_masks
 from jaxspeech.kernels.block_masks import FULL, PARTIAL, SKIP
 from jaxspeech.kernels.masks import MaskSpec, dense_mask
-from tests.kernels.flash_cases import packed_segments, spans
+from jaxspeech.testing.flash_cases import packed_segments, spans
 
 B, T, S = 2, 40, 40
 SEG = packed_segments([[13, 20, 7], [9, 24]], T)

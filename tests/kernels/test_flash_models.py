@@ -14,7 +14,7 @@ from jaxspeech.encoders.conformer import ConformerConfig, ConformerEncoder
 from jaxspeech.encoders.whisper import WhisperEncoder, WhisperEncoderConfig
 from jaxspeech.llm.config import LLMConfig
 from jaxspeech.llm.decoder import DecoderLM
-from tests.kernels.flash_cases import relative_error, spans
+from jaxspeech.testing.flash_cases import relative_error, spans
 
 VALUE_TOL, GRAD_TOL = 1e-5, 1e-4
 

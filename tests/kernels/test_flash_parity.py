@@ -16,7 +16,7 @@ from jax.experimental.pallas import tpu as pltpu
 
 from jaxspeech.kernels.flash_attention import BlockSizes
 from jaxspeech.kernels.masks import MaskSpec
-from tests.kernels.flash_cases import BF16_TOL, F32_TOL, compare, flash_vjp, packed_segments, random_inputs, spans
+from jaxspeech.testing.flash_cases import BF16_TOL, F32_TOL, compare, flash_vjp, packed_segments, random_inputs, spans
 
 
 @dataclasses.dataclass(frozen=True)

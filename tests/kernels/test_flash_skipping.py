@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxspeech.kernels.masks import MaskSpec
-from tests.kernels.flash_cases import SMALL_BLOCKS, flash_vjp, packed_segments, random_inputs
+from jaxspeech.testing.flash_cases import SMALL_BLOCKS, flash_vjp, packed_segments, random_inputs
 
 
 def _run(backend, q, k, v, do, mask):

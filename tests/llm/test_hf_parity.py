@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 from jaxspeech.convert.hf_llm import export_hf_llm, load_hf_llm  # noqa: E402
 from jaxspeech.convert.safetensors_io import CheckpointError  # noqa: E402
 from jaxspeech.llm.decoder import DecoderLM  # noqa: E402
-from tests.llm import hf_models  # noqa: E402
+from jaxspeech.testing import hf_models  # noqa: E402
 
 pytestmark = pytest.mark.parity
 TOL = 1e-4
@@ -77,7 +77,7 @@ def test_bad_checkpoints_name_the_problem(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
 
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
-    with pytest.raises(CheckpointError, match="unsupported model_type 'gpt2'"):
+    with pytest.raises(CheckpointError, match="config.json: has model_type 'gpt2'"):
         load_hf_llm(str(tmp_path))
 
     (tmp_path / "config.json").write_text(json.dumps({**config, "intermediate_size": 100}))
@@ -89,5 +89,5 @@ def test_bad_checkpoints_name_the_problem(tmp_path):
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "model.safetensors")
-    with pytest.raises(CheckpointError, match="missing tensor 'model.layers.1.self_attn.k_proj.bias'"):
+    with pytest.raises(CheckpointError, match="tensor 'model.layers.1.self_attn.k_proj.bias' is missing"):
         load_hf_llm(str(tmp_path))

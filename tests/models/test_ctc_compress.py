@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspeech.connectors.config import ConnectorConfig
+from jaxspeech.connectors.config import FrameStackConnectorConfig
 from jaxspeech.connectors.ctc_compress import average_runs, ctc_compress, ctc_runs
 from jaxspeech.models.speech_llm import SpeechLLM
-from tests.models.speech_llm_fixtures import init_params, make_batch, tiny_config
+from jaxspeech.testing.speech_llm import init_params, make_batch, tiny_config
 
 BLANK = 0
 
@@ -44,7 +44,7 @@ def test_compress_keeps_gradients_of_the_values():
 
 def _compressed_config(**changes):
     base = tiny_config("cross_attention", ctc_vocab_size=11)
-    connector = ConnectorConfig(kind="frame_stack", stack=1, output_size=32, hidden_size=40)
+    connector = FrameStackConnectorConfig(stack=1, output_size=32, hidden_size=40)
     return base.replace(connector=connector, ctc_compress=True, **changes)
 
 

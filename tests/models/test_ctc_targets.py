@@ -9,7 +9,7 @@ import pytest
 
 from jaxspeech.models.speech_llm import SpeechLLM
 from jaxspeech.tasks.speech_llm import ctc_min_frames, ctc_targets
-from tests.models.speech_llm_fixtures import VOCAB, tiny_config
+from jaxspeech.testing.speech_llm import VOCAB, tiny_config
 
 
 def test_targets_are_loss_masked_tokens_without_eos_left_aligned():

@@ -11,7 +11,7 @@ from jaxspeech.layers.lora import LoraConfig, add_adapters, lora, lora_only, mer
 from jaxspeech.losses import next_token_loss
 from jaxspeech.models.speech_llm import SpeechLLM
 from jaxspeech.train.optim import OptimizerConfig, build_optimizer, split_trainable, trainable_mask
-from tests.models.speech_llm_fixtures import make_batch, tiny_config
+from jaxspeech.testing.speech_llm import make_batch, tiny_config
 
 ROWS = [([40], [1, 5, 6], [7, 8, 9, 10]), ([23], [1, 5], [11, 12])]
 LORA = LoraConfig(rank=4, alpha=8.0, targets=r"llm/.*(q_proj|v_proj|down_proj)")

@@ -257,12 +257,12 @@ def _replace(name, value_fn):
 
 
 BAD_TENSORS = {
-    "missing tower tensor": (_drop("audio_tower.layers.1.fc2.weight"), "missing tensor 'audio_tower.layers.1.fc2.weight'"),
+    "missing tower tensor": (_drop("audio_tower.layers.1.fc2.weight"), "tensor 'audio_tower.layers.1.fc2.weight' is missing"),
     "missing LM bias": (
         _drop("language_model.model.layers.0.self_attn.k_proj.bias"),
-        "missing tensor 'language_model.model.layers.0.self_attn.k_proj.bias'",
+        "tensor 'language_model.model.layers.0.self_attn.k_proj.bias' is missing",
     ),
-    "missing projector": (_drop("multi_modal_projector.linear.bias"), "missing tensor 'multi_modal_projector.linear.bias'"),
+    "missing projector": (_drop("multi_modal_projector.linear.bias"), "tensor 'multi_modal_projector.linear.bias' is missing"),
     "transposed projector": (
         _replace("multi_modal_projector.linear.weight", np.transpose),
         r"'multi_modal_projector.linear.weight' has shape \(32, 48\), expected \(48, 32\)",
@@ -275,10 +275,10 @@ BAD_TENSORS = {
         _replace("language_model.lm_head.weight", lambda w: w[:-1]),
         r"'language_model.lm_head.weight' has shape \(95, 48\), expected \(96, 48\)",
     ),
-    "extra tensor": (lambda t: {**t, "audio_tower.proj.weight": np.zeros(3, np.float32)}, "not used.*audio_tower.proj.weight"),
+    "extra tensor": (lambda t: {**t, "audio_tower.proj.weight": np.zeros(3, np.float32)}, "does not use.*audio_tower.proj.weight"),
     "learned positions": (
         _replace("audio_tower.embed_positions.weight", lambda w: w + 0.5),
-        "audio_tower.embed_positions.weight: encoder position table differs from sinusoids",
+        "tensor 'audio_tower.embed_positions.weight' \\(the encoder position table\\) differs from sinusoids",
     ),
 }
 
@@ -293,7 +293,7 @@ def test_bad_tensors_are_named(hf_checkpoint, tmp_path, case):
 
 BAD_CONFIGS = {
     "no placeholder id": (lambda c: {k: v for k, v in c.items() if k != "audio_token_index"}, "audio_token_index"),
-    "not qwen2_audio": (lambda c: {**c, "model_type": "whisper"}, "unsupported model_type 'whisper'"),
+    "not qwen2_audio": (lambda c: {**c, "model_type": "whisper"}, "has model_type 'whisper'"),
     "no text config": (lambda c: {k: v for k, v in c.items() if k != "text_config"}, "lacks the 'text_config' dict"),
     "sliding window": (
         lambda c: {**c, "text_config": {**c["text_config"], "use_sliding_window": True}},
@@ -301,7 +301,7 @@ BAD_CONFIGS = {
     ),
     "relu tower": (
         lambda c: {**c, "audio_config": {**c["audio_config"], "activation_function": "relu"}},
-        "audio_config: unsupported activation_function 'relu'",
+        "audio_config has activation_function 'relu', expected gelu",
     ),
 }
 

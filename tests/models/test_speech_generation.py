@@ -16,8 +16,8 @@ from jaxspeech.decoding.speech import generate_from_audio
 from jaxspeech.layers.lora import LoraConfig, lora
 from jaxspeech.llm.layout import stack_layers
 from jaxspeech.models.speech_llm import SpeechLLM
-from tests.models.random_params import random_params
-from tests.models.speech_llm_fixtures import PLACEHOLDER, make_batch, tiny_config
+from jaxspeech.testing.random_params import random_params
+from jaxspeech.testing.speech_llm import PLACEHOLDER, make_batch, tiny_config
 
 FUSIONS = ["decoder_only", "cross_attention", "hybrid"]
 # Two clips in row 0, one in row 1; prompts of different lengths.

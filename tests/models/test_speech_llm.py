@@ -11,7 +11,7 @@ import pytest
 from jaxspeech.llm.decoder import DecoderLM
 from jaxspeech.losses import next_token_loss
 from jaxspeech.models.speech_llm import AudioEmbeddings, SpeechLLM, splice_audio
-from tests.models.speech_llm_fixtures import PLACEHOLDER, init_params, make_batch, row, tiny_config
+from jaxspeech.testing.speech_llm import PLACEHOLDER, init_params, make_batch, row, tiny_config
 
 ROWS = [([40], [1, 5, 6], [7, 8, 9, 10]), ([23], [1, 5], [11, 12])]
 TWO_CLIPS = [([40, 17], [1, 5, 6], [7, 8, 9]), ([23], [1, 5], [11, 12, 13, 14, 15])]

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from jaxspeech.config_dict import load_config_file
-from jaxspeech.recipes import whisper
-from jaxspeech.recipes.components import build
+from jaxspeech.recipes.build import build
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train.state import build_layout, init_state
 from jaxspeech.train.step import CompiledStep
@@ -85,9 +84,8 @@ def _largest_bucket_batch(pipeline) -> Batch:
 def test_full_speech_llm_configs_build_an_abstract_train_state(name):
     config = _config(name)
     config.data = _config(name, "debug").data  # the debug corpus and tokenizer; the model stays full size
-    components = build(config, progress=False)
-    layout = build_layout(components.task, _largest_bucket_batch(components.pipeline), components.train.optimizer,
-                          make_mesh(components.train.mesh))
+    run = build(config, progress=False)
+    layout = build_layout(run.task, _largest_bucket_batch(run.pipeline), run.train.optimizer, make_mesh(run.train.mesh))
     params = layout.abstract["params"]
     assert set(params) >= {"encoder", "connector", "llm"}
     assert _millions(params) == pytest.approx(EXPECTED_MILLIONS[name], rel=0.02)
@@ -101,14 +99,13 @@ def test_full_pretrained_configs_build_an_abstract_train_state(name):
     config = _config(name)
     config.data = _config(name, "debug").data
     config.init.random = WHISPER_SMALL_AND_QWEN2_05B
-    components = build(config, progress=False)
-    layout = build_layout(components.task, _largest_bucket_batch(components.pipeline), components.train.optimizer,
-                          make_mesh(components.train.mesh))
+    run = build(config, progress=False)
+    layout = build_layout(run.task, _largest_bucket_batch(run.pipeline), run.train.optimizer, make_mesh(run.train.mesh))
     params = layout.abstract["params"]
     assert set(params) == {"encoder", "connector", "llm"}
     assert _count(params["encoder"]) == WHISPER_SMALL_ENCODER
     assert _count(params["connector"]) == CONNECTOR[name]
-    assert _count(params["llm"]) == QWEN2_05B_WITHOUT_EMBEDDING + components.model.llm.vocab_size * 896 + LORA[name]
+    assert _count(params["llm"]) == QWEN2_05B_WITHOUT_EMBEDDING + run.kind.model.llm.vocab_size * 896 + LORA[name]
     trainable = sum(int(np.prod(x.shape)) for x, t in zip(jax.tree.leaves(params), jax.tree.leaves(layout.trainable)) if t)
     assert trainable == CONNECTOR[name] + LORA[name]
 
@@ -118,26 +115,26 @@ def test_full_whisper_config_builds_an_abstract_train_state():
     debug = _config("whisper_finetune", "debug")
     config.data = debug.data
     config.init.random = WHISPER_BASE
-    run = whisper.build(config, progress=False)
+    run = build(config, progress=False)
     layout = build_layout(run.task, _largest_bucket_batch(run.pipeline), run.train.optimizer, make_mesh(run.train.mesh))
     # transformers counts whisper-base as 72.59M parameters: its 51,865 x 512 token embedding and its
     # 1,500 x 512 sinusoidal encoder positions (a fixed buffer here, not a parameter) included.
-    embedding = run.model.decoder.vocab_size * run.model.decoder.d_model
+    embedding = run.kind.model.decoder.vocab_size * run.kind.model.decoder.d_model
     expected = 72.59 - (51_865 * 512 + 1_500 * 512) / 1e6
     assert _millions(layout.abstract["params"]) - embedding / 1e6 == pytest.approx(expected, rel=0.01)
 
 
 @pytest.mark.parametrize("name", SPEECH_LLM_CONFIGS + PRETRAINED_CONFIGS)
 def test_debug_variants_train_one_step(name):
-    components = build(_config(name, "debug"), progress=False)
-    iterator = components.train_pipeline().iterator()
+    run = build(_config(name, "debug"), progress=False)
+    iterator = run.train_pipeline().iterator()
     try:
         batch = next(iterator).batch
     finally:
         iterator.close()
-    layout = build_layout(components.task, batch, components.train.optimizer, make_mesh(components.train.mesh))
-    step = CompiledStep(components.task, layout, components.train.optimizer)
-    state = init_state(components.task, batch, layout, seed=0)
+    layout = build_layout(run.task, batch, run.train.optimizer, make_mesh(run.train.mesh))
+    step = CompiledStep(run.task, layout, run.train.optimizer)
+    state = init_state(run.task, batch, layout, seed=0)
     before = jax.tree.map(np.asarray, state["params"])
     state, metrics = step.compiled(batch)(state, step.to_device(batch))
     assert np.isfinite(float(metrics["loss"]))

@@ -8,7 +8,7 @@ import pytest
 from jaxspeech.data.sentencepiece_training import train_sentencepiece
 from jaxspeech.data.tokenizers import load_tokenizer
 from jaxspeech.recipes.word_list import lexicon_automaton, read_words, write_words
-from tests.text.tokenizer_dirs import write_llama3_dir
+from jaxspeech.testing.tokenizer_dirs import write_llama3_dir
 
 SENTENCES = ["the cat sat on the mat", "a dog ran to the park", "the birds sang at dawn", "cats and dogs sat"] * 20
 
@@ -38,7 +38,7 @@ def test_bad_word_sources_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="'dev' is neither a word-list file nor a data set.*dev.jsonl"):
         read_words("dev", lambda name: str(tmp_path / f"{name}.jsonl"))
     (tmp_path / "words.txt").write_text("cat\nred hat\n")
-    with pytest.raises(ValueError, match="one word per line expected, found 'red hat'"):
+    with pytest.raises(ValueError, match="one word per line, found 'red hat'"):
         read_words(str(tmp_path / "words.txt"), str)
     _manifest(tmp_path, [""])
     with pytest.raises(ValueError, match="holds no words"):

@@ -1,4 +1,4 @@
-"""A Speech LLM started from Hugging Face checkpoints (``jaxspeech.recipes.pretrained``).
+"""A Speech LLM started from Hugging Face checkpoints (``jaxspeech.tasks.speech_llm_init``).
 
 Offline: a random-init ``transformers`` WhisperModel and Qwen2ForCausalLM (tiny shapes) are saved
 as HF directories (safetensors), the LLM's with a byte-level BPE tokenizer built here with the
@@ -29,8 +29,9 @@ from jaxspeech.convert.hf_llm import load_hf_llm
 from jaxspeech.convert.safetensors_io import CheckpointError, SafetensorsReader, write_safetensors
 from jaxspeech.convert.hf_whisper import load_hf_whisper_encoder
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER
-from jaxspeech.recipes import pretrained
-from jaxspeech.recipes.components import build
+from jaxspeech.recipes.build import build
+from jaxspeech.recipes.run import write_pretrained
+from jaxspeech.tasks import speech_llm_init
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.loop import train
@@ -102,19 +103,19 @@ def _flat(tree) -> dict:
 @pytest.fixture(scope="module")
 def salmonn_step0(hf_dirs, tmp_path_factory) -> dict:
     """A salmonn_style:debug run from the HF directories with its step-0 checkpoint written:
-    {"components", "mesh", "workdir", "layout", "batch", "step0": flat params restored from it}."""
+    {"run", "mesh", "workdir", "layout", "batch", "step0": flat params restored from it}."""
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(REPO)
-        components = build(_config("salmonn_style", hf_dirs), progress=False)
-        mesh = make_mesh(components.train.mesh)
+        run = build(_config("salmonn_style", hf_dirs), progress=False)
+        mesh = make_mesh(run.train.mesh)
         workdir = str(tmp_path_factory.mktemp("salmonn_run"))
-        assert pretrained.write_pretrained_checkpoint(components, workdir, mesh) is not None
-        batch = Batch.padding(components.train_pipeline().batch_shapes()[0])
-    layout = build_layout(components.task, batch, components.train.optimizer, mesh, components.train.sharding_rules)
-    checkpointer = Checkpointer(os.path.join(workdir, components.train.checkpoint.subdir), components.train.checkpoint)
+        assert write_pretrained(run, workdir, mesh) is not None
+        batch = Batch.padding(run.train_pipeline().batch_shapes()[0])
+    layout = build_layout(run.task, batch, run.train.optimizer, mesh, run.train.sharding_rules)
+    checkpointer = Checkpointer(os.path.join(workdir, run.train.checkpoint.subdir), run.train.checkpoint)
     step0 = _flat(checkpointer.restore(0, layout.abstract, with_data=False).state["params"])
     checkpointer.close()
-    return {"components": components, "mesh": mesh, "workdir": workdir, "layout": layout, "batch": batch, "step0": step0}
+    return {"run": run, "mesh": mesh, "workdir": workdir, "layout": layout, "batch": batch, "step0": step0}
 
 
 def _random_init(names) -> list[str]:
@@ -123,12 +124,13 @@ def _random_init(names) -> list[str]:
 
 
 def test_step0_holds_the_checkpoints_and_random_init_elsewhere(salmonn_step0, hf_dirs):
-    components, step0, vocab = salmonn_step0["components"], salmonn_step0["step0"], hf_dirs["vocab"]
+    run, step0, vocab = salmonn_step0["run"], salmonn_step0["step0"], hf_dirs["vocab"]
     # The placeholder is appended to the LLM's tokenizer; the chat template frames the prompt.
-    assert components.model.placeholder_id == components.tokenizer.token_to_id(AUDIO_PLACEHOLDER) == vocab
-    assert components.tokenizer.vocab_size == components.model.llm.vocab_size == vocab + 1
-    assert components.prompt["chat"] is True
-    assert components.model.encoder.whisper.num_layers == 2 and components.model.llm.num_layers == 2  # from config.json
+    model = run.kind.model
+    assert model.placeholder_id == run.tokenizer.token_to_id(AUDIO_PLACEHOLDER) == vocab
+    assert run.tokenizer.vocab_size == model.llm.vocab_size == vocab + 1
+    assert run.kind.prompt.chat is True
+    assert model.encoder.whisper.num_layers == 2 and model.llm.num_layers == 2  # from config.json
 
     # encoder/ and llm/ are the converted checkpoints, bitwise (the LLM's vocabulary grown by one row).
     options = {"scan_layers": True}
@@ -151,8 +153,8 @@ def test_step0_holds_the_checkpoints_and_random_init_elsewhere(salmonn_step0, hf
                                   torch_llm["model.layers.1.self_attn.q_proj.weight"].numpy().T)
 
     # Everything else (Q-Former, LoRA adapters) is the task's own random init for the run's seed.
-    fresh = _flat(init_state(components.task, salmonn_step0["batch"], salmonn_step0["layout"],
-                             components.train.seed)["params"])
+    fresh = _flat(init_state(run.task, salmonn_step0["batch"], salmonn_step0["layout"],
+                             run.train.seed)["params"])
     kept = _random_init(fresh)
     assert kept and set(step0) == set(fresh) == set(encoder) | set(llm) | set(kept)
     for name in kept:
@@ -161,9 +163,9 @@ def test_step0_holds_the_checkpoints_and_random_init_elsewhere(salmonn_step0, hf
 
 
 def test_one_step_moves_only_the_trained_parts_and_a_rerun_resumes(salmonn_step0, monkeypatch):
-    components, mesh, workdir, step0 = (salmonn_step0[k] for k in ("components", "mesh", "workdir", "step0"))
-    iterator = components.train_pipeline().iterator()
-    result = train(components.task, dataclasses.replace(components.train, total_steps=1), iterator, workdir, mesh=mesh)
+    run, mesh, workdir, step0 = (salmonn_step0[k] for k in ("run", "mesh", "workdir", "step0"))
+    iterator = run.train_pipeline().iterator()
+    result = train(run.task, dataclasses.replace(run.train, total_steps=1), iterator, workdir, mesh=mesh)
     iterator.close()
     assert result.step == 1
     trained = _flat(result.state["params"])
@@ -178,8 +180,9 @@ def test_one_step_moves_only_the_trained_parts_and_a_rerun_resumes(salmonn_step0
     assert moved and all(not np.array_equal(trained[name], step0[name]) for name in moved)
 
     # A workdir with a checkpoint resumes: the checkpoints are not even read again.
-    monkeypatch.setattr(pretrained, "load_pretrained", lambda *args: pytest.fail("re-initialised a resumable run"))
-    assert pretrained.write_pretrained_checkpoint(components, workdir, mesh) is None
+    monkeypatch.setattr(speech_llm_init.PretrainedSpeechLLM, "load",
+                        lambda *args: pytest.fail("re-initialised a resumable run"))
+    assert write_pretrained(run, workdir, mesh) is None
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -188,7 +191,7 @@ def test_extend_vocab_adds_mean_rows_to_the_embedding_and_an_untied_head(tied):
     llm = {"embed_tokens": {"embedding": rng.normal(size=(5, 3)).astype(np.float32)}, "norm": {"scale": np.ones(3)}}
     if not tied:
         llm["lm_head"] = {"kernel": rng.normal(size=(3, 5)).astype(np.float32)}
-    grown = pretrained.extend_vocab(llm, 7)
+    grown = speech_llm_init.extend_vocab(llm, 7)
     embedding = grown["embed_tokens"]["embedding"]
     assert embedding.shape == (7, 3) and grown["norm"] is llm["norm"]
     np.testing.assert_array_equal(embedding[:5], llm["embed_tokens"]["embedding"])
@@ -200,9 +203,9 @@ def test_extend_vocab_adds_mean_rows_to_the_embedding_and_an_untied_head(tied):
         assert head.shape == (3, 7)
         np.testing.assert_array_equal(head[:, :5], llm["lm_head"]["kernel"])
         np.testing.assert_allclose(head[:, 5:], np.tile(llm["lm_head"]["kernel"].mean(axis=1)[:, None], (1, 2)), rtol=1e-6)
-    assert pretrained.extend_vocab(llm, 5)["embed_tokens"]["embedding"] is llm["embed_tokens"]["embedding"]
+    assert speech_llm_init.extend_vocab(llm, 5)["embed_tokens"]["embedding"] is llm["embed_tokens"]["embedding"]
     with pytest.raises(ValueError, match="4 token rows, fewer than the checkpoint's 5"):
-        pretrained.extend_vocab(llm, 4)
+        speech_llm_init.extend_vocab(llm, 4)
 
 
 def test_misshapen_checkpoints_and_trees_are_named_with_the_expected_shape(tmp_path, hf_dirs):
@@ -215,16 +218,17 @@ def test_misshapen_checkpoints_and_trees_are_named_with_the_expected_shape(tmp_p
     write_safetensors(tensors, str(bad_llm))
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         (bad_llm / name).write_bytes((pathlib.Path(hf_dirs["llm_dir"]) / name).read_bytes())
-    components = build(_config("slam_asr", {**hf_dirs, "llm_dir": str(bad_llm)}), progress=False)
+    run = build(_config("slam_asr", {**hf_dirs, "llm_dir": str(bad_llm)}), progress=False)
     with pytest.raises(CheckpointError, match=r"'model\.layers\.1\.mlp\.up_proj\.weight' has shape \(47, 32\), "
                                               r"expected \(48, 32\)"):
-        pretrained.load_pretrained(components.init, components.model)
+        run.kind.pretrained().load()
 
     # A converted tree that does not fit the model: named, with the shape the model expects.
-    mesh = make_mesh(components.train.mesh)
-    batch = Batch.padding(components.train_pipeline().batch_shapes()[0])
-    layout = build_layout(components.task, batch, components.train.optimizer, mesh, components.train.sharding_rules)
-    params = pretrained.load_pretrained({**components.init, "llm_dir": hf_dirs["llm_dir"]}, components.model)
+    mesh = make_mesh(run.train.mesh)
+    batch = Batch.padding(run.train_pipeline().batch_shapes()[0])
+    layout = build_layout(run.task, batch, run.train.optimizer, mesh, run.train.sharding_rules)
+    good = dataclasses.replace(run.kind.init, llm_dir=hf_dirs["llm_dir"])
+    params = speech_llm_init.PretrainedSpeechLLM(good, run.kind.model).load()
     wrong = {**params, "llm": {**params["llm"], "norm": {"scale": np.ones(31, np.float32)}}}
     with pytest.raises(ValueError, match=r"pretrained parameter llm/norm/scale has shape \(31,\), the model expects \(32,\)"):
         place_params(wrong, layout)

@@ -4,6 +4,7 @@
 import json
 import os
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -69,10 +70,80 @@ def test_eval_and_transcribe_reopen_the_run(run_dir, capsys):
     assert [line.split("\t")[0] for line in lines] == files
 
 
-def test_bad_config_keys_are_named(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['num_layerz'\] in model.llm"):
-        main(["train", "--config", f"{CONFIG}:debug", "--workdir", str(tmp_path), "--set", "model.llm.num_layerz=2"])
-    with pytest.raises(KeyError, match="unknown config key 'model.lm'"):
-        main(["train", "--config", f"{CONFIG}:debug", "--workdir", str(tmp_path), "--set", "model.lm.num_layers=2"])
-    with pytest.raises(ValueError, match="takes no argument or 'debug'"):
-        main(["train", "--config", f"{CONFIG}:huge", "--workdir", str(tmp_path)])
+def test_bad_config_keys_are_named(tmp_path, capsys):
+    def error(*argv):
+        assert main(["train", "--config", *argv, "--workdir", str(tmp_path)]) == 2
+        return capsys.readouterr().err
+
+    assert error(f"{CONFIG}:debug", "--set", "model.llm.num_layerz=2").startswith(
+        "error: model.llm.num_layerz: unknown key(s) ['num_layerz'] in model.llm")
+    assert error(f"{CONFIG}:debug", "--set", "model.lm.num_layers=2").startswith("error: model.lm: unknown config key")
+    assert error(f"{CONFIG}:huge") == f"error: {CONFIG}:huge: configs/tiny_asr.py takes no argument or 'debug', got 'huge'\n"
+
+
+def _checkpoint_listing(workdir) -> dict[str, int]:
+    """Every path of the run's checkpoints (and any sibling folder named after them) with its mtime."""
+    entries = {}
+    for top in sorted(p for p in os.listdir(workdir) if p.startswith("checkpoints")):
+        for root, dirs, files in os.walk(os.path.join(workdir, top)):
+            for name in dirs + files:
+                path = os.path.join(root, name)
+                entries[os.path.relpath(path, workdir)] = os.stat(path).st_mtime_ns
+    return entries
+
+
+def _damage(step_directory, seed: int) -> None:
+    """Flips 20 random bits in each file of the step's array data (values, not the index): eval
+    reads only the parameters, about a third of the state, so many flips land there."""
+    rng = np.random.default_rng(seed)
+    for path in pathlib.Path(step_directory, "state").glob("ocdbt.process_*/d/*"):
+        data = bytearray(path.read_bytes())
+        if len(data) >= 4096:
+            for _ in range(20):
+                data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+            path.write_bytes(bytes(data))
+
+
+def test_read_only_commands_never_move_or_write_checkpoints(run_dir, tmp_path, capsys):
+    from jaxspeech.recipes.restore import restore
+
+    workdir = tmp_path / "run"
+    shutil.copytree(run_dir, workdir)
+    steps = sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit())
+    newest, previous = steps[-1], steps[-2]
+    _damage(workdir / "checkpoints" / str(newest), seed=0)
+    audio = sorted(str(p) for p in pathlib.Path(REPO, "data/tiny_debug/test").glob("*.flac"))[:1]
+    before = _checkpoint_listing(workdir)
+
+    assert main(["eval", "--workdir", str(workdir), "--max-examples", "1", "--no-progress"]) == 0
+    assert f"checkpoint step {previous}" in capsys.readouterr().out  # the damaged newest one is skipped
+    assert main(["transcribe", "--checkpoint", str(workdir), *audio]) == 0
+    assert main(["plot", str(workdir)]) == 0
+    assert restore(str(workdir))[2] == previous  # what the notebook calls
+    assert _checkpoint_listing(workdir) == before
+
+    _damage(workdir / "checkpoints" / str(previous), seed=1)  # now no checkpoint restores
+    before = _checkpoint_listing(workdir)
+    for command in (["eval", "--workdir", str(workdir), "--no-progress"], ["transcribe", "--checkpoint", str(workdir), *audio]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {workdir / 'checkpoints'}: no checkpoint passes its integrity check (")
+        assert err.count("\n") == 1 and str(workdir / "checkpoints" / str(newest)) in err
+    assert _checkpoint_listing(workdir) == before
+
+
+def test_eval_errors_of_a_run_name_what_is_wrong(run_dir, tmp_path, capsys):
+    """No checkpoint, and a config that no longer fits the checkpoint: one line each, exit 2, nothing moved."""
+    workdir = tmp_path / "run"
+    shutil.copytree(run_dir, workdir)
+    config = json.loads((workdir / "config.json").read_text())
+    config["model"]["llm"]["intermediate_size"] = config["model"]["llm"].get("intermediate_size", 512) + 8
+    (workdir / "config.json").write_text(json.dumps(config))
+    before = _checkpoint_listing(workdir)
+    assert main(["eval", "--workdir", str(workdir), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {workdir / 'checkpoints'}/") and "does not fit the model" in err and err.count("\n") == 1
+    assert _checkpoint_listing(workdir) == before
+    shutil.rmtree(workdir / "checkpoints")
+    assert main(["eval", "--workdir", str(workdir), "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"error: {workdir / 'checkpoints'}: holds no checkpoint\n"

@@ -1,4 +1,4 @@
-"""The Whisper fine-tuning recipe: decoder targets, the debug run end to end, pretrained weights.
+"""The recipe with the Whisper fine-tuning task (``task.kind = "whisper_seq2seq"``): decoder targets, the debug run end to end, pretrained weights.
 
 Everything runs offline: the debug variant trains a random-init Whisper with a byte-level
 Whisper-style tokenizer on the embedded debug corpus (built in data/tiny_debug when missing), and
@@ -29,8 +29,9 @@ from jaxspeech.data.whisper_tokens import WhisperTokens, write_byte_level_whispe
 from jaxspeech.features.mel import HOP_LENGTH, log_mel_spectrogram
 from jaxspeech.models.whisper_seq2seq import WhisperConfig as JaxWhisperConfig
 from jaxspeech.models.whisper_seq2seq import WhisperDecoderConfig
-from jaxspeech.recipes import whisper
-from jaxspeech.recipes.whisper_eval import decode_manifest, generate_fn
+from jaxspeech.recipes.build import build
+from jaxspeech.recipes.evaluate import decode_manifest
+from jaxspeech.recipes.run import write_pretrained
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.tasks.whisper_seq2seq import WhisperLossConfig, WhisperTask
 from jaxspeech.train.checkpoint import Checkpointer
@@ -89,9 +90,9 @@ def _debug_config(**overrides):
 
 def test_config_switches_and_errors(tmp_path, monkeypatch, tokenizer_dir):
     monkeypatch.chdir(REPO)
-    run = whisper.build(_debug_config(**{"data.tokenizer": tokenizer_dir, "data.pad_to_30s": True,
-                                         "task.freeze_encoder": True}), progress=False)
-    assert run.pipeline.bucket_frames == run.eval_pipeline.bucket_frames == (run.model.encoder.max_frames,) == (600,)
+    run = build(_debug_config(**{"data.tokenizer": tokenizer_dir, "task.full_window": True,
+                                 "task.freeze_encoder": True}), progress=False)
+    assert run.pipeline.bucket_frames == run.eval_pipeline.bucket_frames == (run.kind.model.encoder.max_frames,) == (600,)
     assert run.train.optimizer.lr_rules[0] == ("encoder/.*", None)
     features, lengths = run.task.encoder_inputs(np.zeros((2, 1, 600, 80)), np.array([[600], [250]]))
     assert features.shape == (2, 600, 80) and lengths is None  # the full window is attended, as in pre-training
@@ -99,17 +100,17 @@ def test_config_switches_and_errors(tmp_path, monkeypatch, tokenizer_dir):
         run.task.encoder_inputs(np.zeros((2, 1, 500, 80)), np.array([[500], [250]]))
 
     with pytest.raises(ValueError, match=r"data.pipeline.bucket_frames \(600, 700\) exceed the encoder's 600-frame window"):
-        whisper.build(_debug_config(**{"data.tokenizer": tokenizer_dir, "data.pipeline.bucket_frames": (600, 700),
+        build(_debug_config(**{"data.tokenizer": tokenizer_dir, "data.pipeline.bucket_frames": (600, 700),
                                        "data.pipeline.max_tokens": (112, 112)}), progress=False)
     with pytest.raises(ValueError, match="not both"):
-        whisper.build(_debug_config(**{"data.tokenizer": tokenizer_dir, "init.whisper_dir": str(tmp_path)}), progress=False)
+        build(_debug_config(**{"data.tokenizer": tokenizer_dir, "init.whisper_dir": str(tmp_path)}), progress=False)
     manifest = tmp_path / "blank.jsonl"
     manifest.write_text("".join(json.dumps({"id": f"utt-{i}", "audio_filepath": "a.flac", "duration": 1.0, "text": text})
                                 + "\n" for i, text in enumerate(["fine", " "])))
     with pytest.raises(ValueError, match=r"record 'utt-1' \(.*a\.flac\): empty transcript"):  # before any training
-        whisper.build(_debug_config(**{"data.tokenizer": tokenizer_dir, "data.train": str(manifest)}), progress=False)
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['freeze'\] in config.task"):
-        whisper.build(_debug_config(**{"task.freeze": True}), progress=False)
+        build(_debug_config(**{"data.tokenizer": tokenizer_dir, "data.train": str(manifest)}), progress=False)
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['freeze'\] in task"):
+        build(_debug_config(**{"task.freeze": True}), progress=False)
 
 
 def test_debug_variant_trains_and_reports_wer(tmp_path, monkeypatch):
@@ -164,16 +165,16 @@ def test_pretrained_weights_are_step_zero_and_a_frozen_encoder_stays_bitwise(tmp
     assert os.path.exists(os.path.join(hf_dir, "model.safetensors"))  # transformers saved safetensors
     config = _debug_config(**{"init.random": None, "init.whisper_dir": hf_dir, "data.tokenizer": None,
                               "data.build_tokenizer": False, "task.freeze_encoder": True, "train.total_steps": 1})
-    run = whisper.build(config, progress=False)
+    run = build(config, progress=False)
     converted = _flat(load_hf_whisper(hf_dir)[1]["params"])
     workdir = str(tmp_path / "run")
     mesh = make_mesh(run.train.mesh)
-    assert whisper.write_pretrained_checkpoint(run, workdir, mesh) is not None
+    assert write_pretrained(run, workdir, mesh) is not None
 
     iterator = run.train_pipeline().iterator()
     result = train(run.task, run.train, iterator, workdir, mesh=mesh)
     iterator.close()
-    assert result.step == 1 and whisper.write_pretrained_checkpoint(run, workdir, mesh) is None  # resumes instead
+    assert result.step == 1 and write_pretrained(run, workdir, mesh) is None  # resumes instead
 
     batch = Batch.padding(run.train_pipeline().batch_shapes()[0])
     layout = build_layout(run.task, batch, run.train.optimizer, mesh, run.train.sharding_rules)
@@ -193,7 +194,7 @@ def test_pretrained_weights_are_step_zero_and_a_frozen_encoder_stays_bitwise(tmp
         np.testing.assert_array_equal(trained[name], converted[name], err_msg=name, strict=True)
     assert all(not np.array_equal(trained[name], converted[name]) for name in decoder)
 
-    exported = whisper.export_whisper(run, result.state["params"], str(tmp_path / "export"))
+    exported = run.kind.export(result.state["params"], str(tmp_path / "export"))
     reloaded = _flat(load_hf_whisper(exported)[1]["params"])
     for name, value in trained.items():
         np.testing.assert_array_equal(reloaded[name], value, err_msg=name, strict=True)
@@ -254,12 +255,14 @@ def test_train_flops_match_xla_cost_analysis_of_the_unscanned_gradient(encoder_t
 @pytest.mark.slow
 def test_beam_decoding_of_an_eval_manifest(monkeypatch, tokenizer_dir):
     monkeypatch.chdir(REPO)
-    run = whisper.build(_debug_config(**{"data.tokenizer": tokenizer_dir}), progress=False)
-    run.eval = dataclasses.replace(run.eval, method="beam", num_beams=2)
+    run = build(_debug_config(**{"data.tokenizer": tokenizer_dir}), progress=False)
+    generation = dataclasses.replace(run.eval.generation, method="beam", num_beams=2)
+    run.eval = dataclasses.replace(run.eval, generation=generation)
     batch = Batch.padding(run.train_pipeline().batch_shapes()[0])
     params = nn.unbox(run.task.init_params(jax.random.key(0), batch))
-    decoded = decode_manifest(run, params, run.manifest("dev"), max_examples=3, progress=False, generate=generate_fn(run))
+    decoder = run.decoder()
+    decoded = decode_manifest(run, decoder, decoder.prepare(params), run.manifest("dev"), max_examples=3, progress=False)
     assert [d["id"] for d in decoded] == ["dev-0000000", "dev-0000001", "dev-0000002"]
     assert all(isinstance(d["hypothesis"], str) and d["reference"] == d["text"] for d in decoded)
-    with pytest.raises(ValueError, match="eval.method must be one of"):
-        generate_fn(dataclasses.replace(run, eval=dataclasses.replace(run.eval, method="sample")))
+    with pytest.raises(ValueError, match="eval.generation.method must be one of"):
+        run.kind.decoder(dataclasses.replace(generation, method="sample"), None)

@@ -4,7 +4,7 @@ import pytest
 
 from jaxspeech.data.sentencepiece_training import train_sentencepiece
 from jaxspeech.data.tokenizers import load_tokenizer
-from tests.text.tokenizer_dirs import CORPUS, write_chatml_dir, write_llama3_dir, write_metaspace_dir
+from jaxspeech.testing.tokenizer_dirs import CORPUS, write_chatml_dir, write_llama3_dir, write_metaspace_dir
 
 
 @pytest.fixture(scope="session")

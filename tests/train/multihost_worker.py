@@ -22,7 +22,7 @@ class HalfBatches:
         return self
 
     def __next__(self):
-        from train.tiny_task import make_batch
+        from jaxspeech.testing.tiny_task import make_batch
 
         batch = make_batch(4, offset=8 * self.position + 4 * self.process_index)
         self.position += 1
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
 
     from jaxspeech.train.config import train_config_from_dict
     from jaxspeech.train.loop import train
-    from train.tiny_task import TinyTask, loop_config
+    from jaxspeech.testing.tiny_task import TinyTask, loop_config
 
     config = train_config_from_dict(loop_config(total_steps=args.steps, mesh={"data": 2, "fsdp": 2}, checkpoint={"every_steps": 0}))
     # train() joins the job (JAX_* variables) before it touches a device.

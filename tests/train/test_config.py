@@ -6,6 +6,7 @@ import ml_collections
 import pytest
 
 from jaxspeech.layers import axes
+from jaxspeech.errors import ConfigError
 from jaxspeech.train.config import TrainConfig, train_config_from_dict, train_config_to_dict
 from jaxspeech.train.optim import OptimizerConfig
 
@@ -35,7 +36,7 @@ def test_builds_nested_frozen_config_from_a_config_dict():
 
 @pytest.mark.parametrize(
     "path, where",
-    [(("totl_steps",), "TrainConfig"), (("optimizer", "lerning_rate"), "TrainConfig.optimizer"), (("checkpoint", "keep"), "TrainConfig.checkpoint")],
+    [(("totl_steps",), "train"), (("optimizer", "lerning_rate"), "train.optimizer"), (("checkpoint", "keep"), "train.checkpoint")],
 )
 def test_unknown_keys_are_rejected_with_the_valid_ones_listed(path, where):
     values = _config_dict().to_dict()
@@ -45,14 +46,34 @@ def test_unknown_keys_are_rejected_with_the_valid_ones_listed(path, where):
     section[path[-1]] = 1
     with pytest.raises(ValueError, match=re.escape(f"unknown key(s) ['{path[-1]}'] in {where}; valid keys are [")) as error:
         train_config_from_dict(values)
-    valid = {"TrainConfig": "total_steps", "TrainConfig.optimizer": "learning_rate", "TrainConfig.checkpoint": "every_steps"}[where]
+    valid = {"train": "total_steps", "train.optimizer": "learning_rate", "train.checkpoint": "every_steps"}[where]
     assert f"'{valid}'" in str(error.value)
 
 
 def test_bad_values_are_rejected():
-    with pytest.raises(ValueError, match="grad_accum_steps must be >= 1"):
+    with pytest.raises(ConfigError, match="train.grad_accum_steps: expected an integer >= 1, got 0"):
         train_config_from_dict({"grad_accum_steps": 0})
-    with pytest.raises(ValueError, match=r"decay_steps \(10\) must exceed warmup_steps \(20\)"):
+    with pytest.raises(ValueError, match="grad_accum_steps must be >= 1"):  # built directly, the dataclass checks
+        TrainConfig(grad_accum_steps=0)
+    with pytest.raises(ConfigError, match=r"train: decay_steps \(10\) must exceed warmup_steps \(20\)"):
         train_config_from_dict({"total_steps": 10, "optimizer": {"warmup_steps": 20}})
-    with pytest.raises(TypeError, match="TrainConfig.optimizer must be a mapping"):
+    with pytest.raises(ConfigError, match="train.optimizer: expected a mapping of its fields, got 3"):
         train_config_from_dict({"optimizer": 3})
+
+
+@pytest.mark.parametrize("values, key, expected", [
+    ({"checkpoint": {"restore_data_state": "no"}}, "train.checkpoint.restore_data_state", "True or False"),
+    ({"checkpoint": {"async_save": "yes"}}, "train.checkpoint.async_save", "True or False"),
+    ({"time_budget_s": "10min"}, "train.time_budget_s", "a finite number >= 0 or None"),
+    ({"time_budget_s": float("nan")}, "train.time_budget_s", "a finite number >= 0 or None"),
+    ({"time_budget_s": -60.0}, "train.time_budget_s", "a finite number >= 0 or None"),
+    ({"grad_accum_steps": "two"}, "train.grad_accum_steps", "an integer >= 1"),
+    ({"total_steps": 2.5}, "train.total_steps", "an integer >= 1"),
+    ({"checkpoint": {"every_steps": -5}}, "train.checkpoint.every_steps", "an integer >= 0"),
+    ({"optimizer": {"learning_rate": float("inf")}}, "train.optimizer.learning_rate", "a finite number"),
+    ({"optimizer": {"no_decay_rules": ("bias", 3)}}, "train.optimizer.no_decay_rules", "a tuple of (a string)"),
+])
+def test_values_of_the_wrong_type_or_range_are_refused_naming_the_key(values, key, expected):
+    with pytest.raises(ConfigError) as error:
+        train_config_from_dict(values)
+    assert error.value.where == key and f"expected {expected}, got" in str(error.value)

@@ -12,11 +12,12 @@ from jaxspeech.train import optim
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.config import train_config_from_dict
 from jaxspeech.train import loop as loop_module
-from jaxspeech.train.loop import NonFiniteError, fitted_decay_steps, train
+from jaxspeech.train.hooks import FunctionHook, fitted_decay_steps
+from jaxspeech.train.loop import NonFiniteError, train
 from jaxspeech.train.metrics import read_log
 from jaxspeech.train.state import build_layout
 
-from .tiny_task import FREEZE_OPTIMIZER, IndexedBatches, StatefulTinyTask, TinyTask, grain_iterator, loop_config, make_batch
+from jaxspeech.testing.tiny_task import FREEZE_OPTIMIZER, IndexedBatches, StatefulTinyTask, TinyTask, grain_iterator, loop_config, make_batch
 
 
 def _one_device():
@@ -168,3 +169,30 @@ def test_decay_is_fitted_to_the_time_budget(tmp_path, monkeypatch):
         if fit:
             assert abs(horizon - result.step) <= 4, (horizon, result.step)
     assert last_rates[True] < 0.15 and last_rates[False] > 0.95, last_rates
+
+
+def test_hooks_run_every_n_steps_see_the_state_and_can_stop_the_run(tmp_path):
+    seen = []
+
+    def record(ctx):
+        seen.append((ctx.step, int(jax.device_get(ctx.state["step"]))))
+
+    def stop_at_five(ctx):
+        if ctx.step == 5:
+            ctx.stop("enough")
+
+    config = train_config_from_dict(loop_config(total_steps=100, checkpoint={"every_steps": 100}))
+    hooks = [FunctionHook(record, every=2), FunctionHook(stop_at_five)]
+    result = train(TinyTask(), config, grain_iterator(8), tmp_path, mesh=_one_device(), hooks=hooks)
+    assert (result.step, result.stop_reason) == (5, "enough")
+    assert seen == [(2, 2), (4, 4)]
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    assert checkpointer.latest_step() == 5  # the last step is checkpointed whatever stopped the run
+    checkpointer.close()
+
+
+def test_the_progress_bar_shows_the_time_budget_and_the_steps(tmp_path, capsys):
+    config = train_config_from_dict(loop_config(total_steps=3, time_budget_s=600.0, progress_bar=True))
+    train(TinyTask(), config, grain_iterator(8), tmp_path, mesh=_one_device())
+    bar = capsys.readouterr().err
+    assert "/600 s of the time budget" in bar and "step=3" in bar, bar

@@ -18,7 +18,7 @@ from jaxspeech.train.loop import train
 from jaxspeech.train.metrics import read_log
 from jaxspeech.train.step import batch_shardings, global_batch_shapes
 
-from .tiny_task import TinyTask, loop_config, make_batch
+from jaxspeech.testing.tiny_task import TinyTask, loop_config, make_batch
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO_DIR = os.path.dirname(TESTS_DIR)

@@ -11,7 +11,7 @@ from jaxspeech.train.loop import train
 from jaxspeech.train.metrics import read_log
 from jaxspeech.train.state import build_layout
 
-from .tiny_task import TinyTask, grain_iterator, loop_config
+from jaxspeech.testing.tiny_task import TinyTask, grain_iterator, loop_config
 
 CONFIG = loop_config(total_steps=5)
 

@@ -12,7 +12,7 @@ from jaxspeech.train import optim
 from jaxspeech.train.state import build_layout, init_state
 from jaxspeech.train.step import CompiledStep, accumulated_gradients
 
-from .tiny_task import FREEZE_OPTIMIZER, StatefulTinyTask, TinyConfig, TinyTask, make_batch
+from jaxspeech.testing.tiny_task import FREEZE_OPTIMIZER, StatefulTinyTask, TinyConfig, TinyTask, make_batch, with_faults
 
 OPTIMIZER = optim.OptimizerConfig(**FREEZE_OPTIMIZER)
 
@@ -64,16 +64,16 @@ def test_accumulating_micro_batches_equals_one_large_batch():
 
 
 # The freezing and non-finite tests (here and in test_loop) share one program: the stateful task
-# (batch norm), FREEZE_OPTIMIZER and batches of 8 with a ``poison`` entry.
+# (batch norm), FREEZE_OPTIMIZER and batches of 8 with the FAULT_ENTRIES (``with_faults``).
 
 
 def test_frozen_params_are_bitwise_unchanged_and_the_rest_train():
     task = StatefulTinyTask()
-    batch = {**make_batch(8), "poison": np.zeros(8, np.float32)}
+    batch = with_faults(make_batch(8))
     _, step, state = _setup(task, batch)
     before = _copy(state["params"])
     for i in range(2):
-        state, metrics = step(state, {**make_batch(8, offset=8 * i), "poison": batch["poison"]})
+        state, metrics = step(state, with_faults(make_batch(8, offset=8 * i)))
     after = _copy(state["params"])
     for name in before["encoder"]:
         assert before["encoder"][name].tobytes() == after["encoder"][name].tobytes()
@@ -82,29 +82,46 @@ def test_frozen_params_are_bitwise_unchanged_and_the_rest_train():
     assert int(state["step"]) == 2 and float(metrics["skipped_steps"]) == 0
 
 
-def test_non_finite_gradients_skip_the_step_and_count_it():
-    """A poisoned batch has a finite loss but NaN gradients: params, optimizer and model state
-    stay bitwise the same, the counters advance, and a good step afterwards resets the streak."""
+# Every way a step can go non-finite, each in one example of the 8 (index 5), with and without
+# gradient accumulation: (batch entry, value, loss finite?, grad_norm).
+FAULTS = {
+    "nan_gradients": ("poison", 1.0, True, "nan"),
+    "+inf_gradients": ("grad_offset", np.inf, True, "inf"),
+    "-inf_gradients": ("grad_offset", -np.inf, True, "inf"),
+    "inf_loss_finite_gradients": ("loss_offset", np.inf, False, "finite"),
+    "nan_loss_finite_gradients": ("loss_offset", np.nan, False, "finite"),
+}
+
+
+@pytest.mark.parametrize("grad_accum_steps", [1, 2], ids=["whole_batch", "accumulated"])
+def test_every_kind_of_non_finite_step_is_skipped(grad_accum_steps):
+    """Params, optimizer and model state stay bitwise the same and the skip counters advance (two
+    bad steps in a row: 2), whether the gradient is NaN, +Inf or -Inf, or the loss is non-finite
+    while every gradient is finite; with accumulation, the one bad micro-batch spoils the step the
+    same way. A good step afterwards trains and resets the streak."""
     task = StatefulTinyTask()
-    good = {**make_batch(8), "poison": np.zeros(8, np.float32)}
-    bad = {**good, "poison": np.eye(8, dtype=np.float32)[2]}
-    _, step, state = _setup(task, good)
-    state, _ = step(state, good)
-    kept = ("params", "opt_state", "model_state")
-    before = _copy({key: state[key] for key in kept})
-    for expected in (1, 2):
-        state, metrics = step(state, bad)
-        assert np.isfinite(float(metrics["loss"])) and not np.isfinite(float(metrics["grad_norm"]))
-        assert float(metrics["skipped"]) == 1 and int(state["consecutive_skipped_steps"]) == expected
-    after = _copy({key: state[key] for key in kept})
-    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
-        assert a.tobytes() == b.tobytes()
-    assert int(state["step"]) == 3 and int(state["skipped_steps"]) == 2
+    good = with_faults(make_batch(8))
+    layout, step, state = _setup(task, good, grad_accum_steps=grad_accum_steps)
     state, metrics = step(state, good)
-    assert float(metrics["skipped"]) == 0 and int(state["consecutive_skipped_steps"]) == 0
-    assert int(state["skipped_steps"]) == 2
-    changed = _copy(state["params"])
-    assert not np.array_equal(changed["connector"]["kernel"], after["params"]["connector"]["kernel"])
+    assert float(metrics["skipped"]) == 0
+    trained = _copy(state)
+    kept = ("params", "opt_state", "model_state")
+    for fault, (entry, value, loss_finite, grad_norm) in FAULTS.items():
+        state = jax.device_put(trained, layout.shardings)
+        for in_a_row in (1, 2):
+            state, metrics = step(state, with_faults(make_batch(8, offset=8 * in_a_row), entry, value, row=5))
+            assert np.isfinite(float(metrics["loss"])) == loss_finite, fault
+            norm = float(metrics["grad_norm"])
+            assert {"nan": np.isnan(norm), "inf": norm == np.inf, "finite": np.isfinite(norm)}[grad_norm], (fault, norm)
+            assert float(metrics["skipped"]) == 1 and int(state["skipped_steps"]) == in_a_row, fault
+            assert int(state["consecutive_skipped_steps"]) == in_a_row and int(state["step"]) == 1 + in_a_row, fault
+        for key in kept:
+            for a, b in zip(jax.tree.leaves(trained[key]), jax.tree.leaves(_copy(state[key])), strict=True):
+                assert a.tobytes() == b.tobytes(), (fault, key)
+        state, metrics = step(state, with_faults(make_batch(8, offset=32)))
+        assert float(metrics["skipped"]) == 0 and int(state["consecutive_skipped_steps"]) == 0, fault
+        assert int(state["skipped_steps"]) == 2, fault
+        assert _copy(state["params"])["connector"]["kernel"].tobytes() != trained["params"]["connector"]["kernel"].tobytes()
 
 
 def test_bf16_compute_keeps_float32_master_params():

@@ -4,13 +4,21 @@
 
 It trains the tiny task on the manifest's audio read through the project's Grain data pipeline,
 prints ``next`` each time the trainer takes a batch (so the parent can kill it mid-training),
-resumes from WORKDIR's checkpoints, and at the end writes the final parameters to
-``WORKDIR/final_params.npz`` and ``{"step", "stop_reason"}`` to ``WORKDIR/result.json``.
+resumes from WORKDIR's checkpoints (the trainer's log, on stderr, says from which), and at the end
+writes the final parameters to ``WORKDIR/final_params.npz`` and ``{"step", "stop_reason"}`` to
+``WORKDIR/result.json``.
+
+``--sigterm-in compile|save|restore`` sends the process SIGTERM from inside the trainer's first
+step compilation, right after its first asynchronous checkpoint save has started (the write still
+in flight), or inside its restore: the signal handler runs while that phase is on the stack. It
+prints ``sigterm in <phase>`` (for a save: and whether orbax was still writing).
 """
 
 import argparse
 import json
+import logging
 import os
+import signal
 import sys
 import time
 
@@ -38,6 +46,48 @@ class _Announcing:
         self.iterator.set_state(state)
 
 
+def _sigterm_inside(phase: str) -> None:
+    """Patches the trainer so that SIGTERM reaches this process once, inside ``phase``."""
+    from jaxspeech.train.checkpoint import Checkpointer
+    from jaxspeech.train.step import CompiledStep
+
+    fired = []
+
+    def terminate(note: str = "") -> None:
+        if not fired:
+            fired.append(phase)
+            print(f"sigterm in {phase}{note}", flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    if phase == "compile":
+        original = CompiledStep.compiled
+
+        def compiled(self, host_batch):
+            if not self._compiled:
+                terminate()
+            return original(self, host_batch)
+
+        CompiledStep.compiled = compiled
+    elif phase == "save":
+        original = Checkpointer.save
+
+        def save(self, *args, **kwargs):
+            started = original(self, *args, **kwargs)
+            if started:
+                terminate(f" (writing: {self._manager.is_saving_in_progress()})")
+            return started
+
+        Checkpointer.save = save
+    elif phase == "restore":
+        original = Checkpointer.restore_latest
+
+        def restore_latest(self, *args, **kwargs):
+            terminate()
+            return original(self, *args, **kwargs)
+
+        Checkpointer.restore_latest = restore_latest
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir")
@@ -47,7 +97,10 @@ def main(argv=None) -> int:
     parser.add_argument("--delay", type=float, default=0.02)
     parser.add_argument("--no-restore-data", action="store_true")
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--sigterm-in", choices=("compile", "save", "restore"), default=None)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("jaxspeech.train.loop").setLevel(logging.INFO)  # "resumed from <step folder>"
 
     import jax
     import numpy as np
@@ -61,9 +114,11 @@ def main(argv=None) -> int:
     from jaxspeech.sharding.mesh import make_mesh
     from jaxspeech.train.config import train_config_from_dict
     from jaxspeech.train.loop import train
-    from train.pipeline_data import BatchTinyTask, pipeline_iterator
-    from train.tiny_task import loop_config
+    from jaxspeech.testing.pipeline_data import BatchTinyTask, pipeline_iterator
+    from jaxspeech.testing.tiny_task import loop_config
 
+    if args.sigterm_in:
+        _sigterm_inside(args.sigterm_in)
     config = train_config_from_dict(
         loop_config(
             total_steps=args.steps,

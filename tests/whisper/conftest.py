@@ -8,7 +8,7 @@ import pytest
 
 from jaxspeech.convert.hf_whisper import load_generation_config, load_hf_whisper
 from jaxspeech.models.whisper_seq2seq import WhisperConfig, WhisperGenerationConfig
-from tests.whisper.tiny import micro_hf_model, save_micro_dir
+from jaxspeech.testing.whisper import micro_hf_model, save_micro_dir
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ from jaxspeech.cli import main
 from jaxspeech.data.audio import load_audio
 from jaxspeech.decoding.whisper import make_generate_fn
 from jaxspeech.recipes.longform import WhisperTranscriber, chunk_windows, merge_chunks, merge_overlapping
-from tests.whisper.tiny import EOS, MICRO_FRAMES, MICRO_SAMPLES, padded_features, random_audio
+from jaxspeech.testing.whisper import EOS, MICRO_FRAMES, MICRO_SAMPLES, padded_features, random_audio
 
 
 def test_chunk_windows_arithmetic():

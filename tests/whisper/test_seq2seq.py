@@ -16,7 +16,7 @@ from jaxspeech.layers import axes
 from jaxspeech.layers.embeddings import sinusoids
 from jaxspeech.decoding.whisper import make_generate_fn, suppression_processor
 from jaxspeech.models.whisper_seq2seq import WhisperGenerationConfig, WhisperSeq2Seq, init_cache, unrolled
-from tests.whisper.tiny import (
+from jaxspeech.testing.whisper import (
     EOS,
     EN,
     MICRO_FRAMES,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 # The GPT-4/Qwen2 pre-tokenization split (contractions, letters, single digits, punctuation, newlines).
 SPLIT_PATTERN = (
@@ -108,3 +108,50 @@ def write_metaspace_dir(directory: str) -> str:
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ["[INST]", "[/INST]", *AUDIO_TOKENS]])
     config = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": MISTRAL_TEMPLATE}
     return _write(directory, tokenizer, config, None)
+
+
+# How each model family's tokenizer.json treats one plain-text sequence (transformers follows the
+# post-processor alone when a tokenizer.json exists; tokenizer_config.json's add_bos_token is ignored).
+TEXT_RULE_STYLES = {
+    # Llama 3: the post-processor puts <|begin_of_text|> first.
+    "llama3": ("PreTrainedTokenizerFast", {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}, "bos"),
+    # Qwen2: no BOS token at all; a ByteLevel post-processor that adds nothing.
+    "qwen2": ("Qwen2Tokenizer", {"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"},
+              "byte_level"),
+    # SmolLM2: a BOS token is defined (<|im_start|>) but the post-processor adds nothing.
+    "smollm2": ("GPT2Tokenizer", {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}, "byte_level"),
+    # add_bos_token in tokenizer_config.json without a post-processor that adds it: no BOS.
+    "config_add_bos": ("PreTrainedTokenizerFast",
+                       {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>", "add_bos_token": True}, None),
+    # A template that adds BOS and EOS.
+    "bos_and_eos": ("PreTrainedTokenizerFast", {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"},
+                    "bos_eos"),
+}
+TEXT_RULE_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+
+
+def write_text_rule_dir(directory: str, style: str) -> str:
+    """A tokenizer directory of ``style`` (a key of ``TEXT_RULE_STYLES``); every style has the same
+    vocabulary, so one model serves them all."""
+    from tokenizers import processors
+
+    tokenizer_class, config, post = TEXT_RULE_STYLES[style]
+    tokenizer = _bpe(TEXT_RULE_SPECIALS, [])
+    bos, eos = "<|begin_of_text|>", "<|end_of_text|>"
+    if post == "bos":
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1", special_tokens=[(bos, tokenizer.token_to_id(bos))])
+    elif post == "bos_eos":
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} $B:1 {eos}:1",
+            special_tokens=[(bos, tokenizer.token_to_id(bos)), (eos, tokenizer.token_to_id(eos))])
+    elif post == "byte_level":
+        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    if tokenizer_class == "GPT2Tokenizer":  # transformers rebuilds it with GPT-2's own pre-tokenizer, as SmolLM2 has
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if tokenizer_class == "Qwen2Tokenizer":  # transformers rebuilds it with NFC normalisation, as Qwen2 has
+        tokenizer.normalizer = normalizers.NFC()
+    _write(directory, tokenizer, config, None)
+    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+        json.dump({**config, "tokenizer_class": tokenizer_class}, f)
+    return directory

@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspeech.connectors.config import ConnectorConfig
+from jaxspeech.connectors.config import connector_config
 from jaxspeech.connectors.cross_attention import CrossAttentionConfig
 from jaxspeech.encoders.whisper import WhisperEncoderConfig
 from jaxspeech.llm.config import LLMConfig
-from jaxspeech.models.audio_encoder import AudioEncoderConfig
+from jaxspeech.models.audio_encoder import WhisperAudioEncoderConfig
 from jaxspeech.models.speech_llm import SpeechLLMConfig
 
 PLACEHOLDER = 3
@@ -21,10 +21,11 @@ MELS = 16
 def tiny_config(fusion: str = "decoder_only", connector: str = "frame_stack", **changes) -> SpeechLLMConfig:
     llm = LLMConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_layers=4, num_heads=4, num_kv_heads=2,
                     scan_layers=fusion == "decoder_only")
-    encoder = AudioEncoderConfig(whisper=WhisperEncoderConfig(n_mels=MELS, d_model=24, num_layers=2, num_heads=4,
-                                                             ffn_dim=48, max_source_positions=100))
-    conn = ConnectorConfig(kind=connector, output_size=32, hidden_size=40, stack=2, window=4, window_stride=4,
-                           num_queries=2, qformer_layers=1, qformer_size=16, qformer_heads=2, qformer_ffn=32)
+    encoder = WhisperAudioEncoderConfig(whisper=WhisperEncoderConfig(n_mels=MELS, d_model=24, num_layers=2, num_heads=4,
+                                                                    ffn_dim=48, max_source_positions=100))
+    fields = {"linear": {}, "frame_stack": dict(hidden_size=40, stack=2), "conv": dict(hidden_size=40),
+              "qformer": dict(window=4, window_stride=4, num_queries=2, num_layers=1, size=16, num_heads=2, ffn_size=32)}
+    conn = connector_config(connector, output_size=32, **fields[connector])
     xattn = None
     if fusion != "decoder_only":
         xattn = CrossAttentionConfig(hidden_size=32, num_layers=4, every=2, num_heads=4, num_kv_heads=4,

@@ -58,6 +58,26 @@ def _poison_backward(poison, grad):
 poison_gradient.defvjp(_poison_forward, _poison_backward)
 
 
+@jax.custom_vjp
+def offset_gradient(x, offset):
+    """Identity on x; its gradient gets ``offset`` f32[] added (+-inf: exactly +-inf gradients)."""
+    return x
+
+
+offset_gradient.defvjp(lambda x, offset: (x, offset), lambda offset, grad: (grad + offset.astype(grad.dtype), jnp.zeros_like(offset)))
+
+
+def _inject_faults(params, batch):
+    """Optional batch entries that break a step on purpose (f32[B], summed over the batch):
+    ``grad_offset`` is added to the connector kernel's gradient, ``loss_offset`` to the loss
+    without touching any gradient. Returns (params, loss offset f32[])."""
+    if "grad_offset" in batch:
+        connector = {**params["connector"], "kernel": offset_gradient(params["connector"]["kernel"], jnp.sum(batch["grad_offset"]))}
+        params = {**params, "connector": connector}
+    loss_offset = jax.lax.stop_gradient(jnp.sum(batch["loss_offset"])) if "loss_offset" in batch else 0.0
+    return params, loss_offset
+
+
 class TinySpeechLM(nn.Module):
     """features f[B, T, F], tokens i32[B, L] -> logits f32[B, L, V]."""
 
@@ -86,8 +106,9 @@ class TinySpeechLM(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class TinyTask:
-    """Next-token cross-entropy on the text part, averaged over ``loss_mask``. An optional batch
-    entry ``poison`` f32[B] makes the gradient NaN (for the non-finite-step tests)."""
+    """Next-token cross-entropy on the text part, averaged over ``loss_mask``. Optional batch
+    entries for the non-finite-step tests: ``poison`` f32[B] makes the gradient NaN through the
+    activations; ``grad_offset`` and ``loss_offset`` (see ``_inject_faults``)."""
 
     config: TinyConfig = TinyConfig()
 
@@ -99,19 +120,20 @@ class TinyTask:
         return self.model.init(rng, batch["features"], batch["tokens"], train=False)["params"]
 
     def loss(self, params, batch, rng, *, train: bool):
+        params, loss_offset = _inject_faults(params, batch)
         logits = self.model.apply(
             {"params": params}, batch["features"], batch["tokens"], train=train, poison=batch.get("poison"),
             rngs={"dropout": rng},
         )
-        return _loss_and_metrics(logits, batch)
+        return _loss_and_metrics(logits, batch, loss_offset)
 
     def throughput_counts(self, batch):
         return {"examples": batch["tokens"].shape[0], "tokens": float(np.sum(batch["loss_mask"]))}
 
 
-def _loss_and_metrics(logits, batch):
+def _loss_and_metrics(logits, batch, loss_offset=0.0):
     result = next_token_loss(logits, batch["tokens"], batch["loss_mask"])
-    return result.loss, {"accuracy": result.accuracy, LOSS_WEIGHT: result.count}
+    return result.loss + loss_offset, {"accuracy": result.accuracy, LOSS_WEIGHT: result.count}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,11 +147,12 @@ class StatefulTinyTask(TinyTask):
         return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
 
     def loss(self, params, batch, rng, *, train: bool, model_state):
+        params, loss_offset = _inject_faults(params, batch)
         logits, updates = self.model.apply(
             {"params": params, **model_state}, batch["features"], batch["tokens"], train=train,
             poison=batch.get("poison"), rngs={"dropout": rng}, mutable=list(model_state),
         )
-        return (*_loss_and_metrics(logits, batch), updates)
+        return (*_loss_and_metrics(logits, batch, loss_offset), updates)
 
 
 def make_example(index: int, config: TinyConfig = TinyConfig(), seed: int = 0) -> dict[str, np.ndarray]:
@@ -188,9 +211,23 @@ def loop_config(**overrides) -> dict:
     return merged
 
 
+FAULT_ENTRIES = ("poison", "grad_offset", "loss_offset")
+
+
+def with_faults(batch: dict, entry: str | None = None, value: float = 0.0, row: int | None = None) -> dict:
+    """``batch`` with every entry of ``FAULT_ENTRIES`` (zero: harmless), ``entry`` set to ``value``
+    in ``row`` (or every row). All such batches share one structure, hence one compiled step."""
+    size = len(batch["tokens"])
+    faulty = {**batch, **{key: np.zeros(size, np.float32) for key in FAULT_ENTRIES}}
+    if entry is not None:
+        rows = np.ones(size, bool) if row is None else np.arange(size) == row
+        faulty[entry] = np.where(rows, np.float32(value), np.float32(0))
+    return faulty
+
+
 class IndexedBatches:
-    """Endless ``make_batch(batch_size, offset=batch_size * i)`` for i = 0, 1, ..., with a
-    ``poison`` entry that is 1 on the steps (1-based) in ``poisoned_steps``; checkpointable."""
+    """Endless ``make_batch(batch_size, offset=batch_size * i)`` for i = 0, 1, ..., with the
+    ``FAULT_ENTRIES``: ``poison`` is 1 on the steps (1-based) in ``poisoned_steps``; checkpointable."""
 
     def __init__(self, batch_size: int, poisoned_steps=()):
         self.batch_size, self.poisoned_steps, self.position = batch_size, set(poisoned_steps), 0
@@ -201,7 +238,7 @@ class IndexedBatches:
     def __next__(self):
         self.position += 1
         batch = make_batch(self.batch_size, offset=self.batch_size * (self.position - 1))
-        return {**batch, "poison": np.full(self.batch_size, float(self.position in self.poisoned_steps), np.float32)}
+        return with_faults(batch, "poison", float(self.position in self.poisoned_steps))
 
     def get_state(self):
         return {"position": self.position}

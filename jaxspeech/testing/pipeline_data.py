@@ -13,7 +13,7 @@ import soundfile as sf
 from jaxspeech.data.pipeline import DataPipeline, PipelineConfig
 from jaxspeech.data.sources import ManifestSource
 
-from .tiny_task import TinyConfig, TinyTask
+from jaxspeech.testing.tiny_task import TinyConfig, TinyTask
 
 SAMPLE_RATE = 16000
 PIPELINE_CONFIG = PipelineConfig(bucket_frames=(100,), frame_budget=800, max_tokens=32, n_mels=80, seed=0)

@@ -1,11 +1,15 @@
 """Speech LLMs started from Hugging Face checkpoints: a Whisper encoder and a Llama/Qwen2 LLM.
 
-The ``init`` section of a Speech-LLM config (configs/slam_asr.py, configs/salmonn_style.py):
+The ``init`` section of a Speech-LLM config (configs/slam_asr.py, configs/salmonn_style.py),
+``SpeechLLMInitConfig``:
   * ``whisper_dir`` + ``llm_dir``: an HF Whisper directory and an HF Llama/Qwen2 directory
     (config.json + safetensors). Their config.json give the shapes of ``model.encoder.whisper`` and
     ``model.llm``, which then hold only the options ``OPTIONS``; the LLM directory's tokenizer is the
-    default ``data.tokenizer``. Before training, ``write_pretrained_checkpoint`` makes step 0 of the
-    workdir hold their weights under ``encoder/`` and ``llm/``; the connector, cross-attention,
+    default ``data.tokenizer``.
+  * ``whisper`` + ``llm``: preset names (``jaxspeech.convert.presets``, e.g. "whisper-large-v3",
+    "Llama-3.1-8B"): the same shapes without a download, enough to plan (``jaxspeech plan``); to
+    train, the checkpoint directories are still needed and must match the presets. Before training, step 0 of the
+    workdir gets their weights (``PretrainedSpeechLLM``) under ``encoder/`` and ``llm/``; the connector, cross-attention,
     LoRA adapters and CTC head keep their random init (``jaxspeech.train.warm_start``).
   * ``random``: ``{"encoder": WhisperEncoderConfig shapes, "llm": LLMConfig shapes}``, the same
     model from random init (no downloads: the debug variants and the shape tests); the vocabulary
@@ -23,28 +27,47 @@ import dataclasses
 from typing import Any, Mapping
 
 import numpy as np
-from jax.sharding import Mesh
 
 from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
+from jaxspeech.convert import presets
+from jaxspeech.convert.hf_llm import config_from_hf as llm_config_from_hf
 from jaxspeech.convert.hf_llm import load_hf_llm, load_hf_llm_config
-from jaxspeech.convert.hf_whisper import load_hf_encoder_config, load_hf_whisper_encoder
-from jaxspeech.data.tokenizers import Tokenizer
+from jaxspeech.convert.hf_whisper import encoder_config_from_hf, load_hf_encoder_config, load_hf_whisper_encoder
 from jaxspeech.encoders.whisper import WhisperEncoderConfig
 from jaxspeech.layers.lora import LORA_A, LORA_B
 from jaxspeech.llm.config import LLMConfig
 from jaxspeech.models.speech_llm import SpeechLLMConfig
-from jaxspeech.train.state import State
-from jaxspeech.train.warm_start import write_step0_checkpoint
 
-INIT_KEYS = {"whisper_dir", "llm_dir", "random"}
 RANDOM_KEYS = {"encoder", "llm"}
 # Fields of model.encoder.whisper / model.llm that a config states; init decides all the others.
 OPTIONS = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attn_impl")
 # Parameters inside the pretrained LLM that no checkpoint holds: they keep their initial values.
 LORA_ADAPTERS = rf".*/({LORA_A}|{LORA_B})"
 SET_CHECKPOINTS = "--set init.whisper_dir=<HF Whisper directory> --set init.llm_dir=<HF Llama/Qwen2 directory>"
+# Shape fields that do not change the computation (a checkpoint may differ from its preset there).
+NOT_ARCHITECTURE = ("max_position_embeddings", "initializer_range")
 # Where a config states the options of each part.
 OPTION_SECTIONS = {"encoder": "model.encoder.whisper", "llm": "model.llm"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechLLMInitConfig:
+    """Where the encoder and LLM come from: both HF directories (with ``whisper`` / ``llm`` naming
+    their presets, which is all a plan needs), or ``random`` shapes (``{"encoder":
+    WhisperEncoderConfig shapes, "llm": LLMConfig shapes}``)."""
+
+    whisper_dir: str | None = None
+    llm_dir: str | None = None
+    random: Mapping[str, Any] | None = None
+    whisper: str | None = None
+    llm: str | None = None
+
+    @property
+    def has_checkpoints(self) -> bool:
+        return bool(self.whisper_dir or self.llm_dir)
+
+    def describe(self) -> str:
+        return f"HF checkpoints {self.whisper_dir} (encoder) and {self.llm_dir} (LLM)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,28 +85,50 @@ def _shape_fields(config) -> dict[str, Any]:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in OPTIONS}
 
 
-def has_checkpoints(init: Mapping[str, Any]) -> bool:
-    return bool(init.get("whisper_dir") or init.get("llm_dir"))
+def _preset_shapes(init: SpeechLLMInitConfig) -> dict[str, dict[str, Any]]:
+    """Shape fields of the presets ``init.whisper`` / ``init.llm`` names ({} for none named)."""
+    parts = {}
+    if init.whisper:
+        parts["encoder"] = _shape_fields(encoder_config_from_hf(presets.whisper_hf_config(init.whisper)))
+    if init.llm:
+        parts["llm"] = _shape_fields(llm_config_from_hf(presets.llm_hf_config(init.llm)))
+    return parts
 
 
-def describe(init: Mapping[str, Any]) -> str:
-    return f"HF checkpoints {init['whisper_dir']} (encoder) and {init['llm_dir']} (LLM)"
+def _architecture(shapes: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in shapes.items() if k not in NOT_ARCHITECTURE}
 
 
-def init_shapes(init: Mapping[str, Any]) -> InitShapes:
-    """Encoder and LLM shapes from ``init`` (reads the two config.json files, not the weights).
-    Raises with the ``--set`` flags to pass when ``init`` names neither checkpoints nor shapes."""
-    init = plain(init)
-    check_keys(init, INIT_KEYS, "config.init")
-    whisper_dir, llm_dir, random = init.get("whisper_dir"), init.get("llm_dir"), init.get("random")
-    if has_checkpoints(init):
+def init_shapes(init: SpeechLLMInitConfig, need_weights: bool = True) -> InitShapes:
+    """Encoder and LLM shapes from ``init`` (reads the two config.json files, not the weights; or
+    the presets ``init.whisper`` / ``init.llm`` name, which checkpoint directories must then match).
+    Raises with the ``--set`` flags to pass when ``init`` names neither checkpoints nor shapes, or
+    only presets while ``need_weights`` (training: the presets give shapes, not weights)."""
+    whisper_dir, llm_dir, random = init.whisper_dir, init.llm_dir, plain(init.random)
+    named = _preset_shapes(init)
+    if named and random:
+        raise ValueError("set init.whisper + init.llm (presets) or init.random (from scratch), not both")
+    if init.has_checkpoints:
         if random:
             raise ValueError("set init.whisper_dir + init.llm_dir (pretrained) or init.random (from scratch), not both")
         if not (whisper_dir and llm_dir):
             raise ValueError(f"init.whisper_dir={whisper_dir!r}, init.llm_dir={llm_dir!r}: a Speech LLM starts from both "
                              f"checkpoints: pass {SET_CHECKPOINTS}")
-        return InitShapes(_shape_fields(load_hf_encoder_config(whisper_dir)), _shape_fields(load_hf_llm_config(llm_dir)),
-                          describe(init))
+        shapes = InitShapes(_shape_fields(load_hf_encoder_config(whisper_dir)), _shape_fields(load_hf_llm_config(llm_dir)),
+                            init.describe())
+        for part, preset, directory in (("encoder", init.whisper, whisper_dir), ("llm", init.llm, llm_dir)):
+            if part in named:
+                presets.check_matches(preset, _architecture(named[part]), getattr(shapes, part),
+                                      f"{directory}/config.json")
+        return shapes
+    if named:
+        if set(named) != {"encoder", "llm"}:
+            raise ValueError(f"init names the preset(s) {[p for p in (init.whisper, init.llm) if p]}: "
+                             "a Speech LLM needs both init.whisper and init.llm")
+        if need_weights:
+            raise ValueError(f"config.init names the architectures {init.whisper} + {init.llm} but no weights: "
+                             f"pass {SET_CHECKPOINTS} (presets are enough for jaxspeech plan, not for training)")
+        return InitShapes(named["encoder"], named["llm"], f"presets {init.whisper} + {init.llm}")
     if not random:
         raise ValueError(f"config.init names no weights: pass the checkpoints with {SET_CHECKPOINTS} "
                          "(or set init.random to train a random-init model)")
@@ -100,10 +145,11 @@ def init_shapes(init: Mapping[str, Any]) -> InitShapes:
     return InitShapes(parts["encoder"], parts["llm"], "random init")
 
 
-def model_section(model: Mapping[str, Any], shapes: InitShapes, tokenizer: Tokenizer) -> dict[str, Any]:
+def model_section(model: Mapping[str, Any], shapes: InitShapes, vocab_size: int | None, source: str = "") -> dict[str, Any]:
     """``config.model`` with ``encoder.whisper`` and ``llm`` completed by ``shapes`` (for
-    ``components.model_config``). A shape field stated in the config too raises, naming it, as does
-    a tokenizer too large for the checkpoint's embedding (more than the added audio placeholder)."""
+    ``speech_llm_kind.model_config``). A shape field stated in the config too raises, naming it, as does
+    a tokenizer (``vocab_size`` tokens, from ``source``) too large for the checkpoint's embedding (more
+    than the added audio placeholder; not checked when ``vocab_size`` is None)."""
     model = dict(plain(model))
     encoder = dict(model.get("encoder") or {})
     if encoder.get("kind", "whisper") != "whisper":
@@ -116,8 +162,8 @@ def model_section(model: Mapping[str, Any], shapes: InitShapes, tokenizer: Token
             raise ValueError(f"{where} sets {clash}, which config.init decides ({shapes.source}); "
                              f"state only {list(OPTIONS)} there")
     rows = shapes.llm.get("vocab_size")
-    if rows is not None and tokenizer.vocab_size > rows + 1:
-        raise ValueError(f"tokenizer {tokenizer.source} has {tokenizer.vocab_size} tokens, the LLM of {shapes.source} "
+    if vocab_size is not None and rows is not None and vocab_size > rows + 1:
+        raise ValueError(f"tokenizer {source} has {vocab_size} tokens, the LLM of {shapes.source} "
                          f"{rows} embedding rows: more than the audio placeholder is missing, so the tokenizer does "
                          "not belong to the checkpoint (set data.tokenizer to the LLM's)")
     model["encoder"] = {**encoder, "kind": "whisper", "whisper": {**shapes.encoder, **whisper}}
@@ -150,21 +196,30 @@ def _options(config) -> dict[str, Any]:
     return {name: getattr(config, name) for name in OPTIONS}
 
 
-def load_pretrained(init: Mapping[str, Any], config: SpeechLLMConfig) -> dict[str, Any]:
-    """{"encoder": {"whisper": ...}, "llm": ...}: the checkpoints' weights (numpy) in the layout of
-    ``config`` (its scan_layers, param_dtype), the LLM's vocabulary grown to ``config.llm.vocab_size``.
-    Raises ``CheckpointError`` naming a missing or misshapen tensor and the shape expected."""
-    _, encoder = load_hf_whisper_encoder(init["whisper_dir"], **_options(config.encoder.whisper))
-    _, llm = load_hf_llm(init["llm_dir"], **_options(config.llm))
-    return {"encoder": {"whisper": encoder}, "llm": extend_vocab(llm["params"], config.llm.vocab_size)}
+@dataclasses.dataclass(frozen=True)
+class PretrainedSpeechLLM:
+    """Step-0 weights from ``init``'s checkpoints in the layout of ``config`` (LoRA adapters fresh);
+    ``parts``: the subtrees to load (a task that runs only the encoder, or only the LLM, names one)."""
 
+    init: SpeechLLMInitConfig
+    config: SpeechLLMConfig
+    fresh: tuple[str, ...] = (LORA_ADAPTERS,)
+    parts: tuple[str, ...] = ("encoder", "llm")
 
-def write_pretrained_checkpoint(components, workdir: str, mesh: Mesh) -> State | None:
-    """Saves step 0 of ``workdir`` with the weights of ``init.whisper_dir`` / ``init.llm_dir`` under
-    ``encoder/`` and ``llm/`` and everything else at its random init, and returns that state; None
-    (nothing read) when the workdir already has a checkpoint or ``components.init`` names no checkpoints."""
-    init = components.init
-    if not has_checkpoints(init):
-        return None
-    return write_step0_checkpoint(components, workdir, mesh, lambda: load_pretrained(init, components.model),
-                                  describe(init), fresh=(LORA_ADAPTERS,))
+    @property
+    def source(self) -> str:
+        return self.init.describe()
+
+    def load(self) -> dict[str, Any]:
+        """{"encoder": {"whisper": ...}, "llm": ...} (the ``parts``): the checkpoints' weights (numpy) in the
+        layout of ``config`` (its scan_layers, param_dtype), the LLM's vocabulary grown to
+        ``config.llm.vocab_size``. Raises ``CheckpointError`` naming a missing or misshapen tensor and the
+        shape expected."""
+        config, weights = self.config, {}
+        if "encoder" in self.parts:
+            _, encoder = load_hf_whisper_encoder(self.init.whisper_dir, **_options(config.encoder.whisper))
+            weights["encoder"] = {"whisper": encoder}
+        if "llm" in self.parts:
+            _, llm = load_hf_llm(self.init.llm_dir, **_options(config.llm))
+            weights["llm"] = extend_vocab(llm["params"], config.llm.vocab_size)
+        return weights

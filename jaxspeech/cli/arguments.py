@@ -1,0 +1,28 @@
+"""Flag values checked as argparse parses them, so that a bad one is refused by name before any
+work starts: ``type=number(int, low=1)`` takes an integer >= 1, ``number(float, 0, 1)`` a finite
+number in [0, 1] (never NaN)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def number(kind: type = float, low: float | None = None, high: float | None = None, low_open: bool = False):
+    """An argparse ``type``: ``kind`` (int or float) parsed from the flag, finite, within the bounds."""
+    bounds = [] if low is None else [f"{'>' if low_open else '>='} {low:g}"]
+    bounds += [] if high is None else [f"<= {high:g}"]
+    expected = ("an integer" if kind is int else "a finite number") + (" " + " and ".join(bounds) if bounds else "")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        above = low is None or (value > low if low_open else value >= low)
+        if not math.isfinite(value) or not above or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = expected  # what argparse names in its own messages
+    return parse

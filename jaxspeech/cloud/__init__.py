@@ -1,0 +1,1 @@
+"""Running planned jobs on Cloud TPU VMs."""

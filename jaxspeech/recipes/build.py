@@ -1,0 +1,184 @@
+"""``build(config) -> Run``: an experiment config checked whole, then its data, tokenizer and task.
+
+Every section is read into its dataclasses first (``task`` / ``init`` / ``model`` by the task
+kind, ``data`` and ``eval`` by ``recipes/config.py``, ``train`` by the trainer), so a wrong key
+or value fails before any corpus is synthesised; then the data is built when asked, and the
+task kind sets up its tokenizer, model and loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Any
+
+import jax
+
+from jaxspeech.config_dict import check_keys, dataclass_from_dict
+from jaxspeech.corpus.build import build_corpus
+from jaxspeech.errors import MissingFileError
+from jaxspeech.data.pipeline import DataPipeline
+from jaxspeech.data.pipeline_config import PipelineConfig
+from jaxspeech.data.sources import LibriSpeechSource, ManifestSource, write_manifest
+from jaxspeech.decoding.lexicon import TokenAutomaton
+from jaxspeech.recipes.config import SECTIONS, DataConfig, EvalConfig
+from jaxspeech.recipes.word_list import lexicon_automaton, read_words
+from jaxspeech.tasks.kinds import Decoder, OwnsItsData, TaskKind, task_kind
+from jaxspeech.train.config import TrainConfig, train_config_from_dict
+from jaxspeech.types import Batch, BatchShape
+
+
+class FirstN:
+    """The first ``n`` records of a random-access source (for quick evaluations during training)."""
+
+    def __init__(self, source, n: int):
+        self.source, self.n = source, min(n, len(source))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        return self.source[index]
+
+    def durations(self):
+        return self.source.durations()[: self.n]
+
+
+def manifest_file(data_dir: str, name: str) -> str:
+    """A manifest path: ``name`` as given if it is a file; for a LibriSpeech-layout folder,
+    ``<data_dir>/<folder name>-<8 hex digits of its absolute path's SHA-1>.jsonl`` (written from the folder
+    when missing; the digest keeps two folders of the same name apart); else ``<data_dir>/<name>.jsonl``."""
+    if os.path.isdir(name):
+        folder = os.path.abspath(name)
+        digest = hashlib.sha1(folder.encode()).hexdigest()[:8]
+        path = os.path.join(data_dir, f"{os.path.basename(folder)}-{digest}.jsonl")
+        if not os.path.isfile(path):
+            write_manifest(LibriSpeechSource(name), path)
+        return path
+    return name if os.path.isfile(name) else os.path.join(data_dir, f"{name}.jsonl")
+
+
+@dataclasses.dataclass
+class Run:
+    """A built run: its checked sections, the task kind set up, the pipelines' configs."""
+
+    config: Any  # the experiment config as given
+    kind: TaskKind
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    pipeline: PipelineConfig
+    eval_pipeline: PipelineConfig
+    lexicons: dict[str, TokenAutomaton] = dataclasses.field(default_factory=dict, repr=False)  # built, by source
+
+    @property
+    def task(self):
+        """The trainer's ``Task``: the model and its loss."""
+        return self.kind.task
+
+    @property
+    def tokenizer(self):
+        return self.kind.tokenizer
+
+    @property
+    def tokenizer_path(self) -> str:
+        return self.kind.tokenizer_file
+
+    def manifest(self, name: str) -> str:
+        """The manifest of data set ``name`` (see ``manifest_file``)."""
+        return manifest_file(self.data.dir, name)
+
+    @property
+    def reads_audio(self) -> bool:
+        """False for a task that owns its data (``OwnsItsData``: text alone)."""
+        return not isinstance(self.kind, OwnsItsData)
+
+    def train_source(self) -> ManifestSource:
+        return ManifestSource([self.manifest(name) for name in self.data.train])
+
+    def train_pipeline(self, process_index: int | None = None, process_count: int | None = None):
+        """The training batches: the audio pipeline over ``data.train``, or the task's own."""
+        if not self.reads_audio:
+            return self.kind.train_pipeline(self.manifest, self.pipeline.batch_size_multiple,
+                                            jax.process_index() if process_index is None else process_index,
+                                            jax.process_count() if process_count is None else process_count)
+        return DataPipeline(self.train_source(), self.pipeline, tokenize=self.kind.example_tokens(),
+                            process_index=process_index, process_count=process_count)
+
+    def example_batch(self):
+        """An all-padding batch shaped like a training batch (one row; the parameter shapes and the
+        train state's layout depend on the shapes only)."""
+        if not self.reads_audio:
+            return self.kind.example_batch()
+        pipeline = self.pipeline
+        return Batch.padding(BatchShape(1, pipeline.clips_per_row[0], pipeline.bucket_frames[0], pipeline.max_tokens[0],
+                                        pipeline.n_mels))
+
+    def eval_data(self, manifest: str, max_examples: int | None = None) -> DataPipeline:
+        """The eval-bucket pipeline over ``manifest`` (its first ``max_examples`` records), single host."""
+        source = ManifestSource([manifest])
+        if max_examples is not None:
+            source = FirstN(source, max_examples)
+        return DataPipeline(source, self.eval_pipeline, tokenize=self.kind.example_tokens(inference=True),
+                            process_index=0, process_count=1)
+
+    def lexicon_words(self) -> list[str] | None:
+        """The words of ``eval.lexicon`` (None without one)."""
+        return None if self.eval.lexicon is None else read_words(self.eval.lexicon, self.manifest)
+
+    def lexicon(self) -> TokenAutomaton | None:
+        """The token automaton of ``eval.lexicon`` (None without one), built once per source."""
+        source = self.eval.lexicon
+        if source is not None and source not in self.lexicons:
+            self.lexicons[source] = lexicon_automaton(self.lexicon_words(), self.tokenizer, self.kind.vocab_size)
+        return None if source is None else self.lexicons[source]
+
+    def decoder(self) -> Decoder:
+        """The task's decoder with ``eval.generation`` (and the lexicon)."""
+        return self.kind.decoder(self.eval.generation, self.lexicon())
+
+
+def pipelines(kind: TaskKind, data: DataConfig, local_devices: int) -> tuple[PipelineConfig, PipelineConfig]:
+    """(train, eval) pipeline configs of ``data`` with what the task's model decides; host batches
+    are rounded to multiples of ``local_devices``."""
+    values = dict(data.pipeline)
+    # Host batches must split evenly over the local devices of the data-parallel mesh axes.
+    values.setdefault("batch_size_multiple", local_devices)
+    eval_values = {**values, "shuffle": False, "num_epochs": 1, "drop_remainder": False, "batch_size_multiple": 1,
+                   **data.eval_pipeline}
+    pipeline = dataclass_from_dict(PipelineConfig, kind.pipeline_values(values), "data.pipeline")
+    eval_pipeline = dataclass_from_dict(PipelineConfig, kind.pipeline_values(eval_values), "data.eval_pipeline")
+    kind.check_pipeline(pipeline, "data.pipeline")
+    kind.check_pipeline(eval_pipeline, "data.eval_pipeline")
+    return pipeline, eval_pipeline
+
+
+def read_sections(config, need_weights: bool = True) -> tuple[TaskKind, DataConfig, TrainConfig, EvalConfig]:
+    """Every section of ``config`` read and checked, nothing built: (task kind, data, train, eval)."""
+    check_keys(config, set(SECTIONS), "config")
+    kind = task_kind(config, need_weights)
+    data = dataclass_from_dict(DataConfig, config.get("data") or {}, "data")
+    train = kind.train_config(train_config_from_dict(config.get("train") or {}))
+    return kind, data, train, dataclass_from_dict(EvalConfig, config.get("eval") or {}, "eval")
+
+
+def build(config, progress: bool = True, *, build_data: bool = True) -> Run:
+    """The run of ``config``; ``build_data`` False never synthesises the corpus (reopening a run)."""
+    kind, data, train, evaluation = read_sections(config)
+
+    tokenizer = kind.tokenizer_path(data.dir, data.tokenizer, data.build_tokenizer)
+    if build_data and data.build_corpus:
+        build_corpus(data.dir, data.corpus, tokenizer_vocab=data.tokenizer_vocab, progress=progress)
+    if not os.path.exists(tokenizer):
+        raise MissingFileError(tokenizer, "tokenizer not found: set data.tokenizer, or data.tokenizer_vocab with "
+                                          "data.build_corpus")
+    kind.setup(tokenizer)
+    pipeline, eval_pipeline = pipelines(kind, data, jax.local_device_count())
+    run = Run(config=config, kind=kind, data=data, train=train, eval=evaluation, pipeline=pipeline,
+              eval_pipeline=eval_pipeline)
+    if build_data and run.reads_audio:
+        kind.check_train_source(run.train_source())
+    return run

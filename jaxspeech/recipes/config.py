@@ -1,0 +1,82 @@
+"""The sections of an experiment config that every task shares: ``data`` and ``eval``.
+
+``configs/*.py`` ``get_config()`` returns a ``ConfigDict`` with the sections ``SECTIONS``:
+``init``, ``model`` and ``task`` belong to the task kind (``task.kind``, ``jaxspeech.tasks.kinds``);
+``train`` is the trainer's ``TrainConfig``; ``data`` and ``eval`` are below. Every section is read
+into frozen dataclasses that reject unknown keys, naming them and listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from jaxspeech.config_dict import dataclass_from_dict, plain
+from jaxspeech.corpus.utterances import CorpusConfig
+from jaxspeech.data.pipeline_config import PipelineConfig
+from jaxspeech.decoding.generate import GenerationConfig
+from jaxspeech.evals.metrics import PER_SET_METRICS
+
+SECTIONS = ("init", "data", "model", "task", "train", "eval")
+
+
+def set_names(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    """A config's data set names (one name or several) as a tuple."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from.
+
+    ``dir``: corpus or manifest folder; ``build_corpus``: synthesise the embedded corpus there
+    (``corpus``: its ``CorpusConfig``) when missing; ``tokenizer``: a path (default: the task's,
+    see its kind); ``tokenizer_vocab``: train a sentencepiece model of this size with the corpus;
+    ``build_tokenizer``: write a byte-level Whisper-style tokenizer when missing (Whisper debug
+    runs); ``train`` / ``eval_sets``: manifest names or paths, or LibriSpeech-layout folders;
+    ``pipeline``: ``PipelineConfig`` fields; ``eval_pipeline``: overrides for evaluation."""
+
+    dir: str = "data/tiny"
+    build_corpus: bool = False
+    corpus: CorpusConfig = CorpusConfig()
+    tokenizer: str | None = None
+    tokenizer_vocab: int | None = None
+    build_tokenizer: bool = False
+    train: str | tuple[str, ...] = "train"
+    eval_sets: str | tuple[str, ...] = ("test",)
+    pipeline: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    eval_pipeline: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "train", set_names(self.train))
+        object.__setattr__(self, "eval_sets", set_names(self.eval_sets))
+        object.__setattr__(self, "pipeline", dict(plain(self.pipeline)))
+        object.__setattr__(self, "eval_pipeline", dict(plain(self.eval_pipeline)))
+        # The pipeline keys are checked now, before any data is built (the model adds its fields later).
+        dataclass_from_dict(PipelineConfig, self.pipeline, "data.pipeline")
+        dataclass_from_dict(PipelineConfig, {**self.pipeline, **self.eval_pipeline}, "data.eval_pipeline")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Decoding and scoring of the evaluation sets.
+
+    ``generation``: the decoding settings (``GenerationConfig``: method greedy | beam | sample,
+    beams, ``ctc_weight`` for joint CTC/attention decoding, ...; its end and padding ids come from
+    the tokenizer); ``lexicon`` (a word-list file, or a data set whose transcripts give the words;
+    ``recipes/word_list.py``) limits the output to those words; ``max_examples`` per set (None =
+    all); ``during_training_examples`` of the first set are decoded every ``train.eval_every``
+    steps; ``metrics``: scores per set (names of ``jaxspeech.evals.metrics.PER_SET_METRICS``)."""
+
+    generation: GenerationConfig = GenerationConfig(max_new_tokens=96)
+    lexicon: str | None = None
+    max_examples: int | None = None
+    during_training_examples: int = 100
+    metrics: tuple[str, ...] = ("wer", "cer")
+
+    def __post_init__(self):
+        if self.generation.eos_ids or self.generation.pad_id:
+            raise ValueError("eval.generation.eos_ids and pad_id come from the tokenizer: leave them out of the config")
+        unknown = sorted(set(self.metrics) - set(PER_SET_METRICS))
+        if unknown:
+            raise ValueError(f"unknown eval.metrics {unknown}; known: {sorted(PER_SET_METRICS)}")
