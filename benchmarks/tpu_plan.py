@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from jaxspeech.plan.mesh_choice import describe
+
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 PLANS = os.path.join(RESULTS, "tpu_plan")
 CELLS = {
@@ -68,14 +70,14 @@ def run_cell(name: str, extra: list[str]) -> dict:
 def table(plans: list[dict]) -> str:
     """Markdown: one row per cell, per-bucket batches and the worst bucket's memory and estimates."""
     lines = [
-        "| config | topology | fits | HBM/chip (worst bucket), headroom | batch per bucket (global rows) | remat | "
+        "| config | topology | fits | HBM/chip (worst bucket), headroom | batch per bucket (global rows) | mesh | remat | "
         "step time est. | MFU est. | planned in (wall / CPU) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for plan in plans:
         if "failed" in plan or not plan.get("buckets"):
             lines.append(f"| {plan['config']} | {plan['topology']} | planning failed ({plan.get('failed', '?')}) "
-                         "| | | | | | |")
+                         "| | | | | | | |")
             continue
         capacity = plan["capacity_bytes_per_device"]
         planned = [b for b in plan["buckets"] if b.get("batch")]
@@ -91,7 +93,7 @@ def table(plans: list[dict]) -> str:
             memory = steps = mfus = "-"
         compile_s = sum(b.get("compile_seconds", 0) for b in plan["buckets"])
         lines.append(f"| {plan['config']} | {plan['topology']} ({plan['devices']} chips, {plan['hosts']} hosts) | {fits} "
-                     f"| {memory} | {batches} | {plan['remat']} | {steps} | {mfus} "
+                     f"| {memory} | {batches} | {describe(plan['mesh'])} | {plan['remat']} | {steps} | {mfus} "
                      f"| {plan['wall_seconds'] / 60:.1f} / {plan['cpu_seconds'] / 60:.1f} min "
                      f"(last compile per bucket {compile_s / 60:.1f} min) |")
     return "\n".join(lines)

@@ -76,7 +76,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
         # The corpus and tokenizer of configs/tiny_asr.py:debug (same settings, so the two share the folder).
         c.data.update(dir="data/tiny_debug", tokenizer_vocab=128)
-        c.data.corpus = dict(train_hours=0.01, dev_utterances=8, test_utterances=8, held_out_utterances=4)
+        c.data.corpus = dict(train_hours=0.01, dev_utterances=8, test_utterances=8, held_out_utterances=4,
+                             open_vocab_utterances=4, open_vocab_held_out_utterances=2)
         c.data.pipeline.update(bucket_frames=(600,), frame_budget=4_800, max_tokens=(180,), num_workers=0)
         c.data.eval_pipeline = dict(frame_budget=4_800)
         c.model.connector.hidden_size = 64

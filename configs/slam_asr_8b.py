@@ -9,10 +9,11 @@ configs/slam_asr.py (after Ma et al., 2024) with the model sizes of the paper's 
 the architectures are named as presets (``init.whisper``, ``init.llm``), so a plan needs no
 download; training reads the weights from ``init.whisper_dir`` / ``init.llm_dir``, which must match
 the presets. Compute in bfloat16 (float32 master weights and optimizer state), layers scanned,
-Pallas flash attention. The ``lora`` variant adds rank-16 LoRA adapters on the LLM's attention
-projections (trained with the projector; everything else stays frozen). Batch sizes, mesh and
-rematerialisation come from ``jaxspeech plan`` (``--plan plan.json``); without a plan the
-pipeline's ``frame_budget`` and a pure-FSDP mesh apply.
+Pallas flash attention, the LLM's vocabulary padded to a multiple of 128 rows (so that it splits
+over a tensor-parallel axis; the padding ids are never predicted). The ``lora`` variant adds
+rank-16 LoRA adapters on the LLM's attention projections (trained with the projector; everything
+else stays frozen). Batch sizes, mesh and rematerialisation come from ``jaxspeech plan`` (``--plan
+plan.json``); without a plan the pipeline's ``frame_budget`` and a pure-FSDP mesh apply.
 """
 
 import ml_collections
@@ -29,7 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.init.update(whisper="whisper-large-v3", llm="Llama-3.1-8B")
     options = dict(dtype="bfloat16", param_dtype="float32", scan_layers=True, remat_policy="full", attn_impl="pallas")
     c.model.encoder.whisper = dict(options)
-    c.model.llm = dict(options)
+    c.model.llm = dict(options, vocab_multiple=128)  # 128,257 tokens with the placeholder: 128,384 rows split evenly
     c.model.connector.update(hidden_size=4096, dtype="bfloat16")
     c.data.pipeline.update(frame_budget=96_000, num_workers=8)
     c.data.eval_pipeline = dict(frame_budget=96_000)

@@ -7,8 +7,9 @@ A Conformer encoder (4x frame stacking: 25 frames/s) -> frame stacking by 4 + ML
 from scratch, on the eSpeak NG corpus that ``jaxspeech prepare-data tiny`` builds (built here on
 first use). An auxiliary CTC loss on the encoder and SpecAugment make the most of 2 CPU cores:
 the run trains for a fixed time budget (its cosine decay fitted to the steps the budget gives on
-this machine), then decodes the test set (beam search on the LLM's and the CTC head's scores of
-every token, limited to the words of the training transcripts) and writes report.md.
+this machine), then decodes the test and open-vocabulary sets three ways (the LLM alone; the CTC head
+alone; beam search on the LLM's and the CTC head's scores of every token, limited to the words of the
+training transcripts) and writes report.md.
 """
 
 import ml_collections
@@ -29,7 +30,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         corpus=dict(),  # the embedded corpus at its defaults (12 h): what `jaxspeech prepare-data tiny` builds
         tokenizer_vocab=512,
         train="train",
-        eval_sets=("test",),  # dev, for choosing decoding settings: jaxspeech eval --workdir RUN --sets dev
+        # open_vocab: sentences with words no training transcript has (nor, so, the lexicon); dev, for
+        # choosing decoding settings: jaxspeech eval --workdir RUN --sets dev
+        eval_sets=("test", "open_vocab"),
         pipeline=dict(
             bucket_frames=BUCKETS,
             frame_budget=8_000,
@@ -82,12 +85,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     # Joint CTC/attention beam search over the words of the training transcripts: the CTC head keeps
     # the small LLM on the audio, the lexicon keeps it to real words (experiments/tiny_asr/README.md).
+    # Each set is also decoded by the LLM alone (beam 4, no CTC, no lexicon) and by the CTC head alone (greedy),
+    # to show what each part reads on its own.
     c.eval = dict(generation=dict(method="beam", num_beams=8, ctc_weight=0.7, ctc_candidates=32, max_new_tokens=80),
-                  lexicon="train", max_examples=None)
+                  lexicon="train", max_examples=None, decoders=("llm", "ctc", "joint"),
+                  llm_generation=dict(method="beam", num_beams=4, max_new_tokens=80),
+                  dormancy_every=100, dormancy_examples=8)  # does the LLM attend to the audio tokens?
 
     if debug:
         c.data.dir = "data/tiny_debug"
-        c.data.corpus = dict(train_hours=0.01, dev_utterances=8, test_utterances=8, held_out_utterances=4)
+        c.data.corpus = dict(train_hours=0.01, dev_utterances=8, test_utterances=8, held_out_utterances=4,
+                             open_vocab_utterances=4, open_vocab_held_out_utterances=2)
         c.data.tokenizer_vocab = 128
         c.data.pipeline.update(bucket_frames=(768,), max_tokens=(180,), frame_budget=1_536, num_workers=0)
         c.data.eval_pipeline = dict(frame_budget=3_200)
@@ -99,5 +107,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        checkpoint=dict(every_steps=2, max_to_keep=2), metrics=dict(log_every=1, measure_peak_flops=False),
                        progress_bar=False)
         c.eval.generation.max_new_tokens = 8
+        c.eval.llm_generation.max_new_tokens = 8
+        c.eval.dormancy_every = 2
         c.eval.max_examples = 4
     return c

@@ -75,7 +75,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
         c.data.update(dir="data/tiny_debug", tokenizer="data/whisper_debug_tokenizer", build_tokenizer=True)
         # The corpus of configs/tiny_asr.py:debug (same settings, so the two share the folder).
-        c.data.corpus = dict(train_hours=0.01, dev_utterances=8, test_utterances=8, held_out_utterances=4)
+        c.data.corpus = dict(train_hours=0.01, dev_utterances=8, test_utterances=8, held_out_utterances=4,
+                             open_vocab_utterances=4, open_vocab_held_out_utterances=2)
         c.data.pipeline.update(bucket_frames=(600,), frame_budget=4_800, max_tokens=(112,), num_workers=0)
         c.data.eval_pipeline = dict(frame_budget=4_800)
         c.model.scan_layers = False

@@ -12,6 +12,7 @@ sizes, steps, seeds and ids, so they must be >= 0; a field annotated ``Annotated
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
 import numbers
@@ -19,7 +20,7 @@ import types
 import typing
 from typing import Any, Mapping
 
-from jaxspeech.errors import ConfigError, MissingFileError
+from jaxspeech.errors import ConfigError, MissingFileError, UsageError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,26 +190,31 @@ def _describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def load_config_file(spec: str):
-    """Calls ``get_config(arg)`` of a config file given as ``path.py`` or ``path.py:arg``.
-
-    The file's folder is importable while it loads, so a config can build on a sibling
-    (``import tiny_asr``)."""
+def load_python_file(path: str, what: str = "file"):
+    """The module of the Python file at ``path`` (``what`` names it in errors); the file's folder is
+    importable while it loads, so a file can build on a sibling (``import tiny_asr``)."""
     import importlib.util
     import os
     import sys
 
-    path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
-        raise MissingFileError(path, "config file not found")
+        raise MissingFileError(path, f"{what} not found")
     folder = os.path.dirname(os.path.abspath(path))
-    module_spec = importlib.util.spec_from_file_location(f"jaxspeech_config_{abs(hash(path))}", path)
+    module_spec = importlib.util.spec_from_file_location(f"jaxspeech_file_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(module_spec)
     sys.path.insert(0, folder)
     try:
         module_spec.loader.exec_module(module)
     finally:
         sys.path.remove(folder)
+    return module
+
+
+def load_config_file(spec: str):
+    """Calls ``get_config(arg)`` of a config file given as ``path.py`` or ``path.py:arg`` (see
+    ``load_python_file``)."""
+    path, _, arg = spec.partition(":")
+    module = load_python_file(path, "config file")
     if not hasattr(module, "get_config"):
         raise ConfigError(path, "config file defines no get_config(arg)")
     try:
@@ -235,3 +241,19 @@ def override(config, dotted_key: str, value: Any) -> None:
         node[leaf] = value
     except TypeError:  # a ConfigDict keeps the type of the value the config file set
         raise ConfigError(dotted_key, f"expected a value of the type of {node[leaf]!r}, got {value!r}") from None
+
+
+def parse_value(text: str) -> Any:
+    """A Python literal (numbers, tuples, None, True...) or, failing that, the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def override_from_text(config, item: str) -> None:
+    """Applies one ``key=value`` override (``--set``); the value is read by ``parse_value``."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise UsageError("--set", f"expected KEY=VALUE, got {item!r}")
+    override(config, key.strip(), parse_value(value.strip()))

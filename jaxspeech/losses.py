@@ -47,8 +47,10 @@ def next_token_loss(
     log_z = jax.nn.logsumexp(logits, axis=-1)
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     nll = log_z - target_logit
-    if label_smoothing:
-        uniform = log_z - jnp.mean(logits, axis=-1)
+    if label_smoothing:  # spread over the tokens the model can emit (padding ids have -inf logits)
+        emittable = logits > -jnp.inf
+        mean_logit = jnp.sum(jnp.where(emittable, logits, 0.0), axis=-1) / jnp.sum(emittable, axis=-1)
+        uniform = log_z - mean_logit
         nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
     count = jnp.sum(weights)
     nll_sum = jnp.sum(nll * weights)

@@ -29,6 +29,7 @@ SUBCOMMANDS = (
     "plot",
     "prepare_data",
     "score",
+    "sweep",
     "train",
     "transcribe",
 )

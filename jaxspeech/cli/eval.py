@@ -7,12 +7,16 @@ a text LM's workdir: its perplexity on held-out text).
   jaxspeech eval --workdir runs/tiny --ctc-blank-penalty 1.0   # a weaker CTC blank in that rescoring
   jaxspeech eval --workdir runs/tiny --lexicon none         # without the run's word list
   jaxspeech eval --workdir runs/tiny --sets dev             # other sets than the config's data.eval_sets
+  jaxspeech eval --workdir runs/tiny --decoders joint       # only some of eval.decoders (llm, ctc, joint)
 
-Writes ``WORKDIR/eval/<set>.jsonl`` (per-example reference, hypothesis and errors) and prints the
-WER/CER table (test sets of the embedded corpus split into training voices and held-out voice).
+Writes ``WORKDIR/eval/<set>[.<decoder>].jsonl`` (per-example reference, hypothesis and errors) and
+prints the WER/CER tables (test sets of the embedded corpus split into training voices and held-out
+voice; with several decoders, their WERs side by side first). The options that change decoding
+(--beam, --ctc-*, --lexicon) apply to the joint decoder (eval.generation), not to the LLM alone.
 Reading never changes the run's checkpoints: a damaged newest one is reported and skipped.
 
-Errors (exit 2): a workdir without config.json; no checkpoint; no checkpoint that passes its
+Errors (exit 2): a workdir without a run's config.json (missing, not JSON, another
+program's config.json); no checkpoint; no checkpoint that passes its
 integrity check; a checkpoint that does not fit the run's config; a number flag out of range.
 """
 
@@ -45,6 +49,8 @@ def register(subparsers) -> None:
                              "transcripts give the words, or 'none' (default: the run's own eval.lexicon)")
     parser.add_argument("--sets", default=None, metavar="A,B",
                         help="comma-separated data sets to decode (default: the run's data.eval_sets)")
+    parser.add_argument("--decoders", default=None, metavar="A,B",
+                        help="comma-separated decoders of llm, ctc, joint (default: the run's eval.decoders)")
     parser.add_argument("--max-examples", type=number(int, 1), default=None, help="decode at most this many per set")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
@@ -53,7 +59,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from jaxspeech.evals.report import wer_table
     from jaxspeech.recipes.evaluate import evaluate_run
-    from jaxspeech.recipes.report import perplexity_table
+    from jaxspeech.recipes.report import decoder_table, perplexity_table
     from jaxspeech.recipes.restore import restore
 
     run_, params, step = restore(args.workdir)
@@ -68,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         changes["lexicon"] = None if args.lexicon == "none" else args.lexicon
     if args.max_examples:
         changes["max_examples"] = args.max_examples
+    if args.decoders is not None:
+        changes["decoders"] = tuple(name for name in args.decoders.split(",") if name)
     run_.eval = dataclasses.replace(run_.eval, **changes)
     if args.sets:
         run_.data = dataclasses.replace(run_.data, eval_sets=tuple(name for name in args.sets.split(",") if name))
@@ -76,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if not run_.reads_audio:  # a text LM: perplexity on its held-out text
         print(perplexity_table({k.removesuffix(" PPL"): v for k, v in scores.items()}))
         return 0
+    comparison = decoder_table({k.removesuffix(" WER"): v for k, v in scores.items() if k.endswith(" WER")},
+                               run_.eval.decoders)
+    if comparison:
+        print(comparison)
     for metric in run_.eval.metrics:
         suffix = f" {metric.upper()}"
         print(wer_table({k.removesuffix(suffix): v for k, v in scores.items() if k.endswith(suffix)}))

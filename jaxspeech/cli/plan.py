@@ -6,11 +6,12 @@ time (libtpu's compiler; no TPU, no weights, no data, no network).
   jaxspeech plan --config configs/tiny_asr.py:debug --topology v5e:2x2 --out plan.json
   jaxspeech train --config configs/slam_asr_8b.py --plan plan.json --set init.whisper_dir=... --set init.llm_dir=...
 
-Prints, per duration bucket: the largest global batch that fits within the headroom, per-chip HBM
+Chooses the mesh (data / fsdp / tensor sizes) and the remat policy, and says why; prints, per
+duration bucket: the largest global batch that fits within the headroom, per-chip HBM
 (parameters, optimizer state, gradients, activations), FLOPs per step, the estimated step time and
 MFU, and audio seconds per second per chip; writes plan.json, which `jaxspeech train --plan` applies
-(mesh, remat policy, rows per bucket). A bucket that cannot fit is refused with the numbers. Large
-models take minutes per compile: --buckets plans a subset.
+(mesh, remat policy, rows per bucket). A run or bucket that cannot fit is refused with the numbers.
+Large models take minutes per compile: --buckets plans a subset, --mesh and --remat skip a search.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import argparse
 import os
 import sys
 
-from jaxspeech.cli.train import load_with_overrides, parse_value
+from jaxspeech.cli.train import load_with_overrides
+from jaxspeech.config_dict import parse_value
 
 
 def _mesh(text: str) -> dict[str, int]:
@@ -39,7 +41,7 @@ def register(subparsers) -> None:
                         help="TPU slice as libtpu names it: v5e:2x2, v5e:4x4, v5p:2x2x1, v5p:4x4x4, v6e:8x8, ...")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
     parser.add_argument("--headroom", type=float, default=0.1, help="HBM fraction left free on every chip (default 0.1)")
-    parser.add_argument("--mesh", type=_mesh, default=None, help="mesh axis sizes, e.g. fsdp=16,tensor=4 (default: the config's)")
+    parser.add_argument("--mesh", type=_mesh, default=None, help="mesh axis sizes, e.g. fsdp=16,tensor=4 (default: chosen)")
     parser.add_argument("--remat", choices=("none", "dots", "dots_no_batch", "full"), default=None,
                         help="remat policy of every layer stack (default: chosen)")
     parser.add_argument("--buckets", type=parse_value, default=None,

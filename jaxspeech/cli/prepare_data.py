@@ -6,19 +6,20 @@
 
 ``tiny`` is the embedded corpus: English sentences from a grammar of ~3,000 words spoken by
 eSpeak NG voices at random rates and pitches (jaxspeech.corpus.utterances). It writes
-{train,dev,test}/*.flac, {train,dev,test}.jsonl manifests (audio paths relative to the folder)
+{train,dev,test,open_vocab}/*.flac and .jsonl manifests (audio paths relative to the folder)
 and corpus.json; re-running with the same arguments on a complete folder does nothing, and an
 interrupted build is completed.
 
 Errors (exit 2): a number flag out of range (--hours nan or negative, --noise-prob above 1, ...);
---out holding a corpus built with other settings, or other files (--overwrite replaces it).
+--out holding a corpus built with other settings, or other files (--overwrite replaces it); an
+--out that is a file or cannot be created.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from jaxspeech.cli.arguments import number
+from jaxspeech.cli.arguments import folder_to_write, number
 
 DATASETS = ("tiny",)
 
@@ -32,7 +33,7 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dataset", choices=DATASETS, help="which dataset to build")
-    parser.add_argument("--out", default=DEFAULT_CORPUS_DIR, help=f"output folder (default: {DEFAULT_CORPUS_DIR})")
+    parser.add_argument("--out", type=folder_to_write, default=DEFAULT_CORPUS_DIR, help=f"output folder (default: {DEFAULT_CORPUS_DIR})")
     parser.add_argument("--hours", type=number(float, 0), default=defaults.train_hours, help="hours of training audio")
     parser.add_argument("--seed", type=number(int, 0), default=defaults.seed)
     parser.add_argument("--dev", type=number(int, 0), default=defaults.dev_utterances, metavar="N", help="dev utterances")
@@ -40,6 +41,10 @@ def register(subparsers) -> None:
                         help="test utterances with the training voices")
     parser.add_argument("--held-out", type=number(int, 0), default=defaults.held_out_utterances, metavar="N",
                         help=f"test utterances with the held-out voice ({defaults.held_out_voice})")
+    parser.add_argument("--open-vocab", type=number(int, 0), default=defaults.open_vocab_utterances, metavar="N",
+                        help="open-vocabulary test utterances (words no other split has) with the training voices")
+    parser.add_argument("--open-vocab-held-out", type=number(int, 0), default=defaults.open_vocab_held_out_utterances,
+                        metavar="N", help="open-vocabulary test utterances with the held-out voice")
     parser.add_argument("--noise-prob", type=number(float, 0, 1), default=defaults.noise_probability,
                         help="fraction of utterances mixed with background noise (SNR %g-%g dB)" % defaults.snr_db)
     parser.add_argument("--tokenizer-vocab", type=number(int, 1), default=None, metavar="N",
@@ -54,10 +59,12 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from jaxspeech.corpus.utterances import CorpusConfig
     from jaxspeech.corpus.build import CORPUS_JSON, build_corpus, manifest_path
+    from jaxspeech.corpus.sentences import SPLITS
 
     config = CorpusConfig(
         seed=args.seed, train_hours=args.hours, dev_utterances=args.dev, test_utterances=args.test,
-        held_out_utterances=args.held_out, noise_probability=args.noise_prob,
+        held_out_utterances=args.held_out, open_vocab_utterances=args.open_vocab,
+        open_vocab_held_out_utterances=args.open_vocab_held_out, noise_probability=args.noise_prob,
     )
     summary = build_corpus(
         args.out, config, workers=args.workers, tokenizer_vocab=args.tokenizer_vocab, overwrite=args.overwrite,
@@ -65,9 +72,10 @@ def run(args: argparse.Namespace) -> int:
     )
     state = f"built in {summary.seconds:.1f} s" if summary.built else "already complete, nothing to do"
     print(f"corpus {summary.out_dir.resolve()}: {state}")
-    for split in ("train", "dev", "test"):
-        extra = f" ({summary.held_out_count} with held-out voice {config.held_out_voice})" if split == "test" else ""
-        print(f"  {split:5s} {summary.counts[split]:6d} utterances  {summary.hours[split]:7.3f} h  "
+    for split in SPLITS:
+        held_out = summary.held_out_counts[split]
+        extra = f" ({held_out} with held-out voice {config.held_out_voice})" if held_out else ""
+        print(f"  {split:10s} {summary.counts[split]:6d} utterances  {summary.hours[split]:7.3f} h  "
               f"manifest {manifest_path(summary.out_dir, split)}{extra}")
     print(f"  description {summary.out_dir / CORPUS_JSON}")
     if summary.tokenizer is not None:

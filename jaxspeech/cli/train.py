@@ -16,35 +16,26 @@ TensorBoard events, eval/*.jsonl, plots/ and report.md.
 --set values are Python literals (numbers, True/False, None, tuples); anything else is a string.
 Errors (exit 2): a config file that does not exist; --set without KEY=VALUE; a config key that
 does not exist; a value of the wrong type or range for its field (e.g. 'no' for a bool, NaN or a
-negative size), named by its dotted key; a damaged or mismatched checkpoint in the workdir.
+negative size), named by its dotted key; values that do not fit together (task.kind, init.* checkpoints,
+presets or random shapes, buckets beyond the model's frames), named by their section; a --workdir
+that is a file or cannot be created; a damaged or mismatched checkpoint in the workdir.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import os
 
-from jaxspeech.config_dict import load_config_file, override
-from jaxspeech.errors import UsageError
-
-
-def parse_value(text: str):
-    """A Python literal (numbers, tuples, None, True...) or, failing that, the string itself."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+from jaxspeech.cli.arguments import folder_to_write
+from jaxspeech.config_dict import load_config_file, override_from_text
 
 
 def load_with_overrides(spec: str, sets: list[str]):
+    """The config of ``spec`` (``path.py[:arg]``) with the ``key=value`` overrides of ``sets`` applied."""
     config = load_config_file(spec)
     for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError("--set", f"expected KEY=VALUE, got {item!r}")
-        override(config, key.strip(), parse_value(value.strip()))
+        override_from_text(config, item)
     return config
 
 
@@ -54,7 +45,7 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="config file, optionally with an argument: path.py[:arg]")
-    parser.add_argument("--workdir", default=None, help="run folder (default: runs/<config name>)")
+    parser.add_argument("--workdir", type=folder_to_write, default=None, help="run folder (default: runs/<config name>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.time_budget_s=600 (repeatable)")
     parser.add_argument("--plan", default=None, metavar="PLAN_JSON",

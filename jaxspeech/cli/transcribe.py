@@ -12,7 +12,7 @@ cannot be read prints an error line naming it on stderr, the others still run, a
 status is 1.
 
 Errors (exit 2): a --whisper-dir that is not a readable Whisper checkpoint (a missing, truncated
-or mismatched file is named); a --checkpoint workdir without config.json or checkpoint; a
+or mismatched file is named); a --checkpoint workdir without a run's config.json or without a checkpoint; a
 number flag out of range.
 """
 

@@ -2,7 +2,9 @@
 
 A directory holds ``config.json`` and ``model.safetensors`` (or shards + index). Import checks every
 tensor's shape against the model built from the config and names the tensor on any mismatch;
-export writes a directory ``transformers`` loads with ``from_pretrained``.
+export writes a directory ``transformers`` loads with ``from_pretrained``. A model whose vocabulary
+is padded for sharding (``LLMConfig.vocab_multiple``) gets zero rows past the checkpoint's
+``vocab_size`` on import, and export drops them.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ _GLOBAL_TENSORS = (
     ("norm/scale", "model.norm.weight", False),
     ("lm_head/kernel", "lm_head.weight", True),
 )
+# Our parameters with a vocabulary axis (padded to ``padded_vocab_size``), and that axis.
+_VOCAB_AXIS = {"embed_tokens/embedding": 0, "lm_head/kernel": 1}
 
 
 def _rope_from_hf(hf: dict) -> RopeConfig:
@@ -181,17 +185,31 @@ def params_from_tensors(config: LLMConfig, get: Callable[[str, tuple], np.ndarra
     flat: dict[str, Any] = {}
     stacked: dict[str, list[np.ndarray]] = {}
     for ours, hf_name, transpose, layer in _tensor_map(config, expected):
-        shape = expected[ours].shape
-        per_layer_shape = shape[1:] if (config.scan_layers and layer is not None) else shape
+        shape = list(expected[ours].shape)
+        if ours in _VOCAB_AXIS:
+            shape[_VOCAB_AXIS[ours]] = config.vocab_size
+        per_layer_shape = tuple(shape[1:] if (config.scan_layers and layer is not None) else shape)
         hf_shape = per_layer_shape[::-1] if transpose else per_layer_shape
         tensor = np.asarray(get(hf_name, hf_shape), dtype=dtype)
         tensor = tensor.T if transpose else tensor
+        if ours in _VOCAB_AXIS:
+            tensor = pad_vocab(tensor, config.padded_vocab_size, _VOCAB_AXIS[ours])
         if config.scan_layers and layer is not None:
             stacked.setdefault(ours, []).append(tensor)
         else:
             flat[ours] = tensor
     flat.update({k: np.stack(v) for k, v in stacked.items()})
     return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def pad_vocab(table: np.ndarray, rows: int, axis: int) -> np.ndarray:
+    """``table`` with zeros appended along its vocabulary ``axis`` up to ``rows`` entries."""
+    missing = rows - table.shape[axis]
+    if missing <= 0:
+        return table
+    widths = [(0, 0)] * table.ndim
+    widths[axis] = (0, missing)
+    return np.pad(table, widths)
 
 
 def ignorable_tensor(config: LLMConfig, hf_name: str) -> bool:
@@ -247,6 +265,8 @@ def export_hf_llm(
         value = np.asarray(jax.device_get(flat[ours]))
         if config.scan_layers and layer is not None:
             value = value[layer]
+        if ours in _VOCAB_AXIS:  # the checkpoint holds the real tokens only
+            value = np.take(value, np.arange(config.vocab_size), axis=_VOCAB_AXIS[ours])
         value = value.T if transpose else value
         tensors[hf_name] = np.ascontiguousarray(value.astype(dtype))
     write_safetensors(tensors, out_dir, max_shard_bytes=max_shard_bytes)

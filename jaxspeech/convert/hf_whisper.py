@@ -475,8 +475,11 @@ def config_from_openai_dims(dims: dict, **options: Any) -> WhisperConfig:
 
 def load_openai_whisper(path: str, **options: Any) -> tuple[WhisperConfig, dict]:
     """Reads an OpenAI ``.pt`` checkpoint -> (WhisperConfig, params) with ``torch.load(weights_only=True)``."""
-    import torch  # only this format needs torch
-
+    try:
+        import torch  # only this format needs torch (not a dependency of jaxspeech itself)
+    except ImportError as e:
+        raise CheckpointError(path, None, "is an OpenAI .pt checkpoint, which needs PyTorch to read: pip install "
+                                          "torch (or convert it to a Hugging Face directory with safetensors)") from e
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or non-weights files

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from jaxspeech.errors import ConfigError, UsageError
 from jaxspeech.models.whisper_seq2seq import WHISPER_SIZES
 
 _WHISPER = {"model_type": "whisper", "activation_function": "gelu", "max_source_positions": 1500,
@@ -88,20 +89,20 @@ SOURCES: dict[str, str] = {
 }
 
 
-def _lookup(table: Mapping[str, dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+def _lookup(table: Mapping[str, dict[str, Any]], kind: str, name: str, key: str) -> dict[str, Any]:
     if name not in table:
-        raise KeyError(f"unknown {kind} preset {name!r}; known: {', '.join(table)}")
+        raise ConfigError(key, f"unknown {kind} preset {name!r}; known: {', '.join(table)}")
     return dict(table[name])
 
 
 def whisper_hf_config(name: str) -> dict[str, Any]:
     """The ``config.json`` shape fields of Whisper preset ``name`` (e.g. "whisper-large-v3")."""
-    return _lookup(WHISPER, "Whisper", name)
+    return _lookup(WHISPER, "Whisper", name, "init.whisper")
 
 
 def llm_hf_config(name: str) -> dict[str, Any]:
     """The ``config.json`` shape fields of LLM preset ``name`` (e.g. "Qwen2.5-7B", "Llama-3.1-8B")."""
-    return _lookup(LLM, "LLM", name)
+    return _lookup(LLM, "LLM", name, "init.llm")
 
 
 def check_matches(preset: str, planned: Mapping[str, Any], checkpoint: Mapping[str, Any], where: str) -> None:
@@ -111,4 +112,4 @@ def check_matches(preset: str, planned: Mapping[str, Any], checkpoint: Mapping[s
     differ = {key: (value, checkpoint.get(key)) for key, value in planned.items() if checkpoint.get(key) != value}
     if differ:
         details = ", ".join(f"{key}: preset {a!r}, checkpoint {b!r}" for key, (a, b) in sorted(differ.items()))
-        raise ValueError(f"{where} is not the preset {preset!r} the config names ({details})")
+        raise UsageError(where, f"is not the preset {preset!r} the config names ({details})")

@@ -3,19 +3,21 @@
 Layout of ``DIR``::
 
     DIR/train/train-0000000.flac ...     16 kHz mono, 16-bit FLAC
-    DIR/{train,dev,test}.jsonl           one record per line; ``audio_filepath`` is relative to
+    DIR/{train,dev,test,open_vocab}.jsonl  one record per line; ``audio_filepath`` is relative to
                                          the manifest's folder (DIR), e.g. "train/train-0000000.flac"
     DIR/corpus.json                      config, version, counts and hours per split (written last)
     DIR/tokenizer.model                  optional sentencepiece model trained on the train text
 
 Record fields: ``id, audio_filepath, duration, num_samples, text, voice, rate, pitch,
-pitch_range, word_gap, peak_db, noise, snr_db, split`` and, in test, ``held_out_voice``.
+pitch_range, word_gap, peak_db, noise, snr_db, split``; in test and open_vocab ``held_out_voice``,
+in open_vocab ``open_vocab_words`` (its held-out words).
 
 Safety: each FLAC is written to a temporary name and renamed, manifests are written only after
 every file they list exists, and ``corpus.json`` marks a complete build. A build in progress is
 marked by ``.build.json`` holding its config, so an interrupted build is resumed (existing
 files are kept: they are complete by construction) and a folder built with other settings is
-never mixed into. Re-running a complete build with the same config does nothing. The train
+never mixed into. Re-running a complete build with the same config does nothing; a corpus of an
+older ``CORPUS_VERSION`` (other sentences or splits) is rebuilt in place. The train
 split holds utterances ``0 .. n-1`` with ``n`` the smallest count reaching ``train_hours``.
 
 Same config -> byte-identical FLAC files (synthesis, resampling and FLAC encoding are
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -47,10 +50,12 @@ from jaxspeech.corpus.utterances import (
 )
 from jaxspeech.corpus.sentences import SPLITS
 
+log = logging.getLogger(__name__)
+
 CORPUS_JSON = "corpus.json"
 BUILD_MARKER = ".build.json"
 TOKENIZER_MODEL = "tokenizer.model"
-_BUILD_ORDER = ("dev", "test", "train")  # dev/test first: their durations size the train batches
+_BUILD_ORDER = ("dev", "test", "open_vocab", "train")  # held-out splits first: their durations size the train batches
 
 
 class CorpusFolderError(KnownError, RuntimeError):
@@ -64,7 +69,7 @@ class BuildSummary:
     seconds: float
     counts: dict[str, int]
     hours: dict[str, float]
-    held_out_count: int
+    held_out_counts: dict[str, int]  # utterances with the held-out voice, per split
     tokenizer: Path | None
 
 
@@ -143,6 +148,10 @@ def _check_folder(out_dir: Path, config: CorpusConfig, overwrite: bool) -> bool:
             found = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             found = {}
+        if found.get("version") != CORPUS_VERSION and str(found.get("version")).startswith("corpus-"):
+            log.warning("%s holds corpus version %s: rebuilding it as %s", out_dir, found.get("version"), CORPUS_VERSION)
+            _remove_corpus(out_dir)
+            return False
         same = {k: found.get(k) for k in wanted} == wanted
         if not same:
             if not overwrite:
@@ -229,12 +238,12 @@ def _build_split(out_dir: Path, config: CorpusConfig, split: str, renderer: _Ren
 
 def _summary_from_manifests(out_dir: Path, config: CorpusConfig, seconds: float, built: bool,
                             tokenizer: Path | None) -> BuildSummary:
-    counts, hours, held_out = {}, {}, 0
+    counts, hours, held_out = {}, {}, {}
     for split in SPLITS:
         records = read_manifest(manifest_path(out_dir, split))
         counts[split] = len(records)
         hours[split] = sum(r["duration"] for r in records) / 3600.0
-        held_out += sum(bool(r.get("held_out_voice")) for r in records)
+        held_out[split] = sum(bool(r.get("held_out_voice")) for r in records)
     return BuildSummary(out_dir, built, seconds, counts, hours, held_out, tokenizer)
 
 
@@ -252,7 +261,7 @@ def build_corpus(out_dir: str | os.PathLike, config: CorpusConfig = CorpusConfig
         (out_dir / CORPUS_JSON).unlink(missing_ok=True)
         _write_atomic(out_dir / BUILD_MARKER, json.dumps({"version": CORPUS_VERSION, "config": config.to_json()}))
         renderer = _Renderer(workers or os.cpu_count() or 1)
-        bar = tqdm(total=config.dev_utterances + config.split_size("test"), unit="utt", disable=not progress,
+        bar = tqdm(total=sum(config.split_size(split) for split in SPLITS if split != "train"), unit="utt", disable=not progress,
                    desc=f"synthesising {out_dir}")
         try:
             durations: list[float] = []
@@ -299,7 +308,7 @@ def _write_corpus_json(out_dir: Path, config: CorpusConfig, summary: BuildSummar
         "manifests": {split: manifest_path(".", split).name for split in SPLITS},
         "counts": summary.counts,
         "hours": {k: round(v, 4) for k, v in summary.hours.items()},
-        "held_out_count": summary.held_out_count,
+        "held_out_counts": summary.held_out_counts,
         "voices": {"train": list(config.train_voices), "held_out": config.held_out_voice},
         "build_seconds": round(summary.seconds, 1) if summary.built else previous.get("build_seconds"),
         "tokenizer": {"path": TOKENIZER_MODEL, "vocab_size": tokenizer_vocab} if tokenizer_vocab

@@ -3,8 +3,12 @@
 ``SentenceGenerator(min_words, max_words)`` draws sentences of a bounded length from an English
 grammar (statements in six tenses, questions, commands, two-clause sentences, relative and
 reported clauses) over the word lists of ``words``. Each sentence belongs to exactly one split,
-decided by a hash of its transcript (``split_of``), so train, dev and test sentences are disjoint
-by construction however many are drawn, on the fly or for the prepared corpus.
+so splits are disjoint by construction however many sentences are drawn, on the fly or for the
+prepared corpus:
+
+* ``open_vocab``: the sentences holding a word of ``open_vocab_words()``, a fixed ~10 % of the
+  nouns, names and verbs (every inflected form of each) held out of every other split;
+* ``train``, ``dev``, ``test``: the other sentences, by a hash of their transcript (``split_of``).
 """
 
 from __future__ import annotations
@@ -18,11 +22,18 @@ import numpy as np
 from jaxspeech.corpus import words
 from jaxspeech.corpus.grammar import Grammar, Slot, render
 
-GENERATOR_VERSION = "sentences-1"
-SPLITS = ("train", "dev", "test")
+GENERATOR_VERSION = "sentences-2"
+OPEN_VOCAB = "open_vocab"
+SPLITS = ("train", "dev", "test", OPEN_VOCAB)
 _TEXT_ONLY_STREAM = 2  # the random streams of the corpus's utterances use 0 (text) and 1 (voice)
 # Per-mille of the sentence space given to each held-out split (the rest is train).
 _SPLIT_PER_MILLE = {"dev": 25, "test": 25}
+# The word classes whose entries the open-vocabulary split holds out, and the share held out of each.
+OPEN_VOCAB_SLOTS = ("person", "relative", "animal", "food", "food_mass", "drink", "object", "furniture", "place",
+                    "nature", "idea", "event", "name", "surname", "city", "country", "v_food", "v_drink", "v_thing",
+                    "v_give", "v_person", "v_place", "v_idea", "v_animal", "v_animal_act", "v_intr", "v_motion",
+                    "v_inf", "v_ger", "v_say")
+OPEN_VOCAB_FRACTION = 0.1
 
 RULES = r"""
 S            -> 10: STATEMENT . | 3: QUESTION ? | 2: COMMAND . | 4: COMPLEX .
@@ -262,9 +273,56 @@ def english_grammar() -> Grammar:
     return Grammar(RULES, slots)
 
 
+def _entry_forms(slot: str, entry: str) -> set[str]:
+    """Every word an entry of ``slot`` can put in a sentence (all its inflected forms)."""
+    inflect = _SLOT_TABLE[slot][1]
+    forms = ("sg", "pl") if inflect is _noun else ("base", "s", "past", "pp", "ing") if inflect is _verb else (None,)
+    return {word for form in forms for word in inflect(entry, form).split()}
+
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+@functools.lru_cache(maxsize=None)
+def open_vocab_entries() -> dict[str, tuple[str, ...]]:
+    """{slot: held-out entries} for the slots of ``OPEN_VOCAB_SLOTS``: in each, the
+    ``OPEN_VOCAB_FRACTION`` (rounded, at least one) of its one-word entries with the lowest hash
+    whose forms are no word of the rules themselves nor of another word class ("the", "home",
+    adjectives, numbers...), so that holding them out removes whole nouns, names and verbs only."""
+    grammar = english_grammar()
+    literal = {token for line in RULES.split("\n") for token in line.split("#", 1)[0].split()
+               if token.isalpha() and token.islower()}
+    shared = literal | {word for slot in _SLOT_TABLE if slot not in OPEN_VOCAB_SLOTS
+                        for entry in grammar.slots[slot].entries for word in _entry_forms(slot, entry)}
+    held_out = {}
+    for slot in OPEN_VOCAB_SLOTS:
+        candidates = [entry for entry in grammar.slots[slot].entries
+                      if " " not in entry and not _entry_forms(slot, entry) & shared]
+        count = max(1, round(OPEN_VOCAB_FRACTION * len(candidates)))
+        held_out[slot] = tuple(sorted(candidates, key=lambda entry: _stable_hash(f"open_vocab/{entry}"))[:count])
+    return held_out
+
+
+@functools.lru_cache(maxsize=None)
+def open_vocab_words() -> frozenset[str]:
+    """Every word form of the held-out entries (``open_vocab_entries``): words that appear in the
+    ``open_vocab`` split only."""
+    return frozenset(word for slot, entries in open_vocab_entries().items() for entry in entries
+                     for word in _entry_forms(slot, entry))
+
+
+def open_vocab_words_in(transcript: str) -> list[str]:
+    """The sorted distinct held-out words of ``transcript``."""
+    return sorted(set(transcript.split()) & open_vocab_words())
+
+
 def split_of(transcript: str) -> str:
-    """The split a sentence belongs to, from a stable hash of its transcript."""
-    bucket = int.from_bytes(hashlib.blake2b(transcript.encode(), digest_size=8).digest(), "little") % 1000
+    """The split a sentence belongs to: ``open_vocab`` if it holds a held-out word, else from a
+    stable hash of its transcript."""
+    if open_vocab_words_in(transcript):
+        return OPEN_VOCAB
+    bucket = _stable_hash(transcript) % 1000
     if bucket < _SPLIT_PER_MILLE["dev"]:
         return "dev"
     if bucket < _SPLIT_PER_MILLE["dev"] + _SPLIT_PER_MILLE["test"]:
@@ -290,7 +348,8 @@ class SentenceGenerator:
             raise ValueError(f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
 
     def draw(self, rng: np.random.Generator, split: str) -> Sentence:
-        """One sentence of ``split``, by rejection (about 1 in 20 draws lands in dev or test)."""
+        """One sentence of ``split``, by rejection (about 1 in 20 draws lands in dev or test, about 1
+        in 3 holds a held-out word)."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         grammar = english_grammar()

@@ -9,7 +9,11 @@ deterministic. ``SyntheticUtterances`` renders utterances on demand (a Grain
 renderings every epoch); ``corpus_build.build_corpus`` writes a fixed corpus to disk.
 
 Test split: indices ``0 .. test_utterances - 1`` use the training voices on unseen sentences;
-the next ``held_out_utterances`` use ``held_out_voice``, which no other split uses.
+the next ``held_out_utterances`` use ``held_out_voice``, which no other split uses. The
+open-vocabulary split (``open_vocab``) is built the same way (``open_vocab_utterances`` with the
+training voices, then ``open_vocab_held_out_utterances`` with the held-out voice) from sentences
+that each hold at least one word no other split has (``sentences.open_vocab_words``); its records
+list those words (``open_vocab_words``).
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from jaxspeech.corpus.sentences import GENERATOR_VERSION, SPLITS, SentenceGenerator
+from jaxspeech.corpus.sentences import GENERATOR_VERSION, OPEN_VOCAB, SPLITS, SentenceGenerator, open_vocab_words_in
 from jaxspeech.corpus.synthesis import OUTPUT_SAMPLE_RATE, get_synthesizer
 
-CORPUS_VERSION = f"corpus-1/{GENERATOR_VERSION}"
+CORPUS_VERSION = f"corpus-2/{GENERATOR_VERSION}"
 DEFAULT_CORPUS_DIR = "data/tiny"
 SAMPLE_RATE = OUTPUT_SAMPLE_RATE
 
@@ -35,6 +39,8 @@ NOISE_COLORS = ("white", "pink", "brown")
 
 _SPLIT_CODES = {split: code for code, split in enumerate(SPLITS)}
 _TEXT_STREAM, _VOICE_STREAM = 0, 1
+# Splits whose last utterances use the held-out voice: the config field counting the others.
+_VOICE_SPLIT = {"test": "test_utterances", OPEN_VOCAB: "open_vocab_utterances"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +53,8 @@ class CorpusConfig:
     dev_utterances: int = 300
     test_utterances: int = 400  # training voices, unseen sentences
     held_out_utterances: int = 200  # held-out voice, unseen sentences
+    open_vocab_utterances: int = 200  # training voices, sentences with held-out words
+    open_vocab_held_out_utterances: int = 100  # held-out voice, sentences with held-out words
     train_voices: tuple[str, ...] = TRAIN_VOICES
     held_out_voice: str = HELD_OUT_VOICE
     rate_wpm: tuple[int, int] = (140, 200)
@@ -69,7 +77,8 @@ class CorpusConfig:
             low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"CorpusConfig.{name}: low {low} > high {high}")
-        for name in ("dev_utterances", "test_utterances", "held_out_utterances", "max_word_gap"):
+        for name in ("dev_utterances", "test_utterances", "held_out_utterances", "open_vocab_utterances",
+                     "open_vocab_held_out_utterances", "max_word_gap"):
             if getattr(self, name) < 0:
                 raise ValueError(f"CorpusConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not math.isfinite(self.train_hours) or self.train_hours < 0:
@@ -80,13 +89,15 @@ class CorpusConfig:
         SentenceGenerator(self.min_words, self.max_words)  # validates the word bounds
 
     def split_size(self, split: str) -> int | None:
-        """Fixed utterance count of dev/test; None for train (its size follows ``train_hours``)."""
+        """Fixed utterance count of dev/test/open_vocab; None for train (its size follows ``train_hours``)."""
         if split == "train":
             return None
         if split == "dev":
             return self.dev_utterances
         if split == "test":
             return self.test_utterances + self.held_out_utterances
+        if split == OPEN_VOCAB:
+            return self.open_vocab_utterances + self.open_vocab_held_out_utterances
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
 
     def to_json(self) -> dict[str, Any]:
@@ -129,8 +140,10 @@ class UtteranceSpec:
             "noise": self.noise, "snr_db": None if self.snr_db is None else round(self.snr_db, 2),
             "split": self.split,
         }
-        if self.split == "test":
+        if self.split in _VOICE_SPLIT:
             record["held_out_voice"] = self.held_out_voice
+        if self.split == OPEN_VOCAB:
+            record["open_vocab_words"] = open_vocab_words_in(self.text)
         return record
 
 
@@ -158,7 +171,7 @@ def utterance_spec(config: CorpusConfig, split: str, index: int, text_index: int
     noise_draw, noise_color = float(rng.random()), NOISE_COLORS[int(rng.integers(len(NOISE_COLORS)))]
     snr_db = float(rng.uniform(*config.snr_db))
     seed = int(rng.integers(2**31 - 1))
-    held_out = split == "test" and index >= config.test_utterances
+    held_out = split in _VOICE_SPLIT and index >= getattr(config, _VOICE_SPLIT[split])
     noisy = noise_draw < config.noise_probability
     return UtteranceSpec(
         id=utterance_id(split, index), split=split, index=index, text=sentence.transcript, spoken=sentence.spoken,

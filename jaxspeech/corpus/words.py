@@ -179,7 +179,7 @@ catherine carolyn janet ruth maria heather diane virginia julie joyce victoria o
 lauren joan evelyn judith megan cheryl andrea hannah martha jacqueline frances gloria ann teresa
 kathryn sara janice jean alice madison doris abigail julia judy grace denise amber marilyn beverly
 danielle theresa sophia marie diana brittany natalie isabella charlotte rose alexis kayla lucy
-oliver leo oscar max/max felix hugo toby alfie archie harry freddie theo sam ben tom tim dan
+oliver leo oscar max felix hugo toby alfie archie harry freddie theo sam ben tom tim dan
 lily ella chloe mia zoe ruby ivy daisy rosie poppy molly holly millie nina tina vera clara iris
 ahmed ali omar fatima aisha yusuf hassan leila carlos diego pablo sofia lucia mateo javier
 elena ivan dmitri olga anya hiroshi yuki kenji akira mei wei chen priya ravi arjun anil sunita kwame

@@ -19,6 +19,7 @@ from jaxspeech.audio_tokens import downsampled_length
 from jaxspeech.data.prompts import EncodedExample, encode_example
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER, chunk_tag
 from jaxspeech.data.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
+from jaxspeech.errors import ConfigError, UsageError
 
 
 def load_speech_tokenizer(path: str) -> Tokenizer:
@@ -40,9 +41,11 @@ def _tokenizer(path: str) -> Tokenizer:
 @dataclasses.dataclass(frozen=True)
 class SpeechLLMTokens:
     """``audio_steps``: frames -> placeholder tokens (``SpeechLLMConfig.inline_steps``); an empty
-    tuple means the audio is not inline (cross-attention). ``chunk_tags``: the k-th clip's audio
-    follows the control token ``<chunk_k>`` (with cross-attention, the tags alone stand in the prompt).
-    ``inference`` drops the target."""
+    tuple means the audio is not inline (cross-attention). ``chunk_tags``: the audio is cut into time
+    chunks, each clip into pieces of ``chunk_frames`` log-mel frames (None: one chunk per clip), and
+    the k-th chunk's placeholders follow the control token ``<chunk_k>`` (NVLM's tile tags in time; with
+    cross-attention the tags alone stand in the prompt, one per chunk). The prompt then needs a single
+    ``{audio}`` slot when a clip has several chunks. ``inference`` drops the target."""
 
     tokenizer_path: str
     audio_steps: tuple[Any, ...]
@@ -51,6 +54,7 @@ class SpeechLLMTokens:
     prompts: Mapping[str, str] | None = None
     system: str | None = None
     chunk_tags: bool = False
+    chunk_frames: int | None = None
     inference: bool = False
 
     @property
@@ -61,7 +65,7 @@ class SpeechLLMTokens:
     def placeholder_id(self) -> int:
         token_id = self.tokenizer.token_to_id(AUDIO_PLACEHOLDER)
         if token_id is None:
-            raise ValueError(f"tokenizer {self.tokenizer_path} has no {AUDIO_PLACEHOLDER} token")
+            raise UsageError(self.tokenizer_path, f"has no {AUDIO_PLACEHOLDER} token: not a Speech LLM tokenizer")
         return token_id
 
     def chunk_tag_ids(self, clips: int) -> list[int]:
@@ -69,20 +73,33 @@ class SpeechLLMTokens:
         ids = [self.tokenizer.token_to_id(chunk_tag(k)) for k in range(1, clips + 1)]
         missing = [chunk_tag(k) for k, i in enumerate(ids, 1) if i is None or i not in self.tokenizer.special_ids]
         if missing:
-            raise ValueError(f"task.prompt.chunk_tags needs the control tokens {missing} but tokenizer "
-                             f"{self.tokenizer_path} does not have them")
+            raise ConfigError("task.prompt.chunk_tags", f"needs the control tokens {missing}, which tokenizer "
+                                                        f"{self.tokenizer_path} does not have")
         return ids
 
     def audio_tokens(self, frames: int) -> int:
         return downsampled_length(int(frames), self.audio_steps) if self.audio_steps else 0
 
+    def chunk_token_counts(self, frames_per_clip: Sequence[int]) -> list[int]:
+        """Placeholder tokens of each time chunk, clip after clip. Chunk [a, b) of a clip gets
+        ``audio_tokens(b) - audio_tokens(a)``: the clip's placeholders in total, split at the frames'
+        token boundaries."""
+        counts = []
+        for frames in (int(f) for f in frames_per_clip):
+            bounds = [*range(0, frames, self.chunk_frames or max(frames, 1)), frames]
+            before = [0] + [self.audio_tokens(b) for b in bounds[1:-1]]  # tokens before each chunk
+            counts += [self.audio_tokens(end) - start for start, end in zip(before, bounds[1:])]
+        return counts
+
     def __call__(self, record: Mapping[str, Any], frames_per_clip: Sequence[int]) -> EncodedExample:
         language = record.get("language")
         target = None if self.inference else (record.get("target") or record.get("text"))
+        counts = (self.chunk_token_counts(frames_per_clip) if self.chunk_tags
+                  else [self.audio_tokens(f) for f in frames_per_clip])
         return encode_example(
             self.tokenizer,
             task=record.get("task") or self.task,
-            audio_token_counts=[self.audio_tokens(f) for f in frames_per_clip],
+            audio_token_counts=counts,
             placeholder_id=self.placeholder_id,
             prompt=record.get("prompt"),
             target=target,
@@ -90,7 +107,7 @@ class SpeechLLMTokens:
             fields={"target_language": language} if language and (record.get("task") == "ast") else None,
             prompts=self.prompts,
             chat=self.chat,
-            chunk_tag_ids=self.chunk_tag_ids(len(frames_per_clip)) if self.chunk_tags else None,
+            chunk_tag_ids=self.chunk_tag_ids(len(counts)) if self.chunk_tags else None,
         )
 
 

@@ -6,6 +6,8 @@ Entry points of ``DecoderLM``:
     — training forward when ``cache`` is None; prefill / extend when a ``KVCache`` is given.
   * ``logits(hidden f[B, L, D]) -> f32[B, L, V]``
 
+V is ``config.padded_vocab_size``: the rows past ``vocab_size`` (padding for sharding) have -inf logits.
+
 A ``cross_attention`` hook (e.g. ``jaxspeech.connectors.cross_attention.GatedCrossAttention``, owned
 by the caller so its parameters stay outside ``llm/``) is called as ``hook(layer, x, memory)`` before
 every layer; it needs the unrolled layout (``scan_layers=False``).
@@ -90,7 +92,7 @@ class DecoderLM(nn.Module):
         if self.cross_attention is not None and c.scan_layers:
             raise ValueError("a cross-attention hook needs the unrolled decoder: set the LLM's scan_layers=False")
         self.embed_tokens = Embed(
-            c.vocab_size, c.hidden_size, c.dtype, c.param_dtype, nn.initializers.normal(c.initializer_range)
+            c.padded_vocab_size, c.hidden_size, c.dtype, c.param_dtype, nn.initializers.normal(c.initializer_range)
         )
         block = remat(DecoderBlock, c.remat_policy)
         if c.scan_layers:
@@ -101,7 +103,7 @@ class DecoderLM(nn.Module):
         self.norm = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype)
         if not c.tie_word_embeddings:
             self.lm_head = Dense(
-                c.vocab_size,
+                c.padded_vocab_size,
                 (axes.EMBED, axes.VOCAB),
                 dtype=c.dtype,
                 param_dtype=c.param_dtype,
@@ -113,12 +115,17 @@ class DecoderLM(nn.Module):
         return self.embed_tokens(tokens)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
-        """Final-normed hidden f[B, L, D] -> f32[B, L, V]."""
-        if self.config.tie_word_embeddings:
-            out = self.embed_tokens.attend(hidden)
-        else:
-            out = self.lm_head(hidden)
-        return nn.with_logical_constraint(out.astype(jnp.float32), (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_VOCAB))
+        """Final-normed hidden f[B, L, D] -> f32[B, L, V] (-inf at the padding ids)."""
+        c = self.config
+        out = self.embed_tokens.attend(hidden) if c.tie_word_embeddings else self.lm_head(hidden)
+        out = nn.with_logical_constraint(out.astype(jnp.float32), (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_VOCAB))
+        if c.padded_vocab_size == c.vocab_size:
+            return out
+        return jnp.where(jnp.arange(c.padded_vocab_size) < c.vocab_size, out, -jnp.inf)
+
+    def token_embeddings(self) -> jax.Array:
+        """The embedding rows of the real tokens f[vocab_size, D] (without the padding)."""
+        return self.embed_tokens.embedding[: self.config.vocab_size]
 
     def hidden_states(
         self,

@@ -198,7 +198,7 @@ class SpeechLLM(nn.Module):
 
     def text_embedding_rms(self) -> jax.Array:
         """RMS of the LLM's token embedding table (the norm-matching target), gradient-stopped."""
-        table = self.llm.embed_tokens.embedding.astype(jnp.float32)
+        table = self.llm.token_embeddings().astype(jnp.float32)
         return jax.lax.stop_gradient(jnp.sqrt(jnp.mean(jnp.square(table))))
 
     def encode_audio(self, features: jax.Array, feature_lengths: jax.Array, *, train: bool = False) -> AudioEmbeddings:

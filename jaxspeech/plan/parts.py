@@ -60,6 +60,21 @@ class PlannedRun:
         return {"encoder": stack.num_layers, "decoder": self.model.llm.num_layers}
 
     @property
+    def attention_heads(self) -> tuple[int, ...]:
+        """Query and key/value head counts of every attention in the model (a tensor-parallel axis
+        splits heads, so its size must divide them all)."""
+        model = self.model
+        if self.recipe == WHISPER:
+            return model.encoder.num_heads, model.decoder.num_heads
+        encoder = getattr(model.encoder, model.encoder.kind)
+        heads = [encoder.num_heads, model.llm.num_heads, model.llm.num_kv_heads]
+        if model.xattn is not None:
+            heads += [model.xattn.num_heads, model.xattn.num_kv_heads]
+        if model.connector.kind == "qformer":
+            heads.append(model.connector.qformer_heads)
+        return tuple(heads)
+
+    @property
     def decoder_period(self) -> int:
         """Decoder layers that repeat as a unit (``every`` with cross-attention blocks, else 1)."""
         xattn = getattr(self.model, "xattn", None)

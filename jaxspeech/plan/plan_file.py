@@ -43,6 +43,19 @@ def _memory(memory: Memory) -> dict[str, int]:
     return {**dataclasses.asdict(memory), "total": memory.total}
 
 
+def _mesh_choice(result: SearchResult) -> dict[str, Any]:
+    """Why the mesh and remat policy won, every candidate's state and traffic, and the estimates compared."""
+    return {
+        "why": result.why,
+        "candidates": [{"mesh": c.shape, "state_bytes_per_device": c.state, "params_bytes": c.params,
+                        "optimizer_bytes": c.optimizer, "gradient_bytes": c.gradients,
+                        "weight_traffic_bytes_per_step": c.traffic, **({"refused": c.refused} if c.refused else {})}
+                       for c in result.candidates],
+        "predictions": [{"mesh": p.cost.shape, "remat": p.policy, "batch": p.batch, "bytes_per_device": p.total,
+                         "step_seconds": p.step_seconds, "mfu": p.mfu} for p in result.predictions],
+    }
+
+
 def plan_record(*, config: str, sets: Sequence[str], topology: str, device_kind: str, devices: int, hosts: int,
                 headroom: float, capacity: int, run: PlannedRun, result: SearchResult, decode: Mapping | None,
                 seconds: float) -> dict[str, Any]:
@@ -62,7 +75,8 @@ def plan_record(*, config: str, sets: Sequence[str], topology: str, device_kind:
     return {
         "version": VERSION, "config": config, "sets": list(sets), "topology": topology, "device_kind": device_kind,
         "devices": devices, "hosts": hosts, "capacity_bytes_per_device": capacity, "headroom": headroom,
-        "mesh": result.mesh, "remat": result.remat, "vocabulary": run.vocabulary, "buckets": buckets,
+        "mesh": result.mesh, "remat": result.remat, "mesh_choice": _mesh_choice(result), "vocabulary": run.vocabulary,
+        "buckets": buckets,
         "decode": decode, "notes": list(result.notes), "planning_seconds": seconds,
         "settings": settings(run, result, hosts) if any(b.batch for b in result.buckets) else {},
     }

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 from jaxspeech.plan.chips import GIB
 from jaxspeech.plan.estimate import FRAMES_PER_SECOND
+from jaxspeech.plan.mesh_choice import describe
 
 COLUMNS = ("bucket", "batch", "params", "opt", "grads", "activ.", "other", "total/chip", "headroom", "TFLOP/step",
            "step est.", "MFU est.", "audio s/s/chip", "compile")
@@ -30,6 +31,17 @@ def bucket_row(bucket: Mapping[str, Any], capacity: int) -> tuple[str, ...]:
     )
 
 
+def _candidates(choice: Mapping[str, Any], shown: int = 5) -> list[str]:
+    """The best estimated (mesh, remat) pairs and how many meshes the state alone ruled out."""
+    lines = [f"  {describe(p['mesh']):<26} remat {p['remat']!r:<7} ~{p['batch']} rows, {_gib(p['bytes_per_device'])} "
+             f"GiB/chip, est. MFU {100 * p['mfu']:.0f} %" for p in choice["predictions"][:shown]]
+    refused = [c for c in choice["candidates"] if c.get("refused")]
+    if refused:
+        lines.append(f"  {len(refused)} of {len(choice['candidates'])} meshes refused before compiling (the state "
+                     f"alone does not fit), e.g. {describe(refused[0]['mesh'])}: {refused[0]['refused']}")
+    return ["candidates (estimates from the probe compiles):", *lines] if lines else []
+
+
 def format_plan(plan: Mapping[str, Any]) -> str:
     """The plan as text: header, the table, refusals, the decode step, notes, what the figures are."""
     capacity = plan["capacity_bytes_per_device"]
@@ -38,6 +50,8 @@ def format_plan(plan: Mapping[str, Any]) -> str:
         f"plan for {plan['config']} on {plan['topology']}: {plan['devices']} x {plan['device_kind']} "
         f"({plan['hosts']} host(s)), {capacity / GIB:.0f} GiB HBM per chip, headroom {100 * plan['headroom']:.0f} %",
         f"mesh {mesh}; remat {plan['remat']!r}; vocabulary from {plan['vocabulary']}",
+        f"why: {plan['mesh_choice']['why']}",
+        *_candidates(plan["mesh_choice"]),
         "",
     ]
     rows = [COLUMNS] + [bucket_row(b, capacity) for b in plan["buckets"]]

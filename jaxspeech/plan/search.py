@@ -1,19 +1,26 @@
-"""Choosing a run's remat policy and each duration bucket's batch with few compiles.
+"""Choosing a run's mesh, remat policy and each duration bucket's batch with few compiles.
 
 Per-device memory of a compiled train step is close to affine in the global batch B:
 total(B) = fixed + slope * B (the state, gradients and gathered weights do not grow with B; the
-activations and the batch itself do). The search compiles, measures, fits and compiles again:
+activations and the batch itself do). The search prunes without compiling, then compiles,
+measures, fits and compiles again:
 
-1. Remat: for each candidate policy in order of speed ("none", "dots", "full"), compile the
-   longest bucket at the smallest batch (one row per batch shard) and predict the largest batch
-   that fits (slope taken from that one point: conservative). The first policy whose predicted
-   batch is large enough for the step's compute to cover its collectives wins; otherwise the one
-   with the best estimated MFU.
-2. Batch, longest bucket first: predict the largest batch under the budget from the line through
-   the bucket's compiled points (with one point, the line through the longest bucket's fitted
-   fixed part), compile it, and repeat while the prediction grows (at most ``MAX_COMPILES`` per
-   bucket). The plan keeps the largest compiled batch that fits; every figure it reports comes
-   from that compile. Batches are multiples of the batch shards (the data x fsdp mesh axes).
+1. Mesh candidates (``mesh_choice``): every (data, fsdp, tensor) split of the slice, with the
+   train state's bytes per chip and the weight traffic per step from shapes and shardings alone;
+   a candidate whose state does not fit is refused before any compile.
+2. Remat and mesh: for each policy in order of speed ("none", "dots", "full"), compile the
+   longest bucket at one row per batch shard on the fitting candidate with the least state, fit
+   the bytes per row (slope from that one point: conservative), and predict for every candidate
+   of that tensor size the largest batch that fits and its estimated MFU. The first policy whose
+   best candidate is compute-bound or at the cap of rows per chip stops the probing (more remat
+   only adds compute); the best estimated MFU of all predictions wins. Tensor sizes above 1 are
+   probed only when no row fits without them.
+3. Batch, longest bucket first, on the chosen mesh: predict the largest batch under the budget
+   from the line through the bucket's compiled points (with one point, the line through the
+   predicted fixed part), compile it, and repeat while the prediction grows (at most
+   ``MAX_COMPILES`` per bucket). The plan keeps the largest compiled batch that fits; every
+   figure it reports comes from that compile. Batches are multiples of the batch shards (the data
+   x fsdp mesh axes).
 
 A bucket that does not fit even at one row per batch shard is refused with the numbers.
 """
@@ -21,7 +28,6 @@ A bucket that does not fit even at one row per batch shard is refused with the n
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, Sequence
 
 from jax.sharding import Mesh
@@ -29,12 +35,15 @@ from jax.sharding import Mesh
 from jaxspeech.plan.chips import GIB, Chip
 from jaxspeech.plan.estimate import StepEstimate, estimate_step
 from jaxspeech.plan.flops import StepFlops, row_flops
-from jaxspeech.plan.measure import CompilerOutOfMemory, StepMeasure, measure_step, placed_batch, shard_bytes
+from jaxspeech.plan.measure import CompilerOutOfMemory, StepMeasure, measure_step
+from jaxspeech.plan.mesh_choice import (MeshCost, Prediction, Probe, describe, explain, mesh_cost, mesh_shapes,
+                                        predict, refuse_oversized)
 from jaxspeech.plan.parts import PlannedRun
 from jaxspeech.sharding.mesh import make_mesh
+from jaxspeech.sharding.topology import host_count
 from jaxspeech.train.state import build_layout
 from jaxspeech.train.step import batch_shards
-from jaxspeech.types import BatchShape
+from jaxspeech.types import Batch, BatchShape
 
 POLICIES = ("none", "dots", "full")
 MAX_COMPILES = 3
@@ -61,6 +70,9 @@ class SearchResult:
     remat: str
     buckets: tuple[BucketPlan, ...]
     notes: tuple[str, ...]
+    why: str  # why this mesh and remat policy won
+    candidates: tuple[MeshCost, ...]  # every mesh considered (refused ones say why)
+    predictions: tuple[Prediction, ...]  # the (mesh, remat) pairs that were estimated, best first
 
 
 def _gib(n: float) -> str:
@@ -78,14 +90,14 @@ class _Point:
 
 
 class _Search:
-    def __init__(self, run: PlannedRun, mesh: Mesh, chip: Chip, headroom: float, max_rows_per_device: int,
-                 log: Callable[[str], None]):
-        self.run, self.mesh, self.chip, self.log = run, mesh, chip, log
-        self.budget = chip.hbm_bytes * (1.0 - headroom)
+    """Compiles and batch search on one mesh; ``notes`` is shared by the searches of a plan."""
+
+    def __init__(self, run: PlannedRun, mesh: Mesh, chip: Chip, budget: float, max_rows_per_device: int,
+                 log: Callable[[str], None], notes: list[str]):
+        self.run, self.mesh, self.chip, self.budget, self.log, self.notes = run, mesh, chip, budget, log, notes
         self.shards = batch_shards(mesh, run.train.sharding_rules)
         self.devices = mesh.size
         self.max_batch = max(1, max_rows_per_device * self.devices // self.shards) * self.shards
-        self.notes: list[str] = []
 
     def shape(self, index: int, batch: int) -> BatchShape:
         p = self.run.pipeline
@@ -93,7 +105,8 @@ class _Search:
                           tokens=p.max_tokens[index], n_mels=p.n_mels)
 
     def compile(self, run: PlannedRun, index: int, batch: int) -> _Point:
-        self.log(f"compiling bucket {self.run.pipeline.bucket_frames[index]} frames at batch {batch} ...")
+        self.log(f"compiling bucket {self.run.pipeline.bucket_frames[index]} frames at batch {batch} on "
+                 f"{describe(dict(self.mesh.shape))} ...")
         try:
             measure = measure_step(run, self.mesh, self.shape(index, batch))
         except CompilerOutOfMemory as refused:
@@ -115,48 +128,6 @@ class _Search:
         """(fixed, slope) assuming only activations and the batch grow with B: an upper bound on the slope."""
         growing = measure.memory.activations + measure.memory.batch
         return measure.memory.total - growing, growing / measure.shape.batch_size
-
-    @staticmethod
-    def rows_for_compute_to_cover_collectives(estimate: StepEstimate, batch: int) -> float:
-        """The batch at which compute time reaches the (batch-independent) collective time."""
-        if estimate.compute_seconds <= 0:
-            return math.inf
-        return batch * estimate.ici_seconds / estimate.compute_seconds
-
-    def check_state(self, longest: int) -> None:
-        """Refuses, before any compile, a run whose train state alone exceeds the budget."""
-        batch = placed_batch(self.shape(longest, self.shards), self.mesh, self.run.train.sharding_rules)
-        state = build_layout(self.run.task, batch, self.run.train.optimizer, self.mesh, self.run.train.sharding_rules).abstract
-        params, optimizer = shard_bytes(state["params"]), shard_bytes(state["opt_state"])
-        if params + optimizer > self.budget:
-            raise PlanRefused(
-                f"needs {_gib(params + optimizer)} per chip for the train state alone (parameters {_gib(params)}, "
-                f"optimizer state {_gib(optimizer)}), {self.chip.generation} has {self.chip.hbm_bytes / GIB:.0f} GiB "
-                f"(budget {_gib(self.budget)} with the headroom): use more chips, or train fewer parameters"
-            )
-
-    def choose_remat(self, policies: Sequence[str], longest: int) -> tuple[str, _Point, StepFlops]:
-        best = None
-        for policy in policies:
-            run = self.run.with_remat(policy)
-            probe = self.compile(run, longest, self.shards)
-            if probe.measure is None or probe.total > self.budget:
-                self.notes.append(f"remat {policy!r}: one row per batch shard of the longest bucket needs "
-                                  f"{_gib(probe.total)} per device (budget {_gib(self.budget)})")
-                continue
-            flops = row_flops(run, self.shape(longest, 1), policy)
-            batch = max(self.shards, self.largest_fitting(*self.one_point_line(probe.measure)))
-            estimate = estimate_step(dataclasses.replace(probe.measure, shape=self.shape(longest, batch)), flops,
-                                     self.chip, self.devices)
-            self.log(f"remat {policy!r}: about {batch} rows fit, estimated MFU {100 * estimate.mfu:.0f} %")
-            if best is None or estimate.mfu > best[0]:
-                best = (estimate.mfu, policy, probe, flops)
-            if batch >= self.rows_for_compute_to_cover_collectives(estimate, batch) or batch >= self.max_batch:
-                break
-        if best is None:
-            raise PlanRefused(f"nothing fits on {self.chip.generation} ({self.chip.hbm_bytes / GIB:.0f} GiB per chip, "
-                              f"budget {_gib(self.budget)}): {'; '.join(self.notes)}")
-        return best[1], best[2], best[3]
 
     def _line(self, points: dict[int, _Point], fixed: float | None, slope_guess: float | None) -> tuple[float, float]:
         """(fixed, slope) of the memory line through this bucket's compiled points."""
@@ -232,33 +203,98 @@ def _row_weight(run: PlannedRun, index: int) -> float:
             + p.max_tokens[index] * dec_width * stacks["decoder"])
 
 
+@dataclasses.dataclass(frozen=True)
+class _Choice:
+    """The winning (mesh, remat) and what the search needs from the probing."""
+
+    best: Prediction
+    ranked: tuple[Prediction, ...]
+    probe: Probe  # of the winning policy and tensor size
+    point: _Point | None  # the probe compile, when it ran on the chosen mesh
+
+
+def _choose(run: PlannedRun, costs: Sequence[MeshCost], devices: Sequence, chip: Chip, budget: float,
+            policies: Sequence[str], longest: int, max_rows_per_device: int, log: Callable[[str], None],
+            notes: list[str]) -> _Choice:
+    """Probes remat policies on the least-state candidate of each tensor size (see the module
+    docstring, step 2) and returns the best prediction."""
+    ranked: list[Prediction] = []
+    probes: dict[tuple[str, int], tuple[Probe, _Point, MeshCost]] = {}
+    for tensor in sorted({c.tensor for c in costs if not c.refused}):
+        group = [c for c in costs if not c.refused and c.tensor == tensor]
+        least = min(group, key=lambda c: c.state)
+        searcher = _Search(run, make_mesh(least.shape, devices), chip, budget, max_rows_per_device, log, notes)
+        for policy in policies:
+            policy_run = run.with_remat(policy)
+            point = searcher.compile(policy_run, longest, searcher.shards)
+            if point.measure is None or point.total > budget:
+                notes.append(f"{describe(least.shape)}, remat {policy!r}: one row per batch shard of the longest "
+                             f"bucket needs {_gib(point.total)} per chip (budget {_gib(budget)})")
+                continue
+            flops = row_flops(policy_run, searcher.shape(longest, 1), policy)
+            fixed, slope = _Search.one_point_line(point.measure)
+            hbm = estimate_step(point.measure, flops, chip, len(devices)).hbm_seconds / point.batch
+            probe = Probe(policy, fixed - least.state, slope, hbm, flops)
+            predictions = [predict(c, probe, chip, budget, len(devices), searcher.max_batch) for c in group]
+            for p in sorted(predictions, key=lambda p: -p.mfu)[:3]:
+                log(f"  {describe(p.cost.shape)}, remat {policy!r}: about {p.batch} rows fit, estimated MFU "
+                    f"{100 * p.mfu:.0f} %")
+            ranked += predictions
+            probes[(policy, tensor)] = (probe, point, least)
+            best = max(predictions, key=lambda p: p.mfu)
+            if best.batch >= searcher.max_batch or best.compute_seconds >= best.step_seconds:
+                break  # more remat only adds compute
+        if any(p.batch for p in ranked):
+            break  # a larger tensor size is tried only when no row fits without it
+    ranked = sorted((p for p in ranked if p.batch), key=lambda p: (-p.mfu, p.cost.traffic))
+    if not ranked:
+        least = min((c for c in costs if not c.refused), key=lambda c: c.state)
+        raise PlanRefused(f"nothing fits on {chip.generation} ({chip.hbm_bytes / GIB:.0f} GiB per chip, budget "
+                          f"{_gib(budget)}), even on {describe(least.shape)} with one row per batch shard: "
+                          f"{'; '.join(notes)}")
+    best = ranked[0]
+    probe, point, probed = probes[(best.policy, best.cost.tensor)]
+    return _Choice(best, tuple(ranked), probe, point if probed is best.cost else None)
+
+
 def search(run: PlannedRun, devices: Sequence, chip: Chip, *, headroom: float, mesh_shape: dict[str, int] | None = None,
            remat: str | None = None, buckets: Sequence[int] | None = None, max_rows_per_device: int = MAX_ROWS_PER_DEVICE,
            log: Callable[[str], None] = lambda _: None) -> SearchResult:
-    """Chooses the remat policy and each bucket's batch of ``run`` on ``devices`` (see the module
-    docstring). ``mesh_shape`` (default: the config's ``train.mesh``), ``remat`` (default: choose),
-    ``buckets`` (frame lengths to plan; default all), ``max_rows_per_device`` caps batches."""
-    mesh_shape = dict(mesh_shape or run.train.mesh)
-    mesh = make_mesh(mesh_shape, devices)
-    searcher = _Search(run, mesh, chip, headroom, max_rows_per_device, log)
+    """Chooses the mesh, the remat policy and each bucket's batch of ``run`` on ``devices`` (see
+    the module docstring). ``mesh_shape`` and ``remat`` fix those choices; ``buckets`` (frame
+    lengths to plan; default all); ``max_rows_per_device`` caps batches."""
     frames = run.pipeline.bucket_frames
     chosen = [i for i, f in enumerate(frames) if buckets is None or f in buckets]
     if not chosen:
         raise ValueError(f"none of the buckets {tuple(buckets or ())} is among the config's {frames}")
     order = sorted(chosen, key=lambda i: _row_weight(run, i), reverse=True)
-    searcher.check_state(order[0])
-    policy, probe, flops = searcher.choose_remat([remat] if remat else POLICIES, order[0])
-    run = run.with_remat(policy)
+    budget = chip.hbm_bytes * (1.0 - headroom)
+    notes: list[str] = []
+    p = run.pipeline
+    one_row = BatchShape(1, p.clips_per_row[order[0]], frames[order[0]], p.max_tokens[order[0]], p.n_mels)
+    shapes = ([dict(make_mesh(mesh_shape, devices).shape)] if mesh_shape
+              else mesh_shapes(len(devices), host_count(devices), run.attention_heads))
+    log(f"laying out the train state on {len(shapes)} candidate mesh(es) ...")
+    layout = build_layout(run.task, Batch.abstract(one_row), run.train.optimizer, make_mesh(shapes[0], devices),
+                          run.train.sharding_rules)
+    costs = refuse_oversized([mesh_cost(layout.on_mesh(make_mesh(s, devices))) for s in shapes], budget, chip)
+    if all(c.refused for c in costs):
+        least = min(costs, key=lambda c: c.state)
+        raise PlanRefused(f"{least.refused}, even on {describe(least.shape)}: use more chips, or train fewer parameters")
+    choice = _choose(run, costs, devices, chip, budget, [remat] if remat else POLICIES, order[0], max_rows_per_device,
+                     log, notes)
+    policy, run = choice.best.policy, run.with_remat(choice.best.policy)
+    searcher = _Search(run, make_mesh(choice.best.cost.shape, devices), chip, budget, max_rows_per_device, log, notes)
     plans: dict[int, BucketPlan] = {}
-    fixed = slope = None
+    fixed, slope = choice.best.cost.state + choice.probe.other, choice.probe.slope
     longest_weight = _row_weight(run, order[0])
     for rank, index in enumerate(order):
-        guess = None if slope is None else slope * _row_weight(run, index) / longest_weight
-        bucket_flops = flops if rank == 0 else row_flops(run, searcher.shape(index, 1), policy)
-        plan, bucket_fixed, bucket_slope = searcher.plan_bucket(run, index, bucket_flops, probe if rank == 0 else None,
-                                                             fixed, guess)
+        guess = slope * _row_weight(run, index) / longest_weight
+        bucket_flops = choice.probe.flops if rank == 0 else row_flops(run, searcher.shape(index, 1), policy)
+        plan, bucket_fixed, bucket_slope = searcher.plan_bucket(run, index, bucket_flops,
+                                                                choice.point if rank == 0 else None, fixed, guess)
         if rank == 0:
             fixed, slope = bucket_fixed, bucket_slope
         plans[index] = plan
-    return SearchResult({name: int(size) for name, size in mesh.shape.items()}, policy,
-                        tuple(plans[i] for i in chosen), tuple(searcher.notes))
+    return SearchResult(dict(choice.best.cost.shape), policy, tuple(plans[i] for i in chosen), tuple(notes),
+                        explain(choice.best, choice.ranked, costs, run.attention_heads), tuple(costs), choice.ranked)

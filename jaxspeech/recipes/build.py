@@ -22,9 +22,13 @@ from jaxspeech.data.pipeline import DataPipeline
 from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.data.sources import LibriSpeechSource, ManifestSource, write_manifest
 from jaxspeech.decoding.lexicon import TokenAutomaton
+from jaxspeech.models.speech_llm import SpeechLLMConfig
 from jaxspeech.recipes.config import SECTIONS, DataConfig, EvalConfig
 from jaxspeech.recipes.word_list import lexicon_automaton, read_words
+from jaxspeech.tasks.ctc_decoder import CTCDecoder
+from jaxspeech.tasks.ctc_encoder_kind import CTCEncoderKind
 from jaxspeech.tasks.kinds import Decoder, OwnsItsData, TaskKind, task_kind
+from jaxspeech.tasks.speech_llm_kind import SpeechLLMKind
 from jaxspeech.train.config import TrainConfig, train_config_from_dict
 from jaxspeech.types import Batch, BatchShape
 
@@ -59,6 +63,14 @@ def manifest_file(data_dir: str, name: str) -> str:
             write_manifest(LibriSpeechSource(name), path)
         return path
     return name if os.path.isfile(name) else os.path.join(data_dir, f"{name}.jsonl")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalDecoder:
+    """One of a run's evaluation decoders and the ``eval.lexicon`` source it decodes with (None: no lexicon)."""
+
+    decoder: Decoder
+    lexicon: str | None
 
 
 @dataclasses.dataclass
@@ -139,6 +151,33 @@ class Run:
     def decoder(self) -> Decoder:
         """The task's decoder with ``eval.generation`` (and the lexicon)."""
         return self.kind.decoder(self.eval.generation, self.lexicon())
+
+    def decoders(self) -> dict[str, EvalDecoder]:
+        """The decoders of ``eval.decoders`` by name (``recipes/config.py``) that the task has (a
+        Speech LLM: all; a CTC encoder: ``ctc``; others: none); without any, the run's ``decoder()``
+        under the name "" (so one ``eval`` section serves every stage of a staged config)."""
+        lexicon = self.eval.lexicon
+        names = [name for name in self.eval.decoders if isinstance(self.kind, SpeechLLMKind)
+                 or (name == "ctc" and isinstance(self.kind, CTCEncoderKind))]
+        if not names:
+            return {"": EvalDecoder(self.decoder(), lexicon)}
+        decoders = {}
+        for name in names:
+            if name == "joint":
+                decoders[name] = EvalDecoder(self.decoder(), lexicon)
+            elif name == "llm":
+                decoders[name] = EvalDecoder(self.kind.decoder(self.eval.llm_generation, None), None)
+            else:
+                decoders[name] = EvalDecoder(self.ctc_decoder(), None)
+        return decoders
+
+    def ctc_decoder(self) -> CTCDecoder:
+        """Greedy decoding with the model's CTC head alone."""
+        model = getattr(self.kind, "model", None)
+        if not isinstance(model, SpeechLLMConfig) or not model.ctc_vocab_size:
+            raise ValueError("eval.decoders 'ctc' decodes with the CTC head: it needs a Speech-LLM model with "
+                             "model.ctc = True")
+        return CTCDecoder(model, self.tokenizer, getattr(getattr(self.kind, "task_config", None), "lora", None))
 
 
 def pipelines(kind: TaskKind, data: DataConfig, local_devices: int) -> tuple[PipelineConfig, PipelineConfig]:

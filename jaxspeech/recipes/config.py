@@ -18,6 +18,8 @@ from jaxspeech.decoding.generate import GenerationConfig
 from jaxspeech.evals.metrics import PER_SET_METRICS
 
 SECTIONS = ("init", "data", "model", "task", "train", "eval")
+# The decoders ``eval.decoders`` can name (see ``EvalConfig``).
+DECODERS = ("llm", "ctc", "joint")
 
 
 def set_names(value: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -66,17 +68,43 @@ class EvalConfig:
     the tokenizer); ``lexicon`` (a word-list file, or a data set whose transcripts give the words;
     ``recipes/word_list.py``) limits the output to those words; ``max_examples`` per set (None =
     all); ``during_training_examples`` of the first set are decoded every ``train.eval_every``
-    steps; ``metrics``: scores per set (names of ``jaxspeech.evals.metrics.PER_SET_METRICS``)."""
+    steps; ``metrics``: scores per set (names of ``jaxspeech.evals.metrics.PER_SET_METRICS``).
+
+    ``decoders``: several decoders per set, scored side by side (``<set>/<decoder>``), each set's
+    batches read once for all of them: ``joint`` (``generation`` with ``lexicon``: joint
+    CTC/attention when ``generation.ctc_weight`` > 0), ``llm`` (the task's decoder alone:
+    ``llm_generation``, no CTC scores, no lexicon) and ``ctc`` (the CTC head alone, greedy; needs
+    ``model.ctc``). Empty: the ``joint`` decoder alone, unnamed (``<set>``).
+
+    ``dormancy_every``: every that many training steps, log the audio/text embedding RMS ratio and
+    the LLM's attention mass on the audio tokens (``evals/dormancy.py``) on the first
+    ``dormancy_examples`` of the first eval set, teacher-forced on their transcripts (0: never)."""
 
     generation: GenerationConfig = GenerationConfig(max_new_tokens=96)
     lexicon: str | None = None
     max_examples: int | None = None
     during_training_examples: int = 100
     metrics: tuple[str, ...] = ("wer", "cer")
+    decoders: tuple[str, ...] = ()
+    llm_generation: GenerationConfig = GenerationConfig(method="beam", num_beams=4, max_new_tokens=96)
+    dormancy_every: int = 0
+    dormancy_examples: int = 8
 
     def __post_init__(self):
-        if self.generation.eos_ids or self.generation.pad_id:
-            raise ValueError("eval.generation.eos_ids and pad_id come from the tokenizer: leave them out of the config")
+        object.__setattr__(self, "decoders", set_names(self.decoders))
+        for name in ("generation", "llm_generation"):
+            generation = getattr(self, name)
+            if generation.eos_ids or generation.pad_id:
+                raise ValueError(f"eval.{name}.eos_ids and pad_id come from the tokenizer: leave them out of the config")
+        unknown_decoders = [name for name in self.decoders if name not in DECODERS]
+        if unknown_decoders or len(set(self.decoders)) != len(self.decoders):
+            raise ValueError(f"eval.decoders: expected distinct names of {DECODERS}, got {list(self.decoders)}")
+        if self.llm_generation.ctc_weight:
+            raise ValueError(f"eval.llm_generation decodes with the LLM alone: ctc_weight must be 0, got "
+                             f"{self.llm_generation.ctc_weight}")
+        if self.dormancy_every < 0 or self.dormancy_examples < 1:
+            raise ValueError(f"eval.dormancy_every must be >= 0 and eval.dormancy_examples >= 1, got "
+                             f"{self.dormancy_every}, {self.dormancy_examples}")
         unknown = sorted(set(self.metrics) - set(PER_SET_METRICS))
         if unknown:
             raise ValueError(f"unknown eval.metrics {unknown}; known: {sorted(PER_SET_METRICS)}")

@@ -6,8 +6,9 @@
 (``<set>/train_voices``, ``<set>/held_out_voice``). ``evaluate_sets`` does this for every eval set
 and writes ``<workdir>/eval/<set>.jsonl``; ``during_training`` gives the trainer's eval function.
 
-Several decoders per set (e.g. the LLM alone, the CTC head alone, both jointly) are several
-``decoders`` entries: their scores are keyed ``<set>/<decoder name>``.
+Several decoders per set (``eval.decoders``: the LLM alone, the CTC head alone, both jointly) read
+each batch once; their scores are keyed ``<set>/<decoder name>``. A set of the embedded corpus's
+open-vocabulary split is never decoded with a lexicon that holds its held-out words.
 
 A task that owns its data (``OwnsItsData``: a text LM) scores itself (``held_out_scores``:
 perplexity); ``evaluate_run`` and ``during_training`` take either path.
@@ -15,36 +16,61 @@ perplexity); ``evaluate_run`` and ``during_training`` take either path.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from typing import Any, Callable, Mapping
 
 from tqdm.auto import tqdm
 
 from jaxspeech.evals.metrics import PER_SET_METRICS, ErrorRateResult, PerplexityResult
 from jaxspeech.evals.report import example_record, write_per_example_jsonl
-from jaxspeech.recipes.build import Run
+from jaxspeech.recipes.build import EvalDecoder, Run
+from jaxspeech.recipes.word_list import read_words
 from jaxspeech.tasks.kinds import Decoder
 
 
-def decode_manifest(run: Run, decoder: Decoder, prepared: Any, manifest: str, *, max_examples: int | None = None,
-                    progress: bool = True) -> list[dict]:
-    """[{...record fields, id, reference, hypothesis}] for the examples of ``manifest``; rejected
-    audio gives ``{"id", "reference": "", "hypothesis": "", "rejected": reason}``. ``prepared`` is
-    ``decoder.prepare(params)``."""
+def decode_manifest(run: Run, decoders: Mapping[str, tuple[Decoder, Any]], manifest: str, *,
+                    max_examples: int | None = None, progress: bool = True,
+                    seconds: dict[str, float] | None = None) -> dict[str, list[dict]]:
+    """{decoder name: [{...record fields, id, reference, hypothesis}]} for the examples of
+    ``manifest``, each batch read once and decoded by every one of ``decoders`` (name ->
+    (decoder, ``decoder.prepare(params)``)); rejected audio gives ``{"id", "reference": "",
+    "hypothesis": "", "rejected": reason}``. ``seconds``, when given, gains each decoder's time."""
     pipeline = run.eval_data(manifest, max_examples)
-    results = []
+    results: dict[str, list[dict]] = {name: [] for name in decoders}
     with pipeline.iterator() as batches, tqdm(total=len(pipeline.source), unit="utt", leave=False,
                                               desc=f"decoding {os.path.basename(manifest)}", disable=not progress) as bar:
         for host_batch in batches:
-            hypotheses = decoder(prepared, host_batch.batch)
-            for meta in host_batch.metadata:
-                record = pipeline.source[meta["example_id"]]
-                results.append({**record, "id": meta["id"], "reference": meta["text"],
-                                "hypothesis": hypotheses[meta["row"]]})
+            for name, (decoder, prepared) in decoders.items():
+                start = time.perf_counter()
+                hypotheses = decoder(prepared, host_batch.batch)
+                if seconds is not None:
+                    seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+                for meta in host_batch.metadata:
+                    record = pipeline.source[meta["example_id"]]
+                    results[name].append({**record, "id": meta["id"], "reference": meta["text"],
+                                          "hypothesis": hypotheses[meta["row"]]})
+                results[name] += [{"id": reject.id, "reference": "", "hypothesis": "", "rejected": reject.reason}
+                                  for reject in host_batch.rejects]
             bar.update(len(host_batch.metadata))
-            for reject in host_batch.rejects:
-                results.append({"id": reject.id, "reference": "", "hypothesis": "", "rejected": reject.reason})
     return results
+
+
+def check_open_vocab_lexicon(run: Run, manifest: str, decoder_name: str, lexicon: str | None) -> None:
+    """Raises if ``lexicon`` (an ``eval.lexicon`` source) holds a word that the records of
+    ``manifest`` list as held out (``open_vocab_words``, the embedded corpus's open-vocabulary set):
+    such a set must be decoded without its words in the lexicon."""
+    if lexicon is None:
+        return
+    with open(manifest, encoding="utf-8") as f:
+        held_out = {word for line in f if line.strip() for word in json.loads(line).get("open_vocab_words", ())}
+    leaked = sorted(held_out & set(read_words(lexicon, run.manifest)))
+    if leaked:
+        raise ValueError(
+            f"{manifest} is an open-vocabulary set, but decoder {decoder_name or 'of eval.generation'} would decode it "
+            f"with eval.lexicon {lexicon!r}, which holds {len(leaked)} of its held-out words (e.g. {leaked[:3]}): use "
+            "a lexicon without them (the training transcripts, 'train') or none")
 
 
 def score(decoded: list[dict], name: str, metrics=("wer", "cer")) -> dict[str, ErrorRateResult]:
@@ -69,20 +95,28 @@ def _set_name(name: str) -> str:
 
 
 def evaluate_sets(run: Run, params: Mapping[str, Any], workdir: str, *, progress: bool = True,
-                  decoders: Mapping[str, Decoder] | None = None) -> dict[str, ErrorRateResult]:
-    """Decodes every ``data.eval_sets`` manifest with each of ``decoders`` (default: the run's own,
-    unnamed), writes ``<workdir>/eval/<set>[.<decoder>].jsonl`` and returns the scores.
-    ``params`` is the parameter tree without the "params" level."""
+                  decoders: Mapping[str, EvalDecoder] | None = None,
+                  seconds: dict[str, float] | None = None) -> dict[str, ErrorRateResult]:
+    """Decodes every ``data.eval_sets`` manifest with each of ``decoders`` (default:
+    ``run.decoders()``), writes ``<workdir>/eval/<set>[.<decoder>].jsonl`` and returns the scores
+    (keyed ``<set>[/<decoder>]...``). ``params`` is the parameter tree without the "params" level;
+    ``seconds``, when given, gains ``decoding <set>[/<decoder>]``: each decoder's time per set."""
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
-    decoders = decoders or {"": run.decoder()}
+    decoders = run.decoders() if decoders is None else decoders
+    prepared = {name: (d.decoder, d.decoder.prepare(params)) for name, d in decoders.items()}
     scores: dict[str, ErrorRateResult] = {}
-    for decoder_name, decoder in decoders.items():
-        prepared = decoder.prepare(params)
-        for name in run.data.eval_sets:
-            decoded = decode_manifest(run, decoder, prepared, run.manifest(name), max_examples=run.eval.max_examples,
-                                      progress=progress)
+    for name in run.data.eval_sets:
+        manifest = run.manifest(name)
+        for decoder_name, decoder in decoders.items():
+            check_open_vocab_lexicon(run, manifest, decoder_name, decoder.lexicon)
+        decode_seconds: dict[str, float] = {}
+        decoded_by = decode_manifest(run, prepared, manifest, max_examples=run.eval.max_examples, progress=progress,
+                                     seconds=decode_seconds)
+        for decoder_name, decoded in decoded_by.items():
             label = _set_name(name) + (f"/{decoder_name}" if decoder_name else "")
+            if seconds is not None:
+                seconds[f"decoding {label}"] = decode_seconds[decoder_name]
             set_scores = score(decoded, label, run.eval.metrics)
             by_id = {e.id: e for e in set_scores[next(iter(set_scores))].examples} if set_scores else {}
             file = os.path.basename(name) + (f".{decoder_name}" if decoder_name else "")
@@ -95,11 +129,12 @@ def evaluate_sets(run: Run, params: Mapping[str, Any], workdir: str, *, progress
 
 
 def evaluate_run(run: Run, params: Mapping[str, Any], workdir: str, *, progress: bool = True,
-                 decoders: Mapping[str, Decoder] | None = None) -> dict[str, Any]:
+                 decoders: Mapping[str, EvalDecoder] | None = None,
+                 seconds: dict[str, float] | None = None) -> dict[str, Any]:
     """The run's scores after training: ``evaluate_sets``, or the task's own held-out scores."""
     if not run.reads_audio:
         return dict(run.kind.held_out_scores(params, run.manifest))
-    return evaluate_sets(run, params, workdir, progress=progress, decoders=decoders)
+    return evaluate_sets(run, params, workdir, progress=progress, decoders=decoders, seconds=seconds)
 
 
 def headline(result: Any) -> float:
@@ -118,8 +153,8 @@ def during_training(run: Run) -> Callable[[Any, int], dict[str, float]]:
     decoder = run.decoder()
 
     def eval_fn(params, step: int) -> dict[str, float]:
-        decoded = decode_manifest(run, decoder, decoder.prepare(params), run.manifest(name),
-                                  max_examples=run.eval.during_training_examples, progress=False)
+        decoded = decode_manifest(run, {"": (decoder, decoder.prepare(params))}, run.manifest(name),
+                                  max_examples=run.eval.during_training_examples, progress=False)[""]
         return {key.replace(" ", "_"): result.rate for key, result in score(decoded, _set_name(name),
                                                                             run.eval.metrics).items()}
 

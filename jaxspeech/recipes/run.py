@@ -20,6 +20,7 @@ import ml_collections
 from jaxspeech.config_dict import plain
 from jaxspeech.data.tokenizers import TOKENIZER_FILES
 from jaxspeech.recipes.build import Run, build
+from jaxspeech.recipes.dormancy_hook import dormancy_hooks
 from jaxspeech.recipes.evaluate import during_training, evaluate_run, headline
 from jaxspeech.recipes.report import write_report
 from jaxspeech.recipes.word_list import write_words
@@ -80,14 +81,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     iterator = run.train_pipeline().iterator()
     eval_fn = during_training(run) if run.train.eval_every else None
     try:
-        result = train(run.task, run.train, iterator, workdir, eval_fn=eval_fn, mesh=mesh)
+        result = train(run.task, run.train, iterator, workdir, eval_fn=eval_fn, mesh=mesh, hooks=dormancy_hooks(run))
     finally:
         iterator.close()
     trained = time.monotonic()
     notes = [f"Initialised from {run.kind.init_source}.", f"Stopped at step {result.step} ({result.stop_reason}).",
              *run.kind.notes(), *run.kind.after_training(result.state["params"], workdir)]
     exported = time.monotonic()
-    scores = evaluate_run(run, result.state["params"], workdir, progress=progress)
+    decode_seconds: dict[str, float] = {}
+    scores = evaluate_run(run, result.state["params"], workdir, progress=progress, seconds=decode_seconds)
     evaluated = time.monotonic()
     timings = {"data (corpus + tokenizer)": data_ready - start}
     if pretrained:
@@ -95,9 +97,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     timings.update({"compile": result.compile_seconds, "train (incl. compile, checkpoints)": trained - initialised})
     if exported - trained > 0.05:
         timings["after training (export)"] = exported - trained
-    timings.update({"evaluation": evaluated - exported, "total": evaluated - start})
+    timings.update({"evaluation": evaluated - exported, **decode_seconds, "total": evaluated - start})
     report = write_report(workdir, title=f"jaxspeech run: {os.path.basename(os.path.abspath(workdir))}",
                           config=plain(config), timings=timings, train_metrics=result.last_train_metrics,
-                          scores=scores, plots=plot_learning_curves(workdir), notes=notes)
+                          scores=scores, plots=plot_learning_curves(workdir), notes=notes,
+                          decoders=run.eval.decoders)
     return {"scores": {k: headline(v) for k, v in scores.items()}, "timings": timings, "report": report,
             "step": result.step, "stop_reason": result.stop_reason}

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from jaxspeech.decoding.speech import generate_from_audio
+from jaxspeech.errors import UsageError
 from jaxspeech.features.mel import HOP_LENGTH, log_mel_spectrogram
 from jaxspeech.recipes.longform import chunk_windows, merge_chunks
 from jaxspeech.recipes.restore import restore
@@ -28,8 +29,8 @@ class SpeechLLMTranscriber:
     def __init__(self, workdir: str, *, num_beams: int = 1, max_new_tokens: int | None = None, batch_size: int = 8):
         run, params, self.step = restore(workdir)
         if not isinstance(run.kind, SpeechLLMKind):
-            raise ValueError(f"{workdir} is not a Speech-LLM run; a Whisper run's model is {workdir}/whisper_hf "
-                             "(jaxspeech transcribe --whisper-dir)")
+            raise UsageError(workdir, f"is not a Speech-LLM run; a Whisper run's model is {workdir}/whisper_hf "
+                                      "(jaxspeech transcribe --whisper-dir)")
         generation = run.eval.generation
         if num_beams > 1 or max_new_tokens:
             changes = {"method": "beam" if num_beams > 1 else generation.method, "num_beams": max(num_beams, 1)}

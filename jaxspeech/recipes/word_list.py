@@ -13,7 +13,7 @@ import os
 from typing import Callable
 
 from jaxspeech.data.tokenizers import Tokenizer
-from jaxspeech.errors import MissingFileError, UsageError
+from jaxspeech.errors import ConfigError, MissingFileError, UsageError
 from jaxspeech.decoding.lexicon import TokenAutomaton, word_automaton
 
 LEXICON_FILE = "lexicon.txt"
@@ -55,8 +55,8 @@ def lexicon_automaton(words: list[str], tokenizer: Tokenizer, vocab_size: int) -
     tokens = [tokenizer.encode(word) for word in words]
     for first, second, a, b in list(zip(words, words[1:], tokens, tokens[1:]))[:PAIRS_CHECKED]:
         if tokenizer.encode(f"{first} {second}") != a + b:
-            raise ValueError(
-                f"lexicon decoding needs a tokenizer that tokenizes each word on its own; {tokenizer.source} "
+            raise ConfigError(
+                "eval.lexicon", f"lexicon decoding needs a tokenizer that tokenizes each word on its own; {tokenizer.source} "
                 f"tokenizes {first + ' ' + second!r} differently from {first!r} followed by {second!r}"
             )
     return word_automaton(tokens, vocab_size, tuple(tokenizer.eos_ids))

@@ -8,7 +8,8 @@ import os
 import ml_collections
 
 from jaxspeech.config_dict import plain
-from jaxspeech.errors import MissingFileError
+from jaxspeech.errors import MissingFileError, UsageError
+from jaxspeech.recipes.config import SECTIONS
 
 CONFIG_JSON = "config.json"
 
@@ -25,5 +26,13 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, CONFIG_JSON)
     if not os.path.exists(path):
         raise MissingFileError(path, f"not found: {workdir} is not a jaxspeech training workdir")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(path, f"cannot be read as JSON ({e})") from e
+    unknown = sorted(set(config) - set(SECTIONS)) if isinstance(config, dict) else f"a JSON {type(config).__name__}"
+    if unknown:
+        raise UsageError(path, f"is not a jaxspeech run's config (it holds {unknown[:6]}, not only the sections "
+                               f"{list(SECTIONS)}): {workdir} is not a jaxspeech training workdir")
+    return ml_collections.ConfigDict(config)

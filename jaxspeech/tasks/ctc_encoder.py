@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxspeech.features.specaugment import SpecAugmentConfig
+from jaxspeech.errors import ConfigError
 from jaxspeech.models.speech_llm import SpeechLLM, SpeechLLMConfig
 from jaxspeech.tasks.speech_llm import speech_throughput, summed_ctc_loss, training_inputs
 from jaxspeech.train.flops import lowered_flops, plain_shapes, without_scan
@@ -27,7 +28,7 @@ class CTCEncoderTask:
     def __init__(self, model: SpeechLLMConfig, spec_augment: SpecAugmentConfig | None = None,
                  eos_ids: tuple[int, ...] = ()):
         if not model.ctc_vocab_size:
-            raise ValueError("a CTC encoder needs a CTC head: ctc_vocab_size > 0")
+            raise ConfigError("model.ctc_vocab_size", "a CTC encoder needs a CTC head: expected > 0, got 0")
         self.config, self.spec_augment, self.eos_ids = model, spec_augment, eos_ids
         self.model = SpeechLLM(model)
 

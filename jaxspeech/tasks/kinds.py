@@ -29,6 +29,7 @@ from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.data.tokenizers import Tokenizer
 from jaxspeech.decoding.generate import GenerationConfig
 from jaxspeech.decoding.lexicon import TokenAutomaton
+from jaxspeech.errors import ConfigError
 from jaxspeech.tasks.ctc_encoder_kind import CTCEncoderKind
 from jaxspeech.tasks.speech_llm_kind import SpeechLLMKind
 from jaxspeech.tasks.text_lm_kind import TextLMKind
@@ -138,7 +139,7 @@ def kind_name(config: Mapping[str, Any]) -> str:
     """``config.task.kind`` (default ``speech_llm``), checked."""
     name = (config.get("task") or {}).get("kind", DEFAULT_KIND)
     if name not in KINDS:
-        raise ValueError(f"task.kind must be one of {sorted(KINDS)}, got {name!r}")
+        raise ConfigError("task.kind", f"expected one of {sorted(KINDS)}, got {name!r}")
     return name
 
 

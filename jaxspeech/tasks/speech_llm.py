@@ -18,6 +18,7 @@ from flax import struct
 
 from jaxspeech.features.specaugment import SpecAugmentConfig, spec_augment
 from jaxspeech.features.mel import HOP_LENGTH, SAMPLE_RATE
+from jaxspeech.errors import ConfigError
 from jaxspeech.layers.lora import LoraConfig, lora
 from jaxspeech.losses import next_token_loss
 from jaxspeech.models.speech_llm import SpeechLLM, SpeechLLMConfig
@@ -92,7 +93,7 @@ class SpeechLLMTask:
         lora: LoraConfig | None = None,
     ):
         if loss.ctc_weight and not model.ctc_vocab_size:
-            raise ValueError("loss.ctc_weight > 0 needs a CTC head: set model.ctc_vocab_size")
+            raise ConfigError("task.loss.ctc_weight", "> 0 needs a CTC head: set model.ctc_vocab_size")
         self.config, self.loss_config, self.spec_augment, self.lora = model, loss, spec_augment, lora
         self.model = SpeechLLM(model)
 

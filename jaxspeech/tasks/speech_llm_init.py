@@ -18,7 +18,8 @@ The ``init`` section of a Speech-LLM config (configs/slam_asr.py, configs/salmon
 Vocabulary: the LLM keeps its checkpoint's embedding rows (often padded past the tokenizer). The
 tokenizer gains the audio placeholder when it lacks it (``load_speech_tokenizer``); when that makes
 it larger than the embedding, the token embedding f[V0, D] and an untied lm_head kernel f[D, V0]
-grow to V rows / columns initialised to the mean of the checkpoint's (``extend_vocab``).
+grow to V rows / columns initialised to the mean of the checkpoint's (``extend_vocab``), then to
+the LLM's ``padded_vocab_size`` with zeros (``model.llm.vocab_multiple``: padding for sharding).
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ import numpy as np
 from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
 from jaxspeech.convert import presets
 from jaxspeech.convert.hf_llm import config_from_hf as llm_config_from_hf
-from jaxspeech.convert.hf_llm import load_hf_llm, load_hf_llm_config
+from jaxspeech.convert.hf_llm import load_hf_llm, load_hf_llm_config, pad_vocab
 from jaxspeech.convert.hf_whisper import encoder_config_from_hf, load_hf_encoder_config, load_hf_whisper_encoder
 from jaxspeech.encoders.whisper import WhisperEncoderConfig
+from jaxspeech.errors import ConfigError
 from jaxspeech.layers.lora import LORA_A, LORA_B
 from jaxspeech.llm.config import LLMConfig
 from jaxspeech.models.speech_llm import SpeechLLMConfig
@@ -41,6 +43,7 @@ from jaxspeech.models.speech_llm import SpeechLLMConfig
 RANDOM_KEYS = {"encoder", "llm"}
 # Fields of model.encoder.whisper / model.llm that a config states; init decides all the others.
 OPTIONS = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attn_impl")
+LLM_OPTIONS = (*OPTIONS, "vocab_multiple")  # model.llm also states how its vocabulary is padded
 # Parameters inside the pretrained LLM that no checkpoint holds: they keep their initial values.
 LORA_ADAPTERS = rf".*/({LORA_A}|{LORA_B})"
 SET_CHECKPOINTS = "--set init.whisper_dir=<HF Whisper directory> --set init.llm_dir=<HF Llama/Qwen2 directory>"
@@ -81,8 +84,8 @@ class InitShapes:
 
 
 def _shape_fields(config) -> dict[str, Any]:
-    """The fields of ``config`` (a WhisperEncoderConfig or LLMConfig) that are not ``OPTIONS``."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in OPTIONS}
+    """The fields of ``config`` (a WhisperEncoderConfig or LLMConfig) that are not options."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in LLM_OPTIONS}
 
 
 def _preset_shapes(init: SpeechLLMInitConfig) -> dict[str, dict[str, Any]]:
@@ -107,13 +110,13 @@ def init_shapes(init: SpeechLLMInitConfig, need_weights: bool = True) -> InitSha
     whisper_dir, llm_dir, random = init.whisper_dir, init.llm_dir, plain(init.random)
     named = _preset_shapes(init)
     if named and random:
-        raise ValueError("set init.whisper + init.llm (presets) or init.random (from scratch), not both")
+        raise ConfigError("init", "set init.whisper + init.llm (presets) or init.random (from scratch), not both")
     if init.has_checkpoints:
         if random:
-            raise ValueError("set init.whisper_dir + init.llm_dir (pretrained) or init.random (from scratch), not both")
+            raise ConfigError("init", "set init.whisper_dir + init.llm_dir (pretrained) or init.random (from scratch), not both")
         if not (whisper_dir and llm_dir):
-            raise ValueError(f"init.whisper_dir={whisper_dir!r}, init.llm_dir={llm_dir!r}: a Speech LLM starts from both "
-                             f"checkpoints: pass {SET_CHECKPOINTS}")
+            raise ConfigError("init", f"whisper_dir={whisper_dir!r}, llm_dir={llm_dir!r}: a Speech LLM starts from both "
+                                      f"checkpoints: pass {SET_CHECKPOINTS}")
         shapes = InitShapes(_shape_fields(load_hf_encoder_config(whisper_dir)), _shape_fields(load_hf_llm_config(llm_dir)),
                             init.describe())
         for part, preset, directory in (("encoder", init.whisper, whisper_dir), ("llm", init.llm, llm_dir)):
@@ -123,23 +126,23 @@ def init_shapes(init: SpeechLLMInitConfig, need_weights: bool = True) -> InitSha
         return shapes
     if named:
         if set(named) != {"encoder", "llm"}:
-            raise ValueError(f"init names the preset(s) {[p for p in (init.whisper, init.llm) if p]}: "
-                             "a Speech LLM needs both init.whisper and init.llm")
+            raise ConfigError("init", f"names the preset(s) {[p for p in (init.whisper, init.llm) if p]}: "
+                                      "a Speech LLM needs both init.whisper and init.llm")
         if need_weights:
-            raise ValueError(f"config.init names the architectures {init.whisper} + {init.llm} but no weights: "
-                             f"pass {SET_CHECKPOINTS} (presets are enough for jaxspeech plan, not for training)")
+            raise ConfigError("init", f"names the architectures {init.whisper} + {init.llm} but no weights: "
+                                      f"pass {SET_CHECKPOINTS} (presets are enough for jaxspeech plan, not for training)")
         return InitShapes(named["encoder"], named["llm"], f"presets {init.whisper} + {init.llm}")
     if not random:
-        raise ValueError(f"config.init names no weights: pass the checkpoints with {SET_CHECKPOINTS} "
-                         "(or set init.random to train a random-init model)")
+        raise ConfigError("init", f"names no weights: pass the checkpoints with {SET_CHECKPOINTS} "
+                                  "(or set init.random to train a random-init model)")
     check_keys(random, RANDOM_KEYS, "config.init.random")
     parts = {}
     for part, cls in (("encoder", WhisperEncoderConfig), ("llm", LLMConfig)):
         values = dict(random.get(part) or {})
-        stated = sorted(set(values) & {*OPTIONS, "vocab_size"})
+        stated = sorted(set(values) & {*LLM_OPTIONS, "vocab_size"})
         if stated:
-            raise ValueError(f"init.random.{part} holds shapes only: set {stated} in {OPTION_SECTIONS[part]} "
-                             "(vocab_size comes from the tokenizer)")
+            raise ConfigError(f"init.random.{part}", f"holds shapes only: set {stated} in {OPTION_SECTIONS[part]} "
+                                                      "(vocab_size comes from the tokenizer)")
         shapes = _shape_fields(dataclass_from_dict(cls, values, f"init.random.{part}"))
         parts[part] = {k: v for k, v in shapes.items() if k != "vocab_size"}
     return InitShapes(parts["encoder"], parts["llm"], "random init")
@@ -153,38 +156,40 @@ def model_section(model: Mapping[str, Any], shapes: InitShapes, vocab_size: int 
     model = dict(plain(model))
     encoder = dict(model.get("encoder") or {})
     if encoder.get("kind", "whisper") != "whisper":
-        raise ValueError(f"config.init gives a Whisper encoder, but model.encoder.kind is {encoder['kind']!r}")
+        raise ConfigError("model.encoder.kind", f"is {encoder['kind']!r}, but config.init gives a Whisper encoder")
     whisper, llm = dict(encoder.get("whisper") or {}), dict(model.get("llm") or {})
-    for where, stated, given in ((OPTION_SECTIONS["encoder"], whisper, shapes.encoder),
-                                 (OPTION_SECTIONS["llm"], llm, shapes.llm)):
+    for where, stated, given, options in ((OPTION_SECTIONS["encoder"], whisper, shapes.encoder, OPTIONS),
+                                          (OPTION_SECTIONS["llm"], llm, shapes.llm, LLM_OPTIONS)):
         clash = sorted(set(stated) & set(given))
         if clash:
-            raise ValueError(f"{where} sets {clash}, which config.init decides ({shapes.source}); "
-                             f"state only {list(OPTIONS)} there")
+            raise ConfigError(where, f"sets {clash}, which config.init decides ({shapes.source}); "
+                                         f"state only {list(options)} there")
     rows = shapes.llm.get("vocab_size")
     if vocab_size is not None and rows is not None and vocab_size > rows + 1:
-        raise ValueError(f"tokenizer {source} has {vocab_size} tokens, the LLM of {shapes.source} "
-                         f"{rows} embedding rows: more than the audio placeholder is missing, so the tokenizer does "
-                         "not belong to the checkpoint (set data.tokenizer to the LLM's)")
+        raise ConfigError("data.tokenizer", f"{source} has {vocab_size} tokens, the LLM of {shapes.source} "
+                                            f"{rows} embedding rows: more than the audio placeholder is missing, so the "
+                                            "tokenizer does not belong to the checkpoint (set data.tokenizer to the LLM's)")
     model["encoder"] = {**encoder, "kind": "whisper", "whisper": {**shapes.encoder, **whisper}}
     model["llm"] = {**shapes.llm, **llm}
     return model
 
 
-def extend_vocab(llm: Mapping[str, Any], vocab_size: int) -> dict[str, Any]:
-    """``DecoderLM`` params (numpy, no "params" level) with ``vocab_size`` token rows: the rows of
-    ``embed_tokens/embedding`` f[V0, D] and the columns of an untied ``lm_head/kernel`` f[D, V0] past
-    the checkpoint's V0 are the mean of the checkpoint's (computed in float64)."""
+def extend_vocab(llm: Mapping[str, Any], config: LLMConfig) -> dict[str, Any]:
+    """``DecoderLM`` params (numpy, no "params" level) of a checkpoint with V0 token rows, in the
+    vocabulary of ``config``: the rows of ``embed_tokens/embedding`` f[V0, D] and the columns of an
+    untied ``lm_head/kernel`` f[D, V0] up to ``config.vocab_size`` are the mean of the checkpoint's
+    (computed in float64), those up to ``config.padded_vocab_size`` zeros."""
     embedding = np.asarray(llm["embed_tokens"]["embedding"])
-    extra = vocab_size - embedding.shape[0]
+    extra = config.vocab_size - embedding.shape[0]
     if extra < 0:
-        raise ValueError(f"the model has {vocab_size} token rows, fewer than the checkpoint's {embedding.shape[0]}")
-    if extra == 0:
+        raise ValueError(f"the model has {config.vocab_size} token rows, fewer than the checkpoint's {embedding.shape[0]}")
+    if config.padded_vocab_size == embedding.shape[0]:
         return dict(llm)
 
     def grow(table: np.ndarray, axis: int) -> np.ndarray:
         mean = np.mean(table.astype(np.float64), axis=axis, keepdims=True).astype(table.dtype)
-        return np.concatenate([table, np.repeat(mean, extra, axis=axis)], axis=axis)
+        return pad_vocab(np.concatenate([table, np.repeat(mean, extra, axis=axis)], axis=axis),
+                         config.padded_vocab_size, axis)
 
     grown = {**llm, "embed_tokens": {**llm["embed_tokens"], "embedding": grow(embedding, 0)}}
     if "lm_head" in llm:
@@ -213,7 +218,7 @@ class PretrainedSpeechLLM:
     def load(self) -> dict[str, Any]:
         """{"encoder": {"whisper": ...}, "llm": ...} (the ``parts``): the checkpoints' weights (numpy) in the
         layout of ``config`` (its scan_layers, param_dtype), the LLM's vocabulary grown to
-        ``config.llm.vocab_size``. Raises ``CheckpointError`` naming a missing or misshapen tensor and the
+        ``config.llm``'s (``extend_vocab``). Raises ``CheckpointError`` naming a missing or misshapen tensor and the
         shape expected."""
         config, weights = self.config, {}
         if "encoder" in self.parts:
@@ -221,5 +226,5 @@ class PretrainedSpeechLLM:
             weights["encoder"] = {"whisper": encoder}
         if "llm" in self.parts:
             _, llm = load_hf_llm(self.init.llm_dir, **_options(config.llm))
-            weights["llm"] = extend_vocab(llm["params"], config.llm.vocab_size)
+            weights["llm"] = extend_vocab(llm["params"], config.llm)
         return weights

@@ -32,6 +32,7 @@ from jaxspeech.data.tokenizers import Tokenizer
 from jaxspeech.decoding.generate import GenerationConfig
 from jaxspeech.decoding.lexicon import TokenAutomaton
 from jaxspeech.decoding.speech import decoding_params, generate_from_audio
+from jaxspeech.errors import ConfigError, UsageError
 from jaxspeech.features.specaugment import SpecAugmentConfig
 from jaxspeech.layers.lora import LoraConfig
 from jaxspeech.models.speech_llm import SpeechLLMConfig
@@ -53,13 +54,19 @@ DEFAULT_TOKENIZER = "tokenizer.model"
 class PromptConfig:
     """``task``: the prompt's instruction (``jaxspeech.data.prompts``: "asr", ...); ``chat``: wrap
     it in the tokenizer's chat template (None: when the tokenizer has one); ``system``: a system turn;
-    ``chunk_tags``: the audio of an example's k-th clip follows the control token ``<chunk_k>`` (NVLM's
-    tile tags in time; the tokenizer must hold them, as the sentencepiece models jaxspeech trains do)."""
+    ``chunk_tags``: the audio's k-th time chunk (a clip, or with ``chunk_frames`` a piece of that many
+    log-mel frames) follows the control token ``<chunk_k>`` (NVLM's tile tags in time; the tokenizer
+    must hold them, as the sentencepiece models jaxspeech trains do: 16)."""
 
     task: str = "asr"
     chat: bool | None = False
     system: str | None = None
     chunk_tags: bool = False
+    chunk_frames: int | None = None
+
+    def __post_init__(self):
+        if self.chunk_frames is not None and (self.chunk_frames < 1 or not self.chunk_tags):
+            raise ConfigError("task.prompt.chunk_frames", f"needs chunk_tags and a value >= 1, got {self.chunk_frames}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +99,7 @@ class Vocabulary:
     def of(cls, tokenizer: Tokenizer) -> "Vocabulary":
         placeholder = tokenizer.token_to_id(AUDIO_PLACEHOLDER)
         if placeholder is None:
-            raise ValueError(f"tokenizer {tokenizer.source} has no {AUDIO_PLACEHOLDER} token")
+            raise UsageError(str(tokenizer.source), f"has no {AUDIO_PLACEHOLDER} token: not a Speech LLM tokenizer")
         return cls(tokenizer.vocab_size, placeholder, tokenizer.pad_id or 0, tuple(tokenizer.eos_ids),
                    str(tokenizer.source))
 
@@ -153,8 +160,8 @@ class SpeechLLMKind:
 
     def tokenizer_path(self, data_dir: str, tokenizer: str | None, build: bool) -> str:
         if build:
-            raise ValueError("data.build_tokenizer writes Whisper tokenizers: a Speech LLM's tokenizer is "
-                             "data.tokenizer, init.llm_dir's, or trained with the corpus (data.tokenizer_vocab)")
+            raise ConfigError("data.build_tokenizer", "writes Whisper tokenizers: a Speech LLM's tokenizer is "
+                              "data.tokenizer, init.llm_dir's, or trained with the corpus (data.tokenizer_vocab)")
         return tokenizer or self.init.llm_dir or os.path.join(data_dir, DEFAULT_TOKENIZER)
 
     def setup(self, tokenizer_path: str) -> None:
@@ -164,8 +171,6 @@ class SpeechLLMKind:
         prompt = self.task_config.prompt
         self.prompt = prompt if prompt.chat is not None else dataclasses.replace(
             prompt, chat=self.tokenizer.chat_template is not None)
-        if prompt.chunk_tags:
-            self.example_tokens().chunk_tag_ids(1)  # a tokenizer without the tags fails now, naming them
 
     def setup_model(self, vocab: Vocabulary) -> None:
         """The model config and the trainer's task for a tokenizer of ``vocab`` (what a plan needs)."""
@@ -177,7 +182,7 @@ class SpeechLLMKind:
 
     @property
     def vocab_size(self) -> int:
-        return self.model.llm.vocab_size
+        return self.model.llm.padded_vocab_size  # the logits' width (padding ids included, never emitted)
 
     def train_config(self, train: TrainConfig) -> TrainConfig:
         return train
@@ -190,14 +195,19 @@ class SpeechLLMKind:
 
     def check_pipeline(self, pipeline: PipelineConfig, where: str) -> None:
         if pipeline.bucket_frames[-1] > self.model.max_audio_frames:
-            raise ValueError(f"{where}.bucket_frames reach {pipeline.bucket_frames[-1]} frames but "
-                             f"model.max_audio_frames is {self.model.max_audio_frames}: raise it or drop the bucket")
+            raise ConfigError(f"{where}.bucket_frames", f"reach {pipeline.bucket_frames[-1]} frames but model.max_audio_frames "
+                                                       f"is {self.model.max_audio_frames}: raise it or drop the bucket")
+        # The longest clip's chunks need as many tags in the tokenizer (a plan has no tokenizer to ask).
+        if self.task_config.prompt.chunk_tags and getattr(self, "tokenizer_file", None) is not None:
+            tokens = self.example_tokens()
+            tokens.chunk_tag_ids(len(tokens.chunk_token_counts([pipeline.bucket_frames[-1]])))
 
     def example_tokens(self, inference: bool = False) -> SpeechLLMTokens:
         steps = () if self.model.fusion == "cross_attention" else self.model.inline_steps
         prompt = self.prompt
         return SpeechLLMTokens(self.tokenizer_file, steps, task=prompt.task, chat=bool(prompt.chat),
-                               system=prompt.system, chunk_tags=prompt.chunk_tags, inference=inference)
+                               system=prompt.system, chunk_tags=prompt.chunk_tags,
+                               chunk_frames=prompt.chunk_frames, inference=inference)
 
     def decoder(self, generation: GenerationConfig, lexicon: TokenAutomaton | None) -> SpeechLLMDecoder:
         generation = dataclasses.replace(generation, eos_ids=tuple(self.tokenizer.eos_ids),

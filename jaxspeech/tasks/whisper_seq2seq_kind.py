@@ -49,6 +49,7 @@ from jaxspeech.data.whisper_tokens import (
 )
 from jaxspeech.decoding.generate import GenerationConfig
 from jaxspeech.decoding.lexicon import TokenAutomaton
+from jaxspeech.errors import ConfigError, UsageError
 from jaxspeech.features.specaugment import SpecAugmentConfig
 from jaxspeech.decoding.whisper import make_generate_fn
 from jaxspeech.models.whisper_seq2seq import WhisperConfig, WhisperGenerationConfig
@@ -108,7 +109,7 @@ def generation_for_tokenizer(tokenizer: Tokenizer, language: str | None) -> Whis
     def token_id(token: str, required: bool = True) -> int | None:
         found = tokenizer.token_to_id(token)
         if found is None and required:
-            raise ValueError(f"tokenizer {tokenizer.source} has no {token} token: not a Whisper-style tokenizer")
+            raise UsageError(str(tokenizer.source), f"has no {token} token: not a Whisper-style tokenizer")
         return found
 
     end = token_id(END_OF_TEXT)
@@ -170,15 +171,15 @@ class WhisperSeq2SeqKind:
         self.options = dataclass_from_dict(WhisperModelOptions, config.get("model") or {}, "model").given()
         whisper_dir, random_shapes, preset = self.init.whisper_dir, plain(self.init.random), self.init.whisper
         if whisper_dir and random_shapes:
-            raise ValueError("set init.whisper_dir (fine-tune a checkpoint) or init.random (train from scratch), not both")
+            raise ConfigError("init", "set init.whisper_dir (fine-tune a checkpoint) or init.random (from scratch), not both")
         if preset and random_shapes:
-            raise ValueError("set init.whisper (a preset) or init.random (from scratch), not both")
+            raise ConfigError("init", "set init.whisper (a preset) or init.random (from scratch), not both")
         if preset and not whisper_dir and need_weights:
-            raise ValueError(f"config.init names the architecture {preset} but no weights: pass "
-                             "--set init.whisper_dir=<HF Whisper directory> (a preset is enough for jaxspeech plan, "
-                             "not for training)")
+            raise ConfigError("init", f"names the architecture {preset} but no weights: pass "
+                                      "--set init.whisper_dir=<HF Whisper directory> (a preset is enough for "
+                                      "jaxspeech plan, not for training)")
         if not (whisper_dir or random_shapes or preset):
-            raise ValueError("set init.whisper_dir=<HF Whisper directory> (or init.random to train a random-init Whisper)")
+            raise ConfigError("init", "set init.whisper_dir=<HF Whisper directory> (or init.random to train a random-init Whisper)")
         if random_shapes:  # the shapes checked now; the vocabulary comes with the tokenizer
             dataclass_from_dict(WhisperConfig, random_shapes, "init.random")
         self.init_source = f"HF Whisper checkpoint {whisper_dir}" if whisper_dir else "random init"
@@ -190,7 +191,7 @@ class WhisperSeq2SeqKind:
     def tokenizer_path(self, data_dir: str, tokenizer: str | None, build: bool) -> str:
         path = tokenizer or self.init.whisper_dir
         if not path:
-            raise ValueError("no tokenizer: set data.tokenizer (a directory with tokenizer.json) or init.whisper_dir")
+            raise ConfigError("data.tokenizer", "no tokenizer: set data.tokenizer (a directory with tokenizer.json) or init.whisper_dir")
         if build and not os.path.isfile(os.path.join(path, TOKENIZER_JSON)):
             write_byte_level_whisper_tokenizer(path, languages=(self.language or "en",))
             log.info("wrote a byte-level Whisper-style tokenizer to %s", path)
@@ -226,15 +227,15 @@ class WhisperSeq2SeqKind:
         model, self.generation = self._model()
         self.setup_model(model, self.generation.pad_token_id)
         if self.tokenizer.vocab_size > self.model.decoder.vocab_size:
-            raise ValueError(f"tokenizer {tokenizer_path} has {self.tokenizer.vocab_size} tokens, the decoder only "
-                             f"{self.model.decoder.vocab_size} embeddings")
+            raise UsageError(tokenizer_path, f"has {self.tokenizer.vocab_size} tokens, the decoder only "
+                                             f"{self.model.decoder.vocab_size} embeddings")
         cfg = self.task_config
         self.tokens = WhisperTokens(tokenizer_path, self.language if self.generation.is_multilingual else None,
                                     WHISPER_TASK, leading_space=cfg.leading_space)
         prompt = self.generation.prompt(self.tokens.language, self.tokens.task)
         if self.tokens.prefix_ids != prompt or self.tokens.end_id != self.generation.eos_token_id:
-            raise ValueError(
-                f"tokenizer {tokenizer_path} gives the prompt {self.tokens.prefix_ids} and end token "
+            raise UsageError(
+                tokenizer_path, f"gives the prompt {self.tokens.prefix_ids} and end token "
                 f"{self.tokens.end_id}, the generation config {prompt} and {self.generation.eos_token_id}: "
                 "tokenizer and checkpoint do not match")
 
@@ -270,25 +271,25 @@ class WhisperSeq2SeqKind:
     def check_pipeline(self, pipeline: PipelineConfig, where: str) -> None:
         window = self.model.encoder.max_frames
         if max(pipeline.bucket_frames) > window:
-            raise ValueError(f"{where}.bucket_frames {pipeline.bucket_frames} exceed the encoder's {window}-frame window")
+            raise ConfigError(f"{where}.bucket_frames", f"{pipeline.bucket_frames} exceed the encoder's {window}-frame window")
         if any(c != 1 for c in pipeline.clips_per_row):
-            raise ValueError(f"{where}.clips_per_row must be 1: Whisper rows hold one clip, got {pipeline.clips_per_row}")
+            raise ConfigError(f"{where}.clips_per_row", f"must be 1: Whisper rows hold one clip, got {pipeline.clips_per_row}")
         if max(pipeline.max_tokens) > self.model.decoder.max_target_positions:
-            raise ValueError(f"{where}.max_tokens {pipeline.max_tokens} exceed the decoder's "
-                             f"{self.model.decoder.max_target_positions} positions")
+            raise ConfigError(f"{where}.max_tokens", f"{pipeline.max_tokens} exceed the decoder's "
+                                                    f"{self.model.decoder.max_target_positions} positions")
 
     def example_tokens(self, inference: bool = False) -> WhisperTokens | None:
         return None if inference else self.tokens  # decoding reads only the audio
 
     def decoder(self, generation: GenerationConfig, lexicon: TokenAutomaton | None) -> WhisperDecoder:
         if generation.method not in METHODS:
-            raise ValueError(f"eval.generation.method must be one of {METHODS} for Whisper, got {generation.method!r}")
+            raise ConfigError("eval.generation.method", f"expected one of {METHODS} for Whisper, got {generation.method!r}")
         unsupported = [f.name for f in dataclasses.fields(GenerationConfig) if f.name not in
                        ("method", "num_beams", "max_new_tokens", "length_penalty", "eos_ids", "pad_id")
                        and getattr(generation, f.name) != f.default]
         if unsupported or lexicon is not None:
-            raise ValueError(f"Whisper decoding takes eval.generation method, num_beams, max_new_tokens and "
-                             f"length_penalty only, got {unsupported + (['eval.lexicon'] if lexicon is not None else [])}")
+            raise ConfigError("eval.generation", f"Whisper decoding takes method, num_beams, max_new_tokens and "
+                                                 f"length_penalty only, got {unsupported + (['eval.lexicon'] if lexicon is not None else [])}")
         return WhisperDecoder(self, generation)
 
     def pretrained(self) -> PretrainedWhisper | None:

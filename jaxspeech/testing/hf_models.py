@@ -23,9 +23,9 @@ CONFIGS = {
 }
 
 
-def build(name: str, seed: int = 0) -> transformers.PreTrainedModel:
-    """A float32 random-init causal LM for ``CONFIGS[name]`` with non-trivial biases."""
-    kwargs = dict(CONFIGS[name])
+def build(name: str, seed: int = 0, **changes) -> transformers.PreTrainedModel:
+    """A float32 random-init causal LM for ``CONFIGS[name]`` (with ``changes``) with non-trivial biases."""
+    kwargs = {**CONFIGS[name], **changes}
     model_type = kwargs.pop("model_type")
     config_cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[model_type]
     model_cls = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM}[model_type]

@@ -74,20 +74,26 @@ def due(step: int, every: int) -> bool:
 
 
 class LogTrain:
-    """Logs the mean step metrics, throughput (``<count>_per_s``) and MFU of the steps since the
-    last log every ``every`` steps and after the last step; ``add`` is called after every step."""
+    """Logs the mean step metrics, throughput (``<count>_per_s``), MFU, FLOPs per step and the step's
+    memory (``flops_per_step``, ``step_memory_bytes``: per device, see ``CompiledStep``; the memory is
+    the largest of the window's programs) of the steps since the last log every ``every`` steps and
+    after the last step; ``add`` is called after every step."""
 
     def __init__(self, every: int, peak_flops: float | None, on_log: Callable[[int, dict], None] = lambda s, m: None):
         self.every, self.peak_flops, self.on_log = every, peak_flops, on_log
         self.window: list = []
         self.counts: dict[str, float] = {}
         self.flops: float | None = 0.0
+        self.memory_bytes: int | None = None
         self.start: float | None = None
         self.last: dict[str, float] = {}
 
-    def add(self, step_metrics, counts: Mapping[str, float], flops: float | None, now: float) -> None:
+    def add(self, step_metrics, counts: Mapping[str, float], flops: float | None, now: float,
+            memory_bytes: int | None = None) -> None:
         if self.start is None:
             self.start = now
+        if memory_bytes is not None:
+            self.memory_bytes = max(memory_bytes, self.memory_bytes or 0)
         self.window.append(step_metrics)
         for name, value in counts.items():
             self.counts[name] = self.counts.get(name, 0.0) + value
@@ -109,9 +115,13 @@ class LogTrain:
         utilisation = metrics_lib.mfu(self.flops, seconds, self.peak_flops)
         if utilisation is not None:
             scalars["mfu"] = utilisation
+        if self.flops is not None:
+            scalars["flops_per_step"] = self.flops / len(self.window)
+        if self.memory_bytes is not None:
+            scalars["step_memory_bytes"] = float(self.memory_bytes)
         self.last = {f"train/{k}": v for k, v in scalars.items()}
         ctx.logger.write(ctx.step, self.last)
-        self.window, self.counts, self.flops, self.start = [], {}, 0.0, ctx.clock()
+        self.window, self.counts, self.flops, self.memory_bytes, self.start = [], {}, 0.0, None, ctx.clock()
         self.on_log(ctx.step, self.last)
 
     finish = __call__

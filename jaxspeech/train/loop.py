@@ -195,8 +195,9 @@ def train(
                     log_train.pause(now - before_compile)
                 state, step_metrics = compiled(state, run.step_fn.to_device(batch))
                 step += 1
+                shape_key = run.step_fn.shape_key(batch)
                 log_train.add(step_metrics, metrics_lib.throughput_counts(task, batch),
-                              run.step_fn.flops[run.step_fn.shape_key(batch)], now)
+                              run.step_fn.flops[shape_key], now, run.step_fn.memory_bytes[shape_key])
                 if previous is not None:
                     run.check_finite(*previous)  # the previous step has finished by now: no stall
                 previous = (step, step_metrics)

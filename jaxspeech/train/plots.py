@@ -11,7 +11,8 @@ from jaxspeech.errors import UsageError
 from jaxspeech.train.metrics import read_log
 
 # Figure name -> metric-name pattern, matched (ignoring case) against the part after "train/" or
-# "eval/": e.g. "loss" and "ctc_loss", "token_accuracy", "dev/held_out_voice_WER".
+# "eval/" (or any other prefix, e.g. "dormancy/"): e.g. "loss" and "ctc_loss", "token_accuracy",
+# "dev/held_out_voice_WER", "attention_on_audio/layer_0".
 FIGURES = {
     "loss": r"(.*_)?loss|nll",
     "accuracy": r"(.*_)?accuracy",
@@ -19,6 +20,8 @@ FIGURES = {
     "wer": r"(.*[_/ ])?wer",
     "cer": r"(.*[_/ ])?cer",
     "grad_norm": r"grad_norm",
+    "audio_text_rms_ratio": r"audio_text_rms_ratio",
+    "attention_on_audio": r"attention_on_(audio|instruction)(/layer_\d+)?",
 }
 
 

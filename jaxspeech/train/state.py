@@ -44,6 +44,11 @@ class StateLayout:
     trainable: Mapping[str, Any]  # nested bools over params: True = trained
     mesh: Mesh
     rules: tuple  # logical axis rules the shardings were resolved with
+    boxed: Any = dataclasses.field(default=None, repr=False)  # the traced variables with their logical axis names
+
+    def on_mesh(self, mesh: Mesh) -> "StateLayout":
+        """The same state laid out on ``mesh`` (same axis names, other sizes), without tracing again."""
+        return _placed(self.boxed, self.optimizer, self.trainable, mesh, self.rules)
 
 
 def _unbox(tree: Any) -> Any:
@@ -114,12 +119,15 @@ def build_layout(
     """
     with activation_rules(mesh, rules):
         boxed = jax.eval_shape(_init_variables_fn(task, seed=0), abstract_batch(batch))
-    variables = _unbox(boxed)
-    params_shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, _master_dtype(p.dtype)), variables["params"])
+    params_shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, _master_dtype(p.dtype)), _unbox(boxed)["params"])
     trainable = optim.trainable_mask(params_shapes, optimizer_config)
-    optimizer = optim.build_optimizer(params_shapes, optimizer_config)
-    abstract = jax.eval_shape(lambda v: _state_from_variables(v, optimizer, trainable, seed=0), variables)
+    return _placed(boxed, optim.build_optimizer(params_shapes, optimizer_config), trainable, mesh, tuple(rules))
 
+
+def _placed(boxed, optimizer: optax.GradientTransformation, trainable, mesh: Mesh, rules: tuple) -> StateLayout:
+    """The StateLayout of the traced variables ``boxed`` on ``mesh``."""
+    variables = _unbox(boxed)
+    abstract = jax.eval_shape(lambda v: _state_from_variables(v, optimizer, trainable, seed=0), variables)
     variables_sharding = param_shardings(boxed, mesh, rules)
     params_sharding = variables_sharding.pop("params")
     trained_sharding, _ = optim.split_trainable(params_sharding, trainable)
@@ -136,7 +144,7 @@ def build_layout(
     if variables_sharding:
         shardings["model_state"] = variables_sharding
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-    return StateLayout(abstract, shardings, optimizer, trainable, mesh, tuple(rules))
+    return StateLayout(abstract, shardings, optimizer, trainable, mesh, rules, boxed)
 
 
 def init_state(task: Task, batch: Any, layout: StateLayout, seed: int = 0) -> State:

@@ -185,11 +185,13 @@ class CompiledStep:
     """The train step of ``task`` jitted with explicit shardings and the state donated.
 
     Each distinct batch shape (duration bucket) is lowered and compiled ahead of time on first
-    use; ``compile_seconds`` and ``flops`` (per device) record each. ``flops`` comes from the
+    use; ``compile_seconds``, ``flops`` and ``memory_bytes`` (per device) record each. ``flops`` comes from the
     task when it implements ``CountsFlops`` (split evenly over the devices), else from XLA's cost
     analysis. XLA counts a loop body once, so with gradient accumulation the other
     ``grad_accum_steps - 1`` micro-batches are added from the (unpartitioned) cost of one
-    micro-batch's gradient split evenly over the devices: an estimate.
+    micro-batch's gradient split evenly over the devices: an estimate. ``memory_bytes`` is the
+    compiled program's peak as XLA's memory analysis plans it: arguments + temporaries + outputs not
+    aliased to (donated) arguments.
     """
 
     def __init__(self, task: Task, layout: StateLayout, optimizer_config: optim.OptimizerConfig, grad_accum_steps: int = 1):
@@ -199,6 +201,7 @@ class CompiledStep:
         self._shardings: dict[Any, Any] = {}
         self.compile_seconds: dict[Any, float] = {}
         self.flops: dict[Any, float | None] = {}
+        self.memory_bytes: dict[Any, int | None] = {}
 
     @staticmethod
     def shape_key(batch: Any) -> Any:
@@ -240,6 +243,7 @@ class CompiledStep:
             self.compile_seconds[key] = time.perf_counter() - start
             with activation_rules(self._layout.mesh, self._layout.rules):
                 self.flops[key] = self._step_flops(compiled, self._global(host_batch)[0])
+            self.memory_bytes[key] = _memory_bytes(compiled)
             self._compiled[key] = compiled
         return self._compiled[key]
 
@@ -265,6 +269,18 @@ class CompiledStep:
     def __call__(self, state: State, host_batch: Any) -> tuple[State, Metrics]:
         """One step on a host batch (transferred with ``to_device``); the state is donated."""
         return self.compiled(host_batch)(state, self.to_device(host_batch))
+
+
+def _memory_bytes(compiled) -> int | None:
+    """Per-device bytes the compiled program holds at its peak (None where the backend has no memory analysis)."""
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:  # backends without a memory analysis raise; the memory is then simply not reported
+        return None
+    if stats is None:
+        return None
+    return int(stats.argument_size_in_bytes + stats.temp_size_in_bytes
+               + max(0, stats.output_size_in_bytes - stats.alias_size_in_bytes))
 
 
 def _flops(compiled) -> float | None:

@@ -73,11 +73,52 @@ def test_train_bad_set_values_are_named_before_any_data_is_built(tmp_path, capsy
     assert not os.path.exists(tmp_path / "corpus") and not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.parametrize("config, sets, key, expected", [
+    (f"{CONFIG}:debug", ["task.kind=bogus"], "task.kind", "expected one of ['ctc_encoder', 'speech_llm', 'text_lm'"),
+    ("configs/slam_asr.py", [], "init", "names no weights: pass the checkpoints with --set init.whisper_dir="),
+    ("configs/slam_asr.py", ["init.whisper_dir=/w"], "init", "a Speech LLM starts from both checkpoints"),
+    ("configs/slam_asr.py", ["init.llm=Qwen9"], "init.llm", "unknown LLM preset 'Qwen9'; known: Qwen2-0.5B"),
+    ("configs/whisper_finetune.py", [], "init", "set init.whisper_dir=<HF Whisper directory>"),
+    ("configs/whisper_finetune.py", ["init.whisper=whisper-tiny", "init.random={'encoder': {}}"], "init",
+     "set init.whisper (a preset) or init.random (from scratch), not both"),
+], ids=["task kind", "no weights", "one checkpoint", "unknown preset", "whisper no weights", "preset and random"])
+def test_train_inconsistent_init_and_task_are_named_before_any_data_is_built(tmp_path, capsys, config, sets, key, expected):
+    """Values that are each well typed but do not fit together: one line naming the section."""
+    argv = ["train", "--config", os.path.join(REPO, config), "--workdir", str(tmp_path / "run"),
+            "--set", f"data.dir={tmp_path / 'corpus'}"]
+    for item in sets:
+        argv += ["--set", item]
+    line = _error(capsys, argv)
+    assert line.startswith(f"error: {key}: ") and expected in line, line
+    assert not os.path.exists(tmp_path / "corpus") and not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "--config", os.path.join(REPO, f"{CONFIG}:debug")], "--workdir"),
+    (["sweep", "--config", os.path.join(REPO, f"{CONFIG}:debug"), "--grid", "train.seed=0,1"], "--workdir"),
+    (["prepare-data", "tiny"], "--out"),
+], ids=["train", "sweep", "prepare-data"])
+def test_an_output_folder_that_cannot_be_created_is_refused_before_any_work(tmp_path, capsys, argv, flag):
+    (tmp_path / "file").write_text("x")
+    for folder, expected in ((tmp_path / "file" / "run", f"cannot create {tmp_path / 'file' / 'run'}: "
+                                                          f"{tmp_path / 'file'} is a file, not a folder"),
+                             (tmp_path / "file", f"{tmp_path / 'file'} is a file, expected a folder")):
+        assert _flag_error(capsys, [*argv, flag, str(folder)]).startswith(f"error: {flag}: {expected}")
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
 # ----------------------------------------------------------------------------- eval / transcribe / plot
 def test_eval_and_transcribe_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     expected = f"error: {tmp_path / 'config.json'}: not found: {tmp_path} is not a jaxspeech training workdir"
     assert _error(capsys, ["eval", "--workdir", str(tmp_path)]) == expected
     assert _error(capsys, ["transcribe", "--checkpoint", str(tmp_path), "x.flac"]) == expected
+    (tmp_path / "config.json").write_text('{"model_type": "whisper", "d_model": 384}')  # a Hugging Face checkpoint
+    for argv in (["eval", "--workdir", str(tmp_path)], ["transcribe", "--checkpoint", str(tmp_path), "x.flac"]):
+        assert _error(capsys, argv).startswith(f"error: {tmp_path / 'config.json'}: is not a jaxspeech run's config "
+                                               "(it holds ['d_model', 'model_type'], not only the sections")
+    (tmp_path / "config.json").write_text("{not json")
+    assert _error(capsys, ["eval", "--workdir", str(tmp_path)]).startswith(
+        f"error: {tmp_path / 'config.json'}: cannot be read as JSON (")
 
 
 @pytest.mark.parametrize("argv, expected", [

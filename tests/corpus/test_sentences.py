@@ -7,7 +7,16 @@ import pytest
 
 from jaxspeech.corpus import words
 from jaxspeech.corpus.grammar import Grammar, GrammarError, Slot, render
-from jaxspeech.corpus.sentences import SPLITS, SentenceGenerator, english_grammar, split_of
+from jaxspeech.corpus.sentences import (
+    OPEN_VOCAB_SLOTS,
+    SPLITS,
+    SentenceGenerator,
+    english_grammar,
+    open_vocab_entries,
+    open_vocab_words,
+    open_vocab_words_in,
+    split_of,
+)
 
 TRANSCRIPT = re.compile(r"^[a-z]+( [a-z]+)*$")
 
@@ -118,7 +127,28 @@ def test_split_assignment_is_stable_and_partitions():
     grammar = english_grammar()
     buckets = [split_of(render(grammar.sample(rng), words.indefinite_article)[0]) for _ in range(2000)]
     fractions = {split: buckets.count(split) / len(buckets) for split in SPLITS}
-    assert 0.01 < fractions["dev"] < 0.05 and 0.01 < fractions["test"] < 0.05 and fractions["train"] > 0.9
+    assert 0.01 < fractions["dev"] < 0.05 and 0.01 < fractions["test"] < 0.05 and fractions["train"] > 0.6
+    assert 0.15 < fractions["open_vocab"] < 0.4  # sentences with a held-out word
+
+
+def test_open_vocab_holds_out_a_tenth_of_the_nouns_names_and_verbs():
+    grammar = english_grammar()
+    entries = open_vocab_entries()
+    assert set(entries) == set(OPEN_VOCAB_SLOTS)
+    held_out = sum(len(e) for e in entries.values())
+    total = sum(len(grammar.slots[slot].entries) for slot in OPEN_VOCAB_SLOTS)
+    assert 0.07 < held_out / total < 0.12, (held_out, total)
+    for slot, chosen in entries.items():
+        assert chosen and set(chosen) <= set(grammar.slots[slot].entries), slot
+    held_out_words = open_vocab_words()
+    assert {"read", "reads", "reading"} <= held_out_words and {"ran", "running"} <= held_out_words  # every form
+    assert {"calf", "calves", "bought"} <= held_out_words
+    assert not held_out_words & {"the", "a", "home", "to", "and", "is", "was", "one", "red", "monday"}
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        for split in ("train", "dev", "test"):
+            assert not set(SentenceGenerator().draw(rng, split).transcript.split()) & held_out_words
+        assert open_vocab_words_in(SentenceGenerator().draw(rng, "open_vocab").transcript)
 
 
 def test_sentence_space_is_huge():

@@ -54,6 +54,7 @@ def test_plan_for_a_tpu_slice_compiles_the_pallas_train_step_and_round_trips(tmp
     plan = make_plan(small_speech_llm(), config_name="small", sets=[], topology="v5e:2x2", remat="none",
                      buckets=(300,), max_rows_per_device=1, decode=False)
     (bucket,) = plan["buckets"]
+    assert plan["mesh"] in [c["mesh"] for c in plan["mesh_choice"]["candidates"]] and plan["mesh_choice"]["why"]
     assert bucket["batch"] == 4  # one row per chip: the cap given
     assert 0 < bucket["memory_per_device"]["total"] <= 0.9 * 16 * GIB
     assert [c["batch"] for c in bucket["compiles"]] == [4]
@@ -79,8 +80,8 @@ def test_a_run_whose_state_does_not_fit_is_refused_with_the_numbers():
     from jaxspeech.plan.search import PlanRefused
 
     config = load_config_file("configs/slam_asr_8b.py")
-    config.train.optimizer.lr_rules = ()  # every parameter of the 9.7B trains: 16 bytes each with Adam
-    with pytest.raises(PlanRefused, match=r"needs \d+\.\d GiB per chip for the train state alone .*v5e has 16 GiB"):
+    config.train.optimizer.lr_rules = ()  # every parameter of the 8.7B trains: 16 bytes each with Adam
+    with pytest.raises(PlanRefused, match=r"the train state alone needs \d+\.\d GiB per chip .*v5e has 16 GiB"):
         make_plan(config, config_name="slam_asr_8b", sets=[], topology="v5e:2x2", decode=False)
 
 

@@ -14,8 +14,9 @@ from jaxspeech.types import Batch, BatchShape
 # whisper-large-v3's encoder without its sinusoidal positions (a constant here): two convolutions
 # (128 -> 1280 -> 1280, kernel 3) and 32 blocks of 19,676,160 parameters, final LayerNorm.
 WHISPER_LARGE_V3_ENCODER = (128 * 1280 * 3 + 1280) + (1280 * 1280 * 3 + 1280) + 32 * 19_676_160 + 2 * 1280
-# Llama-3.1-8B with one embedding row and one output column added for the audio placeholder.
-LLAMA_31_8B = 8_030_261_248 + 2 * 4096
+# Llama-3.1-8B with one embedding row and one output column added for the audio placeholder, then
+# 127 more of each: 128,257 tokens padded to 128,384 rows (vocab_multiple=128).
+LLAMA_31_8B = 8_030_261_248 + 2 * 128 * 4096
 FRAME_STACK_4096 = (5 * 1280 * 4096 + 4096) + (4096 * 4096 + 4096)
 LORA_16 = 32 * 16 * ((4096 + 4096) * 2 + (4096 + 1024) * 2)  # q, o: 4096 -> 4096; k, v: 4096 -> 1024
 EXPECTED = {  # config: (parameters, trained parameters)

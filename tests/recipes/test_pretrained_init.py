@@ -29,6 +29,7 @@ from jaxspeech.convert.hf_llm import load_hf_llm
 from jaxspeech.convert.safetensors_io import CheckpointError, SafetensorsReader, write_safetensors
 from jaxspeech.convert.hf_whisper import load_hf_whisper_encoder
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER
+from jaxspeech.llm.config import LLMConfig
 from jaxspeech.recipes.build import build
 from jaxspeech.recipes.run import write_pretrained
 from jaxspeech.tasks import speech_llm_init
@@ -186,26 +187,30 @@ def test_one_step_moves_only_the_trained_parts_and_a_rerun_resumes(salmonn_step0
 
 
 @pytest.mark.parametrize("tied", [True, False])
-def test_extend_vocab_adds_mean_rows_to_the_embedding_and_an_untied_head(tied):
+def test_extend_vocab_adds_mean_rows_then_zero_padding_to_the_embedding_and_an_untied_head(tied):
     rng = np.random.default_rng(0)
     llm = {"embed_tokens": {"embedding": rng.normal(size=(5, 3)).astype(np.float32)}, "norm": {"scale": np.ones(3)}}
     if not tied:
         llm["lm_head"] = {"kernel": rng.normal(size=(3, 5)).astype(np.float32)}
-    grown = speech_llm_init.extend_vocab(llm, 7)
+    grown = speech_llm_init.extend_vocab(llm, LLMConfig(vocab_size=7, vocab_multiple=4))  # 7 tokens in 8 rows
     embedding = grown["embed_tokens"]["embedding"]
-    assert embedding.shape == (7, 3) and grown["norm"] is llm["norm"]
+    assert embedding.shape == (8, 3) and grown["norm"] is llm["norm"]
     np.testing.assert_array_equal(embedding[:5], llm["embed_tokens"]["embedding"])
-    np.testing.assert_allclose(embedding[5:], np.tile(llm["embed_tokens"]["embedding"].mean(axis=0), (2, 1)), rtol=1e-6)
+    np.testing.assert_allclose(embedding[5:7], np.tile(llm["embed_tokens"]["embedding"].mean(axis=0), (2, 1)), rtol=1e-6)
+    np.testing.assert_array_equal(embedding[7:], 0.0)
     if tied:
         assert "lm_head" not in grown
     else:
         head = grown["lm_head"]["kernel"]
-        assert head.shape == (3, 7)
+        assert head.shape == (3, 8)
         np.testing.assert_array_equal(head[:, :5], llm["lm_head"]["kernel"])
-        np.testing.assert_allclose(head[:, 5:], np.tile(llm["lm_head"]["kernel"].mean(axis=1)[:, None], (1, 2)), rtol=1e-6)
-    assert speech_llm_init.extend_vocab(llm, 5)["embed_tokens"]["embedding"] is llm["embed_tokens"]["embedding"]
+        np.testing.assert_allclose(head[:, 5:7], np.tile(llm["lm_head"]["kernel"].mean(axis=1)[:, None], (1, 2)),
+                                   rtol=1e-6)
+        np.testing.assert_array_equal(head[:, 7:], 0.0)
+    same = speech_llm_init.extend_vocab(llm, LLMConfig(vocab_size=5))
+    assert same["embed_tokens"]["embedding"] is llm["embed_tokens"]["embedding"]
     with pytest.raises(ValueError, match="4 token rows, fewer than the checkpoint's 5"):
-        speech_llm_init.extend_vocab(llm, 4)
+        speech_llm_init.extend_vocab(llm, LLMConfig(vocab_size=4))
 
 
 def test_misshapen_checkpoints_and_trees_are_named_with_the_expected_shape(tmp_path, hf_dirs):
@@ -251,9 +256,9 @@ def test_init_errors_say_what_to_set(hf_dirs, tmp_path):
         build(_config("slam_asr", hf_dirs, **{"init.llm_dir": None}), progress=False)
     with pytest.raises(ValueError, match="not both"):
         build(_config("slam_asr", hf_dirs, **{"init.random": {"llm": {"num_layers": 1}}}), progress=False)
-    with pytest.raises(ValueError, match=r"model\.llm sets \['hidden_size'\], which config\.init decides"):
+    with pytest.raises(ValueError, match=r"model\.llm: sets \['hidden_size'\], which config\.init decides"):
         build(_config("slam_asr", hf_dirs, **{"model.llm.hidden_size": 64}), progress=False)
-    with pytest.raises(ValueError, match=r"init\.random\.llm holds shapes only: set \['scan_layers'\] in model\.llm"):
+    with pytest.raises(ValueError, match=r"init\.random\.llm: holds shapes only: set \['scan_layers'\] in model\.llm"):
         config = load_config_file(debug + ":debug")
         config.init.random.llm.scan_layers = False
         build(config, progress=False)

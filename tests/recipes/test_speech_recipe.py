@@ -34,9 +34,20 @@ def test_debug_run_trains_evaluates_and_reports(run_dir):
     assert len(losses) == 3 and all(np.isfinite(losses))
     report = (run_dir / "report.md").read_text()
     assert "| set | examples | ref words | S | D | I | WER % |" in report
-    assert "| test | 4 |" in report and "| dev |" not in report  # dev is decoded on demand (below)
-    assert "## Timings" in report and "## Learning curves" in report
-    decoded = [json.loads(line) for line in (run_dir / "eval" / "test.jsonl").read_text().splitlines()]
+    assert "| set | voices | utterances | LLM alone WER % | CTC head alone WER % | joint WER % |" in report
+    for name in ("test", "open_vocab"):
+        assert f"| {name} | training voices | 4 |" in report
+        assert all(f"| {name}/{decoder} | 4 |" in report for decoder in ("llm", "ctc", "joint"))
+    assert "| dev" not in report  # dev is decoded on demand (below)
+    assert "## Timings" in report and "## Learning curves" in report and "| decoding open_vocab/ctc |" in report
+    dormancy = [m for m in _metrics(run_dir) if "dormancy/attention_on_audio" in m]
+    assert [m["step"] for m in dormancy] == [2, 3]  # eval.dormancy_every = 2, and after the last step
+    for m in dormancy:
+        assert m["dormancy/audio_text_rms_ratio"] > 0 and 0 < m["dormancy/attention_on_audio"] < 1
+        assert m["dormancy/attention_on_audio"] + m["dormancy/attention_on_instruction"] <= 1 + 1e-6
+    assert "| step | audio/text embedding RMS | LLM attention on audio |" in report
+    assert (run_dir / "plots" / "attention_on_audio.png").exists()
+    decoded = [json.loads(line) for line in (run_dir / "eval" / "test.joint.jsonl").read_text().splitlines()]
     assert len(decoded) == 4 and all(d["reference"] and "hypothesis" in d and "wer" in d for d in decoded)
     assert (run_dir / "tokenizer.model").exists()  # the run is self-contained
     saved = json.loads((run_dir / "config.json").read_text())
@@ -60,10 +71,10 @@ def test_rerun_resumes_from_the_last_checkpoint(run_dir, tmp_path):
 def test_eval_and_transcribe_reopen_the_run(run_dir, capsys):
     assert main(["eval", "--workdir", str(run_dir), "--max-examples", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "checkpoint step" in out and "| test | 2 |" in out and "| dev |" not in out
+    assert "checkpoint step" in out and "| test/joint | 2 |" in out and "| dev" not in out
     assert main(["eval", "--workdir", str(run_dir), "--sets", "dev", "--max-examples", "3", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "| dev | 3 |" in out and "| test |" not in out
+    assert "| dev/joint | 3 |" in out and "| test" not in out
     files = sorted(str(p) for p in pathlib.Path(REPO, "data/tiny_debug/test").glob("*.flac"))[:2]
     assert main(["transcribe", "--checkpoint", str(run_dir), *files]) == 0
     lines = capsys.readouterr().out.strip().split("\n")

@@ -67,7 +67,7 @@ def test_perplexity_is_exp_of_the_mean_target_nll():
 
 
 @pytest.mark.parametrize("task, headline", [
-    (dict(kind="ctc_encoder"), "| test | 4 |"),
+    (dict(kind="ctc_encoder"), "| test/ctc | 4 |"),  # of eval.decoders, the one a CTC encoder has
     (dict(kind="text_lm", rows=2, length=48, eval_sentences=8), "| dev sentences |"),
 ])
 def test_debug_run_trains_evaluates_and_reports(tmp_path, task, headline):
@@ -79,4 +79,5 @@ def test_debug_run_trains_evaluates_and_reports(tmp_path, task, headline):
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     loss = "train/ctc_loss" if task["kind"] == "ctc_encoder" else "train/nll"
     assert [m["step"] for m in metrics if loss in m] == [1, 2]
-    assert (tmp_path / "eval" / "test.jsonl").exists() == (task["kind"] == "ctc_encoder")
+    assert (tmp_path / "eval" / "test.ctc.jsonl").exists() == (task["kind"] == "ctc_encoder")
+    assert not (tmp_path / "eval" / "test.llm.jsonl").exists()

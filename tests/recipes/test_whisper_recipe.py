@@ -99,7 +99,7 @@ def test_config_switches_and_errors(tmp_path, monkeypatch, tokenizer_dir):
     with pytest.raises(ValueError, match="full_window needs batches of the encoder's 600 frames, got T=500"):
         run.task.encoder_inputs(np.zeros((2, 1, 500, 80)), np.array([[500], [250]]))
 
-    with pytest.raises(ValueError, match=r"data.pipeline.bucket_frames \(600, 700\) exceed the encoder's 600-frame window"):
+    with pytest.raises(ValueError, match=r"data.pipeline.bucket_frames: \(600, 700\) exceed the encoder's 600-frame window"):
         build(_debug_config(**{"data.tokenizer": tokenizer_dir, "data.pipeline.bucket_frames": (600, 700),
                                        "data.pipeline.max_tokens": (112, 112)}), progress=False)
     with pytest.raises(ValueError, match="not both"):
@@ -261,8 +261,9 @@ def test_beam_decoding_of_an_eval_manifest(monkeypatch, tokenizer_dir):
     batch = Batch.padding(run.train_pipeline().batch_shapes()[0])
     params = nn.unbox(run.task.init_params(jax.random.key(0), batch))
     decoder = run.decoder()
-    decoded = decode_manifest(run, decoder, decoder.prepare(params), run.manifest("dev"), max_examples=3, progress=False)
+    decoded = decode_manifest(run, {"": (decoder, decoder.prepare(params))}, run.manifest("dev"), max_examples=3,
+                              progress=False)[""]
     assert [d["id"] for d in decoded] == ["dev-0000000", "dev-0000001", "dev-0000002"]
     assert all(isinstance(d["hypothesis"], str) and d["reference"] == d["text"] for d in decoded)
-    with pytest.raises(ValueError, match="eval.generation.method must be one of"):
+    with pytest.raises(ValueError, match="eval.generation.method: expected one of"):
         run.kind.decoder(dataclasses.replace(generation, method="sample"), None)

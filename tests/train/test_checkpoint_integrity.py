@@ -147,8 +147,10 @@ def test_every_bit_flip_in_the_array_data_is_detected_and_names_the_array(tmp_pa
         else:  # orbax alone restores wrong values without a word: the digests name exactly those arrays
             by_digest += 1
             assert set(error.arrays) == truth, (path, offset, truth, error)
-    # This seed exercises both ways of finding damage where the data compresses.
-    assert by_digest >= 1 and (by_storage >= 1 if compressible else by_storage == 0), (by_digest, by_storage)
+    # Both ways of finding damage are exercised: the digests (most flips in noise, whose chunks zstd
+    # stores nearly raw) and, where the data compresses, the storage layer (about half the flips;
+    # the noise state's small-integer array compresses too, so a few flips there may land in it).
+    assert by_digest >= 1 and (by_storage >= 1 if compressible else by_digest >= 12), (by_digest, by_storage)
 
 
 def test_training_falls_back_past_a_damaged_step_names_it_and_moves_it_aside(tmp_path, caplog):

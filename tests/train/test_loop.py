@@ -53,6 +53,8 @@ def test_logs_evaluates_checkpoints_and_resumes(tmp_path):
         assert np.all(np.isfinite(log[f"train/{key}"][1])), key
     # MFU = 8e6 declared FLOPs per step x steps/s / 1e9 peak.
     np.testing.assert_allclose(log["train/mfu"][1], 8e6 * log["train/steps_per_s"][1] / 1e9, rtol=1e-6)
+    np.testing.assert_allclose(log["train/flops_per_step"][1], 8e6)
+    assert np.all(log["train/step_memory_bytes"][1] > 0)
     assert np.all(log["train/examples_per_s"][1] > 0)
     optimizer = train_config_from_dict(config).optimizer
     np.testing.assert_allclose(log["train/learning_rate"][1][0], np.mean([optim.learning_rate(s, optimizer) for s in (0, 1)]), rtol=1e-6)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -192,6 +193,15 @@ def test_openai_loader_refuses_arbitrary_pickles_and_bad_shapes(tmp_path):
     torch.save({"dims": {k: v for k, v in dims.items() if k != "n_vocab"}, "model_state_dict": state}, tmp_path / "no_vocab.pt")
     with pytest.raises(CheckpointError, match="lacks \\['n_vocab'\\]"):
         load_openai_whisper(str(tmp_path / "no_vocab.pt"))
+
+
+def test_openai_loader_without_pytorch_says_what_to_install(tmp_path, monkeypatch):
+    """PyTorch is not a dependency of jaxspeech: without it, a .pt file is one CheckpointError naming it."""
+    path = tmp_path / "small.pt"
+    torch.save({"dims": {}, "model_state_dict": {}}, path)
+    monkeypatch.setitem(sys.modules, "torch", None)  # what `import torch` meets where PyTorch is not installed
+    with pytest.raises(CheckpointError, match=r"small\.pt: is an OpenAI \.pt checkpoint, which needs PyTorch"):
+        load_openai_whisper(str(path))
 
 
 def test_openai_names_map_to_hf_names():

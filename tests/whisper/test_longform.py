@@ -13,6 +13,7 @@ from jaxspeech.cli import main
 from jaxspeech.data.audio import load_audio
 from jaxspeech.decoding.whisper import make_generate_fn
 from jaxspeech.recipes.longform import WhisperTranscriber, chunk_windows, merge_chunks, merge_overlapping
+from jaxspeech.testing.audio_mutations import lying_flac
 from jaxspeech.testing.whisper import EOS, MICRO_FRAMES, MICRO_SAMPLES, padded_features, random_audio
 
 
@@ -109,13 +110,18 @@ def test_transcribe_cli_prints_one_line_per_file_and_reports_bad_files(micro, tr
     with open(corrupt, "wb") as f:
         f.write(b"RIFF\x00\x00\x00\x00WAVEfmt garbage that is not audio")
     paths.insert(1, corrupt)
+    lying = str(tmp_path / "lying.flac")  # 7 KB whose header claims 2^36 - 1 samples (256 GiB as float32)
+    with open(lying, "wb") as f:
+        f.write(lying_flac())
+    paths.insert(0, lying)  # the files after it are still transcribed
 
     code = main(["transcribe", "--whisper-dir", micro.directory, "--batch-size", "2", "--max-new-tokens", "10", *paths])
     out, err = capsys.readouterr()
     assert code == 1
-    assert corrupt in err
+    assert corrupt in err and f"{lying}: [corrupt] header declares {2**36 - 1} frames" in err
+    good = [p for p in paths if p not in (corrupt, lying)]
     lines = out.strip().split("\n")
-    assert [line.split("\t")[0] for line in lines] == [p for p in paths if p != corrupt]
-    expected = transcriber.transcribe([load_audio(p) for p in paths if p != corrupt])
+    assert [line.split("\t")[0] for line in lines] == good
+    expected = transcriber.transcribe([load_audio(p) for p in good])
     assert [line.split("\t", 1)[1] for line in lines] == expected
     assert all(text for text in expected)
