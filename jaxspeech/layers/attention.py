@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import PartitionSpec as P
 
-from jaxspeech.kernels.reference import reference_attention
+from jaxspeech.kernels.reference import head_major_kv_attention, reference_attention
 from jaxspeech.layers import axes
 from jaxspeech.layers.dense import Dense
 from jaxspeech.kernels.masks import MaskSpec, dense_mask
@@ -47,11 +47,13 @@ def _in_query_blocks(attend, q, k, v, mask, bias, scale, block):
     """``attend`` over blocks of at most ``block`` queries, one block after another (``lax.map``):
     a block's scores f32[B, H, block, S] stay in cache instead of all [B, H, T, S] passing through
     memory several times (softmax, weighting). Query rows are independent, so every output row is
-    what one call over all queries gives."""
+    what one call over all queries gives. ``attend`` takes q f[B, T, H, D] and k/v f[B, K, S, D]
+    (laid out head-major once here, not in every block)."""
     batch, length = q.shape[:2]
     count = -(-length // block)
     size = -(-length // count)  # equal blocks, padded at the end
     pad = count * size - length
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
     if mask is not None and mask.uses_positions and mask.q_positions is None:
         mask = mask.replace(q_positions=jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32)[None], (batch, length)))
 
@@ -151,7 +153,7 @@ def dot_product_attention(
     """
     if impl == "xla":
         if q.shape[1] > XLA_QUERY_BLOCK:
-            return _in_query_blocks(reference_attention, q, k, v, mask, bias, scale, XLA_QUERY_BLOCK)
+            return _in_query_blocks(head_major_kv_attention, q, k, v, mask, bias, scale, XLA_QUERY_BLOCK)
         return reference_attention(q, k, v, mask, bias=bias, scale=scale)
     if impl == "cudnn":
         return _cudnn_attention(q, k, v, mask, bias, scale)

@@ -145,9 +145,9 @@ def test_padded_batch_equals_each_example_alone(micro):
     batched = run(micro.params, features, jnp.asarray(lengths), tokens)
     for row, length in enumerate(lengths):
         alone = run(micro.params, features[row : row + 1, :length], jnp.asarray([length]), tokens[row : row + 1])
-        # A leak through padding moves logits by far more than 1e-4; float32 reordering between the
-        # batched and the single-row matmuls reaches ~1e-4 on logits of size ~3 on some CPUs.
-        np.testing.assert_allclose(batched[row], alone[0], atol=1e-4, rtol=1e-4)
+        # A leak through padding moves logits by far more than 1e-3; float32 reordering between the
+        # batched and the single-row matmuls reaches ~2e-4 on logits of size ~3 on some CPUs.
+        np.testing.assert_allclose(batched[row], alone[0], atol=2e-4, rtol=2e-4)
 
 
 def _hf_greedy(micro, features: np.ndarray, max_new_tokens: int) -> list[list[int]]:
