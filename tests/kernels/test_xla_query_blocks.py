@@ -39,3 +39,22 @@ def test_query_blocks_equal_one_call(mask):
     if mask == "causal":
         grad = lambda f: jax.grad(lambda q: jnp.sum(f(q) ** 2))(q)
         np.testing.assert_allclose(grad(blocked), grad(whole), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_reference_equals_dense_softmax_with_a_given_scale(with_bias):
+    """The scale is applied on the exponent without a bias and on the scores with one: both are softmax(q k * scale + bias) v."""
+    rng = np.random.RandomState(3)
+    q, k, v = (rng.randn(1, n, 2, D).astype(np.float32) for n in (7, 9, 9))
+    bias = rng.randn(1, 2, 7, 9).astype(np.float32) if with_bias else np.zeros((1, 2, 7, 9), np.float32)
+    scores = np.einsum("bthd,bshd->bhts", q, k) * 0.3 + bias
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    expected = np.einsum("bhts,bshd->bthd", weights / weights.sum(-1, keepdims=True), v)
+    out = reference_attention(*map(jnp.asarray, (q, k, v)), bias=jnp.asarray(bias) if with_bias else None, scale=0.3)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_reference_rejects_a_non_positive_scale():
+    x = jnp.ones((1, 3, 2, D))
+    with pytest.raises(ValueError, match="scale must be positive"):
+        reference_attention(x, x, x, scale=0.0)
