@@ -52,22 +52,22 @@ def head_major_kv_attention(
         raise ValueError(f"attention scale must be positive, got {scale}")
     q_folded = q.reshape(batch, q_len, num_kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
     q_folded = q_folded.reshape(batch, num_kv_heads, groups * q_len, head_dim)
+    # Scores stay 4-D [B, K, G*T, S] (a 5-D view costs XLA:CPU a relayout copy of all of them).
     scores = jnp.einsum("bkqd,bksd->bkqs", q_folded, k, preferred_element_type=jnp.float32)
-    scores = scores.reshape(batch, num_kv_heads, groups, q_len, kv_len)
     exp_scale = scale  # without a bias the scale rides on the exponent: no scaled copy of the scores
     if bias is not None:
         bias = jnp.broadcast_to(bias.astype(jnp.float32), (bias.shape[0], num_heads, q_len, kv_len))
-        scores = scores * scale + bias.reshape(bias.shape[0], num_kv_heads, groups, q_len, kv_len)
+        scores = scores * scale + bias.reshape(bias.shape[0], num_kv_heads, groups * q_len, kv_len)
         exp_scale = 1.0
     if mask is not None:
         allowed = dense_mask(mask, batch, q_len, kv_len)[:, None, None, :, :]
+        allowed = jnp.broadcast_to(allowed, (batch, 1, groups, q_len, kv_len)).reshape(batch, 1, groups * q_len, kv_len)
         scores = jnp.where(allowed, scores, -jnp.inf)
     row_max = jnp.max(scores, axis=-1, keepdims=True)
     row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
     weights = jnp.exp((scores - row_max) * exp_scale)  # masked keys: exp(-inf) = 0
-    denom = jnp.sum(weights, axis=-1, keepdims=True).reshape(batch, num_kv_heads, groups * q_len, 1)
-    weights = weights.astype(v.dtype).reshape(batch, num_kv_heads, groups * q_len, kv_len)
-    out = jnp.einsum("bkqs,bksd->bkqd", weights, v, preferred_element_type=jnp.float32)
+    denom = jnp.sum(weights, axis=-1, keepdims=True)
+    out = jnp.einsum("bkqs,bksd->bkqd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
     out = out / jnp.where(denom > 0, denom, 1.0)  # rows with no allowed key: 0 / 1
     out = out.reshape(batch, num_kv_heads, groups, q_len, head_dim).transpose(0, 3, 1, 2, 4)
     return out.reshape(batch, q_len, num_heads, head_dim).astype(q.dtype)
