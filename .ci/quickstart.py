@@ -1,7 +1,7 @@
 """Prints the commands of the README's Quickstart block, one per line (used by .ci/run).
 
-The block is the first ```bash fence after the "## Quickstart" heading: its first line installs,
-its last line runs the tests.
+The block is the first ```bash fence after the "## Quickstart" heading: exactly two commands, the
+install line and then the test command (CI runs nothing else, and the README shows nothing else).
 """
 
 import pathlib
@@ -14,6 +14,6 @@ match = re.search(r"^## Quickstart\s*$.*?^```bash\n(.*?)^```", text, flags=re.M 
 if match is None:
     sys.exit(f"{readme}: no ```bash block under '## Quickstart'")
 lines = [line.strip() for line in match.group(1).splitlines() if line.strip() and not line.lstrip().startswith("#")]
-if len(lines) < 2:
-    sys.exit(f"{readme}: the Quickstart block needs an install line and a test line, got {lines}")
+if len(lines) != 2 or not lines[0].startswith("pip install") or "pytest" not in lines[1]:
+    sys.exit(f"{readme}: the Quickstart block must hold exactly the install line and the test command, got {lines}")
 print("\n".join(lines))

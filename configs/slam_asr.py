@@ -7,6 +7,9 @@
       --set data.dir=data/librispeech --set data.build_corpus=False --set data.train=/data/LibriSpeech/train-clean-100 \\
       --set "data.eval_sets=('/data/LibriSpeech/dev-clean','/data/LibriSpeech/test-clean')"
   jaxspeech train --config configs/slam_asr.py:debug --workdir /tmp/slam_debug    # seconds, no download
+  jaxspeech train --config configs/slam_asr.py:lora --workdir runs/slam_lora \
+      --set init.whisper_dir=./whisper-small --set init.llm_dir=./Qwen2-0.5B-Instruct
+  jaxspeech train --config configs/slam_asr.py:lora_debug --workdir /tmp/slam_lora_debug
 
 After Ma et al., "An Embarrassingly Simple Approach for LLM with Strong ASR Capacity" (2024).
 ``init.whisper_dir`` is an HF Whisper directory and ``init.llm_dir`` an HF Llama/Qwen2 directory
@@ -19,6 +22,12 @@ Data: the embedded eSpeak NG corpus of configs/tiny_asr.py by default (built in 
 use), JSONL manifests (``data.dir``, ``data.train``, ``data.eval_sets``), or LibriSpeech-layout
 folders given as set names (their manifests are written to ``data.dir`` on first use). The debug
 variant trains a tiny random-init encoder and LLM with the debug corpus's tokenizer for 3 steps.
+
+The recipe in stages (``recipes/stages.py``): the default trains the projector alone between the
+frozen encoder and LLM (SLAM-ASR's recipe); ``lora`` (``lora_debug``) runs that as stage
+``projector`` and continues from its final parameters in stage ``lora``, which adds LoRA adapters
+to the LLM's attention and trains them with the projector (encoder and LLM weights still frozen),
+each stage in its own folder of the workdir.
 """
 
 import ml_collections
@@ -30,9 +39,9 @@ FROZEN = (("encoder/.*", None), ("llm/.*", None))  # every other parameter train
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    debug = arg == "debug"
-    if arg not in (None, "", "debug"):
-        raise ValueError(f"configs/slam_asr.py takes no argument or 'debug', got {arg!r}")
+    if arg not in (None, "", "debug", "lora", "lora_debug"):
+        raise ValueError(f"configs/slam_asr.py takes no argument, 'debug', 'lora' or 'lora_debug', got {arg!r}")
+    debug = arg in ("debug", "lora_debug")
     c = ml_collections.ConfigDict()
 
     c.init = dict(whisper_dir=None, llm_dir=None, random=None)
@@ -88,4 +97,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        metrics=dict(log_every=1, measure_peak_flops=False), progress_bar=False)
         c.eval.generation.max_new_tokens = 8
         c.eval.max_examples = 4
+    if arg in ("lora", "lora_debug"):
+        c.stages = stages(c)
     return c
+
+
+def stages(c: ml_collections.ConfigDict) -> tuple[dict, ...]:
+    """projector (the sections of ``c``) -> lora (adapters on the LLM's attention + the projector)."""
+    rate = c.train.optimizer.learning_rate
+    lora_rules = ((r"llm/.*/lora_[ab]", rate), *FROZEN)
+    return (
+        dict(name="projector"),
+        dict(name="lora", init=dict(from_run="projector"),
+             task=dict(lora=dict(rank=8, alpha=16.0, dropout=0.0, targets=r"llm/.*(q_proj|k_proj|v_proj|o_proj)")),
+             train=dict(optimizer=dict(lr_rules=lora_rules))),
+    )

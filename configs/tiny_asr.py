@@ -2,6 +2,8 @@
 
   jaxspeech train --config configs/tiny_asr.py --workdir runs/tiny
   jaxspeech train --config configs/tiny_asr.py:debug --workdir /tmp/tiny_debug    # seconds, for tests
+  jaxspeech train --config configs/tiny_asr.py:staged --workdir runs/tiny_staged  # four stages, same 22 min
+  jaxspeech train --config configs/tiny_asr.py:staged_debug --workdir /tmp/tiny_staged_debug
 
 A Conformer encoder (4x frame stacking: 25 frames/s) -> frame stacking by 4 + MLP -> a 3-layer decoder LLM, all
 from scratch, on the eSpeak NG corpus that ``jaxspeech prepare-data tiny`` builds (built here on
@@ -10,18 +12,27 @@ the run trains for a fixed time budget (its cosine decay fitted to the steps the
 this machine), then decodes the test and open-vocabulary sets three ways (the LLM alone; the CTC head
 alone; beam search on the LLM's and the CTC head's scores of every token, limited to the words of the
 training transcripts) and writes report.md.
+
+The ``staged`` variants train the same model in four stages (``recipes/stages.py``), each in its own
+folder of the workdir: the encoder and CTC head alone on CTC (``ctc``), the LLM alone on the
+corpus grammar's sentences (``text``), the connector alone between the two, both frozen
+(``connector``, as SLAM-ASR trains its projector), then everything (``finetune``). The time
+budgets add up to the main job's 22 minutes.
 """
 
 import ml_collections
 
 BUCKETS = (320, 400, 512, 768)  # log-mel frames (100 per second)
 MAX_TOKENS = (72, 88, 104, 128)  # prompt + audio placeholders + transcript + end, per bucket
+# Stage budgets (seconds) of the staged variant: ctc, text, connector, finetune (22 minutes in all).
+STAGE_BUDGETS = (6 * 60, 2 * 60, 2 * 60, 12 * 60)
+FROZEN_ENCODER_AND_LLM = ((r"encoder/.*", None), (r"ctc_head/.*", None), (r"llm/.*", None))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    debug = arg == "debug"
-    if arg not in (None, "", "debug"):
-        raise ValueError(f"configs/tiny_asr.py takes no argument or 'debug', got {arg!r}")
+    if arg not in (None, "", "debug", "staged", "staged_debug"):
+        raise ValueError(f"configs/tiny_asr.py takes no argument, 'debug', 'staged' or 'staged_debug', got {arg!r}")
+    debug = arg in ("debug", "staged_debug")
     c = ml_collections.ConfigDict()
 
     c.data = dict(
@@ -110,4 +121,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.eval.llm_generation.max_new_tokens = 8
         c.eval.dormancy_every = 2
         c.eval.max_examples = 4
+    if arg in ("staged", "staged_debug"):
+        c.stages = stages(c, debug)
     return c
+
+
+def stages(c: ml_collections.ConfigDict, debug: bool) -> tuple[dict, ...]:
+    """ctc -> text -> connector (encoder and LLM frozen) -> finetune, over the sections of ``c``."""
+    if debug:  # three steps each
+        budgets = [dict(total_steps=3) for _ in STAGE_BUDGETS]
+        text_task = dict(kind="text_lm", rows=2, length=48, eval_sentences=4)
+    else:
+        budgets = [dict(time_budget_s=seconds) for seconds in STAGE_BUDGETS]
+        text_task = dict(kind="text_lm", rows=32, length=128, eval_sentences=300)
+    ctc, text, connector, finetune = budgets
+    connector_optimizer = dict(lr_rules=FROZEN_ENCODER_AND_LLM, warmup_steps=1 if debug else 50)
+    finetune_optimizer = dict(learning_rate=c.train.optimizer.learning_rate / 3)
+    return (
+        dict(name="ctc", task=dict(kind="ctc_encoder", spec_augment=dict(c.task.spec_augment)), train=ctc),
+        dict(name="text", task=text_task, train=text),
+        dict(name="connector", init=dict(from_run=dict(encoder="ctc", ctc_head="ctc", llm="text")),
+             train=dict(**connector, optimizer=connector_optimizer)),
+        dict(name="finetune", init=dict(from_run="connector"), train=dict(**finetune, optimizer=finetune_optimizer)),
+    )

@@ -226,10 +226,18 @@ def load_config_file(spec: str):
 def override(config, dotted_key: str, value: Any) -> None:
     """Sets ``config.a.b.c = value`` for ``dotted_key`` "a.b.c". The sections on the way must exist;
     the leaf may be new (a dataclass field the config file leaves at its default): the run's build
-    step then checks it against the dataclass and names it if it is not a field."""
+    step then checks it against the dataclass and names it if it is not a field. In a list of named
+    sections (``config.stages``) a key picks the one of that ``name``: "stages.ctc.train.time_budget_s"."""
     *parents, leaf = dotted_key.split(".")
     node = config
     for i, key in enumerate(parents):
+        if isinstance(node, (list, tuple)):
+            named = [item for item in node if isinstance(item, Mapping) and item.get("name") == key]
+            if not named:
+                names = [item.get("name") for item in node if isinstance(item, Mapping)]
+                raise ConfigError(".".join(parents[: i + 1]), f"no entry of that name; its names are {names}")
+            node = named[0]
+            continue
         if key not in node:
             section = ".".join(parents[:i])
             raise ConfigError(".".join(parents[: i + 1]), f"unknown config key; {section or 'the config'} has "

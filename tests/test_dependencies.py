@@ -143,3 +143,15 @@ def test_an_undeclared_test_dependency_is_found():
     problems = undeclared(_everything(), declared)
     assert problems and all(names == ["hypothesis"] for names in problems.values()), problems
     assert "tests/text/test_tokenizers.py" in problems
+
+
+def test_ci_runs_exactly_the_readme_quickstart_in_a_fresh_environment():
+    """The Quickstart block holds the install line and the test command, nothing else; .ci/run reads
+    them from it and runs them inside a virtual environment it has just created."""
+    lines = subprocess.run([sys.executable, os.path.join(ROOT, ".ci", "quickstart.py")], capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("pip install -e") and lines[1].startswith("python -m pytest")
+    ci = open(os.path.join(ROOT, ".ci", "run")).read()
+    order = [ci.index(step) for step in ("python3 .ci/quickstart.py", "python3 -m venv .venv",
+                                         "source .venv/bin/activate", '"$install_line"', '"$test_line')]
+    assert order == sorted(order)

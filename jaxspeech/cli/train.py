@@ -11,7 +11,10 @@ policy and each bucket's rows per host batch; the run must be on the planned sli
 
 Re-running with the same workdir resumes from the newest checkpoint (data position included);
 SIGTERM checkpoints and exits 0. The workdir gets config.json, checkpoints/, metrics.jsonl,
-TensorBoard events, eval/*.jsonl, plots/ and report.md.
+TensorBoard events, eval/*.jsonl, plots/ and report.md. A staged config (``stages``, e.g.
+configs/tiny_asr.py:staged) trains its stages in order, each such a run in WORKDIR/<stage name>,
+skips the stages that finished and writes WORKDIR/report.md with a section per stage;
+``--set stages.<name>.train.time_budget_s=60`` sets one stage's key.
 
 --set values are Python literals (numbers, True/False, None, tuples); anything else is a string.
 Errors (exit 2): a config file that does not exist; --set without KEY=VALUE; a config key that
@@ -70,6 +73,10 @@ def follow_plan(config, path: str) -> None:
     check_devices(plan, jax.devices(), jax.process_count())
 
 
+def score_line(key: str, value: float) -> str:
+    return f"{key}: {value:.3f}" if key.endswith(" PPL") else f"{key}: {100 * value:.2f}%"
+
+
 def run(args: argparse.Namespace) -> int:
     from jaxspeech.recipes.run import train_and_evaluate
 
@@ -82,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
     name = os.path.splitext(os.path.basename(args.config.partition(":")[0]))[0]
     workdir = args.workdir or os.path.join("runs", name)
     summary = train_and_evaluate(config, workdir, progress=not args.no_progress)
+    for stage in summary.get("stages", ())[:-1]:  # a staged config: the earlier stages' scores first
+        for key, value in stage["scores"].items():
+            print(f"stage {stage['name']}: {score_line(key, value)}")
     for key, value in summary["scores"].items():
-        print(f"{key}: {value:.3f}" if key.endswith(" PPL") else f"{key}: {100 * value:.2f}%")
+        print(score_line(key, value))
     print(f"report: {summary['report']}")
     return 0

@@ -1,7 +1,8 @@
 """``build(config) -> Run``: an experiment config checked whole, then its data, tokenizer and task.
 
 Every section is read into its dataclasses first (``task`` / ``init`` / ``model`` by the task
-kind, ``data`` and ``eval`` by ``recipes/config.py``, ``train`` by the trainer), so a wrong key
+kind, ``init.from_run`` by ``recipes/from_run.py`` for every kind, ``data`` and ``eval`` by
+``recipes/config.py``, ``train`` by the trainer), so a wrong key
 or value fails before any corpus is synthesised; then the data is built when asked, and the
 task kind sets up its tokenizer, model and loss.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 import jax
 
-from jaxspeech.config_dict import check_keys, dataclass_from_dict
+from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
 from jaxspeech.corpus.build import build_corpus
 from jaxspeech.errors import MissingFileError
 from jaxspeech.data.pipeline import DataPipeline
@@ -24,6 +25,7 @@ from jaxspeech.data.sources import LibriSpeechSource, ManifestSource, write_mani
 from jaxspeech.decoding.lexicon import TokenAutomaton
 from jaxspeech.models.speech_llm import SpeechLLMConfig
 from jaxspeech.recipes.config import SECTIONS, DataConfig, EvalConfig
+from jaxspeech.recipes.from_run import Take, parse_from_run
 from jaxspeech.recipes.word_list import lexicon_automaton, read_words
 from jaxspeech.tasks.ctc_decoder import CTCDecoder
 from jaxspeech.tasks.ctc_encoder_kind import CTCEncoderKind
@@ -84,6 +86,7 @@ class Run:
     eval: EvalConfig
     pipeline: PipelineConfig
     eval_pipeline: PipelineConfig
+    from_run: tuple[Take, ...] = ()  # init.from_run's entries (recipes/from_run.py)
     lexicons: dict[str, TokenAutomaton] = dataclasses.field(default_factory=dict, repr=False)  # built, by source
 
     @property
@@ -195,9 +198,25 @@ def pipelines(kind: TaskKind, data: DataConfig, local_devices: int) -> tuple[Pip
     return pipeline, eval_pipeline
 
 
+def without_from_run(config) -> tuple[dict[str, Any], tuple[Take, ...]]:
+    """(``config`` as a dict without ``init.from_run``, which the recipe handles for every task kind,
+    and its entries); an ``init`` left empty is dropped."""
+    config = dict(plain(config))
+    init = dict(config.get("init") or {})
+    takes = parse_from_run(init.pop("from_run")) if init.get("from_run") is not None else ()
+    if "init" in config:
+        init.pop("from_run", None)
+        if init:
+            config["init"] = init
+        else:
+            del config["init"]
+    return config, takes
+
+
 def read_sections(config, need_weights: bool = True) -> tuple[TaskKind, DataConfig, TrainConfig, EvalConfig]:
     """Every section of ``config`` read and checked, nothing built: (task kind, data, train, eval)."""
     check_keys(config, set(SECTIONS), "config")
+    config, _ = without_from_run(config)
     kind = task_kind(config, need_weights)
     data = dataclass_from_dict(DataConfig, config.get("data") or {}, "data")
     train = kind.train_config(train_config_from_dict(config.get("train") or {}))
@@ -217,7 +236,7 @@ def build(config, progress: bool = True, *, build_data: bool = True) -> Run:
     kind.setup(tokenizer)
     pipeline, eval_pipeline = pipelines(kind, data, jax.local_device_count())
     run = Run(config=config, kind=kind, data=data, train=train, eval=evaluation, pipeline=pipeline,
-              eval_pipeline=eval_pipeline)
+              eval_pipeline=eval_pipeline, from_run=without_from_run(config)[1])
     if build_data and run.reads_audio:
         kind.check_train_source(run.train_source())
     return run

@@ -22,9 +22,10 @@ from jaxspeech.data.tokenizers import TOKENIZER_FILES
 from jaxspeech.recipes.build import Run, build
 from jaxspeech.recipes.dormancy_hook import dormancy_hooks
 from jaxspeech.recipes.evaluate import during_training, evaluate_run, headline
+from jaxspeech.recipes.from_run import FromRuns
 from jaxspeech.recipes.report import write_report
 from jaxspeech.recipes.word_list import write_words
-from jaxspeech.recipes.workdir import save_config
+from jaxspeech.recipes.workdir import CONFIG_JSON, save_config
 from jaxspeech.sharding import multihost
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train.config import train_config_from_dict
@@ -52,30 +53,54 @@ def keep_tokenizer(run: Run, workdir: str) -> str:
     return target
 
 
-def write_pretrained(run: Run, workdir: str, mesh) -> State | None:
-    """Makes step 0 of ``workdir`` hold the task's pretrained weights and returns that state; None
-    (nothing read) when the task has none or the workdir already has a checkpoint to resume from."""
+def starting_point(run: Run):
+    """The weights of step 0 (``Pretrained``, ``tasks/kinds.py``): ``init.from_run``'s runs over the
+    task's pretrained checkpoints, or those alone; None for a random init."""
     pretrained = run.kind.pretrained()
-    if pretrained is None:
+    return FromRuns(run.from_run, pretrained) if run.from_run else pretrained
+
+
+def keep_run_files(run: Run, config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Makes ``workdir`` self-contained: copies the tokenizer and writes the word list there, points
+    ``config`` at them and saves it as ``config.json``."""
+    config.data.tokenizer = keep_tokenizer(run, workdir)
+    if run.eval.lexicon is not None:
+        config.eval.lexicon = write_words(run.lexicon_words(), workdir)
+    save_config(config, workdir)
+
+
+def write_pretrained(run: Run, workdir: str, mesh) -> State | None:
+    """Makes step 0 of ``workdir`` hold the starting weights and returns that state; None (nothing
+    read) when there are none or the workdir already has a checkpoint to resume from."""
+    start = starting_point(run)
+    if start is None:
         return None
-    return write_step0_checkpoint(run, workdir, mesh, pretrained.load, pretrained.source, fresh=pretrained.fresh)
+    return write_step0_checkpoint(run, workdir, mesh, start.load, start.source, fresh=start.fresh,
+                                  subtrees=getattr(start, "subtrees", None))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    """Runs the whole job; returns {"scores": {name: rate or perplexity}, "timings": {...}, "report": path, "step", "stop_reason"}."""
+    """Runs the whole job; returns {"scores": {name: rate or perplexity}, "timings": {...}, "report": path, "step",
+    "stop_reason", "trained_seconds" (over every start), "initialised_from"}. A staged config (``stages``)
+    is run stage by stage (``recipes/stages.py``: the last stage's summary, with every stage's in "stages")."""
+    if config.get("stages"):
+        from jaxspeech.recipes.stages import train_stages  # stages run this function: a same-layer import
+
+        return train_stages(config, workdir, progress=progress)
     start = time.monotonic()
     # Joining a multi-process job must precede anything that touches a device (build() counts them).
     multihost.initialize(train_config_from_dict(config.train).distributed)
     run = build(config, progress)
     os.makedirs(workdir, exist_ok=True)
     config = ml_collections.ConfigDict(plain(config))
-    config.data.tokenizer = keep_tokenizer(run, workdir)
-    if run.eval.lexicon is not None:  # the run keeps its word list, as it keeps its tokenizer
-        config.eval.lexicon = write_words(run.lexicon_words(), workdir)
-    save_config(config, workdir)
+    # A rerun into a run's folder replaces its config.json, tokenizer and word list only after training
+    # from the checkpoints there: a config they do not fit is refused and leaves the run as it was.
+    resuming = os.path.exists(os.path.join(workdir, CONFIG_JSON))
+    if not resuming:
+        keep_run_files(run, config, workdir)
     data_ready = time.monotonic()
     mesh = make_mesh(run.train.mesh)
-    pretrained = run.kind.pretrained() is not None
+    weights = starting_point(run)
     write_pretrained(run, workdir, mesh)  # step 0, so that a restart resumes from its newest checkpoint instead
     initialised = time.monotonic()
     iterator = run.train_pipeline().iterator()
@@ -84,16 +109,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         result = train(run.task, run.train, iterator, workdir, eval_fn=eval_fn, mesh=mesh, hooks=dormancy_hooks(run))
     finally:
         iterator.close()
+    if resuming:
+        keep_run_files(run, config, workdir)
     trained = time.monotonic()
-    notes = [f"Initialised from {run.kind.init_source}.", f"Stopped at step {result.step} ({result.stop_reason}).",
-             *run.kind.notes(), *run.kind.after_training(result.state["params"], workdir)]
+    initialised_from = weights.source if weights is not None else run.kind.init_source
+    notes = [f"Initialised from {initialised_from}.",
+             f"Stopped at step {result.step} ({result.stop_reason}).", *run.kind.notes(),
+             *run.kind.after_training(result.state["params"], workdir)]
     exported = time.monotonic()
     decode_seconds: dict[str, float] = {}
     scores = evaluate_run(run, result.state["params"], workdir, progress=progress, seconds=decode_seconds)
     evaluated = time.monotonic()
     timings = {"data (corpus + tokenizer)": data_ready - start}
-    if pretrained:
-        timings["pretrained weights -> step-0 checkpoint"] = initialised - data_ready
+    if weights is not None:
+        timings["starting weights -> step-0 checkpoint"] = initialised - data_ready
     timings.update({"compile": result.compile_seconds, "train (incl. compile, checkpoints)": trained - initialised})
     if exported - trained > 0.05:
         timings["after training (export)"] = exported - trained
@@ -103,4 +132,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
                           scores=scores, plots=plot_learning_curves(workdir), notes=notes,
                           decoders=run.eval.decoders)
     return {"scores": {k: headline(v) for k, v in scores.items()}, "timings": timings, "report": report,
-            "step": result.step, "stop_reason": result.stop_reason}
+            "step": result.step, "stop_reason": result.stop_reason, "trained_seconds": result.trained_seconds,
+            "initialised_from": initialised_from}

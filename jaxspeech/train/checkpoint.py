@@ -2,7 +2,8 @@
 
 One checkpoint step holds three items: ``state`` (params, optimizer state, step, RNG, skip
 counters; sharded arrays), ``data`` (the data iterator's ``get_state()``, one JSON file per
-process) and ``meta`` (JSON: the step, a time stamp and a digest of every array of ``state``).
+process) and ``meta`` (JSON: the step, a time stamp, a digest of every array of ``state`` and
+what the caller adds, e.g. the trainer's seconds of training so far).
 
 Saves are asynchronous: ``save`` returns once the arrays are copied off the accelerator, and the
 write finishes in the background. Orbax writes into a temporary directory and renames it only
@@ -155,6 +156,7 @@ class Restored:
     state: State
     step: int
     data_state: Any | None  # what the iterator's get_state() returned at save time (None if not saved)
+    meta: dict = dataclasses.field(default_factory=dict)  # the step's meta data (see the module docstring)
 
 
 def _restore_subset(directory: epath.Path, abstract_state: State) -> State:
@@ -243,14 +245,16 @@ class Checkpointer:
     def step_directory(self, step: int) -> epath.Path:
         return self.directory / str(step)
 
-    def save(self, step: int, state: State, data_iterator: CheckpointableIterator | None = None) -> bool:
-        """Starts saving ``state`` (and the iterator's position) as ``step``; False if it exists.
-        The arrays' digests are computed before this returns (a collective on several processes)."""
+    def save(self, step: int, state: State, data_iterator: CheckpointableIterator | None = None,
+             meta: dict | None = None) -> bool:
+        """Starts saving ``state`` (and the iterator's position, and JSON ``meta`` fields) as ``step``;
+        False if it exists. The arrays' digests are computed before this returns (a collective on
+        several processes)."""
         if self.read_only:
             raise PermissionError(f"{self.directory}: opened read-only, cannot save step {step}")
         if step in self._manager.all_steps():
             return False
-        meta = {"step": int(step), "time": time.time(), "digests": array_digests(state)}
+        meta = {**(meta or {}), "step": int(step), "time": time.time(), "digests": array_digests(state)}
         items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
         if data_iterator is not None:
             items["data"] = IteratorStateSave(data_iterator.get_state())
@@ -292,7 +296,7 @@ class Checkpointer:
         if int(meta["step"]) != step:
             raise CheckpointIntegrityError(str(path), [], f"its meta data claims step {meta['step']}")
         self._verify(path, state, meta.get("digests"))
-        return Restored(state, step, restored["data"] if has_data else None)
+        return Restored(state, step, restored["data"] if has_data else None, dict(meta))
 
     @staticmethod
     def _verify(path: epath.Path, state: State, saved: dict[str, str] | None) -> None:

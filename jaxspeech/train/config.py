@@ -29,8 +29,9 @@ class TrainConfig:
     end of the cosine decay, at every log step after warmup, to the step the budget is expected to
     end at (the steps so far over the seconds so far), so that the learning rate reaches its floor
     when the time runs out on a slow machine as on a fast one; ``optimizer.decay_steps`` is then
-    only the first guess. The horizon lives in the optimizer state (so it is checkpointed); a
-    resumed run, which gets a new budget, fits it again from its own steps.
+    only the first guess. The horizon lives in the optimizer state (so it is checkpointed). The
+    budget counts training seconds over every start of a run (each checkpoint records them): a
+    resumed run trains for what is left of it, and fits the decay to that at its own speed.
     ``mesh`` maps mesh axes (data, fsdp, tensor) to sizes, -1 = the rest.
     Eval runs every ``eval_every`` steps (0 = only at the end) when an eval function is given.
     ``compilation_cache_dir`` turns on JAX's persistent compilation cache, so that a restarted

@@ -2,8 +2,9 @@
 
 The loop (``loop.py``) steps and, after every step, gives each hook whose ``every`` divides the step
 a ``StepContext``: the step, the train state (a hook may replace it), the step's metrics and the
-loop's clock (``ctx.seconds()``: seconds trained so far, compilation excluded). A hook stops the
-run after this step with ``ctx.stop(reason)``;
+loop's clock (``ctx.seconds()``: seconds trained so far, over every start of the run, compilation
+excluded; ``ctx.run_seconds()``: in this start alone). A hook stops the run after this step with
+``ctx.stop(reason)``;
 ``finish(ctx)``, if a hook has it, runs once after the last step. Logging, evaluation,
 checkpointing and the time budget are hooks below; ``default_hooks`` builds them from a
 ``TrainConfig``, and callers add their own (``train(..., hooks=[...])``), e.g. diagnostics
@@ -42,10 +43,15 @@ class StepContext:
     clock: Callable[[], float]  # the loop's time.monotonic
     train_start: float  # the clock when training began, moved past every compilation
     stop_reason: str | None = None
+    seconds_before: float = 0.0  # trained by earlier starts of the run (saved with the checkpoints)
+
+    def run_seconds(self) -> float:
+        """Seconds of training in this start of the run (compilation excluded)."""
+        return self.clock() - self.train_start
 
     def seconds(self) -> float:
-        """Seconds of training so far in this run (compilation excluded)."""
-        return self.clock() - self.train_start
+        """Seconds of training so far, earlier starts of the run included (compilation excluded)."""
+        return self.seconds_before + self.run_seconds()
 
     def stop(self, reason: str) -> None:
         """Ends the run after this step's hooks, with ``reason`` as its stop reason."""
@@ -158,12 +164,13 @@ class SaveCheckpoint:
     finish = __call__
 
 
-def fitted_decay_steps(step: int, steps_run: int, seconds_run: float, config: TrainConfig) -> int:
+def fitted_decay_steps(step: int, steps_run: int, seconds_run: float, config: TrainConfig,
+                       seconds_before: float = 0.0) -> int:
     """The step the time budget is expected to end at: ``step`` plus the budget's remaining seconds
-    over the mean seconds per step of the ``steps_run`` steps of this run so far (``seconds_run``),
-    kept within (warmup_steps, total_steps]."""
+    (after ``seconds_before`` of earlier starts and ``seconds_run`` of this one) over the mean
+    seconds per step of the ``steps_run`` steps of this start, kept within (warmup_steps, total_steps]."""
     seconds_per_step = seconds_run / steps_run
-    remaining = max(0.0, config.time_budget_s - seconds_run)
+    remaining = max(0.0, config.time_budget_s - seconds_before - seconds_run)
     horizon = step + int(round(remaining / seconds_per_step))
     return min(config.total_steps, max(horizon, config.optimizer.warmup_steps + 1))
 
@@ -172,7 +179,7 @@ class FitDecayToBudget:
     """Every ``every`` steps after warmup, moves the end of the cosine decay to the step the time
     budget is expected to end at (``fitted_decay_steps``), so the learning rate reaches its floor
     when the time runs out on a slow machine as on a fast one. The horizon lives in the optimizer
-    state (checkpointed); a resumed run, which gets a new budget, fits it to its own steps."""
+    state (checkpointed); a resumed run fits it to the budget left, at the speed of its own steps."""
 
     def __init__(self, config: TrainConfig, every: int):
         self.config, self.every = config, every
@@ -180,15 +187,17 @@ class FitDecayToBudget:
     def __call__(self, ctx: StepContext) -> None:
         if ctx.step <= self.config.optimizer.warmup_steps:
             return
-        horizon = fitted_decay_steps(ctx.step, ctx.step - ctx.first_step, ctx.seconds(), self.config)
+        horizon = fitted_decay_steps(ctx.step, ctx.step - ctx.first_step, ctx.run_seconds(), self.config,
+                                     ctx.seconds_before)
         if jax.process_count() > 1:  # the value of process 0 on every host, whose clocks differ
             horizon = int(multihost_utils.broadcast_one_to_all(np.int32(horizon)))
         ctx.state = {**ctx.state, "opt_state": optim.with_decay_horizon(ctx.state["opt_state"], horizon)}
 
 
 class StopAtTimeBudget:
-    """Ends the run once ``budget_s`` seconds of training have passed (checked after the step's
-    other hooks, so their time counts)."""
+    """Ends the run once ``budget_s`` seconds of training have passed, over every start of the run
+    (checked after logging and evaluation, so their time counts; a checkpoint's own time counts at
+    the next step)."""
 
     every = 1
 
@@ -203,13 +212,15 @@ class StopAtTimeBudget:
 def default_hooks(config: TrainConfig, log_train: LogTrain, save: Callable[[int, Any], None],
                   evaluate: Evaluate | None) -> list:
     """The hooks a ``TrainConfig`` asks for, in the order they run after a step: logging, fitting
-    the decay to the time budget (on the logged window), checkpoints, evaluation, the budget's stop."""
+    the decay to the time budget (on the logged window), evaluation, the budget's stop, checkpoints
+    (last: the checkpoint of the step the budget ran out at records at least the whole budget, so a
+    run resumed from it trains no further)."""
     hooks: list = [log_train]
     if config.fit_decay_to_budget:
         hooks.append(FitDecayToBudget(config, every=config.metrics.log_every))
-    hooks.append(SaveCheckpoint(save, config.checkpoint.every_steps))
     if evaluate is not None:
         hooks.append(evaluate)
     if config.time_budget_s is not None:
         hooks.append(StopAtTimeBudget(config.time_budget_s))
+    hooks.append(SaveCheckpoint(save, config.checkpoint.every_steps))
     return hooks

@@ -6,7 +6,9 @@ the end of the data, or SIGTERM (which checkpoints the last completed step and r
 ``NonFiniteError`` once more than ``max_consecutive_skipped_steps`` steps in a row had a
 non-finite loss or gradient. It resumes from the newest readable checkpoint in
 ``<workdir>/<checkpoint.subdir>`` including the data iterator's position, so a killed run
-restarted with the same config continues bit for bit.
+restarted with the same config continues bit for bit. Each checkpoint records the seconds trained
+so far (``trained_seconds`` in its meta data), so the time budget spans restarts: a run killed after
+5 of its 8 minutes trains 3 more after resuming.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class TrainResult:
     last_train_metrics: dict[str, float]
     last_eval_metrics: dict[str, float]
     compile_seconds: float
+    trained_seconds: float = 0.0  # of training, over every start of the run (compilation excluded)
 
 
 def _arrays(item: Any) -> Any:
@@ -66,6 +69,8 @@ class _Run:
         self.checkpointer = Checkpointer(os.path.join(workdir, config.checkpoint.subdir), config.checkpoint)
         self.logger = metrics_lib.MetricsLogger(workdir, tensorboard=config.metrics.tensorboard)
         self.last_saved_step: int | None = None
+        self.seconds_before = 0.0  # trained before this start (from the restored checkpoint)
+        self.trained_seconds: Callable[[], float] = lambda: self.seconds_before
 
     def start(self) -> tuple[State, Any]:
         """(state, first batch to train on or None): restored from a checkpoint or freshly built."""
@@ -77,6 +82,7 @@ class _Run:
         if restored is None:
             return init_state(self.task, first_batch, self.layout, config.seed), first_batch
         self.last_saved_step = restored.step
+        self.seconds_before = float(restored.meta.get("trained_seconds", 0.0))
         if restored.data_state is not None:
             self.data.set_state(restored.data_state)
         else:
@@ -91,7 +97,7 @@ class _Run:
     def save(self, step: int, state: State) -> None:
         if step != self.last_saved_step:
             saveable = self.data if hasattr(self.data, "get_state") else None
-            self.checkpointer.save(step, state, saveable)
+            self.checkpointer.save(step, state, saveable, meta={"trained_seconds": self.trained_seconds()})
             self.last_saved_step = step
 
     def peak_flops(self) -> float | None:
@@ -172,11 +178,17 @@ def train(
         log_train = LogTrain(config.metrics.log_every, run.peak_flops(), on_log=progress.logged)
         evaluate = None if eval_fn is None else Evaluate(eval_fn, config.eval_every)
         all_hooks = [*default_hooks(config, log_train, run.save, evaluate), *hooks]
-        ctx = StepContext(step, state, {}, first_step, config.total_steps, run.logger, time.monotonic, 0.0)
+        ctx = StepContext(step, state, {}, first_step, config.total_steps, run.logger, time.monotonic, 0.0,
+                          seconds_before=run.seconds_before)
+        run.trained_seconds = lambda: ctx.seconds() if trained else run.seconds_before
         previous, trained = None, False
         stop_reason = "completed"
+        budget_spent = (run.last_saved_step is not None and config.time_budget_s is not None
+                        and run.seconds_before >= config.time_budget_s)
+        if budget_spent:  # resumed from a checkpoint saved when the budget ran out
+            stop_reason = "time_budget"
         try:
-            while step < config.total_steps:
+            while step < config.total_steps and not budget_spent:
                 if pending_batch is None:
                     try:
                         pending_batch = _arrays(next(data))
@@ -227,4 +239,4 @@ def train(
         compile_seconds = sum(run.step_fn.compile_seconds.values())
         log.info("stopped at step %d (%s); compile %.1f s", step, stop_reason, compile_seconds)
         last_eval = evaluate.last if evaluate is not None else {}
-        return TrainResult(state, step, stop_reason, log_train.last, last_eval, compile_seconds)
+        return TrainResult(state, step, stop_reason, log_train.last, last_eval, compile_seconds, run.trained_seconds())

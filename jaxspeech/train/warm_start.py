@@ -7,10 +7,10 @@ workdir. The trainer then starts by restoring it, exactly as when resuming, so n
 in a compiled program, and a restarted run resumes from its newest checkpoint instead (the
 pretrained weights are then not even read).
 
-The converted tree may cover the whole model (a fine-tuned Whisper) or only some of its top-level
-subtrees (a Speech LLM's ``encoder`` and ``llm``): every other parameter keeps its random init
-(connector, cross-attention, and leaves matching a ``fresh`` pattern inside the given subtrees,
-such as LoRA adapters on a pretrained LLM).
+The converted tree may cover the whole model (a fine-tuned Whisper) or only some of its subtrees
+(a Speech LLM's ``encoder`` and ``llm``; another run's ``llm/embed_tokens``): every other parameter
+keeps its random init (connector, cross-attention, and leaves matching a ``fresh`` pattern inside
+the given subtrees, such as LoRA adapters on a pretrained LLM).
 """
 
 from __future__ import annotations
@@ -46,26 +46,29 @@ class Run(Protocol):
     def example_batch(self) -> Any: ...
 
 
-def kept_params(params: Mapping[str, Any], layout: StateLayout, fresh: Sequence[str] = ()) -> list[str]:
-    """Paths of the model's parameters that ``params`` leaves at their initial values: those of
-    top-level subtrees it does not hold, and those fully matching a ``fresh`` regex.
+def kept_params(params: Mapping[str, Any], layout: StateLayout, fresh: Sequence[str] = (),
+                subtrees: Sequence[str] | None = None, source: str = "pretrained params") -> list[str]:
+    """Paths of the model's parameters that ``params`` leaves at their initial values: those outside
+    the ``subtrees`` it fills (default: the top-level names it holds), and those fully matching a
+    ``fresh`` regex.
 
-    Raises naming the parameters ``params`` lacks inside the subtrees it holds, the ones the model
-    does not have, and any whose shape differs from the model's (with both shapes)."""
+    Raises, naming ``source``, the parameters ``params`` lacks inside its subtrees, the ones the
+    model does not have, and any whose shape differs from the model's (its path and both shapes)."""
     expected = traverse_util.flatten_dict(layout.abstract["params"], sep="/")
     given = traverse_util.flatten_dict(params, sep="/")
     patterns = [re.compile(p) for p in fresh]
     is_fresh = lambda path: any(p.fullmatch(path) for p in patterns)
-    covered = {path.split("/", 1)[0] for path in given}
-    kept = sorted(p for p in expected if p not in given and (p.split("/", 1)[0] not in covered or is_fresh(p)))
+    covered = tuple(subtrees) if subtrees is not None else tuple({path.split("/", 1)[0] for path in given})
+    inside = lambda path: any(path == c or path.startswith(c + "/") for c in covered)
+    kept = sorted(p for p in expected if p not in given and (not inside(p) or is_fresh(p)))
     missing = sorted(set(expected) - set(given) - set(kept))
     extra = sorted(set(given) - set(expected))
     if missing or extra:
-        raise ValueError(f"pretrained params do not match the model: missing {_listing(missing)}, "
+        raise ValueError(f"{source}: the parameters do not match the model: missing {_listing(missing)}, "
                          f"unexpected {_listing(extra)}")
     for path, value in given.items():
         if tuple(np.shape(value)) != tuple(expected[path].shape):
-            raise ValueError(f"pretrained parameter {path} has shape {tuple(np.shape(value))}, "
+            raise ValueError(f"{source}: parameter {path} has shape {tuple(np.shape(value))}, "
                              f"the model expects {tuple(expected[path].shape)}")
     return kept
 
@@ -75,13 +78,14 @@ def _listing(paths: list[str], most: int = 5) -> str:
 
 
 def place_params(params: Mapping[str, Any], layout: StateLayout, initialised: Mapping[str, Any] | None = None,
-                 fresh: Sequence[str] = ()) -> Mapping[str, Any]:
+                 fresh: Sequence[str] = (), subtrees: Sequence[str] | None = None,
+                 source: str = "pretrained params") -> Mapping[str, Any]:
     """Host arrays -> the train state's params: master dtype, and each device gets only its shards.
 
     ``params`` (nested, without the "params" level) overrides the subtrees it holds; the
     parameters ``kept_params`` names come from ``initialised`` (the initialised state's params),
     which may be None only when there are none. Raises as ``kept_params`` does."""
-    kept = kept_params(params, layout, fresh)
+    kept = kept_params(params, layout, fresh, subtrees, source)
     if kept and initialised is None:
         raise ValueError(f"pretrained params leave {_listing(kept)} at their initial values, but no initialised params "
                          "were given to take them from")
@@ -115,11 +119,12 @@ class _ZeroInitialised:
 
 
 def write_step0_checkpoint(run: Run, workdir: str, mesh: Mesh, load: Callable[[], Mapping[str, Any]], source: str,
-                           fresh: Sequence[str] = ()) -> State | None:
+                           fresh: Sequence[str] = (), subtrees: Sequence[str] | None = None) -> State | None:
     """Saves the initial train state holding the weights ``load()`` returns (nested host arrays,
-    without the "params" level; see ``place_params``) as step 0 of ``workdir``'s checkpoints, with
-    the data iterator at its start, and returns it. Does nothing (None, ``load`` not called) when
-    the workdir already has a checkpoint to resume from. ``source`` names the weights in the log."""
+    without the "params" level; see ``place_params``: ``fresh``, ``subtrees``) as step 0 of
+    ``workdir``'s checkpoints, with the data iterator at its start, and returns it. Does nothing
+    (None, ``load`` not called) when the workdir already has a checkpoint to resume from. ``source``
+    names the weights in the log and in errors."""
     checkpointer = Checkpointer(os.path.join(workdir, run.train.checkpoint.subdir), run.train.checkpoint)
     try:
         if checkpointer.latest_step() is not None:
@@ -128,9 +133,10 @@ def write_step0_checkpoint(run: Run, workdir: str, mesh: Mesh, load: Callable[[]
         batch = run.example_batch()  # parameter shapes do not depend on the bucket
         layout = build_layout(run.task, batch, run.train.optimizer, mesh, run.train.sharding_rules)
         params = load()
-        random_init = bool(kept_params(params, layout, fresh))
+        random_init = bool(kept_params(params, layout, fresh, subtrees, source))
         state = init_state(run.task if random_init else _ZeroInitialised(run.task), batch, layout, run.train.seed)
-        state["params"] = place_params(params, layout, state["params"] if random_init else None, fresh)
+        state["params"] = place_params(params, layout, state["params"] if random_init else None, fresh, subtrees,
+                                       source)
         with pipeline.iterator() as iterator:
             checkpointer.save(0, state, iterator)
             checkpointer.wait()

@@ -73,6 +73,37 @@ def test_train_bad_set_values_are_named_before_any_data_is_built(tmp_path, capsy
     assert not os.path.exists(tmp_path / "corpus") and not os.path.exists(tmp_path / "run")
 
 
+def _wrong_value(value) -> str:
+    """A --set value of another type than ``value``'s (None: a mapping no optional field takes)."""
+    if isinstance(value, bool):
+        return "no"
+    if isinstance(value, (int, float)):
+        return "abc"
+    if isinstance(value, str):
+        return "[1, 2]"
+    if isinstance(value, (list, tuple)):
+        return "5" if value and isinstance(value[0], str) else "abc"
+    return "{1: 2}" if value is None else "abc"
+
+
+def test_every_key_of_the_config_is_type_checked_before_any_data_is_built(tmp_path, capsys):
+    from jaxspeech.config_dict import load_config_file, plain
+
+    def leaves(section, prefix=""):
+        for key, value in section.items():
+            if isinstance(value, dict) and value:
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    keys = list(leaves(plain(load_config_file(os.path.join(REPO, f"{CONFIG}:debug")))))
+    assert len(keys) >= 80
+    for key, value in keys:
+        line = _error(capsys, _train(tmp_path, f"{key}={_wrong_value(value)}"))
+        assert line.startswith(f"error: {key}"), (key, value, line)
+    assert not os.path.exists(tmp_path / "corpus") and not os.path.exists(tmp_path / "run")
+
+
 @pytest.mark.parametrize("config, sets, key, expected", [
     (f"{CONFIG}:debug", ["task.kind=bogus"], "task.kind", "expected one of ['ctc_encoder', 'speech_llm', 'text_lm'"),
     ("configs/slam_asr.py", [], "init", "names no weights: pass the checkpoints with --set init.whisper_dir="),
@@ -178,6 +209,12 @@ def test_generate_names_a_missing_tokenizer(tmp_path, capsys):
     assert line == f"error: {tmp_path}: expected tokenizer.json or tokenizer.model in this directory"
 
 
+def test_generate_names_a_missing_model_config(tmp_path, capsys):
+    directory = write_chatml_dir(str(tmp_path / "llm"))  # a tokenizer, but no config.json
+    line = _error(capsys, ["generate", "--hf-dir", directory, "--prompt", "hi"])
+    assert line.startswith(f"error: {os.path.join(directory, 'config.json')}: cannot be read as the model config")
+
+
 def test_generate_sample_and_beam_are_exclusive(llm_dir, capsys):
     assert _error(capsys, ["generate", "--hf-dir", llm_dir, "--prompt", "x", "--sample", "--beam", "2"]).startswith(
         "error: --sample: and --beam are exclusive")
@@ -186,6 +223,19 @@ def test_generate_sample_and_beam_are_exclusive(llm_dir, capsys):
 def test_transcribe_names_a_whisper_dir_without_config(tmp_path, capsys):
     line = _error(capsys, ["transcribe", "--whisper-dir", str(tmp_path), "x.flac"])
     assert line.startswith(f"error: {tmp_path / 'config.json'}: cannot be read as JSON")
+
+
+def test_transcribe_names_a_truncated_whisper_weights_file(tmp_path, capsys):
+    from jaxspeech.testing.whisper import micro_hf_model, save_micro_dir
+
+    directory = save_micro_dir(micro_hf_model(), str(tmp_path / "whisper"))
+    weights = os.path.join(directory, "model.safetensors")
+    data = open(weights, "rb").read()
+    with open(weights, "wb") as f:
+        f.write(data[: len(data) // 2])
+    capsys.readouterr()  # transformers' progress bar while saving
+    line = _error(capsys, ["transcribe", "--whisper-dir", directory, "x.flac"])
+    assert line.startswith(f"error: {weights}: tensor '") and "but the file holds" in line, line
 
 
 # ----------------------------------------------------------------------------- plan / launch
@@ -209,6 +259,20 @@ def test_check_data_errors(tmp_path, capsys):
     assert _error(capsys, ["check-data", missing]).startswith(f"error: {missing}: cannot read the manifest")
     (tmp_path / "bad.jsonl").write_text('{"audio_filepath": "a.wav", "duration": 1.0, "text": "x"}\nnot json\n')
     assert _error(capsys, ["check-data", str(tmp_path / "bad.jsonl")]).startswith(f"error: {tmp_path / 'bad.jsonl'}:2: not valid JSON")
+    both = ["check-data", str(tmp_path / "bad.jsonl"), "--librispeech", str(tmp_path)]
+    assert _error(capsys, both) == "error: --librispeech: give either manifests or --librispeech, not both or neither"
+    assert _error(capsys, ["check-data", "--librispeech", str(tmp_path)]) == (
+        f"error: {tmp_path}: no LibriSpeech transcripts found (expected {tmp_path}/*/*/*.trans.txt)")
+
+
+def test_sweep_grid_errors(tmp_path, capsys):
+    sweep = ["sweep", "--config", os.path.join(REPO, f"{CONFIG}:debug"), "--workdir", str(tmp_path / "sweep")]
+    assert _error(capsys, [*sweep, "--grid", "train.seed"]) == "error: --grid: expected KEY=VALUE1,VALUE2,..., got 'train.seed'"
+    assert _error(capsys, [*sweep, "--grid", "train.seed=0,1", "--grid", "train.seed=2,3"]) == (
+        "error: --grid: axes ['train.seed'] are given more than once")
+    missing = str(tmp_path / "grid.py")
+    assert _error(capsys, [*sweep, "--grid-file", missing]) == f"error: {missing}: grid file not found"
+    assert os.listdir(tmp_path) == []
 
 
 def test_score_errors(tmp_path, capsys):

@@ -235,7 +235,8 @@ def test_misshapen_checkpoints_and_trees_are_named_with_the_expected_shape(tmp_p
     good = dataclasses.replace(run.kind.init, llm_dir=hf_dirs["llm_dir"])
     params = speech_llm_init.PretrainedSpeechLLM(good, run.kind.model).load()
     wrong = {**params, "llm": {**params["llm"], "norm": {"scale": np.ones(31, np.float32)}}}
-    with pytest.raises(ValueError, match=r"pretrained parameter llm/norm/scale has shape \(31,\), the model expects \(32,\)"):
+    with pytest.raises(ValueError, match=r"pretrained params: parameter llm/norm/scale has shape \(31,\), the model "
+                                         r"expects \(32,\)"):
         place_params(wrong, layout)
     missing = {**params, "llm": {k: v for k, v in params["llm"].items() if k != "norm"}}
     with pytest.raises(ValueError, match=r"missing \['llm/norm/scale'\], unexpected \[\]"):

@@ -89,7 +89,8 @@ def test_bad_config_keys_are_named(tmp_path, capsys):
     assert error(f"{CONFIG}:debug", "--set", "model.llm.num_layerz=2").startswith(
         "error: model.llm.num_layerz: unknown key(s) ['num_layerz'] in model.llm")
     assert error(f"{CONFIG}:debug", "--set", "model.lm.num_layers=2").startswith("error: model.lm: unknown config key")
-    assert error(f"{CONFIG}:huge") == f"error: {CONFIG}:huge: configs/tiny_asr.py takes no argument or 'debug', got 'huge'\n"
+    assert error(f"{CONFIG}:huge") == (f"error: {CONFIG}:huge: configs/tiny_asr.py takes no argument, 'debug', 'staged' or "
+                                        "'staged_debug', got 'huge'\n")
 
 
 def _checkpoint_listing(workdir) -> dict[str, int]:
@@ -143,6 +144,32 @@ def test_read_only_commands_never_move_or_write_checkpoints(run_dir, tmp_path, c
     assert _checkpoint_listing(workdir) == before
 
 
+def test_train_on_checkpoints_that_do_not_fit_or_are_all_damaged_names_them_and_moves_nothing(run_dir, tmp_path, capsys):
+    """Resuming a run whose checkpoints no longer fit the config (a changed shape), or of which none
+    passes its integrity check: one line naming the checkpoint, exit 2; nothing under checkpoints/
+    moves and the run's own files (config.json, tokenizer, word list) are not rewritten."""
+    workdir = tmp_path / "run"
+    shutil.copytree(run_dir, workdir)
+    size = json.loads((workdir / "config.json").read_text())["model"]["llm"]["intermediate_size"]
+    kept = {name: os.stat(workdir / name).st_mtime_ns for name in ("config.json", "tokenizer.model", "lexicon.txt")}
+    train = ["train", "--config", f"{CONFIG}:debug", "--workdir", str(workdir), "--no-progress"]
+    before = _checkpoint_listing(workdir)
+    assert main([*train, "--set", f"model.llm.intermediate_size={size + 8}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {workdir / 'checkpoints'}/") and "does not fit the model" in err, err
+    assert err.count("\n") == 1 and f", {size + 8}]" in err
+    assert _checkpoint_listing(workdir) == before
+    assert {name: os.stat(workdir / name).st_mtime_ns for name in kept} == kept
+
+    for step in sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()):
+        _damage(workdir / "checkpoints" / str(step), seed=step)
+    before = _checkpoint_listing(workdir)
+    assert main(train) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {workdir / 'checkpoints'}: no checkpoint passes its integrity check ("), err
+    assert err.count("\n") == 1 and _checkpoint_listing(workdir) == before
+
+
 def test_eval_errors_of_a_run_name_what_is_wrong(run_dir, tmp_path, capsys):
     """No checkpoint, and a config that no longer fits the checkpoint: one line each, exit 2, nothing moved."""
     workdir = tmp_path / "run"
@@ -156,5 +183,6 @@ def test_eval_errors_of_a_run_name_what_is_wrong(run_dir, tmp_path, capsys):
     assert err.startswith(f"error: {workdir / 'checkpoints'}/") and "does not fit the model" in err and err.count("\n") == 1
     assert _checkpoint_listing(workdir) == before
     shutil.rmtree(workdir / "checkpoints")
-    assert main(["eval", "--workdir", str(workdir), "--no-progress"]) == 2
-    assert capsys.readouterr().err == f"error: {workdir / 'checkpoints'}: holds no checkpoint\n"
+    for command in (["eval", "--workdir", str(workdir), "--no-progress"], ["transcribe", "--checkpoint", str(workdir), "x.flac"]):
+        assert main(command) == 2
+        assert capsys.readouterr().err == f"error: {workdir / 'checkpoints'}: holds no checkpoint\n"

@@ -139,6 +139,8 @@ def test_fitted_decay_steps_is_where_the_budget_ends():
     assert fitted_decay_steps(step=30, steps_run=20, seconds_run=40.0, config=config) == 30 + 30  # 60 s left at 2 s a step
     assert fitted_decay_steps(step=30, steps_run=20, seconds_run=0.5, config=config) == 1000  # capped at total_steps
     assert fitted_decay_steps(step=30, steps_run=30, seconds_run=150.0, config=config) == 30  # the budget is spent
+    # Resumed after 60 s of earlier starts: 40 s left at 1 s a step.
+    assert fitted_decay_steps(step=30, steps_run=10, seconds_run=10.0, config=config, seconds_before=50.0) == 30 + 40
     with pytest.raises(ValueError, match="fit_decay_to_budget needs time_budget_s"):
         train_config_from_dict(loop_config(fit_decay_to_budget=True))
 
@@ -171,6 +173,44 @@ def test_decay_is_fitted_to_the_time_budget(tmp_path, monkeypatch):
         if fit:
             assert abs(horizon - result.step) <= 4, (horizon, result.step)
     assert last_rates[True] < 0.15 and last_rates[False] > 0.95, last_rates
+
+
+def test_the_time_budget_spans_restarts(tmp_path, monkeypatch):
+    """A run killed at step 10 of its 200-s budget (its last checkpoint at step 8) trains only what
+    is left after resuming: the seconds trained are saved with every checkpoint."""
+    monkeypatch.setattr(loop_module, "time", _FakeClock())
+    config = train_config_from_dict(loop_config(total_steps=1000, time_budget_s=200.0, checkpoint={"every_steps": 4}))
+    seen, kill = [], [True]
+
+    class Killed(Exception):
+        pass
+
+    def record(ctx):
+        seen.append((ctx.step, ctx.seconds(), ctx.run_seconds()))
+        if ctx.step == 10 and kill.pop():
+            raise Killed  # after step 10; the checkpoint of step 8 survives
+
+    with pytest.raises(Killed):
+        train(TinyTask(), config, grain_iterator(8), tmp_path, mesh=_one_device(), hooks=[FunctionHook(record)])
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    saved = checkpointer.restore(8, build_layout(TinyTask(), next(grain_iterator(8)), config.optimizer,
+                                                 _one_device()).abstract).meta["trained_seconds"]
+    checkpointer.close()
+    totals = {step: total for step, total, _ in seen}
+    assert totals[7] < saved <= totals[8]  # the seconds of step 8 (its own hooks' calls to the clock aside)
+    seen.clear()
+    kill.append(False)
+    resumed = train(TinyTask(), config, grain_iterator(8), tmp_path, mesh=_one_device(), hooks=[FunctionHook(record)])
+    assert resumed.stop_reason == "time_budget" and seen[0][0] == 9
+    first_total, first_run = seen[0][1:]
+    assert first_total == pytest.approx(saved + first_run, abs=2)  # counting on from the checkpoint's seconds (the
+    # fake clock ticks at every reading)
+    last_total, last_run = seen[-1][1:]
+    assert 200.0 <= last_total < 200.0 + (last_total - seen[-2][1]) + 1e-9  # stops once the whole budget is spent
+    assert saved > 20 and last_run < 200.0 - saved + 10  # the resumed start gets what was left, not 200 s
+    # A run resumed from the checkpoint that spent the budget does not train another step.
+    again = train(TinyTask(), config, grain_iterator(8), tmp_path, mesh=_one_device())
+    assert (again.step, again.stop_reason) == (resumed.step, "time_budget")
 
 
 def test_hooks_run_every_n_steps_see_the_state_and_can_stop_the_run(tmp_path):
