@@ -6,6 +6,7 @@ identical; torch runs at its best thread count; runs alternate and the median of
 reported. Compile time is reported separately.
 
   python -m benchmarks.decode_cpu [--pairs 10] [--out benchmarks/results/decode_cpu.json]
+  python -m benchmarks.decode_cpu --profile --pairs 2   # also where the op time goes
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import torch
 import transformers
 
 from benchmarks.harness import alternating, best_torch_threads, machine_info, write_json
+from benchmarks.profiling import profile
 from jaxspeech.convert.hf_llm import load_hf_llm
-from jaxspeech.decoding.generate import GenerationConfig, generate
+from jaxspeech.decoding.generate import GenerationConfig, _generate, generate
 
 PROMPT, NEW, EOS = 64, 64, 2
 HF_CONFIG = dict(vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
@@ -33,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--profile", action="store_true", help="also trace 2 generations per batch size and print where the op time goes")
     parser.add_argument("--out", default="benchmarks/results/decode_cpu.json")
     args = parser.parse_args()
 
@@ -67,6 +70,11 @@ def main() -> None:
         threads = best_torch_threads(peer, repeats=1)
         np.testing.assert_array_equal(our_tokens, peer())
         timing = alternating(ours, peer, pairs=args.pairs, warmup=1)
+        op_profile = None
+        if args.profile:
+            hlo = _generate.lower(config, params, prompts, segments, gen).compile().as_text()
+            op_profile = profile(ours, hlo, calls=2)
+            print(op_profile.report(), flush=True)
         run = {
             "batch": batch,
             "compile_plus_first_run_s": compile_s,
@@ -75,6 +83,7 @@ def main() -> None:
             "ours_tokens_per_s": batch * NEW / timing["ours_median_s"],
             "peer_tokens_per_s": batch * NEW / timing["peer_median_s"],
             **timing,
+            "profile": None if op_profile is None else op_profile.summary(),
         }
         results["runs"].append(run)
         print(f"batch {batch}: ours {run['ours_tokens_per_s']:.0f} tok/s, transformers {run['peer_tokens_per_s']:.0f} "

@@ -14,6 +14,7 @@ time is reported separately.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -86,14 +87,17 @@ def main() -> None:
     op_profile = profile(ours, compiled.as_text()) if args.profile else None
     if op_profile is not None:
         print(op_profile.report())
+    load_before = os.getloadavg()  # the machine is shared: the 1-minute load says how noisy the timings are
     threads = best_torch_threads(peer)
     timing = alternating(ours, peer, pairs=args.pairs)
+    load_after = os.getloadavg()
     peak = matmul_peak_gflops()
     gflop = encoder_gflop(args.frames, 80, width, layers, 4 * width)
     ours_gflops = gflop / timing["ours_median_s"]
     result = {
         "benchmark": "whisper encoder forward, CPU, float32",
         "machine": machine_info(),
+        "load_average_1_5_15min": {"before": load_before, "after": load_after},
         "size": args.size,
         "input": [1, args.frames, 80],
         "scan_layers": args.scan,

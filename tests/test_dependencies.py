@@ -146,11 +146,12 @@ def test_an_undeclared_test_dependency_is_found():
 
 
 def test_ci_runs_exactly_the_readme_quickstart_in_a_fresh_environment():
-    """The Quickstart block holds the install line and the test command, nothing else; .ci/run reads
-    them from it and runs them inside a virtual environment it has just created."""
+    """The Quickstart block holds the install line, the main job and the test command, nothing else;
+    .ci/run reads the first and the last from it and runs them inside a virtual environment it has just created."""
     lines = subprocess.run([sys.executable, os.path.join(ROOT, ".ci", "quickstart.py")], capture_output=True,
                            text=True, check=True).stdout.splitlines()
-    assert len(lines) == 2 and lines[0].startswith("pip install -e") and lines[1].startswith("python -m pytest")
+    assert len(lines) == 3 and lines[0].startswith("pip install -e") and lines[2].startswith("python -m pytest")
+    assert lines[1] == "jaxspeech train --config configs/tiny_asr.py --workdir runs/tiny"
     ci = open(os.path.join(ROOT, ".ci", "run")).read()
     order = [ci.index(step) for step in ("python3 .ci/quickstart.py", "python3 -m venv .venv",
                                          "source .venv/bin/activate", '"$install_line"', '"$test_line')]

@@ -126,28 +126,31 @@ def vocabulary_prefix_scores(
     return scores.at[row_index, last].set(jnp.where(state.last >= 0, repeat, scores[row_index, last]))
 
 
+def _linear_recurrence(log_a: jax.Array, log_s: jax.Array) -> jax.Array:
+    """log x f32[R, T] of x_t = x_{t-1} a_t + s_t (x_{-1} = 0) from log a, log s f32[R, T]: an
+    associative scan (log T levels of whole-array work, not T dependent steps)."""
+
+    def compose(first, second):  # x -> (x a1 + s1) a2 + s2 = x (a1 a2) + (s1 a2 + s2)
+        return first[0] + second[0], jnp.logaddexp(first[1] + second[0], second[1])
+
+    return jax.lax.associative_scan(compose, (log_a, log_s), axis=1)[1]
+
+
 def extend_prefix(
     state: PrefixState, labels: jax.Array, log_probs: jax.Array, lengths: jax.Array, blank_id: int
 ) -> PrefixState:
     """The prefix state of g + c for one label per row, labels i32[R]: the forward recursion over
-    the T frames, log r_n(t) = log(r_n(t-1) p_t(c) + start(t)), log r_b(t) = log((r_n(t-1) +
-    r_b(t-1)) p_t(blank))."""
+    the T frames, r_n(t) = r_n(t-1) p_t(c) + start(t) and r_b(t) = (r_n(t-1) + r_b(t-1)) p_t(blank)
+    (frames past ``lengths`` keep the last values), each a first-order linear recurrence."""
     start, emit = _candidate_starts(state, labels[:, None], log_probs, lengths, blank_id)
     start, emit = start[:, :, 0], emit[:, :, 0]  # [R, T]
     valid = jnp.arange(log_probs.shape[1])[None, :] < lengths[:, None]
-
-    def frame(carry, inputs):
-        r_n, r_b = carry
-        start_t, emit_t, blank_t, valid_t = inputs
-        new_n = jnp.where(valid_t, jnp.logaddexp(r_n + emit_t, start_t), r_n)
-        new_b = jnp.where(valid_t, jnp.logaddexp(r_n, r_b) + blank_t, r_b)
-        return (new_n, new_b), (new_n, new_b)
-
-    init = (jnp.full(labels.shape, NEG_INF, jnp.float32), jnp.full(labels.shape, NEG_INF, jnp.float32))
-    inputs = (start.T, emit.T, log_probs[:, :, blank_id].T, valid.T)
-    _, (r_n, r_b) = jax.lax.scan(frame, init, inputs)
+    r_n = _linear_recurrence(jnp.where(valid, emit, 0.0), jnp.where(valid, start, NEG_INF))
+    blank = log_probs[:, :, blank_id]
+    previous_n = jnp.concatenate([jnp.full_like(r_n[:, :1], NEG_INF), r_n[:, :-1]], axis=1)
+    r_b = _linear_recurrence(jnp.where(valid, blank, 0.0), jnp.where(valid, previous_n + blank, NEG_INF))
     score = jnp.maximum(jax.nn.logsumexp(start, axis=1), NEG_INF)
-    return PrefixState(r_n=r_n.T, r_b=r_b.T, last=labels, score=score)
+    return PrefixState(r_n=r_n, r_b=r_b, last=labels, score=score)
 
 
 def full_score(state: PrefixState, lengths: jax.Array) -> jax.Array:

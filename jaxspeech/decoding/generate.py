@@ -77,11 +77,13 @@ def suppress_eos_before(min_new_tokens: int, eos_ids: tuple[int, ...], then: Log
 
 
 def run_search(step_fn, first_logits, cache, gen: GenerationConfig, rng: jax.Array | None = None, logits_processor=None,
-               normalize: bool = True) -> DecodeOutput:
+               normalize: bool = True, active: jax.Array | None = None) -> DecodeOutput:
     """Dispatches to the search named by ``gen.method`` (shared by every model with a step function);
-    ``normalize=False``: the step returns log-scores that greedy and beam search add unnormalised."""
+    ``normalize=False``: the step returns log-scores that greedy and beam search add unnormalised;
+    ``active`` bool[B] False marks padding rows (``decoding/search.py``)."""
     logits_processor = suppress_eos_before(gen.min_new_tokens, gen.eos_ids, logits_processor)
-    common = dict(max_new_tokens=gen.max_new_tokens, eos_ids=gen.eos_ids, pad_id=gen.pad_id, logits_processor=logits_processor)
+    common = dict(max_new_tokens=gen.max_new_tokens, eos_ids=gen.eos_ids, pad_id=gen.pad_id,
+                  logits_processor=logits_processor, active=active)
     if gen.method == "greedy":
         return greedy_search(step_fn, first_logits, cache, normalize=normalize, **common)
     if gen.method == "sample":

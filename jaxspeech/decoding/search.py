@@ -12,7 +12,9 @@ they are (joint CTC/attention scores, whose sum over the steps is the hypothesis
 After a row emits an end token it emits ``pad_id``; ``lengths`` count the generated tokens
 including the end token. A row whose every continuation is impossible (all scores <= NEG_INF / 2,
 as for the padding rows of a batch under joint CTC scoring) stops there instead of running on to
-``max_new_tokens`` and keeping the whole batch busy.
+``max_new_tokens`` and keeping the whole batch busy. Rows marked inactive (``active`` bool[B] False:
+the padding rows that fill a batch to its compiled size) are finished before the first step: they
+output only ``pad_id`` with length 0 and never keep the loop running.
 """
 
 from __future__ import annotations
@@ -57,10 +59,15 @@ def _process(logits: jax.Array, step: jax.Array, processor: LogitsProcessor | No
     return jax.nn.log_softmax(logits, axis=-1) if normalize else logits
 
 
+def _active_rows(active: jax.Array | None, batch: int) -> jax.Array:
+    return jnp.ones((batch,), bool) if active is None else jnp.asarray(active, bool)
+
+
 def _token_loop(choose, step_fn, first_logits, cache, max_new_tokens, eos_ids, pad_id, processor,
-                normalize: bool = True) -> DecodeOutput:
+                normalize: bool = True, active: jax.Array | None = None) -> DecodeOutput:
     """Shared loop of greedy and sampling: ``choose(logits, step) -> tokens i32[B]``."""
     batch = first_logits.shape[0]
+    active = _active_rows(active, batch)
 
     def pick(logits, step, finished):
         logits = _process(logits, step, processor, normalize)
@@ -69,11 +76,10 @@ def _token_loop(choose, step_fn, first_logits, cache, max_new_tokens, eos_ids, p
         token = jnp.where(finished, pad_id, token)
         return token, jnp.where(finished, 0.0, logprob)
 
-    finished = jnp.zeros((batch,), bool)
-    token, logprob = pick(first_logits, jnp.int32(0), finished)
+    token, logprob = pick(first_logits, jnp.int32(0), ~active)
     out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token)
-    state = dict(step=jnp.int32(1), token=token, cache=cache, out=out, score=logprob,
-                 lengths=jnp.ones((batch,), jnp.int32), finished=_is_end(token, eos_ids) | _impossible(logprob))
+    state = dict(step=jnp.int32(1), token=token, cache=cache, out=out, score=logprob, lengths=active.astype(jnp.int32),
+                 finished=~active | _is_end(token, eos_ids) | _impossible(logprob))
 
     def cond(s):
         return (s["step"] < max_new_tokens) & ~jnp.all(s["finished"])
@@ -105,11 +111,12 @@ def greedy_search(
     pad_id: int,
     logits_processor: LogitsProcessor | None = None,
     normalize: bool = True,
+    active: jax.Array | None = None,
 ) -> DecodeOutput:
-    """Arg-max decoding of up to ``max_new_tokens`` tokens for every row."""
+    """Arg-max decoding of up to ``max_new_tokens`` tokens for every (active) row."""
     return _token_loop(
         lambda logits, step: jnp.argmax(logits, axis=-1),
-        step_fn, first_logits, cache, max_new_tokens, eos_ids, pad_id, logits_processor, normalize,
+        step_fn, first_logits, cache, max_new_tokens, eos_ids, pad_id, logits_processor, normalize, active,
     )
 
 
@@ -142,6 +149,7 @@ def sample(
     top_k: int = 0,
     top_p: float = 1.0,
     logits_processor: LogitsProcessor | None = None,
+    active: jax.Array | None = None,
 ) -> DecodeOutput:
     """Ancestral sampling with temperature / top-k / top-p; step ``t`` uses ``fold_in(rng, t)``."""
 
@@ -149,7 +157,8 @@ def sample(
         filtered = filter_logits(logprobs, temperature=temperature, top_k=top_k, top_p=top_p)
         return jax.random.categorical(jax.random.fold_in(rng, step), filtered, axis=-1)
 
-    return _token_loop(choose, step_fn, first_logits, cache, max_new_tokens, eos_ids, pad_id, logits_processor)
+    return _token_loop(choose, step_fn, first_logits, cache, max_new_tokens, eos_ids, pad_id, logits_processor,
+                       active=active)
 
 
 def expand_for_beams(tree: Any, num_beams: int) -> Any:
@@ -157,9 +166,23 @@ def expand_for_beams(tree: Any, num_beams: int) -> Any:
     return jax.tree.map(lambda x: jnp.repeat(x, num_beams, axis=0) if x.ndim else x, tree)
 
 
-def reorder_rows(tree: Any, rows: jax.Array) -> Any:
-    """Gathers rows i32[R] along axis 0 of every batched leaf."""
-    return jax.tree.map(lambda x: jnp.take(x, rows, axis=0) if x.ndim else x, tree)
+def _reorders_itself(x: Any) -> bool:
+    return hasattr(x, "reorder_rows")
+
+
+def reorder_rows(tree: Any, rows: jax.Array, recent: jax.Array | None = None) -> Any:
+    """Gathers rows i32[R] (valid row indices) along axis 0 of every batched leaf. A cache that
+    defines ``reorder_rows(rows, recent)`` (a KV cache) does it itself, given that only its slots
+    written in the last ``recent`` i32[] steps differ between rows that started alike (the beams of
+    one prompt)."""
+
+    def reorder(x):
+        if _reorders_itself(x) and recent is not None:
+            return x.reorder_rows(rows, recent)
+        # mode="clip": a plain gather; the default ("fill") adds a bounds test, a second pass.
+        return jnp.take(x, rows, axis=0, mode="clip") if x.ndim else x
+
+    return jax.tree.map(reorder, tree, is_leaf=_reorders_itself)
 
 
 def beam_search(
@@ -174,6 +197,7 @@ def beam_search(
     length_penalty: float = 1.0,
     logits_processor: LogitsProcessor | None = None,
     normalize: bool = True,
+    active: jax.Array | None = None,
 ) -> DecodeOutput:
     """Beam search; ``cache`` and ``first_logits`` come from a prefill with batch B (not B*K).
 
@@ -185,6 +209,7 @@ def beam_search(
     batch, vocab = first_logits.shape
     k = num_beams
     neg_inf = jnp.float32(NEG_INF)
+    active = _active_rows(active, batch)
 
     def normalised(score, length):
         return score / jnp.power(length.astype(jnp.float32), length_penalty)
@@ -195,7 +220,8 @@ def beam_search(
         logits=expand_for_beams(first_logits, k),
         cache=cache,
         seqs=jnp.full((batch, k, max_new_tokens), pad_id, jnp.int32),
-        scores=jnp.tile(jnp.array([0.0] + [-1e30] * (k - 1), jnp.float32), (batch, 1)),  # only beam 0 starts
+        # Only beam 0 of an active row starts.
+        scores=jnp.where(active[:, None], jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), neg_inf),
         done_seqs=jnp.full((batch, k, max_new_tokens), pad_id, jnp.int32),
         done_scores=jnp.full((batch, k), neg_inf),
         done_lengths=jnp.ones((batch, k), jnp.int32),
@@ -233,12 +259,9 @@ def beam_search(
         parent = jnp.take_along_axis(cand_beam, open_idx, axis=1)
         tokens = jnp.take_along_axis(cand_token, open_idx, axis=1)
         rows = (jnp.arange(batch)[:, None] * k + parent).reshape(-1)
-        cache = reorder_rows(s["cache"], rows)
-        logits, cache = jax.lax.cond(
-            last_step,
-            lambda: (s["logits"], cache),
-            lambda: step_fn(tokens.reshape(-1), cache),
-        )
+        # The cache holds the prompt (the same for every beam of a row) and the `step` tokens since.
+        cache = reorder_rows(s["cache"], rows, recent=step)
+        logits, cache = step_fn(tokens.reshape(-1), cache)  # after the last step: computed, not used
         return dict(
             step=step + 1,
             logits=logits,
@@ -253,8 +276,8 @@ def beam_search(
     final = jax.lax.while_loop(cond, body, state)
     best = jnp.argmax(final["done_scores"], axis=1)
     tokens = jnp.take_along_axis(final["done_seqs"], best[:, None, None], axis=1)[:, 0]
-    lengths = jnp.take_along_axis(final["done_lengths"], best[:, None], axis=1)[:, 0]
+    lengths = jnp.where(active, jnp.take_along_axis(final["done_lengths"], best[:, None], axis=1)[:, 0], 0)
     positions = jnp.arange(max_new_tokens)[None, :]
     tokens = jnp.where(positions < lengths[:, None], tokens, pad_id)
-    scores = jnp.take_along_axis(final["done_scores"], best[:, None], axis=1)[:, 0]
+    scores = jnp.where(active, jnp.take_along_axis(final["done_scores"], best[:, None], axis=1)[:, 0], 0.0)
     return DecodeOutput(tokens=tokens, lengths=lengths, scores=scores)

@@ -38,7 +38,8 @@ def decoding_params(
     config: SpeechLLMConfig, params: dict, lora: LoraConfig | None = None
 ) -> tuple[SpeechLLMConfig, dict]:
     """(config, params) ready for decoding: LoRA adapters merged into their kernels (so a step costs
-    what the base model costs), the LLM's layers unrolled (``llm/layout.py``: faster per token).
+    what the base model costs), the LLM's layers unrolled (``llm/layout.py``: faster per token)
+    and not rematerialised.
 
     ``params`` are unboxed ``{"params": {...}}``; adapters present without a ``lora`` config are an
     error rather than silently ignored."""
@@ -50,6 +51,7 @@ def decoding_params(
             raise ValueError(f"params hold LoRA adapters (e.g. {next(iter(adapters))!r}) but no LoraConfig was given: "
                              "pass lora= (or merge them with jaxspeech.layers.lora.merge_lora)")
     llm_config, llm_params = unrolled(config.llm, {"params": params["params"]["llm"]})
+    llm_config = llm_config.replace(remat_policy="none")  # rematerialisation only matters for gradients
     return config.replace(llm=llm_config), {**params, "params": {**params["params"], "llm": llm_params["params"]}}
 
 
@@ -87,6 +89,21 @@ def neutral_padding(config: SpeechLLMConfig, tokens: jax.Array, segment_ids: jax
     return jnp.where(segment_ids != 0, tokens, filler).astype(jnp.int32)
 
 
+def trim_padding_columns(tokens, segment_ids, multiple: int = 16):
+    """(tokens, segment_ids) without the leading and trailing columns that are padding in every row,
+    the width rounded up to a ``multiple`` (so that the batches of one duration bucket share a
+    compiled program): a prompt batch padded to its bucket's training width would otherwise give
+    the KV cache slots that every row masks at every step. Traced arrays are returned unchanged."""
+    if not is_concrete(tokens, segment_ids):
+        return tokens, segment_ids
+    used = np.nonzero(np.asarray(segment_ids).any(axis=0))[0]
+    if used.size == 0:
+        return tokens, segment_ids
+    width = min(tokens.shape[1], -(-(int(used[-1]) + 1 - int(used[0])) // multiple) * multiple)
+    start = min(int(used[0]), tokens.shape[1] - width)
+    return tokens[:, start : start + width], segment_ids[:, start : start + width]
+
+
 def generate_from_audio(
     config: SpeechLLMConfig,
     params: dict,
@@ -98,21 +115,26 @@ def generate_from_audio(
     rng: jax.Array | None = None,
     lora: LoraConfig | None = None,
     lexicon: TokenAutomaton | None = None,
+    active: jax.Array | None = None,
 ) -> DecodeOutput:
     """Prompts tokens i32[B, T] (placeholder spans in place; segment_ids i32[B, T], 0 = padding on
     either side) with audio features f32[B, C, Tf, F] and feature_lengths i32[B, C] -> new tokens.
 
     ``params`` may be in the scanned or unrolled layout, with LoRA adapters when ``lora`` is given
     (merged before decoding). Returns ``DecodeOutput`` (tokens i32[B, max_new_tokens], lengths,
-    scores). ``lexicon`` restricts the output to its words (``decoding/lexicon.py``). Jit-compiled
-    once per (config, gen, lora, shapes).
+    scores). ``lexicon`` restricts the output to its words (``decoding/lexicon.py``). Rows with
+    ``active`` bool[B] False (padding rows of a batch; they still need a prompt) output nothing and
+    never keep the search running. Columns that are padding in every row are dropped first
+    (``trim_padding_columns``). Jit-compiled once per (config, gen, lora, shapes).
     """
     check_audio_prompts(config, tokens, segment_ids, features, feature_lengths)
     if gen.ctc_weight and not config.ctc_vocab_size:
         raise ValueError("ctc_weight > 0 needs a model with a CTC head (ctc_vocab_size > 0)")
     if gen.ctc_weight and features.shape[1] != 1:
         raise ValueError(f"joint CTC decoding reads one audio clip per row; this batch has {features.shape[1]}")
-    return _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora, lexicon)
+    tokens, segment_ids = trim_padding_columns(tokens, segment_ids)
+    return _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora, lexicon,
+                                active)
 
 
 def _no_placeholder(config: SpeechLLMConfig):
@@ -122,7 +144,7 @@ def _no_placeholder(config: SpeechLLMConfig):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "gen", "lora"))
-def _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora, lexicon):
+def _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora, lexicon, active):
     config, params = decoding_params(config, params, lora)
     model = SpeechLLM(config)
     tokens = neutral_padding(config, tokens, segment_ids)
@@ -154,4 +176,4 @@ def _generate_from_audio(config, params, tokens, segment_ids, features, feature_
         )
     # Joint scores are added as they are: their sum over the steps is the hypothesis' joint score.
     return run_search(step, first_logits, cache, gen, rng, logits_processor=_no_placeholder(config),
-                      normalize=not gen.ctc_weight)
+                      normalize=not gen.ctc_weight, active=active)

@@ -2,7 +2,8 @@
 through which every model reaches an attention backend.
 
 Backends (``impl``):
-  * ``"xla"``    plain jnp reference (``jaxspeech.kernels.reference``); any device;
+  * ``"xla"``    plain jnp reference (``jaxspeech.kernels.reference``), over blocks of at most
+                 ``XLA_QUERY_BLOCK`` queries for long inputs (scores that stay in cache); any device;
   * ``"cudnn"``  ``jax.nn.dot_product_attention(implementation="cudnn")``; NVIDIA GPUs;
   * ``"pallas"`` fused flash attention (``jaxspeech.kernels.flash_attention``); TPU/GPU, and CPU in
                  interpret mode (for tests).
@@ -22,13 +23,15 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import PartitionSpec as P
 
-from jaxspeech.kernels.reference import reference_attention
+from jaxspeech.kernels.reference import head_major_kv_attention, reference_attention
 from jaxspeech.layers import axes
 from jaxspeech.layers.dense import Dense
 from jaxspeech.kernels.masks import MaskSpec, dense_mask
 from jaxspeech.layers.rope import apply_rope
 
 IMPLEMENTATIONS = ("xla", "cudnn", "pallas")
+# The "xla" backend attends in blocks of at most this many queries (``_in_query_blocks``).
+XLA_QUERY_BLOCK = 256
 DIAGNOSTICS = "diagnostics"
 
 
@@ -38,6 +41,41 @@ def _cudnn_attention(q, k, v, mask, bias, scale):
     out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=allowed, scale=scale, implementation="cudnn")
     any_key = jnp.any(allowed, axis=-1)[:, 0, :, None, None]  # [B, T, 1, 1]
     return jnp.where(any_key, out, 0).astype(q.dtype)
+
+
+def _in_query_blocks(attend, q, k, v, mask, bias, scale, block):
+    """``attend`` over blocks of at most ``block`` queries, one block after another (``lax.map``):
+    a block's scores f32[B, H, block, S] stay in cache instead of all [B, H, T, S] passing through
+    memory several times (softmax, weighting). Query rows are independent, so every output row is
+    what one call over all queries gives. ``attend`` takes q f[B, T, H, D] and k/v f[B, K, S, D]
+    (laid out head-major once here, not in every block)."""
+    batch, length = q.shape[:2]
+    count = -(-length // block)
+    size = -(-length // count)  # equal blocks, padded at the end
+    pad = count * size - length
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    if mask is not None and mask.uses_positions and mask.q_positions is None:
+        mask = mask.replace(q_positions=jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32)[None], (batch, length)))
+
+    def blocks(x, axis):  # [..., T (axis), ...] -> [count, ..., size, ...]
+        if x is None:
+            return None
+        x = jnp.pad(x, [(0, pad if i == axis else 0) for i in range(x.ndim)])
+        x = x.reshape(*x.shape[:axis], count, size, *x.shape[axis + 1 :])
+        return jnp.moveaxis(x, axis, 0)
+
+    per_query = {"q": blocks(q, 1), "bias": blocks(bias, 2)}
+    if mask is not None:
+        per_query.update(q_segment_ids=blocks(mask.q_segment_ids, 1), q_positions=blocks(mask.q_positions, 1),
+                         q_bidir_ids=blocks(mask.q_bidir_ids, 1))
+
+    def one_block(inputs):
+        block_mask = None if mask is None else mask.replace(
+            q_segment_ids=inputs["q_segment_ids"], q_positions=inputs["q_positions"], q_bidir_ids=inputs["q_bidir_ids"])
+        return attend(inputs["q"], k, v, block_mask, bias=inputs["bias"], scale=scale)
+
+    out = jax.lax.map(one_block, per_query)  # [count, B, size, H, D]
+    return jnp.moveaxis(out, 0, 1).reshape(batch, count * size, *q.shape[2:])[:, :length]
 
 
 def _mesh_axes(logical: str, dim: int, mesh) -> tuple[str, ...]:
@@ -114,6 +152,8 @@ def dot_product_attention(
     (e.g. Conformer relative positions). Fully masked query rows return 0 on every backend.
     """
     if impl == "xla":
+        if q.shape[1] > XLA_QUERY_BLOCK:
+            return _in_query_blocks(head_major_kv_attention, q, k, v, mask, bias, scale, XLA_QUERY_BLOCK)
         return reference_attention(q, k, v, mask, bias=bias, scale=scale)
     if impl == "cudnn":
         return _cudnn_attention(q, k, v, mask, bias, scale)
@@ -150,9 +190,9 @@ class Attention(nn.Module):
 
     ``__call__(x f[B, T, E], kv_input f[B, S, E] | None, ...) -> (f[B, T, features], cache | None)``.
     Self-attention when ``kv_input`` is None. ``rope`` is ``(positions i32[B, T], inv_freq)``
-    applied to queries and keys. ``cache`` is a dict with ``k``/``v`` f[B, Smax, K, D]: the new
-    keys/values are written at slot ``cache_index`` and attention runs over all slots (the mask
-    decides which are visible). ``kv`` passes precomputed (k, v) for cross-attention.
+    applied to queries and keys. ``cache`` is a dict with ``k``/``v`` f[B, K, Smax, D] (head-major):
+    the new keys/values are written at slot ``cache_index`` and attention runs over all slots (the
+    mask decides which are visible). ``kv`` passes precomputed (k, v) for cross-attention.
     """
 
     features: int
@@ -206,10 +246,13 @@ class Attention(nn.Module):
             k = apply_rope(k, positions, inv_freq, self.rope_interleaved)
         new_cache = None
         if cache is not None:
-            start = (0, cache_index, 0, 0)
-            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
-            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
-            new_cache = {"k": k, "v": v}
+            # Head-major slots: the attention products read the cache as it lies, without a relayout.
+            def write(slots, new):  # new f[B, L, K, D] into slots f[B, K, Smax, D] at cache_index
+                return jax.lax.dynamic_update_slice(slots, new.transpose(0, 2, 1, 3).astype(slots.dtype),
+                                                    (0, 0, cache_index, 0))
+
+            new_cache = {"k": write(cache["k"], k), "v": write(cache["v"], v)}
+            k, v = new_cache["k"].transpose(0, 2, 1, 3), new_cache["v"].transpose(0, 2, 1, 3)
         q = nn.with_logical_constraint(q, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
         if self.is_mutable_collection(DIAGNOSTICS) and not self.is_initializing():  # init makes all collections mutable
             weights = attention_weights(q, k.astype(q.dtype), mask, bias=bias, scale=self.scale)

@@ -150,7 +150,7 @@ class DecoderLM(nn.Module):
             mask = MaskSpec(
                 causal=True, q_segment_ids=q_seg, kv_segment_ids=kv_seg, q_bidir_ids=bidir_ids, kv_bidir_ids=bidir_ids
             )
-            cache_kv, cache_index = None, None
+            cache_index = None
         else:
             if positions is None:
                 positions = default_positions(seg, cache.next_positions)
@@ -168,25 +168,26 @@ class DecoderLM(nn.Module):
                 q_bidir_ids=bidir_ids,
                 kv_bidir_ids=kv_bidir,
             )
-            cache_kv = cache.layer_kv
         rope = (positions, jnp.asarray(inverse_frequencies(c.resolved_head_dim, c.rope)))
         x = nn.with_logical_constraint(inputs_embeds.astype(c.dtype), HIDDEN_AXES)
         if c.scan_layers:
-            x, new_kv = self.layers(x, rope, mask, cache_kv, cache_index)
+            x, new_kv = self.layers(x, rope, mask, None if cache is None else cache.stacked_kv(), cache_index)
+            if cache is not None:
+                keys, values = (tuple(new_kv[n][:, i] for i in range(c.num_layers)) for n in ("k", "v"))
         else:
-            per_layer = []
+            keys, values = [], []
             for i, layer in enumerate(self.layers):
                 if self.cross_attention is not None:
                     x = self.cross_attention(i, x, memory)
-                layer_cache = None if cache_kv is None else jax.tree.map(lambda a: a[:, i], cache_kv)
-                x, layer_cache = layer(x, rope, mask, layer_cache, cache_index)
-                per_layer.append(layer_cache)
-            new_kv = None if cache_kv is None else jax.tree.map(lambda *a: jnp.stack(a, axis=1), *per_layer)
+                x, layer_cache = layer(x, rope, mask, None if cache is None else cache.layer_kv(i), cache_index)
+                if cache is not None:
+                    keys.append(layer_cache["k"])
+                    values.append(layer_cache["v"])
         new_cache = None
         if cache is not None:
             new_cache = cache.replace(
-                k=new_kv["k"],
-                v=new_kv["v"],
+                k=tuple(keys),
+                v=tuple(values),
                 segment_ids=kv_seg,
                 next_positions=positions[:, -1] + 1,
                 index=cache_index + length,

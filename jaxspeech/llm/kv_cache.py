@@ -17,31 +17,76 @@ from jaxspeech.llm.config import LLMConfig
 
 @struct.dataclass
 class KVCache:
-    """k, v f[B, layers, S, K, D]; segment_ids i32[B, S] (0 = empty or padding slot);
-    next_positions i32[B] (rotary position of each row's next token); index i32[] (next free slot)."""
+    """k, v: tuples (one entry per layer, so that a step updates each in place) of head-major
+    f[B, K, S, D] (``layers.attention.Attention``'s cache layout);
+    segment_ids i32[B, S] (0 = empty or padding slot); next_positions i32[B] (rotary position of
+    each row's next token); index i32[] (next free slot)."""
 
-    k: jax.Array
-    v: jax.Array
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
     segment_ids: jax.Array
     next_positions: jax.Array
     index: jax.Array
 
     @property
     def max_length(self) -> int:
-        return self.k.shape[2]
+        return self.k[0].shape[2]
 
-    @property
-    def layer_kv(self) -> dict[str, jax.Array]:
-        return {"k": self.k, "v": self.v}
+    def layer_kv(self, layer: int) -> dict[str, jax.Array]:
+        """{"k", "v"} f[B, K, S, D] of one layer."""
+        return {"k": self.k[layer], "v": self.v[layer]}
+
+    def reorder_rows(self, rows: jax.Array, recent: jax.Array) -> "KVCache":
+        """Rows i32[R] gathered, where rows differ: the slots of the last ``recent`` i32[] steps (the
+        rows reordered among themselves, beams of one prompt, share every earlier slot)."""
+        layers = len(self.k)
+        *kv, segment_ids = reorder_recent_slots((*self.k, *self.v, self.segment_ids), (2,) * (2 * layers) + (1,), rows,
+                                                self.index, recent)
+        return self.replace(k=tuple(kv[:layers]), v=tuple(kv[layers:]), segment_ids=segment_ids,
+                            next_positions=jnp.take(self.next_positions, rows, mode="clip"))
+
+    def stacked_kv(self) -> dict[str, jax.Array]:
+        """{"k", "v"} f[B, layers, K, S, D]: every layer's, for a scanned decoder (a copy)."""
+        return {"k": jnp.stack(self.k, axis=1), "v": jnp.stack(self.v, axis=1)}
+
+
+# Widths (slots) of the windows a reorder gathers: the smallest that holds the recent slots.
+RECENT_WINDOWS = (16, 32, 64, 128, 256, 512)
+
+
+def reorder_recent_slots(arrays: tuple[jax.Array, ...], slot_axes: tuple[int, ...], rows: jax.Array,
+                         index: jax.Array, recent: jax.Array) -> tuple[jax.Array, ...]:
+    """Gathers rows i32[R] of the slots [index - recent, index) of each array (batch on axis 0,
+    slots on its ``slot_axes`` entry) and leaves the other slots as they are: rows reordered among
+    themselves (the beams of one prompt) share every slot written before the last ``recent`` steps,
+    and the slots from ``index`` on are empty. The window gathered is the smallest of
+    ``RECENT_WINDOWS`` (or all slots) that holds the recent ones, chosen at run time."""
+    size = arrays[0].shape[slot_axes[0]]
+    widths = sorted({w for w in RECENT_WINDOWS if w < size} | {size})
+
+    def gather(width):
+        def run(arrays):
+            start = jnp.clip(index - recent, 0, size - width)
+            out = []
+            for a, axis in zip(arrays, slot_axes):
+                window = jnp.take(jax.lax.dynamic_slice_in_dim(a, start, width, axis), rows, axis=0, mode="clip")
+                out.append(jax.lax.dynamic_update_slice_in_dim(a, window, start, axis))
+            return tuple(out)
+
+        return run
+
+    choice = jnp.minimum(jnp.searchsorted(jnp.asarray(widths), recent), len(widths) - 1)
+    return jax.lax.switch(choice, [gather(w) for w in widths], tuple(arrays))
 
 
 def init_cache(config: LLMConfig, batch: int, max_length: int, dtype: Any = None) -> KVCache:
     """An empty cache for ``batch`` rows of up to ``max_length`` tokens (compute dtype by default)."""
-    shape = (batch, config.num_layers, max_length, config.num_kv_heads, config.resolved_head_dim)
+    shape = (batch, config.num_kv_heads, max_length, config.resolved_head_dim)
     dtype = dtype or config.dtype
+    zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
     return KVCache(
-        k=jnp.zeros(shape, dtype),
-        v=jnp.zeros(shape, dtype),
+        k=zeros(),
+        v=zeros(),
         segment_ids=jnp.zeros((batch, max_length), jnp.int32),
         next_positions=jnp.zeros((batch,), jnp.int32),
         index=jnp.zeros((), jnp.int32),

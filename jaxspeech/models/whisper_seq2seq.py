@@ -4,11 +4,14 @@
   * ``encode(features f32[B, T, n_mels], lengths i32[B]) -> WhisperEncoderOutput``
   * ``decode(tokens i32[B, L], encoder_out f[B, S, D], encoder_lengths i32[B]) -> logits f32[B, L, V]``
   * ``__call__(features, lengths, tokens) -> logits f32[B, L, V]`` (teacher forcing)
-  * ``init_cache(batch, max_length, encoder_length) -> WhisperCache`` (zeros; no parameters needed)
-  * ``prefill(encoder_out, encoder_lengths, tokens i32[B, L], cache) -> (logits f32[B, L, V], cache)``:
-    computes each layer's cross-attention K/V once and stores them in the cache with the prompt's
-    self-attention K/V;
-  * ``extend(token i32[B], cache) -> (logits f32[B, V], cache)``: one decoding step.
+  * ``init_cache(batch, max_length) -> WhisperCache`` (zeros; no parameters needed)
+  * ``prefill(encoder_out, encoder_lengths, tokens i32[B, L], cache) -> (logits f32[B, L, V], cache, cross)``:
+    the prompt's self-attention K/V in the cache, and each layer's cross-attention K/V projected
+    once (``CrossKV``);
+  * ``extend(token i32[R], cache, cross) -> (logits f32[R, V], cache)``: one decoding step of R
+    hypotheses, R / B consecutive rows per utterance of ``cross`` (beams share its K/V).
+
+Incremental decoding runs the decoder's layers unrolled (``unrolled`` converts scanned params).
 
 The decoder has learned positions, a token embedding tied to the output projection, pre-LN blocks
 (causal self-attention, cross-attention, GELU MLP) and a final LayerNorm. All rows of a batch share
@@ -34,6 +37,8 @@ from jaxspeech.layers.mlp import MLP
 from jaxspeech.layers.norms import LayerNorm
 from jaxspeech.layers.options import check_block_options, check_heads
 from jaxspeech.layers.remat import remat, scan_layers
+from jaxspeech.llm.kv_cache import reorder_recent_slots
+from jaxspeech.llm.layout import unstack_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,100 +112,110 @@ def whisper_config(size: str, n_mels: int = 80, vocab_size: int = 51865, **optio
 
 @struct.dataclass
 class WhisperCache:
-    """Decoder state for incremental decoding. Batch on axis 0 of every array but ``index``.
+    """Self-attention keys and values of R hypotheses for incremental decoding: k, v are tuples (one
+    entry per layer, so a step updates each in place) of head-major f[R, H, Lmax, Dh] (the layout of
+    ``Attention``'s cache); index i32[] (next slot, shared by the rows)."""
 
-    self_k, self_v f[B, layers, Lmax, H, Dh]; cross_k, cross_v f[B, layers, S, H, Dh] (computed
-    once per utterance by ``prefill``); encoder_lengths i32[B]; index i32[] (next slot, shared).
-    """
-
-    self_k: jax.Array
-    self_v: jax.Array
-    cross_k: jax.Array
-    cross_v: jax.Array
-    encoder_lengths: jax.Array
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
     index: jax.Array
 
     @property
     def max_length(self) -> int:
-        return self.self_k.shape[2]
+        return self.k[0].shape[2]
+
+    def reorder_rows(self, rows: jax.Array, recent: jax.Array) -> "WhisperCache":
+        """Rows i32[R] gathered, where rows differ: the slots of the last ``recent`` i32[] steps (the
+        rows reordered among themselves, beams of one prompt, share every earlier slot)."""
+        layers = len(self.k)
+        kv = reorder_recent_slots((*self.k, *self.v), (2,) * (2 * layers), rows, self.index, recent)
+        return self.replace(k=tuple(kv[:layers]), v=tuple(kv[layers:]))
 
 
-def init_cache(config: WhisperConfig, batch: int, max_length: int, encoder_length: int | None = None) -> WhisperCache:
-    """Zeros for ``batch`` rows, ``max_length`` decoder tokens (prompt included) and ``encoder_length``
-    encoder frames (default: the full ``max_source_positions``)."""
+@struct.dataclass
+class CrossKV:
+    """The cross-attention keys and values of B utterances, projected once by ``prefill`` and read
+    by every step: k, v tuples (one per layer) of head-major f[B, H, S, Dh]; lengths i32[B] valid
+    frames.
+
+    The R = B * G hypotheses of a step come in G consecutive rows per utterance (G = 1 for greedy,
+    the beams for beam search): their queries are folded into one query axis of length G, so
+    every utterance's keys and values are read once per step, and are never copied per hypothesis."""
+
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
+    lengths: jax.Array
+
+
+def init_cache(config: WhisperConfig, batch: int, max_length: int) -> WhisperCache:
+    """Zeros for ``batch`` rows and ``max_length`` decoder tokens (prompt included)."""
     d = config.decoder
     if max_length > d.max_target_positions:
         raise ValueError(f"cache length {max_length} exceeds the decoder's {d.max_target_positions} positions")
-    encoder_length = config.encoder.max_source_positions if encoder_length is None else encoder_length
-    self_shape = (batch, d.num_layers, max_length, d.num_heads, d.head_dim)
-    cross_shape = (batch, d.num_layers, encoder_length, d.num_heads, d.head_dim)
-    return WhisperCache(
-        self_k=jnp.zeros(self_shape, d.dtype),
-        self_v=jnp.zeros(self_shape, d.dtype),
-        cross_k=jnp.zeros(cross_shape, d.dtype),
-        cross_v=jnp.zeros(cross_shape, d.dtype),
-        encoder_lengths=jnp.zeros((batch,), jnp.int32),
-        index=jnp.zeros((), jnp.int32),
-    )
+    zeros = lambda: tuple(jnp.zeros((batch, d.num_heads, max_length, d.head_dim), d.dtype) for _ in range(d.num_layers))
+    return WhisperCache(k=zeros(), v=zeros(), index=jnp.zeros((), jnp.int32))
+
+
+def unrolled(config: WhisperConfig, params: dict) -> tuple[WhisperConfig, dict]:
+    """(config, params) with the decoder's layers unrolled (``layers_0``, ...), as incremental
+    decoding runs them; returned unchanged when they already are."""
+    if not config.decoder.scan_layers:
+        return config, params
+    inner = params["params"]
+    decoder = unstack_layers({"params": inner["decoder"]}, config.decoder.num_layers)["params"]
+    return (config.replace(decoder=config.decoder.replace(scan_layers=False)),
+            {**params, "params": {**inner, "decoder": decoder}})
 
 
 class WhisperDecoderBlock(nn.Module):
     """x + self_attn(LN(x)); x + cross_attn(LN(x), encoder); x + mlp(LN(x)).
 
-    ``layer_cache`` is None (teacher forcing) or a dict with self_k/self_v f[B, Lmax, H, Dh] and
-    cross_k/cross_v f[B, S, H, Dh]. Cross K/V are projected from ``encoder_out`` when it is given
-    (and stored in the returned cache), otherwise read from the cache.
+    ``__call__(x f[R, L, D], memory, self_mask, cross_mask, layer_cache, cache_index) -> (x, outputs)``.
+    ``memory`` is the encoder output f[B, S, D] (its keys and values are projected here and returned
+    in ``outputs``) or their projection (k, v) f[B, H, S, Dh] (head-major); the R rows of ``x`` are
+    B groups of R / B consecutive rows. ``layer_cache`` is None (teacher forcing: ``outputs`` =
+    (None, None)) or {"k", "v"} f[R, H, Lmax, Dh] (``outputs`` = (the updated layer cache, the
+    projected (k, v) or None)).
     """
 
     config: WhisperDecoderConfig
 
-    @nn.compact
-    def __call__(self, x, encoder_out, self_mask, cross_mask, layer_cache, cache_index):
+    def setup(self):
         c = self.config
-        norm = lambda name: LayerNorm(c.layer_norm_eps, True, c.dtype, c.param_dtype, name=name)
-        attention = lambda name: Attention(
-            features=c.d_model,
-            num_heads=c.num_heads,
-            num_kv_heads=c.num_heads,
-            head_dim=c.head_dim,
-            q_bias=True,
-            k_bias=False,
-            v_bias=True,
-            o_bias=True,
-            impl=c.attn_impl,
-            dtype=c.dtype,
-            param_dtype=c.param_dtype,
-            name=name,
+        norm = lambda: LayerNorm(c.layer_norm_eps, True, c.dtype, c.param_dtype)
+        attention = lambda: Attention(
+            features=c.d_model, num_heads=c.num_heads, num_kv_heads=c.num_heads, head_dim=c.head_dim, q_bias=True,
+            k_bias=False, v_bias=True, o_bias=True, impl=c.attn_impl, dtype=c.dtype, param_dtype=c.param_dtype,
         )
-        self_cache = None if layer_cache is None else {"k": layer_cache["self_k"], "v": layer_cache["self_v"]}
-        attn_out, self_cache = attention("self_attn")(
-            norm("self_attn_layer_norm")(x), mask=self_mask, cache=self_cache, cache_index=cache_index
+        self.self_attn_layer_norm, self.self_attn = norm(), attention()
+        self.encoder_attn_layer_norm, self.encoder_attn = norm(), attention()
+        self.final_layer_norm = norm()
+        self.mlp = MLP(c.ffn_dim, "gelu", True, dtype=c.dtype, param_dtype=c.param_dtype)
+
+    def __call__(self, x, memory, self_mask, cross_mask, layer_cache, cache_index):
+        attn_out, new_layer_cache = self.self_attn(
+            self.self_attn_layer_norm(x), mask=self_mask, cache=layer_cache, cache_index=cache_index
         )
         x = nn.with_logical_constraint(x + attn_out, HIDDEN_AXES)
 
-        cross_attention = attention("encoder_attn")
-        if encoder_out is not None:
-            cross_kv = cross_attention.project_kv(encoder_out)
-        else:
-            cross_kv = (layer_cache["cross_k"].astype(c.dtype), layer_cache["cross_v"].astype(c.dtype))
-        cross_out, _ = cross_attention(norm("encoder_attn_layer_norm")(x), kv=cross_kv, mask=cross_mask)
-        x = nn.with_logical_constraint(x + cross_out, HIDDEN_AXES)
+        head_major = lambda kv: tuple(a.transpose(0, 2, 1, 3) for a in kv)  # [B, S, H, Dh] <-> [B, H, S, Dh]
+        projected = head_major(self.encoder_attn.project_kv(memory)) if not isinstance(memory, tuple) else None
+        cross_kv = memory if projected is None else projected
+        rows, length, width = x.shape
+        sources = cross_kv[0].shape[0]
+        # The R / B hypotheses of each utterance read its keys and values as one query block.
+        queries = self.encoder_attn_layer_norm(x).reshape(sources, rows // sources * length, width)
+        cross_out, _ = self.encoder_attn(queries, kv=head_major(cross_kv), mask=cross_mask)
+        x = nn.with_logical_constraint(x + cross_out.reshape(rows, length, width), HIDDEN_AXES)
 
-        mlp = MLP(c.ffn_dim, "gelu", True, dtype=c.dtype, param_dtype=c.param_dtype, name="mlp")
-        x = nn.with_logical_constraint(x + mlp(norm("final_layer_norm")(x)), HIDDEN_AXES)
-        if layer_cache is None:
-            return x, None
-        cache_dtype = layer_cache["self_k"].dtype
-        return x, {
-            "self_k": self_cache["k"],
-            "self_v": self_cache["v"],
-            "cross_k": cross_kv[0].astype(cache_dtype),
-            "cross_v": cross_kv[1].astype(cache_dtype),
-        }
+        x = nn.with_logical_constraint(x + self.mlp(self.final_layer_norm(x)), HIDDEN_AXES)
+        if layer_cache is None:  # teacher forcing: nothing to keep
+            return x, (None, None)
+        return x, (new_layer_cache, projected)
 
 
 class WhisperDecoder(nn.Module):
-    """tokens i32[B, L] (+ encoder states, optional cache) -> (logits f32[B, L, V], cache)."""
+    """tokens i32[R, L] (+ encoder states or their projection, optional cache) -> (logits f32[R, L, V], outputs)."""
 
     config: WhisperDecoderConfig
 
@@ -217,7 +232,7 @@ class WhisperDecoder(nn.Module):
         block = remat(WhisperDecoderBlock, c.remat_policy)
         if c.scan_layers:
             broadcast = nn.broadcast
-            stack = scan_layers(block, c.num_layers, in_axes=(broadcast, broadcast, broadcast, 1, broadcast), out_axes=1)
+            stack = scan_layers(block, c.num_layers, in_axes=(broadcast, broadcast, broadcast, broadcast, broadcast))
             self.layers = stack(c)
         else:
             self.layers = [block(c) for _ in range(c.num_layers)]
@@ -229,43 +244,51 @@ class WhisperDecoder(nn.Module):
         encoder_out: jax.Array | None,
         encoder_lengths: jax.Array,
         cache: WhisperCache | None = None,
-    ) -> tuple[jax.Array, WhisperCache | None]:
+        cross: CrossKV | None = None,
+    ) -> tuple[jax.Array, WhisperCache | None, CrossKV | None]:
+        """Teacher forcing (no cache), a prefill (cache and encoder_out: returns the projected
+        ``CrossKV``) or a step (cache and ``cross``)."""
         c = self.config
-        batch, length = tokens.shape
+        rows, length = tokens.shape
         if length > c.max_target_positions:
             raise ValueError(f"{length} decoder tokens exceed the decoder's {c.max_target_positions} positions")
-        if encoder_out is None and cache is None:
-            raise ValueError("the decoder needs encoder_out, or a cache holding the cross-attention K/V")
+        if (encoder_out is None) == (cross is None):
+            raise ValueError("the decoder needs either encoder_out or the cross-attention keys and values")
+        if cache is not None and c.scan_layers:
+            raise ValueError("incremental decoding runs the decoder's layers unrolled: convert (config, params) with "
+                             "jaxspeech.models.whisper_seq2seq.unrolled")
         start = jnp.zeros((), jnp.int32) if cache is None else cache.index
         positions = jax.lax.dynamic_slice_in_dim(self.embed_positions, start, length, axis=0)
         x = self.embed_tokens(tokens) + positions.astype(c.dtype)[None]
         x = nn.with_logical_constraint(x, HIDDEN_AXES)
-        cross_mask = MaskSpec(kv_lengths=encoder_lengths)
+        cross_mask = MaskSpec(kv_lengths=encoder_lengths if cross is None else cross.lengths)
         if cache is None:
             self_mask = MaskSpec(causal=True)
-            stacked = None
         else:
             q_positions = start + jnp.arange(length, dtype=jnp.int32)
-            self_mask = MaskSpec(causal=True, q_positions=jnp.broadcast_to(q_positions[None], (batch, length)))
-            stacked = {"self_k": cache.self_k, "self_v": cache.self_v, "cross_k": cache.cross_k, "cross_v": cache.cross_v}
+            self_mask = MaskSpec(causal=True, q_positions=jnp.broadcast_to(q_positions[None], (rows, length)))
 
         if c.scan_layers:
-            x, stacked = self.layers(x, encoder_out, self_mask, cross_mask, stacked, start)
+            x, _ = self.layers(x, encoder_out, self_mask, cross_mask, None, start)
+            new_cache = new_cross = None
         else:
-            per_layer = []
+            keys, values, cross_keys, cross_values = [], [], [], []
             for i, layer in enumerate(self.layers):
-                layer_cache = None if stacked is None else jax.tree.map(lambda a: a[:, i], stacked)
-                x, layer_cache = layer(x, encoder_out, self_mask, cross_mask, layer_cache, start)
-                per_layer.append(layer_cache)
-            if stacked is not None:
-                stacked = jax.tree.map(lambda *a: jnp.stack(a, axis=1), *per_layer)
+                layer_cache = None if cache is None else {"k": cache.k[i], "v": cache.v[i]}
+                memory = encoder_out if cross is None else (cross.k[i], cross.v[i])
+                x, (layer_cache, projected) = layer(x, memory, self_mask, cross_mask, layer_cache, start)
+                if layer_cache is not None:
+                    keys.append(layer_cache["k"])
+                    values.append(layer_cache["v"])
+                if projected is not None:
+                    cross_keys.append(projected[0])
+                    cross_values.append(projected[1])
+            new_cache = None if cache is None else WhisperCache(k=tuple(keys), v=tuple(values), index=start + length)
+            new_cross = CrossKV(tuple(cross_keys), tuple(cross_values), encoder_lengths) if cross is None else cross
 
         logits = self.embed_tokens.attend(self.layer_norm(x))
         logits = nn.with_logical_constraint(logits, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_VOCAB))
-        if cache is None:
-            return logits, None
-        new_cache = WhisperCache(**stacked, encoder_lengths=encoder_lengths, index=start + length)
-        return logits, new_cache
+        return logits, new_cache, new_cross
 
 
 class WhisperSeq2Seq(nn.Module):
@@ -290,21 +313,20 @@ class WhisperSeq2Seq(nn.Module):
         encoded = self.encode(features, lengths)
         return self.decode(tokens, encoded.hidden, encoded.lengths)
 
-    def init_cache(self, batch: int, max_length: int, encoder_length: int | None = None) -> WhisperCache:
+    def init_cache(self, batch: int, max_length: int) -> WhisperCache:
         """An empty ``WhisperCache`` (see ``init_cache``)."""
-        return init_cache(self.config, batch, max_length, encoder_length)
+        return init_cache(self.config, batch, max_length)
 
     def prefill(
         self, encoder_out: jax.Array, encoder_lengths: jax.Array, tokens: jax.Array, cache: WhisperCache
-    ) -> tuple[jax.Array, WhisperCache]:
-        """Prompt tokens i32[B, L] -> (logits f32[B, L, V], cache holding the prompt and cross K/V)."""
-        if cache.cross_k.shape[2] != encoder_out.shape[1]:
-            raise ValueError(f"cache holds {cache.cross_k.shape[2]} encoder frames, encoder_out has {encoder_out.shape[1]}")
+    ) -> tuple[jax.Array, WhisperCache, CrossKV]:
+        """Prompt tokens i32[B, L] -> (logits f32[B, L, V], cache holding the prompt, the ``CrossKV``
+        of encoder_out f[B, S, D])."""
         return self.decoder(tokens, encoder_out, encoder_lengths, cache)
 
-    def extend(self, token: jax.Array, cache: WhisperCache) -> tuple[jax.Array, WhisperCache]:
-        """One step: token i32[B] -> (logits f32[B, V], cache)."""
-        logits, cache = self.decoder(token[:, None], None, cache.encoder_lengths, cache)
+    def extend(self, token: jax.Array, cache: WhisperCache, cross: CrossKV) -> tuple[jax.Array, WhisperCache]:
+        """One step: token i32[R] -> (logits f32[R, V], cache); R is a multiple of ``cross``' B rows."""
+        logits, cache, _ = self.decoder(token[:, None], None, None, cache, cross)
         return logits[:, 0], cache
 
 

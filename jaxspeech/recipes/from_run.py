@@ -9,8 +9,8 @@ Each entry fills one subtree of this model (a top-level name such as ``encoder``
 such as ``llm/embed_tokens``) with the subtree of the source run's parameters named after the
 colon (default: the same path). Everything else keeps its random init (or the task's pretrained
 checkpoints, e.g. ``init.whisper_dir``, for subtrees no entry names), and LoRA adapters missing
-from a source start fresh. Source runs are read through ``recipes/restore.py`` (read-only: never
-a file written under them), newest checkpoint, parameters only; the values land bit for bit in
+from a source start fresh. Source runs are read by the ``read_params`` the recipe gives
+(``recipes/restore.py``: read-only, never a file written under them), newest checkpoint, parameters only; the values land bit for bit in
 step 0 of the new run (``train/warm_start.py``). A source without the subtree is refused, naming
 the subtrees it has; a parameter whose shape differs from the model's is refused, naming its path
 and both shapes.
@@ -19,7 +19,7 @@ and both shapes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from flax import traverse_util
 
@@ -85,6 +85,7 @@ class FromRuns:
     top-level names of what ``load`` returns)."""
 
     takes: tuple[Take, ...]
+    read_params: Callable[[str], Mapping[str, Any]]  # run folder -> its newest parameters (nested, numpy)
     pretrained: Any = None
 
     @property
@@ -113,8 +114,6 @@ class FromRuns:
 
     def load(self) -> dict[str, Any]:
         """The parameters (numpy, nested, without the "params" level) at their target paths."""
-        from jaxspeech.recipes.restore import restore  # restore builds runs: a recipe-level import
-
         parts = self._checkpoint_parts()
         pretrained = self.pretrained if parts is None else (
             dataclasses.replace(self.pretrained, parts=parts) if parts else None)
@@ -122,7 +121,7 @@ class FromRuns:
         params_of: dict[str, dict[str, Any]] = {}
         for take in self.takes:
             if take.run not in params_of:
-                params_of[take.run] = traverse_util.flatten_dict(restore(take.run)[1], sep="/")
+                params_of[take.run] = traverse_util.flatten_dict(self.read_params(take.run), sep="/")
             subtree = _subtree(params_of[take.run], take.source)
             if not subtree:
                 parent = take.source.rpartition("/")[0]

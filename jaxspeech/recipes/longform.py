@@ -71,8 +71,8 @@ class WhisperTranscriber:
     """Transcribes 16-kHz mono waveforms with an HF Whisper directory (config.json, safetensors,
     generation_config.json, tokenizer.json).
 
-    ``transcribe(audios)`` chunks long audio, decodes all chunks in batches of ``batch_size``
-    (the last batch is padded, so one program is compiled) and returns one string per waveform.
+    ``transcribe(audios)`` chunks long audio, decodes all chunks in batches of ``batch_size`` (a
+    short last batch padded to a power of two rows) and returns one string per waveform.
     """
 
     def __init__(
@@ -111,11 +111,15 @@ class WhisperTranscriber:
         frames = self.config.encoder.max_frames
         for begin in range(0, len(chunks), self.batch_size):
             group = chunks[begin : begin + self.batch_size]
-            features = np.zeros((self.batch_size, frames, self.config.encoder.n_mels), np.float32)
+            # A short last batch is padded to the next power of two rows (one program per size), and
+            # the padding rows are inactive: they generate nothing and end no later than the real ones.
+            rows = min(self.batch_size, 1 << (len(group) - 1).bit_length())
+            features = np.zeros((rows, frames, self.config.encoder.n_mels), np.float32)
             for row, chunk in enumerate(group):
                 features[row] = self._features(chunk)
             # Every chunk fills the window (zero audio past its end), as Whisper was trained: no lengths.
-            out = jax.device_get(self._generate(self.params, jnp.asarray(features), None))
+            active = jnp.arange(rows) < len(group)
+            out = jax.device_get(self._generate(self.params, jnp.asarray(features), None, active))
             for row in range(len(group)):
                 tokens = out.tokens[row, : out.lengths[row]].tolist()
                 results.append([t for t in tokens if t not in self._end_ids])

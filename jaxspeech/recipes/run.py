@@ -24,6 +24,8 @@ from jaxspeech.recipes.dormancy_hook import dormancy_hooks
 from jaxspeech.recipes.evaluate import during_training, evaluate_run, headline
 from jaxspeech.recipes.from_run import FromRuns
 from jaxspeech.recipes.report import write_report
+from jaxspeech.recipes.restore import restore
+from jaxspeech.recipes.stages import train_stages
 from jaxspeech.recipes.word_list import write_words
 from jaxspeech.recipes.workdir import CONFIG_JSON, save_config
 from jaxspeech.sharding import multihost
@@ -57,7 +59,12 @@ def starting_point(run: Run):
     """The weights of step 0 (``Pretrained``, ``tasks/kinds.py``): ``init.from_run``'s runs over the
     task's pretrained checkpoints, or those alone; None for a random init."""
     pretrained = run.kind.pretrained()
-    return FromRuns(run.from_run, pretrained) if run.from_run else pretrained
+    return FromRuns(run.from_run, _trained_params, pretrained) if run.from_run else pretrained
+
+
+def _trained_params(folder: str) -> dict[str, Any]:
+    """A finished run's newest parameters (read-only)."""
+    return restore(folder)[1]
 
 
 def keep_run_files(run: Run, config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -84,9 +91,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     "stop_reason", "trained_seconds" (over every start), "initialised_from"}. A staged config (``stages``)
     is run stage by stage (``recipes/stages.py``: the last stage's summary, with every stage's in "stages")."""
     if config.get("stages"):
-        from jaxspeech.recipes.stages import train_stages  # stages run this function: a same-layer import
-
-        return train_stages(config, workdir, progress=progress)
+        return train_stages(config, workdir, train_and_evaluate, progress=progress)
     start = time.monotonic()
     # Joining a multi-process job must precede anything that touches a device (build() counts them).
     multihost.initialize(train_config_from_dict(config.train).distributed)

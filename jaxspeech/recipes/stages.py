@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import ml_collections
 
@@ -35,7 +35,6 @@ from jaxspeech.config_dict import check_keys, plain
 from jaxspeech.errors import ConfigError, UsageError
 from jaxspeech.recipes.build import read_sections
 from jaxspeech.recipes.config import SECTIONS
-from jaxspeech.recipes.run import train_and_evaluate
 from jaxspeech.tasks.kinds import kind_name
 
 STAGE_JSON = "stage.json"  # written into a stage's folder once it is trained and evaluated
@@ -166,9 +165,11 @@ def write_stages_report(workdir: str, summaries: list[dict[str, Any]]) -> str:
     return path
 
 
-def train_stages(config: Mapping[str, Any], workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    """Trains and evaluates every stage in order (see the module docstring); returns the last stage's
-    summary (``train_and_evaluate``'s) with ``"stages"`` (every stage's) and ``"report"`` the job's."""
+def train_stages(config: Mapping[str, Any], workdir: str, train_one: Callable[..., dict[str, Any]], *,
+                 progress: bool = True) -> dict[str, Any]:
+    """Trains and evaluates every stage in order (see the module docstring) with ``train_one(config,
+    folder, progress=...)`` (``run.train_and_evaluate``, which calls this for a staged config); returns
+    the last stage's summary with ``"stages"`` (every stage's) and ``"report"`` the job's."""
     configs = stage_configs(config, workdir)
     os.makedirs(workdir, exist_ok=True)
     summaries = []
@@ -177,7 +178,7 @@ def train_stages(config: Mapping[str, Any], workdir: str, *, progress: bool = Tr
         summary = _finished(folder, stage_config)
         if summary is None:
             summary = {"name": name, "kind": kind_name(stage_config), "config": plain(stage_config),
-                       **train_and_evaluate(stage_config, folder, progress=progress)}
+                       **train_one(stage_config, folder, progress=progress)}
             with open(os.path.join(folder, STAGE_JSON), "w") as f:
                 json.dump(summary, f, indent=2)
         summaries.append(summary)

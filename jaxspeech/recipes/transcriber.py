@@ -71,7 +71,8 @@ class SpeechLLMTranscriber:
                 prompt = self.prompts({"text": ""}, (n,)).tokens
                 tokens[row, : len(prompt)], segments[row, : len(prompt)] = prompt, 1
             config, params = self.decoding
-            out = generate_from_audio(config, params, tokens, segments, feats, lengths, self.gen, lexicon=self.lexicon)
+            out = generate_from_audio(config, params, tokens, segments, feats, lengths, self.gen, lexicon=self.lexicon,
+                                      active=np.arange(rows) < len(group))
             ids, counts = jax.device_get((out.tokens, out.lengths))
             for row, index in enumerate(group):
                 eos = set(self.gen.eos_ids)

@@ -130,9 +130,10 @@ class SpeechLLMDecoder:
     def __call__(self, prepared: tuple[SpeechLLMConfig, dict], batch: Batch) -> list[str]:
         config, params = prepared
         segment_ids = np.array(batch.segment_ids)
-        segment_ids[np.asarray(batch.weights) == 0, 0] = 1  # padding rows: a dummy one-token prompt
+        padding = np.asarray(batch.weights) == 0
+        segment_ids[padding, 0] = 1  # padding rows: a dummy one-token prompt, inactive
         out = generate_from_audio(config, params, batch.tokens, segment_ids, batch.features, batch.feature_lengths,
-                                  self.generation, lexicon=self.lexicon)
+                                  self.generation, lexicon=self.lexicon, active=~padding)
         tokens, lengths = jax.device_get((out.tokens, out.lengths))
         return [self.kind.tokenizer.decode(row[:length].tolist()) for row, length in zip(tokens, lengths)]
 

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxspeech.config_dict import dataclass_from_dict, plain
@@ -143,7 +144,7 @@ class WhisperDecoder:
 
     def __call__(self, variables: dict, batch: Batch) -> list[str]:
         features, lengths = self.kind.task.encoder_inputs(batch.features, batch.feature_lengths)
-        out = self.generate(variables, features, lengths)
+        out = self.generate(variables, features, lengths, np.asarray(batch.weights) > 0)  # padding rows idle
         tokens, counts = jax.device_get((out.tokens, out.lengths))
         return [self.kind.tokenizer.decode(row[:count].tolist()).strip() for row, count in zip(tokens, counts)]
 

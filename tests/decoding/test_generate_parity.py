@@ -58,3 +58,22 @@ def test_batched_equals_each_prompt_alone(model_and_params):
         alone = generate(config, params, *pad_prompts([prompt]), gen)
         np.testing.assert_array_equal(np.asarray(batched.tokens[i]), np.asarray(alone.tokens[0]))
         assert int(batched.lengths[i]) == int(alone.lengths[0])
+
+
+def test_beam_search_tokens_identical_to_transformers(model_and_params):
+    """Beam 3 over a left-padded batch (the KV cache reordered with the beams) gives transformers'
+    beam-search tokens, up to and including the end token."""
+    model, (config, params) = model_and_params
+    gen = GenerationConfig(max_new_tokens=10, method="beam", num_beams=3, eos_ids=(2,), pad_id=0)
+    tokens, segs = pad_prompts(PROMPTS, side="left")
+    ours = generate(config, params, tokens, segs, gen)
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor(np.asarray(tokens), dtype=torch.long),
+                             attention_mask=torch.tensor(np.asarray(segs)), max_new_tokens=10, num_beams=3,
+                             do_sample=False, pad_token_id=0, eos_token_id=2)
+    theirs = np.pad(out[:, tokens.shape[1]:].numpy(), ((0, 0), (0, 10 - (out.shape[1] - tokens.shape[1]))))
+    lengths = np.asarray(ours.lengths)
+    generated = np.arange(10)[None, :] < lengths[:, None]  # transformers pads a finished beam with the end token
+    np.testing.assert_array_equal(np.where(generated, np.asarray(ours.tokens), -1), np.where(generated, theirs, -1))
+    ended = lengths < 10
+    assert (theirs[ended, lengths[ended] - 1] == 2).all()

@@ -158,3 +158,38 @@ def test_a_row_with_no_possible_token_does_not_keep_the_batch_running(search):
     alone = run(1)
     assert np.asarray(out.tokens)[0].tolist() == np.asarray(alone.tokens)[0].tolist() == [1, EOS] + [PAD] * 10
     assert steps_with_dead_row == len(calls) < common["max_new_tokens"] - 1
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam", "sample"])
+def test_inactive_rows_output_nothing_and_end_with_the_last_real_row(search):
+    """Row 1 is padding (active False) whose model never ends: the loop stops when row 0 ends, row
+    1 outputs only padding with length 0, and row 0's answer equals its answer alone."""
+    table = np.full((V, V), -5.0, np.float32)
+    table[:, EOS] = 5.0  # after the first token, every row ends...
+    first = jnp.array([[0.0, 3.0, 0.0, 0.0, -5.0]] * 2)
+    calls = []
+
+    def step(tokens, never_ends):  # ...except the rows the cache marks
+        jax.debug.callback(lambda: calls.append(1))
+        logits = jnp.asarray(table)[tokens]
+        return jnp.where(never_ends[:, None], logits.at[:, EOS].set(-9.0), logits), never_ends
+
+    common = dict(max_new_tokens=12, eos_ids=(EOS,), pad_id=PAD)
+    runs = {
+        "greedy": lambda rows, active: greedy_search(step, first[:rows], jnp.arange(rows) == 1, active=active, **common),
+        "beam": lambda rows, active: beam_search(step, first[:rows], jnp.arange(rows) == 1, num_beams=2, active=active,
+                                                 **common),
+        "sample": lambda rows, active: sample(step, first[:rows], jnp.arange(rows) == 1, jax.random.key(0),
+                                              temperature=0.01, active=active, **common),
+    }
+    out = runs[search](2, jnp.array([True, False]))
+    steps_with_padding = len(calls)
+    calls.clear()
+    alone = runs[search](1, None)
+    assert np.asarray(out.tokens)[0].tolist() == np.asarray(alone.tokens)[0].tolist() == [1, EOS] + [PAD] * 10
+    assert np.asarray(out.tokens)[1].tolist() == [PAD] * 12
+    assert np.asarray(out.lengths).tolist() == [2, 0] and float(out.scores[1]) == 0.0
+    assert steps_with_padding == len(calls) < common["max_new_tokens"] - 1
+    calls.clear()
+    runs[search](2, None)  # the same row, active, keeps the loop running to the end
+    assert len(calls) >= common["max_new_tokens"] - 1

@@ -142,4 +142,5 @@ def test_logical_axes_on_every_parameter_and_sharded_forward(micro):
     assert sharded["params"]["layers"]["mlp"]["fc1"]["kernel"].sharding.spec[2] == "tensor"
     with activation_rules(mesh):
         out = jax.jit(lambda p, x, n: model.apply(p, x, n).hidden)(sharded, features, lengths)
-    np.testing.assert_allclose(out, expected, atol=1e-5)
+    # A sharding error moves outputs of size ~1 by O(1); split reductions reorder float32 sums (~1e-5).
+    np.testing.assert_allclose(out, expected, atol=2e-5)
