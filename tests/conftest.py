@@ -8,3 +8,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import jaxspeech  # noqa: E402,F401  before any backend starts: no libtpu start-up errors on CPU machines
+
+import jax  # noqa: E402
+
+# Broadcasting is explicit everywhere (layers/broadcast.py): an implicit rank promotion is an error.
+jax.config.update("jax_numpy_rank_promotion", "raise")
