@@ -46,7 +46,7 @@ EXTRAS = {
         "ipython>=8",  # the colab/ notebook test (IPython.display)
         "jax[tpu]==0.10.2",  # libtpu: Mosaic kernel and `jaxspeech plan` tests compile for TPUs on any machine
         "import-linter>=2.1",  # the layering contracts of pyproject.toml (tests/test_layering.py)
-        "ruff>=0.6",  # lint rules of pyproject.toml (tests/test_ruff.py)
+        "ruff==0.17.6",  # lint and format rules of pyproject.toml (tests/test_ruff.py); pinned: the format check is exact
     ],
     "tfds": ["tensorflow-datasets==4.9.10", "array-record==0.8.6"],
     "gpu": ["jax[cuda12]==0.10.2"],

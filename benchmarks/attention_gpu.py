@@ -67,7 +67,9 @@ def mask_spec(shape: Shape) -> MaskSpec | None:
     return MaskSpec(causal=True, q_bidir_ids=span, kv_bidir_ids=span)
 
 
-def contestants(shape: Shape, mask: MaskSpec | None, smoke: bool, block_sizes: BlockSizes | None) -> dict[str, Callable]:
+def contestants(
+    shape: Shape, mask: MaskSpec | None, smoke: bool, block_sizes: BlockSizes | None
+) -> dict[str, Callable]:
     """name -> attention(q, k, v) for every implementation that applies on this machine."""
 
     def pallas(q, k, v):
@@ -106,7 +108,11 @@ def measure(shape: Shape, smoke: bool, warmup: int, repeats: int, block_sizes: B
     mask = mask_spec(shape)
     pairs = float(jnp.sum(dense_mask(mask, shape.batch, shape.length, shape.length))) / shape.batch
     forward_flops = 4.0 * shape.batch * shape.heads * shape.head_dim * pairs
-    result = {**dataclasses.asdict(shape), "dtype": jnp.dtype(dtype).name, "allowed_pair_fraction": pairs / shape.length**2}
+    result = {
+        **dataclasses.asdict(shape),
+        "dtype": jnp.dtype(dtype).name,
+        "allowed_pair_fraction": pairs / shape.length**2,
+    }
     pallas_out = None
     for name, attention in contestants(shape, mask, smoke, block_sizes).items():
         forward = jax.jit(attention)

@@ -76,16 +76,19 @@ def main() -> None:
         ours.close()
         peer.close()
 
-    write_json(args.out, {
-        "benchmark": "checkpoint_cpu",
-        "machine": machine_info(),
-        "load_average": os.getloadavg(),
-        "state_mb": megabytes,
-        "save": save,
-        "restore": restore,
-        "digest_median_s": digest_s,
-        "digest_mb_per_s": megabytes / digest_s,
-    })
+    write_json(
+        args.out,
+        {
+            "benchmark": "checkpoint_cpu",
+            "machine": machine_info(),
+            "load_average": os.getloadavg(),
+            "state_mb": megabytes,
+            "save": save,
+            "restore": restore,
+            "digest_median_s": digest_s,
+            "digest_mb_per_s": megabytes / digest_s,
+        },
+    )
 
 
 if __name__ == "__main__":

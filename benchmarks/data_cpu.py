@@ -177,8 +177,14 @@ def first_batch_seconds(make_iterator):
 def run(workers: int, manifest: str, args) -> dict:
     source = ManifestSource(manifest)
     config = PipelineConfig(
-        bucket_frames=BUCKETS, frame_budget=args.frame_budget, n_mels=80, num_workers=workers, num_epochs=None, seed=0,
-        read_threads=0, prefetch=PREFETCH,
+        bucket_frames=BUCKETS,
+        frame_budget=args.frame_budget,
+        n_mels=80,
+        num_workers=workers,
+        num_epochs=None,
+        seed=0,
+        read_threads=0,
+        prefetch=PREFETCH,
     )
     pipeline = DataPipeline(source, config, process_index=0, process_count=1)
     records = [source[i] for i in range(len(source))]
@@ -203,7 +209,9 @@ def run(workers: int, manifest: str, args) -> dict:
     # include the drain, whose cost depends on how full the buffers were).
     ratios = [
         (o_examples / o_seconds) / (p_examples / p_seconds)
-        for (o_seconds, o_examples, _), (p_seconds, p_examples, _) in zip(ours.calls[args.warmup :], peer.calls[args.warmup :])
+        for (o_seconds, o_examples, _), (p_seconds, p_examples, _) in zip(
+            ours.calls[args.warmup :], peer.calls[args.warmup :]
+        )
     ]
     result = {
         "workers": workers,

@@ -26,16 +26,28 @@ from jaxspeech.convert.hf_llm import load_hf_llm
 from jaxspeech.decoding.generate import GenerationConfig, _generate, generate
 
 PROMPT, NEW, EOS = 64, 64, 2
-HF_CONFIG = dict(vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
-                 num_attention_heads=8, num_key_value_heads=2, eos_token_id=EOS, pad_token_id=0,
-                 tie_word_embeddings=False)
+HF_CONFIG = dict(
+    vocab_size=32000,
+    hidden_size=512,
+    intermediate_size=1536,
+    num_hidden_layers=8,
+    num_attention_heads=8,
+    num_key_value_heads=2,
+    eos_token_id=EOS,
+    pad_token_id=0,
+    tie_word_embeddings=False,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--profile", action="store_true", help="also trace 2 generations per batch size and print where the op time goes")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also trace 2 generations per batch size and print where the op time goes",
+    )
     parser.add_argument("--out", default="benchmarks/results/decode_cpu.json")
     args = parser.parse_args()
 
@@ -47,7 +59,13 @@ def main() -> None:
     params = jax.device_put(params)
     n_params = sum(p.numel() for p in model.parameters())
     gen = GenerationConfig(max_new_tokens=NEW, min_new_tokens=NEW, eos_ids=(EOS,), pad_id=0)
-    results = {"machine": machine_info(), "model_params": n_params, "prompt_tokens": PROMPT, "new_tokens": NEW, "runs": []}
+    results = {
+        "machine": machine_info(),
+        "model_params": n_params,
+        "prompt_tokens": PROMPT,
+        "new_tokens": NEW,
+        "runs": [],
+    }
 
     for batch in args.batches:
         prompts = np.random.default_rng(batch).integers(3, HF_CONFIG["vocab_size"], (batch, PROMPT)).astype(np.int32)
@@ -60,8 +78,16 @@ def main() -> None:
 
         def peer():
             with torch.no_grad():
-                out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=NEW,
-                                     min_new_tokens=NEW, do_sample=False, num_beams=1, eos_token_id=EOS, pad_token_id=0)
+                out = model.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=NEW,
+                    min_new_tokens=NEW,
+                    do_sample=False,
+                    num_beams=1,
+                    eos_token_id=EOS,
+                    pad_token_id=0,
+                )
             return out[:, PROMPT:].numpy()
 
         start = time.perf_counter()
@@ -86,8 +112,11 @@ def main() -> None:
             "profile": None if op_profile is None else op_profile.summary(),
         }
         results["runs"].append(run)
-        print(f"batch {batch}: ours {run['ours_tokens_per_s']:.0f} tok/s, transformers {run['peer_tokens_per_s']:.0f} "
-              f"tok/s, speed-up x{run['speedup_median']:.2f} (compile {compile_s:.1f}s)", flush=True)
+        print(
+            f"batch {batch}: ours {run['ours_tokens_per_s']:.0f} tok/s, transformers {run['peer_tokens_per_s']:.0f} "
+            f"tok/s, speed-up x{run['speedup_median']:.2f} (compile {compile_s:.1f}s)",
+            flush=True,
+        )
     write_json(args.out, results)
 
 

@@ -54,12 +54,18 @@ def main() -> None:
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     run = lambda fn: jax.block_until_ready(fn(kernels, x))
     result = alternating(lambda: run(flat), lambda: run(batched), pairs=args.pairs)
-    result.update(backend=jax.default_backend(), flattened_by_default=dense.flatten_inputs(),
-                  shapes=dict(rows=args.rows, frames=args.frames, widths=widths), machine=machine_info(),
-                  load_average_1min_at_end=os.getloadavg()[0])
-    print(f"flattened vs batched dot, gradient of {args.layers} Dense layers on {jax.default_backend()}: "
-          f"{result['speedup_median']:.2f}x (median of {args.pairs} pairs, {result['speedup_min']:.2f}-"
-          f"{result['speedup_max']:.2f}); {result['ours_median_s'] * 1e3:.2f} vs {result['peer_median_s'] * 1e3:.2f} ms")
+    result.update(
+        backend=jax.default_backend(),
+        flattened_by_default=dense.flatten_inputs(),
+        shapes=dict(rows=args.rows, frames=args.frames, widths=widths),
+        machine=machine_info(),
+        load_average_1min_at_end=os.getloadavg()[0],
+    )
+    print(
+        f"flattened vs batched dot, gradient of {args.layers} Dense layers on {jax.default_backend()}: "
+        f"{result['speedup_median']:.2f}x (median of {args.pairs} pairs, {result['speedup_min']:.2f}-"
+        f"{result['speedup_max']:.2f}); {result['ours_median_s'] * 1e3:.2f} vs {result['peer_median_s'] * 1e3:.2f} ms"
+    )
     write_json(args.out, result)
 
 

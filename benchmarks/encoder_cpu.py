@@ -53,8 +53,15 @@ def main() -> None:
 
     width, layers, heads = WHISPER_SIZES[args.size]
     hf_config = WhisperConfig(
-        num_mel_bins=80, d_model=width, encoder_layers=layers, encoder_attention_heads=heads, encoder_ffn_dim=4 * width,
-        decoder_layers=1, decoder_attention_heads=heads, decoder_ffn_dim=4 * width, max_source_positions=args.frames // 2,
+        num_mel_bins=80,
+        d_model=width,
+        encoder_layers=layers,
+        encoder_attention_heads=heads,
+        encoder_ffn_dim=4 * width,
+        decoder_layers=1,
+        decoder_attention_heads=heads,
+        decoder_ffn_dim=4 * width,
+        max_source_positions=args.frames // 2,
         attn_implementation="sdpa",
     )
     torch.manual_seed(0)

@@ -37,8 +37,14 @@ def main() -> None:
     config = load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny_asr.py"))
     with tempfile.TemporaryDirectory() as data_dir:
         config.data.dir = data_dir
-        config.data.corpus = dict(train_hours=0.3, dev_utterances=1, test_utterances=args.rows, held_out_utterances=0,
-                                  open_vocab_utterances=1, open_vocab_held_out_utterances=0)
+        config.data.corpus = dict(
+            train_hours=0.3,
+            dev_utterances=1,
+            test_utterances=args.rows,
+            held_out_utterances=0,
+            open_vocab_utterances=1,
+            open_vocab_held_out_utterances=0,
+        )
         config.eval.generation.max_new_tokens = config.eval.llm_generation.max_new_tokens = args.new_tokens
         run = build(config, progress=False)
         run.eval = dataclasses.replace(run.eval, max_examples=args.rows)
@@ -53,13 +59,22 @@ def main() -> None:
             call()
             compile_s[name] = time.perf_counter() - start
         rows = int(batch.tokens.shape[0])
-        results = {"machine": machine_info(), "load_average": os.getloadavg(), "rows": rows,
-                   "new_tokens": args.new_tokens, "compile_plus_first_run_s": compile_s, "vs_joint": {}}
+        results = {
+            "machine": machine_info(),
+            "load_average": os.getloadavg(),
+            "rows": rows,
+            "new_tokens": args.new_tokens,
+            "compile_plus_first_run_s": compile_s,
+            "vs_joint": {},
+        }
         for name in ("llm", "ctc"):
             timing = alternating(calls[name], calls["joint"], pairs=args.pairs, warmup=0)
             results["vs_joint"][name] = timing
-            print(f"{name}: {timing['ours_median_s']:.2f} s, joint {timing['peer_median_s']:.2f} s per batch of {rows} "
-                  f"(joint / {name} x{timing['speedup_median']:.2f}); compile+first {compile_s[name]:.1f} s", flush=True)
+            print(
+                f"{name}: {timing['ours_median_s']:.2f} s, joint {timing['peer_median_s']:.2f} s per batch of {rows} "
+                f"(joint / {name} x{timing['speedup_median']:.2f}); compile+first {compile_s[name]:.1f} s",
+                flush=True,
+            )
     write_json(args.out, results)
 
 

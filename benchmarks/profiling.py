@@ -89,16 +89,27 @@ class Profile:
         return "\n".join(lines)
 
     def report(self, top: int = 25) -> str:
-        head = (f"XLA op time {self.ms_per_call:.0f} ms/call over all threads; threads busy {self.busy:.0%} of the "
-                "traced span")
-        return "\n\n".join([head, self.table("by op kind", self.by_kind, self.kind_counts, top),
-                            self.table("by source", self.by_source, self.source_counts, top)])
+        head = (
+            f"XLA op time {self.ms_per_call:.0f} ms/call over all threads; threads busy {self.busy:.0%} of the "
+            "traced span"
+        )
+        return "\n\n".join(
+            [
+                head,
+                self.table("by op kind", self.by_kind, self.kind_counts, top),
+                self.table("by source", self.by_source, self.source_counts, top),
+            ]
+        )
 
     def summary(self, top: int = 12) -> dict[str, Any]:
         """A JSON-able digest: ms per call in total, by kind and by source (the ``top`` largest)."""
         per_call = lambda totals: {name: ns / self.calls / 1e6 for name, ns in totals.most_common(top)}
-        return {"op_ms_per_call": self.ms_per_call, "threads_busy": self.busy,
-                "by_kind_ms": per_call(self.by_kind), "by_source_ms": per_call(self.by_source)}
+        return {
+            "op_ms_per_call": self.ms_per_call,
+            "threads_busy": self.busy,
+            "by_kind_ms": per_call(self.by_kind),
+            "by_source_ms": per_call(self.by_source),
+        }
 
 
 def profile(run: Callable[[], Any], hlo_text: str, calls: int = 3) -> Profile:

@@ -49,7 +49,9 @@ def eval_batches(run, examples: int) -> list:
     for host_batch in host_batches:
         segment_ids = np.array(host_batch.batch.segment_ids)
         segment_ids[np.asarray(host_batch.batch.weights) == 0, 0] = 1
-        padded.append(dataclasses.replace(host_batch, batch=dataclasses.replace(host_batch.batch, segment_ids=segment_ids)))
+        padded.append(
+            dataclasses.replace(host_batch, batch=dataclasses.replace(host_batch.batch, segment_ids=segment_ids))
+        )
     return padded
 
 
@@ -64,8 +66,17 @@ class Ours:
         hypotheses = []
         for host_batch in self.batches:
             b = host_batch.batch
-            out = generate_from_audio(self.config, self.params, b.tokens, b.segment_ids, b.features, b.feature_lengths,
-                                      self.gen, lexicon=self.lexicon, active=np.asarray(b.weights) > 0)
+            out = generate_from_audio(
+                self.config,
+                self.params,
+                b.tokens,
+                b.segment_ids,
+                b.features,
+                b.feature_lengths,
+                self.gen,
+                lexicon=self.lexicon,
+                active=np.asarray(b.weights) > 0,
+            )
             tokens, lengths = jax.device_get((out.tokens, out.lengths))
             hypotheses += [tokens[m["row"], : lengths[m["row"]]].tolist() for m in host_batch.metadata]
         return hypotheses
@@ -99,15 +110,20 @@ class Peer:
             padded = np.zeros((len(rows), width, embeds.shape[-1]), np.float32)
             mask = np.zeros((len(rows), width), np.int64)
             for i, (row, positions) in enumerate(zip(rows, real)):
-                padded[i, width - len(positions):] = embeds[row, positions]
-                mask[i, width - len(positions):] = 1
+                padded[i, width - len(positions) :] = embeds[row, positions]
+                mask[i, width - len(positions) :] = 1
             gen = self.gen
             with torch.no_grad():
                 out = self.model.generate(
-                    inputs_embeds=torch.from_numpy(padded), attention_mask=torch.from_numpy(mask),
-                    max_new_tokens=gen.max_new_tokens, num_beams=gen.num_beams if gen.method == "beam" else 1,
-                    length_penalty=gen.length_penalty, do_sample=False, eos_token_id=list(gen.eos_ids),
-                    pad_token_id=gen.pad_id, suppress_tokens=self.suppress,
+                    inputs_embeds=torch.from_numpy(padded),
+                    attention_mask=torch.from_numpy(mask),
+                    max_new_tokens=gen.max_new_tokens,
+                    num_beams=gen.num_beams if gen.method == "beam" else 1,
+                    length_penalty=gen.length_penalty,
+                    do_sample=False,
+                    eos_token_id=list(gen.eos_ids),
+                    pad_token_id=gen.pad_id,
+                    suppress_tokens=self.suppress,
                 )
             for row in out.tolist():
                 ended = [i for i, t in enumerate(row) if t in gen.eos_ids]
@@ -127,8 +143,10 @@ def main() -> None:
     run, params, step = restore(args.workdir)
     model = getattr(run.kind, "model", None)
     if getattr(model, "fusion", None) != "decoder_only":
-        raise SystemExit(f"--workdir must hold a decoder_only Speech-LLM run (transformers' peer takes an embedding "
-                         f"prefix); {args.workdir} is {getattr(model, 'fusion', type(run.kind).__name__)}")
+        raise SystemExit(
+            f"--workdir must hold a decoder_only Speech-LLM run (transformers' peer takes an embedding "
+            f"prefix); {args.workdir} is {getattr(model, 'fusion', type(run.kind).__name__)}"
+        )
     run_decoder = run.decoder()
     decoding = run_decoder.prepare(params)
     batches = eval_batches(run, args.examples)
@@ -136,12 +154,19 @@ def main() -> None:
     run_gen = run_decoder.generation
     results = {
         "benchmark": "Speech-LLM decoding of the eval pipeline's batches (encoder, prefill, search), CPU, float32",
-        "machine": machine_info(), "load_average_start": os.getloadavg(), "workdir": args.workdir, "step": step,
-        "examples": len(references), "batches": [int(b.batch.tokens.shape[0]) for b in batches], "runs": [],
+        "machine": machine_info(),
+        "load_average_start": os.getloadavg(),
+        "workdir": args.workdir,
+        "step": step,
+        "examples": len(references),
+        "batches": [int(b.batch.tokens.shape[0]) for b in batches],
+        "runs": [],
     }
     with tempfile.TemporaryDirectory() as directory:
         config, llm_params = decoding[0].llm, {"params": decoding[1]["params"]["llm"]}
-        export_hf_llm(config, llm_params, directory, "qwen2" if config.qkv_bias and not config.attention_bias else "llama")
+        export_hf_llm(
+            config, llm_params, directory, "qwen2" if config.qkv_bias and not config.attention_bias else "llama"
+        )
         for name in args.decoders:
             if name == "eval":
                 gen, lexicon = run_gen, run.lexicon()
@@ -153,9 +178,15 @@ def main() -> None:
             our_tokens = ours()
             compile_s = time.perf_counter() - start
             decode = run.tokenizer.decode
-            run = {"decoder": name, "method": gen.method, "num_beams": gen.num_beams, "ctc_weight": gen.ctc_weight,
-                   "lexicon": lexicon is not None, "compile_plus_first_run_s": compile_s,
-                   "wer": wer(references, [decode(t) for t in our_tokens]).rate}
+            run = {
+                "decoder": name,
+                "method": gen.method,
+                "num_beams": gen.num_beams,
+                "ctc_weight": gen.ctc_weight,
+                "lexicon": lexicon is not None,
+                "compile_plus_first_run_s": compile_s,
+                "wer": wer(references, [decode(t) for t in our_tokens]).rate,
+            }
             if name == "eval":
                 times = []
                 for _ in range(args.pairs):
@@ -163,21 +194,29 @@ def main() -> None:
                     ours()
                     times.append(time.perf_counter() - start)
                 run.update(ours_median_s=float(np.median(times)), ours_s=times)
-                print(f"{name}: ours {run['ours_median_s']:.2f} s, WER {run['wer']:.3f} (first call {compile_s:.1f} s)",
-                      flush=True)
+                print(
+                    f"{name}: ours {run['ours_median_s']:.2f} s, WER {run['wer']:.3f} (first call {compile_s:.1f} s)",
+                    flush=True,
+                )
             else:
                 peer = Peer(decoding[0], decoding[1], batches, gen, directory)
                 threads = best_torch_threads(peer, repeats=1)
                 peer_tokens = peer()
                 if our_tokens != peer_tokens:
                     differ = [i for i, (a, b) in enumerate(zip(our_tokens, peer_tokens)) if a != b]
-                    raise AssertionError(f"{name}: {len(differ)} hypotheses differ from transformers', e.g. row "
-                                         f"{differ[0]}: ours {our_tokens[differ[0]]}, peer {peer_tokens[differ[0]]}")
-                run.update(torch_threads=threads, tokens_identical=True,
-                           **alternating(ours, peer, pairs=args.pairs, warmup=0))
-                print(f"{name}: ours {run['ours_median_s']:.2f} s, transformers {run['peer_median_s']:.2f} s, speed-up "
-                      f"x{run['speedup_median']:.2f} [{run['speedup_min']:.2f}, {run['speedup_max']:.2f}] "
-                      f"(first call {compile_s:.1f} s), WER {run['wer']:.3f}", flush=True)
+                    raise AssertionError(
+                        f"{name}: {len(differ)} hypotheses differ from transformers', e.g. row "
+                        f"{differ[0]}: ours {our_tokens[differ[0]]}, peer {peer_tokens[differ[0]]}"
+                    )
+                run.update(
+                    torch_threads=threads, tokens_identical=True, **alternating(ours, peer, pairs=args.pairs, warmup=0)
+                )
+                print(
+                    f"{name}: ours {run['ours_median_s']:.2f} s, transformers {run['peer_median_s']:.2f} s, speed-up "
+                    f"x{run['speedup_median']:.2f} [{run['speedup_min']:.2f}, {run['speedup_max']:.2f}] "
+                    f"(first call {compile_s:.1f} s), WER {run['wer']:.3f}",
+                    flush=True,
+                )
             run["load_average"] = os.getloadavg()
             results["runs"].append(run)
     write_json(args.out, results)

@@ -47,8 +47,19 @@ def run_cell(name: str, extra: list[str]) -> dict:
     """Plans one cell in a child process; returns its plan with the child's wall and CPU seconds."""
     config, topology = CELLS[name]
     out = _plan_path(name)
-    command = [sys.executable, "-m", "jaxspeech", "plan", "--config", config, "--topology", topology, "--out", out,
-               *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "jaxspeech",
+        "plan",
+        "--config",
+        config,
+        "--topology",
+        topology,
+        "--out",
+        out,
+        *extra,
+    ]
     print("$", " ".join(command), flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
@@ -57,8 +68,14 @@ def run_cell(name: str, extra: list[str]) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if not os.path.exists(out) or os.path.getmtime(out) < time.time() - wall - 1:
-        return {"cell": name, "config": config, "topology": topology, "failed": f"exit code {completed.returncode}",
-                "wall_seconds": wall, "cpu_seconds": cpu}
+        return {
+            "cell": name,
+            "config": config,
+            "topology": topology,
+            "failed": f"exit code {completed.returncode}",
+            "wall_seconds": wall,
+            "cpu_seconds": cpu,
+        }
     with open(out) as f:
         plan = json.load(f)
     plan.update(cell=name, wall_seconds=wall, cpu_seconds=cpu, load_average=os.getloadavg(), extra_args=extra)
@@ -76,8 +93,9 @@ def table(plans: list[dict]) -> str:
     ]
     for plan in plans:
         if "failed" in plan or not plan.get("buckets"):
-            lines.append(f"| {plan['config']} | {plan['topology']} | planning failed ({plan.get('failed', '?')}) "
-                         "| | | | | | | |")
+            lines.append(
+                f"| {plan['config']} | {plan['topology']} | planning failed ({plan.get('failed', '?')}) | | | | | | | |"
+            )
             continue
         capacity = plan["capacity_bytes_per_device"]
         planned = [b for b in plan["buckets"] if b.get("batch")]
@@ -92,10 +110,12 @@ def table(plans: list[dict]) -> str:
         else:
             memory = steps = mfus = "-"
         compile_s = sum(b.get("compile_seconds", 0) for b in plan["buckets"])
-        lines.append(f"| {plan['config']} | {plan['topology']} ({plan['devices']} chips, {plan['hosts']} hosts) | {fits} "
-                     f"| {memory} | {batches} | {describe(plan['mesh'])} | {plan['remat']} | {steps} | {mfus} "
-                     f"| {plan['wall_seconds'] / 60:.1f} / {plan['cpu_seconds'] / 60:.1f} min "
-                     f"(last compile per bucket {compile_s / 60:.1f} min) |")
+        lines.append(
+            f"| {plan['config']} | {plan['topology']} ({plan['devices']} chips, {plan['hosts']} hosts) | {fits} "
+            f"| {memory} | {batches} | {describe(plan['mesh'])} | {plan['remat']} | {steps} | {mfus} "
+            f"| {plan['wall_seconds'] / 60:.1f} / {plan['cpu_seconds'] / 60:.1f} min "
+            f"(last compile per bucket {compile_s / 60:.1f} min) |"
+        )
     return "\n".join(lines)
 
 

@@ -338,13 +338,19 @@ def port_weights(params, peer: PeerSpeechLLM, no_decay_rules) -> dict[str, bool]
     ]
     norms = (("norm_ffn1", "norm_feed_forward1"), ("norm_attention", "norm_self_att"), ("norm_conv", "norm_conv"),
              ("norm_ffn2", "norm_feed_forward2"), ("norm_out", "norm_out"))  # fmt: skip
-    block += [(f"{hf}.{p_hf}", f"{ours}/{p}", same) for ours, hf in norms for p, p_hf in (("scale", "weight"), ("bias", "bias"))]
+    block += [
+        (f"{hf}.{p_hf}", f"{ours}/{p}", same)
+        for ours, hf in norms
+        for p, p_hf in (("scale", "weight"), ("bias", "bias"))
+    ]
     # (peer name inside a Llama layer, our path inside llm/layers, conversion)
     llm_layer = [
         ("input_layernorm.weight", "input_layernorm/scale", same),
         ("post_attention_layernorm.weight", "post_attention_layernorm/scale", same),
     ]
-    llm_layer += [(f"self_attn.{p}.weight", f"self_attn/{p}/kernel", linear) for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    llm_layer += [
+        (f"self_attn.{p}.weight", f"self_attn/{p}/kernel", linear) for p in ("q_proj", "k_proj", "v_proj", "o_proj")
+    ]
     llm_layer += [(f"mlp.{p}.weight", f"mlp/{p}/kernel", linear) for p in ("gate_proj", "up_proj", "down_proj")]
     rows = [
         ("encoder.subsampling.proj.weight", "encoder/conformer/subsampling/proj/kernel", linear, None),
@@ -414,7 +420,9 @@ def make_optimizer(peer: PeerSpeechLLM, decayed: dict[str, bool], config):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="2 Conformer blocks, 1 LLM layer, 8 rows, 3 pairs")
-    parser.add_argument("--frames", type=int, default=400, help="the duration bucket (log-mel frames) of the timed batch")
+    parser.add_argument(
+        "--frames", type=int, default=400, help="the duration bucket (log-mel frames) of the timed batch"
+    )
     parser.add_argument("--pairs", type=int, default=None)
     parser.add_argument("--caveat", default=None, help="a note stored in the JSON (e.g. 'machine busy')")
     parser.add_argument("--out", default="benchmarks/results/train_cpu.json")

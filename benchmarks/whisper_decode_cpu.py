@@ -42,8 +42,9 @@ def _end_like(model, audios: list[np.ndarray], target: int) -> int:
     """The token whose first greedy occurrence in ``audios`` comes nearest ``target`` tokens on average."""
     features = transformers.WhisperFeatureExtractor()(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt")
     with torch.no_grad():
-        rows = model.generate(features.input_features, language="en", task="transcribe", max_new_tokens=3 * target,
-                              do_sample=False).tolist()
+        rows = model.generate(
+            features.input_features, language="en", task="transcribe", max_new_tokens=3 * target, do_sample=False
+        ).tolist()
     firsts = collections.defaultdict(list)
     for row in rows:
         first: dict[int, int] = {}
@@ -66,26 +67,51 @@ def random_checkpoint(directory: str, audios: list[np.ndarray], target_tokens: i
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 
     config = transformers.WhisperConfig(
-        vocab_size=51865, num_mel_bins=80, d_model=512, encoder_layers=6, encoder_attention_heads=8, decoder_layers=6,
-        decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, max_source_positions=1500,
-        max_target_positions=448, pad_token_id=EOT, bos_token_id=EOT, eos_token_id=EOT, decoder_start_token_id=SOT,
+        vocab_size=51865,
+        num_mel_bins=80,
+        d_model=512,
+        encoder_layers=6,
+        encoder_attention_heads=8,
+        decoder_layers=6,
+        decoder_attention_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        max_source_positions=1500,
+        max_target_positions=448,
+        pad_token_id=EOT,
+        bos_token_id=EOT,
+        eos_token_id=EOT,
+        decoder_start_token_id=SOT,
         begin_suppress_tokens=None,
     )
     torch.manual_seed(seed)
     model = transformers.WhisperForConditionalGeneration(config).eval()
     model.generation_config = transformers.GenerationConfig(
-        decoder_start_token_id=SOT, eos_token_id=EOT, pad_token_id=EOT, bos_token_id=EOT, is_multilingual=True,
-        lang_to_id={"<|en|>": EN}, task_to_id={"translate": TRANSLATE, "transcribe": TRANSCRIBE},
-        no_timestamps_token_id=NO_TIMESTAMPS, suppress_tokens=[SOT, *range(NO_TIMESTAMPS + 1, 51865)],
-        begin_suppress_tokens=[220, EOT], max_length=448,
+        decoder_start_token_id=SOT,
+        eos_token_id=EOT,
+        pad_token_id=EOT,
+        bos_token_id=EOT,
+        is_multilingual=True,
+        lang_to_id={"<|en|>": EN},
+        task_to_id={"translate": TRANSLATE, "transcribe": TRANSCRIBE},
+        no_timestamps_token_id=NO_TIMESTAMPS,
+        suppress_tokens=[SOT, *range(NO_TIMESTAMPS + 1, 51865)],
+        begin_suppress_tokens=[220, EOT],
+        max_length=448,
     )
     with torch.no_grad():
         model.model.decoder.layer_norm.weight *= 10.0
         embedding = model.model.decoder.embed_tokens.weight
         embedding[EOT] = 1.01 * embedding[_end_like(model, audios, target_tokens)]
     model.save_pretrained(directory)
-    special = {EOT: "<|endoftext|>", SOT: "<|startoftranscript|>", EN: "<|en|>", TRANSLATE: "<|translate|>",
-               TRANSCRIBE: "<|transcribe|>", NO_TIMESTAMPS: "<|notimestamps|>"}
+    special = {
+        EOT: "<|endoftext|>",
+        SOT: "<|startoftranscript|>",
+        EN: "<|en|>",
+        TRANSLATE: "<|translate|>",
+        TRANSCRIBE: "<|transcribe|>",
+        NO_TIMESTAMPS: "<|notimestamps|>",
+    }
     vocab = {special.get(i, f"w{i}"): i for i in range(51865)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -122,8 +148,14 @@ class PeerTranscriber:
             group = chunks[begin : begin + self.batch_size]
             inputs = self.features(group, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
             with torch.no_grad():
-                out = self.model.generate(inputs, language="en", task="transcribe", num_beams=self.num_beams,
-                                          do_sample=False, max_new_tokens=MAX_NEW_TOKENS)
+                out = self.model.generate(
+                    inputs,
+                    language="en",
+                    task="transcribe",
+                    num_beams=self.num_beams,
+                    do_sample=False,
+                    max_new_tokens=MAX_NEW_TOKENS,
+                )
             results += [[t for t in row if t not in self.end_ids] for row in out.tolist()]
         return results
 
@@ -158,9 +190,12 @@ def main() -> None:
         audios = clips + [long_recording]
         results = {
             "benchmark": "Whisper transcription (log-mel, 30-s windows, generate, merge), CPU, float32",
-            "machine": machine_info(), "load_average_start": os.getloadavg(),
-            "checkpoint": args.whisper_dir or f"random whisper-base-sized (transcripts end near {args.target_tokens} tokens)",
-            "clips_seconds": [round(len(a) / SAMPLE_RATE, 2) for a in audios], "max_new_tokens": MAX_NEW_TOKENS,
+            "machine": machine_info(),
+            "load_average_start": os.getloadavg(),
+            "checkpoint": args.whisper_dir
+            or f"random whisper-base-sized (transcripts end near {args.target_tokens} tokens)",
+            "clips_seconds": [round(len(a) / SAMPLE_RATE, 2) for a in audios],
+            "max_new_tokens": MAX_NEW_TOKENS,
             "runs": [],
         }
         for method in args.methods:
@@ -172,30 +207,53 @@ def main() -> None:
                 threads = best_torch_threads(lambda: peer.transcribe_tokens(audios[:1]), repeats=1)
                 our_tokens, peer_tokens = ours.transcribe_tokens(audios), peer.transcribe_tokens(audios)
                 if our_tokens != peer_tokens:
-                    raise AssertionError(f"{method} batch {batch}: transcripts differ\nours {our_tokens}\npeer {peer_tokens}")
-                timing = alternating(lambda: ours.transcribe_tokens(audios), lambda: peer.transcribe_tokens(audios),
-                                     pairs=args.pairs, warmup=0)
-                run = {"method": method, "batch": batch, "compile_plus_first_run_s": compile_s, "torch_threads": threads,
-                       "transcripts_identical": True, "tokens": [len(t) for t in our_tokens], **timing,
-                       "load_average": os.getloadavg()}
+                    raise AssertionError(
+                        f"{method} batch {batch}: transcripts differ\nours {our_tokens}\npeer {peer_tokens}"
+                    )
+                timing = alternating(
+                    lambda: ours.transcribe_tokens(audios),
+                    lambda: peer.transcribe_tokens(audios),
+                    pairs=args.pairs,
+                    warmup=0,
+                )
+                run = {
+                    "method": method,
+                    "batch": batch,
+                    "compile_plus_first_run_s": compile_s,
+                    "torch_threads": threads,
+                    "transcripts_identical": True,
+                    "tokens": [len(t) for t in our_tokens],
+                    **timing,
+                    "load_average": os.getloadavg(),
+                }
                 results["runs"].append(run)
-                print(f"{method} batch {batch}: ours {run['ours_median_s']:.2f} s, transformers {run['peer_median_s']:.2f}"
-                      f" s, speed-up x{run['speedup_median']:.2f} [{run['speedup_min']:.2f}, {run['speedup_max']:.2f}] "
-                      f"(first call {compile_s:.1f} s; tokens {run['tokens']})", flush=True)
+                print(
+                    f"{method} batch {batch}: ours {run['ours_median_s']:.2f} s, transformers {run['peer_median_s']:.2f}"
+                    f" s, speed-up x{run['speedup_median']:.2f} [{run['speedup_min']:.2f}, {run['speedup_max']:.2f}] "
+                    f"(first call {compile_s:.1f} s; tokens {run['tokens']})",
+                    flush=True,
+                )
 
         # One short clip at the CLI's defaults: --beam 4 against greedy.
         greedy = WhisperTranscriber(directory, num_beams=1, max_new_tokens=MAX_NEW_TOKENS)
         beam = WhisperTranscriber(directory, num_beams=4, max_new_tokens=MAX_NEW_TOKENS)
         one = clips[:1]
         greedy.transcribe_tokens(one), beam.transcribe_tokens(one)
-        timing = alternating(lambda: beam.transcribe_tokens(one), lambda: greedy.transcribe_tokens(one),
-                             pairs=args.pairs, warmup=0)
+        timing = alternating(
+            lambda: beam.transcribe_tokens(one), lambda: greedy.transcribe_tokens(one), pairs=args.pairs, warmup=0
+        )
         results["single_clip_beam4_over_greedy"] = {
-            "clip_seconds": round(len(one[0]) / SAMPLE_RATE, 2), "beam4_median_s": timing["ours_median_s"],
-            "greedy_median_s": timing["peer_median_s"], "ratio_median": 1 / timing["speedup_median"], "goal": 2.0,
+            "clip_seconds": round(len(one[0]) / SAMPLE_RATE, 2),
+            "beam4_median_s": timing["ours_median_s"],
+            "greedy_median_s": timing["peer_median_s"],
+            "ratio_median": 1 / timing["speedup_median"],
+            "goal": 2.0,
         }
-        print(f"one {len(one[0]) / SAMPLE_RATE:.1f}-s clip: beam 4 {timing['ours_median_s']:.2f} s, greedy "
-              f"{timing['peer_median_s']:.2f} s (x{1 / timing['speedup_median']:.2f} of greedy)", flush=True)
+        print(
+            f"one {len(one[0]) / SAMPLE_RATE:.1f}-s clip: beam 4 {timing['ours_median_s']:.2f} s, greedy "
+            f"{timing['peer_median_s']:.2f} s (x{1 / timing['speedup_median']:.2f} of greedy)",
+            flush=True,
+        )
     results["goal"] = {"speedup": 1.5, "single_clip_beam4_over_greedy": 2.0}
     write_json(args.out, results)
 

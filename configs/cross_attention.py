@@ -18,6 +18,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     llm = c.model.llm
     c.model.fusion = "cross_attention"
     c.model.llm.scan_layers = False  # the cross-attention hook runs between unrolled layers
-    c.model.xattn = dict(hidden_size=llm.hidden_size, num_layers=llm.num_layers, every=2, num_heads=llm.num_heads,
-                         num_kv_heads=llm.num_kv_heads, intermediate_size=llm.intermediate_size)
+    c.model.xattn = dict(
+        hidden_size=llm.hidden_size,
+        num_layers=llm.num_layers,
+        every=2,
+        num_heads=llm.num_heads,
+        num_kv_heads=llm.num_kv_heads,
+        intermediate_size=llm.intermediate_size,
+    )
     return c

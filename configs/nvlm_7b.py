@@ -38,8 +38,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg != "d":
         c.model.llm.scan_layers = False  # the cross-attention hook runs between unrolled layers
         # Qwen2.5-7B's width and heads; the MLP as wide as the LLM's.
-        c.model.xattn = dict(hidden_size=3584, num_layers=28, every=4, num_heads=28, num_kv_heads=4,
-                             intermediate_size=18944, attn_impl="pallas", dtype="bfloat16")
+        c.model.xattn = dict(
+            hidden_size=3584,
+            num_layers=28,
+            every=4,
+            num_heads=28,
+            num_kv_heads=4,
+            intermediate_size=18944,
+            attn_impl="pallas",
+            dtype="bfloat16",
+        )
         c.data.pipeline.max_tokens = MAX_TOKENS[arg]
     if arg == "h":
         c.model.hybrid_pool = 5

@@ -24,8 +24,9 @@ TRAINED_AND_FROZEN = ((r"llm/.*/lora_[ab]", LEARNING_RATE), ("llm/.*", None), ("
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = slam_asr.get_config(arg)
-    c.model.connector = dict(kind="qformer", window=17, window_stride=17, num_queries=1, num_layers=2, size=768,
-                             num_heads=12, ffn_size=3072)
+    c.model.connector = dict(
+        kind="qformer", window=17, window_stride=17, num_queries=1, num_layers=2, size=768, num_heads=12, ffn_size=3072
+    )
     c.task.lora = dict(rank=8, alpha=16.0, dropout=0.1, targets=r"llm/.*(q_proj|k_proj|v_proj|o_proj)")
     c.train.optimizer.update(learning_rate=LEARNING_RATE, lr_rules=TRAINED_AND_FROZEN)
     if arg == "debug":

@@ -52,8 +52,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         tokenizer=None,  # default: init.llm_dir
         train="train",
         eval_sets=("dev", "test"),
-        pipeline=dict(bucket_frames=BUCKETS, frame_budget=48_000, max_tokens=MAX_TOKENS, num_workers=1, prefetch=4,
-                      seed=0),
+        pipeline=dict(
+            bucket_frames=BUCKETS, frame_budget=48_000, max_tokens=MAX_TOKENS, num_workers=1, prefetch=4, seed=0
+        ),
         eval_pipeline=dict(frame_budget=48_000),
     )
     c.model = dict(
@@ -63,15 +64,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         fusion="decoder_only",
         max_audio_frames=BUCKETS[-1],
     )
-    c.task = dict(kind="speech_llm", loss=dict(label_smoothing=0.0), spec_augment=None, lora=None,
-                  prompt=dict(task="asr", chat=None))
+    c.task = dict(
+        kind="speech_llm",
+        loss=dict(label_smoothing=0.0),
+        spec_augment=None,
+        lora=None,
+        prompt=dict(task="asr", chat=None),
+    )
     c.train = dict(
         seed=0,
         total_steps=5000,
         time_budget_s=None,
         eval_every=1000,
-        optimizer=dict(learning_rate=1e-4, warmup_steps=500, weight_decay=0.0, end_lr_fraction=0.0,
-                       grad_clip_norm=1.0, lr_rules=FROZEN),
+        optimizer=dict(
+            learning_rate=1e-4,
+            warmup_steps=500,
+            weight_decay=0.0,
+            end_lr_fraction=0.0,
+            grad_clip_norm=1.0,
+            lr_rules=FROZEN,
+        ),
         checkpoint=dict(every_steps=1000, max_to_keep=2),
         metrics=dict(log_every=50),
     )
@@ -80,21 +92,38 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if debug:
         c.init.random = dict(
             encoder=dict(n_mels=80, d_model=64, num_layers=1, num_heads=4, ffn_dim=128, max_source_positions=300),
-            llm=dict(hidden_size=32, intermediate_size=48, num_layers=1, num_heads=2, num_kv_heads=1, qkv_bias=True,
-                     tie_word_embeddings=True),
+            llm=dict(
+                hidden_size=32,
+                intermediate_size=48,
+                num_layers=1,
+                num_heads=2,
+                num_kv_heads=1,
+                qkv_bias=True,
+                tie_word_embeddings=True,
+            ),
         )
         # The corpus and tokenizer of configs/tiny_asr.py:debug (same settings, so the two share the folder).
         c.data.update(dir="data/tiny_debug", tokenizer_vocab=128)
-        c.data.corpus = dict(train_hours=0.01, dev_utterances=8, test_utterances=8, held_out_utterances=4,
-                             open_vocab_utterances=4, open_vocab_held_out_utterances=2)
+        c.data.corpus = dict(
+            train_hours=0.01,
+            dev_utterances=8,
+            test_utterances=8,
+            held_out_utterances=4,
+            open_vocab_utterances=4,
+            open_vocab_held_out_utterances=2,
+        )
         c.data.pipeline.update(bucket_frames=(600,), frame_budget=4_800, max_tokens=(180,), num_workers=0)
         c.data.eval_pipeline = dict(frame_budget=4_800)
         c.model.connector.hidden_size = 64
         c.model.max_audio_frames = 600
-        c.train.update(total_steps=3, eval_every=0,
-                       optimizer=dict(learning_rate=1e-3, warmup_steps=1, decay_steps=3, lr_rules=FROZEN),
-                       checkpoint=dict(every_steps=2, max_to_keep=2),
-                       metrics=dict(log_every=1, measure_peak_flops=False), progress_bar=False)
+        c.train.update(
+            total_steps=3,
+            eval_every=0,
+            optimizer=dict(learning_rate=1e-3, warmup_steps=1, decay_steps=3, lr_rules=FROZEN),
+            checkpoint=dict(every_steps=2, max_to_keep=2),
+            metrics=dict(log_every=1, measure_peak_flops=False),
+            progress_bar=False,
+        )
         c.eval.generation.max_new_tokens = 8
         c.eval.max_examples = 4
     if arg in ("lora", "lora_debug"):
@@ -108,7 +137,10 @@ def stages(c: ml_collections.ConfigDict) -> tuple[dict, ...]:
     lora_rules = ((r"llm/.*/lora_[ab]", rate), *FROZEN)
     return (
         dict(name="projector"),
-        dict(name="lora", init=dict(from_run="projector"),
-             task=dict(lora=dict(rank=8, alpha=16.0, dropout=0.0, targets=r"llm/.*(q_proj|k_proj|v_proj|o_proj)")),
-             train=dict(optimizer=dict(lr_rules=lora_rules))),
+        dict(
+            name="lora",
+            init=dict(from_run="projector"),
+            task=dict(lora=dict(rank=8, alpha=16.0, dropout=0.0, targets=r"llm/.*(q_proj|k_proj|v_proj|o_proj)")),
+            train=dict(optimizer=dict(lr_rules=lora_rules)),
+        ),
     )

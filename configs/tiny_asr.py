@@ -58,9 +58,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         encoder=dict(
             kind="conformer",
             conformer=dict(
-                input_dim=80, d_model=144, num_layers=4, num_heads=4, ffn_factor=4.0, conv_kernel_size=9,
-                conv_norm="layer_norm", subsampling="stack", subsampling_factor=4,
-                dropout_rate=0.0, ffn_dropout_rate=0.0, scan_layers=True,  # underfit in 22 min: no dropout
+                input_dim=80,
+                d_model=144,
+                num_layers=4,
+                num_heads=4,
+                ffn_factor=4.0,
+                conv_kernel_size=9,
+                conv_norm="layer_norm",
+                subsampling="stack",
+                subsampling_factor=4,
+                dropout_rate=0.0,
+                ffn_dropout_rate=0.0,
+                scan_layers=True,  # underfit in 22 min: no dropout
                 # Keeping only the matmul outputs for the backward pass (recomputing the cheap
                 # elementwise work) made one batch's step 8-15 % faster on a 2-core CPU: fewer
                 # per-layer buffers for the scan to write and read (experiments/tiny_asr/README.md).
@@ -68,8 +77,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             ),
         ),
         connector=dict(kind="frame_stack", stack=4, hidden_size=384),
-        llm=dict(hidden_size=192, intermediate_size=512, num_layers=3, num_heads=4, num_kv_heads=4,
-                 tie_word_embeddings=True, scan_layers=True, remat_policy="dots"),
+        llm=dict(
+            hidden_size=192,
+            intermediate_size=512,
+            num_layers=3,
+            num_heads=4,
+            num_kv_heads=4,
+            tie_word_embeddings=True,
+            scan_layers=True,
+            remat_policy="dots",
+        ),
         fusion="decoder_only",
         max_audio_frames=BUCKETS[-1],
         ctc=True,
@@ -89,8 +106,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # below is only the first guess (~0.62 s a step on a quiet 2-core CPU).
         fit_decay_to_budget=True,
         eval_every=0,
-        optimizer=dict(learning_rate=1.5e-3, warmup_steps=200, weight_decay=0.01, decay_steps=2100,
-                       end_lr_fraction=0.05, grad_clip_norm=1.0),
+        optimizer=dict(
+            learning_rate=1.5e-3,
+            warmup_steps=200,
+            weight_decay=0.01,
+            decay_steps=2100,
+            end_lr_fraction=0.05,
+            grad_clip_norm=1.0,
+        ),
         checkpoint=dict(every_steps=300, max_to_keep=2),
         metrics=dict(log_every=25),
     )
@@ -98,25 +121,41 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the small LLM on the audio, the lexicon keeps it to real words (experiments/tiny_asr/README.md).
     # Each set is also decoded by the LLM alone (beam 4, no CTC, no lexicon) and by the CTC head alone (greedy),
     # to show what each part reads on its own.
-    c.eval = dict(generation=dict(method="beam", num_beams=8, ctc_weight=0.7, ctc_candidates=32, max_new_tokens=80),
-                  lexicon="train", max_examples=None, decoders=("llm", "ctc", "joint"),
-                  llm_generation=dict(method="beam", num_beams=4, max_new_tokens=80),
-                  dormancy_every=100, dormancy_examples=8)  # does the LLM attend to the audio tokens?
+    c.eval = dict(
+        generation=dict(method="beam", num_beams=8, ctc_weight=0.7, ctc_candidates=32, max_new_tokens=80),
+        lexicon="train",
+        max_examples=None,
+        decoders=("llm", "ctc", "joint"),
+        llm_generation=dict(method="beam", num_beams=4, max_new_tokens=80),
+        dormancy_every=100,
+        dormancy_examples=8,
+    )  # does the LLM attend to the audio tokens?
 
     if debug:
         c.data.dir = "data/tiny_debug"
-        c.data.corpus = dict(train_hours=0.01, dev_utterances=8, test_utterances=8, held_out_utterances=4,
-                             open_vocab_utterances=4, open_vocab_held_out_utterances=2)
+        c.data.corpus = dict(
+            train_hours=0.01,
+            dev_utterances=8,
+            test_utterances=8,
+            held_out_utterances=4,
+            open_vocab_utterances=4,
+            open_vocab_held_out_utterances=2,
+        )
         c.data.tokenizer_vocab = 128
         c.data.pipeline.update(bucket_frames=(768,), max_tokens=(180,), frame_budget=1_536, num_workers=0)
         c.data.eval_pipeline = dict(frame_budget=3_200)
         c.model.encoder.conformer.update(d_model=32, num_layers=1, num_heads=2, subsampling_channels=8)
         c.model.connector.hidden_size = 32
         c.model.llm.update(hidden_size=32, intermediate_size=48, num_layers=1, num_heads=2, num_kv_heads=2)
-        c.train.update(total_steps=3, time_budget_s=None, fit_decay_to_budget=False, optimizer=dict(learning_rate=1e-3, warmup_steps=1,
-                                                                          decay_steps=3),
-                       checkpoint=dict(every_steps=2, max_to_keep=2), metrics=dict(log_every=1, measure_peak_flops=False),
-                       progress_bar=False)
+        c.train.update(
+            total_steps=3,
+            time_budget_s=None,
+            fit_decay_to_budget=False,
+            optimizer=dict(learning_rate=1e-3, warmup_steps=1, decay_steps=3),
+            checkpoint=dict(every_steps=2, max_to_keep=2),
+            metrics=dict(log_every=1, measure_peak_flops=False),
+            progress_bar=False,
+        )
         c.eval.generation.max_new_tokens = 8
         c.eval.llm_generation.max_new_tokens = 8
         c.eval.dormancy_every = 2
@@ -140,7 +179,10 @@ def stages(c: ml_collections.ConfigDict, debug: bool) -> tuple[dict, ...]:
     return (
         dict(name="ctc", task=dict(kind="ctc_encoder", spec_augment=dict(c.task.spec_augment)), train=ctc),
         dict(name="text", task=text_task, train=text),
-        dict(name="connector", init=dict(from_run=dict(encoder="ctc", ctc_head="ctc", llm="text")),
-             train=dict(**connector, optimizer=connector_optimizer)),
+        dict(
+            name="connector",
+            init=dict(from_run=dict(encoder="ctc", ctc_head="ctc", llm="text")),
+            train=dict(**connector, optimizer=connector_optimizer),
+        ),
         dict(name="finetune", init=dict(from_run="connector"), train=dict(**finetune, optimizer=finetune_optimizer)),
     )

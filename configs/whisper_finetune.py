@@ -61,8 +61,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         total_steps=4000,
         time_budget_s=None,
         eval_every=1000,
-        optimizer=dict(learning_rate=1e-5, warmup_steps=500, weight_decay=0.01, end_lr_fraction=0.0,
-                       grad_clip_norm=1.0),
+        optimizer=dict(
+            learning_rate=1e-5, warmup_steps=500, weight_decay=0.01, end_lr_fraction=0.0, grad_clip_norm=1.0
+        ),
         checkpoint=dict(every_steps=1000, max_to_keep=2),
         metrics=dict(log_every=50),
     )
@@ -75,17 +76,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
         c.data.update(dir="data/tiny_debug", tokenizer="data/whisper_debug_tokenizer", build_tokenizer=True)
         # The corpus of configs/tiny_asr.py:debug (same settings, so the two share the folder).
-        c.data.corpus = dict(train_hours=0.01, dev_utterances=8, test_utterances=8, held_out_utterances=4,
-                             open_vocab_utterances=4, open_vocab_held_out_utterances=2)
+        c.data.corpus = dict(
+            train_hours=0.01,
+            dev_utterances=8,
+            test_utterances=8,
+            held_out_utterances=4,
+            open_vocab_utterances=4,
+            open_vocab_held_out_utterances=2,
+        )
         c.data.pipeline.update(bucket_frames=(600,), frame_budget=4_800, max_tokens=(112,), num_workers=0)
         c.data.eval_pipeline = dict(frame_budget=4_800)
         c.model.scan_layers = False
-        c.task.update(loss=dict(label_smoothing=0.1),
-                      spec_augment=dict(num_freq_masks=1, max_freq_width=8, num_time_masks=1, max_time_width=10))
-        c.train.update(total_steps=3, eval_every=0,
-                       optimizer=dict(learning_rate=1e-3, warmup_steps=1, decay_steps=3),
-                       checkpoint=dict(every_steps=2, max_to_keep=2),
-                       metrics=dict(log_every=1, measure_peak_flops=False), progress_bar=False)
+        c.task.update(
+            loss=dict(label_smoothing=0.1),
+            spec_augment=dict(num_freq_masks=1, max_freq_width=8, num_time_masks=1, max_time_width=10),
+        )
+        c.train.update(
+            total_steps=3,
+            eval_every=0,
+            optimizer=dict(learning_rate=1e-3, warmup_steps=1, decay_steps=3),
+            checkpoint=dict(every_steps=2, max_to_keep=2),
+            metrics=dict(log_every=1, measure_peak_flops=False),
+            progress_bar=False,
+        )
         c.eval.generation.max_new_tokens = 8
         c.eval.max_examples = 4
     return c

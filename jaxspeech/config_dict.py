@@ -110,7 +110,9 @@ def check_keys(values: Mapping[str, Any], allowed: set[str], where: str) -> None
     """Raises ``ConfigError`` naming the unknown keys of a config section."""
     unknown = sorted(set(values) - allowed)
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}", f"unknown key(s) {unknown} in {where}; valid keys are {sorted(allowed)}")
+        raise ConfigError(
+            f"{where}.{unknown[0]}", f"unknown key(s) {unknown} in {where}; valid keys are {sorted(allowed)}"
+        )
 
 
 # ----------------------------------------------------------------------------- value checks
@@ -240,8 +242,9 @@ def override(config, dotted_key: str, value: Any) -> None:
             continue
         if key not in node:
             section = ".".join(parents[:i])
-            raise ConfigError(".".join(parents[: i + 1]), f"unknown config key; {section or 'the config'} has "
-                                                           f"{sorted(node.keys())}")
+            raise ConfigError(
+                ".".join(parents[: i + 1]), f"unknown config key; {section or 'the config'} has {sorted(node.keys())}"
+            )
         node = node[key]
     if not hasattr(node, "keys"):
         raise ConfigError(dotted_key, f"{'.'.join(parents)!r} is a value, not a section")

@@ -38,8 +38,9 @@ def _setup_lists() -> dict[str, list[str]]:
 
 def _readme_install_names() -> set[str]:
     """Distributions the README's Quickstart install line names besides the project itself."""
-    lines = subprocess.run([sys.executable, os.path.join(ROOT, ".ci", "quickstart.py")], capture_output=True,
-                           text=True, check=True).stdout.splitlines()
+    lines = subprocess.run(
+        [sys.executable, os.path.join(ROOT, ".ci", "quickstart.py")], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     words = re.findall(r"pip install ([^&;|]+)", lines[0])
     return _requirement_names(w for part in words for w in part.split() if not w.startswith(("-", ".", '"', "'")))
 
@@ -74,8 +75,13 @@ def _notebook_source(path: str) -> str:
 
 
 def _files(folders, suffix: str) -> list[str]:
-    return sorted(os.path.join(root, name) for folder in folders for root, _, names in os.walk(os.path.join(ROOT, folder))
-                  for name in names if name.endswith(suffix))
+    return sorted(
+        os.path.join(root, name)
+        for folder in folders
+        for root, _, names in os.walk(os.path.join(ROOT, folder))
+        for name in names
+        if name.endswith(suffix)
+    )
 
 
 def _first_party() -> set[str]:
@@ -148,11 +154,20 @@ def test_an_undeclared_test_dependency_is_found():
 def test_ci_runs_exactly_the_readme_quickstart_in_a_fresh_environment():
     """The Quickstart block holds the install line, the main job and the test command, nothing else;
     .ci/run reads the first and the last from it and runs them inside a virtual environment it has just created."""
-    lines = subprocess.run([sys.executable, os.path.join(ROOT, ".ci", "quickstart.py")], capture_output=True,
-                           text=True, check=True).stdout.splitlines()
+    lines = subprocess.run(
+        [sys.executable, os.path.join(ROOT, ".ci", "quickstart.py")], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     assert len(lines) == 3 and lines[0].startswith("pip install -e") and lines[2].startswith("python -m pytest")
     assert lines[1] == "jaxspeech train --config configs/tiny_asr.py --workdir runs/tiny"
     ci = open(os.path.join(ROOT, ".ci", "run")).read()
-    order = [ci.index(step) for step in ("python3 .ci/quickstart.py", "python3 -m venv .venv",
-                                         "source .venv/bin/activate", '"$install_line"', '"$test_line')]
+    order = [
+        ci.index(step)
+        for step in (
+            "python3 .ci/quickstart.py",
+            "python3 -m venv .venv",
+            "source .venv/bin/activate",
+            '"$install_line"',
+            '"$test_line',
+        )
+    ]
     assert order == sorted(order)

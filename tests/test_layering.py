@@ -21,8 +21,9 @@ def test_the_package_keeps_its_layering_contracts():
 
 
 def test_an_upward_import_breaks_the_layers_contract(tmp_path):
-    shutil.copytree(os.path.join(ROOT, "jaxspeech"), tmp_path / "jaxspeech",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        os.path.join(ROOT, "jaxspeech"), tmp_path / "jaxspeech", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copy(os.path.join(ROOT, "pyproject.toml"), tmp_path / "pyproject.toml")
     norms = tmp_path / "jaxspeech" / "layers" / "norms.py"
     norms.write_text(norms.read_text() + "\nfrom jaxspeech.recipes import workdir  # noqa: E402\n")

@@ -34,8 +34,13 @@ def test_importing_jaxspeech_keeps_libtpu_quiet_on_a_cpu_machine():
     code = "import jaxspeech, jax; print(jax.devices()[0].platform)"
     quiet = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert quiet.stdout.strip() == "cpu" and "TPU" not in quiet.stderr, quiet.stderr
-    loud = subprocess.run([sys.executable, "-c", "import jax; print(jax.devices()[0].platform)"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    loud = subprocess.run(
+        [sys.executable, "-c", "import jax; print(jax.devices()[0].platform)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert loud.stdout.strip() == "cpu" and "TPU" in loud.stderr  # what the import keeps out
 
 

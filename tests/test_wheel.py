@@ -34,17 +34,35 @@ def test_the_wheel_installs_and_imports_without_the_repository(tmp_path):
     shutil.copytree(os.path.join(ROOT, "jaxspeech"), source / "jaxspeech", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy(os.path.join(ROOT, name), source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(source)], check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        check=True,
+        timeout=300,
+    )
     wheels = list((tmp_path / "dist").glob("jaxspeech-*.whl"))
     assert len(wheels) == 1
     env_dir = tmp_path / "env"
     venv.create(env_dir, system_site_packages=True, with_pip=False, symlinks=True)
     python = str(env_dir / "bin" / "python")
-    site = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"], check=True,
-                          capture_output=True, text=True).stdout.strip()
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", site, str(wheels[0])],
-                   check=True, timeout=300)
+    site = subprocess.run(
+        [python, "-c", "import site; print(site.getsitepackages()[0])"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", site, str(wheels[0])],
+        check=True,
+        timeout=300,
+    )
     with open(os.path.join(site, "dependencies.pth"), "w") as f:  # a path line: its own .pth files are not run
         f.write(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -42,8 +42,14 @@ def main() -> None:
             paths = greedy_ctc(logits, lengths, blank_id)
             for meta in host_batch.metadata:
                 hypothesis = run.tokenizer.decode(paths[meta["row"] * clips])
-                decoded.append({**pipeline.source[meta["example_id"]], "id": meta["id"], "reference": meta["text"],
-                                "hypothesis": hypothesis})
+                decoded.append(
+                    {
+                        **pipeline.source[meta["example_id"]],
+                        "id": meta["id"],
+                        "reference": meta["text"],
+                        "hypothesis": hypothesis,
+                    }
+                )
     print(f"{args.workdir}, step {step}, greedy CTC on '{args.set}' ({len(decoded)} utterances):")
     for name, result in score(decoded, args.set).items():
         print(f"  {name:32s} {100 * result.rate:6.2f} %  ({result.counts.reference_length} reference {result.unit}s)")

@@ -30,8 +30,12 @@ def main() -> None:
     from jaxspeech.recipes.workdir import save_config
     from jaxspeech.train.loop import train
 
-    fixed = [f"train.total_steps={args.steps}", "train.time_budget_s=None", "train.checkpoint.every_steps=1000000",
-             "train.metrics.log_every=50"]
+    fixed = [
+        f"train.total_steps={args.steps}",
+        "train.time_budget_s=None",
+        "train.checkpoint.every_steps=1000000",
+        "train.metrics.log_every=50",
+    ]
     config = load_with_overrides(args.config, args.set + fixed)
     workdir = os.path.join("/tmp/probe_runs", args.name)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -46,8 +50,10 @@ def main() -> None:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         for row in map(json.loads, f):
             if "train/token_accuracy" in row:
-                print(f"{row['step']:>5} {row.get('train/ctc_loss', float('nan')):6.3f} "
-                      f"{row['train/token_accuracy']:6.3f} {row['train/nll']:6.3f}")
+                print(
+                    f"{row['step']:>5} {row.get('train/ctc_loss', float('nan')):6.3f} "
+                    f"{row['train/token_accuracy']:6.3f} {row['train/nll']:6.3f}"
+                )
     print(f"compile {result.compile_seconds:.0f} s")
 
 

@@ -28,14 +28,23 @@ from jaxspeech.errors import UsageError
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "check-data", help="decode and validate a dataset, count rejects per reason",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "check-data",
+        help="decode and validate a dataset, count rejects per reason",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("manifests", nargs="*", help="JSONL manifests (concatenated)")
     parser.add_argument("--librispeech", default=None, help="a LibriSpeech-layout folder instead of manifests")
-    parser.add_argument("--buckets", type=number(int, 1), nargs="+", default=list(PipelineConfig.bucket_frames),
-                        help="bucket lengths in log-mel frames (100 per second)")
-    parser.add_argument("--frame-budget", type=number(int, 1), default=PipelineConfig.frame_budget, help="padded frames per batch")
+    parser.add_argument(
+        "--buckets",
+        type=number(int, 1),
+        nargs="+",
+        default=list(PipelineConfig.bucket_frames),
+        help="bucket lengths in log-mel frames (100 per second)",
+    )
+    parser.add_argument(
+        "--frame-budget", type=number(int, 1), default=PipelineConfig.frame_budget, help="padded frames per batch"
+    )
     parser.add_argument("--workers", type=number(int, 0), default=0, help="worker processes")
     parser.add_argument("--report", default=None, help="write every reject to this JSON file")
     parser.set_defaults(func=run)
@@ -46,8 +55,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--librispeech", "give either manifests or --librispeech, not both or neither")
     source = LibriSpeechSource(args.librispeech) if args.librispeech else ManifestSource(args.manifests)
     config = PipelineConfig(
-        bucket_frames=tuple(args.buckets), frame_budget=args.frame_budget, num_workers=args.workers,
-        shuffle=False, num_epochs=1, compute_features_on_host=False, max_bad_fraction=1.0,
+        bucket_frames=tuple(args.buckets),
+        frame_budget=args.frame_budget,
+        num_workers=args.workers,
+        shuffle=False,
+        num_epochs=1,
+        compute_features_on_host=False,
+        max_bad_fraction=1.0,
     )
     pipeline = DataPipeline(source, config, process_index=0, process_count=1)
     batches, valid_frames, padded_frames = collections.Counter(), collections.Counter(), collections.Counter()
@@ -70,7 +84,17 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         with open(args.report, "w", encoding="utf-8") as f:
             json.dump(
-                [{"example_id": r.example_id, "id": r.id, "path": r.path, "reason": r.reason.value, "message": r.message} for r in rejects],
-                f, indent=1,
+                [
+                    {
+                        "example_id": r.example_id,
+                        "id": r.id,
+                        "path": r.path,
+                        "reason": r.reason.value,
+                        "message": r.message,
+                    }
+                    for r in rejects
+                ],
+                f,
+                indent=1,
             )
     return 1 if rejects else 0

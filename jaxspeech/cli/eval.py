@@ -30,27 +30,61 @@ from jaxspeech.cli.arguments import number
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "eval", help="WER/CER of a training workdir's newest checkpoint",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "eval",
+        help="WER/CER of a training workdir's newest checkpoint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workdir", required=True, help="a jaxspeech train workdir")
     parser.add_argument("--beam", type=number(int, 1), default=None, metavar="N", help="beam search with N beams")
-    parser.add_argument("--ctc-weight", type=number(float, 0, 1), default=None, metavar="W",
-                        help="joint CTC/attention decoding: weight of the CTC prefix score (0-1; needs a CTC head)")
-    parser.add_argument("--ctc-candidates", type=number(int, 1), default=None, metavar="N",
-                        help="joint decoding: how many of its best tokens (by joint score, over the whole "
-                             "vocabulary) each row offers the search at every step")
-    parser.add_argument("--ctc-blank-penalty", type=number(float), default=None, metavar="B",
-                        help="joint decoding: subtract B from the CTC blank logit (> 0 counters deleted labels)")
-    parser.add_argument("--length-penalty", type=number(float), default=None, metavar="P",
-                        help="beam search ranks finished hypotheses by score / length**P (0: by score alone)")
-    parser.add_argument("--lexicon", default=None, metavar="WORDS",
-                        help="decode only words of WORDS: a word-list file (one per line), a data set name whose "
-                             "transcripts give the words, or 'none' (default: the run's own eval.lexicon)")
-    parser.add_argument("--sets", default=None, metavar="A,B",
-                        help="comma-separated data sets to decode (default: the run's data.eval_sets)")
-    parser.add_argument("--decoders", default=None, metavar="A,B",
-                        help="comma-separated decoders of llm, ctc, joint (default: the run's eval.decoders)")
+    parser.add_argument(
+        "--ctc-weight",
+        type=number(float, 0, 1),
+        default=None,
+        metavar="W",
+        help="joint CTC/attention decoding: weight of the CTC prefix score (0-1; needs a CTC head)",
+    )
+    parser.add_argument(
+        "--ctc-candidates",
+        type=number(int, 1),
+        default=None,
+        metavar="N",
+        help="joint decoding: how many of its best tokens (by joint score, over the whole "
+        "vocabulary) each row offers the search at every step",
+    )
+    parser.add_argument(
+        "--ctc-blank-penalty",
+        type=number(float),
+        default=None,
+        metavar="B",
+        help="joint decoding: subtract B from the CTC blank logit (> 0 counters deleted labels)",
+    )
+    parser.add_argument(
+        "--length-penalty",
+        type=number(float),
+        default=None,
+        metavar="P",
+        help="beam search ranks finished hypotheses by score / length**P (0: by score alone)",
+    )
+    parser.add_argument(
+        "--lexicon",
+        default=None,
+        metavar="WORDS",
+        help="decode only words of WORDS: a word-list file (one per line), a data set name whose "
+        "transcripts give the words, or 'none' (default: the run's own eval.lexicon)",
+    )
+    parser.add_argument(
+        "--sets",
+        default=None,
+        metavar="A,B",
+        help="comma-separated data sets to decode (default: the run's data.eval_sets)",
+    )
+    parser.add_argument(
+        "--decoders",
+        default=None,
+        metavar="A,B",
+        help="comma-separated decoders of llm, ctc, joint (default: the run's eval.decoders)",
+    )
     parser.add_argument("--max-examples", type=number(int, 1), default=None, help="decode at most this many per set")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
@@ -84,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
     if not run_.reads_audio:  # a text LM: perplexity on its held-out text
         print(perplexity_table({k.removesuffix(" PPL"): v for k, v in scores.items()}))
         return 0
-    comparison = decoder_table({k.removesuffix(" WER"): v for k, v in scores.items() if k.endswith(" WER")},
-                               run_.eval.decoders)
+    comparison = decoder_table(
+        {k.removesuffix(" WER"): v for k, v in scores.items() if k.endswith(" WER")}, run_.eval.decoders
+    )
     if comparison:
         print(comparison)
     for metric in run_.eval.metrics:

@@ -34,23 +34,34 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "generate", help="continue a prompt with an HF Llama/Qwen2 checkpoint",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "generate",
+        help="continue a prompt with an HF Llama/Qwen2 checkpoint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--hf-dir", required=True, help="HF model directory (config.json, safetensors, tokenizer.json)")
     parser.add_argument("--prompt", required=True, action="append", help="prompt text; repeat to batch several prompts")
     parser.add_argument("--max-new-tokens", type=number(int, 1), default=64)
-    parser.add_argument("--beam", type=number(int, 1), default=1, metavar="N", help="beam search with N beams (default: greedy)")
+    parser.add_argument(
+        "--beam", type=number(int, 1), default=1, metavar="N", help="beam search with N beams (default: greedy)"
+    )
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--temperature", type=number(float, 0, low_open=True), default=1.0)
     parser.add_argument("--top-k", type=number(int, 0), default=0, help="sample from the K likeliest tokens (0: all)")
     parser.add_argument("--top-p", type=number(float, 0, 1, low_open=True), default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--raw", action="store_true", help="plain text, no chat template (special tokens only where the tokenizer itself adds them)")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="plain text, no chat template (special tokens only where the tokenizer itself adds them)",
+    )
     parser.add_argument("--system", default=None, help="system message for chat templates")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="compute dtype")
-    parser.add_argument("--jsonl", action="store_true",
-                        help="print one JSON object per prompt ({prompt, continuation, tokens}) instead of plain text")
+    parser.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="print one JSON object per prompt ({prompt, continuation, tokens}) instead of plain text",
+    )
     parser.set_defaults(func=run)
 
 

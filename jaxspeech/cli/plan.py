@@ -28,26 +28,51 @@ def _mesh(text: str) -> dict[str, int]:
     try:
         return {name: int(size) for name, size in (item.split("=") for item in text.split(","))}
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--mesh expects AXIS=SIZE,... (e.g. fsdp=16,tensor=4), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--mesh expects AXIS=SIZE,... (e.g. fsdp=16,tensor=4), got {text!r}"
+        ) from None
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "plan", help="plan memory, batch sizes and speed of a run on a TPU slice (no TPU needed)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "plan",
+        help="plan memory, batch sizes and speed of a run on a TPU slice (no TPU needed)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="config file, optionally with an argument: path.py[:arg]")
-    parser.add_argument("--topology", required=True,
-                        help="TPU slice as libtpu names it: v5e:2x2, v5e:4x4, v5p:2x2x1, v5p:4x4x4, v6e:8x8, ...")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
-    parser.add_argument("--headroom", type=float, default=0.1, help="HBM fraction left free on every chip (default 0.1)")
-    parser.add_argument("--mesh", type=_mesh, default=None, help="mesh axis sizes, e.g. fsdp=16,tensor=4 (default: chosen)")
-    parser.add_argument("--remat", choices=("none", "dots", "dots_no_batch", "full"), default=None,
-                        help="remat policy of every layer stack (default: chosen)")
-    parser.add_argument("--buckets", type=parse_value, default=None,
-                        help="bucket lengths in frames to plan, e.g. 3000 or '(1000, 3000)' (default: all)")
-    parser.add_argument("--max-rows-per-chip", type=int, default=None,
-                        help="cap on rows per chip per batch where memory allows more (default 64)")
+    parser.add_argument(
+        "--topology",
+        required=True,
+        help="TPU slice as libtpu names it: v5e:2x2, v5e:4x4, v5p:2x2x1, v5p:4x4x4, v6e:8x8, ...",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)"
+    )
+    parser.add_argument(
+        "--headroom", type=float, default=0.1, help="HBM fraction left free on every chip (default 0.1)"
+    )
+    parser.add_argument(
+        "--mesh", type=_mesh, default=None, help="mesh axis sizes, e.g. fsdp=16,tensor=4 (default: chosen)"
+    )
+    parser.add_argument(
+        "--remat",
+        choices=("none", "dots", "dots_no_batch", "full"),
+        default=None,
+        help="remat policy of every layer stack (default: chosen)",
+    )
+    parser.add_argument(
+        "--buckets",
+        type=parse_value,
+        default=None,
+        help="bucket lengths in frames to plan, e.g. 3000 or '(1000, 3000)' (default: all)",
+    )
+    parser.add_argument(
+        "--max-rows-per-chip",
+        type=int,
+        default=None,
+        help="cap on rows per chip per batch where memory allows more (default 64)",
+    )
     parser.add_argument("--no-decode", action="store_true", help="do not compile the decode step")
     parser.add_argument("--out", default="plan.json", help="where to write the plan (default plan.json)")
     parser.set_defaults(func=run)
@@ -63,10 +88,19 @@ def run(args: argparse.Namespace) -> int:
     buckets = args.buckets if args.buckets is None or isinstance(args.buckets, tuple) else (args.buckets,)
     log = lambda message: print(message, file=sys.stderr, flush=True)
     try:
-        plan = make_plan(config, config_name=args.config, sets=args.set, topology=args.topology,
-                         headroom=args.headroom, mesh=args.mesh, remat=args.remat, buckets=buckets,
-                         decode=not args.no_decode, log=log,
-                         **({} if args.max_rows_per_chip is None else {"max_rows_per_device": args.max_rows_per_chip}))
+        plan = make_plan(
+            config,
+            config_name=args.config,
+            sets=args.set,
+            topology=args.topology,
+            headroom=args.headroom,
+            mesh=args.mesh,
+            remat=args.remat,
+            buckets=buckets,
+            decode=not args.no_decode,
+            log=log,
+            **({} if args.max_rows_per_chip is None else {"max_rows_per_device": args.max_rows_per_chip}),
+        )
     except PlanRefused as refused:
         print(f"refused: {refused}")
         return 1

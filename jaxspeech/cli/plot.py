@@ -20,8 +20,10 @@ from jaxspeech.train.plots import plot_learning_curves
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "plot", help="learning-curve PNGs of a training workdir",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "plot",
+        help="learning-curve PNGs of a training workdir",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("workdir", help="training workdir holding metrics.jsonl")
     parser.add_argument("--out", default=None, help="output folder (default: WORKDIR/plots)")

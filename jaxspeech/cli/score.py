@@ -21,15 +21,23 @@ from jaxspeech.evals.report import wer_table, write_per_example_jsonl
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("score", help="WER/CER/BLEU of hypotheses against references",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "score",
+        help="WER/CER/BLEU of hypotheses against references",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--pairs", help="JSONL with 'reference' and 'hypothesis' (and optional 'id') per line")
     source.add_argument("--references", help="text file, one reference per line (with --hypotheses)")
     parser.add_argument("--hypotheses", help="text file, one hypothesis per line")
     parser.add_argument("--metric", choices=("wer", "cer", "bleu"), default="wer")
-    parser.add_argument("--normalizer", choices=("english", "basic", "none"), default=None,
-                        help="default: english for WER, basic for CER (BLEU scores raw text)")
+    parser.add_argument(
+        "--normalizer",
+        choices=("english", "basic", "none"),
+        default=None,
+        help="default: english for WER, basic for CER (BLEU scores raw text)",
+    )
     parser.add_argument("--spelling", help="British->American mapping: a normalizer.json or a Whisper checkpoint dir")
     parser.add_argument("--per-example", help="write per-example JSONL here (WER/CER)")
     parser.add_argument("--name", default="test", help="row name in the Markdown table")
@@ -66,8 +74,9 @@ def _read_pairs(args) -> tuple[list[str], list[str], list[str]]:
                 references.append(record["reference"])
                 hypotheses.append(record["hypothesis"])
             except (ValueError, KeyError, TypeError) as e:
-                raise UsageError(f"{args.pairs}:{line_number}", f"expected a JSON object with 'reference' and "
-                                                                f"'hypothesis' ({e!r})") from e
+                raise UsageError(
+                    f"{args.pairs}:{line_number}", f"expected a JSON object with 'reference' and 'hypothesis' ({e!r})"
+                ) from e
             ids.append(str(record.get("id", len(ids))))
         return ids, references, hypotheses
     if not args.hypotheses:

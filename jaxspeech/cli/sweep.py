@@ -34,18 +34,39 @@ from jaxspeech.cli.arguments import folder_to_write
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "sweep", help="run a grid of config overrides x seeds and tabulate the results",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "sweep",
+        help="run a grid of config overrides x seeds and tabulate the results",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", default=None, help="config file, optionally with an argument: path.py[:arg] "
-                                                       "(default: the grid file's CONFIG)")
-    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                        help="an axis of the grid: a config key and its values (repeatable)")
-    parser.add_argument("--grid-file", default=None, metavar="GRID_PY", help="a Python file defining GRID (and "
-                        "optionally CONFIG and SETS); --grid axes are added to its own")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value in every cell, e.g. --set train.time_budget_s=600 (repeatable)")
-    parser.add_argument("--workdir", type=folder_to_write, required=True, help="the sweep's folder: one run folder per cell, results.md")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="config file, optionally with an argument: path.py[:arg] (default: the grid file's CONFIG)",
+    )
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="an axis of the grid: a config key and its values (repeatable)",
+    )
+    parser.add_argument(
+        "--grid-file",
+        default=None,
+        metavar="GRID_PY",
+        help="a Python file defining GRID (and optionally CONFIG and SETS); --grid axes are added to its own",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value in every cell, e.g. --set train.time_budget_s=600 (repeatable)",
+    )
+    parser.add_argument(
+        "--workdir", type=folder_to_write, required=True, help="the sweep's folder: one run folder per cell, results.md"
+    )
     parser.add_argument("--dry-run", action="store_true", help="list and check the cells; run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     parser.set_defaults(func=run)

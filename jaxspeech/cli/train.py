@@ -44,16 +44,28 @@ def load_with_overrides(spec: str, sets: list[str]):
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train, evaluate and report (the main job)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train",
+        help="train, evaluate and report (the main job)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="config file, optionally with an argument: path.py[:arg]")
-    parser.add_argument("--workdir", type=folder_to_write, default=None, help="run folder (default: runs/<config name>)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.time_budget_s=600 (repeatable)")
-    parser.add_argument("--plan", default=None, metavar="PLAN_JSON",
-                        help="apply a plan from `jaxspeech plan` (mesh, remat, rows per bucket); "
-                             "the job must run on the planned slice")
+    parser.add_argument(
+        "--workdir", type=folder_to_write, default=None, help="run folder (default: runs/<config name>)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.time_budget_s=600 (repeatable)",
+    )
+    parser.add_argument(
+        "--plan",
+        default=None,
+        metavar="PLAN_JSON",
+        help="apply a plan from `jaxspeech plan` (mesh, remat, rows per bucket); the job must run on the planned slice",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     parser.set_defaults(func=run)
 

@@ -35,8 +35,10 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "transcribe", help="transcribe audio files with an HF Whisper checkpoint",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "transcribe",
+        help="transcribe audio files with an HF Whisper checkpoint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV/FLAC/OGG, any sample rate)")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -44,10 +46,16 @@ def register(subparsers) -> None:
     source.add_argument("--checkpoint", metavar="WORKDIR", help="a jaxspeech train workdir (newest checkpoint)")
     parser.add_argument("--language", default="en", help="language code for multilingual checkpoints (default: en)")
     parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
-    parser.add_argument("--beam", type=number(int, 1), default=1, metavar="N", help="beam search with N beams (default: greedy)")
-    parser.add_argument("--max-new-tokens", type=number(int, 1), default=None,
-                        help="tokens per chunk (default: 224 for Whisper, capped by the model; the run's eval setting "
-                             "for --checkpoint)")
+    parser.add_argument(
+        "--beam", type=number(int, 1), default=1, metavar="N", help="beam search with N beams (default: greedy)"
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=number(int, 1),
+        default=None,
+        help="tokens per chunk (default: 224 for Whisper, capped by the model; the run's eval setting "
+        "for --checkpoint)",
+    )
     parser.add_argument("--batch-size", type=number(int, 1), default=8, help="30-s chunks decoded together")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="compute dtype")
     parser.set_defaults(func=run)
@@ -57,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
         from jaxspeech.recipes.transcriber import SpeechLLMTranscriber
 
-        transcriber = SpeechLLMTranscriber(args.checkpoint, num_beams=args.beam, max_new_tokens=args.max_new_tokens,
-                                           batch_size=args.batch_size)
+        transcriber = SpeechLLMTranscriber(
+            args.checkpoint, num_beams=args.beam, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
+        )
     else:
         transcriber = WhisperTranscriber(
             args.whisper_dir,

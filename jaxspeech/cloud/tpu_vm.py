@@ -51,30 +51,69 @@ def accelerator(plan: Mapping) -> tuple[str, str]:
     return f"{prefix}-{chips * cores_per_chip}", version
 
 
-def launch_steps(plan: Mapping, *, name: str, zone: str, project: str | None, config: str, workdir: str,
-                 sets: Sequence[str] = (), plan_path: str = "plan.json", spot: bool = False,
-                 keep: bool = False) -> list[LaunchStep]:
+def launch_steps(
+    plan: Mapping,
+    *,
+    name: str,
+    zone: str,
+    project: str | None,
+    config: str,
+    workdir: str,
+    sets: Sequence[str] = (),
+    plan_path: str = "plan.json",
+    spot: bool = False,
+    keep: bool = False,
+) -> list[LaunchStep]:
     """The ``gcloud`` commands of the module docstring for ``plan`` (see ``jaxspeech launch --help``)."""
     if not (workdir.startswith("gs://") or workdir.startswith("/")):
-        raise ValueError(f"--workdir {workdir!r}: every worker must see the run folder: give a bucket (gs://...) or "
-                         "an absolute path where the bucket is mounted on every worker")
+        raise ValueError(
+            f"--workdir {workdir!r}: every worker must see the run folder: give a bucket (gs://...) or "
+            "an absolute path where the bucket is mounted on every worker"
+        )
     accelerator_type, version = accelerator(plan)
     where = [f"--zone={zone}"] + ([f"--project={project}"] if project else [])
     tpu_vm = ["gcloud", "compute", "tpus", "tpu-vm"]
     everywhere = [*where, "--worker=all"]
-    train = ["jaxspeech", "train", "--config", config, "--plan", f"../{os.path.basename(plan_path)}", "--workdir",
-             workdir, "--no-progress"]
+    train = [
+        "jaxspeech",
+        "train",
+        "--config",
+        config,
+        "--plan",
+        f"../{os.path.basename(plan_path)}",
+        "--workdir",
+        workdir,
+        "--no-progress",
+    ]
     for item in sets:
         train += ["--set", item]
     if plan["hosts"] > 1:
         train += ["--set", "train.distributed.cluster_detection=True"]
     steps = [
-        LaunchStep("create", (*tpu_vm, "create", name, *where, f"--accelerator-type={accelerator_type}",
-                              f"--version={version}", *(["--spot"] if spot else []))),
+        LaunchStep(
+            "create",
+            (
+                *tpu_vm,
+                "create",
+                name,
+                *where,
+                f"--accelerator-type={accelerator_type}",
+                f"--version={version}",
+                *(["--spot"] if spot else []),
+            ),
+        ),
         LaunchStep("scp", (*tpu_vm, "scp", ARCHIVE, plan_path, f"{name}:~/", *everywhere)),
-        LaunchStep("install", (*tpu_vm, "ssh", name, *everywhere, "--command",
-                               f"mkdir -p jaxspeech && tar xzf {ARCHIVE} -C jaxspeech && "
-                               "pip install -q -e 'jaxspeech[tpu]'")),
+        LaunchStep(
+            "install",
+            (
+                *tpu_vm,
+                "ssh",
+                name,
+                *everywhere,
+                "--command",
+                f"mkdir -p jaxspeech && tar xzf {ARCHIVE} -C jaxspeech && pip install -q -e 'jaxspeech[tpu]'",
+            ),
+        ),
         LaunchStep("train", (*tpu_vm, "ssh", name, *everywhere, "--command", "cd jaxspeech && " + shlex.join(train))),
     ]
     if not keep:
@@ -87,8 +126,11 @@ def archive_command() -> tuple[str, ...]:
     return ("git", "archive", "--format=tar.gz", "-o", ARCHIVE, "HEAD")
 
 
-def run_steps(steps: Sequence[LaunchStep], echo: Callable[[str], None] = print,
-              run: Callable[[Sequence[str]], int] = lambda command: subprocess.call(list(command))) -> int:
+def run_steps(
+    steps: Sequence[LaunchStep],
+    echo: Callable[[str], None] = print,
+    run: Callable[[Sequence[str]], int] = lambda command: subprocess.call(list(command)),
+) -> int:
     """Runs the archive command then ``steps`` in order, echoing each; stops at the first failure
     (still deleting a created slice when the failure came after ``create``)."""
     code = run(archive_command())

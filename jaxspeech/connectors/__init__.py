@@ -4,7 +4,14 @@
 from etils import epy
 
 with epy.lazy_api_imports(globals()):
-    from jaxspeech.connectors.config import ConnectorConfig, ConvConnectorConfig, FrameStackConnectorConfig, LinearConnectorConfig, QFormerConnectorConfig, connector_config
+    from jaxspeech.connectors.config import (
+        ConnectorConfig,
+        ConvConnectorConfig,
+        FrameStackConnectorConfig,
+        LinearConnectorConfig,
+        QFormerConnectorConfig,
+        connector_config,
+    )
     from jaxspeech.connectors.cross_attention import CrossAttentionConfig, GatedCrossAttention
     from jaxspeech.connectors.projector import Projector
     from jaxspeech.connectors.qformer import WindowQFormer

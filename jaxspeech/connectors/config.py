@@ -82,7 +82,9 @@ class QFormerConnectorConfig(_Common):
 
     def __post_init__(self):
         if self.window < self.window_stride:
-            raise ValueError(f"Q-Former windows ({self.window}) shorter than their stride ({self.window_stride}) skip frames")
+            raise ValueError(
+                f"Q-Former windows ({self.window}) shorter than their stride ({self.window_stride}) skip frames"
+            )
 
     @property
     def downsample(self) -> tuple[DownsampleStep, ...]:
@@ -90,8 +92,10 @@ class QFormerConnectorConfig(_Common):
 
 
 ConnectorConfig = Union[LinearConnectorConfig, FrameStackConnectorConfig, ConvConnectorConfig, QFormerConnectorConfig]
-KINDS = {c.kind: c for c in (LinearConnectorConfig(), FrameStackConnectorConfig(), ConvConnectorConfig(),
-                             QFormerConnectorConfig())}
+KINDS = {
+    c.kind: c
+    for c in (LinearConnectorConfig(), FrameStackConnectorConfig(), ConvConnectorConfig(), QFormerConnectorConfig())
+}
 
 
 def connector_config(kind: str, **fields: Any) -> ConnectorConfig:

@@ -66,8 +66,13 @@ class GatedCrossAttentionBlock(nn.Module):
         c = self.config
         self.attn_norm = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype)
         self.attn = Attention(
-            features=c.hidden_size, num_heads=c.num_heads, num_kv_heads=c.num_kv_heads,
-            head_dim=c.hidden_size // c.num_heads, impl=c.attn_impl, dtype=c.dtype, param_dtype=c.param_dtype,
+            features=c.hidden_size,
+            num_heads=c.num_heads,
+            num_kv_heads=c.num_kv_heads,
+            head_dim=c.hidden_size // c.num_heads,
+            impl=c.attn_impl,
+            dtype=c.dtype,
+            param_dtype=c.param_dtype,
         )
         self.mlp_norm = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype)
         self.mlp = GatedMLP(c.intermediate_size, "silu", False, c.dtype, c.param_dtype)

@@ -47,9 +47,18 @@ class QFormerBlock(nn.Module):
         norm = lambda name: LayerNorm(1e-5, True, c.dtype, c.param_dtype, name=name)
         head_dim = c.size // c.num_heads
         attention = lambda name: Attention(
-            features=c.size, num_heads=c.num_heads, num_kv_heads=c.num_heads, head_dim=head_dim,
-            q_bias=True, k_bias=True, v_bias=True, o_bias=True, impl=c.attn_impl, dtype=c.dtype,
-            param_dtype=c.param_dtype, name=name,
+            features=c.size,
+            num_heads=c.num_heads,
+            num_kv_heads=c.num_heads,
+            head_dim=head_dim,
+            q_bias=True,
+            k_bias=True,
+            v_bias=True,
+            o_bias=True,
+            impl=c.attn_impl,
+            dtype=c.dtype,
+            param_dtype=c.param_dtype,
+            name=name,
         )
         queries = queries + attention("self_attn")(norm("self_attn_norm")(queries))[0]
         cross, _ = attention("cross_attn")(

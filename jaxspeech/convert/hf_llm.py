@@ -72,7 +72,9 @@ def _rope_from_hf(hf: dict) -> RopeConfig:
             high_freq_factor=float(scaling["high_freq_factor"]),
             original_max_position=int(scaling["original_max_position_embeddings"]),
         )
-    raise CheckpointError(None, None, f"rope scaling type {kind!r} is not supported (supported: default, linear, llama3)")
+    raise CheckpointError(
+        None, None, f"rope scaling type {kind!r} is not supported (supported: default, linear, llama3)"
+    )
 
 
 def config_from_hf(hf: dict, **overrides: Any) -> LLMConfig:

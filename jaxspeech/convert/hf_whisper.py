@@ -58,7 +58,10 @@ def _permute_shape(shape: tuple[int, ...], permutation: Permutation) -> tuple[in
 def _attention_rows(ours: str, hf: str) -> list[tuple[str, str, Permutation]]:
     rows = [(f"{ours}/{p}_proj/kernel", f"{hf}.{p}_proj.weight", _LINEAR) for p in "qkv"]
     rows += [(f"{ours}/{p}_proj/bias", f"{hf}.{p}_proj.bias", _COPY) for p in "qv"]
-    rows += [(f"{ours}/o_proj/kernel", f"{hf}.out_proj.weight", _LINEAR), (f"{ours}/o_proj/bias", f"{hf}.out_proj.bias", _COPY)]
+    rows += [
+        (f"{ours}/o_proj/kernel", f"{hf}.out_proj.weight", _LINEAR),
+        (f"{ours}/o_proj/bias", f"{hf}.out_proj.bias", _COPY),
+    ]
     return rows
 
 
@@ -119,9 +122,13 @@ def encoder_config_from_hf(hf: dict, source: str | None = None) -> WhisperEncode
 def config_from_hf(hf: dict, **options: Any) -> WhisperConfig:
     """WhisperConfig from a ``config.json`` dict; ``options`` set dtype, scan_layers, attn_impl, ... on both halves."""
     if hf.get("model_type") not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(None, None, f"has model_type {hf.get('model_type')!r}; supported: {SUPPORTED_MODEL_TYPES}")
+        raise CheckpointError(
+            None, None, f"has model_type {hf.get('model_type')!r}; supported: {SUPPORTED_MODEL_TYPES}"
+        )
     if hf.get("scale_embedding", False):
-        raise CheckpointError(None, None, "has scale_embedding=true, which is not supported (no released Whisper uses it)")
+        raise CheckpointError(
+            None, None, "has scale_embedding=true, which is not supported (no released Whisper uses it)"
+        )
     encoder = encoder_config_from_hf(hf)
     try:
         decoder = WhisperDecoderConfig(
@@ -187,7 +194,9 @@ def generation_from_hf(hf: dict, config_hf: dict | None = None) -> WhisperGenera
     return WhisperGenerationConfig(
         decoder_start_token_id=int(field("decoder_start_token_id")),
         eos_token_id=int(field("eos_token_id")),
-        pad_token_id=int(merged.get("pad_token_id") if merged.get("pad_token_id") is not None else field("eos_token_id")),
+        pad_token_id=int(
+            merged.get("pad_token_id") if merged.get("pad_token_id") is not None else field("eos_token_id")
+        ),
         no_timestamps_token_id=merged.get("no_timestamps_token_id"),
         is_multilingual=bool(merged.get("is_multilingual", bool(merged.get("lang_to_id")))),
         lang_to_id=dict(merged.get("lang_to_id") or {}),
@@ -251,7 +260,9 @@ def _abstract_encoder_params(config: WhisperEncoderConfig) -> dict[str, jax.Shap
     return traverse_util.flatten_dict(nn.unbox(shapes)["params"], sep="/")
 
 
-def _half_rows(half: str, config: WhisperEncoderConfig | WhisperDecoderConfig, global_rows, layer_rows) -> list[TensorRow]:
+def _half_rows(
+    half: str, config: WhisperEncoderConfig | WhisperDecoderConfig, global_rows, layer_rows
+) -> list[TensorRow]:
     """Rows of one half (paths inside it; HF names under ``model.{half}.``)."""
     rows = [(ours, f"model.{half}.{hf}", fn, None) for ours, hf, fn in global_rows]
     for i in range(config.num_layers):
@@ -330,8 +341,9 @@ def encoder_params_from_tensors(config: WhisperEncoderConfig, get: Callable[[str
     return _gather(rows, expected, get, scanned, config.param_dtype)
 
 
-def check_encoder_positions(table: np.ndarray, config: WhisperEncoderConfig, source: str,
-                            tensor: str = ENCODER_POSITIONS) -> None:
+def check_encoder_positions(
+    table: np.ndarray, config: WhisperEncoderConfig, source: str, tensor: str = ENCODER_POSITIONS
+) -> None:
     """The stored encoder position table must be the sinusoids we compute.
 
     Checkpoints hold the table as computed in float32 by torch (angles up to 1499 rad), which
@@ -344,8 +356,10 @@ def check_encoder_positions(table: np.ndarray, config: WhisperEncoderConfig, sou
     diff = float(np.max(np.abs(np.asarray(table, np.float32) - expected)))
     if diff > tolerance:
         raise CheckpointError(
-            source, tensor, f"(the encoder position table) differs from sinusoids(max_source_positions, "
-            f"d_model) by {diff:.3g} (> {tolerance:.3g}); learned encoder positions are not supported"
+            source,
+            tensor,
+            f"(the encoder position table) differs from sinusoids(max_source_positions, "
+            f"d_model) by {diff:.3g} (> {tolerance:.3g}); learned encoder positions are not supported",
         )
 
 
@@ -356,8 +370,9 @@ def _file_names(reader: SafetensorsReader) -> Callable[[str], str]:
     return (lambda name: name.removeprefix("model.")) if bare else (lambda name: name)
 
 
-def _check_stored_positions(reader: SafetensorsReader, to_file: Callable[[str], str], config: WhisperEncoderConfig,
-                            source: str) -> None:
+def _check_stored_positions(
+    reader: SafetensorsReader, to_file: Callable[[str], str], config: WhisperEncoderConfig, source: str
+) -> None:
     """The checkpoint's encoder position table, when it stores one, must be our sinusoids."""
     if to_file(ENCODER_POSITIONS) in reader:
         table = reader.get(to_file(ENCODER_POSITIONS), (config.max_source_positions, config.d_model))
@@ -401,8 +416,9 @@ def load_hf_encoder_config(path: str, **options: Any) -> WhisperEncoderConfig:
     config_path = os.path.join(path, "config.json")
     hf = _read_json(config_path)
     if hf.get("model_type") not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(config_path, None, f"has model_type {hf.get('model_type')!r}; supported: "
-                                                 f"{SUPPORTED_MODEL_TYPES}")
+        raise CheckpointError(
+            config_path, None, f"has model_type {hf.get('model_type')!r}; supported: {SUPPORTED_MODEL_TYPES}"
+        )
     return encoder_config_from_hf(hf, config_path).replace(**options)
 
 
@@ -442,8 +458,18 @@ _OPENAI_TO_HF = (
     (r"^decoder\.positional_embedding$", "decoder.embed_positions.weight"),
     (r"^decoder\.token_embedding\.", "decoder.embed_tokens."),
 )
-_OPENAI_DIMS = ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer",
-                "n_vocab", "n_text_ctx", "n_text_state", "n_text_head", "n_text_layer")
+_OPENAI_DIMS = (
+    "n_mels",
+    "n_audio_ctx",
+    "n_audio_state",
+    "n_audio_head",
+    "n_audio_layer",
+    "n_vocab",
+    "n_text_ctx",
+    "n_text_state",
+    "n_text_head",
+    "n_text_layer",
+)
 
 
 def openai_name_to_hf(name: str) -> str:
@@ -459,16 +485,25 @@ def config_from_openai_dims(dims: dict, **options: Any) -> WhisperConfig:
     if missing:
         raise CheckpointError(None, None, f"'dims' lacks {missing}")
     if dims["n_audio_state"] != dims["n_text_state"]:
-        raise CheckpointError(None, None, f"'dims' has n_audio_state {dims['n_audio_state']} != n_text_state "
-                                          f"{dims['n_text_state']}")
+        raise CheckpointError(
+            None, None, f"'dims' has n_audio_state {dims['n_audio_state']} != n_text_state {dims['n_text_state']}"
+        )
     width = int(dims["n_audio_state"])
     encoder = WhisperEncoderConfig(
-        n_mels=dims["n_mels"], d_model=width, num_layers=dims["n_audio_layer"], num_heads=dims["n_audio_head"],
-        ffn_dim=4 * width, max_source_positions=dims["n_audio_ctx"],
+        n_mels=dims["n_mels"],
+        d_model=width,
+        num_layers=dims["n_audio_layer"],
+        num_heads=dims["n_audio_head"],
+        ffn_dim=4 * width,
+        max_source_positions=dims["n_audio_ctx"],
     )
     decoder = WhisperDecoderConfig(
-        vocab_size=dims["n_vocab"], d_model=width, num_layers=dims["n_text_layer"], num_heads=dims["n_text_head"],
-        ffn_dim=4 * width, max_target_positions=dims["n_text_ctx"],
+        vocab_size=dims["n_vocab"],
+        d_model=width,
+        num_layers=dims["n_text_layer"],
+        num_heads=dims["n_text_head"],
+        ffn_dim=4 * width,
+        max_target_positions=dims["n_text_ctx"],
     )
     return WhisperConfig(encoder, decoder).with_options(**options)
 
@@ -478,14 +513,22 @@ def load_openai_whisper(path: str, **options: Any) -> tuple[WhisperConfig, dict]
     try:
         import torch  # only this format needs torch (not a dependency of jaxspeech itself)
     except ImportError as e:
-        raise CheckpointError(path, None, "is an OpenAI .pt checkpoint, which needs PyTorch to read: pip install "
-                                          "torch (or convert it to a Hugging Face directory with safetensors)") from e
+        raise CheckpointError(
+            path,
+            None,
+            "is an OpenAI .pt checkpoint, which needs PyTorch to read: pip install "
+            "torch (or convert it to a Hugging Face directory with safetensors)",
+        ) from e
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or non-weights files
-        raise CheckpointError(path, None, f"is not a loadable OpenAI Whisper checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("dims"), dict) or not isinstance(
-        checkpoint.get("model_state_dict"), dict
+        raise CheckpointError(
+            path, None, f"is not a loadable OpenAI Whisper checkpoint ({type(e).__name__}: {e})"
+        ) from e
+    if (
+        not isinstance(checkpoint, dict)
+        or not isinstance(checkpoint.get("dims"), dict)
+        or not isinstance(checkpoint.get("model_state_dict"), dict)
     ):
         raise CheckpointError(path, None, "is not a dict with a 'dims' dict and a 'model_state_dict' dict")
     try:

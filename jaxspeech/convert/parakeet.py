@@ -92,15 +92,23 @@ def config_from_hf(hf: Mapping[str, Any], **overrides: Any) -> ConformerConfig:
     if hf.get("model_type") == CTC_TYPE:
         hf = hf["encoder_config"]
     if hf.get("model_type", ENCODER_TYPE) != ENCODER_TYPE:
-        raise CheckpointError(None, None, f"has model_type {hf.get('model_type')!r}, expected {ENCODER_TYPE} or {CTC_TYPE}")
+        raise CheckpointError(
+            None, None, f"has model_type {hf.get('model_type')!r}, expected {ENCODER_TYPE} or {CTC_TYPE}"
+        )
     if hf.get("subsampling_conv_stride", 2) != 2:
-        raise CheckpointError(None, None, f"has subsampling_conv_stride {hf['subsampling_conv_stride']}, expected 2 (the only one supported)")
+        raise CheckpointError(
+            None,
+            None,
+            f"has subsampling_conv_stride {hf['subsampling_conv_stride']}, expected 2 (the only one supported)",
+        )
     act = hf.get("hidden_act", "silu")
     if act not in ACTIVATIONS:
         raise CheckpointError(None, None, f"has hidden_act {act!r}, expected one of {sorted(ACTIVATIONS)}")
     num_heads = hf.get("num_attention_heads", 8)
     if hf.get("num_key_value_heads", num_heads) != num_heads:
-        raise CheckpointError(None, None, "has num_key_value_heads != num_attention_heads (Parakeet attention has as many of each)")
+        raise CheckpointError(
+            None, None, "has num_key_value_heads != num_attention_heads (Parakeet attention has as many of each)"
+        )
     config = ConformerConfig(
         input_dim=hf.get("num_mel_bins", 80),
         d_model=hf.get("hidden_size", 1024),
@@ -168,7 +176,9 @@ def convert_parakeet(reader: SafetensorsReader, config: ConformerConfig, vocab_s
     for i in range(config.num_layers):
         block = f"{ours_prefix}{'layers' if config.scan_layers else f'layers_{i}'}/"
         params_rows += [(block + o, f"{hf_prefix}layers.{i}.{h}", l, i) for o, h, l in _BLOCK_TENSORS]
-        params_rows += [(block + f"attention/pos_bias_{b}", f"{hf_prefix}layers.{i}.self_attn.bias_{b}", heads, i) for b in "uv"]
+        params_rows += [
+            (block + f"attention/pos_bias_{b}", f"{hf_prefix}layers.{i}.self_attn.bias_{b}", heads, i) for b in "uv"
+        ]
         stats_rows += [(block + o, f"{hf_prefix}layers.{i}.{h}", SAME, i) for o, h in _BLOCK_STATS]
     if vocab_size is not None:
         params_rows += [("ctc_head/kernel", "ctc_head.weight", CONV1X1), ("ctc_head/bias", "ctc_head.bias", SAME)]

@@ -16,15 +16,29 @@ from typing import Any, Mapping
 from jaxspeech.errors import ConfigError, UsageError
 from jaxspeech.models.whisper_seq2seq import WHISPER_SIZES
 
-_WHISPER = {"model_type": "whisper", "activation_function": "gelu", "max_source_positions": 1500,
-            "max_target_positions": 448, "scale_embedding": False}
+_WHISPER = {
+    "model_type": "whisper",
+    "activation_function": "gelu",
+    "max_source_positions": 1500,
+    "max_target_positions": 448,
+    "scale_embedding": False,
+}
 
 
 def _whisper(size: str, mels: int = 80, vocab: int = 51865) -> dict[str, Any]:
     d_model, layers, heads = WHISPER_SIZES[size]
-    return {**_WHISPER, "d_model": d_model, "encoder_layers": layers, "decoder_layers": layers,
-            "encoder_attention_heads": heads, "decoder_attention_heads": heads, "encoder_ffn_dim": 4 * d_model,
-            "decoder_ffn_dim": 4 * d_model, "num_mel_bins": mels, "vocab_size": vocab}
+    return {
+        **_WHISPER,
+        "d_model": d_model,
+        "encoder_layers": layers,
+        "decoder_layers": layers,
+        "encoder_attention_heads": heads,
+        "decoder_attention_heads": heads,
+        "encoder_ffn_dim": 4 * d_model,
+        "decoder_ffn_dim": 4 * d_model,
+        "num_mel_bins": mels,
+        "vocab_size": vocab,
+    }
 
 
 WHISPER: dict[str, dict[str, Any]] = {
@@ -36,27 +50,64 @@ WHISPER: dict[str, dict[str, Any]] = {
 }
 
 
-def _qwen2(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int,
-           tied: bool) -> dict[str, Any]:
-    return {"model_type": "qwen2", "hidden_act": "silu", "hidden_size": hidden, "intermediate_size": intermediate,
-            "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
-            "vocab_size": vocab, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": tied}
+def _qwen2(
+    hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int, tied: bool
+) -> dict[str, Any]:
+    return {
+        "model_type": "qwen2",
+        "hidden_act": "silu",
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "vocab_size": vocab,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": tied,
+    }
 
 
-def _llama(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int, tied: bool,
-           rope_theta: float, rope_scaling: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    hf = {"model_type": "llama", "hidden_act": "silu", "hidden_size": hidden, "intermediate_size": intermediate,
-          "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
-          "head_dim": hidden // heads, "vocab_size": vocab, "rope_theta": rope_theta, "rms_norm_eps": 1e-5,
-          "tie_word_embeddings": tied, "attention_bias": False, "mlp_bias": False}
+def _llama(
+    hidden: int,
+    intermediate: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    vocab: int,
+    tied: bool,
+    rope_theta: float,
+    rope_scaling: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    hf = {
+        "model_type": "llama",
+        "hidden_act": "silu",
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": hidden // heads,
+        "vocab_size": vocab,
+        "rope_theta": rope_theta,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": tied,
+        "attention_bias": False,
+        "mlp_bias": False,
+    }
     if rope_scaling is not None:
         hf["rope_scaling"] = dict(rope_scaling)
     return hf
 
 
 def _llama3_scaling(factor: float) -> dict[str, Any]:
-    return {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 8192}
+    return {
+        "rope_type": "llama3",
+        "factor": factor,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
 
 
 LLM: dict[str, dict[str, Any]] = {

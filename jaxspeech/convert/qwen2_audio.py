@@ -120,8 +120,9 @@ def config_from_hf(hf: dict, **options: Any) -> SpeechLLMConfig:
 
     text_hf = {**TEXT_DEFAULTS, **hf["text_config"]}
     if text_hf.get("use_sliding_window"):
-        raise CheckpointError(None, None, "text_config asks for sliding-window attention (use_sliding_window), "
-                                          "which is not supported")
+        raise CheckpointError(
+            None, None, "text_config asks for sliding-window attention (use_sliding_window), which is not supported"
+        )
     try:
         llm = hf_llm.config_from_hf(text_hf)
     except CheckpointError as e:
@@ -167,7 +168,7 @@ def _layout(reader: SafetensorsReader) -> _Layout:
 def _rename(name: str, old: str, new: str) -> str:
     if not name.startswith(old):
         raise ValueError(f"tensor name {name!r} does not start with {old!r}")
-    return new + name[len(old):]
+    return new + name[len(old) :]
 
 
 def _lm_name(layout: _Layout, name: str) -> str:
@@ -180,7 +181,7 @@ def _lm_name(layout: _Layout, name: str) -> str:
 def _unused_is_ignorable(config: SpeechLLMConfig, layout: _Layout, name: str) -> bool:
     for ours, theirs in (("model.", layout.lm), ("lm_head.", layout.head)):
         if name.startswith(theirs):
-            return hf_llm.ignorable_tensor(config.llm, ours + name[len(theirs):])
+            return hf_llm.ignorable_tensor(config.llm, ours + name[len(theirs) :])
     return False
 
 

@@ -71,8 +71,12 @@ def _read_header(path: str) -> tuple[dict, int]:
                 raise CheckpointError(path, None, f"is {file_size} bytes, too short for a safetensors header")
             (size,) = struct.unpack("<Q", prefix)
             if size > min(file_size - 8, _MAX_HEADER_BYTES):
-                raise CheckpointError(path, None, f"declares a {size}-byte header, but the file is {file_size} bytes "
-                                                  f"(not a safetensors file, or truncated)")
+                raise CheckpointError(
+                    path,
+                    None,
+                    f"declares a {size}-byte header, but the file is {file_size} bytes "
+                    f"(not a safetensors file, or truncated)",
+                )
             header = json.loads(f.read(size))
     except OSError as e:
         raise CheckpointError(path, None, f"cannot be read ({e.strerror or e})") from e
@@ -95,13 +99,20 @@ def _checked_entry(path: str, name: str, info) -> dict:
     shape, offsets = info["shape"], info["data_offsets"]
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise CheckpointError(path, name, f"has shape {shape!r}, expected a list of non-negative integers")
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]):
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
         raise CheckpointError(path, name, f"has data_offsets {offsets!r}, expected [begin, end] with 0 <= begin <= end")
     expected = math.prod(shape) * dtype.itemsize
     if offsets[1] - offsets[0] != expected:
-        raise CheckpointError(path, name, f"has {offsets[1] - offsets[0]} bytes, but shape {tuple(shape)} of "
-                                          f"{info['dtype']} needs {expected}")
+        raise CheckpointError(
+            path,
+            name,
+            f"has {offsets[1] - offsets[0]} bytes, but shape {tuple(shape)} of {info['dtype']} needs {expected}",
+        )
     return {"dtype": dtype, "shape": tuple(shape), "begin": offsets[0], "end": offsets[1]}
 
 
@@ -111,12 +122,19 @@ def _check_tiling(path: str, tensors: dict[str, dict], data_bytes: int) -> None:
         if entry["begin"] < position:
             raise CheckpointError(path, name, f"bytes [{entry['begin']}, {entry['end']}) overlap those of {previous!r}")
         if entry["begin"] > position:
-            raise CheckpointError(path, name, f"starts at byte {entry['begin']} of the data, but bytes [{position}, "
-                                              f"{entry['begin']}) belong to no tensor")
+            raise CheckpointError(
+                path,
+                name,
+                f"starts at byte {entry['begin']} of the data, but bytes [{position}, "
+                f"{entry['begin']}) belong to no tensor",
+            )
         position, previous = entry["end"], name
     if position > data_bytes:
-        raise CheckpointError(path, previous, f"ends at byte {position} of the data, but the file holds {data_bytes} "
-                                              f"bytes of data (truncated?)")
+        raise CheckpointError(
+            path,
+            previous,
+            f"ends at byte {position} of the data, but the file holds {data_bytes} bytes of data (truncated?)",
+        )
     if position < data_bytes:
         raise CheckpointError(path, None, f"holds {data_bytes - position} bytes after its last tensor")
 
@@ -239,7 +257,11 @@ def _write_file(path: str, tensors: Mapping[str, np.ndarray], metadata: dict | N
         array = np.ascontiguousarray(np.asarray(tensor))
         if array.dtype not in _NAMES:
             raise CheckpointError(path, name, f"has dtype {array.dtype}, which safetensors cannot hold")
-        header[name] = {"dtype": _NAMES[array.dtype], "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        header[name] = {
+            "dtype": _NAMES[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + array.nbytes],
+        }
         offset += array.nbytes
         arrays[name] = array
     encoded = json.dumps(header, separators=(",", ":")).encode()

@@ -149,7 +149,9 @@ def _check_folder(out_dir: Path, config: CorpusConfig, overwrite: bool) -> bool:
         except json.JSONDecodeError:
             found = {}
         if found.get("version") != CORPUS_VERSION and str(found.get("version")).startswith("corpus-"):
-            log.warning("%s holds corpus version %s: rebuilding it as %s", out_dir, found.get("version"), CORPUS_VERSION)
+            log.warning(
+                "%s holds corpus version %s: rebuilding it as %s", out_dir, found.get("version"), CORPUS_VERSION
+            )
             _remove_corpus(out_dir)
             return False
         same = {k: found.get(k) for k in wanted} == wanted
@@ -196,8 +198,9 @@ def _remove_corpus(out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
 
 
-def _build_split(out_dir: Path, config: CorpusConfig, split: str, renderer: _Renderer, progress,
-                 mean_duration: float) -> list[dict[str, Any]]:
+def _build_split(
+    out_dir: Path, config: CorpusConfig, split: str, renderer: _Renderer, progress, mean_duration: float
+) -> list[dict[str, Any]]:
     folder = out_dir / split
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -236,8 +239,9 @@ def _build_split(out_dir: Path, config: CorpusConfig, split: str, renderer: _Ren
     return records
 
 
-def _summary_from_manifests(out_dir: Path, config: CorpusConfig, seconds: float, built: bool,
-                            tokenizer: Path | None) -> BuildSummary:
+def _summary_from_manifests(
+    out_dir: Path, config: CorpusConfig, seconds: float, built: bool, tokenizer: Path | None
+) -> BuildSummary:
     counts, hours, held_out = {}, {}, {}
     for split in SPLITS:
         records = read_manifest(manifest_path(out_dir, split))
@@ -247,8 +251,15 @@ def _summary_from_manifests(out_dir: Path, config: CorpusConfig, seconds: float,
     return BuildSummary(out_dir, built, seconds, counts, hours, held_out, tokenizer)
 
 
-def build_corpus(out_dir: str | os.PathLike, config: CorpusConfig = CorpusConfig(), *, workers: int | None = None,
-                 tokenizer_vocab: int | None = None, overwrite: bool = False, progress: bool = True) -> BuildSummary:
+def build_corpus(
+    out_dir: str | os.PathLike,
+    config: CorpusConfig = CorpusConfig(),
+    *,
+    workers: int | None = None,
+    tokenizer_vocab: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> BuildSummary:
     """Builds (or completes) the corpus in ``out_dir``; see the module docstring for the layout."""
     from tqdm import tqdm
 
@@ -261,8 +272,12 @@ def build_corpus(out_dir: str | os.PathLike, config: CorpusConfig = CorpusConfig
         (out_dir / CORPUS_JSON).unlink(missing_ok=True)
         _write_atomic(out_dir / BUILD_MARKER, json.dumps({"version": CORPUS_VERSION, "config": config.to_json()}))
         renderer = _Renderer(workers or os.cpu_count() or 1)
-        bar = tqdm(total=sum(config.split_size(split) for split in SPLITS if split != "train"), unit="utt", disable=not progress,
-                   desc=f"synthesising {out_dir}")
+        bar = tqdm(
+            total=sum(config.split_size(split) for split in SPLITS if split != "train"),
+            unit="utt",
+            disable=not progress,
+            desc=f"synthesising {out_dir}",
+        )
         try:
             durations: list[float] = []
             for split in _BUILD_ORDER:
@@ -311,7 +326,8 @@ def _write_corpus_json(out_dir: Path, config: CorpusConfig, summary: BuildSummar
         "held_out_counts": summary.held_out_counts,
         "voices": {"train": list(config.train_voices), "held_out": config.held_out_voice},
         "build_seconds": round(summary.seconds, 1) if summary.built else previous.get("build_seconds"),
-        "tokenizer": {"path": TOKENIZER_MODEL, "vocab_size": tokenizer_vocab} if tokenizer_vocab
+        "tokenizer": {"path": TOKENIZER_MODEL, "vocab_size": tokenizer_vocab}
+        if tokenizer_vocab
         else previous.get("tokenizer"),
     }
     _write_atomic(info_path, json.dumps(info, indent=2) + "\n")

@@ -110,8 +110,13 @@ class Grammar:
         if not tokens:
             raise GrammarError(f"empty alternative (write '_' for nothing) in {line!r}")
         for token in tokens:
-            if not (token in PUNCTUATION or token in (ARTICLE, "_") or _RULE_TOKEN.match(token)
-                    or _SLOT_TOKEN.match(token) or _WORD_TOKEN.match(token)):
+            if not (
+                token in PUNCTUATION
+                or token in (ARTICLE, "_")
+                or _RULE_TOKEN.match(token)
+                or _SLOT_TOKEN.match(token)
+                or _WORD_TOKEN.match(token)
+            ):
                 raise GrammarError(f"bad token {token!r} in {line!r}")
         return Alternative(weight, tuple(t for t in tokens if t != "_"))
 
@@ -163,7 +168,9 @@ class Grammar:
         if depth > self.max_depth:
             raise RecursionError(f"grammar derivation deeper than {self.max_depth} at {reference}")
         cumulative, alternatives = self._choice_tables[reference]
-        alternative = alternatives[min(int(np.searchsorted(cumulative, rng.random(), side="right")), len(alternatives) - 1)]
+        alternative = alternatives[
+            min(int(np.searchsorted(cumulative, rng.random(), side="right")), len(alternatives) - 1)
+        ]
         for token in alternative.tokens:
             if _RULE_TOKEN.match(token):
                 self._expand(token, rng, out, depth + 1)

@@ -29,10 +29,38 @@ _TEXT_ONLY_STREAM = 2  # the random streams of the corpus's utterances use 0 (te
 # Per-mille of the sentence space given to each held-out split (the rest is train).
 _SPLIT_PER_MILLE = {"dev": 25, "test": 25}
 # The word classes whose entries the open-vocabulary split holds out, and the share held out of each.
-OPEN_VOCAB_SLOTS = ("person", "relative", "animal", "food", "food_mass", "drink", "object", "furniture", "place",
-                    "nature", "idea", "event", "name", "surname", "city", "country", "v_food", "v_drink", "v_thing",
-                    "v_give", "v_person", "v_place", "v_idea", "v_animal", "v_animal_act", "v_intr", "v_motion",
-                    "v_inf", "v_ger", "v_say")
+OPEN_VOCAB_SLOTS = (
+    "person",
+    "relative",
+    "animal",
+    "food",
+    "food_mass",
+    "drink",
+    "object",
+    "furniture",
+    "place",
+    "nature",
+    "idea",
+    "event",
+    "name",
+    "surname",
+    "city",
+    "country",
+    "v_food",
+    "v_drink",
+    "v_thing",
+    "v_give",
+    "v_person",
+    "v_place",
+    "v_idea",
+    "v_animal",
+    "v_animal_act",
+    "v_intr",
+    "v_motion",
+    "v_inf",
+    "v_ger",
+    "v_say",
+)
 OPEN_VOCAB_FRACTION = 0.1
 
 RULES = r"""
@@ -245,24 +273,53 @@ def _plain(entry: str, form: str | None) -> str:
 
 
 _SLOT_TABLE = {
-    "person": (words.PERSON, _noun), "relative": (words.RELATIVE, _noun), "animal": (words.ANIMAL, _noun),
-    "food": (words.FOOD, _noun), "food_mass": (words.FOOD_MASS, _plain), "drink": (words.DRINK, _plain),
-    "object": (words.OBJECT, _noun), "furniture": (words.FURNITURE, _noun), "place": (words.PLACE, _noun),
-    "nature": (words.NATURE, _noun), "idea": (words.IDEA, _noun), "event": (words.EVENT, _noun),
-    "name": (words.FIRST_NAME, _plain), "surname": (words.SURNAME, _plain), "city": (words.CITY, _plain),
-    "country": (words.COUNTRY, _plain), "weekday": (words.WEEKDAY, _noun), "month": (words.MONTH, _plain),
-    "part_of_day": (words.PART_OF_DAY, _plain), "season": (words.SEASON, _plain), "clock": (words.CLOCK, _plain),
-    "number": (words.NUMBER, _plain), "v_food": (words.VERB_FOOD, _verb), "v_drink": (words.VERB_DRINK, _verb),
-    "v_thing": (words.VERB_THING, _verb), "v_give": (words.VERB_GIVE, _verb), "v_person": (words.VERB_PERSON, _verb),
-    "v_place": (words.VERB_PLACE, _verb), "v_idea": (words.VERB_IDEA, _verb), "v_animal": (words.VERB_ANIMAL, _verb),
-    "v_animal_act": (words.VERB_ANIMAL_ACTION, _verb), "v_intr": (words.VERB_INTRANSITIVE, _verb),
-    "v_motion": (words.VERB_MOTION, _verb), "v_inf": (words.VERB_INFINITIVE, _verb),
-    "v_ger": (words.VERB_GERUND, _verb), "v_say": (words.VERB_SAY, _verb),
-    "adj_thing": (words.ADJ_THING, _plain), "adj_person": (words.ADJ_PERSON, _plain),
-    "adj_animal": (words.ADJ_ANIMAL, _plain), "adj_place": (words.ADJ_PLACE, _plain),
-    "adj_food": (words.ADJ_FOOD, _plain), "adj_idea": (words.ADJ_IDEA, _plain),
-    "adj_weather": (words.ADJ_WEATHER, _plain), "color": (words.COLOR, _plain),
-    "adv": (words.ADVERB_MANNER, _plain), "freq": (words.ADVERB_FREQUENCY, _plain), "degree": (words.DEGREE, _plain),
+    "person": (words.PERSON, _noun),
+    "relative": (words.RELATIVE, _noun),
+    "animal": (words.ANIMAL, _noun),
+    "food": (words.FOOD, _noun),
+    "food_mass": (words.FOOD_MASS, _plain),
+    "drink": (words.DRINK, _plain),
+    "object": (words.OBJECT, _noun),
+    "furniture": (words.FURNITURE, _noun),
+    "place": (words.PLACE, _noun),
+    "nature": (words.NATURE, _noun),
+    "idea": (words.IDEA, _noun),
+    "event": (words.EVENT, _noun),
+    "name": (words.FIRST_NAME, _plain),
+    "surname": (words.SURNAME, _plain),
+    "city": (words.CITY, _plain),
+    "country": (words.COUNTRY, _plain),
+    "weekday": (words.WEEKDAY, _noun),
+    "month": (words.MONTH, _plain),
+    "part_of_day": (words.PART_OF_DAY, _plain),
+    "season": (words.SEASON, _plain),
+    "clock": (words.CLOCK, _plain),
+    "number": (words.NUMBER, _plain),
+    "v_food": (words.VERB_FOOD, _verb),
+    "v_drink": (words.VERB_DRINK, _verb),
+    "v_thing": (words.VERB_THING, _verb),
+    "v_give": (words.VERB_GIVE, _verb),
+    "v_person": (words.VERB_PERSON, _verb),
+    "v_place": (words.VERB_PLACE, _verb),
+    "v_idea": (words.VERB_IDEA, _verb),
+    "v_animal": (words.VERB_ANIMAL, _verb),
+    "v_animal_act": (words.VERB_ANIMAL_ACTION, _verb),
+    "v_intr": (words.VERB_INTRANSITIVE, _verb),
+    "v_motion": (words.VERB_MOTION, _verb),
+    "v_inf": (words.VERB_INFINITIVE, _verb),
+    "v_ger": (words.VERB_GERUND, _verb),
+    "v_say": (words.VERB_SAY, _verb),
+    "adj_thing": (words.ADJ_THING, _plain),
+    "adj_person": (words.ADJ_PERSON, _plain),
+    "adj_animal": (words.ADJ_ANIMAL, _plain),
+    "adj_place": (words.ADJ_PLACE, _plain),
+    "adj_food": (words.ADJ_FOOD, _plain),
+    "adj_idea": (words.ADJ_IDEA, _plain),
+    "adj_weather": (words.ADJ_WEATHER, _plain),
+    "color": (words.COLOR, _plain),
+    "adv": (words.ADVERB_MANNER, _plain),
+    "freq": (words.ADVERB_FREQUENCY, _plain),
+    "degree": (words.DEGREE, _plain),
 }
 
 
@@ -291,14 +348,26 @@ def open_vocab_entries() -> dict[str, tuple[str, ...]]:
     whose forms are no word of the rules themselves nor of another word class ("the", "home",
     adjectives, numbers...), so that holding them out removes whole nouns, names and verbs only."""
     grammar = english_grammar()
-    literal = {token for line in RULES.split("\n") for token in line.split("#", 1)[0].split()
-               if token.isalpha() and token.islower()}
-    shared = literal | {word for slot in _SLOT_TABLE if slot not in OPEN_VOCAB_SLOTS
-                        for entry in grammar.slots[slot].entries for word in _entry_forms(slot, entry)}
+    literal = {
+        token
+        for line in RULES.split("\n")
+        for token in line.split("#", 1)[0].split()
+        if token.isalpha() and token.islower()
+    }
+    shared = literal | {
+        word
+        for slot in _SLOT_TABLE
+        if slot not in OPEN_VOCAB_SLOTS
+        for entry in grammar.slots[slot].entries
+        for word in _entry_forms(slot, entry)
+    }
     held_out = {}
     for slot in OPEN_VOCAB_SLOTS:
-        candidates = [entry for entry in grammar.slots[slot].entries
-                      if " " not in entry and not _entry_forms(slot, entry) & shared]
+        candidates = [
+            entry
+            for entry in grammar.slots[slot].entries
+            if " " not in entry and not _entry_forms(slot, entry) & shared
+        ]
         count = max(1, round(OPEN_VOCAB_FRACTION * len(candidates)))
         held_out[slot] = tuple(sorted(candidates, key=lambda entry: _stable_hash(f"open_vocab/{entry}"))[:count])
     return held_out
@@ -308,8 +377,12 @@ def open_vocab_entries() -> dict[str, tuple[str, ...]]:
 def open_vocab_words() -> frozenset[str]:
     """Every word form of the held-out entries (``open_vocab_entries``): words that appear in the
     ``open_vocab`` split only."""
-    return frozenset(word for slot, entries in open_vocab_entries().items() for entry in entries
-                     for word in _entry_forms(slot, entry))
+    return frozenset(
+        word
+        for slot, entries in open_vocab_entries().items()
+        for entry in entries
+        for word in _entry_forms(slot, entry)
+    )
 
 
 def open_vocab_words_in(transcript: str) -> list[str]:

@@ -81,7 +81,9 @@ class EspeakSynthesizer:
                 lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
                 sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self._data_path, 0)
                 if sample_rate <= 0:
-                    raise EspeakError(f"espeak_Initialize failed (returned {sample_rate}) with data at {self._data_path!r}")
+                    raise EspeakError(
+                        f"espeak_Initialize failed (returned {sample_rate}) with data at {self._data_path!r}"
+                    )
                 lib.espeak_SetSynthCallback(self._callback)
                 try:
                     return sample_rate, body(lib)
@@ -97,14 +99,23 @@ class EspeakSynthesizer:
             raise EspeakError(f"espeak_SetParameter({name}={value}) failed with status {status}")
 
     def synthesize_native(
-        self, text: str, voice: str, rate_wpm: int = 175, pitch: int = 50, *, pitch_range: int = 50,
-        word_gap: int = 0, seed: int = 0,
+        self,
+        text: str,
+        voice: str,
+        rate_wpm: int = 175,
+        pitch: int = 50,
+        *,
+        pitch_range: int = 50,
+        word_gap: int = 0,
+        seed: int = 0,
     ) -> np.ndarray:
         """int16[N] at ``native_sample_rate`` (22,050 Hz)."""
         if not text.strip():
             raise ValueError("synthesize: text is empty")
         for name, value, low, high in (
-            ("rate_wpm", rate_wpm, 80, 450), ("pitch", pitch, 0, 100), ("pitch_range", pitch_range, 0, 100),
+            ("rate_wpm", rate_wpm, 80, 450),
+            ("pitch", pitch, 0, 100),
+            ("pitch_range", pitch_range, 0, 100),
             ("word_gap", word_gap, 0, 100),
         ):
             if not low <= value <= high:
@@ -137,8 +148,15 @@ class EspeakSynthesizer:
         return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
 
     def synthesize(
-        self, text: str, voice: str, rate_wpm: int = 175, pitch: int = 50, *, pitch_range: int = 50,
-        word_gap: int = 0, seed: int = 0,
+        self,
+        text: str,
+        voice: str,
+        rate_wpm: int = 175,
+        pitch: int = 50,
+        *,
+        pitch_range: int = 50,
+        word_gap: int = 0,
+        seed: int = 0,
     ) -> np.ndarray:
         """f32[N] at 16 kHz in [-1, 1]: ``text`` spoken by ``voice`` at ``rate_wpm`` and ``pitch``."""
         native = self.synthesize_native(

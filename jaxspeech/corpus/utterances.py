@@ -77,8 +77,14 @@ class CorpusConfig:
             low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"CorpusConfig.{name}: low {low} > high {high}")
-        for name in ("dev_utterances", "test_utterances", "held_out_utterances", "open_vocab_utterances",
-                     "open_vocab_held_out_utterances", "max_word_gap"):
+        for name in (
+            "dev_utterances",
+            "test_utterances",
+            "held_out_utterances",
+            "open_vocab_utterances",
+            "open_vocab_held_out_utterances",
+            "max_word_gap",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"CorpusConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not math.isfinite(self.train_hours) or self.train_hours < 0:
@@ -135,9 +141,16 @@ class UtteranceSpec:
     def metadata(self) -> dict[str, Any]:
         """Manifest fields (everything but the audio path, duration and spoken text)."""
         record = {
-            "id": self.id, "text": self.text, "voice": self.voice, "rate": self.rate, "pitch": self.pitch,
-            "pitch_range": self.pitch_range, "word_gap": self.word_gap, "peak_db": round(self.peak_db, 2),
-            "noise": self.noise, "snr_db": None if self.snr_db is None else round(self.snr_db, 2),
+            "id": self.id,
+            "text": self.text,
+            "voice": self.voice,
+            "rate": self.rate,
+            "pitch": self.pitch,
+            "pitch_range": self.pitch_range,
+            "word_gap": self.word_gap,
+            "peak_db": round(self.peak_db, 2),
+            "noise": self.noise,
+            "snr_db": None if self.snr_db is None else round(self.snr_db, 2),
             "split": self.split,
         }
         if self.split in _VOICE_SPLIT:
@@ -174,10 +187,21 @@ def utterance_spec(config: CorpusConfig, split: str, index: int, text_index: int
     held_out = split in _VOICE_SPLIT and index >= getattr(config, _VOICE_SPLIT[split])
     noisy = noise_draw < config.noise_probability
     return UtteranceSpec(
-        id=utterance_id(split, index), split=split, index=index, text=sentence.transcript, spoken=sentence.spoken,
-        voice=config.held_out_voice if held_out else config.train_voices[voice_choice], rate=rate, pitch=pitch,
-        pitch_range=pitch_range, word_gap=gap if gap_draw < config.word_gap_probability else 0, peak_db=peak_db,
-        noise=noise_color if noisy else None, snr_db=snr_db if noisy else None, seed=seed, held_out_voice=held_out,
+        id=utterance_id(split, index),
+        split=split,
+        index=index,
+        text=sentence.transcript,
+        spoken=sentence.spoken,
+        voice=config.held_out_voice if held_out else config.train_voices[voice_choice],
+        rate=rate,
+        pitch=pitch,
+        pitch_range=pitch_range,
+        word_gap=gap if gap_draw < config.word_gap_probability else 0,
+        peak_db=peak_db,
+        noise=noise_color if noisy else None,
+        snr_db=snr_db if noisy else None,
+        seed=seed,
+        held_out_voice=held_out,
     )
 
 
@@ -199,7 +223,12 @@ def colored_noise(num_samples: int, color: str, rng: np.random.Generator) -> np.
 def render_utterance(spec: UtteranceSpec) -> np.ndarray:
     """f32[N] at 16 kHz in [-1, 1]: synthesised speech at the spec's level, plus its noise."""
     audio = get_synthesizer().synthesize(
-        spec.spoken, spec.voice, spec.rate, spec.pitch, pitch_range=spec.pitch_range, word_gap=spec.word_gap,
+        spec.spoken,
+        spec.voice,
+        spec.rate,
+        spec.pitch,
+        pitch_range=spec.pitch_range,
+        word_gap=spec.word_gap,
         seed=spec.seed,
     )
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
@@ -224,8 +253,13 @@ class SyntheticUtterances:
     stay fresh per index, which re-renders a fixed text set differently every epoch.
     """
 
-    def __init__(self, config: CorpusConfig = CorpusConfig(), split: str = "train", size: int | None = None,
-                 sentence_pool: int | None = None):
+    def __init__(
+        self,
+        config: CorpusConfig = CorpusConfig(),
+        split: str = "train",
+        size: int | None = None,
+        sentence_pool: int | None = None,
+    ):
         if split not in _SPLIT_CODES:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         if sentence_pool is not None and sentence_pool < 1:
@@ -251,5 +285,7 @@ class SyntheticUtterances:
         return {**spec.metadata(), "audio": audio, "sample_rate": SAMPLE_RATE, "duration": audio.shape[0] / SAMPLE_RATE}
 
     def __repr__(self) -> str:
-        return (f"SyntheticUtterances(split={self.split!r}, size={self.size}, seed={self.config.seed}, "
-                f"sentence_pool={self.sentence_pool})")
+        return (
+            f"SyntheticUtterances(split={self.split!r}, size={self.size}, seed={self.config.seed}, "
+            f"sentence_pool={self.sentence_pool})"
+        )

@@ -44,8 +44,17 @@ _SF_UNKNOWN_FRAMES = np.iinfo(np.int64).max  # libsndfile's frame count of a str
 # byte (FLAC: at most 65535 samples per frame of >= 10 bytes; Opus: 5760 per >= 1-byte packet;
 # Vorbis: 4096).
 _UNCOMPRESSED_FORMATS = ("WAV", "WAVEX", "AIFF", "AU", "W64", "RF64", "RAW")
-_PCM_SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
-                     "ULAW": 1, "ALAW": 1}
+_PCM_SAMPLE_BYTES = {
+    "PCM_S8": 1,
+    "PCM_U8": 1,
+    "PCM_16": 2,
+    "PCM_24": 3,
+    "PCM_32": 4,
+    "FLOAT": 4,
+    "DOUBLE": 8,
+    "ULAW": 1,
+    "ALAW": 1,
+}
 _MAX_FRAMES_PER_BYTE = 8192
 _MAX_CHANNELS = 64
 _MIN_SAMPLE_RATE, _MAX_SAMPLE_RATE = 1000, 768_000
@@ -101,7 +110,16 @@ def decode_audio_bytes(
     if len(data) == 0:
         raise AudioError(name, RejectReason.EMPTY, "0 bytes of data")
     samples_NxC, sample_rate = _decode(bytes(data), name)
-    return _finish(samples_NxC, sample_rate, name, target_sample_rate, expected_duration, duration_tolerance, max_seconds, over_length)
+    return _finish(
+        samples_NxC,
+        sample_rate,
+        name,
+        target_sample_rate,
+        expected_duration,
+        duration_tolerance,
+        max_seconds,
+        over_length,
+    )
 
 
 def prepare_waveform(
@@ -120,13 +138,26 @@ def prepare_waveform(
     _check_options(target_sample_rate, max_seconds, over_length)
     samples = np.asarray(samples)
     if samples.ndim not in (1, 2):
-        raise AudioError(name, RejectReason.UNSUPPORTED_FORMAT, f"expected samples [N] or [N, channels], got shape {samples.shape}")
+        raise AudioError(
+            name, RejectReason.UNSUPPORTED_FORMAT, f"expected samples [N] or [N, channels], got shape {samples.shape}"
+        )
     if not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
-        raise AudioError(name, RejectReason.UNSUPPORTED_FORMAT, f"sample rate must be a positive integer, got {sample_rate!r}")
+        raise AudioError(
+            name, RejectReason.UNSUPPORTED_FORMAT, f"sample rate must be a positive integer, got {sample_rate!r}"
+        )
     samples_NxC = _to_float32(samples, name)
     if samples_NxC.ndim == 1:
         samples_NxC = samples_NxC[:, None]
-    return _finish(samples_NxC, int(sample_rate), name, target_sample_rate, expected_duration, duration_tolerance, max_seconds, over_length)
+    return _finish(
+        samples_NxC,
+        int(sample_rate),
+        name,
+        target_sample_rate,
+        expected_duration,
+        duration_tolerance,
+        max_seconds,
+        over_length,
+    )
 
 
 def _check_options(target_sample_rate: int, max_seconds: float | None, over_length: str) -> None:
@@ -165,22 +196,30 @@ def _check_header(name: str, data: bytes, container: str, subtype: str, frames: 
         reason = RejectReason.CORRUPT if channels < 1 else RejectReason.UNSUPPORTED_FORMAT
         raise AudioError(name, reason, f"header declares {channels} channels (expected 1 to {_MAX_CHANNELS})")
     if not _MIN_SAMPLE_RATE <= rate <= _MAX_SAMPLE_RATE:
-        raise AudioError(name, RejectReason.CORRUPT,
-                         f"header declares a sample rate of {rate} Hz (expected {_MIN_SAMPLE_RATE} to {_MAX_SAMPLE_RATE})")
+        raise AudioError(
+            name,
+            RejectReason.CORRUPT,
+            f"header declares a sample rate of {rate} Hz (expected {_MIN_SAMPLE_RATE} to {_MAX_SAMPLE_RATE})",
+        )
     if frames == _SF_UNKNOWN_FRAMES:
         return
     sample_bytes = _PCM_SAMPLE_BYTES.get(subtype) if container in _UNCOMPRESSED_FORMATS else None
     most = len(data) // (channels * sample_bytes) if sample_bytes else len(data) * _MAX_FRAMES_PER_BYTE
     if not 0 <= frames <= most:
-        raise AudioError(name, RejectReason.CORRUPT,
-                         f"header declares {frames} frames, but a {len(data)}-byte {container} {subtype} file holds at "
-                         f"most {most}")
+        raise AudioError(
+            name,
+            RejectReason.CORRUPT,
+            f"header declares {frames} frames, but a {len(data)}-byte {container} {subtype} file holds at most {most}",
+        )
     if container in _WAV_FORMATS:
         shortfall = _wav_data_shortfall(data)
         if shortfall is not None:
             declared_bytes, present_bytes = shortfall
-            raise AudioError(name, RejectReason.CORRUPT,
-                             f"truncated WAV: its data chunk declares {declared_bytes} bytes but the file holds {present_bytes}")
+            raise AudioError(
+                name,
+                RejectReason.CORRUPT,
+                f"truncated WAV: its data chunk declares {declared_bytes} bytes but the file holds {present_bytes}",
+            )
 
 
 def _read_blocks(f: sf.SoundFile) -> np.ndarray:
@@ -205,7 +244,9 @@ def _decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
             _check_header(name, data, container, subtype, declared_frames, sample_rate, f.channels)
             samples_NxC = _read_blocks(f)
     except sf.LibsndfileError as e:
-        raise AudioError(name, _libsndfile_reason(e), f"libsndfile cannot decode it: {e.error_string.strip()}") from None
+        raise AudioError(
+            name, _libsndfile_reason(e), f"libsndfile cannot decode it: {e.error_string.strip()}"
+        ) from None
     except (RuntimeError, ValueError, TypeError, OverflowError) as e:
         raise AudioError(name, RejectReason.CORRUPT, f"decoding failed: {e}") from None
     if 0 < declared_frames < _SF_UNKNOWN_FRAMES and samples_NxC.shape[0] < declared_frames:
@@ -265,8 +306,11 @@ def _finish(
         mono_N = soxr.resample(mono_N, sample_rate, target_sample_rate, quality="HQ")
     mono_N = np.ascontiguousarray(mono_N, dtype=np.float32)
     if mono_N.size == 0:
-        raise AudioError(name, RejectReason.EMPTY, f"{num_samples} samples at {sample_rate} Hz are no sample at "
-                                                   f"{target_sample_rate} Hz")
+        raise AudioError(
+            name,
+            RejectReason.EMPTY,
+            f"{num_samples} samples at {sample_rate} Hz are no sample at {target_sample_rate} Hz",
+        )
     if over_length == "chunk":
         chunk = max(1, int(round(max_seconds * target_sample_rate)))
         return [mono_N[start : start + chunk] for start in range(0, len(mono_N), chunk)]

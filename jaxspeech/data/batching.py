@@ -128,7 +128,9 @@ class BatchPlan:
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
         if len(rows_per_batch) != num_buckets or len(clips_per_row) != num_buckets:
-            raise ValueError(f"{len(rows_per_batch)} row counts and {len(clips_per_row)} clip counts for {num_buckets} buckets")
+            raise ValueError(
+                f"{len(rows_per_batch)} row counts and {len(clips_per_row)} clip counts for {num_buckets} buckets"
+            )
         self.seed, self.shuffle, self.drop_remainder, self.num_epochs = seed, shuffle, drop_remainder, num_epochs
         self.process_index, self.process_count = process_index, process_count
         self.rows_per_batch = tuple(int(n) for n in rows_per_batch)
@@ -138,7 +140,11 @@ class BatchPlan:
         rejects = [
             (int(i), RejectReason.UNREADABLE, "duration unknown (its header could not be read)")
             if frames[i] < 0
-            else (int(i), RejectReason.TOO_LONG, f"{int(frames[i])} frames, longer than the largest bucket ({bucket_frames[-1]})")
+            else (
+                int(i),
+                RejectReason.TOO_LONG,
+                f"{int(frames[i])} frames, longer than the largest bucket ({bucket_frames[-1]})",
+            )
             for i in np.flatnonzero(self.bucket_ids < 0)
         ]
         self.rows: list[np.ndarray] = []  # per bucket: i64[rows, clips], -1 = empty slot
@@ -156,7 +162,9 @@ class BatchPlan:
             self.rows.append(pack_rows(members[fits], token_lengths, clips, limit))
         self.plan_rejects = tuple(sorted(rejects))
         rounding = math.floor if drop_remainder else math.ceil
-        self.steps_per_epoch = sum(rounding(len(r) / (n * process_count)) for r, n in zip(self.rows, self.rows_per_batch))
+        self.steps_per_epoch = sum(
+            rounding(len(r) / (n * process_count)) for r, n in zip(self.rows, self.rows_per_batch)
+        )
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"no batch can be formed: {len(frames)} examples, {len(self.plan_rejects)} rejected by planning, "

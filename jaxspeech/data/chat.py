@@ -80,7 +80,9 @@ class ChatEncoding:
 
 def builtin_template(tokenizer: Tokenizer) -> str:
     """The template used when the tokenizer has none (see the module docstring)."""
-    has_role_tokens = all(tokenizer.token_to_id(t) in tokenizer.special_ids for t in special_tokens.ROLE_TOKENS.values())
+    has_role_tokens = all(
+        tokenizer.token_to_id(t) in tokenizer.special_ids for t in special_tokens.ROLE_TOKENS.values()
+    )
     return BUILTIN_ROLE_TOKEN_TEMPLATE if has_role_tokens else BUILTIN_TEXT_TEMPLATE
 
 
@@ -159,7 +161,9 @@ def _content_parts(message: Mapping[str, Any], index: int) -> list[str | TokenId
     content = message.get("content")
     parts = [content] if isinstance(content, str) else content
     if not isinstance(parts, Sequence) or not all(isinstance(p, (str, TokenIds)) for p in parts):
-        raise TypeError(f"message {index} ({role}): content must be a str or a list of str and TokenIds, got {content!r}")
+        raise TypeError(
+            f"message {index} ({role}): content must be a str or a list of str and TokenIds, got {content!r}"
+        )
     return list(parts)
 
 
@@ -193,7 +197,7 @@ class _Markers:
         # Whitespace at the ends stays outside the sentinels so that a template's `| trim` still removes it.
         core = body.strip()
         start = len(body) - len(body.lstrip())
-        lead, trail = body[:start], body[start + len(core):]
+        lead, trail = body[:start], body[start + len(core) :]
         return lead + self.marker(self.OPEN, message_index) + core + self.marker(self.CLOSE, message_index) + trail
 
     @staticmethod
@@ -203,6 +207,7 @@ class _Markers:
 
     def strip(self, rendered: str) -> str:
         """The marked render with markers removed (TokenIds replaced by their stand-in)."""
+
         def replace(m: re.Match) -> str:
             if m.group(1) != self.nonce:
                 return m.group(0)
@@ -220,7 +225,7 @@ class _Markers:
                 segments.append(_Segment(owner, text=text))
 
         for match in self.matches(rendered):
-            add_text(rendered[cursor:match.start()])
+            add_text(rendered[cursor : match.start()])
             cursor = match.end()
             kind, index = match.group(2), int(match.group(3))
             if kind == self.OPEN:

@@ -74,8 +74,9 @@ class DataPipeline:
         process_count = jax.process_count() if process_count is None else process_count
         self.source, self.config, self.tokenize = source, config, tokenize
         self.process_index, self.process_count = process_index, process_count
-        rows = config.bucket_rows or batching.rows_per_bucket(config.bucket_frames, config.clips_per_row,
-                                                              config.frame_budget, config.batch_size_multiple)
+        rows = config.bucket_rows or batching.rows_per_bucket(
+            config.bucket_frames, config.clips_per_row, config.frame_budget, config.batch_size_multiple
+        )
         durations = source_durations(source)
         frames = batching.frames_for_durations(durations, config.sample_rate)
         self.plan = batching.BatchPlan(
@@ -152,7 +153,9 @@ class DataPipeline:
             _ensure_absl_flags_parsed()
             threads = self.config.worker_blas_threads
             dataset = dataset.mp_prefetch(
-                grain.MultiprocessingOptions(num_workers=self.config.num_workers, per_worker_buffer_size=self.config.prefetch),
+                grain.MultiprocessingOptions(
+                    num_workers=self.config.num_workers, per_worker_buffer_size=self.config.prefetch
+                ),
                 worker_init_fn=None if threads is None else functools.partial(limit_blas_threads, threads),
             )
         return dataset
@@ -210,7 +213,9 @@ class PipelineIterator(Iterator[HostBatch]):
 
     def set_state(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"pipeline state version {state.get('version')!r}; this code reads version {STATE_VERSION}")
+            raise ValueError(
+                f"pipeline state version {state.get('version')!r}; this code reads version {STATE_VERSION}"
+            )
         if state["fingerprint"] != self.pipeline.fingerprint:
             raise ValueError(
                 f"pipeline state was saved by a pipeline with a different plan (fingerprint {state['fingerprint']}, "

@@ -66,15 +66,21 @@ class PipelineConfig:
         if self.bucket_rows is not None:
             rows = tuple(int(r) for r in self.bucket_rows)
             if len(rows) != len(buckets) or any(r < 1 for r in rows):
-                raise ValueError(f"bucket_rows {self.bucket_rows} must hold one positive row count per bucket "
-                                 f"({len(buckets)} buckets)")
+                raise ValueError(
+                    f"bucket_rows {self.bucket_rows} must hold one positive row count per bucket "
+                    f"({len(buckets)} buckets)"
+                )
             object.__setattr__(self, "bucket_rows", rows)
         if any(t < 0 for t in self.max_tokens) or any(c < 1 for c in self.clips_per_row):
-            raise ValueError(f"max_tokens must be >= 0 and clips_per_row >= 1, got {self.max_tokens}, {self.clips_per_row}")
+            raise ValueError(
+                f"max_tokens must be >= 0 and clips_per_row >= 1, got {self.max_tokens}, {self.clips_per_row}"
+            )
         if self.frame_budget <= 0 or self.batch_size_multiple < 1:
             raise ValueError("frame_budget and batch_size_multiple must be positive")
         if self.sample_rate != mel.SAMPLE_RATE:
-            raise ValueError(f"the log-mel front end needs {mel.SAMPLE_RATE} Hz audio, got sample_rate={self.sample_rate}")
+            raise ValueError(
+                f"the log-mel front end needs {mel.SAMPLE_RATE} Hz audio, got sample_rate={self.sample_rate}"
+            )
         if not 0.0 <= self.max_bad_fraction <= 1.0:
             raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
         if self.num_workers < 0 or self.read_threads < 0 or self.prefetch < 1:

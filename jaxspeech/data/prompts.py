@@ -75,8 +75,16 @@ def encode_example(
       template: a chat template overriding the tokenizer's (and the built-in one).
       chunk_tag_ids: one tag token per clip, placed before its placeholder run (long-form chunks).
     """
-    user = _user_content(tokenizer, task, audio_token_counts, placeholder_id, prompt, fields,
-                         prompts or DEFAULT_TASK_PROMPTS, chunk_tag_ids)
+    user = _user_content(
+        tokenizer,
+        task,
+        audio_token_counts,
+        placeholder_id,
+        prompt,
+        fields,
+        prompts or DEFAULT_TASK_PROMPTS,
+        chunk_tag_ids,
+    )
     if target is not None and not target.strip():
         raise ValueError(f"task {task!r}: the target is empty; a training example needs target text")
     if chat:
@@ -89,8 +97,9 @@ def encode_example(
         ids, owners = _close_target(tokenizer, ids, owners, assistant)
     tokens = np.asarray(ids, np.int32)
     loss_mask = np.asarray([target is not None and o == assistant for o in owners], np.float32)
-    return EncodedExample(tokens=tokens, loss_mask=loss_mask,
-                          audio_spans=_clip_spans(tokens, placeholder_id, audio_token_counts))
+    return EncodedExample(
+        tokens=tokens, loss_mask=loss_mask, audio_spans=_clip_spans(tokens, placeholder_id, audio_token_counts)
+    )
 
 
 def _user_content(tokenizer, task, counts, placeholder_id, prompt, fields, prompts, chunk_tag_ids):
@@ -98,18 +107,23 @@ def _user_content(tokenizer, task, counts, placeholder_id, prompt, fields, promp
         raise KeyError(f"unknown task {task!r}; known tasks: {sorted(prompts)}")
     template = prompts[task]
     if placeholder_id not in tokenizer.special_ids:
-        raise ValueError(f"placeholder_id {placeholder_id} is not a control token of {tokenizer.source}; "
-                         "text could spell it: add the placeholder as a special token")
+        raise ValueError(
+            f"placeholder_id {placeholder_id} is not a control token of {tokenizer.source}; "
+            "text could spell it: add the placeholder as a special token"
+        )
     counts = list(counts)
     if not counts or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
         raise ValueError(f"audio_token_counts must be a non-empty list of ints >= 0, got {counts!r}")
     if chunk_tag_ids is not None:
         if len(chunk_tag_ids) != len(counts):
-            raise ValueError(f"{len(chunk_tag_ids)} chunk tags for {len(counts)} audio clips: expected one tag per clip")
+            raise ValueError(
+                f"{len(chunk_tag_ids)} chunk tags for {len(counts)} audio clips: expected one tag per clip"
+            )
         if not all(t in tokenizer.special_ids for t in chunk_tag_ids):
             raise ValueError(f"chunk_tag_ids {list(chunk_tag_ids)} must all be control tokens of {tokenizer.source}")
-    clips = [((chunk_tag_ids[k],) if chunk_tag_ids is not None else ()) + (placeholder_id,) * n
-             for k, n in enumerate(counts)]
+    clips = [
+        ((chunk_tag_ids[k],) if chunk_tag_ids is not None else ()) + (placeholder_id,) * n for k, n in enumerate(counts)
+    ]
 
     values = dict(fields or {})
     if prompt is not None:
@@ -120,8 +134,10 @@ def _user_content(tokenizer, task, counts, placeholder_id, prompt, fields, promp
     if slots == 0:
         raise ValueError(f"task {task!r}: prompt {template!r} has no {{audio}} slot")
     if slots != 1 and slots != len(counts):
-        raise ValueError(f"task {task!r}: prompt has {slots} {{audio}} slots but there are {len(counts)} audio clips; "
-                         "expected one slot (all clips) or one slot per clip")
+        raise ValueError(
+            f"task {task!r}: prompt has {slots} {{audio}} slots but there are {len(counts)} audio clips; "
+            "expected one slot (all clips) or one slot per clip"
+        )
     unused = set(values) - set(names)
     if unused:
         raise ValueError(f"task {task!r}: prompt {template!r} has no field(s) {sorted(unused)}")
@@ -141,21 +157,25 @@ def _user_content(tokenizer, task, counts, placeholder_id, prompt, fields, promp
         elif piece in values:
             parts.append(str(values[piece]))
         else:
-            raise ValueError(f"task {task!r}: prompt {template!r} needs field {{{piece}}}: pass it "
-                             f"{'as prompt=' if piece == 'prompt' else 'in fields='}")
+            raise ValueError(
+                f"task {task!r}: prompt {template!r} needs field {{{piece}}}: pass it "
+                f"{'as prompt=' if piece == 'prompt' else 'in fields='}"
+            )
     return parts
 
 
 def _chat_sequence(tokenizer, user, system, target, template):
-    messages = ([{"role": "system", "content": system}] if system is not None else [])
+    messages = [{"role": "system", "content": system}] if system is not None else []
     messages.append({"role": "user", "content": user})
     assistant = len(messages)
     # For a prompt, a stand-in answer checks that the template renders assistant turns at all.
     answer = target if target is not None else "answer"
     encoding = encode_chat(tokenizer, [*messages, {"role": "assistant", "content": answer}], template=template)
     if assistant not in encoding.owners:
-        raise ValueError(f"the chat template of {tokenizer.source} renders no assistant turn; expected the target "
-                         "text after an assistant header")
+        raise ValueError(
+            f"the chat template of {tokenizer.source} renders no assistant turn; expected the target "
+            "text after an assistant header"
+        )
     if target is None:
         encoding = encode_chat(tokenizer, messages, add_generation_prompt=True, template=template)
         return encoding.ids, encoding.owners, None
@@ -187,11 +207,12 @@ def _close_target(tokenizer, ids, owners, assistant):
                 raise ValueError(
                     f"the chat template closes the assistant turn with {tokenizer.id_to_token(ids[t])!r}, which is not "
                     f"among eos ids {list(tokenizer.eos_ids)}: generation would not stop there (add it to "
-                    "generation_config.json's eos_token_id)")
-            owners = owners[:last + 1] + [assistant] * (t - last) + owners[t + 1:]
+                    "generation_config.json's eos_token_id)"
+                )
+            owners = owners[: last + 1] + [assistant] * (t - last) + owners[t + 1 :]
             return ids, owners
     ids = ids + [tokenizer.eos_ids[0]]
-    owners = owners[:last + 1] + [assistant] * (len(ids) - last - 1)
+    owners = owners[: last + 1] + [assistant] * (len(ids) - last - 1)
     return ids, owners
 
 

@@ -14,8 +14,11 @@ from jaxspeech.data.tokenizers import SentencePieceTokenizer
 
 def reserved_control_symbols(num_chunk_tags: int = special_tokens.DEFAULT_NUM_CHUNK_TAGS) -> list[str]:
     """Control symbols after pad/unk/bos/eos (ids 0-3): the audio placeholder, role tokens, chunk tags."""
-    return [special_tokens.AUDIO_PLACEHOLDER, *special_tokens.ROLE_TOKENS.values(),
-            *(special_tokens.chunk_tag(i) for i in range(1, num_chunk_tags + 1))]
+    return [
+        special_tokens.AUDIO_PLACEHOLDER,
+        *special_tokens.ROLE_TOKENS.values(),
+        *(special_tokens.chunk_tag(i) for i in range(1, num_chunk_tags + 1)),
+    ]
 
 
 def train_sentencepiece(
@@ -55,9 +58,14 @@ def train_sentencepiece(
             character_coverage=character_coverage,
             byte_fallback=byte_fallback,
             split_digits=True,
-            pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-            pad_piece=special_tokens.PAD, unk_piece=special_tokens.UNK,
-            bos_piece=special_tokens.BOS, eos_piece=special_tokens.EOS,
+            pad_id=0,
+            unk_id=1,
+            bos_id=2,
+            eos_id=3,
+            pad_piece=special_tokens.PAD,
+            unk_piece=special_tokens.UNK,
+            bos_piece=special_tokens.BOS,
+            eos_piece=special_tokens.EOS,
             control_symbols=controls,
             hard_vocab_limit=hard_vocab_limit,
             num_threads=num_threads,

@@ -53,9 +53,13 @@ def decode_record(
         return audio_lib.decode_audio_bytes(record["audio_bytes"], name=record_name(record), **options)
     if "audio" in record:
         if "sample_rate" not in record:
-            raise AudioError(record_name(record), RejectReason.UNSUPPORTED_FORMAT, "record has 'audio' but no 'sample_rate'")
+            raise AudioError(
+                record_name(record), RejectReason.UNSUPPORTED_FORMAT, "record has 'audio' but no 'sample_rate'"
+            )
         return audio_lib.prepare_waveform(record["audio"], record["sample_rate"], name=record_name(record), **options)
-    raise AudioError(record_name(record), RejectReason.UNREADABLE, "record has none of 'audio_filepath', 'audio_bytes', 'audio'")
+    raise AudioError(
+        record_name(record), RejectReason.UNREADABLE, "record has none of 'audio_filepath', 'audio_bytes', 'audio'"
+    )
 
 
 def source_durations(source: Sequence[dict]) -> np.ndarray:
@@ -82,11 +86,18 @@ def _parse_manifest_line(line: str, where: str, base_dir: str) -> dict:
     duration = entry.get("duration")
     if duration is None:
         raise _field_error(where, "duration", "is missing")
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration < 0:
+    if (
+        isinstance(duration, bool)
+        or not isinstance(duration, (int, float))
+        or not math.isfinite(duration)
+        or duration < 0
+    ):
         raise _field_error(where, "duration", f"must be a finite number of seconds >= 0, got {duration!r}")
     text = entry.get("text")
     if not isinstance(text, str):
-        raise _field_error(where, "text", "is missing" if text is None else f"must be a string, got {type(text).__name__}")
+        raise _field_error(
+            where, "text", "is missing" if text is None else f"must be a string, got {type(text).__name__}"
+        )
     for field in OPTIONAL_TEXT_FIELDS:
         if field in entry and not isinstance(entry[field], str):
             raise _field_error(where, field, f"must be a string, got {type(entry[field]).__name__}")
@@ -179,13 +190,19 @@ class LibriSpeechSource:
                         f"{path}:{number}: expected '{prefix}<utt> TRANSCRIPT', got {line.strip()[:80]!r}"
                     )
                 records.append(
-                    {"id": utterance, "audio_filepath": os.path.join(folder, utterance + audio_extension), "text": text.strip()}
+                    {
+                        "id": utterance,
+                        "audio_filepath": os.path.join(folder, utterance + audio_extension),
+                        "text": text.strip(),
+                    }
                 )
         return records
 
     def durations(self) -> np.ndarray:
         if self._durations is None:
-            self._durations = np.asarray([_header_duration(r["audio_filepath"]) for r in self._records], dtype=np.float64)
+            self._durations = np.asarray(
+                [_header_duration(r["audio_filepath"]) for r in self._records], dtype=np.float64
+            )
         return self._durations
 
     def __len__(self) -> int:
@@ -213,8 +230,12 @@ def write_manifest(source: Sequence[dict], path: str | os.PathLike) -> int:
     records = [source[i] for i in range(len(source))]
     unreadable = [r for r in records if not math.isfinite(r.get("duration", math.nan))]
     if unreadable:
-        log.warning("%s: %d record(s) left out, their audio header is unreadable (first: %s)", path, len(unreadable),
-                    record_name(unreadable[0]))
+        log.warning(
+            "%s: %d record(s) left out, their audio header is unreadable (first: %s)",
+            path,
+            len(unreadable),
+            record_name(unreadable[0]),
+        )
     written = [r for r in records if math.isfinite(r.get("duration", math.nan))]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     partial = f"{path}.{os.getpid()}.partial"

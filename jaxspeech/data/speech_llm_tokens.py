@@ -73,8 +73,10 @@ class SpeechLLMTokens:
         ids = [self.tokenizer.token_to_id(chunk_tag(k)) for k in range(1, clips + 1)]
         missing = [chunk_tag(k) for k, i in enumerate(ids, 1) if i is None or i not in self.tokenizer.special_ids]
         if missing:
-            raise ConfigError("task.prompt.chunk_tags", f"needs the control tokens {missing}, which tokenizer "
-                                                        f"{self.tokenizer_path} does not have")
+            raise ConfigError(
+                "task.prompt.chunk_tags",
+                f"needs the control tokens {missing}, which tokenizer {self.tokenizer_path} does not have",
+            )
         return ids
 
     def audio_tokens(self, frames: int) -> int:
@@ -94,8 +96,11 @@ class SpeechLLMTokens:
     def __call__(self, record: Mapping[str, Any], frames_per_clip: Sequence[int]) -> EncodedExample:
         language = record.get("language")
         target = None if self.inference else (record.get("target") or record.get("text"))
-        counts = (self.chunk_token_counts(frames_per_clip) if self.chunk_tags
-                  else [self.audio_tokens(f) for f in frames_per_clip])
+        counts = (
+            self.chunk_token_counts(frames_per_clip)
+            if self.chunk_tags
+            else [self.audio_tokens(f) for f in frames_per_clip]
+        )
         return encode_example(
             self.tokenizer,
             task=record.get("task") or self.task,

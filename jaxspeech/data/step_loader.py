@@ -55,7 +55,9 @@ class StepLoader:
                         f"{len(outcome.tokens)} tokens do not fit the {shape.tokens - used_tokens} left in its packed row "
                         "(the tokenizer gave more tokens for the decoded audio than for the manifest duration)"
                     )
-                    outcome = Reject(example_id, str(record["id"]), record_name(record), RejectReason.PACK_OVERFLOW, message)
+                    outcome = Reject(
+                        example_id, str(record["id"]), record_name(record), RejectReason.PACK_OVERFLOW, message
+                    )
                 if isinstance(outcome, Reject):
                     rejects.append(outcome)
                     continue
@@ -87,7 +89,9 @@ class StepLoader:
         """Static shape of ``bucket``'s host batches (tokens: 0 without a tokenizer)."""
         config = self.config
         tokens = config.max_tokens[bucket] if self.tokenize is not None else 0
-        return BucketShape(self.plan.rows_per_batch[bucket], config.clips_per_row[bucket], config.bucket_frames[bucket], tokens)
+        return BucketShape(
+            self.plan.rows_per_batch[bucket], config.clips_per_row[bucket], config.bucket_frames[bucket], tokens
+        )
 
     def _reject(self, example_id: int, reason: RejectReason, message: str) -> Reject:
         record = self.source[example_id]
@@ -97,12 +101,16 @@ class StepLoader:
         """Decodes, validates and tokenizes one example; bad data comes back as a ``Reject``."""
         record_id, name = str(record.get("id", example_id)), record_name(record)
         try:
-            audio = decode_record(record, target_sample_rate=self.config.sample_rate, duration_tolerance=self.config.duration_tolerance)
+            audio = decode_record(
+                record, target_sample_rate=self.config.sample_rate, duration_tolerance=self.config.duration_tolerance
+            )
         except AudioError as e:
             return Reject(example_id, record_id, e.path, e.reason, e.message)
         frames = int(mel.num_frames(len(audio)))
         if frames == 0:
-            return Reject(example_id, record_id, name, RejectReason.EMPTY, f"{len(audio)} samples: shorter than one feature frame")
+            return Reject(
+                example_id, record_id, name, RejectReason.EMPTY, f"{len(audio)} samples: shorter than one feature frame"
+            )
         if frames > shape.frames:
             message = (
                 f"decoded {frames} frames, more than the {shape.frames}-frame bucket that its manifest duration "
@@ -110,20 +118,36 @@ class StepLoader:
             )
             return Reject(example_id, record_id, name, RejectReason.TOO_LONG, message)
         if self.tokenize is None:
-            return batching.LoadedExample(example_id, audio, frames, np.zeros((0,), np.int32), np.zeros((0,), np.float32))
+            return batching.LoadedExample(
+                example_id, audio, frames, np.zeros((0,), np.int32), np.zeros((0,), np.float32)
+            )
         encoded = self.tokenize(record, (frames,))
         tokens = np.asarray(encoded.tokens, np.int32)
         loss_mask = np.asarray(encoded.loss_mask, np.float32)
         if tokens.ndim != 1 or tokens.shape != loss_mask.shape:
-            raise ValueError(f"tokenize({record_id!r}) returned tokens {tokens.shape} and loss_mask {loss_mask.shape}; expected equal [n]")
+            raise ValueError(
+                f"tokenize({record_id!r}) returned tokens {tokens.shape} and loss_mask {loss_mask.shape}; expected equal [n]"
+            )
         if len(tokens) > shape.tokens:
-            return Reject(example_id, record_id, name, RejectReason.TOO_MANY_TOKENS, f"{len(tokens)} tokens, over the bucket's {shape.tokens}")
+            return Reject(
+                example_id,
+                record_id,
+                name,
+                RejectReason.TOO_MANY_TOKENS,
+                f"{len(tokens)} tokens, over the bucket's {shape.tokens}",
+            )
         return batching.LoadedExample(example_id, audio, frames, tokens, loss_mask)
 
 
 def _metadata(example_id: int, record: dict, row: int, clip: int) -> dict:
     """Host-only description of a delivered example: ids, transcript, where it sits, record fields."""
-    entry = {"example_id": example_id, "id": str(record["id"]), "text": record.get("text", ""), "row": row, "clip": clip}
+    entry = {
+        "example_id": example_id,
+        "id": str(record["id"]),
+        "text": record.get("text", ""),
+        "row": row,
+        "clip": clip,
+    }
     entry.update({k: record[k] for k in METADATA_FIELDS if k in record})
     return entry
 

@@ -107,8 +107,9 @@ class TextPipeline:
     """Packed ``TextBatch``es of ``rows`` x ``length`` tokens from the stream ``texts`` (see the module
     docstring); ``limit`` ends it after that many texts (the last batch then partly padding)."""
 
-    def __init__(self, texts, encode: Callable[[str], Sequence[int]], *, rows: int, length: int,
-                 limit: int | None = None):
+    def __init__(
+        self, texts, encode: Callable[[str], Sequence[int]], *, rows: int, length: int, limit: int | None = None
+    ):
         if rows < 1 or length < 2:
             raise ValueError(f"text batches need rows >= 1 and length >= 2, got {rows} x {length}")
         self.texts, self.encode, self.rows, self.length, self.limit = texts, encode, rows, length, limit
@@ -170,7 +171,7 @@ class TextIterator(Iterator[TextBatch]):
             batch.tokens[row, span] = ids
             batch.segment_ids[row, span] = segment
             batch.positions[row, span] = np.arange(len(ids))
-            batch.loss_mask[row, used + 1: used + len(ids)] = 1.0  # the first token has nothing before it
+            batch.loss_mask[row, used + 1 : used + len(ids)] = 1.0  # the first token has nothing before it
             used += len(ids)
             self.next_text += 1
         if not batch.segment_ids.any():
@@ -178,15 +179,21 @@ class TextIterator(Iterator[TextBatch]):
         return batch
 
     def get_state(self) -> dict:
-        return {"version": STATE_VERSION, "fingerprint": self.pipeline.fingerprint, "next_text": self.next_text,
-                "too_long": self.too_long}
+        return {
+            "version": STATE_VERSION,
+            "fingerprint": self.pipeline.fingerprint,
+            "next_text": self.next_text,
+            "too_long": self.too_long,
+        }
 
     def set_state(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"text pipeline state version {state.get('version')!r}; this code reads {STATE_VERSION}")
         if state["fingerprint"] != self.pipeline.fingerprint:
-            raise ValueError(f"text pipeline state was saved by a pipeline with other texts or batch shape "
-                             f"(fingerprint {state['fingerprint']}, this one {self.pipeline.fingerprint})")
+            raise ValueError(
+                f"text pipeline state was saved by a pipeline with other texts or batch shape "
+                f"(fingerprint {state['fingerprint']}, this one {self.pipeline.fingerprint})"
+            )
         self.next_text, self.too_long, self._pending = int(state["next_text"]), int(state["too_long"]), None
 
     def close(self) -> None:

@@ -34,8 +34,14 @@ GENERATION_CONFIG_JSON = "generation_config.json"
 CHAT_TEMPLATE_JINJA = "chat_template.jinja"
 SENTENCEPIECE_MODEL = "tokenizer.model"
 # Every file of a tokenizer directory that ``load_tokenizer`` reads.
-TOKENIZER_FILES = (TOKENIZER_JSON, TOKENIZER_CONFIG_JSON, SPECIAL_TOKENS_MAP_JSON, GENERATION_CONFIG_JSON,
-                   CHAT_TEMPLATE_JINJA, SENTENCEPIECE_MODEL)
+TOKENIZER_FILES = (
+    TOKENIZER_JSON,
+    TOKENIZER_CONFIG_JSON,
+    SPECIAL_TOKENS_MAP_JSON,
+    GENERATION_CONFIG_JSON,
+    CHAT_TEMPLATE_JINJA,
+    SENTENCEPIECE_MODEL,
+)
 
 _SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
 _PROBE_TEXT = "a"  # encoded once to see which special tokens a post-processor adds around a sequence
@@ -176,7 +182,7 @@ class HFTokenizer(Tokenizer):
         ids = list(encoding.ids)
         if not content:  # the probe spelled nothing: every added id counts as a prefix
             return tuple(ids), ()
-        return tuple(ids[:content[0]]), tuple(ids[content[-1] + 1:])
+        return tuple(ids[: content[0]]), tuple(ids[content[-1] + 1 :])
 
     def _config_token_id(self, key: str, token: str) -> int:
         token_id = self._full.token_to_id(token)
@@ -261,8 +267,12 @@ class SentencePieceTokenizer(Tokenizer):
         self.special_ids = frozenset(i for i in range(size) if self._sp.is_control(i))
         self.special_tokens_map = {
             key: self._sp.id_to_piece(i)
-            for key, i in (("bos_token", self.bos_id), ("eos_token", eos), ("unk_token", self.unk_id),
-                           ("pad_token", self.pad_id))
+            for key, i in (
+                ("bos_token", self.bos_id),
+                ("eos_token", eos),
+                ("unk_token", self.unk_id),
+                ("pad_token", self.pad_id),
+            )
             if i is not None
         }
         self.text_prefix, self.text_suffix = (() if self.bos_id is None else (self.bos_id,)), ()
@@ -287,7 +297,7 @@ class SentencePieceTokenizer(Tokenizer):
         matches = self._control_re.finditer(text) if self._control_re is not None else ()
         for match in matches:
             if match.start() > cursor:
-                pieces.append(text[cursor:match.start()])
+                pieces.append(text[cursor : match.start()])
             pieces.append(self._sp.piece_to_id(match.group()))
             cursor = match.end()
         if cursor < len(text):

@@ -68,8 +68,10 @@ class WhisperTokens:
     def _control_id(self, token: str) -> int:
         token_id = self.tokenizer.token_to_id(token)
         if token_id is None or token_id not in self.tokenizer.control_ids:
-            raise ValueError(f"tokenizer {self.tokenizer_path} has no special token {token}: not a Whisper tokenizer "
-                             "(or it lacks this language)")
+            raise ValueError(
+                f"tokenizer {self.tokenizer_path} has no special token {token}: not a Whisper tokenizer "
+                "(or it lacks this language)"
+            )
         return token_id
 
     @property
@@ -95,27 +97,34 @@ class WhisperTokens:
         """The record's ``text``; raises naming the record when it is missing or blank."""
         text = record.get("text")
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"record {record.get('id', '?')!r} ({record.get('audio_filepath', 'no audio path')}): "
-                             f"empty transcript {text!r}; Whisper fine-tuning needs the text of every training example")
+            raise ValueError(
+                f"record {record.get('id', '?')!r} ({record.get('audio_filepath', 'no audio path')}): "
+                f"empty transcript {text!r}; Whisper fine-tuning needs the text of every training example"
+            )
         return text
 
     def __call__(self, record: Mapping[str, Any], frames_per_clip: Sequence[int]) -> EncodedExample:
         """tokens i32[n] = prefix + text + end; loss_mask f32[n] = 1 on the text and the end token."""
         if len(frames_per_clip) != 1:
-            raise ValueError(f"record {record.get('id', '?')!r}: Whisper rows hold one clip, got {len(frames_per_clip)} "
-                             "(set data.pipeline.clips_per_row=1)")
+            raise ValueError(
+                f"record {record.get('id', '?')!r}: Whisper rows hold one clip, got {len(frames_per_clip)} "
+                "(set data.pipeline.clips_per_row=1)"
+            )
         prefix, body = self.prefix_ids, self.text_ids(self.transcript(record))
         tokens = np.asarray([*prefix, *body, self.end_id], np.int32)
         loss_mask = np.zeros(tokens.shape, np.float32)
-        loss_mask[len(prefix):] = 1.0
+        loss_mask[len(prefix) :] = 1.0
         return EncodedExample(tokens=tokens, loss_mask=loss_mask, audio_spans=[])
 
 
 def _byte_symbols() -> list[str]:
     """The character standing for each byte value in byte-level BPE (GPT-2's mapping): printable
     Latin-1 bytes stand for themselves, the others for the characters from U+0100 on, in byte order."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
-                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\u00a1"), ord("\u00ac") + 1),
+        *range(ord("\u00ae"), ord("\u00ff") + 1),
+    ]
     symbols, shifted = {}, 0
     for byte in range(256):
         if byte in printable:
@@ -145,11 +154,24 @@ def write_byte_level_whisper_tokenizer(directory: str | os.PathLike, languages: 
     # Whisper's (GPT-2's) pre-tokenization: the byte-level split with its word regex, no added prefix space.
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    special = [END_OF_TEXT, START_OF_TRANSCRIPT, *map(language_token, languages),
-               *map(task_token, ("translate", "transcribe")), NO_TIMESTAMPS]
+    special = [
+        END_OF_TEXT,
+        START_OF_TRANSCRIPT,
+        *map(language_token, languages),
+        *map(task_token, ("translate", "transcribe")),
+        NO_TIMESTAMPS,
+    ]
     tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in special])
     tokenizer.save(os.path.join(directory, TOKENIZER_JSON))
     with open(os.path.join(directory, TOKENIZER_CONFIG_JSON), "w", encoding="utf-8") as f:
-        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": END_OF_TEXT, "eos_token": END_OF_TEXT,
-                   "pad_token": END_OF_TEXT}, f, indent=2)
+        json.dump(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": END_OF_TEXT,
+                "eos_token": END_OF_TEXT,
+                "pad_token": END_OF_TEXT,
+            },
+            f,
+            indent=2,
+        )
     return directory

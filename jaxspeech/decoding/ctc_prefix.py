@@ -47,8 +47,12 @@ def initial_state(log_probs: jax.Array, lengths: jax.Array, blank_id: int) -> Pr
     rows, frames = log_probs.shape[:2]
     valid = jnp.arange(frames)[None, :] < lengths[:, None]
     r_b = jnp.cumsum(jnp.where(valid, log_probs[:, :, blank_id], 0.0), axis=1)
-    return PrefixState(r_n=jnp.full((rows, frames), NEG_INF, jnp.float32), r_b=r_b,
-                       last=jnp.full((rows,), -1, jnp.int32), score=jnp.zeros((rows,), jnp.float32))
+    return PrefixState(
+        r_n=jnp.full((rows, frames), NEG_INF, jnp.float32),
+        r_b=r_b,
+        last=jnp.full((rows,), -1, jnp.int32),
+        score=jnp.zeros((rows,), jnp.float32),
+    )
 
 
 def _candidate_starts(
@@ -225,8 +229,9 @@ def joint_ctc(
     posteriors = scale_posteriors(log_probs, ctc_lengths)
     prefix = initial_state(log_probs, ctc_lengths, blank_id)
     first, candidates = _rescore(first_logits, prefix, posteriors, log_probs, ctc_lengths, *args)
-    step_probs, step_lengths = expand_for_beams((log_probs, ctc_lengths), num_beams) if num_beams > 1 else (
-        log_probs, ctc_lengths)
+    step_probs, step_lengths = (
+        expand_for_beams((log_probs, ctc_lengths), num_beams) if num_beams > 1 else (log_probs, ctc_lengths)
+    )
 
     def step(tokens, joint_cache: JointCache):
         prefix = _advance(joint_cache, tokens, step_probs, step_lengths, blank_id)

@@ -49,8 +49,9 @@ class GenerationConfig:
         if self.method not in ("greedy", "sample", "beam"):
             raise ValueError(f"generation method must be greedy, sample or beam, got {self.method!r}")
         if not 0.0 <= self.ctc_weight <= 1.0 or self.ctc_candidates < 1:
-            raise ValueError(f"ctc_weight must be in [0, 1] and ctc_candidates >= 1, got {self.ctc_weight}, "
-                             f"{self.ctc_candidates}")
+            raise ValueError(
+                f"ctc_weight must be in [0, 1] and ctc_candidates >= 1, got {self.ctc_weight}, {self.ctc_candidates}"
+            )
         if not math.isfinite(self.ctc_blank_penalty):
             raise ValueError(f"ctc_blank_penalty must be a finite number, got {self.ctc_blank_penalty}")
         if self.max_new_tokens < 1:
@@ -63,7 +64,9 @@ def last_real_index(segment_ids: jax.Array) -> jax.Array:
     return jnp.max(jnp.where(segment_ids != 0, positions, -1), axis=1)
 
 
-def suppress_eos_before(min_new_tokens: int, eos_ids: tuple[int, ...], then: LogitsProcessor | None = None) -> LogitsProcessor | None:
+def suppress_eos_before(
+    min_new_tokens: int, eos_ids: tuple[int, ...], then: LogitsProcessor | None = None
+) -> LogitsProcessor | None:
     """A processor that masks the end tokens during the first ``min_new_tokens`` steps, then applies ``then``."""
     if min_new_tokens <= 0 or not eos_ids:
         return then
@@ -76,24 +79,48 @@ def suppress_eos_before(min_new_tokens: int, eos_ids: tuple[int, ...], then: Log
     return processor
 
 
-def run_search(step_fn, first_logits, cache, gen: GenerationConfig, rng: jax.Array | None = None, logits_processor=None,
-               normalize: bool = True, active: jax.Array | None = None) -> DecodeOutput:
+def run_search(
+    step_fn,
+    first_logits,
+    cache,
+    gen: GenerationConfig,
+    rng: jax.Array | None = None,
+    logits_processor=None,
+    normalize: bool = True,
+    active: jax.Array | None = None,
+) -> DecodeOutput:
     """Dispatches to the search named by ``gen.method`` (shared by every model with a step function);
     ``normalize=False``: the step returns log-scores that greedy and beam search add unnormalised;
     ``active`` bool[B] False marks padding rows (``decoding/search.py``)."""
     logits_processor = suppress_eos_before(gen.min_new_tokens, gen.eos_ids, logits_processor)
-    common = dict(max_new_tokens=gen.max_new_tokens, eos_ids=gen.eos_ids, pad_id=gen.pad_id,
-                  logits_processor=logits_processor, active=active)
+    common = dict(
+        max_new_tokens=gen.max_new_tokens,
+        eos_ids=gen.eos_ids,
+        pad_id=gen.pad_id,
+        logits_processor=logits_processor,
+        active=active,
+    )
     if gen.method == "greedy":
         return greedy_search(step_fn, first_logits, cache, normalize=normalize, **common)
     if gen.method == "sample":
         rng = jax.random.key(0) if rng is None else rng
-        return sample(step_fn, first_logits, cache, rng, temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p, **common)
-    return beam_search(step_fn, first_logits, cache, num_beams=gen.num_beams, length_penalty=gen.length_penalty,
-                       normalize=normalize, **common)
+        return sample(
+            step_fn, first_logits, cache, rng, temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p, **common
+        )
+    return beam_search(
+        step_fn,
+        first_logits,
+        cache,
+        num_beams=gen.num_beams,
+        length_penalty=gen.length_penalty,
+        normalize=normalize,
+        **common,
+    )
 
 
-def prefill(config: LLMConfig, params, tokens: jax.Array, segment_ids: jax.Array, max_length: int) -> tuple[jax.Array, KVCache]:
+def prefill(
+    config: LLMConfig, params, tokens: jax.Array, segment_ids: jax.Array, max_length: int
+) -> tuple[jax.Array, KVCache]:
     """Runs the prompt through the model: (logits of each row's next token f32[B, V], cache)."""
     model = DecoderLM(config)
     cache = init_cache(config, tokens.shape[0], max_length)

@@ -98,8 +98,9 @@ def constrain(
     """Wraps a search's (step_fn, first_logits f32[B, V], cache) so that it writes only what
     ``automaton`` allows; beam search expands and reorders the states with the rest of the cache."""
     if first_logits.shape[-1] != automaton.next_state.shape[1]:
-        raise ValueError(f"the lexicon covers {automaton.next_state.shape[1]} token ids, the model has "
-                         f"{first_logits.shape[-1]}")
+        raise ValueError(
+            f"the lexicon covers {automaton.next_state.shape[1]} token ids, the model has {first_logits.shape[-1]}"
+        )
     states = jnp.full((first_logits.shape[0],), START, jnp.int32)
 
     def step(tokens, constrained: ConstrainedCache):

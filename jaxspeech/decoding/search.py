@@ -51,8 +51,9 @@ def _impossible(score: jax.Array) -> jax.Array:
     return ~(score > NEG_INF / 2)
 
 
-def _process(logits: jax.Array, step: jax.Array, processor: LogitsProcessor | None,
-             normalize: bool = True) -> jax.Array:
+def _process(
+    logits: jax.Array, step: jax.Array, processor: LogitsProcessor | None, normalize: bool = True
+) -> jax.Array:
     """logits f32[B, V] -> log-scores f32[B, V]: processed, then log-softmaxed if ``normalize``."""
     logits = logits.astype(jnp.float32)
     logits = logits if processor is None else processor(logits, step)
@@ -63,8 +64,18 @@ def _active_rows(active: jax.Array | None, batch: int) -> jax.Array:
     return jnp.ones((batch,), bool) if active is None else jnp.asarray(active, bool)
 
 
-def _token_loop(choose, step_fn, first_logits, cache, max_new_tokens, eos_ids, pad_id, processor,
-                normalize: bool = True, active: jax.Array | None = None) -> DecodeOutput:
+def _token_loop(
+    choose,
+    step_fn,
+    first_logits,
+    cache,
+    max_new_tokens,
+    eos_ids,
+    pad_id,
+    processor,
+    normalize: bool = True,
+    active: jax.Array | None = None,
+) -> DecodeOutput:
     """Shared loop of greedy and sampling: ``choose(logits, step) -> tokens i32[B]``."""
     batch = first_logits.shape[0]
     active = _active_rows(active, batch)
@@ -78,8 +89,15 @@ def _token_loop(choose, step_fn, first_logits, cache, max_new_tokens, eos_ids, p
 
     token, logprob = pick(first_logits, jnp.int32(0), ~active)
     out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token)
-    state = dict(step=jnp.int32(1), token=token, cache=cache, out=out, score=logprob, lengths=active.astype(jnp.int32),
-                 finished=~active | _is_end(token, eos_ids) | _impossible(logprob))
+    state = dict(
+        step=jnp.int32(1),
+        token=token,
+        cache=cache,
+        out=out,
+        score=logprob,
+        lengths=active.astype(jnp.int32),
+        finished=~active | _is_end(token, eos_ids) | _impossible(logprob),
+    )
 
     def cond(s):
         return (s["step"] < max_new_tokens) & ~jnp.all(s["finished"])
@@ -116,7 +134,15 @@ def greedy_search(
     """Arg-max decoding of up to ``max_new_tokens`` tokens for every (active) row."""
     return _token_loop(
         lambda logits, step: jnp.argmax(logits, axis=-1),
-        step_fn, first_logits, cache, max_new_tokens, eos_ids, pad_id, logits_processor, normalize, active,
+        step_fn,
+        first_logits,
+        cache,
+        max_new_tokens,
+        eos_ids,
+        pad_id,
+        logits_processor,
+        normalize,
+        active,
     )
 
 
@@ -157,8 +183,9 @@ def sample(
         filtered = filter_logits(logprobs, temperature=temperature, top_k=top_k, top_p=top_p)
         return jax.random.categorical(jax.random.fold_in(rng, step), filtered, axis=-1)
 
-    return _token_loop(choose, step_fn, first_logits, cache, max_new_tokens, eos_ids, pad_id, logits_processor,
-                       active=active)
+    return _token_loop(
+        choose, step_fn, first_logits, cache, max_new_tokens, eos_ids, pad_id, logits_processor, active=active
+    )
 
 
 def expand_for_beams(tree: Any, num_beams: int) -> Any:

@@ -48,8 +48,10 @@ def decoding_params(
     else:
         adapters = traverse_util.flatten_dict(lora_only(params.get("params", {})), sep="/")
         if adapters:
-            raise ValueError(f"params hold LoRA adapters (e.g. {next(iter(adapters))!r}) but no LoraConfig was given: "
-                             "pass lora= (or merge them with jaxspeech.layers.lora.merge_lora)")
+            raise ValueError(
+                f"params hold LoRA adapters (e.g. {next(iter(adapters))!r}) but no LoraConfig was given: "
+                "pass lora= (or merge them with jaxspeech.layers.lora.merge_lora)"
+            )
     llm_config, llm_params = unrolled(config.llm, {"params": params["params"]["llm"]})
     llm_config = llm_config.replace(remat_policy="none")  # rematerialisation only matters for gradients
     return config.replace(llm=llm_config), {**params, "params": {**params["params"], "llm": llm_params["params"]}}
@@ -60,8 +62,10 @@ def check_audio_prompts(config: SpeechLLMConfig, tokens, segment_ids, features, 
     if tokens.ndim != 2 or segment_ids.shape != tokens.shape:
         raise ValueError(f"tokens {tuple(tokens.shape)} and segment_ids {tuple(segment_ids.shape)} must both be [B, T]")
     if features.ndim != 4 or feature_lengths.shape != features.shape[:2]:
-        raise ValueError(f"features {tuple(features.shape)} must be [B, C, Tf, F] and feature_lengths "
-                         f"{tuple(feature_lengths.shape)} [B, C]")
+        raise ValueError(
+            f"features {tuple(features.shape)} must be [B, C, Tf, F] and feature_lengths "
+            f"{tuple(feature_lengths.shape)} [B, C]"
+        )
     if features.shape[0] != tokens.shape[0]:
         raise ValueError(f"features hold {features.shape[0]} rows but tokens hold {tokens.shape[0]}")
     if not is_concrete(segment_ids, feature_lengths, tokens):
@@ -73,8 +77,10 @@ def check_audio_prompts(config: SpeechLLMConfig, tokens, segment_ids, features, 
     too_long = np.argwhere(feature_lengths > features.shape[2])
     if too_long.size:
         b, c = (int(i) for i in too_long[0])
-        raise ValueError(f"feature_lengths[{b}, {c}] = {int(feature_lengths[b, c])} exceeds the {features.shape[2]} "
-                         "feature frames of the batch")
+        raise ValueError(
+            f"feature_lengths[{b}, {c}] = {int(feature_lengths[b, c])} exceeds the {features.shape[2]} "
+            "feature frames of the batch"
+        )
     if config.fusion == "cross_attention":
         return
     inline = [[config.audio_token_count(int(n)) if n > 0 else 0 for n in clips] for clips in feature_lengths]
@@ -133,8 +139,9 @@ def generate_from_audio(
     if gen.ctc_weight and features.shape[1] != 1:
         raise ValueError(f"joint CTC decoding reads one audio clip per row; this batch has {features.shape[1]}")
     tokens, segment_ids = trim_padding_columns(tokens, segment_ids)
-    return _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora, lexicon,
-                                active)
+    return _generate_from_audio(
+        config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora, lexicon, active
+    )
 
 
 def _no_placeholder(config: SpeechLLMConfig):
@@ -144,7 +151,9 @@ def _no_placeholder(config: SpeechLLMConfig):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "gen", "lora"))
-def _generate_from_audio(config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora, lexicon, active):
+def _generate_from_audio(
+    config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora, lexicon, active
+):
     config, params = decoding_params(config, params, lora)
     model = SpeechLLM(config)
     tokens = neutral_padding(config, tokens, segment_ids)
@@ -159,8 +168,9 @@ def _generate_from_audio(config, params, tokens, segment_ids, features, feature_
         memory = expand_for_beams(memory, gen.num_beams)
 
     def step(new_tokens, llm_cache):
-        logits, new_state = model.apply(params, new_tokens[:, None], {"llm": llm_cache, "memory": memory},
-                                        method=SpeechLLM.extend)
+        logits, new_state = model.apply(
+            params, new_tokens[:, None], {"llm": llm_cache, "memory": memory}, method=SpeechLLM.extend
+        )
         return logits[:, 0], new_state["llm"]
 
     cache = state["llm"]
@@ -169,11 +179,26 @@ def _generate_from_audio(config, params, tokens, segment_ids, features, feature_
     if gen.ctc_weight:
         ctc_logits, ctc_lengths = model.apply(params, features, feature_lengths, method=SpeechLLM.ctc_from_features)
         step, first_logits, cache = joint_ctc(
-            step, first_logits, cache, ctc_logits, ctc_lengths, weight=gen.ctc_weight,
-            num_candidates=gen.ctc_candidates, eos_ids=gen.eos_ids, blank_id=config.ctc_blank_id,
+            step,
+            first_logits,
+            cache,
+            ctc_logits,
+            ctc_lengths,
+            weight=gen.ctc_weight,
+            num_candidates=gen.ctc_candidates,
+            eos_ids=gen.eos_ids,
+            blank_id=config.ctc_blank_id,
             blank_penalty=gen.ctc_blank_penalty,
             num_beams=gen.num_beams if gen.method == "beam" else 1,
         )
     # Joint scores are added as they are: their sum over the steps is the hypothesis' joint score.
-    return run_search(step, first_logits, cache, gen, rng, logits_processor=_no_placeholder(config),
-                      normalize=not gen.ctc_weight, active=active)
+    return run_search(
+        step,
+        first_logits,
+        cache,
+        gen,
+        rng,
+        logits_processor=_no_placeholder(config),
+        normalize=not gen.ctc_weight,
+        active=active,
+    )

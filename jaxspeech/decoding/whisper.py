@@ -68,10 +68,15 @@ def make_generate_fn(
     prompt = generation.prompt(language, task)
     max_new = min(max_new_tokens, config.decoder.max_target_positions - len(prompt))
     if max_new < 1:
-        raise ValueError(f"no room to generate: prompt of {len(prompt)} tokens, {config.decoder.max_target_positions} positions")
+        raise ValueError(
+            f"no room to generate: prompt of {len(prompt)} tokens, {config.decoder.max_target_positions} positions"
+        )
     processor = suppression_processor(generation, config.decoder.vocab_size)
     search_options = dict(
-        max_new_tokens=max_new, eos_ids=(generation.eos_token_id,), pad_id=generation.pad_token_id, logits_processor=processor
+        max_new_tokens=max_new,
+        eos_ids=(generation.eos_token_id,),
+        pad_id=generation.pad_token_id,
+        logits_processor=processor,
     )
 
     def generate(params, features: jax.Array, lengths: jax.Array | None, active: jax.Array | None = None):
@@ -81,11 +86,20 @@ def make_generate_fn(
         encoded = model.apply(params, features, lengths, method="encode")
         cache = init_cache(decoding_config, batch, len(prompt) + max_new)
         prompt_tokens = jnp.broadcast_to(jnp.asarray(prompt, jnp.int32)[None], (batch, len(prompt)))
-        logits, cache, cross = model.apply(params, encoded.hidden, encoded.lengths, prompt_tokens, cache, method="prefill")
+        logits, cache, cross = model.apply(
+            params, encoded.hidden, encoded.lengths, prompt_tokens, cache, method="prefill"
+        )
         step_fn = lambda tokens, state: model.apply(params, tokens, state, cross, method="extend")
         if num_beams == 1:
             return greedy_search(step_fn, logits[:, -1], cache, active=active, **search_options)
-        return beam_search(step_fn, logits[:, -1], cache, num_beams=num_beams, length_penalty=length_penalty,
-                           active=active, **search_options)
+        return beam_search(
+            step_fn,
+            logits[:, -1],
+            cache,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            active=active,
+            **search_options,
+        )
 
     return jax.jit(generate)

@@ -116,7 +116,9 @@ class ConformerConfig:
         if self.conv_norm not in CONV_NORMS:
             raise ValueError(f"conv_norm must be one of {CONV_NORMS}, got {self.conv_norm!r}")
         if not self.conv_causal and self.conv_kernel_size % 2 == 0:
-            raise ValueError(f"a non-causal conv_kernel_size must be odd to keep frames aligned, got {self.conv_kernel_size}")
+            raise ValueError(
+                f"a non-causal conv_kernel_size must be odd to keep frames aligned, got {self.conv_kernel_size}"
+            )
         if self.left_chunks is not None and self.chunk_size is None:
             raise ValueError("left_chunks needs chunk_size")
         if self.chunk_size is not None and self.chunk_size < 1:
@@ -160,7 +162,9 @@ class FeedForward(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
         hidden = Dense(c.ffn_hidden, (axes.EMBED, axes.MLP), c.ffn_bias, c.dtype, c.param_dtype, name="fc1")(x)
-        hidden = nn.with_logical_constraint(activation(c.activation)(hidden), (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP))
+        hidden = nn.with_logical_constraint(
+            activation(c.activation)(hidden), (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP)
+        )
         hidden = nn.Dropout(c.ffn_dropout_rate, deterministic=not self.train)(hidden)
         return Dense(x.shape[-1], (axes.MLP, axes.EMBED), c.ffn_bias, c.dtype, c.param_dtype, name="fc2")(hidden)
 
@@ -182,14 +186,19 @@ class DepthwiseConv1D(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         channels, k = x.shape[-1], self.kernel_size
         kernel = self.param(
-            "kernel", nn.with_logical_partitioning(nn.initializers.lecun_normal(), (axes.KERNEL, axes.MLP)), (k, channels), self.param_dtype
+            "kernel",
+            nn.with_logical_partitioning(nn.initializers.lecun_normal(), (axes.KERNEL, axes.MLP)),
+            (k, channels),
+            self.param_dtype,
         ).astype(self.dtype)
         left = k - 1 if self.causal else (k - 1) // 2
         padded = jnp.pad(x.astype(self.dtype), ((0, 0), (left, k - 1 - left), (0, 0)))
         length = x.shape[1]
         y = sum(padded[:, tap : tap + length, :] * over_leading_axes(kernel[tap], 3) for tap in range(k))
         if self.use_bias:
-            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.MLP,)), (channels,), self.param_dtype)
+            bias = self.param(
+                "bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.MLP,)), (channels,), self.param_dtype
+            )
             y = y + over_leading_axes(bias.astype(self.dtype), y.ndim)
         return y
 
@@ -212,12 +221,18 @@ class MaskedBatchNorm(nn.Module):
         channels = x.shape[-1]
 
         def stat(name, init):
-            return self.variable("batch_stats", name, nn.with_logical_partitioning(init, (axes.NORM,)), (channels,), jnp.float32)
+            return self.variable(
+                "batch_stats", name, nn.with_logical_partitioning(init, (axes.NORM,)), (channels,), jnp.float32
+            )
 
         running_mean = stat("mean", jnp.zeros)
         running_var = stat("var", jnp.ones)
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (axes.NORM,)), (channels,), self.param_dtype)
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.NORM,)), (channels,), self.param_dtype)
+        scale = self.param(
+            "scale", nn.with_logical_partitioning(nn.initializers.ones, (axes.NORM,)), (channels,), self.param_dtype
+        )
+        bias = self.param(
+            "bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.NORM,)), (channels,), self.param_dtype
+        )
         x32 = x.astype(jnp.float32)
         if train:
             weights = valid.astype(jnp.float32)[:, :, None]
@@ -231,7 +246,9 @@ class MaskedBatchNorm(nn.Module):
         else:
             mean, var = running_mean.value, running_var.value
         multiplier = jax.lax.rsqrt(var + self.eps) * scale.astype(jnp.float32)
-        y = (x32 - over_leading_axes(mean, 3)) * over_leading_axes(multiplier, 3) + over_leading_axes(bias.astype(jnp.float32), 3)
+        y = (x32 - over_leading_axes(mean, 3)) * over_leading_axes(multiplier, 3) + over_leading_axes(
+            bias.astype(jnp.float32), 3
+        )
         return y.astype(self.dtype)
 
 
@@ -254,7 +271,9 @@ class ConvolutionModule(nn.Module):
         h = jnp.where(valid[:, :, None], h, 0).astype(h.dtype)
         h = DepthwiseConv1D(c.conv_kernel_size, c.conv_causal, c.conv_bias, c.dtype, c.param_dtype, name="depthwise")(h)
         if c.conv_norm == "batch_norm":
-            h = MaskedBatchNorm(c.batch_norm_momentum, c.norm_eps, c.dtype, c.param_dtype, name="norm")(h, valid, self.train)
+            h = MaskedBatchNorm(c.batch_norm_momentum, c.norm_eps, c.dtype, c.param_dtype, name="norm")(
+                h, valid, self.train
+            )
         else:
             h = LayerNorm(c.norm_eps, True, c.dtype, c.param_dtype, name="norm")(h)
         h = nn.with_logical_constraint(activation(c.activation)(h), (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP))
@@ -327,7 +346,9 @@ class ConformerEncoder(nn.Module):
     ):
         c = self.config
         if features.ndim != 3 or features.shape[-1] != c.input_dim:
-            raise ValueError(f"features must be f32[B, T, {c.input_dim}] (time-major log-mel), got shape {features.shape}")
+            raise ValueError(
+                f"features must be f32[B, T, {c.input_dim}] (time-major log-mel), got shape {features.shape}"
+            )
         if lengths.shape != features.shape[:1]:
             raise ValueError(f"lengths must be i32[{features.shape[0]}], got shape {lengths.shape}")
         selected = _layer_indices(hidden_layers, c.num_layers)
@@ -349,7 +370,9 @@ class ConformerEncoder(nn.Module):
         states = [x]
         block = remat(ConformerBlock, c.remat_policy)
         if c.scan_layers:
-            scanned = scan_layers(block, c.num_layers, in_axes=(nn.broadcast,) * 3, collections=("params", "batch_stats"))
+            scanned = scan_layers(
+                block, c.num_layers, in_axes=(nn.broadcast,) * 3, collections=("params", "batch_stats")
+            )
             x, per_layer = scanned(c, train, emit, name="layers")(x, valid, mask, pos_emb)
             if emit:
                 states.extend(per_layer[i] for i in range(c.num_layers))

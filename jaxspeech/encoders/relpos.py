@@ -34,7 +34,9 @@ def relative_sinusoids(length: int, channels: int, base: float = 10000.0) -> np.
     """
     if channels % 2:
         raise ValueError(f"relative position embeddings need an even channel count, got {channels}")
-    inv_freq = np.float32(1.0) / np.power(np.float32(base), np.arange(0, channels, 2, dtype=np.float32) / np.float32(channels))
+    inv_freq = np.float32(1.0) / np.power(
+        np.float32(base), np.arange(0, channels, 2, dtype=np.float32) / np.float32(channels)
+    )
     distances = np.arange(length - 1, -length, -1, dtype=np.float32)
     angles = distances[:, None] * inv_freq[None, :]
     return np.stack([np.sin(angles), np.cos(angles)], axis=-1).reshape(2 * length - 1, channels).astype(np.float32)
@@ -74,7 +76,9 @@ class RelPositionAttention(nn.Module):
         batch, length, features = x.shape
         heads, head_dim = self.num_heads, self.head_dim
         if pos_emb.shape != (2 * length - 1, features):
-            raise ValueError(f"pos_emb must be f[{2 * length - 1}, {features}] for {length} frames, got {pos_emb.shape}")
+            raise ValueError(
+                f"pos_emb must be f[{2 * length - 1}, {features}] for {length} frames, got {pos_emb.shape}"
+            )
 
         def dense(n, logical_axes, use_bias, name):
             return Dense(n, logical_axes, use_bias, self.dtype, self.param_dtype, name=name)
@@ -100,4 +104,6 @@ class RelPositionAttention(nn.Module):
         )
         bias = rel_shift(position_scores).transpose(1, 0, 2, 3) * scale  # f32[B, H, T, T], added to the scores
         out = dot_product_attention(q + head_bias("pos_bias_u"), k, v, mask, bias=bias, scale=scale, impl=self.impl)
-        return dense(features, (axes.HEADS, axes.EMBED), self.use_bias, "o_proj")(out.reshape(batch, length, heads * head_dim))
+        return dense(features, (axes.HEADS, axes.EMBED), self.use_bias, "o_proj")(
+            out.reshape(batch, length, heads * head_dim)
+        )

@@ -118,21 +118,29 @@ class ChannelwiseConv2D(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         k, channels = self.kernel_size, self.features
         if x.shape[-1] not in (1, channels):
-            raise ValueError(f"ChannelwiseConv2D with {channels} channels needs 1 or {channels} input channels, got {x.shape}")
+            raise ValueError(
+                f"ChannelwiseConv2D with {channels} channels needs 1 or {channels} input channels, got {x.shape}"
+            )
         kernel = self.param(
             "kernel",
-            nn.with_logical_partitioning(nn.initializers.lecun_normal(), (axes.KERNEL, axes.MEL, axes.CONV_IN, axes.CONV_OUT)),
+            nn.with_logical_partitioning(
+                nn.initializers.lecun_normal(), (axes.KERNEL, axes.MEL, axes.CONV_IN, axes.CONV_OUT)
+            ),
             (k, k, 1, channels),
             self.param_dtype,
         ).astype(self.dtype)
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.CONV_OUT,)), (channels,), self.param_dtype)
+        bias = self.param(
+            "bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.CONV_OUT,)), (channels,), self.param_dtype
+        )
         x = jnp.pad(x.astype(self.dtype), ((0, 0), *self.padding, (0, 0)))
         batch, frames, mels = x.shape[:3]
         out_frames, out_mels = (frames - k) // STRIDE + 1, (mels - k) // STRIDE + 1
 
         def tap(i, j):
             end = (batch, i + STRIDE * (out_frames - 1) + 1, j + STRIDE * (out_mels - 1) + 1, x.shape[-1])
-            return jax.lax.slice(x, (0, i, j, 0), end, (1, STRIDE, STRIDE, 1)) * over_leading_axes(kernel[i, j, 0], x.ndim)
+            return jax.lax.slice(x, (0, i, j, 0), end, (1, STRIDE, STRIDE, 1)) * over_leading_axes(
+                kernel[i, j, 0], x.ndim
+            )
 
         return sum(tap(i, j) for i in range(k) for j in range(k)) + over_leading_axes(bias.astype(self.dtype), x.ndim)
 
@@ -176,7 +184,9 @@ class ConvSubsampling(nn.Module):
             return self._stack(x, lengths)
         h = _zero_padded_frames(x.astype(self.dtype)[..., None], lengths)  # [B, T, F, 1]
         padding = (c.time_padding(), c.freq_padding())
-        channelwise = lambda name: ChannelwiseConv2D(c.channels, c.kernel_size, padding, self.dtype, self.param_dtype, name=name)
+        channelwise = lambda name: ChannelwiseConv2D(
+            c.channels, c.kernel_size, padding, self.dtype, self.param_dtype, name=name
+        )
         for stage in range(c.num_stages):
             if stage == 0:
                 h = channelwise(f"conv_{stage}")(h)
@@ -185,7 +195,12 @@ class ConvSubsampling(nn.Module):
             else:
                 h = channelwise(f"depthwise_{stage}")(h)
                 h = Dense(
-                    c.channels, (axes.CONV_IN, axes.CONV_OUT), True, self.dtype, self.param_dtype, name=f"pointwise_{stage}"
+                    c.channels,
+                    (axes.CONV_IN, axes.CONV_OUT),
+                    True,
+                    self.dtype,
+                    self.param_dtype,
+                    name=f"pointwise_{stage}",
                 )(h)
             lengths = _stage_length(lengths, c.kernel_size, c.time_padding())
             h = nn.relu(_zero_padded_frames(h, lengths))

@@ -122,7 +122,9 @@ def _conv(features: int, strides: int, config: WhisperEncoderConfig, name: str) 
         padding=[(1, 1)],
         dtype=config.dtype,
         param_dtype=config.param_dtype,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (axes.KERNEL, axes.CONV_IN, axes.CONV_OUT)),
+        kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), (axes.KERNEL, axes.CONV_IN, axes.CONV_OUT)
+        ),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.CONV_OUT,)),
         name=name,
     )
@@ -171,7 +173,9 @@ def _resolve_layers(output_layers: Sequence[int] | str | None, num_layers: int) 
     for index in output_layers:
         i = index + num_layers + 1 if index < 0 else index
         if not 0 <= i <= num_layers:
-            raise ValueError(f"output layer {index} out of range for {num_layers} layers (valid: 0..{num_layers} or negative)")
+            raise ValueError(
+                f"output layer {index} out of range for {num_layers} layers (valid: 0..{num_layers} or negative)"
+            )
         resolved.append(i)
     return tuple(resolved)
 
@@ -200,9 +204,13 @@ class WhisperEncoder(nn.Module):
         c = self.config
         batch, frames, mels = features.shape
         if mels != c.n_mels:
-            raise ValueError(f"Whisper encoder expects features f32[B, T, {c.n_mels}] (time-major), got {features.shape}")
+            raise ValueError(
+                f"Whisper encoder expects features f32[B, T, {c.n_mels}] (time-major), got {features.shape}"
+            )
         if frames > c.max_frames:
-            raise ValueError(f"Whisper encoder accepts at most {c.max_frames} frames, got T={frames}; chunk longer audio")
+            raise ValueError(
+                f"Whisper encoder accepts at most {c.max_frames} frames, got T={frames}; chunk longer audio"
+            )
         layers = _resolve_layers(output_layers, c.num_layers)
         padded = lengths is not None  # without lengths every frame is valid: no masking work at all
         lengths = lengths.astype(jnp.int32) if padded else jnp.full((batch,), frames, jnp.int32)
@@ -216,7 +224,9 @@ class WhisperEncoder(nn.Module):
         x = mask_frames(gelu(_conv(c.d_model, 1, c, "conv1")(x)))
         x = gelu(_conv(c.d_model, 2, c, "conv2")(x))
         positions = jnp.asarray(sinusoids(c.max_source_positions, c.d_model)[: x.shape[1]])
-        x = nn.with_logical_constraint((x + over_leading_axes(positions.astype(c.dtype), x.ndim)).astype(c.dtype), HIDDEN_AXES)
+        x = nn.with_logical_constraint(
+            (x + over_leading_axes(positions.astype(c.dtype), x.ndim)).astype(c.dtype), HIDDEN_AXES
+        )
 
         mask = MaskSpec(kv_lengths=conv_lengths) if padded else None
         emit = any(i > 0 for i in layers)

@@ -105,8 +105,11 @@ def append_generated(tokens: np.ndarray, segment_ids: np.ndarray, output: Decode
     tokens, segment_ids = np.asarray(tokens), np.asarray(segment_ids)
     generated, lengths = np.asarray(output.tokens), np.asarray(output.lengths)
     rows, width = tokens.shape[0], tokens.shape[1] + generated.shape[1]
-    out = {"tokens": np.zeros((rows, width), np.int32), "segment_ids": np.zeros((rows, width), np.int32),
-           "target_mask": np.zeros((rows, width), np.float32)}
+    out = {
+        "tokens": np.zeros((rows, width), np.int32),
+        "segment_ids": np.zeros((rows, width), np.int32),
+        "target_mask": np.zeros((rows, width), np.float32),
+    }
     for b in range(rows):
         prompt = tokens[b][segment_ids[b] != 0]
         sequence = np.concatenate([prompt, generated[b, : lengths[b]]])
@@ -151,8 +154,17 @@ def attention_mass(
         raise ValueError(f"target_mask {tuple(target_mask.shape)} must match tokens {tuple(tokens.shape)}")
     if instruction_mask is not None and instruction_mask.shape != tokens.shape:
         raise ValueError(f"instruction_mask {tuple(instruction_mask.shape)} must match tokens {tuple(tokens.shape)}")
-    return _attention_mass(config, params, tokens, segment_ids, features, feature_lengths,
-                           jnp.asarray(target_mask, jnp.float32), instruction_mask, lora)
+    return _attention_mass(
+        config,
+        params,
+        tokens,
+        segment_ids,
+        features,
+        feature_lengths,
+        jnp.asarray(target_mask, jnp.float32),
+        instruction_mask,
+        lora,
+    )
 
 
 def key_categories(config: SpeechLLMConfig, tokens, segment_ids, target_mask, instruction_mask=None) -> jax.Array:
@@ -169,14 +181,16 @@ def key_categories(config: SpeechLLMConfig, tokens, segment_ids, target_mask, in
 
 
 @functools.partial(jax.jit, static_argnames=("config", "lora"))
-def _attention_mass(config, params, tokens, segment_ids, features, feature_lengths, target_mask, instruction_mask,
-                    lora):
+def _attention_mass(
+    config, params, tokens, segment_ids, features, feature_lengths, target_mask, instruction_mask, lora
+):
     # Unrolled layers sow one weight array each; only the LLM's are read, so XLA drops the encoder's.
     config, params = decoding_params(config, params, lora)
     config = config.replace(llm=config.llm.replace(remat_policy="none"))
     tokens = neutral_padding(config, tokens, segment_ids)
-    _, state = SpeechLLM(config).apply(params, tokens, features, feature_lengths, segment_ids=segment_ids,
-                                       mutable=[DIAGNOSTICS])
+    _, state = SpeechLLM(config).apply(
+        params, tokens, features, feature_lengths, segment_ids=segment_ids, mutable=[DIAGNOSTICS]
+    )
     layers = state[DIAGNOSTICS]["llm"]
     weights = [layers[f"layers_{i}"]["self_attn"]["attention_weights"][0] for i in range(config.llm.num_layers)]
     categories = key_categories(config, tokens, segment_ids, target_mask, instruction_mask)
@@ -190,8 +204,9 @@ def _attention_mass(config, params, tokens, segment_ids, features, feature_lengt
     result["per_example"] = per_example
     if config.fusion != "decoder_only":
         blocks = params["params"]["xattn"]
-        result["xattn_gate"] = jnp.stack([jnp.tanh(blocks[f"blocks_{j}"]["attn_gate"])
-                                          for j in range(config.xattn.num_blocks)])
+        result["xattn_gate"] = jnp.stack(
+            [jnp.tanh(blocks[f"blocks_{j}"]["attn_gate"]) for j in range(config.xattn.num_blocks)]
+        )
     return result
 
 
@@ -251,9 +266,15 @@ def probe_prompts(
     prompts = []
     for spec in probes:
         for frames in feature_lengths:
-            example = encode_example(tokenizer, task=spec.name, prompts={spec.name: spec.template},
-                                     audio_token_counts=[config.audio_token_count(int(frames))],
-                                     placeholder_id=config.placeholder_id, system=system, chat=chat)
+            example = encode_example(
+                tokenizer,
+                task=spec.name,
+                prompts={spec.name: spec.template},
+                audio_token_counts=[config.audio_token_count(int(frames))],
+                placeholder_id=config.placeholder_id,
+                system=system,
+                chat=chat,
+            )
             prompts.append(example.tokens.tolist())
     return prompts
 
@@ -267,8 +288,13 @@ def probe_batches(prompts: list[list[int]], features: np.ndarray, feature_length
         rows = list(range(start, min(start + batch_size, len(prompts))))
         index = np.asarray(rows + [0] * (batch_size - len(rows)))
         clip = index % clips
-        yield (rows, tokens[index], segment_ids[index], jnp.asarray(features[clip][:, None]),
-               jnp.asarray(feature_lengths[clip][:, None], jnp.int32))
+        yield (
+            rows,
+            tokens[index],
+            segment_ids[index],
+            jnp.asarray(features[clip][:, None]),
+            jnp.asarray(feature_lengths[clip][:, None], jnp.int32),
+        )
 
 
 def prompt_following_probe(
@@ -297,8 +323,9 @@ def prompt_following_probe(
     """
     features, feature_lengths = np.asarray(features, np.float32), np.asarray(feature_lengths)
     if features.ndim != 3 or feature_lengths.shape != features.shape[:1]:
-        raise ValueError(f"features {features.shape} must be [N, T, F] with feature_lengths [N], got "
-                         f"{feature_lengths.shape}")
+        raise ValueError(
+            f"features {features.shape} must be [N, T, F] with feature_lengths [N], got {feature_lengths.shape}"
+        )
     if len(references) != len(features):
         raise ValueError(f"{len(references)} references for {len(features)} clips: expected one per clip")
     if not probes:
@@ -310,8 +337,7 @@ def prompt_following_probe(
     for rows, tokens, segment_ids, clip_features, clip_lengths in probe_batches(
         prompts, features, feature_lengths, min(batch_size, len(prompts))
     ):
-        out = generate_from_audio(config, params, tokens, segment_ids, clip_features, clip_lengths, gen,
-                                  lora=lora)
+        out = generate_from_audio(config, params, tokens, segment_ids, clip_features, clip_lengths, gen, lora=lora)
         generated, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
         for k, row in enumerate(rows):
             outputs[row] = tokenizer.decode(generated[k, : lengths[k]].tolist(), skip_special_tokens=True)
@@ -327,8 +353,13 @@ def probe_report(probes: Sequence[ProbeSpec], outputs: Sequence[str], references
         scores = [float(spec.scorer(text, ref)) for text, ref in zip(texts, references)]
         mean = float(np.mean(scores))
         report["scores"][spec.name] = mean
-        report["probes"][spec.name] = {"template": spec.template, "higher_is_better": spec.higher_is_better,
-                                       "outputs": texts, "scores": scores, "mean": mean}
+        report["probes"][spec.name] = {
+            "template": spec.template,
+            "higher_is_better": spec.higher_is_better,
+            "outputs": texts,
+            "scores": scores,
+            "mean": mean,
+        }
     normalize = get_normalizer("basic")
     differs = [len({normalize(outputs[p * clips + i]) for p in range(len(probes))}) > 1 for i in range(clips)]
     report["instruction_sensitivity"] = float(np.mean(differs)) if len(probes) > 1 else None

@@ -89,10 +89,10 @@ class BleuResult:
 
 
 def get_normalizer(normalizer: str | Normalizer) -> Normalizer:
-    """"english" (default), "basic" (any language), "none", or a callable str -> str."""
+    """ "english" (default), "basic" (any language), "none", or a callable str -> str."""
     if callable(normalizer):
         return normalizer
-    named = {"english": EnglishTextNormalizer, "basic": BasicTextNormalizer, "none": lambda: (lambda s: s)}
+    named = {"english": EnglishTextNormalizer, "basic": BasicTextNormalizer, "none": lambda: lambda s: s}
     if normalizer not in named:
         raise ValueError(f"unknown normalizer {normalizer!r}; expected one of {sorted(named)} or a callable")
     return named[normalizer]()
@@ -120,15 +120,21 @@ def cer(
     return _error_rate(references, hypotheses, normalizer, ids, "char")
 
 
-def bleu(references: Sequence[str], hypotheses: Sequence[str], *, tokenize: str = "13a",
-         lowercase: bool = False) -> BleuResult:
+def bleu(
+    references: Sequence[str], hypotheses: Sequence[str], *, tokenize: str = "13a", lowercase: bool = False
+) -> BleuResult:
     """Corpus BLEU with one reference per hypothesis (sacrebleu defaults: 13a tokenisation, exp smoothing)."""
     _check_pairs(references, hypotheses)
     metric = sacrebleu.BLEU(tokenize=tokenize, lowercase=lowercase)
     result = metric.corpus_score(list(hypotheses), [list(references)])
-    return BleuResult(score=result.score, precisions=tuple(result.precisions), brevity_penalty=result.bp,
-                      hypothesis_length=result.sys_len, reference_length=result.ref_len,
-                      signature=str(metric.get_signature()))
+    return BleuResult(
+        score=result.score,
+        precisions=tuple(result.precisions),
+        brevity_penalty=result.bp,
+        hypothesis_length=result.sys_len,
+        reference_length=result.ref_len,
+        signature=str(metric.get_signature()),
+    )
 
 
 def _error_rate(references, hypotheses, normalizer, ids, unit) -> ErrorRateResult:
@@ -142,9 +148,16 @@ def _error_rate(references, hypotheses, normalizer, ids, unit) -> ErrorRateResul
         ref_norm, hyp_norm = normalize(reference), normalize(hypothesis)
         counts = _counts(process, ref_norm, hyp_norm, unit)
         total += counts
-        examples.append(ExampleScore(id=str(ids[k]) if ids is not None else str(k), reference=reference,
-                                     hypothesis=hypothesis, reference_normalized=ref_norm,
-                                     hypothesis_normalized=hyp_norm, counts=counts))
+        examples.append(
+            ExampleScore(
+                id=str(ids[k]) if ids is not None else str(k),
+                reference=reference,
+                hypothesis=hypothesis,
+                reference_normalized=ref_norm,
+                hypothesis_normalized=hyp_norm,
+                counts=counts,
+            )
+        )
     return ErrorRateResult(counts=total, examples=examples, unit=unit)
 
 

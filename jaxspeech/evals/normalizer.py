@@ -28,24 +28,58 @@ _LETTER_FOLDS = {"æ": "ae", "œ": "oe", "ø": "o", "ð": "d", "þ": "th", "ß":
 # (pattern, replacement) applied in order on lower-cased text.
 _CONTRACTIONS = [
     # Irregular negatives and fixed phrases first, before the generic n't rule sees them.
-    (r"\bwon't\b", "will not"), (r"\bcan't\b", "can not"), (r"\bshan't\b", "shall not"), (r"\bain't\b", "aint"),
-    (r"\blet's\b", "let us"), (r"\by'all\b", "you all"), (r"\bma'am\b", "madam"),
+    (r"\bwon't\b", "will not"),
+    (r"\bcan't\b", "can not"),
+    (r"\bshan't\b", "shall not"),
+    (r"\bain't\b", "aint"),
+    (r"\blet's\b", "let us"),
+    (r"\by'all\b", "you all"),
+    (r"\bma'am\b", "madam"),
     (r"\b(?:i'ma|imma)\b", "i am going to"),
-    (r"\bwanna\b", "want to"), (r"\bgonna\b", "going to"), (r"\bgotta\b", "got to"),
-    (r"\bgimme\b", "give me"), (r"\blemme\b", "let me"), (r"\bkinda\b", "kind of"), (r"\bsorta\b", "sort of"),
+    (r"\bwanna\b", "want to"),
+    (r"\bgonna\b", "going to"),
+    (r"\bgotta\b", "got to"),
+    (r"\bgimme\b", "give me"),
+    (r"\blemme\b", "let me"),
+    (r"\bkinda\b", "kind of"),
+    (r"\bsorta\b", "sort of"),
     (r"\b(would|could|should|must)a\b", r"\1 have"),
     # Before a participle, 'd and 's mean had / has.
-    (r"'d (been|gone|done|had|got)\b", r" had \1"), (r"'s (been|gone|got)\b", r" has \1"),
+    (r"'d (been|gone|done|had|got)\b", r" had \1"),
+    (r"'s (been|gone|got)\b", r" has \1"),
     # 90's / 1960's are plurals, not "is".
     (r"(\d)'s\b", r"\1s"),
-    (r"n't\b", " not"), (r"'re\b", " are"), (r"'s\b", " is"), (r"'d\b", " would"), (r"'ll\b", " will"),
-    (r"'ve\b", " have"), (r"'m\b", " am"), (r"'t\b", " not"),
+    (r"n't\b", " not"),
+    (r"'re\b", " are"),
+    (r"'s\b", " is"),
+    (r"'d\b", " would"),
+    (r"'ll\b", " will"),
+    (r"'ve\b", " have"),
+    (r"'m\b", " am"),
+    (r"'t\b", " not"),
 ]
 _TITLES = {
-    "mr": "mister", "mrs": "missus", "dr": "doctor", "prof": "professor", "st": "saint",
-    "jr": "junior", "sr": "senior", "capt": "captain", "gen": "general", "gov": "governor", "lt": "lieutenant",
-    "col": "colonel", "sgt": "sergeant", "rev": "reverend", "hon": "honorable", "pres": "president",
-    "sen": "senator", "rep": "representative", "esq": "esquire", "asst": "assistant", "assoc": "associate",
+    "mr": "mister",
+    "mrs": "missus",
+    "dr": "doctor",
+    "prof": "professor",
+    "st": "saint",
+    "jr": "junior",
+    "sr": "senior",
+    "capt": "captain",
+    "gen": "general",
+    "gov": "governor",
+    "lt": "lieutenant",
+    "col": "colonel",
+    "sgt": "sergeant",
+    "rev": "reverend",
+    "hon": "honorable",
+    "pres": "president",
+    "sen": "senator",
+    "rep": "representative",
+    "esq": "esquire",
+    "asst": "assistant",
+    "assoc": "associate",
 }
 _TITLE_RE = re.compile(r"\b(" + "|".join(_TITLES) + r")\b\.?")
 _NUMERIC_SYMBOLS = ".%$£€¢"
@@ -134,4 +168,3 @@ class EnglishTextNormalizer:
         text = re.sub(r"[.$£€¢](?!\d)", " ", text)
         text = re.sub(r"(?<!\d)%", " ", text)
         return " ".join(text.split())
-

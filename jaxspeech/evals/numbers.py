@@ -19,16 +19,44 @@ import re
 from collections.abc import Iterator, Sequence
 
 _UNITS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine".split())}
-_TEENS = {w: i + 10 for i, w in enumerate("ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
-                                             "eighteen nineteen".split())}
+_TEENS = {
+    w: i + 10
+    for i, w in enumerate("ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split())
+}
 _TENS = {w: (i + 2) * 10 for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
 _MULTIPLIERS = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
 _ORDINAL_WORDS = {
-    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
-    "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14, "fifteenth": 15,
-    "sixteenth": 16, "seventeenth": 17, "eighteenth": 18, "nineteenth": 19, "twentieth": 20, "thirtieth": 30,
-    "fortieth": 40, "fiftieth": 50, "sixtieth": 60, "seventieth": 70, "eightieth": 80, "ninetieth": 90,
-    "hundredth": 100, "thousandth": 1000, "millionth": 10**6, "billionth": 10**9,
+    "first": 1,
+    "second": 2,
+    "third": 3,
+    "fourth": 4,
+    "fifth": 5,
+    "sixth": 6,
+    "seventh": 7,
+    "eighth": 8,
+    "ninth": 9,
+    "tenth": 10,
+    "eleventh": 11,
+    "twelfth": 12,
+    "thirteenth": 13,
+    "fourteenth": 14,
+    "fifteenth": 15,
+    "sixteenth": 16,
+    "seventeenth": 17,
+    "eighteenth": 18,
+    "nineteenth": 19,
+    "twentieth": 20,
+    "thirtieth": 30,
+    "fortieth": 40,
+    "fiftieth": 50,
+    "sixtieth": 60,
+    "seventieth": 70,
+    "eightieth": 80,
+    "ninetieth": 90,
+    "hundredth": 100,
+    "thousandth": 1000,
+    "millionth": 10**6,
+    "billionth": 10**9,
 }
 _CURRENCIES = {"dollar": "$", "dollars": "$", "pound": "£", "pounds": "£", "euro": "€", "euros": "€"}
 _CENTS = {"cent", "cents"}
@@ -39,9 +67,12 @@ _ZERO_FRACTION_RE = re.compile(r"^([$£€¢]?\d+)\.0+$")
 
 
 def _plural_value(word: str) -> int | None:
-    """"twenties" -> 20, "sixes" -> 6, "hundreds" -> 100; "ones" stays a word."""
-    for stem in (word[:-3] + "y" if word.endswith("ies") else None, word[:-2] if word.endswith("es") else None,
-                 word[:-1] if word.endswith("s") else None):
+    """ "twenties" -> 20, "sixes" -> 6, "hundreds" -> 100; "ones" stays a word."""
+    for stem in (
+        word[:-3] + "y" if word.endswith("ies") else None,
+        word[:-2] if word.endswith("es") else None,
+        word[:-1] if word.endswith("s") else None,
+    ):
         if stem and stem != "one" and (stem in _SMALL or stem in _MULTIPLIERS):
             return _SMALL.get(stem, _MULTIPLIERS.get(stem))
     return None
@@ -189,7 +220,13 @@ def _units(number: str, reader: _Reader) -> str:
             saved = reader.i
             reader.i += 1
             cents = _read_number(reader)
-            if cents is not None and cents.isdigit() and len(cents) <= 2 and reader.peek() in _CENTS and "." not in number:
+            if (
+                cents is not None
+                and cents.isdigit()
+                and len(cents) <= 2
+                and reader.peek() in _CENTS
+                and "." not in number
+            ):
                 reader.i += 1
                 return f"{amount}.{int(cents):02d}"
             reader.i = saved

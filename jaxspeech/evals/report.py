@@ -50,10 +50,11 @@ def wer_table(results: Mapping[str, ErrorRateResult], *, name_header: str = "set
     units = {r.unit for r in results.values()}
     metric = "WER" if units <= {"word"} else "CER" if units == {"char"} else "error rate"
     length = "ref words" if units <= {"word"} else "ref chars" if units == {"char"} else "ref length"
-    lines = [f"| {name_header} | examples | {length} | S | D | I | {metric} % |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"| {name_header} | examples | {length} | S | D | I | {metric} % |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, result in results.items():
         c = result.counts
-        lines.append(f"| {name} | {len(result.examples)} | {c.reference_length} | {c.substitutions} | "
-                     f"{c.deletions} | {c.insertions} | {100 * c.rate:.2f} |")
+        lines.append(
+            f"| {name} | {len(result.examples)} | {c.reference_length} | {c.substitutions} | "
+            f"{c.deletions} | {c.insertions} | {100 * c.rate:.2f} |"
+        )
     return "\n".join(lines) + "\n"

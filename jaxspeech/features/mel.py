@@ -108,7 +108,11 @@ def _log_mel(xp, matmul: Callable, audio_BxN, lengths_B, n_mels: int):
     left = extended[:, 1 : half + 1][:, ::-1]  # reflect padding, as torch.stft(center=True)
     padded = xp.concatenate([left, extended], axis=1).reshape(batch, rows, HOP_LENGTH)
     frames = xp.concatenate(
-        [padded[:, :frames_total], padded[:, 1 : frames_total + 1], padded[:, 2 : frames_total + 2, : N_FFT - 2 * HOP_LENGTH]],
+        [
+            padded[:, :frames_total],
+            padded[:, 1 : frames_total + 1],
+            padded[:, 2 : frames_total + 2, : N_FFT - 2 * HOP_LENGTH],
+        ],
         axis=-1,
     )  # [B, K, 400]
     spectrum = xp.fft.rfft(frames * xp.asarray(_hann_window())[None, None, :], axis=-1)  # [B, K, 201]
@@ -144,7 +148,9 @@ def log_mel_spectrogram(audio: np.ndarray, n_mels: int = 80, *, lengths: np.ndar
             raise ValueError("log_mel_spectrogram: lengths needs batched audio f32[B, N]")
         lengths = np.asarray(lengths)
         if lengths.shape != (audio_BxN.shape[0],):
-            raise ValueError(f"log_mel_spectrogram: lengths must be i32[{audio_BxN.shape[0]}], got shape {lengths.shape}")
+            raise ValueError(
+                f"log_mel_spectrogram: lengths must be i32[{audio_BxN.shape[0]}], got shape {lengths.shape}"
+            )
     features = _log_mel(np, np.matmul, audio_BxN, lengths, n_mels).astype(np.float32)
     return features[0] if unbatched else features
 
@@ -159,8 +165,10 @@ def log_mel_spectrogram_jnp(audio: jax.Array, n_mels: int = 80, lengths: jax.Arr
     unbatched = audio.ndim == 1
     audio_BxN = audio[None] if unbatched else audio
     if lengths is not None and (unbatched or lengths.shape != (audio_BxN.shape[0],)):
-        raise ValueError(f"log_mel_spectrogram_jnp: lengths must be i32[B] for audio f32[B, N], got "
-                         f"lengths {tuple(lengths.shape)} for audio {tuple(audio.shape)}")
+        raise ValueError(
+            f"log_mel_spectrogram_jnp: lengths must be i32[B] for audio f32[B, N], got "
+            f"lengths {tuple(lengths.shape)} for audio {tuple(audio.shape)}"
+        )
     features = _log_mel(jnp, _matmul_highest, audio_BxN.astype(jnp.float32), lengths, n_mels)
     return features[0] if unbatched else features
 
@@ -179,7 +187,9 @@ def padding_value(features: np.ndarray) -> np.ndarray:
     return np.maximum(peak - DYNAMIC_RANGE / 4.0, FLOOR_VALUE).astype(np.float32)
 
 
-def pad_or_trim(features: np.ndarray, length: int = CHUNK_FRAMES, pad_value: float | np.ndarray | None = None) -> np.ndarray:
+def pad_or_trim(
+    features: np.ndarray, length: int = CHUNK_FRAMES, pad_value: float | np.ndarray | None = None
+) -> np.ndarray:
     """Pads (or trims) the time axis of f[T, F] or f[B, T, F] to ``length`` frames.
 
     Padding uses ``pad_value`` if given, else each example's Whisper silence value

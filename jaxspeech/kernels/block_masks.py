@@ -46,8 +46,11 @@ class MaskFlags:
 
     @property
     def checks_elements(self) -> bool:
-        return self.segments or self.causal or self.window_left is not None or (
-            self.window_right is not None or self.chunks
+        return (
+            self.segments
+            or self.causal
+            or self.window_left is not None
+            or (self.window_right is not None or self.chunks)
         )
 
     @property
@@ -320,8 +323,14 @@ def q_visits(flags: MaskFlags, ids: TokenIds, block_q: int, block_kv: int) -> Vi
 
 
 def static_tile_count(
-    spec: MaskSpec | None, flags: MaskFlags, q_len: int, kv_len: int, q_padded: int, kv_padded: int,
-    block_q: int, block_kv: int,
+    spec: MaskSpec | None,
+    flags: MaskFlags,
+    q_len: int,
+    kv_len: int,
+    q_padded: int,
+    kv_padded: int,
+    block_q: int,
+    block_kv: int,
 ) -> int:
     """Tiles of ``block_q`` x ``block_kv`` that one (example, head) visits as far as the mask's
     static structure tells: internal padding, and causality, windows and chunks over default

@@ -25,8 +25,17 @@ _F32 = 4
 
 
 def kernel_cost(
-    kind: str, cfg: KernelConfig, *, batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int,
-    head_dim: int, itemsize: int, bias_itemsize: int = 0,
+    kind: str,
+    cfg: KernelConfig,
+    *,
+    batch: int,
+    heads: int,
+    kv_heads: int,
+    q_len: int,
+    kv_len: int,
+    head_dim: int,
+    itemsize: int,
+    bias_itemsize: int = 0,
 ) -> pl.CostEstimate:
     """The estimate of one launch of the ``kind`` kernel ("forward", "dq" or "dkv") on padded
     lengths ``q_len`` / ``kv_len`` with q/k/v elements of ``itemsize`` bytes."""

@@ -60,7 +60,7 @@ DEFAULT_BLOCK_SIZES = {
 
 
 def default_backend() -> str:
-    """"tpu" on TPUs, else "gpu" (GPUs, and CPU where the GPU-style kernels interpret fastest)."""
+    """ "tpu" on TPUs, else "gpu" (GPUs, and CPU where the GPU-style kernels interpret fastest)."""
     return "tpu" if jax.default_backend() == "tpu" else "gpu"
 
 
@@ -155,8 +155,11 @@ def flash_attention(
         interpret=interpret,
     )
     fwd, bwd = (
-        config(block_q=block_q, block_kv=block_kv,
-               tiles=static_tile_count(mask, flags, q_len, kv_len, q_padded, kv_padded, block_q, block_kv))
+        config(
+            block_q=block_q,
+            block_kv=block_kv,
+            tiles=static_tile_count(mask, flags, q_len, kv_len, q_padded, kv_padded, block_q, block_kv),
+        )
         for block_q, block_kv in ((bq, bk), (bq_bwd, bk_bwd))
     )
     return _flash(backend, fwd, bwd, q, k, v, bias, ids)[:, :q_len]

@@ -29,6 +29,7 @@ from jaxspeech.kernels.block_masks import TokenIds, VisitList, kv_visits, q_visi
 from jaxspeech.kernels.cost import kernel_cost
 from jaxspeech.kernels.flash_math import KernelConfig
 
+
 def check_shapes(head_dim: int, blocks: tuple[int, ...]) -> None:
     """Raises ValueError unless Triton can tile these sizes (powers of two, at least 16)."""
     for name, size in (("head_dim", head_dim), *((f"block size {b}", b) for b in blocks)):
@@ -43,9 +44,18 @@ def _compiler_params(head_dim: int, stages: int) -> pltriton.CompilerParams:
 def _cost(kind: str, cfg: KernelConfig, q: jax.Array, k: jax.Array, bias: jax.Array | None) -> pl.CostEstimate:
     """``kernel_cost`` for q f[B, Tp, H, D], k f[B, Sp, K, D]."""
     batch, q_len, heads, head_dim = q.shape
-    return kernel_cost(kind, cfg, batch=batch, heads=heads, kv_heads=k.shape[2], q_len=q_len, kv_len=k.shape[1],
-                       head_dim=head_dim, itemsize=q.dtype.itemsize,
-                       bias_itemsize=0 if bias is None else bias.dtype.itemsize)
+    return kernel_cost(
+        kind,
+        cfg,
+        batch=batch,
+        heads=heads,
+        kv_heads=k.shape[2],
+        q_len=q_len,
+        kv_len=k.shape[1],
+        head_dim=head_dim,
+        itemsize=q.dtype.itemsize,
+        bias_itemsize=0 if bias is None else bias.dtype.itemsize,
+    )
 
 
 def _split_bias(cfg: KernelConfig, refs):

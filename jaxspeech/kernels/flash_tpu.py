@@ -45,9 +45,18 @@ def _head_major(x: jax.Array) -> jax.Array:
 def _cost(kind: str, cfg: KernelConfig, q: jax.Array, k: jax.Array, bias: jax.Array | None) -> pl.CostEstimate:
     """``kernel_cost`` for head-major q f[B, H, Tp, D], k f[B, K, Sp, D]."""
     batch, heads, q_len, head_dim = q.shape
-    return kernel_cost(kind, cfg, batch=batch, heads=heads, kv_heads=k.shape[1], q_len=q_len, kv_len=k.shape[2],
-                       head_dim=head_dim, itemsize=q.dtype.itemsize,
-                       bias_itemsize=0 if bias is None else bias.dtype.itemsize)
+    return kernel_cost(
+        kind,
+        cfg,
+        batch=batch,
+        heads=heads,
+        kv_heads=k.shape[1],
+        q_len=q_len,
+        kv_len=k.shape[2],
+        head_dim=head_dim,
+        itemsize=q.dtype.itemsize,
+        bias_itemsize=0 if bias is None else bias.dtype.itemsize,
+    )
 
 
 def _flat(visits: VisitList) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -71,12 +80,15 @@ class _QueryMajorSpecs:
         self.q = pl.BlockSpec((None, None, bq, head_dim), lambda b, h, i, j, *_: (b, h, i, 0))
         self.row_stat = pl.BlockSpec((None, None, bq, 1), lambda b, h, i, j, *_: (b, h, i, 0))
         self.kv = pl.BlockSpec(
-            (None, None, bk, head_dim), lambda b, h, i, j, idx, *_: (b, lax.div(h, cfg.groups), kv_block(b, i, j, idx), 0)
+            (None, None, bk, head_dim),
+            lambda b, h, i, j, idx, *_: (b, lax.div(h, cfg.groups), kv_block(b, i, j, idx), 0),
         )
         self.bias = pl.BlockSpec(
             (None, None, bq, bk), lambda b, h, i, j, idx, *_: (*_bias_block(cfg, b, h), i, kv_block(b, i, j, idx))
         )
-        self.score_tile = pl.BlockSpec((None, None, bq, bk), lambda b, h, i, j, idx, *_: (b, h, i, kv_block(b, i, j, idx)))
+        self.score_tile = pl.BlockSpec(
+            (None, None, bq, bk), lambda b, h, i, j, idx, *_: (b, h, i, kv_block(b, i, j, idx))
+        )
         self.q_ids = pl.BlockSpec((None, bq, channels), lambda b, h, i, j, *_: (b, i, 0))
         self.kv_ids = pl.BlockSpec((None, channels, bk), lambda b, h, i, j, idx, *_: (b, 0, kv_block(b, i, j, idx)))
 

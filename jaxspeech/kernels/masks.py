@@ -48,8 +48,11 @@ class MaskSpec:
 
     @property
     def uses_positions(self) -> bool:
-        return self.causal or self.window_left is not None or self.window_right is not None or (
-            self.chunk_size is not None
+        return (
+            self.causal
+            or self.window_left is not None
+            or self.window_right is not None
+            or (self.chunk_size is not None)
         )
 
 

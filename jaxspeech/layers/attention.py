@@ -66,12 +66,22 @@ def _in_query_blocks(attend, q, k, v, mask, bias, scale, block):
 
     per_query = {"q": blocks(q, 1), "bias": blocks(bias, 2)}
     if mask is not None:
-        per_query.update(q_segment_ids=blocks(mask.q_segment_ids, 1), q_positions=blocks(mask.q_positions, 1),
-                         q_bidir_ids=blocks(mask.q_bidir_ids, 1))
+        per_query.update(
+            q_segment_ids=blocks(mask.q_segment_ids, 1),
+            q_positions=blocks(mask.q_positions, 1),
+            q_bidir_ids=blocks(mask.q_bidir_ids, 1),
+        )
 
     def one_block(inputs):
-        block_mask = None if mask is None else mask.replace(
-            q_segment_ids=inputs["q_segment_ids"], q_positions=inputs["q_positions"], q_bidir_ids=inputs["q_bidir_ids"])
+        block_mask = (
+            None
+            if mask is None
+            else mask.replace(
+                q_segment_ids=inputs["q_segment_ids"],
+                q_positions=inputs["q_positions"],
+                q_bidir_ids=inputs["q_bidir_ids"],
+            )
+        )
         return attend(inputs["q"], k, v, block_mask, bias=inputs["bias"], scale=scale)
 
     out = jax.lax.map(one_block, per_query)  # [count, B, size, H, D]
@@ -131,8 +141,9 @@ def _pallas_attention(q, k, v, mask, bias, scale):
     tokens = P(rows, None, heads, None)
     bias_spec = None if bias is None else P(rows if bias.shape[0] > 1 else None, heads if bias.shape[1] > 1 else None)
     mask_spec = jax.tree.map(lambda _: P(rows), mask)
-    sharded = jax.shard_map(attend, mesh=mesh, in_specs=(tokens, tokens, tokens, mask_spec, bias_spec),
-                            out_specs=tokens, check_vma=False)
+    sharded = jax.shard_map(
+        attend, mesh=mesh, in_specs=(tokens, tokens, tokens, mask_spec, bias_spec), out_specs=tokens, check_vma=False
+    )
     return sharded(q, k, v, mask, bias)
 
 
@@ -248,8 +259,9 @@ class Attention(nn.Module):
         if cache is not None:
             # Head-major slots: the attention products read the cache as it lies, without a relayout.
             def write(slots, new):  # new f[B, L, K, D] into slots f[B, K, Smax, D] at cache_index
-                return jax.lax.dynamic_update_slice(slots, new.transpose(0, 2, 1, 3).astype(slots.dtype),
-                                                    (0, 0, cache_index, 0))
+                return jax.lax.dynamic_update_slice(
+                    slots, new.transpose(0, 2, 1, 3).astype(slots.dtype), (0, 0, cache_index, 0)
+                )
 
             new_cache = {"k": write(cache["k"], k), "v": write(cache["v"], v)}
             k, v = new_cache["k"].transpose(0, 2, 1, 3), new_cache["v"].transpose(0, 2, 1, 3)
@@ -257,6 +269,8 @@ class Attention(nn.Module):
         if self.is_mutable_collection(DIAGNOSTICS) and not self.is_initializing():  # init makes all collections mutable
             weights = attention_weights(q, k.astype(q.dtype), mask, bias=bias, scale=self.scale)
             self.sow(DIAGNOSTICS, "attention_weights", weights)
-        out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, bias=bias, scale=self.scale, impl=self.impl)
+        out = dot_product_attention(
+            q, k.astype(q.dtype), v.astype(q.dtype), mask, bias=bias, scale=self.scale, impl=self.impl
+        )
         out = self.o_proj(out.reshape(batch, length, self.num_heads * self.head_dim))
         return out, new_cache

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxspeech.layers.broadcast import over_leading_axes
+
 Initializer = Callable[..., jax.Array]
 DEFAULT_KERNEL_INIT = nn.initializers.lecun_normal()
 FLATTEN_INPUTS = {"cpu": True}
@@ -53,7 +54,10 @@ class Dense(nn.Module):
             y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
         if self.use_bias:
             bias = self.param(
-                "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[1:]), (self.features,), self.param_dtype
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros, self.axes[1:]),
+                (self.features,),
+                self.param_dtype,
             )
             y = y + over_leading_axes(bias.astype(self.dtype), y.ndim)
         return y

@@ -74,10 +74,18 @@ def lora(config: LoraConfig | None, *, deterministic: bool = True) -> Iterator[N
         x = args[0]
         y = next_fun(*args, **kwargs)
         in_axis, out_axis = module.axes
-        a = module.param(LORA_A, nn.with_logical_partitioning(_a_init, (in_axis, axes.LORA_RANK)),
-                         (x.shape[-1], config.rank), module.param_dtype)
-        b = module.param(LORA_B, nn.with_logical_partitioning(nn.initializers.zeros, (axes.LORA_RANK, out_axis)),
-                         (config.rank, module.features), module.param_dtype)
+        a = module.param(
+            LORA_A,
+            nn.with_logical_partitioning(_a_init, (in_axis, axes.LORA_RANK)),
+            (x.shape[-1], config.rank),
+            module.param_dtype,
+        )
+        b = module.param(
+            LORA_B,
+            nn.with_logical_partitioning(nn.initializers.zeros, (axes.LORA_RANK, out_axis)),
+            (config.rank, module.features),
+            module.param_dtype,
+        )
         h = x.astype(module.dtype)
         if config.dropout and not deterministic:
             keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - config.dropout, h.shape)

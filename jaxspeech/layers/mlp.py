@@ -42,7 +42,9 @@ class GatedMLP(nn.Module):
         dense = lambda n, ax, name: Dense(n, ax, self.use_bias, self.dtype, self.param_dtype, name=name)
         gate = dense(self.hidden_size, (axes.EMBED, axes.MLP), "gate_proj")(x)
         up = dense(self.hidden_size, (axes.EMBED, axes.MLP), "up_proj")(x)
-        hidden = nn.with_logical_constraint(activation(self.act)(gate) * up, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP))
+        hidden = nn.with_logical_constraint(
+            activation(self.act)(gate) * up, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP)
+        )
         return dense(x.shape[-1], (axes.MLP, axes.EMBED), "down_proj")(hidden)
 
 
@@ -58,7 +60,9 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        hidden = Dense(self.hidden_size, (axes.EMBED, axes.MLP), self.use_bias, self.dtype, self.param_dtype, name="fc1")(x)
+        hidden = Dense(
+            self.hidden_size, (axes.EMBED, axes.MLP), self.use_bias, self.dtype, self.param_dtype, name="fc1"
+        )(x)
         hidden = activation(self.act)(hidden)
         out = self.out_features or x.shape[-1]
         return Dense(out, (axes.MLP, axes.EMBED), self.use_bias, self.dtype, self.param_dtype, name="fc2")(hidden)

@@ -96,7 +96,9 @@ class DecoderLM(nn.Module):
         )
         block = remat(DecoderBlock, c.remat_policy)
         if c.scan_layers:
-            scanned = scan_layers(block, c.num_layers, in_axes=(nn.broadcast, nn.broadcast, 1, nn.broadcast), out_axes=1)
+            scanned = scan_layers(
+                block, c.num_layers, in_axes=(nn.broadcast, nn.broadcast, 1, nn.broadcast), out_axes=1
+            )
             self.layers = scanned(c)
         else:
             self.layers = [block(c) for _ in range(c.num_layers)]

@@ -40,10 +40,15 @@ class KVCache:
         """Rows i32[R] gathered, where rows differ: the slots of the last ``recent`` i32[] steps (the
         rows reordered among themselves, beams of one prompt, share every earlier slot)."""
         layers = len(self.k)
-        *kv, segment_ids = reorder_recent_slots((*self.k, *self.v, self.segment_ids), (2,) * (2 * layers) + (1,), rows,
-                                                self.index, recent)
-        return self.replace(k=tuple(kv[:layers]), v=tuple(kv[layers:]), segment_ids=segment_ids,
-                            next_positions=jnp.take(self.next_positions, rows, mode="clip"))
+        *kv, segment_ids = reorder_recent_slots(
+            (*self.k, *self.v, self.segment_ids), (2,) * (2 * layers) + (1,), rows, self.index, recent
+        )
+        return self.replace(
+            k=tuple(kv[:layers]),
+            v=tuple(kv[layers:]),
+            segment_ids=segment_ids,
+            next_positions=jnp.take(self.next_positions, rows, mode="clip"),
+        )
 
     def stacked_kv(self) -> dict[str, jax.Array]:
         """{"k", "v"} f[B, layers, K, S, D]: every layer's, for a scanned decoder (a copy)."""
@@ -54,8 +59,9 @@ class KVCache:
 RECENT_WINDOWS = (16, 32, 64, 128, 256, 512)
 
 
-def reorder_recent_slots(arrays: tuple[jax.Array, ...], slot_axes: tuple[int, ...], rows: jax.Array,
-                         index: jax.Array, recent: jax.Array) -> tuple[jax.Array, ...]:
+def reorder_recent_slots(
+    arrays: tuple[jax.Array, ...], slot_axes: tuple[int, ...], rows: jax.Array, index: jax.Array, recent: jax.Array
+) -> tuple[jax.Array, ...]:
     """Gathers rows i32[R] of the slots [index - recent, index) of each array (batch on axis 0,
     slots on its ``slot_axes`` entry) and leaves the other slots as they are: rows reordered among
     themselves (the beams of one prompt) share every slot written before the last ``recent`` steps,

@@ -4,7 +4,18 @@
 from etils import epy
 
 with epy.lazy_api_imports(globals()):
-    from jaxspeech.models.audio_encoder import AudioEncoder, AudioEncoderConfig, ConformerAudioEncoderConfig, WhisperAudioEncoderConfig
+    from jaxspeech.models.audio_encoder import (
+        AudioEncoder,
+        AudioEncoderConfig,
+        ConformerAudioEncoderConfig,
+        WhisperAudioEncoderConfig,
+    )
     from jaxspeech.models.speech_llm import SpeechLLM, SpeechLLMConfig
     from jaxspeech.models.text_lm import TextLM
-    from jaxspeech.models.whisper_seq2seq import WhisperConfig, WhisperDecoderConfig, WhisperGenerationConfig, WhisperSeq2Seq, whisper_config
+    from jaxspeech.models.whisper_seq2seq import (
+        WhisperConfig,
+        WhisperDecoderConfig,
+        WhisperGenerationConfig,
+        WhisperSeq2Seq,
+        whisper_config,
+    )

@@ -17,6 +17,7 @@ from flax import linen as nn
 from jaxspeech.encoders.conformer import ConformerConfig, ConformerEncoder, encoder_lengths
 from jaxspeech.encoders.whisper import WhisperEncoder, WhisperEncoderConfig
 
+
 @dataclasses.dataclass(frozen=True)
 class ConformerSubsamplingStep:
     """The Conformer front end as a downsampling step (``lengths`` / ``output_length``) for
@@ -101,7 +102,9 @@ class AudioEncoder(nn.Module):
             out = WhisperEncoder(c.whisper, name="whisper")(features, lengths, output_layers=layers)
             states, out_lengths = (out.layer_states if layers else (out.hidden,)), out.lengths
         else:
-            result = ConformerEncoder(c.conformer, name="conformer")(features, lengths, train=train, hidden_layers=layers)
+            result = ConformerEncoder(c.conformer, name="conformer")(
+                features, lengths, train=train, hidden_layers=layers
+            )
             out_lengths = result[1]
             states = tuple(result[2]) if layers else (result[0],)
         return jnp.concatenate(states, axis=-1), out_lengths

@@ -81,16 +81,21 @@ class SpeechLLMConfig:
             raise ValueError(f"ctc_upsample must be >= 1, got {self.ctc_upsample}")
         if self.ctc_compress:
             if self.fusion != "cross_attention":
-                raise ValueError(f"ctc_compress needs fusion 'cross_attention' (the number of audio tokens depends "
-                                 f"on the CTC path, so no placeholders can be laid out for it), got {self.fusion!r}")
+                raise ValueError(
+                    f"ctc_compress needs fusion 'cross_attention' (the number of audio tokens depends "
+                    f"on the CTC path, so no placeholders can be laid out for it), got {self.fusion!r}"
+                )
             if not self.ctc_vocab_size or self.ctc_upsample != 1:
                 raise ValueError("ctc_compress needs a CTC head (ctc_vocab_size > 0) with ctc_upsample 1")
         if self.ctc_embed:
             keeps_length = self.connector.kind == "linear" or (
-                self.connector.kind == "frame_stack" and self.connector.stack == 1)
+                self.connector.kind == "frame_stack" and self.connector.stack == 1
+            )
             if not self.ctc_compress or not keeps_length or self.ctc_vocab_size > self.llm.vocab_size:
-                raise ValueError("ctc_embed needs ctc_compress, a connector that keeps the length (linear or "
-                                 "frame_stack with stack 1) and a CTC vocabulary inside the LLM's")
+                raise ValueError(
+                    "ctc_embed needs ctc_compress, a connector that keeps the length (linear or "
+                    "frame_stack with stack 1) and a CTC vocabulary inside the LLM's"
+                )
         if self.connector.output_size != self.llm.hidden_size:
             raise ValueError(
                 f"connector.output_size ({self.connector.output_size}) must equal llm.hidden_size ({self.llm.hidden_size})"
@@ -322,7 +327,11 @@ class SpeechLLM(nn.Module):
         audio = self.encode_audio(features, feature_lengths)
         memory = self.memory(audio)
         hidden, cache = self.llm.hidden_states(
-            self.embed(tokens, audio), segment_ids=segment_ids, bidir_ids=self._bidir(tokens), cache=cache, memory=memory
+            self.embed(tokens, audio),
+            segment_ids=segment_ids,
+            bidir_ids=self._bidir(tokens),
+            cache=cache,
+            memory=memory,
         )
         return hidden, {"llm": cache, "memory": memory}
 

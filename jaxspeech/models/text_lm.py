@@ -16,7 +16,8 @@ class TextLM(nn.Module):
     def setup(self):
         self.llm = DecoderLM(self.config)
 
-    def __call__(self, tokens: jax.Array, *, segment_ids: jax.Array | None = None,
-                 positions: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, tokens: jax.Array, *, segment_ids: jax.Array | None = None, positions: jax.Array | None = None
+    ) -> jax.Array:
         """tokens i32[B, L] (segment_ids / positions i32[B, L] for packed rows) -> logits f32[B, L, V]."""
         return self.llm(tokens, segment_ids=segment_ids, positions=positions)[0]

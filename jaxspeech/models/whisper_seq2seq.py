@@ -106,7 +106,9 @@ def whisper_config(size: str, n_mels: int = 80, vocab_size: int = 51865, **optio
         raise ValueError(f"unknown Whisper size {size!r}; expected one of {sorted(WHISPER_SIZES)}")
     width, layers, heads = WHISPER_SIZES[size]
     encoder = WhisperEncoderConfig(n_mels=n_mels, d_model=width, num_layers=layers, num_heads=heads, ffn_dim=4 * width)
-    decoder = WhisperDecoderConfig(vocab_size=vocab_size, d_model=width, num_layers=layers, num_heads=heads, ffn_dim=4 * width)
+    decoder = WhisperDecoderConfig(
+        vocab_size=vocab_size, d_model=width, num_layers=layers, num_heads=heads, ffn_dim=4 * width
+    )
     return WhisperConfig(encoder, decoder).with_options(**options)
 
 
@@ -163,8 +165,10 @@ def unrolled(config: WhisperConfig, params: dict) -> tuple[WhisperConfig, dict]:
         return config, params
     inner = params["params"]
     decoder = unstack_layers({"params": inner["decoder"]}, config.decoder.num_layers)["params"]
-    return (config.replace(decoder=config.decoder.replace(scan_layers=False)),
-            {**params, "params": {**inner, "decoder": decoder}})
+    return (
+        config.replace(decoder=config.decoder.replace(scan_layers=False)),
+        {**params, "params": {**inner, "decoder": decoder}},
+    )
 
 
 class WhisperDecoderBlock(nn.Module):
@@ -184,8 +188,17 @@ class WhisperDecoderBlock(nn.Module):
         c = self.config
         norm = lambda: LayerNorm(c.layer_norm_eps, True, c.dtype, c.param_dtype)
         attention = lambda: Attention(
-            features=c.d_model, num_heads=c.num_heads, num_kv_heads=c.num_heads, head_dim=c.head_dim, q_bias=True,
-            k_bias=False, v_bias=True, o_bias=True, impl=c.attn_impl, dtype=c.dtype, param_dtype=c.param_dtype,
+            features=c.d_model,
+            num_heads=c.num_heads,
+            num_kv_heads=c.num_heads,
+            head_dim=c.head_dim,
+            q_bias=True,
+            k_bias=False,
+            v_bias=True,
+            o_bias=True,
+            impl=c.attn_impl,
+            dtype=c.dtype,
+            param_dtype=c.param_dtype,
         )
         self.self_attn_layer_norm, self.self_attn = norm(), attention()
         self.encoder_attn_layer_norm, self.encoder_attn = norm(), attention()
@@ -255,8 +268,10 @@ class WhisperDecoder(nn.Module):
         if (encoder_out is None) == (cross is None):
             raise ValueError("the decoder needs either encoder_out or the cross-attention keys and values")
         if cache is not None and c.scan_layers:
-            raise ValueError("incremental decoding runs the decoder's layers unrolled: convert (config, params) with "
-                             "jaxspeech.models.whisper_seq2seq.unrolled")
+            raise ValueError(
+                "incremental decoding runs the decoder's layers unrolled: convert (config, params) with "
+                "jaxspeech.models.whisper_seq2seq.unrolled"
+            )
         start = jnp.zeros((), jnp.int32) if cache is None else cache.index
         positions = jax.lax.dynamic_slice_in_dim(self.embed_positions, start, length, axis=0)
         x = self.embed_tokens(tokens) + positions.astype(c.dtype)[None]
@@ -357,7 +372,9 @@ class WhisperGenerationConfig:
             raise ValueError(f"unknown language {language!r}; this checkpoint knows {known}")
         return self.lang_to_id[token]
 
-    def prompt(self, language: str | None = "en", task: str = "transcribe", timestamps: bool = False) -> tuple[int, ...]:
+    def prompt(
+        self, language: str | None = "en", task: str = "transcribe", timestamps: bool = False
+    ) -> tuple[int, ...]:
         """Decoder prompt, e.g. ``<|startoftranscript|><|en|><|transcribe|><|notimestamps|>``.
 
         English-only checkpoints take no language or task token.

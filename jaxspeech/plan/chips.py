@@ -26,10 +26,13 @@ class Chip:
     def per_device(self, devices_per_chip: int) -> "Chip":
         if devices_per_chip == 1:
             return self
-        return dataclasses.replace(self, peak_flops=self.peak_flops / devices_per_chip,
-                                   hbm_bytes=self.hbm_bytes // devices_per_chip,
-                                   hbm_bandwidth=self.hbm_bandwidth / devices_per_chip,
-                                   ici_bandwidth=self.ici_bandwidth / devices_per_chip)
+        return dataclasses.replace(
+            self,
+            peak_flops=self.peak_flops / devices_per_chip,
+            hbm_bytes=self.hbm_bytes // devices_per_chip,
+            hbm_bandwidth=self.hbm_bandwidth / devices_per_chip,
+            ici_bandwidth=self.ici_bandwidth / devices_per_chip,
+        )
 
 
 CHIPS = {
@@ -44,8 +47,9 @@ def chip_of(topology: str) -> Chip:
     """The Chip of a topology name ("v5p:4x4x4")."""
     generation = topology.partition(":")[0]
     if generation not in CHIPS:
-        raise ValueError(f"no published figures for TPU generation {generation!r} (topology {topology!r}); "
-                         f"known: {', '.join(CHIPS)}")
+        raise ValueError(
+            f"no published figures for TPU generation {generation!r} (topology {topology!r}); known: {', '.join(CHIPS)}"
+        )
     return CHIPS[generation]
 
 

@@ -36,8 +36,13 @@ def plan_decode(run: PlannedRun, result: SearchResult, devices: Sequence, log: C
     shards = batch_shards(mesh, rules)
     rows = max(1, p.frame_budget // (p.bucket_frames[index] * p.clips_per_row[index]))
     rows = math.ceil(rows / shards) * shards
-    shape = BatchShape(batch_size=rows, clips=p.clips_per_row[index], frames=p.bucket_frames[index],
-                       tokens=p.max_tokens[index], n_mels=p.n_mels)
+    shape = BatchShape(
+        batch_size=rows,
+        clips=p.clips_per_row[index],
+        frames=p.bucket_frames[index],
+        tokens=p.max_tokens[index],
+        n_mels=p.n_mels,
+    )
     batch = placed_batch(shape, mesh, rules)
     gen = run.eval.generation
     log(f"compiling the decode step ({gen.method}, batch {rows}) ...")
@@ -46,12 +51,33 @@ def plan_decode(run: PlannedRun, result: SearchResult, devices: Sequence, log: C
         layout = build_layout(run.task, batch, run.train.optimizer, mesh, rules)
         params = {"params": layout.abstract["params"]}
         with activation_rules(mesh, rules):
-            lowered = _generate_from_audio.lower(run.model, params, batch.tokens, batch.segment_ids, batch.features,
-                                                 batch.feature_lengths, gen, None, run.task.lora, None)
+            lowered = _generate_from_audio.lower(
+                run.model,
+                params,
+                batch.tokens,
+                batch.segment_ids,
+                batch.features,
+                batch.feature_lengths,
+                gen,
+                None,
+                run.task.lora,
+                None,
+            )
         stats = lowered.compile().memory_analysis()
     except Exception as error:  # a plan still reports the train step; the decode step says why it is missing
         return {"error": f"{type(error).__name__}: {str(error)[:300]}"}
-    total = (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
-             + stats.temp_size_in_bytes + stats.generated_code_size_in_bytes)
-    return {"method": gen.method, "batch": rows, "frames": shape.frames, "max_new_tokens": gen.max_new_tokens,
-            "total_bytes": total, "compile_seconds": time.perf_counter() - start}
+    total = (
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        - stats.alias_size_in_bytes
+        + stats.temp_size_in_bytes
+        + stats.generated_code_size_in_bytes
+    )
+    return {
+        "method": gen.method,
+        "batch": rows,
+        "frames": shape.frames,
+        "max_new_tokens": gen.max_new_tokens,
+        "total_bytes": total,
+        "compile_seconds": time.perf_counter() - start,
+    }

@@ -57,7 +57,9 @@ def estimate_step(measure: StepMeasure, row_flops: StepFlops, chip: Chip, device
     if program.custom_calls or program.loops or not measure.optimal_seconds or measure.optimal_seconds <= 0:
         reasons = []
         if program.custom_calls:
-            reasons.append(f"{program.custom_calls} Pallas kernel call(s), which the compiler's cost model cannot see into")
+            reasons.append(
+                f"{program.custom_calls} Pallas kernel call(s), which the compiler's cost model cannot see into"
+            )
         if program.loops:
             reasons.append(f"{program.loops} loop(s), whose bodies the cost model counts once")
         if not reasons:
@@ -67,7 +69,14 @@ def estimate_step(measure: StepMeasure, row_flops: StepFlops, chip: Chip, device
         seconds, source, why = measure.optimal_seconds, COMPILER, "no custom calls and no loops"
     audio = rows * measure.shape.clips * measure.shape.frames / FRAMES_PER_SECOND
     return StepEstimate(
-        seconds=seconds, source=source, compute_seconds=compute, hbm_seconds=hbm, ici_seconds=ici,
-        model_flops=model, hardware_flops=hardware, mfu=model / devices / (seconds * chip.peak_flops),
-        audio_seconds_per_second_per_device=audio / seconds / devices, why=why,
+        seconds=seconds,
+        source=source,
+        compute_seconds=compute,
+        hbm_seconds=hbm,
+        ici_seconds=ici,
+        model_flops=model,
+        hardware_flops=hardware,
+        mfu=model / devices / (seconds * chip.peak_flops),
+        audio_seconds_per_second_per_device=audio / seconds / devices,
+        why=why,
     )

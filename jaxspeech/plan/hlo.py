@@ -18,14 +18,37 @@ import math
 import re
 
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) \(")
-_CALLEES = re.compile(r"\b(calls|body|condition|to_apply|branch_computations|called_computations)=(\{[^}]*\}|%[\w.\-]+)")
+_CALLEES = re.compile(
+    r"\b(calls|body|condition|to_apply|branch_computations|called_computations)=(\{[^}]*\}|%[\w.\-]+)"
+)
 _COLLECTIVE = re.compile(
     r"= (.+?) (all-gather|all-gather-done|reduce-scatter|all-reduce|all-reduce-done|all-to-all|collective-permute|"
     r"collective-permute-done)\("
 )
-_SHAPE = re.compile(r"\b(pred|s4|u4|s8|u8|s16|u16|s32|u32|s64|u64|f16|bf16|f32|f64|c64|c128|f8e4m3fn|f8e5m2)\[([\d,]*)\]")
-_ITEMSIZE = {"pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "s32": 4, "u32": 4, "s64": 8,
-             "u64": 8, "f16": 2, "bf16": 2, "f32": 4, "f64": 8, "c64": 8, "c128": 16, "f8e4m3fn": 1, "f8e5m2": 1}
+_SHAPE = re.compile(
+    r"\b(pred|s4|u4|s8|u8|s16|u16|s32|u32|s64|u64|f16|bf16|f32|f64|c64|c128|f8e4m3fn|f8e5m2)\[([\d,]*)\]"
+)
+_ITEMSIZE = {
+    "pred": 1,
+    "s4": 0.5,
+    "u4": 0.5,
+    "s8": 1,
+    "u8": 1,
+    "s16": 2,
+    "u16": 2,
+    "s32": 4,
+    "u32": 4,
+    "s64": 8,
+    "u64": 8,
+    "f16": 2,
+    "bf16": 2,
+    "f32": 4,
+    "f64": 8,
+    "c64": 8,
+    "c128": 16,
+    "f8e4m3fn": 1,
+    "f8e5m2": 1,
+}
 # Custom calls that are user kernels (Mosaic on TPU, Triton or Mosaic on GPU), not compiler internals.
 KERNEL_TARGETS = ("tpu_custom_call", "__gpu$xla.gpu.triton", "mosaic_gpu")
 _TRIP = re.compile(r"compare\(%[\w.\-]+, %([\w.\-]+)\), direction=LT")
@@ -66,8 +89,10 @@ def _per_device(kind: str, result_bytes: float, group: int) -> float:
         return 0.0
     share = (group - 1) / group
     return {
-        "all-gather": result_bytes * share, "reduce-scatter": result_bytes * (group - 1),
-        "all-reduce": 2 * result_bytes * share, "all-to-all": result_bytes * share,
+        "all-gather": result_bytes * share,
+        "reduce-scatter": result_bytes * (group - 1),
+        "all-reduce": 2 * result_bytes * share,
+        "all-to-all": result_bytes * share,
         "collective-permute": result_bytes,
     }[kind.removesuffix("-done")]
 

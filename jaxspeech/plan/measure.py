@@ -45,8 +45,16 @@ class Memory:
 
     @property
     def total(self) -> int:
-        return (self.params + self.optimizer + self.other_state + self.batch + self.gradients + self.activations
-                + self.outputs_not_donated + self.code)
+        return (
+            self.params
+            + self.optimizer
+            + self.other_state
+            + self.batch
+            + self.gradients
+            + self.activations
+            + self.outputs_not_donated
+            + self.code
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +110,9 @@ def _compile(lowered, shape: BatchShape, state_bytes: int, start: float):
             raise
         match = _REQUIRED.search(str(error))
         required = float(match.group(1)) * 1024 ** "KMGT".index(match.group(2)) * 1024 if match else None
-        raise CompilerOutOfMemory(str(error).splitlines()[0], shape, state_bytes, required,
-                                  time.perf_counter() - start) from None
+        raise CompilerOutOfMemory(
+            str(error).splitlines()[0], shape, state_bytes, required, time.perf_counter() - start
+        ) from None
 
 
 def measure_step(run: PlannedRun, mesh: Mesh, shape: BatchShape) -> StepMeasure:
@@ -123,7 +132,9 @@ def measure_step(run: PlannedRun, mesh: Mesh, shape: BatchShape) -> StepMeasure:
     trained, _ = optim.split_trainable(state["params"], layout.trainable)
     gradients = sum(math.prod(x.sharding.shard_shape(x.shape)) * 4 for x in jax.tree.leaves(trained))
     memory = Memory(
-        params=params, optimizer=optimizer, other_state=other,
+        params=params,
+        optimizer=optimizer,
+        other_state=other,
         batch=max(0, stats.argument_size_in_bytes - params - optimizer - other),
         gradients=min(gradients, stats.temp_size_in_bytes),
         activations=max(0, stats.temp_size_in_bytes - gradients),
@@ -135,8 +146,11 @@ def measure_step(run: PlannedRun, mesh: Mesh, shape: BatchShape) -> StepMeasure:
         analysis = analysis[0] if analysis else {}
     optimal = analysis.get("optimal_seconds")
     return StepMeasure(
-        shape=shape, memory=memory, compiled_flops=float(analysis.get("flops", 0.0)),
+        shape=shape,
+        memory=memory,
+        compiled_flops=float(analysis.get("flops", 0.0)),
         compiled_bytes=float(analysis.get("bytes accessed", 0.0)),
         optimal_seconds=None if optimal is None else float(optimal),
-        program=program_facts(compiled.as_text()), compile_seconds=seconds,
+        program=program_facts(compiled.as_text()),
+        compile_seconds=seconds,
     )

@@ -87,7 +87,7 @@ class Prediction:
 
 
 def describe(shape: dict[str, int]) -> str:
-    """"fsdp 16 x data 4" (axes of size 1 left out)."""
+    """ "fsdp 16 x data 4" (axes of size 1 left out)."""
     parts = [f"{name} {shape[name]}" for name in (FSDP, TENSOR, DATA) if shape.get(name, 1) > 1]
     return " x ".join(parts) or "one device"
 
@@ -139,12 +139,15 @@ def mesh_cost(layout: StateLayout) -> MeshCost:
 
 def refuse_oversized(costs: Sequence[MeshCost], budget: float, chip: Chip) -> list[MeshCost]:
     """``costs`` with those whose state alone exceeds ``budget`` refused, with the numbers."""
+
     def check(cost: MeshCost) -> MeshCost:
         if cost.state <= budget:
             return cost
-        why = (f"the train state alone needs {_gib(cost.state)} per chip (parameters {_gib(cost.params)}, optimizer "
-               f"state {_gib(cost.optimizer)}, gradients {_gib(cost.gradients)}); {chip.generation} has "
-               f"{chip.hbm_bytes / GIB:.0f} GiB (budget {_gib(budget)} with the headroom)")
+        why = (
+            f"the train state alone needs {_gib(cost.state)} per chip (parameters {_gib(cost.params)}, optimizer "
+            f"state {_gib(cost.optimizer)}, gradients {_gib(cost.gradients)}); {chip.generation} has "
+            f"{chip.hbm_bytes / GIB:.0f} GiB (budget {_gib(budget)} with the headroom)"
+        )
         return dataclasses.replace(cost, refused=why)
 
     return [check(c) for c in costs]
@@ -173,19 +176,26 @@ def explain(chosen: Prediction, ranked: Sequence[Prediction], costs: Sequence[Me
     if data_only is not None and data_only.refused:
         reasons.append(f"the state does not fit with data parallelism alone ({data_only.refused})")
     elif data_only is not None and chosen.cost is data_only:
-        reasons.append(f"the whole train state fits on every chip ({_gib(data_only.state)}): data parallelism "
-                       "gathers no weights")
+        reasons.append(
+            f"the whole train state fits on every chip ({_gib(data_only.state)}): data parallelism gathers no weights"
+        )
     if chosen.cost.tensor > 1:
-        reasons.append(f"one row per chip does not fit without splitting its activations; tensor {chosen.cost.tensor} "
-                       f"divides every attention's heads {sorted(set(heads))}")
+        reasons.append(
+            f"one row per chip does not fit without splitting its activations; tensor {chosen.cost.tensor} "
+            f"divides every attention's heads {sorted(set(heads))}"
+        )
     elif chosen.cost.shape[FSDP] > 1:
         reasons.append(f"FSDP over {chosen.cost.shape[FSDP]} chips leaves {_gib(chosen.cost.state)} of state per chip")
-    summary = (f"{describe(chosen.cost.shape)} with remat {chosen.policy!r}: about {chosen.batch} rows per step, "
-               f"{_gib(chosen.total)} per chip, estimated MFU {100 * chosen.mfu:.0f} % (weight traffic "
-               f"{chosen.cost.traffic / 1e9:.1f} GB per chip and step)")
+    summary = (
+        f"{describe(chosen.cost.shape)} with remat {chosen.policy!r}: about {chosen.batch} rows per step, "
+        f"{_gib(chosen.total)} per chip, estimated MFU {100 * chosen.mfu:.0f} % (weight traffic "
+        f"{chosen.cost.traffic / 1e9:.1f} GB per chip and step)"
+    )
     others = [p for p in ranked if p is not chosen and p.batch]
     if others:
         best = others[0]
-        summary += (f"; next best {describe(best.cost.shape)} with remat {best.policy!r}: {best.batch} rows, "
-                    f"{100 * best.mfu:.0f} %")
+        summary += (
+            f"; next best {describe(best.cost.shape)} with remat {best.policy!r}: {best.batch} rows, "
+            f"{100 * best.mfu:.0f} %"
+        )
     return "; ".join(reasons + [summary])

@@ -84,13 +84,19 @@ class PlannedRun:
         """This run with ``encoder`` and ``decoder`` layers (cross-attention follows the LLM)."""
         model = self.model
         if self.recipe == WHISPER:
-            return self.with_model(dataclasses.replace(
-                model, encoder=model.encoder.replace(num_layers=encoder),
-                decoder=dataclasses.replace(model.decoder, num_layers=decoder)))
+            return self.with_model(
+                dataclasses.replace(
+                    model,
+                    encoder=model.encoder.replace(num_layers=encoder),
+                    decoder=dataclasses.replace(model.decoder, num_layers=decoder),
+                )
+            )
         kind = model.encoder.kind
         stack = getattr(model.encoder, kind)
-        changes = dict(encoder=dataclasses.replace(model.encoder, **{kind: dataclasses.replace(stack, num_layers=encoder)}),
-                       llm=model.llm.replace(num_layers=decoder))
+        changes = dict(
+            encoder=dataclasses.replace(model.encoder, **{kind: dataclasses.replace(stack, num_layers=encoder)}),
+            llm=model.llm.replace(num_layers=decoder),
+        )
         if model.xattn is not None:
             changes["xattn"] = dataclasses.replace(model.xattn, num_layers=decoder)
         return self.with_model(model.replace(**changes))
@@ -102,9 +108,12 @@ class PlannedRun:
             return self.with_model(model.with_options(remat_policy=policy))
         kind = model.encoder.kind
         stack = getattr(model.encoder, kind)
-        return self.with_model(model.replace(
-            encoder=dataclasses.replace(model.encoder, **{kind: dataclasses.replace(stack, remat_policy=policy)}),
-            llm=model.llm.replace(remat_policy=policy)))
+        return self.with_model(
+            model.replace(
+                encoder=dataclasses.replace(model.encoder, **{kind: dataclasses.replace(stack, remat_policy=policy)}),
+                llm=model.llm.replace(remat_policy=policy),
+            )
+        )
 
 
 def _tokenizer_file(path: str | None) -> str | None:
@@ -127,13 +136,17 @@ def speech_vocabulary(config) -> tuple[Vocabulary, str]:
     if init.get("llm"):
         size = presets.TOKENIZER_TOKENS[init["llm"]]
         # load_speech_tokenizer appends the audio placeholder to an LLM's own tokenizer.
-        return (Vocabulary(size + 1, size, 0, (), f"preset {init['llm']}"),
-                f"preset {init['llm']}'s tokenizer ({size} tokens) + the audio placeholder")
+        return (
+            Vocabulary(size + 1, size, 0, (), f"preset {init['llm']}"),
+            f"preset {init['llm']}'s tokenizer ({size} tokens) + the audio placeholder",
+        )
     if data.get("tokenizer_vocab"):
         size = int(data["tokenizer_vocab"])
         return Vocabulary(size, size - 1, 0, (), "data.tokenizer_vocab"), f"data.tokenizer_vocab ({size})"
-    raise ValueError("cannot tell the vocabulary size without a tokenizer: set data.tokenizer to an existing one, "
-                     "init.llm to a preset, or data.tokenizer_vocab")
+    raise ValueError(
+        "cannot tell the vocabulary size without a tokenizer: set data.tokenizer to an existing one, "
+        "init.llm to a preset, or data.tokenizer_vocab"
+    )
 
 
 def planned_run(config, local_devices: int) -> PlannedRun:
@@ -144,8 +157,10 @@ def planned_run(config, local_devices: int) -> PlannedRun:
     if whisper:
         model = kind.planned_model()
         if model is None:
-            raise ValueError("a Whisper plan needs the architecture: set init.whisper to a preset "
-                             f"({', '.join(presets.WHISPER)}) or init.whisper_dir")
+            raise ValueError(
+                "a Whisper plan needs the architecture: set init.whisper to a preset "
+                f"({', '.join(presets.WHISPER)}) or init.whisper_dir"
+            )
         kind.setup_model(model, 0)  # the padding id changes no shape
         source = f"{kind.init.whisper_dir}/config.json" if kind.init.whisper_dir else f"preset {kind.init.whisper}"
         vocabulary = f"{source} ({model.decoder.vocab_size} tokens)"
@@ -153,5 +168,13 @@ def planned_run(config, local_devices: int) -> PlannedRun:
         vocab, vocabulary = speech_vocabulary(config)
         kind.setup_model(vocab)
     pipeline, eval_pipeline = pipelines(kind, data, local_devices)
-    return PlannedRun(WHISPER if whisper else SPEECH_LLM, kind.model, kind.task, train, evaluation, pipeline,
-                      eval_pipeline, vocabulary)
+    return PlannedRun(
+        WHISPER if whisper else SPEECH_LLM,
+        kind.model,
+        kind.task,
+        train,
+        evaluation,
+        pipeline,
+        eval_pipeline,
+        vocabulary,
+    )

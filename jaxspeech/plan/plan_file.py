@@ -47,23 +47,57 @@ def _mesh_choice(result: SearchResult) -> dict[str, Any]:
     """Why the mesh and remat policy won, every candidate's state and traffic, and the estimates compared."""
     return {
         "why": result.why,
-        "candidates": [{"mesh": c.shape, "state_bytes_per_device": c.state, "params_bytes": c.params,
-                        "optimizer_bytes": c.optimizer, "gradient_bytes": c.gradients,
-                        "weight_traffic_bytes_per_step": c.traffic, **({"refused": c.refused} if c.refused else {})}
-                       for c in result.candidates],
-        "predictions": [{"mesh": p.cost.shape, "remat": p.policy, "batch": p.batch, "bytes_per_device": p.total,
-                         "step_seconds": p.step_seconds, "mfu": p.mfu} for p in result.predictions],
+        "candidates": [
+            {
+                "mesh": c.shape,
+                "state_bytes_per_device": c.state,
+                "params_bytes": c.params,
+                "optimizer_bytes": c.optimizer,
+                "gradient_bytes": c.gradients,
+                "weight_traffic_bytes_per_step": c.traffic,
+                **({"refused": c.refused} if c.refused else {}),
+            }
+            for c in result.candidates
+        ],
+        "predictions": [
+            {
+                "mesh": p.cost.shape,
+                "remat": p.policy,
+                "batch": p.batch,
+                "bytes_per_device": p.total,
+                "step_seconds": p.step_seconds,
+                "mfu": p.mfu,
+            }
+            for p in result.predictions
+        ],
     }
 
 
-def plan_record(*, config: str, sets: Sequence[str], topology: str, device_kind: str, devices: int, hosts: int,
-                headroom: float, capacity: int, run: PlannedRun, result: SearchResult, decode: Mapping | None,
-                seconds: float) -> dict[str, Any]:
+def plan_record(
+    *,
+    config: str,
+    sets: Sequence[str],
+    topology: str,
+    device_kind: str,
+    devices: int,
+    hosts: int,
+    headroom: float,
+    capacity: int,
+    run: PlannedRun,
+    result: SearchResult,
+    decode: Mapping | None,
+    seconds: float,
+) -> dict[str, Any]:
     """The JSON-ready plan."""
     buckets = []
     for b in result.buckets:
-        entry = {"frames": b.frames, "tokens": b.tokens, "clips": b.clips, "batch": b.batch,
-                 "compiles": [{"batch": batch, "bytes_per_device": total} for batch, total in b.compiles]}
+        entry = {
+            "frames": b.frames,
+            "tokens": b.tokens,
+            "clips": b.clips,
+            "batch": b.batch,
+            "compiles": [{"batch": batch, "bytes_per_device": total} for batch, total in b.compiles],
+        }
         if b.measure is not None:
             entry["memory_per_device"] = _memory(b.measure.memory)
             entry["compile_seconds"] = b.measure.compile_seconds
@@ -73,11 +107,23 @@ def plan_record(*, config: str, sets: Sequence[str], topology: str, device_kind:
             entry["refused"] = b.refused
         buckets.append(entry)
     return {
-        "version": VERSION, "config": config, "sets": list(sets), "topology": topology, "device_kind": device_kind,
-        "devices": devices, "hosts": hosts, "capacity_bytes_per_device": capacity, "headroom": headroom,
-        "mesh": result.mesh, "remat": result.remat, "mesh_choice": _mesh_choice(result), "vocabulary": run.vocabulary,
+        "version": VERSION,
+        "config": config,
+        "sets": list(sets),
+        "topology": topology,
+        "device_kind": device_kind,
+        "devices": devices,
+        "hosts": hosts,
+        "capacity_bytes_per_device": capacity,
+        "headroom": headroom,
+        "mesh": result.mesh,
+        "remat": result.remat,
+        "mesh_choice": _mesh_choice(result),
+        "vocabulary": run.vocabulary,
         "buckets": buckets,
-        "decode": decode, "notes": list(result.notes), "planning_seconds": seconds,
+        "decode": decode,
+        "notes": list(result.notes),
+        "planning_seconds": seconds,
         "settings": settings(run, result, hosts) if any(b.batch for b in result.buckets) else {},
     }
 

@@ -13,10 +13,20 @@ from jaxspeech.plan.search import MAX_ROWS_PER_DEVICE, search
 from jaxspeech.sharding.topology import host_count, tpu_topology
 
 
-def make_plan(config, *, config_name: str, sets: Sequence[str], topology: str, headroom: float = 0.1,
-              mesh: dict[str, int] | None = None, remat: str | None = None, buckets: Sequence[int] | None = None,
-              max_rows_per_device: int = MAX_ROWS_PER_DEVICE, decode: bool = True,
-              log: Callable[[str], None] = lambda _: None) -> dict:
+def make_plan(
+    config,
+    *,
+    config_name: str,
+    sets: Sequence[str],
+    topology: str,
+    headroom: float = 0.1,
+    mesh: dict[str, int] | None = None,
+    remat: str | None = None,
+    buckets: Sequence[int] | None = None,
+    max_rows_per_device: int = MAX_ROWS_PER_DEVICE,
+    decode: bool = True,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
     """The plan of ``config`` (a ConfigDict; ``config_name`` and ``sets`` are recorded) on TPU slice
     ``topology``; see ``search.search`` for ``mesh``, ``remat``, ``buckets`` and ``max_rows_per_device``."""
     start = time.perf_counter()
@@ -26,9 +36,29 @@ def make_plan(config, *, config_name: str, sets: Sequence[str], topology: str, h
     chip = chip_of(topology).per_device(len(devices) // chips_in(topology))
     hosts = host_count(devices)
     run = planned_run(config, len(devices) // hosts)
-    result = search(run, devices, chip, headroom=headroom, mesh_shape=mesh, remat=remat, buckets=buckets,
-                    max_rows_per_device=max_rows_per_device, log=log)
+    result = search(
+        run,
+        devices,
+        chip,
+        headroom=headroom,
+        mesh_shape=mesh,
+        remat=remat,
+        buckets=buckets,
+        max_rows_per_device=max_rows_per_device,
+        log=log,
+    )
     decoded = plan_decode(run.with_remat(result.remat), result, devices, log) if decode else None
-    return plan_record(config=config_name, sets=sets, topology=topology, device_kind=devices[0].device_kind,
-                       devices=len(devices), hosts=hosts, headroom=headroom, capacity=chip.hbm_bytes, run=run,
-                       result=result, decode=decoded, seconds=time.perf_counter() - start)
+    return plan_record(
+        config=config_name,
+        sets=sets,
+        topology=topology,
+        device_kind=devices[0].device_kind,
+        devices=len(devices),
+        hosts=hosts,
+        headroom=headroom,
+        capacity=chip.hbm_bytes,
+        run=run,
+        result=result,
+        decode=decoded,
+        seconds=time.perf_counter() - start,
+    )

@@ -36,8 +36,17 @@ from jaxspeech.plan.chips import GIB, Chip
 from jaxspeech.plan.estimate import StepEstimate, estimate_step
 from jaxspeech.plan.flops import StepFlops, row_flops
 from jaxspeech.plan.measure import CompilerOutOfMemory, StepMeasure, measure_step
-from jaxspeech.plan.mesh_choice import (MeshCost, Prediction, Probe, describe, explain, mesh_cost, mesh_shapes,
-                                        predict, refuse_oversized)
+from jaxspeech.plan.mesh_choice import (
+    MeshCost,
+    Prediction,
+    Probe,
+    describe,
+    explain,
+    mesh_cost,
+    mesh_shapes,
+    predict,
+    refuse_oversized,
+)
 from jaxspeech.plan.parts import PlannedRun
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.sharding.topology import host_count
@@ -92,8 +101,16 @@ class _Point:
 class _Search:
     """Compiles and batch search on one mesh; ``notes`` is shared by the searches of a plan."""
 
-    def __init__(self, run: PlannedRun, mesh: Mesh, chip: Chip, budget: float, max_rows_per_device: int,
-                 log: Callable[[str], None], notes: list[str]):
+    def __init__(
+        self,
+        run: PlannedRun,
+        mesh: Mesh,
+        chip: Chip,
+        budget: float,
+        max_rows_per_device: int,
+        log: Callable[[str], None],
+        notes: list[str],
+    ):
         self.run, self.mesh, self.chip, self.budget, self.log, self.notes = run, mesh, chip, budget, log, notes
         self.shards = batch_shards(mesh, run.train.sharding_rules)
         self.devices = mesh.size
@@ -101,12 +118,19 @@ class _Search:
 
     def shape(self, index: int, batch: int) -> BatchShape:
         p = self.run.pipeline
-        return BatchShape(batch_size=batch, clips=p.clips_per_row[index], frames=p.bucket_frames[index],
-                          tokens=p.max_tokens[index], n_mels=p.n_mels)
+        return BatchShape(
+            batch_size=batch,
+            clips=p.clips_per_row[index],
+            frames=p.bucket_frames[index],
+            tokens=p.max_tokens[index],
+            n_mels=p.n_mels,
+        )
 
     def compile(self, run: PlannedRun, index: int, batch: int) -> _Point:
-        self.log(f"compiling bucket {self.run.pipeline.bucket_frames[index]} frames at batch {batch} on "
-                 f"{describe(dict(self.mesh.shape))} ...")
+        self.log(
+            f"compiling bucket {self.run.pipeline.bucket_frames[index]} frames at batch {batch} on "
+            f"{describe(dict(self.mesh.shape))} ..."
+        )
         try:
             measure = measure_step(run, self.mesh, self.shape(index, batch))
         except CompilerOutOfMemory as refused:
@@ -145,8 +169,15 @@ class _Search:
             return base, (p1.total - base) / b1
         return fixed or 0.0, slope_guess or 0.0
 
-    def plan_bucket(self, run: PlannedRun, index: int, flops: StepFlops, first: _Point | None,
-                    fixed: float | None, slope_guess: float | None) -> tuple[BucketPlan, float, float]:
+    def plan_bucket(
+        self,
+        run: PlannedRun,
+        index: int,
+        flops: StepFlops,
+        first: _Point | None,
+        fixed: float | None,
+        slope_guess: float | None,
+    ) -> tuple[BucketPlan, float, float]:
         """(plan, fitted fixed part, fitted slope) of bucket ``index``."""
         points: dict[int, _Point] = {} if first is None else {first.batch: first}
         for _ in range(MAX_COMPILES):
@@ -172,16 +203,24 @@ class _Search:
         frames, tokens, clips = p.bucket_frames[index], p.max_tokens[index], p.clips_per_row[index]
         if not fitting:
             smallest = min(points)
-            reason = (f"needs {_gib(points[smallest].total)} per chip at the smallest batch ({smallest} rows, one per "
-                      f"batch shard), {self.chip.generation} has {self.chip.hbm_bytes / GIB:.0f} GiB "
-                      f"(budget {_gib(self.budget)} with the headroom)")
-            return BucketPlan(frames, tokens, clips, None, points[smallest].measure, None, tried, reason), fixed_fit, slope_fit
+            reason = (
+                f"needs {_gib(points[smallest].total)} per chip at the smallest batch ({smallest} rows, one per "
+                f"batch shard), {self.chip.generation} has {self.chip.hbm_bytes / GIB:.0f} GiB "
+                f"(budget {_gib(self.budget)} with the headroom)"
+            )
+            return (
+                BucketPlan(frames, tokens, clips, None, points[smallest].measure, None, tried, reason),
+                fixed_fit,
+                slope_fit,
+            )
         batch = max(fitting)
         measure = points[batch].measure
         estimate = estimate_step(measure, flops, self.chip, self.devices)
         capped = " (the cap on rows per chip)" if batch == self.max_batch else ""
         if capped:
-            self.notes.append(f"bucket {frames} frames: batch {batch} is the cap of rows per chip, not the memory limit")
+            self.notes.append(
+                f"bucket {frames} frames: batch {batch} is the cap of rows per chip, not the memory limit"
+            )
         return BucketPlan(frames, tokens, clips, batch, measure, estimate, tried), fixed_fit, slope_fit
 
 
@@ -199,8 +238,10 @@ def _row_weight(run: PlannedRun, index: int) -> float:
         enc_width, dec_width = encoder.d_model, model.llm.hidden_size
     else:
         enc_width, dec_width = model.encoder.d_model, model.decoder.d_model
-    return (p.clips_per_row[index] * p.bucket_frames[index] / 2 * enc_width * stacks["encoder"]
-            + p.max_tokens[index] * dec_width * stacks["decoder"])
+    return (
+        p.clips_per_row[index] * p.bucket_frames[index] / 2 * enc_width * stacks["encoder"]
+        + p.max_tokens[index] * dec_width * stacks["decoder"]
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,9 +254,18 @@ class _Choice:
     point: _Point | None  # the probe compile, when it ran on the chosen mesh
 
 
-def _choose(run: PlannedRun, costs: Sequence[MeshCost], devices: Sequence, chip: Chip, budget: float,
-            policies: Sequence[str], longest: int, max_rows_per_device: int, log: Callable[[str], None],
-            notes: list[str]) -> _Choice:
+def _choose(
+    run: PlannedRun,
+    costs: Sequence[MeshCost],
+    devices: Sequence,
+    chip: Chip,
+    budget: float,
+    policies: Sequence[str],
+    longest: int,
+    max_rows_per_device: int,
+    log: Callable[[str], None],
+    notes: list[str],
+) -> _Choice:
     """Probes remat policies on the least-state candidate of each tensor size (see the module
     docstring, step 2) and returns the best prediction."""
     ranked: list[Prediction] = []
@@ -228,8 +278,10 @@ def _choose(run: PlannedRun, costs: Sequence[MeshCost], devices: Sequence, chip:
             policy_run = run.with_remat(policy)
             point = searcher.compile(policy_run, longest, searcher.shards)
             if point.measure is None or point.total > budget:
-                notes.append(f"{describe(least.shape)}, remat {policy!r}: one row per batch shard of the longest "
-                             f"bucket needs {_gib(point.total)} per chip (budget {_gib(budget)})")
+                notes.append(
+                    f"{describe(least.shape)}, remat {policy!r}: one row per batch shard of the longest "
+                    f"bucket needs {_gib(point.total)} per chip (budget {_gib(budget)})"
+                )
                 continue
             flops = row_flops(policy_run, searcher.shape(longest, 1), policy)
             fixed, slope = _Search.one_point_line(point.measure)
@@ -237,8 +289,10 @@ def _choose(run: PlannedRun, costs: Sequence[MeshCost], devices: Sequence, chip:
             probe = Probe(policy, fixed - least.state, slope, hbm, flops)
             predictions = [predict(c, probe, chip, budget, len(devices), searcher.max_batch) for c in group]
             for p in sorted(predictions, key=lambda p: -p.mfu)[:3]:
-                log(f"  {describe(p.cost.shape)}, remat {policy!r}: about {p.batch} rows fit, estimated MFU "
-                    f"{100 * p.mfu:.0f} %")
+                log(
+                    f"  {describe(p.cost.shape)}, remat {policy!r}: about {p.batch} rows fit, estimated MFU "
+                    f"{100 * p.mfu:.0f} %"
+                )
             ranked += predictions
             probes[(policy, tensor)] = (probe, point, least)
             best = max(predictions, key=lambda p: p.mfu)
@@ -249,17 +303,28 @@ def _choose(run: PlannedRun, costs: Sequence[MeshCost], devices: Sequence, chip:
     ranked = sorted((p for p in ranked if p.batch), key=lambda p: (-p.mfu, p.cost.traffic))
     if not ranked:
         least = min((c for c in costs if not c.refused), key=lambda c: c.state)
-        raise PlanRefused(f"nothing fits on {chip.generation} ({chip.hbm_bytes / GIB:.0f} GiB per chip, budget "
-                          f"{_gib(budget)}), even on {describe(least.shape)} with one row per batch shard: "
-                          f"{'; '.join(notes)}")
+        raise PlanRefused(
+            f"nothing fits on {chip.generation} ({chip.hbm_bytes / GIB:.0f} GiB per chip, budget "
+            f"{_gib(budget)}), even on {describe(least.shape)} with one row per batch shard: "
+            f"{'; '.join(notes)}"
+        )
     best = ranked[0]
     probe, point, probed = probes[(best.policy, best.cost.tensor)]
     return _Choice(best, tuple(ranked), probe, point if probed is best.cost else None)
 
 
-def search(run: PlannedRun, devices: Sequence, chip: Chip, *, headroom: float, mesh_shape: dict[str, int] | None = None,
-           remat: str | None = None, buckets: Sequence[int] | None = None, max_rows_per_device: int = MAX_ROWS_PER_DEVICE,
-           log: Callable[[str], None] = lambda _: None) -> SearchResult:
+def search(
+    run: PlannedRun,
+    devices: Sequence,
+    chip: Chip,
+    *,
+    headroom: float,
+    mesh_shape: dict[str, int] | None = None,
+    remat: str | None = None,
+    buckets: Sequence[int] | None = None,
+    max_rows_per_device: int = MAX_ROWS_PER_DEVICE,
+    log: Callable[[str], None] = lambda _: None,
+) -> SearchResult:
     """Chooses the mesh, the remat policy and each bucket's batch of ``run`` on ``devices`` (see
     the module docstring). ``mesh_shape`` and ``remat`` fix those choices; ``buckets`` (frame
     lengths to plan; default all); ``max_rows_per_device`` caps batches."""
@@ -272,17 +337,24 @@ def search(run: PlannedRun, devices: Sequence, chip: Chip, *, headroom: float, m
     notes: list[str] = []
     p = run.pipeline
     one_row = BatchShape(1, p.clips_per_row[order[0]], frames[order[0]], p.max_tokens[order[0]], p.n_mels)
-    shapes = ([dict(make_mesh(mesh_shape, devices).shape)] if mesh_shape
-              else mesh_shapes(len(devices), host_count(devices), run.attention_heads))
+    shapes = (
+        [dict(make_mesh(mesh_shape, devices).shape)]
+        if mesh_shape
+        else mesh_shapes(len(devices), host_count(devices), run.attention_heads)
+    )
     log(f"laying out the train state on {len(shapes)} candidate mesh(es) ...")
-    layout = build_layout(run.task, Batch.abstract(one_row), run.train.optimizer, make_mesh(shapes[0], devices),
-                          run.train.sharding_rules)
+    layout = build_layout(
+        run.task, Batch.abstract(one_row), run.train.optimizer, make_mesh(shapes[0], devices), run.train.sharding_rules
+    )
     costs = refuse_oversized([mesh_cost(layout.on_mesh(make_mesh(s, devices))) for s in shapes], budget, chip)
     if all(c.refused for c in costs):
         least = min(costs, key=lambda c: c.state)
-        raise PlanRefused(f"{least.refused}, even on {describe(least.shape)}: use more chips, or train fewer parameters")
-    choice = _choose(run, costs, devices, chip, budget, [remat] if remat else POLICIES, order[0], max_rows_per_device,
-                     log, notes)
+        raise PlanRefused(
+            f"{least.refused}, even on {describe(least.shape)}: use more chips, or train fewer parameters"
+        )
+    choice = _choose(
+        run, costs, devices, chip, budget, [remat] if remat else POLICIES, order[0], max_rows_per_device, log, notes
+    )
     policy, run = choice.best.policy, run.with_remat(choice.best.policy)
     searcher = _Search(run, make_mesh(choice.best.cost.shape, devices), chip, budget, max_rows_per_device, log, notes)
     plans: dict[int, BucketPlan] = {}
@@ -291,10 +363,18 @@ def search(run: PlannedRun, devices: Sequence, chip: Chip, *, headroom: float, m
     for rank, index in enumerate(order):
         guess = slope * _row_weight(run, index) / longest_weight
         bucket_flops = choice.probe.flops if rank == 0 else row_flops(run, searcher.shape(index, 1), policy)
-        plan, bucket_fixed, bucket_slope = searcher.plan_bucket(run, index, bucket_flops,
-                                                                choice.point if rank == 0 else None, fixed, guess)
+        plan, bucket_fixed, bucket_slope = searcher.plan_bucket(
+            run, index, bucket_flops, choice.point if rank == 0 else None, fixed, guess
+        )
         if rank == 0:
             fixed, slope = bucket_fixed, bucket_slope
         plans[index] = plan
-    return SearchResult(dict(choice.best.cost.shape), policy, tuple(plans[i] for i in chosen), tuple(notes),
-                        explain(choice.best, choice.ranked, costs, run.attention_heads), tuple(costs), choice.ranked)
+    return SearchResult(
+        dict(choice.best.cost.shape),
+        policy,
+        tuple(plans[i] for i in chosen),
+        tuple(notes),
+        explain(choice.best, choice.ranked, costs, run.attention_heads),
+        tuple(costs),
+        choice.ranked,
+    )

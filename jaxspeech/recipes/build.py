@@ -117,11 +117,19 @@ class Run:
     def train_pipeline(self, process_index: int | None = None, process_count: int | None = None):
         """The training batches: the audio pipeline over ``data.train``, or the task's own."""
         if not self.reads_audio:
-            return self.kind.train_pipeline(self.manifest, self.pipeline.batch_size_multiple,
-                                            jax.process_index() if process_index is None else process_index,
-                                            jax.process_count() if process_count is None else process_count)
-        return DataPipeline(self.train_source(), self.pipeline, tokenize=self.kind.example_tokens(),
-                            process_index=process_index, process_count=process_count)
+            return self.kind.train_pipeline(
+                self.manifest,
+                self.pipeline.batch_size_multiple,
+                jax.process_index() if process_index is None else process_index,
+                jax.process_count() if process_count is None else process_count,
+            )
+        return DataPipeline(
+            self.train_source(),
+            self.pipeline,
+            tokenize=self.kind.example_tokens(),
+            process_index=process_index,
+            process_count=process_count,
+        )
 
     def example_batch(self):
         """An all-padding batch shaped like a training batch (one row; the parameter shapes and the
@@ -129,16 +137,22 @@ class Run:
         if not self.reads_audio:
             return self.kind.example_batch()
         pipeline = self.pipeline
-        return Batch.padding(BatchShape(1, pipeline.clips_per_row[0], pipeline.bucket_frames[0], pipeline.max_tokens[0],
-                                        pipeline.n_mels))
+        return Batch.padding(
+            BatchShape(1, pipeline.clips_per_row[0], pipeline.bucket_frames[0], pipeline.max_tokens[0], pipeline.n_mels)
+        )
 
     def eval_data(self, manifest: str, max_examples: int | None = None) -> DataPipeline:
         """The eval-bucket pipeline over ``manifest`` (its first ``max_examples`` records), single host."""
         source = ManifestSource([manifest])
         if max_examples is not None:
             source = FirstN(source, max_examples)
-        return DataPipeline(source, self.eval_pipeline, tokenize=self.kind.example_tokens(inference=True),
-                            process_index=0, process_count=1)
+        return DataPipeline(
+            source,
+            self.eval_pipeline,
+            tokenize=self.kind.example_tokens(inference=True),
+            process_index=0,
+            process_count=1,
+        )
 
     def lexicon_words(self) -> list[str] | None:
         """The words of ``eval.lexicon`` (None without one)."""
@@ -160,8 +174,11 @@ class Run:
         Speech LLM: all; a CTC encoder: ``ctc``; others: none); without any, the run's ``decoder()``
         under the name "" (so one ``eval`` section serves every stage of a staged config)."""
         lexicon = self.eval.lexicon
-        names = [name for name in self.eval.decoders if isinstance(self.kind, SpeechLLMKind)
-                 or (name == "ctc" and isinstance(self.kind, CTCEncoderKind))]
+        names = [
+            name
+            for name in self.eval.decoders
+            if isinstance(self.kind, SpeechLLMKind) or (name == "ctc" and isinstance(self.kind, CTCEncoderKind))
+        ]
         if not names:
             return {"": EvalDecoder(self.decoder(), lexicon)}
         decoders = {}
@@ -178,8 +195,9 @@ class Run:
         """Greedy decoding with the model's CTC head alone."""
         model = getattr(self.kind, "model", None)
         if not isinstance(model, SpeechLLMConfig) or not model.ctc_vocab_size:
-            raise ValueError("eval.decoders 'ctc' decodes with the CTC head: it needs a Speech-LLM model with "
-                             "model.ctc = True")
+            raise ValueError(
+                "eval.decoders 'ctc' decodes with the CTC head: it needs a Speech-LLM model with model.ctc = True"
+            )
         return CTCDecoder(model, self.tokenizer, getattr(getattr(self.kind, "task_config", None), "lora", None))
 
 
@@ -189,8 +207,14 @@ def pipelines(kind: TaskKind, data: DataConfig, local_devices: int) -> tuple[Pip
     values = dict(data.pipeline)
     # Host batches must split evenly over the local devices of the data-parallel mesh axes.
     values.setdefault("batch_size_multiple", local_devices)
-    eval_values = {**values, "shuffle": False, "num_epochs": 1, "drop_remainder": False, "batch_size_multiple": 1,
-                   **data.eval_pipeline}
+    eval_values = {
+        **values,
+        "shuffle": False,
+        "num_epochs": 1,
+        "drop_remainder": False,
+        "batch_size_multiple": 1,
+        **data.eval_pipeline,
+    }
     pipeline = dataclass_from_dict(PipelineConfig, kind.pipeline_values(values), "data.pipeline")
     eval_pipeline = dataclass_from_dict(PipelineConfig, kind.pipeline_values(eval_values), "data.eval_pipeline")
     kind.check_pipeline(pipeline, "data.pipeline")
@@ -231,12 +255,21 @@ def build(config, progress: bool = True, *, build_data: bool = True) -> Run:
     if build_data and data.build_corpus:
         build_corpus(data.dir, data.corpus, tokenizer_vocab=data.tokenizer_vocab, progress=progress)
     if not os.path.exists(tokenizer):
-        raise MissingFileError(tokenizer, "tokenizer not found: set data.tokenizer, or data.tokenizer_vocab with "
-                                          "data.build_corpus")
+        raise MissingFileError(
+            tokenizer, "tokenizer not found: set data.tokenizer, or data.tokenizer_vocab with data.build_corpus"
+        )
     kind.setup(tokenizer)
     pipeline, eval_pipeline = pipelines(kind, data, jax.local_device_count())
-    run = Run(config=config, kind=kind, data=data, train=train, eval=evaluation, pipeline=pipeline,
-              eval_pipeline=eval_pipeline, from_run=without_from_run(config)[1])
+    run = Run(
+        config=config,
+        kind=kind,
+        data=data,
+        train=train,
+        eval=evaluation,
+        pipeline=pipeline,
+        eval_pipeline=eval_pipeline,
+        from_run=without_from_run(config)[1],
+    )
     if build_data and run.reads_audio:
         kind.check_train_source(run.train_source())
     return run

@@ -95,16 +95,22 @@ class EvalConfig:
         for name in ("generation", "llm_generation"):
             generation = getattr(self, name)
             if generation.eos_ids or generation.pad_id:
-                raise ValueError(f"eval.{name}.eos_ids and pad_id come from the tokenizer: leave them out of the config")
+                raise ValueError(
+                    f"eval.{name}.eos_ids and pad_id come from the tokenizer: leave them out of the config"
+                )
         unknown_decoders = [name for name in self.decoders if name not in DECODERS]
         if unknown_decoders or len(set(self.decoders)) != len(self.decoders):
             raise ValueError(f"eval.decoders: expected distinct names of {DECODERS}, got {list(self.decoders)}")
         if self.llm_generation.ctc_weight:
-            raise ValueError(f"eval.llm_generation decodes with the LLM alone: ctc_weight must be 0, got "
-                             f"{self.llm_generation.ctc_weight}")
+            raise ValueError(
+                f"eval.llm_generation decodes with the LLM alone: ctc_weight must be 0, got "
+                f"{self.llm_generation.ctc_weight}"
+            )
         if self.dormancy_every < 0 or self.dormancy_examples < 1:
-            raise ValueError(f"eval.dormancy_every must be >= 0 and eval.dormancy_examples >= 1, got "
-                             f"{self.dormancy_every}, {self.dormancy_examples}")
+            raise ValueError(
+                f"eval.dormancy_every must be >= 0 and eval.dormancy_examples >= 1, got "
+                f"{self.dormancy_every}, {self.dormancy_examples}"
+            )
         unknown = sorted(set(self.metrics) - set(PER_SET_METRICS))
         if unknown:
             raise ValueError(f"unknown eval.metrics {unknown}; known: {sorted(PER_SET_METRICS)}")

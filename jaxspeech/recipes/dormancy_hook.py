@@ -43,16 +43,23 @@ def diagnostics_batch(run: Run, examples: int) -> Batch:
     as targets (the largest bucket, one clip per row; rejected utterances and padding rows left out)."""
     eval_pipeline = run.eval_pipeline
     config = dataclasses.replace(
-        eval_pipeline, bucket_frames=eval_pipeline.bucket_frames[-1:], max_tokens=eval_pipeline.max_tokens[-1:],
-        clips_per_row=1, bucket_rows=(examples,), num_workers=0)
+        eval_pipeline,
+        bucket_frames=eval_pipeline.bucket_frames[-1:],
+        max_tokens=eval_pipeline.max_tokens[-1:],
+        clips_per_row=1,
+        bucket_rows=(examples,),
+        num_workers=0,
+    )
     source = FirstN(ManifestSource([run.manifest(run.data.eval_sets[0])]), examples)
     pipeline = DataPipeline(source, config, tokenize=run.kind.example_tokens(), process_index=0, process_count=1)
     with pipeline.iterator() as batches:
         batch = next(batches).batch
     real = np.asarray(batch.example_ids)[:, 0] >= 0
     if not real.any():
-        raise ValueError(f"eval.dormancy_every: none of the first {examples} utterances of "
-                         f"{run.manifest(run.data.eval_sets[0])} fits a batch")
+        raise ValueError(
+            f"eval.dormancy_every: none of the first {examples} utterances of "
+            f"{run.manifest(run.data.eval_sets[0])} fits a batch"
+        )
     return jax.tree.map(lambda x: None if x is None else np.asarray(x)[real], batch)
 
 
@@ -61,17 +68,25 @@ def _rms_ratio(config: SpeechLLMConfig, params: dict, batch: dict, lora: LoraCon
     return embedding_rms_ratio(config, params, batch, lora)["mean_ratio"]
 
 
-def dormancy_metrics(config: SpeechLLMConfig, params: dict, batch: Batch, lora: LoraConfig | None = None
-                     ) -> dict[str, float]:
+def dormancy_metrics(
+    config: SpeechLLMConfig, params: dict, batch: Batch, lora: LoraConfig | None = None
+) -> dict[str, float]:
     """The ``dormancy/*`` scalars (module docstring) of ``params`` (without the "params" level) on ``batch``."""
     variables = {"params": params}
-    fields = {"tokens": batch.tokens, "segment_ids": batch.segment_ids, "features": batch.features,
-              "feature_lengths": batch.feature_lengths}
+    fields = {
+        "tokens": batch.tokens,
+        "segment_ids": batch.segment_ids,
+        "features": batch.features,
+        "feature_lengths": batch.feature_lengths,
+    }
     ratio = _rms_ratio(config, variables, fields, lora)
     mass = attention_mass(config, variables, fields, np.asarray(batch.loss_mask), lora=lora)
     ratio, audio, instruction = jax.device_get((ratio, mass["audio"], mass["instruction"]))
-    metrics = {f"{PREFIX}audio_text_rms_ratio": float(ratio), f"{PREFIX}attention_on_audio": float(np.mean(audio)),
-               f"{PREFIX}attention_on_instruction": float(np.mean(instruction))}
+    metrics = {
+        f"{PREFIX}audio_text_rms_ratio": float(ratio),
+        f"{PREFIX}attention_on_audio": float(np.mean(audio)),
+        f"{PREFIX}attention_on_instruction": float(np.mean(instruction)),
+    }
     metrics.update({f"{PREFIX}attention_on_audio/layer_{i}": float(value) for i, value in enumerate(audio)})
     return metrics
 
@@ -98,8 +113,10 @@ def dormancy_hooks(run: Run) -> list[DormancyDiagnostics]:
     if not every:
         return []
     if not isinstance(run.kind, SpeechLLMKind):
-        log.info("eval.dormancy_every: a %s run has no audio tokens in an LLM; no dormancy diagnostics",
-                 type(run.kind).__name__)
+        log.info(
+            "eval.dormancy_every: a %s run has no audio tokens in an LLM; no dormancy diagnostics",
+            type(run.kind).__name__,
+        )
         return []
     batch = diagnostics_batch(run, run.eval.dormancy_examples)
     return [DormancyDiagnostics(run.kind.model, batch, every, run.kind.task_config.lora)]

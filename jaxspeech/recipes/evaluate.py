@@ -30,17 +30,31 @@ from jaxspeech.recipes.word_list import read_words
 from jaxspeech.tasks.kinds import Decoder
 
 
-def decode_manifest(run: Run, decoders: Mapping[str, tuple[Decoder, Any]], manifest: str, *,
-                    max_examples: int | None = None, progress: bool = True,
-                    seconds: dict[str, float] | None = None) -> dict[str, list[dict]]:
+def decode_manifest(
+    run: Run,
+    decoders: Mapping[str, tuple[Decoder, Any]],
+    manifest: str,
+    *,
+    max_examples: int | None = None,
+    progress: bool = True,
+    seconds: dict[str, float] | None = None,
+) -> dict[str, list[dict]]:
     """{decoder name: [{...record fields, id, reference, hypothesis}]} for the examples of
     ``manifest``, each batch read once and decoded by every one of ``decoders`` (name ->
     (decoder, ``decoder.prepare(params)``)); rejected audio gives ``{"id", "reference": "",
     "hypothesis": "", "rejected": reason}``. ``seconds``, when given, gains each decoder's time."""
     pipeline = run.eval_data(manifest, max_examples)
     results: dict[str, list[dict]] = {name: [] for name in decoders}
-    with pipeline.iterator() as batches, tqdm(total=len(pipeline.source), unit="utt", leave=False,
-                                              desc=f"decoding {os.path.basename(manifest)}", disable=not progress) as bar:
+    with (
+        pipeline.iterator() as batches,
+        tqdm(
+            total=len(pipeline.source),
+            unit="utt",
+            leave=False,
+            desc=f"decoding {os.path.basename(manifest)}",
+            disable=not progress,
+        ) as bar,
+    ):
         for host_batch in batches:
             for name, (decoder, prepared) in decoders.items():
                 start = time.perf_counter()
@@ -49,10 +63,13 @@ def decode_manifest(run: Run, decoders: Mapping[str, tuple[Decoder, Any]], manif
                     seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
                 for meta in host_batch.metadata:
                     record = pipeline.source[meta["example_id"]]
-                    results[name].append({**record, "id": meta["id"], "reference": meta["text"],
-                                          "hypothesis": hypotheses[meta["row"]]})
-                results[name] += [{"id": reject.id, "reference": "", "hypothesis": "", "rejected": reject.reason}
-                                  for reject in host_batch.rejects]
+                    results[name].append(
+                        {**record, "id": meta["id"], "reference": meta["text"], "hypothesis": hypotheses[meta["row"]]}
+                    )
+                results[name] += [
+                    {"id": reject.id, "reference": "", "hypothesis": "", "rejected": reject.reason}
+                    for reject in host_batch.rejects
+                ]
             bar.update(len(host_batch.metadata))
     return results
 
@@ -70,7 +87,8 @@ def check_open_vocab_lexicon(run: Run, manifest: str, decoder_name: str, lexicon
         raise ValueError(
             f"{manifest} is an open-vocabulary set, but decoder {decoder_name or 'of eval.generation'} would decode it "
             f"with eval.lexicon {lexicon!r}, which holds {len(leaked)} of its held-out words (e.g. {leaked[:3]}): use "
-            "a lexicon without them (the training transcripts, 'train') or none")
+            "a lexicon without them (the training transcripts, 'train') or none"
+        )
 
 
 def score(decoded: list[dict], name: str, metrics=("wer", "cer")) -> dict[str, ErrorRateResult]:
@@ -94,9 +112,15 @@ def _set_name(name: str) -> str:
     return os.path.splitext(os.path.basename(name))[0]
 
 
-def evaluate_sets(run: Run, params: Mapping[str, Any], workdir: str, *, progress: bool = True,
-                  decoders: Mapping[str, EvalDecoder] | None = None,
-                  seconds: dict[str, float] | None = None) -> dict[str, ErrorRateResult]:
+def evaluate_sets(
+    run: Run,
+    params: Mapping[str, Any],
+    workdir: str,
+    *,
+    progress: bool = True,
+    decoders: Mapping[str, EvalDecoder] | None = None,
+    seconds: dict[str, float] | None = None,
+) -> dict[str, ErrorRateResult]:
     """Decodes every ``data.eval_sets`` manifest with each of ``decoders`` (default:
     ``run.decoders()``), writes ``<workdir>/eval/<set>[.<decoder>].jsonl`` and returns the scores
     (keyed ``<set>[/<decoder>]...``). ``params`` is the parameter tree without the "params" level;
@@ -111,8 +135,9 @@ def evaluate_sets(run: Run, params: Mapping[str, Any], workdir: str, *, progress
         for decoder_name, decoder in decoders.items():
             check_open_vocab_lexicon(run, manifest, decoder_name, decoder.lexicon)
         decode_seconds: dict[str, float] = {}
-        decoded_by = decode_manifest(run, prepared, manifest, max_examples=run.eval.max_examples, progress=progress,
-                                     seconds=decode_seconds)
+        decoded_by = decode_manifest(
+            run, prepared, manifest, max_examples=run.eval.max_examples, progress=progress, seconds=decode_seconds
+        )
         for decoder_name, decoded in decoded_by.items():
             label = _set_name(name) + (f"/{decoder_name}" if decoder_name else "")
             if seconds is not None:
@@ -120,17 +145,31 @@ def evaluate_sets(run: Run, params: Mapping[str, Any], workdir: str, *, progress
             set_scores = score(decoded, label, run.eval.metrics)
             by_id = {e.id: e for e in set_scores[next(iter(set_scores))].examples} if set_scores else {}
             file = os.path.basename(name) + (f".{decoder_name}" if decoder_name else "")
-            write_per_example_jsonl(os.path.join(out_dir, f"{file}.jsonl"), [
-                {**{k: v for k, v in d.items() if k not in ("reference", "hypothesis")}, **example_record(by_id[d["id"]])}
-                if d["id"] in by_id else d for d in decoded
-            ])
+            write_per_example_jsonl(
+                os.path.join(out_dir, f"{file}.jsonl"),
+                [
+                    {
+                        **{k: v for k, v in d.items() if k not in ("reference", "hypothesis")},
+                        **example_record(by_id[d["id"]]),
+                    }
+                    if d["id"] in by_id
+                    else d
+                    for d in decoded
+                ],
+            )
             scores.update(set_scores)
     return scores
 
 
-def evaluate_run(run: Run, params: Mapping[str, Any], workdir: str, *, progress: bool = True,
-                 decoders: Mapping[str, EvalDecoder] | None = None,
-                 seconds: dict[str, float] | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run: Run,
+    params: Mapping[str, Any],
+    workdir: str,
+    *,
+    progress: bool = True,
+    decoders: Mapping[str, EvalDecoder] | None = None,
+    seconds: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """The run's scores after training: ``evaluate_sets``, or the task's own held-out scores."""
     if not run.reads_audio:
         return dict(run.kind.held_out_scores(params, run.manifest))
@@ -147,15 +186,24 @@ def during_training(run: Run) -> Callable[[Any, int], dict[str, float]]:
     ``eval.during_training_examples`` of the first eval set, logged as ``eval/<set>_<METRIC>`` (a task
     that owns its data: its held-out scores)."""
     if not run.reads_audio:
-        return lambda params, step: {key.replace(" ", "_"): headline(result)
-                                     for key, result in run.kind.held_out_scores(params, run.manifest).items()}
+        return lambda params, step: {
+            key.replace(" ", "_"): headline(result)
+            for key, result in run.kind.held_out_scores(params, run.manifest).items()
+        }
     name = run.data.eval_sets[0]
     decoder = run.decoder()
 
     def eval_fn(params, step: int) -> dict[str, float]:
-        decoded = decode_manifest(run, {"": (decoder, decoder.prepare(params))}, run.manifest(name),
-                                  max_examples=run.eval.during_training_examples, progress=False)[""]
-        return {key.replace(" ", "_"): result.rate for key, result in score(decoded, _set_name(name),
-                                                                            run.eval.metrics).items()}
+        decoded = decode_manifest(
+            run,
+            {"": (decoder, decoder.prepare(params))},
+            run.manifest(name),
+            max_examples=run.eval.during_training_examples,
+            progress=False,
+        )[""]
+        return {
+            key.replace(" ", "_"): result.rate
+            for key, result in score(decoded, _set_name(name), run.eval.metrics).items()
+        }
 
     return eval_fn

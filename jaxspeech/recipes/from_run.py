@@ -49,7 +49,9 @@ def parse_from_run(value: Any) -> tuple[Take, ...]:
     if isinstance(value, str) and value:
         return (Take("", value, ""),)
     if not isinstance(value, Mapping) or not value:
-        raise ConfigError("init.from_run", f"expected a run folder or a mapping {{subtree: 'RUN[:SUBTREE]'}}, got {value!r}")
+        raise ConfigError(
+            "init.from_run", f"expected a run folder or a mapping {{subtree: 'RUN[:SUBTREE]'}}, got {value!r}"
+        )
     takes = []
     for target, spec in value.items():
         if not isinstance(spec, str) or not spec:
@@ -68,7 +70,7 @@ def _subtree(flat: Mapping[str, Any], path: str) -> dict[str, Any]:
     """{relative path: value} of the parameters under ``path`` ("" = all)."""
     if not path:
         return dict(flat)
-    return {name[len(path) + 1:]: value for name, value in flat.items() if name.startswith(path + "/")}
+    return {name[len(path) + 1 :]: value for name, value in flat.items() if name.startswith(path + "/")}
 
 
 def _children(flat: Mapping[str, Any], parent: str) -> list[str]:
@@ -115,8 +117,9 @@ class FromRuns:
     def load(self) -> dict[str, Any]:
         """The parameters (numpy, nested, without the "params" level) at their target paths."""
         parts = self._checkpoint_parts()
-        pretrained = self.pretrained if parts is None else (
-            dataclasses.replace(self.pretrained, parts=parts) if parts else None)
+        pretrained = (
+            self.pretrained if parts is None else (dataclasses.replace(self.pretrained, parts=parts) if parts else None)
+        )
         placed = traverse_util.flatten_dict(pretrained.load(), sep="/") if pretrained is not None else {}
         params_of: dict[str, dict[str, Any]] = {}
         for take in self.takes:
@@ -125,10 +128,16 @@ class FromRuns:
             subtree = _subtree(params_of[take.run], take.source)
             if not subtree:
                 parent = take.source.rpartition("/")[0]
-                raise ConfigError("init.from_run", f"the parameters of {take.run} have no subtree {take.source!r}; "
-                                 f"{parent + ' has' if parent else 'they have'} {_children(params_of[take.run], parent)}")
-            placed = {name: value for name, value in placed.items()
-                      if not (not take.target or name == take.target or name.startswith(take.target + "/"))}
+                raise ConfigError(
+                    "init.from_run",
+                    f"the parameters of {take.run} have no subtree {take.source!r}; "
+                    f"{parent + ' has' if parent else 'they have'} {_children(params_of[take.run], parent)}",
+                )
+            placed = {
+                name: value
+                for name, value in placed.items()
+                if not (not take.target or name == take.target or name.startswith(take.target + "/"))
+            }
             for name, value in subtree.items():
                 placed["/".join(p for p in (take.target, name) if p)] = value
         return traverse_util.unflatten_dict(placed, sep="/")

@@ -95,7 +95,12 @@ class WhisperTranscriber:
         self.window = self.config.encoder.max_frames * HOP_LENGTH
         self.stride = int(self.window * stride_fraction)
         self._generate = make_generate_fn(
-            self.config, self.generation, language=language, task=task, num_beams=num_beams, max_new_tokens=max_new_tokens
+            self.config,
+            self.generation,
+            language=language,
+            task=task,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
         )
         self._end_ids = {self.generation.eos_token_id, self.generation.pad_token_id}
 

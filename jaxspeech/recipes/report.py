@@ -21,19 +21,25 @@ def perplexity_table(results: Mapping[str, PerplexityResult]) -> str:
 
 
 DECODER_TITLES = {"llm": "LLM alone", "ctc": "CTC head alone", "joint": "joint"}
-DECODER_NOTES = {"llm": "eval.llm_generation, no CTC scores, no lexicon", "ctc": "greedy",
-                 "joint": "eval.generation with eval.lexicon"}
-DORMANCY_COLUMNS = {"dormancy/audio_text_rms_ratio": "audio/text embedding RMS",
-                    "dormancy/attention_on_audio": "LLM attention on audio",
-                    "dormancy/attention_on_instruction": "LLM attention on instruction"}
+DECODER_NOTES = {
+    "llm": "eval.llm_generation, no CTC scores, no lexicon",
+    "ctc": "greedy",
+    "joint": "eval.generation with eval.lexicon",
+}
+DORMANCY_COLUMNS = {
+    "dormancy/audio_text_rms_ratio": "audio/text embedding RMS",
+    "dormancy/attention_on_audio": "LLM attention on audio",
+    "dormancy/attention_on_instruction": "LLM attention on instruction",
+}
 VOICE_GROUPS = (("", "all"), ("/train_voices", "training voices"), ("/held_out_voice", "held-out voice"))
 
 
 def decoder_table(word: Mapping[str, ErrorRateResult], decoders: Sequence[str]) -> str:
     """A Markdown table of WER % with one row per eval set and voice group and one column per decoder,
     from results keyed ``<set>/<decoder>[/train_voices|/held_out_voice]``; "" when none match."""
-    sets = list(dict.fromkeys(key.split("/")[0] for key in word if key.count("/") >= 1
-                              and key.split("/")[1] in decoders))
+    sets = list(
+        dict.fromkeys(key.split("/")[0] for key in word if key.count("/") >= 1 and key.split("/")[1] in decoders)
+    )
     rows = []
     for name in sets:
         for suffix, group in VOICE_GROUPS:
@@ -88,9 +94,14 @@ def write_report(
     held_out = {k.removesuffix(" PPL"): v for k, v in scores.items() if isinstance(v, PerplexityResult)}
     comparison = decoder_table(word, decoders)
     if comparison:
-        lines += ["Word error rates by decoder (" + "; ".join(f"{DECODER_TITLES.get(d, d)}: {DECODER_NOTES[d]}"
-                                                           for d in decoders if d in DECODER_NOTES) + "):", "",
-                  comparison, ""]
+        lines += [
+            "Word error rates by decoder ("
+            + "; ".join(f"{DECODER_TITLES.get(d, d)}: {DECODER_NOTES[d]}" for d in decoders if d in DECODER_NOTES)
+            + "):",
+            "",
+            comparison,
+            "",
+        ]
     if word:
         lines += [wer_table(word), ""]
     if char:
@@ -100,8 +111,19 @@ def write_report(
     lines += ["## Timings", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in timings.items()]
     lines += ["", "## Training throughput (last logging window)", "", "| metric | value |", "|---|---:|"]
-    for name in ("train/steps_per_s", "train/examples_per_s", "train/audio_seconds_per_s", "train/tokens_per_s",
-                 "train/mfu", "train/flops_per_step", "train/step_memory_bytes", "train/loss", "train/token_accuracy", "train/nll", "train/ctc_loss"):
+    for name in (
+        "train/steps_per_s",
+        "train/examples_per_s",
+        "train/audio_seconds_per_s",
+        "train/tokens_per_s",
+        "train/mfu",
+        "train/flops_per_step",
+        "train/step_memory_bytes",
+        "train/loss",
+        "train/token_accuracy",
+        "train/nll",
+        "train/ctc_loss",
+    ):
         if name in train_metrics:
             lines.append(f"| {name.removeprefix('train/')} | {train_metrics[name]:.4g} |")
     if "train/steps_per_s" in train_metrics and train_metrics["train/steps_per_s"] > 0:
@@ -109,11 +131,17 @@ def write_report(
     lines += [""]
     dormancy = dormancy_table(read_log(workdir)) if os.path.exists(os.path.join(workdir, LOG_FILENAME)) else ""
     if dormancy:
-        lines += ["## Does the LLM read the audio? (dormancy diagnostics during training)", "",
-                  "On the first eval examples, teacher-forced on their transcripts: RMS of the audio embeddings "
-                  "entering the LLM over that of the text embeddings, and the share of the LLM's self-attention "
-                  "(mean over layers and heads) from the positions predicting the transcript onto the audio "
-                  "tokens and onto the instruction.", "", dormancy, ""]
+        lines += [
+            "## Does the LLM read the audio? (dormancy diagnostics during training)",
+            "",
+            "On the first eval examples, teacher-forced on their transcripts: RMS of the audio embeddings "
+            "entering the LLM over that of the text embeddings, and the share of the LLM's self-attention "
+            "(mean over layers and heads) from the positions predicting the transcript onto the audio "
+            "tokens and onto the instruction.",
+            "",
+            dormancy,
+            "",
+        ]
     for note in notes:
         lines += [note, ""]
     if plots:

@@ -20,11 +20,17 @@ def restore(workdir: str, *, progress: bool = False) -> tuple[Run, dict, int]:
     """(run, params, step) of the newest readable checkpoint in ``workdir``."""
     run = build(load_config(workdir), progress, build_data=False)  # reopening a run never synthesises data
     train_config = run.train
-    layout = build_layout(run.task, run.example_batch(), train_config.optimizer,
-                          make_mesh({"data": 1}, jax.devices()[:1]), train_config.sharding_rules)
+    layout = build_layout(
+        run.task,
+        run.example_batch(),
+        train_config.optimizer,
+        make_mesh({"data": 1}, jax.devices()[:1]),
+        train_config.sharding_rules,
+    )
     # Read-only: reopening a run never moves or writes anything under its checkpoints.
-    checkpointer = Checkpointer(os.path.join(workdir, train_config.checkpoint.subdir), train_config.checkpoint,
-                                read_only=True)
+    checkpointer = Checkpointer(
+        os.path.join(workdir, train_config.checkpoint.subdir), train_config.checkpoint, read_only=True
+    )
     try:
         # Only the parameters: the optimizer state's layout may differ between versions.
         restored = checkpointer.restore_latest({"params": layout.abstract["params"]}, with_data=False, partial=True)

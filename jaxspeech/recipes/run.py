@@ -82,8 +82,9 @@ def write_pretrained(run: Run, workdir: str, mesh) -> State | None:
     start = starting_point(run)
     if start is None:
         return None
-    return write_step0_checkpoint(run, workdir, mesh, start.load, start.source, fresh=start.fresh,
-                                  subtrees=getattr(start, "subtrees", None))
+    return write_step0_checkpoint(
+        run, workdir, mesh, start.load, start.source, fresh=start.fresh, subtrees=getattr(start, "subtrees", None)
+    )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
@@ -118,9 +119,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         keep_run_files(run, config, workdir)
     trained = time.monotonic()
     initialised_from = weights.source if weights is not None else run.kind.init_source
-    notes = [f"Initialised from {initialised_from}.",
-             f"Stopped at step {result.step} ({result.stop_reason}).", *run.kind.notes(),
-             *run.kind.after_training(result.state["params"], workdir)]
+    notes = [
+        f"Initialised from {initialised_from}.",
+        f"Stopped at step {result.step} ({result.stop_reason}).",
+        *run.kind.notes(),
+        *run.kind.after_training(result.state["params"], workdir),
+    ]
     exported = time.monotonic()
     decode_seconds: dict[str, float] = {}
     scores = evaluate_run(run, result.state["params"], workdir, progress=progress, seconds=decode_seconds)
@@ -132,10 +136,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     if exported - trained > 0.05:
         timings["after training (export)"] = exported - trained
     timings.update({"evaluation": evaluated - exported, **decode_seconds, "total": evaluated - start})
-    report = write_report(workdir, title=f"jaxspeech run: {os.path.basename(os.path.abspath(workdir))}",
-                          config=plain(config), timings=timings, train_metrics=result.last_train_metrics,
-                          scores=scores, plots=plot_learning_curves(workdir), notes=notes,
-                          decoders=run.eval.decoders)
-    return {"scores": {k: headline(v) for k, v in scores.items()}, "timings": timings, "report": report,
-            "step": result.step, "stop_reason": result.stop_reason, "trained_seconds": result.trained_seconds,
-            "initialised_from": initialised_from}
+    report = write_report(
+        workdir,
+        title=f"jaxspeech run: {os.path.basename(os.path.abspath(workdir))}",
+        config=plain(config),
+        timings=timings,
+        train_metrics=result.last_train_metrics,
+        scores=scores,
+        plots=plot_learning_curves(workdir),
+        notes=notes,
+        decoders=run.eval.decoders,
+    )
+    return {
+        "scores": {k: headline(v) for k, v in scores.items()},
+        "timings": timings,
+        "report": report,
+        "step": result.step,
+        "stop_reason": result.stop_reason,
+        "trained_seconds": result.trained_seconds,
+        "initialised_from": initialised_from,
+    }

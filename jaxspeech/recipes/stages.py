@@ -73,8 +73,10 @@ def _resolve_from_run(value: Any, earlier: list[str], names: list[str], workdir:
     def folder(spec: str) -> str:
         run, colon, subtree = spec.partition(":")
         if run in names and run not in earlier:
-            raise ConfigError(f"{where}.init.from_run", f"names stage {run!r}, which does not come before it "
-                                                        f"(earlier stages: {earlier})")
+            raise ConfigError(
+                f"{where}.init.from_run",
+                f"names stage {run!r}, which does not come before it (earlier stages: {earlier})",
+            )
         return (os.path.normpath(os.path.join(workdir, run)) if run in earlier else run) + colon + subtree
 
     if isinstance(value, str):
@@ -134,8 +136,11 @@ def _finished(folder: str, config: ml_collections.ConfigDict) -> dict[str, Any] 
     now, then = _what_counts(config), _what_counts(summary["config"])
     if then != now:
         changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
-        raise UsageError(path, f"this stage finished with another config (sections {changed} differ); train into a "
-                               f"new workdir, or delete {folder} to train the stage again")
+        raise UsageError(
+            path,
+            f"this stage finished with another config (sections {changed} differ); train into a "
+            f"new workdir, or delete {folder} to train the stage again",
+        )
     return summary
 
 
@@ -145,19 +150,35 @@ def _scores(scores: Mapping[str, float]) -> str:
 
 def write_stages_report(workdir: str, summaries: list[dict[str, Any]]) -> str:
     """``<workdir>/report.md``: a table of the stages, then a section per stage; returns its path."""
-    lines = [f"# jaxspeech staged run: {os.path.basename(os.path.abspath(workdir))}", "", "## Stages", "",
-             "| stage | task | steps | stopped | training s | total s | scores |", "|---|---|---:|---|---:|---:|---|"]
+    lines = [
+        f"# jaxspeech staged run: {os.path.basename(os.path.abspath(workdir))}",
+        "",
+        "## Stages",
+        "",
+        "| stage | task | steps | stopped | training s | total s | scores |",
+        "|---|---|---:|---|---:|---:|---|",
+    ]
     for s in summaries:
-        lines.append(f"| {s['name']} | {s['kind']} | {s['step']} | {s['stop_reason']} | {s['trained_seconds']:.1f} | "
-                     f"{s['timings']['total']:.1f} | {_scores(s['scores'])} |")
+        lines.append(
+            f"| {s['name']} | {s['kind']} | {s['step']} | {s['stop_reason']} | {s['trained_seconds']:.1f} | "
+            f"{s['timings']['total']:.1f} | {_scores(s['scores'])} |"
+        )
     for s in summaries:
-        lines += ["", f"## Stage {s['name']} ({s['kind']})", "",
-                  f"Initialised from {s['initialised_from']}.", "",
-                  f"{s['step']} steps, stopped by {s['stop_reason']}, {s['trained_seconds']:.1f} s of training "
-                  f"(compilation excluded, every start of the stage counted).", "",
-                  "| score | value |", "|---|---:|"]
-        lines += [f"| {k} | {v:.3f} |" if k.endswith(" PPL") else f"| {k} | {100 * v:.2f} % |"
-                  for k, v in s["scores"].items()]
+        lines += [
+            "",
+            f"## Stage {s['name']} ({s['kind']})",
+            "",
+            f"Initialised from {s['initialised_from']}.",
+            "",
+            f"{s['step']} steps, stopped by {s['stop_reason']}, {s['trained_seconds']:.1f} s of training "
+            f"(compilation excluded, every start of the stage counted).",
+            "",
+            "| score | value |",
+            "|---|---:|",
+        ]
+        lines += [
+            f"| {k} | {v:.3f} |" if k.endswith(" PPL") else f"| {k} | {100 * v:.2f} % |" for k, v in s["scores"].items()
+        ]
         lines += ["", f"Its report: [{s['name']}/report.md]({s['name']}/report.md)"]
     path = os.path.join(workdir, "report.md")
     with open(path, "w", encoding="utf-8") as f:
@@ -165,8 +186,9 @@ def write_stages_report(workdir: str, summaries: list[dict[str, Any]]) -> str:
     return path
 
 
-def train_stages(config: Mapping[str, Any], workdir: str, train_one: Callable[..., dict[str, Any]], *,
-                 progress: bool = True) -> dict[str, Any]:
+def train_stages(
+    config: Mapping[str, Any], workdir: str, train_one: Callable[..., dict[str, Any]], *, progress: bool = True
+) -> dict[str, Any]:
     """Trains and evaluates every stage in order (see the module docstring) with ``train_one(config,
     folder, progress=...)`` (``run.train_and_evaluate``, which calls this for a staged config); returns
     the last stage's summary with ``"stages"`` (every stage's) and ``"report"`` the job's."""
@@ -177,8 +199,12 @@ def train_stages(config: Mapping[str, Any], workdir: str, train_one: Callable[..
         folder = os.path.join(workdir, name)
         summary = _finished(folder, stage_config)
         if summary is None:
-            summary = {"name": name, "kind": kind_name(stage_config), "config": plain(stage_config),
-                       **train_one(stage_config, folder, progress=progress)}
+            summary = {
+                "name": name,
+                "kind": kind_name(stage_config),
+                "config": plain(stage_config),
+                **train_one(stage_config, folder, progress=progress),
+            }
             with open(os.path.join(folder, STAGE_JSON), "w") as f:
                 json.dump(summary, f, indent=2)
         summaries.append(summary)

@@ -29,8 +29,11 @@ class SpeechLLMTranscriber:
     def __init__(self, workdir: str, *, num_beams: int = 1, max_new_tokens: int | None = None, batch_size: int = 8):
         run, params, self.step = restore(workdir)
         if not isinstance(run.kind, SpeechLLMKind):
-            raise UsageError(workdir, f"is not a Speech-LLM run; a Whisper run's model is {workdir}/whisper_hf "
-                                      "(jaxspeech transcribe --whisper-dir)")
+            raise UsageError(
+                workdir,
+                f"is not a Speech-LLM run; a Whisper run's model is {workdir}/whisper_hf "
+                "(jaxspeech transcribe --whisper-dir)",
+            )
         generation = run.eval.generation
         if num_beams > 1 or max_new_tokens:
             changes = {"method": "beam" if num_beams > 1 else generation.method, "num_beams": max(num_beams, 1)}
@@ -71,8 +74,17 @@ class SpeechLLMTranscriber:
                 prompt = self.prompts({"text": ""}, (n,)).tokens
                 tokens[row, : len(prompt)], segments[row, : len(prompt)] = prompt, 1
             config, params = self.decoding
-            out = generate_from_audio(config, params, tokens, segments, feats, lengths, self.gen, lexicon=self.lexicon,
-                                      active=np.arange(rows) < len(group))
+            out = generate_from_audio(
+                config,
+                params,
+                tokens,
+                segments,
+                feats,
+                lengths,
+                self.gen,
+                lexicon=self.lexicon,
+                active=np.arange(rows) < len(group),
+            )
             ids, counts = jax.device_get((out.tokens, out.lengths))
             for row, index in enumerate(group):
                 eos = set(self.gen.eos_ids)

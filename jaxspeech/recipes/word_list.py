@@ -32,7 +32,9 @@ def read_words(spec: str, manifest: Callable[[str], str]) -> list[str]:
     else:
         path = manifest(spec)
         if not os.path.isfile(path):
-            raise MissingFileError("eval.lexicon", f"{spec!r} is neither a word-list file nor a data set ({path} not found)")
+            raise MissingFileError(
+                "eval.lexicon", f"{spec!r} is neither a word-list file nor a data set ({path} not found)"
+            )
         with open(path, encoding="utf-8") as f:
             words = {word for line in f if line.strip() for word in json.loads(line).get("text", "").split()}
     if not words:
@@ -56,7 +58,8 @@ def lexicon_automaton(words: list[str], tokenizer: Tokenizer, vocab_size: int) -
     for first, second, a, b in list(zip(words, words[1:], tokens, tokens[1:]))[:PAIRS_CHECKED]:
         if tokenizer.encode(f"{first} {second}") != a + b:
             raise ConfigError(
-                "eval.lexicon", f"lexicon decoding needs a tokenizer that tokenizes each word on its own; {tokenizer.source} "
-                f"tokenizes {first + ' ' + second!r} differently from {first!r} followed by {second!r}"
+                "eval.lexicon",
+                f"lexicon decoding needs a tokenizer that tokenizes each word on its own; {tokenizer.source} "
+                f"tokenizes {first + ' ' + second!r} differently from {first!r} followed by {second!r}",
             )
     return word_automaton(tokens, vocab_size, tuple(tokenizer.eos_ids))

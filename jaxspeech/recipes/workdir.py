@@ -33,6 +33,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         raise UsageError(path, f"cannot be read as JSON ({e})") from e
     unknown = sorted(set(config) - set(SECTIONS)) if isinstance(config, dict) else f"a JSON {type(config).__name__}"
     if unknown:
-        raise UsageError(path, f"is not a jaxspeech run's config (it holds {unknown[:6]}, not only the sections "
-                               f"{list(SECTIONS)}): {workdir} is not a jaxspeech training workdir")
+        raise UsageError(
+            path,
+            f"is not a jaxspeech run's config (it holds {unknown[:6]}, not only the sections "
+            f"{list(SECTIONS)}): {workdir} is not a jaxspeech training workdir",
+        )
     return ml_collections.ConfigDict(config)

@@ -43,7 +43,9 @@ def make_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[jax.Devi
             raise ValueError(f"{len(devices)} devices cannot be split into mesh {shape}")
         sizes[sizes.index(-1)] = len(devices) // known
     if math.prod(sizes) != len(devices):
-        raise ValueError(f"mesh {dict(zip(axes.MESH_AXES, sizes))} needs {math.prod(sizes)} devices, have {len(devices)}")
+        raise ValueError(
+            f"mesh {dict(zip(axes.MESH_AXES, sizes))} needs {math.prod(sizes)} devices, have {len(devices)}"
+        )
     device_grid = np.asarray(devices).reshape(sizes)
     return Mesh(device_grid, axes.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(sizes))
 

@@ -53,9 +53,11 @@ def initialize_arguments(config: DistributedConfig, environ: Mapping[str, str] =
         return None
     missing = [
         name
-        for name, value in ((f"coordinator_address / {ENV_COORDINATOR}", address),
-                            (f"num_processes / {ENV_NUM_PROCESSES}", count),
-                            (f"process_id / {ENV_PROCESS_ID}", process_id))
+        for name, value in (
+            (f"coordinator_address / {ENV_COORDINATOR}", address),
+            (f"num_processes / {ENV_NUM_PROCESSES}", count),
+            (f"process_id / {ENV_PROCESS_ID}", process_id),
+        )
         if value is None
     ]
     if missing:
@@ -83,8 +85,13 @@ def initialize(config: DistributedConfig = DistributedConfig(), environ: Mapping
     if jax.distributed.is_initialized():
         return True
     jax.distributed.initialize(**arguments)
-    log.info("process %d of %d joined the job (%d local devices, %d in all)",
-             jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
+    log.info(
+        "process %d of %d joined the job (%d local devices, %d in all)",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
     return True
 
 
@@ -95,6 +102,8 @@ def to_global(local_batch: Any, shardings: Any) -> Any:
 
     def one(sharding, x):
         x = np.asarray(x)
-        return jax.make_array_from_process_local_data(sharding, x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False))
+        return jax.make_array_from_process_local_data(
+            sharding, x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
+        )
 
     return jax.tree.map(one, shardings, local_batch)

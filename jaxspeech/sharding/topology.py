@@ -64,8 +64,9 @@ def tpu_topology(name: str) -> topologies.TopologyDescription:
         with _held_back_stderr():
             return topologies.get_topology_desc(topology_name=name, platform="tpu")
     except jax.errors.JaxRuntimeError as error:
-        raise TopologyError(f"libtpu does not know the TPU topology {name!r} ({error}); names look like "
-                            f"{', '.join(EXAMPLES)}") from error
+        raise TopologyError(
+            f"libtpu does not know the TPU topology {name!r} ({error}); names look like {', '.join(EXAMPLES)}"
+        ) from error
 
 
 def host_count(devices) -> int:

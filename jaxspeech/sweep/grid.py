@@ -113,8 +113,11 @@ class Grid:
         folders = [cell.name for cell in self.cells()]
         clashes = sorted({name for name in folders if folders.count(name) > 1})
         if clashes:
-            raise UsageError("--grid", f"values that differ only in characters a folder name cannot hold give the "
-                                       f"same cell folder(s) {clashes}: rename them")
+            raise UsageError(
+                "--grid",
+                f"values that differ only in characters a folder name cannot hold give the "
+                f"same cell folder(s) {clashes}: rename them",
+            )
 
     def cells(self) -> list[Cell]:
         """The cartesian product of the axes, the last axis varying fastest."""
@@ -136,8 +139,11 @@ class Grid:
 
     def describe(self) -> dict[str, Any]:
         """What identifies the sweep's runs (saved in its workdir as ``sweep.json``)."""
-        return {"config": self.config, "sets": list(self.sets),
-                "axes": {axis.name: [label for label, _ in axis.choices] for axis in self.axes}}
+        return {
+            "config": self.config,
+            "sets": list(self.sets),
+            "axes": {axis.name: [label for label, _ in axis.choices] for axis in self.axes},
+        }
 
 
 def cell_name(labels: Mapping[str, str]) -> str:

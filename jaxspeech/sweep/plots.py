@@ -22,8 +22,9 @@ def plot_results(results_json: str, out_dir: str) -> dict[str, str]:
         results = json.load(f)
     groups = results["groups"]
     names = list(groups[0]["metrics"]) if groups else []
-    costs = [name for name in names if name in COST_METRICS and any(g["metrics"][name]["mean"] is not None
-                                                                      for g in groups)]
+    costs = [
+        name for name in names if name in COST_METRICS and any(g["metrics"][name]["mean"] is not None for g in groups)
+    ]
     os.makedirs(out_dir, exist_ok=True)
     written = {}
     for score in (name for name in names if name not in COST_METRICS):
@@ -38,10 +39,16 @@ def plot_results(results_json: str, out_dir: str) -> dict[str, str]:
                 if x["mean"] is None or y["mean"] is None:
                     continue
                 label = ", ".join(f"{k}={v}" for k, v in group["labels"].items()) or "all cells"
-                ax.errorbar(x["mean"] * x_scale, y["mean"] * y_scale,
-                            xerr=None if x["std"] is None else x["std"] * x_scale,
-                            yerr=None if y["std"] is None else y["std"] * y_scale,
-                            marker="o", capsize=3, linestyle="none", label=f"{label} (n={y['n']})")
+                ax.errorbar(
+                    x["mean"] * x_scale,
+                    y["mean"] * y_scale,
+                    xerr=None if x["std"] is None else x["std"] * x_scale,
+                    yerr=None if y["std"] is None else y["std"] * y_scale,
+                    marker="o",
+                    capsize=3,
+                    linestyle="none",
+                    label=f"{label} (n={y['n']})",
+                )
             ax.set_xlabel(column_title(cost))
             ax.set_ylabel(column_title(score))
             ax.grid(True, alpha=0.3)

@@ -45,9 +45,14 @@ def group_records(grid: Grid, records: Sequence[Mapping[str, Any]]) -> list[dict
     for record in records:
         groups.setdefault(tuple(record["labels"][name] for name in varied), []).append(record)
     names = metric_names(records)
-    return [{"labels": dict(zip(varied, key)), "cells": [r["name"] for r in members],
-             "metrics": {name: statistics([value_of(r, name) for r in members]) for name in names}}
-            for key, members in groups.items()]
+    return [
+        {
+            "labels": dict(zip(varied, key)),
+            "cells": [r["name"] for r in members],
+            "metrics": {name: statistics([value_of(r, name) for r in members]) for name in names},
+        }
+        for key, members in groups.items()
+    ]
 
 
 def formatted(name: str, value: float | None) -> str:
@@ -66,8 +71,9 @@ def column_title(name: str) -> str:
     return name if name.endswith(" PPL") else f"{name} %"
 
 
-def markdown(grid: Grid, groups: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
-             pending: Sequence[str]) -> str:
+def markdown(
+    grid: Grid, groups: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]], pending: Sequence[str]
+) -> str:
     """The results as Markdown: the groups (mean ± spread over seeds), then every finished cell."""
     names = metric_names(records)
     varied = [axis.name for axis in grid.axes if not axis.is_seed]
@@ -75,9 +81,15 @@ def markdown(grid: Grid, groups: Sequence[Mapping[str, Any]], records: Sequence[
     lines = [f"# Sweep: {grid.config}", ""]
     if grid.sets:
         lines += ["Every cell: " + ", ".join(f"`{item}`" for item in grid.sets), ""]
-    lines += [f"{len(records)} of {len(records) + len(pending)} cells finished. "
-              + (f"Mean ± sample standard deviation over {' × '.join(seeds)} (n = seeds finished)."
-                 if seeds else "No seed axis: one run per row, no spread."), ""]
+    lines += [
+        f"{len(records)} of {len(records) + len(pending)} cells finished. "
+        + (
+            f"Mean ± sample standard deviation over {' × '.join(seeds)} (n = seeds finished)."
+            if seeds
+            else "No seed axis: one run per row, no spread."
+        ),
+        "",
+    ]
     header = [*varied, "n", *(column_title(n) for n in names)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(varied) + "---:|" * (1 + len(names))]
     for group in groups:
@@ -87,13 +99,21 @@ def markdown(grid: Grid, groups: Sequence[Mapping[str, Any]], records: Sequence[
             stats = group["metrics"][name]
             text = formatted(name, stats["mean"])
             cells.append(text if stats["std"] is None else f"{text} ± {formatted(name, stats['std'])}")
-        lines.append("| " + " | ".join([*cells[: len(varied)], str(n), *cells[len(varied):]]) + " |")
-    lines += ["", "## Cells", "", "| cell | steps | stop | " + " | ".join(column_title(n) for n in names) + " | report |",
-              "|---|---:|---|" + "---:|" * len(names) + "---|"]
+        lines.append("| " + " | ".join([*cells[: len(varied)], str(n), *cells[len(varied) :]]) + " |")
+    lines += [
+        "",
+        "## Cells",
+        "",
+        "| cell | steps | stop | " + " | ".join(column_title(n) for n in names) + " | report |",
+        "|---|---:|---|" + "---:|" * len(names) + "---|",
+    ]
     for record in records:
         values = [formatted(name, value_of(record, name)) for name in names]
-        lines.append(f"| {record['name']} | {record['step']} | {record['stop_reason']} | " + " | ".join(values)
-                     + f" | [report]({record['report']}) |")
+        lines.append(
+            f"| {record['name']} | {record['step']} | {record['stop_reason']} | "
+            + " | ".join(values)
+            + f" | [report]({record['report']}) |"
+        )
     if pending:
         lines += ["", "Not finished yet: " + ", ".join(pending)]
     return "\n".join(lines) + "\n"

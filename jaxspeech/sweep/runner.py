@@ -98,8 +98,11 @@ def claim_workdir(grid: Grid, workdir: str) -> None:
             earlier = json.load(f)
         for key in ("config", "sets"):
             if earlier.get(key) != described[key]:
-                raise UsageError(workdir, f"holds a sweep with {key} {earlier.get(key)!r}, not {described[key]!r}: "
-                                          "repeat them, or use another --workdir")
+                raise UsageError(
+                    workdir,
+                    f"holds a sweep with {key} {earlier.get(key)!r}, not {described[key]!r}: "
+                    "repeat them, or use another --workdir",
+                )
     _write_json(path, described)
 
 
@@ -124,8 +127,13 @@ def run_sweep(grid: Grid, workdir: str, *, progress: bool = True) -> dict[str, A
         if read_record(workdir, cell) is not None:
             log.info("[%d/%d] %s: finished earlier", index, len(cells), cell.name)
             continue
-        log.info("[%d/%d] %s: %s", index, len(cells), cell.name,
-                 "resuming" if os.path.isdir(os.path.join(cell_dir, "checkpoints")) else "starting")
+        log.info(
+            "[%d/%d] %s: %s",
+            index,
+            len(cells),
+            cell.name,
+            "resuming" if os.path.isdir(os.path.join(cell_dir, "checkpoints")) else "starting",
+        )
         _note(workdir, f"start {cell.name}")
         config = configs[cell.name]
         if not progress:
@@ -135,10 +143,17 @@ def run_sweep(grid: Grid, workdir: str, *, progress: bool = True) -> dict[str, A
             _note(workdir, f"preempted {cell.name}")
             stopped = cell.name
             break
-        record = {"name": cell.name, "labels": dict(cell.labels), "overrides": dict(cell.overrides),
-                  "scores": summary["scores"], "step": summary["step"], "stop_reason": summary["stop_reason"],
-                  "timings": summary["timings"], "metrics": training_metrics(cell_dir),
-                  "report": os.path.relpath(summary["report"], workdir)}
+        record = {
+            "name": cell.name,
+            "labels": dict(cell.labels),
+            "overrides": dict(cell.overrides),
+            "scores": summary["scores"],
+            "step": summary["step"],
+            "stop_reason": summary["stop_reason"],
+            "timings": summary["timings"],
+            "metrics": training_metrics(cell_dir),
+            "report": os.path.relpath(summary["report"], workdir),
+        }
         _write_json(os.path.join(cell_dir, CELL_RECORD), record)
         _note(workdir, f"finish {cell.name}")
         finished.append(cell.name)

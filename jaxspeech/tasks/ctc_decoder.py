@@ -39,5 +39,3 @@ class CTCDecoder:
         logits, lengths = jax.device_get(_ctc_logits(self.config, prepared, batch.features, batch.feature_lengths))
         paths = greedy_ctc(logits, lengths, self.config.ctc_blank_id)
         return [self.tokenizer.decode(path) for path in paths]
-
-

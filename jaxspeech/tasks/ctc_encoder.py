@@ -25,8 +25,9 @@ from jaxspeech.types import Batch
 class CTCEncoderTask:
     """``Task`` for ``jaxspeech.train.loop.train``: the CTC loss per target label."""
 
-    def __init__(self, model: SpeechLLMConfig, spec_augment: SpecAugmentConfig | None = None,
-                 eos_ids: tuple[int, ...] = ()):
+    def __init__(
+        self, model: SpeechLLMConfig, spec_augment: SpecAugmentConfig | None = None, eos_ids: tuple[int, ...] = ()
+    ):
         if not model.ctc_vocab_size:
             raise ConfigError("model.ctc_vocab_size", "a CTC encoder needs a CTC head: expected > 0, got 0")
         self.config, self.spec_augment, self.eos_ids = model, spec_augment, eos_ids
@@ -38,15 +39,30 @@ class CTCEncoderTask:
     def apply(self, params, batch: Batch, rng: jax.Array | None = None, *, train: bool = False):
         """(CTC logits f32[B, T', K], lengths i32[B]); SpecAugment and dropout only when training."""
         features, rngs = training_inputs(batch, rng, self.spec_augment) if train else (batch.features, {})
-        return self.model.apply({"params": params}, features, batch.feature_lengths, train=train, rngs=rngs,
-                                method=SpeechLLM.ctc_from_features)
+        return self.model.apply(
+            {"params": params},
+            features,
+            batch.feature_lengths,
+            train=train,
+            rngs=rngs,
+            method=SpeechLLM.ctc_from_features,
+        )
 
     def loss(self, params, batch: Batch, rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-        ctc = summed_ctc_loss(*self.apply(params, batch, rng, train=train), batch.tokens, batch.loss_mask, self.eos_ids,
-                              self.config.ctc_blank_id)
+        ctc = summed_ctc_loss(
+            *self.apply(params, batch, rng, train=train),
+            batch.tokens,
+            batch.loss_mask,
+            self.eos_ids,
+            self.config.ctc_blank_id,
+        )
         loss = ctc.loss / jnp.maximum(ctc.labels, 1.0)
-        return loss, {"ctc_loss": loss, "ctc_infeasible_fraction": ctc.infeasible_fraction, LOSS_WEIGHT: ctc.labels,
-                      "total_loss": loss}
+        return loss, {
+            "ctc_loss": loss,
+            "ctc_infeasible_fraction": ctc.infeasible_fraction,
+            LOSS_WEIGHT: ctc.labels,
+            "total_loss": loss,
+        }
 
     def train_flops(self, batch: Batch) -> float:
         """FLOPs (all devices) of one train step: XLA's count of the gradient of an unrolled copy."""

@@ -37,8 +37,12 @@ from jaxspeech.tasks.whisper_seq2seq_kind import WhisperSeq2SeqKind
 from jaxspeech.train.config import TrainConfig
 from jaxspeech.types import Batch
 
-KINDS = {"speech_llm": SpeechLLMKind, "whisper_seq2seq": WhisperSeq2SeqKind, "ctc_encoder": CTCEncoderKind,
-         "text_lm": TextLMKind}
+KINDS = {
+    "speech_llm": SpeechLLMKind,
+    "whisper_seq2seq": WhisperSeq2SeqKind,
+    "ctc_encoder": CTCEncoderKind,
+    "text_lm": TextLMKind,
+}
 DEFAULT_KIND = "speech_llm"
 
 
@@ -120,8 +124,9 @@ class OwnsItsData(Protocol):
     """A task kind that reads no audio (see the module docstring). ``manifest(name)`` is the path of
     data set ``name`` (as ``data.train`` names it)."""
 
-    def train_pipeline(self, manifest: Callable[[str], str], row_multiple: int, process_index: int,
-                       process_count: int) -> Any:
+    def train_pipeline(
+        self, manifest: Callable[[str], str], row_multiple: int, process_index: int, process_count: int
+    ) -> Any:
         """This host's training batches, their rows a multiple of ``row_multiple``: ``.iterator()``
         gives a checkpointable iterator (``get_state`` / ``set_state``, a context manager)."""
         ...

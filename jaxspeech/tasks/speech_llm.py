@@ -66,8 +66,14 @@ class CTCSum:
     infeasible_fraction: jax.Array
 
 
-def summed_ctc_loss(ctc_logits: jax.Array, ctc_lengths: jax.Array, tokens: jax.Array, loss_mask: jax.Array,
-                    eos_ids: tuple[int, ...], blank_id: int) -> CTCSum:
+def summed_ctc_loss(
+    ctc_logits: jax.Array,
+    ctc_lengths: jax.Array,
+    tokens: jax.Array,
+    loss_mask: jax.Array,
+    eos_ids: tuple[int, ...],
+    blank_id: int,
+) -> CTCSum:
     """CTC of logits f32[N, T, K] (valid frames ``ctc_lengths`` i32[N]) against the loss-masked
     tokens i32[N, L] of each row without its end token (``ctc_targets``)."""
     labels, label_paddings = ctc_targets(tokens, loss_mask, eos_ids)
@@ -78,8 +84,11 @@ def summed_ctc_loss(ctc_logits: jax.Array, ctc_lengths: jax.Array, tokens: jax.A
     has_audio = ctc_lengths > 0
     feasible = has_audio & (ctc_min_frames(labels, label_paddings) <= ctc_lengths)
     label_count = jnp.sum(jnp.where(feasible, jnp.sum(1.0 - label_paddings, axis=1), 0.0))
-    return CTCSum(loss=jnp.sum(jnp.where(feasible, per_row, 0.0)), labels=label_count,
-                  infeasible_fraction=jnp.sum(has_audio & ~feasible) / jnp.maximum(jnp.sum(has_audio), 1))
+    return CTCSum(
+        loss=jnp.sum(jnp.where(feasible, per_row, 0.0)),
+        labels=label_count,
+        infeasible_fraction=jnp.sum(has_audio & ~feasible) / jnp.maximum(jnp.sum(has_audio), 1),
+    )
 
 
 class SpeechLLMTask:
@@ -103,7 +112,10 @@ class SpeechLLMTask:
     def init_params(self, rng: jax.Array, batch: Batch) -> Mapping[str, Any]:
         with lora(self.lora):
             variables = self.model.init(
-                rng, *self._inputs(batch), segment_ids=batch.segment_ids, positions=batch.positions,
+                rng,
+                *self._inputs(batch),
+                segment_ids=batch.segment_ids,
+                positions=batch.positions,
                 with_ctc=bool(self.config.ctc_vocab_size),
             )
         return variables["params"]
@@ -115,8 +127,15 @@ class SpeechLLMTask:
         with_ctc = bool(self.config.ctc_vocab_size)
         with lora(self.lora, deterministic=not train):
             out = self.model.apply(
-                {"params": params}, tokens, features, lengths, segment_ids=batch.segment_ids,
-                positions=batch.positions, train=train, with_ctc=with_ctc, rngs=rngs,
+                {"params": params},
+                tokens,
+                features,
+                lengths,
+                segment_ids=batch.segment_ids,
+                positions=batch.positions,
+                train=train,
+                with_ctc=with_ctc,
+                rngs=rngs,
             )
         return out if with_ctc else (out, None)
 

@@ -113,42 +113,64 @@ def init_shapes(init: SpeechLLMInitConfig, need_weights: bool = True) -> InitSha
         raise ConfigError("init", "set init.whisper + init.llm (presets) or init.random (from scratch), not both")
     if init.has_checkpoints:
         if random:
-            raise ConfigError("init", "set init.whisper_dir + init.llm_dir (pretrained) or init.random (from scratch), not both")
+            raise ConfigError(
+                "init", "set init.whisper_dir + init.llm_dir (pretrained) or init.random (from scratch), not both"
+            )
         if not (whisper_dir and llm_dir):
-            raise ConfigError("init", f"whisper_dir={whisper_dir!r}, llm_dir={llm_dir!r}: a Speech LLM starts from both "
-                                      f"checkpoints: pass {SET_CHECKPOINTS}")
-        shapes = InitShapes(_shape_fields(load_hf_encoder_config(whisper_dir)), _shape_fields(load_hf_llm_config(llm_dir)),
-                            init.describe())
+            raise ConfigError(
+                "init",
+                f"whisper_dir={whisper_dir!r}, llm_dir={llm_dir!r}: a Speech LLM starts from both "
+                f"checkpoints: pass {SET_CHECKPOINTS}",
+            )
+        shapes = InitShapes(
+            _shape_fields(load_hf_encoder_config(whisper_dir)),
+            _shape_fields(load_hf_llm_config(llm_dir)),
+            init.describe(),
+        )
         for part, preset, directory in (("encoder", init.whisper, whisper_dir), ("llm", init.llm, llm_dir)):
             if part in named:
-                presets.check_matches(preset, _architecture(named[part]), getattr(shapes, part),
-                                      f"{directory}/config.json")
+                presets.check_matches(
+                    preset, _architecture(named[part]), getattr(shapes, part), f"{directory}/config.json"
+                )
         return shapes
     if named:
         if set(named) != {"encoder", "llm"}:
-            raise ConfigError("init", f"names the preset(s) {[p for p in (init.whisper, init.llm) if p]}: "
-                                      "a Speech LLM needs both init.whisper and init.llm")
+            raise ConfigError(
+                "init",
+                f"names the preset(s) {[p for p in (init.whisper, init.llm) if p]}: "
+                "a Speech LLM needs both init.whisper and init.llm",
+            )
         if need_weights:
-            raise ConfigError("init", f"names the architectures {init.whisper} + {init.llm} but no weights: "
-                                      f"pass {SET_CHECKPOINTS} (presets are enough for jaxspeech plan, not for training)")
+            raise ConfigError(
+                "init",
+                f"names the architectures {init.whisper} + {init.llm} but no weights: "
+                f"pass {SET_CHECKPOINTS} (presets are enough for jaxspeech plan, not for training)",
+            )
         return InitShapes(named["encoder"], named["llm"], f"presets {init.whisper} + {init.llm}")
     if not random:
-        raise ConfigError("init", f"names no weights: pass the checkpoints with {SET_CHECKPOINTS} "
-                                  "(or set init.random to train a random-init model)")
+        raise ConfigError(
+            "init",
+            f"names no weights: pass the checkpoints with {SET_CHECKPOINTS} "
+            "(or set init.random to train a random-init model)",
+        )
     check_keys(random, RANDOM_KEYS, "config.init.random")
     parts = {}
     for part, cls in (("encoder", WhisperEncoderConfig), ("llm", LLMConfig)):
         values = dict(random.get(part) or {})
         stated = sorted(set(values) & {*LLM_OPTIONS, "vocab_size"})
         if stated:
-            raise ConfigError(f"init.random.{part}", f"holds shapes only: set {stated} in {OPTION_SECTIONS[part]} "
-                                                      "(vocab_size comes from the tokenizer)")
+            raise ConfigError(
+                f"init.random.{part}",
+                f"holds shapes only: set {stated} in {OPTION_SECTIONS[part]} (vocab_size comes from the tokenizer)",
+            )
         shapes = _shape_fields(dataclass_from_dict(cls, values, f"init.random.{part}"))
         parts[part] = {k: v for k, v in shapes.items() if k != "vocab_size"}
     return InitShapes(parts["encoder"], parts["llm"], "random init")
 
 
-def model_section(model: Mapping[str, Any], shapes: InitShapes, vocab_size: int | None, source: str = "") -> dict[str, Any]:
+def model_section(
+    model: Mapping[str, Any], shapes: InitShapes, vocab_size: int | None, source: str = ""
+) -> dict[str, Any]:
     """``config.model`` with ``encoder.whisper`` and ``llm`` completed by ``shapes`` (for
     ``speech_llm_kind.model_config``). A shape field stated in the config too raises, naming it, as does
     a tokenizer (``vocab_size`` tokens, from ``source``) too large for the checkpoint's embedding (more
@@ -158,17 +180,23 @@ def model_section(model: Mapping[str, Any], shapes: InitShapes, vocab_size: int 
     if encoder.get("kind", "whisper") != "whisper":
         raise ConfigError("model.encoder.kind", f"is {encoder['kind']!r}, but config.init gives a Whisper encoder")
     whisper, llm = dict(encoder.get("whisper") or {}), dict(model.get("llm") or {})
-    for where, stated, given, options in ((OPTION_SECTIONS["encoder"], whisper, shapes.encoder, OPTIONS),
-                                          (OPTION_SECTIONS["llm"], llm, shapes.llm, LLM_OPTIONS)):
+    for where, stated, given, options in (
+        (OPTION_SECTIONS["encoder"], whisper, shapes.encoder, OPTIONS),
+        (OPTION_SECTIONS["llm"], llm, shapes.llm, LLM_OPTIONS),
+    ):
         clash = sorted(set(stated) & set(given))
         if clash:
-            raise ConfigError(where, f"sets {clash}, which config.init decides ({shapes.source}); "
-                                         f"state only {list(options)} there")
+            raise ConfigError(
+                where, f"sets {clash}, which config.init decides ({shapes.source}); state only {list(options)} there"
+            )
     rows = shapes.llm.get("vocab_size")
     if vocab_size is not None and rows is not None and vocab_size > rows + 1:
-        raise ConfigError("data.tokenizer", f"{source} has {vocab_size} tokens, the LLM of {shapes.source} "
-                                            f"{rows} embedding rows: more than the audio placeholder is missing, so the "
-                                            "tokenizer does not belong to the checkpoint (set data.tokenizer to the LLM's)")
+        raise ConfigError(
+            "data.tokenizer",
+            f"{source} has {vocab_size} tokens, the LLM of {shapes.source} "
+            f"{rows} embedding rows: more than the audio placeholder is missing, so the "
+            "tokenizer does not belong to the checkpoint (set data.tokenizer to the LLM's)",
+        )
     model["encoder"] = {**encoder, "kind": "whisper", "whisper": {**shapes.encoder, **whisper}}
     model["llm"] = {**shapes.llm, **llm}
     return model
@@ -182,14 +210,17 @@ def extend_vocab(llm: Mapping[str, Any], config: LLMConfig) -> dict[str, Any]:
     embedding = np.asarray(llm["embed_tokens"]["embedding"])
     extra = config.vocab_size - embedding.shape[0]
     if extra < 0:
-        raise ValueError(f"the model has {config.vocab_size} token rows, fewer than the checkpoint's {embedding.shape[0]}")
+        raise ValueError(
+            f"the model has {config.vocab_size} token rows, fewer than the checkpoint's {embedding.shape[0]}"
+        )
     if config.padded_vocab_size == embedding.shape[0]:
         return dict(llm)
 
     def grow(table: np.ndarray, axis: int) -> np.ndarray:
         mean = np.mean(table.astype(np.float64), axis=axis, keepdims=True).astype(table.dtype)
-        return pad_vocab(np.concatenate([table, np.repeat(mean, extra, axis=axis)], axis=axis),
-                         config.padded_vocab_size, axis)
+        return pad_vocab(
+            np.concatenate([table, np.repeat(mean, extra, axis=axis)], axis=axis), config.padded_vocab_size, axis
+        )
 
     grown = {**llm, "embed_tokens": {**llm["embed_tokens"], "embedding": grow(embedding, 0)}}
     if "lm_head" in llm:

@@ -100,8 +100,9 @@ class Vocabulary:
         placeholder = tokenizer.token_to_id(AUDIO_PLACEHOLDER)
         if placeholder is None:
             raise UsageError(str(tokenizer.source), f"has no {AUDIO_PLACEHOLDER} token: not a Speech LLM tokenizer")
-        return cls(tokenizer.vocab_size, placeholder, tokenizer.pad_id or 0, tuple(tokenizer.eos_ids),
-                   str(tokenizer.source))
+        return cls(
+            tokenizer.vocab_size, placeholder, tokenizer.pad_id or 0, tuple(tokenizer.eos_ids), str(tokenizer.source)
+        )
 
 
 def model_config(model: Mapping[str, Any], vocab: Vocabulary) -> SpeechLLMConfig:
@@ -111,8 +112,12 @@ def model_config(model: Mapping[str, Any], vocab: Vocabulary) -> SpeechLLMConfig
     use_ctc = bool(model.pop("ctc", False))
     llm = dict(model.get("llm") or {})
     llm["vocab_size"] = max(vocab.size, llm.get("vocab_size", 0))
-    model.update(llm=llm, placeholder_id=vocab.placeholder_id, ctc_vocab_size=vocab.size if use_ctc else 0,
-                 ctc_blank_id=vocab.pad_id)
+    model.update(
+        llm=llm,
+        placeholder_id=vocab.placeholder_id,
+        ctc_vocab_size=vocab.size if use_ctc else 0,
+        ctc_blank_id=vocab.pad_id,
+    )
     model.setdefault("connector", {})
     model["connector"] = {**model["connector"], "output_size": llm.get("hidden_size", 512)}
     return dataclass_from_dict(SpeechLLMConfig, model, "model")
@@ -132,8 +137,17 @@ class SpeechLLMDecoder:
         segment_ids = np.array(batch.segment_ids)
         padding = np.asarray(batch.weights) == 0
         segment_ids[padding, 0] = 1  # padding rows: a dummy one-token prompt, inactive
-        out = generate_from_audio(config, params, batch.tokens, segment_ids, batch.features, batch.feature_lengths,
-                                  self.generation, lexicon=self.lexicon, active=~padding)
+        out = generate_from_audio(
+            config,
+            params,
+            batch.tokens,
+            segment_ids,
+            batch.features,
+            batch.feature_lengths,
+            self.generation,
+            lexicon=self.lexicon,
+            active=~padding,
+        )
         tokens, lengths = jax.device_get((out.tokens, out.lengths))
         return [self.kind.tokenizer.decode(row[:length].tolist()) for row, length in zip(tokens, lengths)]
 
@@ -160,8 +174,11 @@ class SpeechLLMKind:
 
     def tokenizer_path(self, data_dir: str, tokenizer: str | None, build: bool) -> str:
         if build:
-            raise ConfigError("data.build_tokenizer", "writes Whisper tokenizers: a Speech LLM's tokenizer is "
-                              "data.tokenizer, init.llm_dir's, or trained with the corpus (data.tokenizer_vocab)")
+            raise ConfigError(
+                "data.build_tokenizer",
+                "writes Whisper tokenizers: a Speech LLM's tokenizer is "
+                "data.tokenizer, init.llm_dir's, or trained with the corpus (data.tokenizer_vocab)",
+            )
         return tokenizer or self.init.llm_dir or os.path.join(data_dir, DEFAULT_TOKENIZER)
 
     def setup(self, tokenizer_path: str) -> None:
@@ -169,16 +186,20 @@ class SpeechLLMKind:
         self.tokenizer = load_speech_tokenizer(tokenizer_path)
         self.setup_model(Vocabulary.of(self.tokenizer))
         prompt = self.task_config.prompt
-        self.prompt = prompt if prompt.chat is not None else dataclasses.replace(
-            prompt, chat=self.tokenizer.chat_template is not None)
+        self.prompt = (
+            prompt
+            if prompt.chat is not None
+            else dataclasses.replace(prompt, chat=self.tokenizer.chat_template is not None)
+        )
 
     def setup_model(self, vocab: Vocabulary) -> None:
         """The model config and the trainer's task for a tokenizer of ``vocab`` (what a plan needs)."""
         self.vocab = vocab
         self.model = self._model(vocab)
         cfg = self.task_config
-        self.task = SpeechLLMTask(self.model, dataclasses.replace(cfg.loss, eos_ids=vocab.eos_ids), cfg.spec_augment,
-                                  cfg.lora)
+        self.task = SpeechLLMTask(
+            self.model, dataclasses.replace(cfg.loss, eos_ids=vocab.eos_ids), cfg.spec_augment, cfg.lora
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -195,8 +216,11 @@ class SpeechLLMKind:
 
     def check_pipeline(self, pipeline: PipelineConfig, where: str) -> None:
         if pipeline.bucket_frames[-1] > self.model.max_audio_frames:
-            raise ConfigError(f"{where}.bucket_frames", f"reach {pipeline.bucket_frames[-1]} frames but model.max_audio_frames "
-                                                       f"is {self.model.max_audio_frames}: raise it or drop the bucket")
+            raise ConfigError(
+                f"{where}.bucket_frames",
+                f"reach {pipeline.bucket_frames[-1]} frames but model.max_audio_frames "
+                f"is {self.model.max_audio_frames}: raise it or drop the bucket",
+            )
         # The longest clip's chunks need as many tags in the tokenizer (a plan has no tokenizer to ask).
         if self.task_config.prompt.chunk_tags and getattr(self, "tokenizer_file", None) is not None:
             tokens = self.example_tokens()
@@ -205,13 +229,21 @@ class SpeechLLMKind:
     def example_tokens(self, inference: bool = False) -> SpeechLLMTokens:
         steps = () if self.model.fusion == "cross_attention" else self.model.inline_steps
         prompt = self.prompt
-        return SpeechLLMTokens(self.tokenizer_file, steps, task=prompt.task, chat=bool(prompt.chat),
-                               system=prompt.system, chunk_tags=prompt.chunk_tags,
-                               chunk_frames=prompt.chunk_frames, inference=inference)
+        return SpeechLLMTokens(
+            self.tokenizer_file,
+            steps,
+            task=prompt.task,
+            chat=bool(prompt.chat),
+            system=prompt.system,
+            chunk_tags=prompt.chunk_tags,
+            chunk_frames=prompt.chunk_frames,
+            inference=inference,
+        )
 
     def decoder(self, generation: GenerationConfig, lexicon: TokenAutomaton | None) -> SpeechLLMDecoder:
-        generation = dataclasses.replace(generation, eos_ids=tuple(self.tokenizer.eos_ids),
-                                         pad_id=self.tokenizer.pad_id or 0)
+        generation = dataclasses.replace(
+            generation, eos_ids=tuple(self.tokenizer.eos_ids), pad_id=self.tokenizer.pad_id or 0
+        )
         return SpeechLLMDecoder(self, generation, lexicon)
 
     def pretrained(self) -> PretrainedSpeechLLM | None:

@@ -39,8 +39,9 @@ class TextLMTask:
 
     def logits(self, params, batch: TextBatch) -> jax.Array:
         """f32[B, L, V]; ``params`` without the "params" level."""
-        return self.model.apply({"params": params}, batch.tokens, segment_ids=batch.segment_ids,
-                                positions=batch.positions)
+        return self.model.apply(
+            {"params": params}, batch.tokens, segment_ids=batch.segment_ids, positions=batch.positions
+        )
 
     def init_params(self, rng: jax.Array, batch: TextBatch) -> Mapping[str, Any]:
         return self.model.init(rng, batch.tokens, segment_ids=batch.segment_ids, positions=batch.positions)["params"]
@@ -48,10 +49,19 @@ class TextLMTask:
     def loss(self, params, batch: TextBatch, rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         del rng, train  # the LLM has no dropout
         cfg = self.loss_config
-        token_loss = next_token_loss(self.logits(params, batch), batch.tokens, batch.loss_mask, z_loss=cfg.z_loss,
-                                     label_smoothing=cfg.label_smoothing)
-        metrics = {"token_accuracy": token_loss.accuracy, "nll": token_loss.mean_nll, LOSS_WEIGHT: token_loss.count,
-                   "total_loss": token_loss.loss}
+        token_loss = next_token_loss(
+            self.logits(params, batch),
+            batch.tokens,
+            batch.loss_mask,
+            z_loss=cfg.z_loss,
+            label_smoothing=cfg.label_smoothing,
+        )
+        metrics = {
+            "token_accuracy": token_loss.accuracy,
+            "nll": token_loss.mean_nll,
+            LOSS_WEIGHT: token_loss.count,
+            "total_loss": token_loss.loss,
+        }
         return token_loss.loss, metrics
 
     def train_flops(self, batch: TextBatch) -> float:
@@ -81,6 +91,3 @@ def perplexity(task: TextLMTask, params: Mapping[str, Any], batches: Iterable[Te
     if not count:
         raise ValueError("no held-out tokens to compute a perplexity on")
     return PerplexityResult(nll=nll, tokens=count)
-
-
-

@@ -52,13 +52,16 @@ class TextLMTaskConfig:
     eval_manifest: str | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "manifests", (self.manifests,) if isinstance(self.manifests, str) else
-                           tuple(self.manifests))
+        object.__setattr__(
+            self, "manifests", (self.manifests,) if isinstance(self.manifests, str) else tuple(self.manifests)
+        )
         if not (self.sentences or self.manifests):
             raise ValueError("task: a text LM needs text: set task.sentences=True and/or task.manifests")
         if self.rows < 1 or self.length < 2 or self.eval_sentences < 1:
-            raise ValueError(f"task: rows ({self.rows}), length ({self.length}) and eval_sentences "
-                             f"({self.eval_sentences}) must be >= 1, >= 2 and >= 1")
+            raise ValueError(
+                f"task: rows ({self.rows}), length ({self.length}) and eval_sentences "
+                f"({self.eval_sentences}) must be >= 1, >= 2 and >= 1"
+            )
 
 
 class TextLMKind:
@@ -96,8 +99,9 @@ class TextLMKind:
     def _sentences(self, split: str) -> SentenceStream:
         return SentenceStream(self.corpus.seed, split, self.corpus.min_words, self.corpus.max_words)
 
-    def train_pipeline(self, manifest: Callable[[str], str], row_multiple: int = 1, process_index: int = 0,
-                       process_count: int = 1) -> TextPipeline:
+    def train_pipeline(
+        self, manifest: Callable[[str], str], row_multiple: int = 1, process_index: int = 0, process_count: int = 1
+    ) -> TextPipeline:
         """This host's training batches (``task.rows`` rounded up to a multiple of ``row_multiple``);
         ``manifest(name)`` is the path of data set ``name``."""
         streams = [self._sentences("train")] if self.task_config.sentences else []
@@ -152,5 +156,3 @@ class TextLMKind:
         cfg = self.task_config
         sources = (["the corpus grammar's train sentences"] if cfg.sentences else []) + list(cfg.manifests)
         return [f"Trained on text alone ({' and '.join(sources)}), {cfg.rows} x {cfg.length} tokens a batch."]
-
-

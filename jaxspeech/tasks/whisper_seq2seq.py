@@ -64,11 +64,14 @@ class WhisperTask:
         ``full_window``). Works on numpy and jax arrays."""
         b, clips, frames, mels = features.shape
         if clips != 1:
-            raise ValueError(f"Whisper batches hold one clip per row, got features of shape {tuple(features.shape)} "
-                             "(set data.pipeline.clips_per_row=1)")
+            raise ValueError(
+                f"Whisper batches hold one clip per row, got features of shape {tuple(features.shape)} "
+                "(set data.pipeline.clips_per_row=1)"
+            )
         if self.full_window and frames != self.config.encoder.max_frames:
-            raise ValueError(f"full_window needs batches of the encoder's {self.config.encoder.max_frames} frames, "
-                             f"got T={frames}")
+            raise ValueError(
+                f"full_window needs batches of the encoder's {self.config.encoder.max_frames} frames, got T={frames}"
+            )
         features = features.reshape(b, frames, mels)
         return features, None if self.full_window else feature_lengths.reshape(b)
 
@@ -86,8 +89,9 @@ class WhisperTask:
     def loss(self, params, batch: Batch, rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         cfg = self.loss_config
         logits = self.logits(params, batch, rng, train=train)
-        token_loss = next_token_loss(logits, batch.tokens, batch.loss_mask, z_loss=cfg.z_loss,
-                                     label_smoothing=cfg.label_smoothing)
+        token_loss = next_token_loss(
+            logits, batch.tokens, batch.loss_mask, z_loss=cfg.z_loss, label_smoothing=cfg.label_smoothing
+        )
         metrics = {"token_accuracy": token_loss.accuracy, "nll": token_loss.mean_nll, LOSS_WEIGHT: token_loss.count}
         return token_loss.loss, metrics
 
@@ -99,13 +103,23 @@ class WhisperTask:
         rows, _, frames, mels = batch.features.shape
         length, states = batch.tokens.shape[1], output_lengths(frames)
         projections = lambda n, width, count: 2 * n * width * width * count
-        encoder = (2 * frames * 3 * mels * e.d_model + 2 * states * 3 * e.d_model * e.d_model
-                   + e.num_layers * (projections(states, e.d_model, 4) + 4 * states * states * e.d_model
-                                     + 4 * states * e.d_model * e.ffn_dim))
-        decoder = (d.num_layers * (projections(length, d.d_model, 6) + projections(states, d.d_model, 2)
-                                   + 4 * length * length * d.d_model + 4 * length * states * d.d_model
-                                   + 4 * length * d.d_model * d.ffn_dim)
-                   + 2 * length * d.d_model * d.vocab_size)
+        encoder = (
+            2 * frames * 3 * mels * e.d_model
+            + 2 * states * 3 * e.d_model * e.d_model
+            + e.num_layers
+            * (projections(states, e.d_model, 4) + 4 * states * states * e.d_model + 4 * states * e.d_model * e.ffn_dim)
+        )
+        decoder = (
+            d.num_layers
+            * (
+                projections(length, d.d_model, 6)
+                + projections(states, d.d_model, 2)
+                + 4 * length * length * d.d_model
+                + 4 * length * states * d.d_model
+                + 4 * length * d.d_model * d.ffn_dim
+            )
+            + 2 * length * d.d_model * d.vocab_size
+        )
         return float(rows * ((3 if self.encoder_trained else 1) * encoder + 3 * decoder))
 
     def throughput_counts(self, batch: Batch) -> Mapping[str, float]:

@@ -64,8 +64,16 @@ WHISPER_TASK = "transcribe"
 EXPORT_SUBDIR = "whisper_hf"
 METHODS = ("greedy", "beam")
 # Files of an HF Whisper directory besides weights and configs, copied into the export when present.
-SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
-              "merges.txt", "normalizer.json", "preprocessor_config.json")
+SIDE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "normalizer.json",
+    "preprocessor_config.json",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,11 +141,15 @@ class WhisperDecoder:
 
     def __init__(self, kind: "WhisperSeq2SeqKind", generation: GenerationConfig):
         self.kind = kind
-        self.generate = make_generate_fn(kind.model, kind.generation, language=kind.tokens.language,
-                                         task=kind.tokens.task,
-                                         num_beams=generation.num_beams if generation.method == "beam" else 1,
-                                         max_new_tokens=generation.max_new_tokens,
-                                         length_penalty=generation.length_penalty)
+        self.generate = make_generate_fn(
+            kind.model,
+            kind.generation,
+            language=kind.tokens.language,
+            task=kind.tokens.task,
+            num_beams=generation.num_beams if generation.method == "beam" else 1,
+            max_new_tokens=generation.max_new_tokens,
+            length_penalty=generation.length_penalty,
+        )
 
     def prepare(self, params: Mapping[str, Any]) -> dict:
         return {"params": params}
@@ -171,15 +183,22 @@ class WhisperSeq2SeqKind:
         self.options = dataclass_from_dict(WhisperModelOptions, config.get("model") or {}, "model").given()
         whisper_dir, random_shapes, preset = self.init.whisper_dir, plain(self.init.random), self.init.whisper
         if whisper_dir and random_shapes:
-            raise ConfigError("init", "set init.whisper_dir (fine-tune a checkpoint) or init.random (from scratch), not both")
+            raise ConfigError(
+                "init", "set init.whisper_dir (fine-tune a checkpoint) or init.random (from scratch), not both"
+            )
         if preset and random_shapes:
             raise ConfigError("init", "set init.whisper (a preset) or init.random (from scratch), not both")
         if preset and not whisper_dir and need_weights:
-            raise ConfigError("init", f"names the architecture {preset} but no weights: pass "
-                                      "--set init.whisper_dir=<HF Whisper directory> (a preset is enough for "
-                                      "jaxspeech plan, not for training)")
+            raise ConfigError(
+                "init",
+                f"names the architecture {preset} but no weights: pass "
+                "--set init.whisper_dir=<HF Whisper directory> (a preset is enough for "
+                "jaxspeech plan, not for training)",
+            )
         if not (whisper_dir or random_shapes or preset):
-            raise ConfigError("init", "set init.whisper_dir=<HF Whisper directory> (or init.random to train a random-init Whisper)")
+            raise ConfigError(
+                "init", "set init.whisper_dir=<HF Whisper directory> (or init.random to train a random-init Whisper)"
+            )
         if random_shapes:  # the shapes checked now; the vocabulary comes with the tokenizer
             dataclass_from_dict(WhisperConfig, random_shapes, "init.random")
         self.init_source = f"HF Whisper checkpoint {whisper_dir}" if whisper_dir else "random init"
@@ -191,7 +210,10 @@ class WhisperSeq2SeqKind:
     def tokenizer_path(self, data_dir: str, tokenizer: str | None, build: bool) -> str:
         path = tokenizer or self.init.whisper_dir
         if not path:
-            raise ConfigError("data.tokenizer", "no tokenizer: set data.tokenizer (a directory with tokenizer.json) or init.whisper_dir")
+            raise ConfigError(
+                "data.tokenizer",
+                "no tokenizer: set data.tokenizer (a directory with tokenizer.json) or init.whisper_dir",
+            )
         if build and not os.path.isfile(os.path.join(path, TOKENIZER_JSON)):
             write_byte_level_whisper_tokenizer(path, languages=(self.language or "en",))
             log.info("wrote a byte-level Whisper-style tokenizer to %s", path)
@@ -208,8 +230,12 @@ class WhisperSeq2SeqKind:
         with open(os.path.join(self.init.whisper_dir, "config.json")) as f:
             config = config_from_hf(json.load(f), **self.options)
         if planned is not None:
-            presets.check_matches(self.init.whisper, dataclasses.asdict(planned), dataclasses.asdict(config),
-                                  f"{self.init.whisper_dir}/config.json")
+            presets.check_matches(
+                self.init.whisper,
+                dataclasses.asdict(planned),
+                dataclasses.asdict(config),
+                f"{self.init.whisper_dir}/config.json",
+            )
         return config
 
     def _model(self) -> tuple[WhisperConfig, WhisperGenerationConfig]:
@@ -227,24 +253,33 @@ class WhisperSeq2SeqKind:
         model, self.generation = self._model()
         self.setup_model(model, self.generation.pad_token_id)
         if self.tokenizer.vocab_size > self.model.decoder.vocab_size:
-            raise UsageError(tokenizer_path, f"has {self.tokenizer.vocab_size} tokens, the decoder only "
-                                             f"{self.model.decoder.vocab_size} embeddings")
+            raise UsageError(
+                tokenizer_path,
+                f"has {self.tokenizer.vocab_size} tokens, the decoder only {self.model.decoder.vocab_size} embeddings",
+            )
         cfg = self.task_config
-        self.tokens = WhisperTokens(tokenizer_path, self.language if self.generation.is_multilingual else None,
-                                    WHISPER_TASK, leading_space=cfg.leading_space)
+        self.tokens = WhisperTokens(
+            tokenizer_path,
+            self.language if self.generation.is_multilingual else None,
+            WHISPER_TASK,
+            leading_space=cfg.leading_space,
+        )
         prompt = self.generation.prompt(self.tokens.language, self.tokens.task)
         if self.tokens.prefix_ids != prompt or self.tokens.end_id != self.generation.eos_token_id:
             raise UsageError(
-                tokenizer_path, f"gives the prompt {self.tokens.prefix_ids} and end token "
+                tokenizer_path,
+                f"gives the prompt {self.tokens.prefix_ids} and end token "
                 f"{self.tokens.end_id}, the generation config {prompt} and {self.generation.eos_token_id}: "
-                "tokenizer and checkpoint do not match")
+                "tokenizer and checkpoint do not match",
+            )
 
     def setup_model(self, model: WhisperConfig, pad_id: int) -> None:
         """The trainer's task for ``model`` whose padding id is ``pad_id`` (what a plan needs)."""
         cfg = self.task_config
         self.model, self.pad_id = model, pad_id
-        self.task = WhisperTask(model, cfg.loss, cfg.spec_augment, full_window=cfg.full_window,
-                                encoder_trained=not cfg.freeze_encoder)
+        self.task = WhisperTask(
+            model, cfg.loss, cfg.spec_augment, full_window=cfg.full_window, encoder_trained=not cfg.freeze_encoder
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -264,32 +299,48 @@ class WhisperSeq2SeqKind:
         values = {**values, "n_mels": self.model.encoder.n_mels, "pad_token_id": self.pad_id}
         if self.task_config.full_window:  # one bucket: the encoder's whole window
             max_tokens = values.get("max_tokens", PipelineConfig.max_tokens)
-            values.update(bucket_frames=(self.model.encoder.max_frames,),
-                          max_tokens=max_tokens if isinstance(max_tokens, int) else max(max_tokens))
+            values.update(
+                bucket_frames=(self.model.encoder.max_frames,),
+                max_tokens=max_tokens if isinstance(max_tokens, int) else max(max_tokens),
+            )
         return values
 
     def check_pipeline(self, pipeline: PipelineConfig, where: str) -> None:
         window = self.model.encoder.max_frames
         if max(pipeline.bucket_frames) > window:
-            raise ConfigError(f"{where}.bucket_frames", f"{pipeline.bucket_frames} exceed the encoder's {window}-frame window")
+            raise ConfigError(
+                f"{where}.bucket_frames", f"{pipeline.bucket_frames} exceed the encoder's {window}-frame window"
+            )
         if any(c != 1 for c in pipeline.clips_per_row):
-            raise ConfigError(f"{where}.clips_per_row", f"must be 1: Whisper rows hold one clip, got {pipeline.clips_per_row}")
+            raise ConfigError(
+                f"{where}.clips_per_row", f"must be 1: Whisper rows hold one clip, got {pipeline.clips_per_row}"
+            )
         if max(pipeline.max_tokens) > self.model.decoder.max_target_positions:
-            raise ConfigError(f"{where}.max_tokens", f"{pipeline.max_tokens} exceed the decoder's "
-                                                    f"{self.model.decoder.max_target_positions} positions")
+            raise ConfigError(
+                f"{where}.max_tokens",
+                f"{pipeline.max_tokens} exceed the decoder's {self.model.decoder.max_target_positions} positions",
+            )
 
     def example_tokens(self, inference: bool = False) -> WhisperTokens | None:
         return None if inference else self.tokens  # decoding reads only the audio
 
     def decoder(self, generation: GenerationConfig, lexicon: TokenAutomaton | None) -> WhisperDecoder:
         if generation.method not in METHODS:
-            raise ConfigError("eval.generation.method", f"expected one of {METHODS} for Whisper, got {generation.method!r}")
-        unsupported = [f.name for f in dataclasses.fields(GenerationConfig) if f.name not in
-                       ("method", "num_beams", "max_new_tokens", "length_penalty", "eos_ids", "pad_id")
-                       and getattr(generation, f.name) != f.default]
+            raise ConfigError(
+                "eval.generation.method", f"expected one of {METHODS} for Whisper, got {generation.method!r}"
+            )
+        unsupported = [
+            f.name
+            for f in dataclasses.fields(GenerationConfig)
+            if f.name not in ("method", "num_beams", "max_new_tokens", "length_penalty", "eos_ids", "pad_id")
+            and getattr(generation, f.name) != f.default
+        ]
         if unsupported or lexicon is not None:
-            raise ConfigError("eval.generation", f"Whisper decoding takes method, num_beams, max_new_tokens and "
-                                                 f"length_penalty only, got {unsupported + (['eval.lexicon'] if lexicon is not None else [])}")
+            raise ConfigError(
+                "eval.generation",
+                f"Whisper decoding takes method, num_beams, max_new_tokens and "
+                f"length_penalty only, got {unsupported + (['eval.lexicon'] if lexicon is not None else [])}",
+            )
         return WhisperDecoder(self, generation)
 
     def pretrained(self) -> PretrainedWhisper | None:
@@ -299,8 +350,10 @@ class WhisperSeq2SeqKind:
 
     def after_training(self, params: Mapping[str, Any], workdir: str) -> list[str]:
         exported = self.export(params, os.path.join(workdir, EXPORT_SUBDIR))
-        return [f"The fine-tuned model in Hugging Face format: {exported} "
-                f"(`jaxspeech transcribe --whisper-dir {exported}`)."]
+        return [
+            f"The fine-tuned model in Hugging Face format: {exported} "
+            f"(`jaxspeech transcribe --whisper-dir {exported}`)."
+        ]
 
     def export(self, params: Mapping[str, Any], out_dir: str) -> str:
         """Writes ``params`` as an HF Whisper directory (safetensors, config.json, generation_config.json
@@ -309,16 +362,20 @@ class WhisperSeq2SeqKind:
         host_params = multihost_utils.process_allgather(params, tiled=True)  # tiled: no extra process axis
         if jax.process_index() == 0:
             os.makedirs(out_dir, exist_ok=True)
-            side_files = {name: os.path.join(self.tokenizer_file, name) for name in SIDE_FILES
-                          if os.path.isfile(os.path.join(self.tokenizer_file, name))}
+            side_files = {
+                name: os.path.join(self.tokenizer_file, name)
+                for name in SIDE_FILES
+                if os.path.isfile(os.path.join(self.tokenizer_file, name))
+            }
             export_hf_whisper(self.model, {"params": host_params}, out_dir, self.generation, extra_files=side_files)
         return out_dir
 
     def notes(self) -> list[str]:
         notes = []
         if self.task_config.full_window:
-            notes.append(f"full_window: every example padded to the encoder's {self.model.encoder.max_frames}-frame "
-                         "window.")
+            notes.append(
+                f"full_window: every example padded to the encoder's {self.model.encoder.max_frames}-frame window."
+            )
         if self.task_config.freeze_encoder:
             notes.append("The encoder was frozen.")
         return notes

@@ -24,7 +24,9 @@ def tone(seconds: float, sample_rate: int = SAMPLE_RATE, channels: int = 1, seed
     return audio[:, 0] if channels == 1 else audio
 
 
-def write_clip(path: str, seconds: float, sample_rate: int = SAMPLE_RATE, channels: int = 1, seed: int = 0, **kwargs) -> float:
+def write_clip(
+    path: str, seconds: float, sample_rate: int = SAMPLE_RATE, channels: int = 1, seed: int = 0, **kwargs
+) -> float:
     """Writes a clip (format from the extension) and returns its exact duration in seconds."""
     audio = tone(seconds, sample_rate, channels, seed)
     sf.write(path, audio, sample_rate, **kwargs)
@@ -55,7 +57,9 @@ def toy_tokenize(record: dict, frames_per_clip) -> ToyEncoded:
     return ToyEncoded(tokens, loss_mask)
 
 
-def make_dataset(folder: str, count: int, *, seed: int = 0, min_s: float = 0.2, max_s: float = 1.9, name: str = "train") -> str:
+def make_dataset(
+    folder: str, count: int, *, seed: int = 0, min_s: float = 0.2, max_s: float = 1.9, name: str = "train"
+) -> str:
     """``count`` FLAC clips of random durations and a manifest with relative paths; returns the manifest."""
     os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -64,5 +68,7 @@ def make_dataset(folder: str, count: int, *, seed: int = 0, min_s: float = 0.2, 
         seconds = float(rng.uniform(min_s, max_s))
         relative = os.path.join("audio", f"{name}_{i:04d}.flac")
         duration = write_clip(os.path.join(folder, relative), seconds, seed=seed * 10_000 + i)
-        entries.append({"id": f"{name}-{i}", "audio_filepath": relative, "duration": duration, "text": f"utterance {i}"})
+        entries.append(
+            {"id": f"{name}-{i}", "audio_filepath": relative, "duration": duration, "text": f"utterance {i}"}
+        )
     return write_manifest(os.path.join(folder, f"{name}.jsonl"), entries)

@@ -24,8 +24,16 @@ BASES = (
 EXTREMES_32 = (0, 1, 0x7FFFFFFF, 0xFFFFFFFF, 0x80000000, 0xFFFFFFFE, 65535)
 
 # Byte ranges of header fields worth breaking, per container: (offset, size, byte order).
-_WAV_FIELDS = ((4, 4, "<"), (16, 4, "<"), (22, 2, "<"), (24, 4, "<"), (28, 4, "<"), (32, 2, "<"), (34, 2, "<"),
-               (40, 4, "<"))
+_WAV_FIELDS = (
+    (4, 4, "<"),
+    (16, 4, "<"),
+    (22, 2, "<"),
+    (24, 4, "<"),
+    (28, 4, "<"),
+    (32, 2, "<"),
+    (34, 2, "<"),
+    (40, 4, "<"),
+)
 _FLAC_FIELDS = ((8, 2, ">"), (10, 2, ">"), (12, 3, ">"), (15, 3, ">"), (18, 4, ">"), (21, 5, ">"), (5, 3, ">"))
 
 
@@ -34,8 +42,13 @@ def encode(container: str, subtype: str, rate: int, channels: int, seconds: floa
     rng = np.random.default_rng(seed)
     n = int(seconds * rate)
     t = np.arange(n) / rate
-    audio = np.stack([0.3 * np.sin(2 * np.pi * (200 + 100 * c + 300 * t) * t) + 0.01 * rng.standard_normal(n)
-                      for c in range(channels)], axis=1).astype(np.float32)
+    audio = np.stack(
+        [
+            0.3 * np.sin(2 * np.pi * (200 + 100 * c + 300 * t) * t) + 0.01 * rng.standard_normal(n)
+            for c in range(channels)
+        ],
+        axis=1,
+    ).astype(np.float32)
     buffer = io.BytesIO()
     sf.write(buffer, audio, rate, format=container, subtype=subtype)
     return buffer.getvalue()
@@ -52,7 +65,7 @@ def _ogg_page_offsets(data: bytes) -> list[int]:
 def _set_field(data: bytearray, offset: int, size: int, order: str, value: int) -> None:
     if offset + size <= len(data):
         value &= (1 << (8 * size)) - 1
-        data[offset:offset + size] = value.to_bytes(size, "little" if order == "<" else "big")
+        data[offset : offset + size] = value.to_bytes(size, "little" if order == "<" else "big")
 
 
 def _header_fields(container: str, data: bytes) -> list[tuple[int, int, str]]:
@@ -94,7 +107,7 @@ def mutate(container: str, data: bytes, rng: random.Random) -> tuple[bytes, list
             start = rng.randrange(len(data))
             length = rng.randint(1, 64)
             filler = rng.choice((b"\x00", b"\xff", None))
-            data[start:start + length] = filler * length if filler else rng.randbytes(length)
+            data[start : start + length] = filler * length if filler else rng.randbytes(length)
             done.append(f"overwrite@{start}+{length}")
         elif kind == "truncate" and data:
             keep = rng.randrange(len(data))
@@ -106,7 +119,7 @@ def mutate(container: str, data: bytes, rng: random.Random) -> tuple[bytes, list
             done.append(f"insert@{position}")
         elif kind == "duplicate" and len(data) > 2:
             start = rng.randrange(len(data) - 1)
-            stretch = data[start:start + rng.randint(1, 4096)]
+            stretch = data[start : start + rng.randint(1, 4096)]
             data[start:start] = stretch * rng.randint(1, 4)
             done.append(f"duplicate@{start}")
     return bytes(data), done

@@ -12,8 +12,15 @@ from jaxspeech.encoders.conformer import ConformerConfig, ConformerEncoder
 
 MELS = 16
 TINY = ConformerConfig(
-    input_dim=MELS, d_model=32, num_layers=2, num_heads=4, ffn_dim=64, conv_kernel_size=5, subsampling_channels=8,
-    dropout_rate=0.0, ffn_dropout_rate=0.0,
+    input_dim=MELS,
+    d_model=32,
+    num_layers=2,
+    num_heads=4,
+    ffn_dim=64,
+    conv_kernel_size=5,
+    subsampling_channels=8,
+    dropout_rate=0.0,
+    ffn_dropout_rate=0.0,
 )
 
 

@@ -7,8 +7,13 @@ import torch
 import transformers
 
 TINY = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, subsampling_conv_channels=8,
-    num_mel_bins=16, conv_kernel_size=5,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    subsampling_conv_channels=8,
+    num_mel_bins=16,
+    conv_kernel_size=5,
 )
 
 

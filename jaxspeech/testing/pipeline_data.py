@@ -31,7 +31,11 @@ def write_dataset(folder: str, count: int = 24, seed: int = 0) -> str:
         audio = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) + 0.01 * rng.standard_normal(samples)
         relative = os.path.join("audio", f"{i:03d}.wav")
         sf.write(os.path.join(folder, relative), audio.astype(np.float32), SAMPLE_RATE)
-        lines.append(json.dumps({"id": f"utt{i}", "audio_filepath": relative, "duration": samples / SAMPLE_RATE, "text": f"say {i}"}))
+        lines.append(
+            json.dumps(
+                {"id": f"utt{i}", "audio_filepath": relative, "duration": samples / SAMPLE_RATE, "text": f"say {i}"}
+            )
+        )
     path = os.path.join(folder, "train.jsonl")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
@@ -53,7 +57,9 @@ def tokenize(record: dict, frames_per_clip) -> Encoded:
 
 def pipeline_iterator(manifest: str):
     """The pipeline's checkpointable iterator of ``HostBatch``es (8 rows of 1 s, 32 tokens)."""
-    pipeline = DataPipeline(ManifestSource(manifest), PIPELINE_CONFIG, tokenize=tokenize, process_index=0, process_count=1)
+    pipeline = DataPipeline(
+        ManifestSource(manifest), PIPELINE_CONFIG, tokenize=tokenize, process_index=0, process_count=1
+    )
     return pipeline.iterator()
 
 
@@ -66,7 +72,11 @@ class BatchTinyTask(TinyTask):
     @staticmethod
     def _as_dict(batch) -> dict:
         rows, clips, frames, mels = batch.features.shape
-        return {"features": batch.features.reshape(rows, clips * frames, mels), "tokens": batch.tokens, "loss_mask": batch.loss_mask}
+        return {
+            "features": batch.features.reshape(rows, clips * frames, mels),
+            "tokens": batch.tokens,
+            "loss_mask": batch.loss_mask,
+        }
 
     def init_params(self, rng, batch):
         return super().init_params(rng, self._as_dict(batch))

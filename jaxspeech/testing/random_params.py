@@ -17,8 +17,13 @@ def random_params(model: nn.Module, batch: dict, seed: int = 0, adapters: LoraCo
 
     def init():
         with lora(adapters):
-            return model.init(jax.random.key(0), batch["tokens"], batch["features"], batch["feature_lengths"],
-                              segment_ids=batch["segment_ids"])
+            return model.init(
+                jax.random.key(0),
+                batch["tokens"],
+                batch["features"],
+                batch["feature_lengths"],
+                segment_ids=batch["segment_ids"],
+            )
 
     shapes = nn.unbox(jax.eval_shape(init))
     rng = np.random.default_rng(seed)

@@ -19,19 +19,42 @@ MELS = 16
 
 
 def tiny_config(fusion: str = "decoder_only", connector: str = "frame_stack", **changes) -> SpeechLLMConfig:
-    llm = LLMConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_layers=4, num_heads=4, num_kv_heads=2,
-                    scan_layers=fusion == "decoder_only")
-    encoder = WhisperAudioEncoderConfig(whisper=WhisperEncoderConfig(n_mels=MELS, d_model=24, num_layers=2, num_heads=4,
-                                                                    ffn_dim=48, max_source_positions=100))
-    fields = {"linear": {}, "frame_stack": dict(hidden_size=40, stack=2), "conv": dict(hidden_size=40),
-              "qformer": dict(window=4, window_stride=4, num_queries=2, num_layers=1, size=16, num_heads=2, ffn_size=32)}
+    llm = LLMConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        scan_layers=fusion == "decoder_only",
+    )
+    encoder = WhisperAudioEncoderConfig(
+        whisper=WhisperEncoderConfig(
+            n_mels=MELS, d_model=24, num_layers=2, num_heads=4, ffn_dim=48, max_source_positions=100
+        )
+    )
+    fields = {
+        "linear": {},
+        "frame_stack": dict(hidden_size=40, stack=2),
+        "conv": dict(hidden_size=40),
+        "qformer": dict(window=4, window_stride=4, num_queries=2, num_layers=1, size=16, num_heads=2, ffn_size=32),
+    }
     conn = connector_config(connector, output_size=32, **fields[connector])
     xattn = None
     if fusion != "decoder_only":
-        xattn = CrossAttentionConfig(hidden_size=32, num_layers=4, every=2, num_heads=4, num_kv_heads=4,
-                                     intermediate_size=48)
-    return SpeechLLMConfig(encoder=encoder, connector=conn, llm=llm, fusion=fusion, xattn=xattn, hybrid_pool=3,
-                           placeholder_id=PLACEHOLDER, max_audio_frames=200).replace(**changes)
+        xattn = CrossAttentionConfig(
+            hidden_size=32, num_layers=4, every=2, num_heads=4, num_kv_heads=4, intermediate_size=48
+        )
+    return SpeechLLMConfig(
+        encoder=encoder,
+        connector=conn,
+        llm=llm,
+        fusion=fusion,
+        xattn=xattn,
+        hybrid_pool=3,
+        placeholder_id=PLACEHOLDER,
+        max_audio_frames=200,
+    ).replace(**changes)
 
 
 def example_tokens(config: SpeechLLMConfig, clip_frames: list[int], prefix: list[int], suffix: list[int]) -> list[int]:
@@ -77,5 +100,13 @@ def init_params(model, batch: dict, seed: int = 0):
     """Parameters of every submodule (the CTC head too when the config has one)."""
     from flax import linen as nn
 
-    return nn.unbox(model.init(jax.random.key(seed), batch["tokens"], batch["features"], batch["feature_lengths"],
-                               segment_ids=batch["segment_ids"], with_ctc=bool(model.config.ctc_vocab_size)))
+    return nn.unbox(
+        model.init(
+            jax.random.key(seed),
+            batch["tokens"],
+            batch["features"],
+            batch["feature_lengths"],
+            segment_ids=batch["segment_ids"],
+            with_ctc=bool(model.config.ctc_vocab_size),
+        )
+    )

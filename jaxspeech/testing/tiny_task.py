@@ -64,7 +64,9 @@ def offset_gradient(x, offset):
     return x
 
 
-offset_gradient.defvjp(lambda x, offset: (x, offset), lambda offset, grad: (grad + offset.astype(grad.dtype), jnp.zeros_like(offset)))
+offset_gradient.defvjp(
+    lambda x, offset: (x, offset), lambda offset, grad: (grad + offset.astype(grad.dtype), jnp.zeros_like(offset))
+)
 
 
 def _inject_faults(params, batch):
@@ -72,7 +74,10 @@ def _inject_faults(params, batch):
     ``grad_offset`` is added to the connector kernel's gradient, ``loss_offset`` to the loss
     without touching any gradient. Returns (params, loss offset f32[])."""
     if "grad_offset" in batch:
-        connector = {**params["connector"], "kernel": offset_gradient(params["connector"]["kernel"], jnp.sum(batch["grad_offset"]))}
+        connector = {
+            **params["connector"],
+            "kernel": offset_gradient(params["connector"]["kernel"], jnp.sum(batch["grad_offset"])),
+        }
         params = {**params, "connector": connector}
     loss_offset = jax.lax.stop_gradient(jnp.sum(batch["loss_offset"])) if "loss_offset" in batch else 0.0
     return params, loss_offset
@@ -101,7 +106,7 @@ class TinySpeechLM(nn.Module):
         x = x + nn.Dropout(c.dropout, deterministic=not train)(h)
         x = x + GatedMLP(c.mlp, dtype=dt, name="llm_mlp")(RMSNorm(dtype=dt, name="llm_norm2")(x))
         x = RMSNorm(dtype=dt, name="llm_final_norm")(x)
-        return embed.attend(x[:, features.shape[1]:])
+        return embed.attend(x[:, features.shape[1] :])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +127,11 @@ class TinyTask:
     def loss(self, params, batch, rng, *, train: bool):
         params, loss_offset = _inject_faults(params, batch)
         logits = self.model.apply(
-            {"params": params}, batch["features"], batch["tokens"], train=train, poison=batch.get("poison"),
+            {"params": params},
+            batch["features"],
+            batch["tokens"],
+            train=train,
+            poison=batch.get("poison"),
             rngs={"dropout": rng},
         )
         return _loss_and_metrics(logits, batch, loss_offset)
@@ -149,8 +158,13 @@ class StatefulTinyTask(TinyTask):
     def loss(self, params, batch, rng, *, train: bool, model_state):
         params, loss_offset = _inject_faults(params, batch)
         logits, updates = self.model.apply(
-            {"params": params, **model_state}, batch["features"], batch["tokens"], train=train,
-            poison=batch.get("poison"), rngs={"dropout": rng}, mutable=list(model_state),
+            {"params": params, **model_state},
+            batch["features"],
+            batch["tokens"],
+            train=train,
+            poison=batch.get("poison"),
+            rngs={"dropout": rng},
+            mutable=list(model_state),
         )
         return (*_loss_and_metrics(logits, batch, loss_offset), updates)
 
@@ -162,7 +176,8 @@ def make_example(index: int, config: TinyConfig = TinyConfig(), seed: int = 0) -
     tokens = (start + np.arange(config.text_length) * (1 + index % 3)) % config.vocab
     length = rng.integers(3, config.text_length + 1)
     return {
-        "features": rng.standard_normal((config.frames, config.feature_dim)).astype(np.float32) + np.float32(start / config.vocab),
+        "features": rng.standard_normal((config.frames, config.feature_dim)).astype(np.float32)
+        + np.float32(start / config.vocab),
         "tokens": tokens.astype(np.int32),
         "loss_mask": (np.arange(config.text_length) < length).astype(np.float32),
     }
@@ -197,7 +212,13 @@ LOOP_CONFIG = {
 
 
 # The optimizer of the freezing / non-finite tests (step level and loop level share its programs).
-FREEZE_OPTIMIZER = {"learning_rate": 1e-2, "warmup_steps": 1, "decay_steps": 100, "weight_decay": 0.1, "lr_rules": (("encoder/.*", None),)}
+FREEZE_OPTIMIZER = {
+    "learning_rate": 1e-2,
+    "warmup_steps": 1,
+    "decay_steps": 100,
+    "weight_decay": 0.1,
+    "lr_rules": (("encoder/.*", None),),
+}
 
 
 def loop_config(**overrides) -> dict:

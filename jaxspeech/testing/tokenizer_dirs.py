@@ -46,13 +46,16 @@ AUDIO_TOKENS = ["<|audio|>", "<chunk_1>", "<chunk_2>", "<chunk_3>"]
 
 def _bpe(special: list[str], non_special: list[str]) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=420, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=420, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     tokenizer.train_from_iterator(CORPUS * 4, trainer)
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special])
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in non_special])
@@ -86,8 +89,9 @@ def write_llama3_dir(directory: str) -> str:
     tokenizer = _bpe(specials + AUDIO_TOKENS, [])
     config = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": LLAMA3_TEMPLATE}
     ids = [tokenizer.token_to_id(t) for t in ("<|end_of_text|>", "<|eot_id|>")]
-    return _write(directory, tokenizer, config, {"bos_token_id": tokenizer.token_to_id("<|begin_of_text|>"),
-                                                 "eos_token_id": ids})
+    return _write(
+        directory, tokenizer, config, {"bos_token_id": tokenizer.token_to_id("<|begin_of_text|>"), "eos_token_id": ids}
+    )
 
 
 MISTRAL_TEMPLATE = (
@@ -105,7 +109,9 @@ def write_metaspace_dir(directory: str) -> str:
     tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
     tokenizer.train_from_iterator(CORPUS * 4, trainer)
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ["[INST]", "[/INST]", *AUDIO_TOKENS]])
+    tokenizer.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ["[INST]", "[/INST]", *AUDIO_TOKENS]]
+    )
     config = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": MISTRAL_TEMPLATE}
     return _write(directory, tokenizer, config, None)
 
@@ -116,16 +122,25 @@ TEXT_RULE_STYLES = {
     # Llama 3: the post-processor puts <|begin_of_text|> first.
     "llama3": ("PreTrainedTokenizerFast", {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}, "bos"),
     # Qwen2: no BOS token at all; a ByteLevel post-processor that adds nothing.
-    "qwen2": ("Qwen2Tokenizer", {"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"},
-              "byte_level"),
+    "qwen2": (
+        "Qwen2Tokenizer",
+        {"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"},
+        "byte_level",
+    ),
     # SmolLM2: a BOS token is defined (<|im_start|>) but the post-processor adds nothing.
     "smollm2": ("GPT2Tokenizer", {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}, "byte_level"),
     # add_bos_token in tokenizer_config.json without a post-processor that adds it: no BOS.
-    "config_add_bos": ("PreTrainedTokenizerFast",
-                       {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>", "add_bos_token": True}, None),
+    "config_add_bos": (
+        "PreTrainedTokenizerFast",
+        {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>", "add_bos_token": True},
+        None,
+    ),
     # A template that adds BOS and EOS.
-    "bos_and_eos": ("PreTrainedTokenizerFast", {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"},
-                    "bos_eos"),
+    "bos_and_eos": (
+        "PreTrainedTokenizerFast",
+        {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"},
+        "bos_eos",
+    ),
 }
 TEXT_RULE_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"]
 
@@ -140,11 +155,14 @@ def write_text_rule_dir(directory: str, style: str) -> str:
     bos, eos = "<|begin_of_text|>", "<|end_of_text|>"
     if post == "bos":
         tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1", special_tokens=[(bos, tokenizer.token_to_id(bos))])
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1", special_tokens=[(bos, tokenizer.token_to_id(bos))]
+        )
     elif post == "bos_eos":
         tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} $B:1 {eos}:1",
-            special_tokens=[(bos, tokenizer.token_to_id(bos)), (eos, tokenizer.token_to_id(eos))])
+            single=f"{bos} $A {eos}",
+            pair=f"{bos} $A {eos} $B:1 {eos}:1",
+            special_tokens=[(bos, tokenizer.token_to_id(bos)), (eos, tokenizer.token_to_id(eos))],
+        )
     elif post == "byte_level":
         tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     if tokenizer_class == "GPT2Tokenizer":  # transformers rebuilds it with GPT-2's own pre-tokenizer, as SmolLM2 has

@@ -19,8 +19,14 @@ from jaxspeech.features.mel import HOP_LENGTH, log_mel_spectrogram
 
 PAD, EOS, SOT, EN, DE, TRANSLATE, TRANSCRIBE, NO_TIMESTAMPS = range(92, 100)
 SPECIAL_TOKENS = {
-    PAD: "<|pad|>", EOS: "<|endoftext|>", SOT: "<|startoftranscript|>", EN: "<|en|>", DE: "<|de|>",
-    TRANSLATE: "<|translate|>", TRANSCRIBE: "<|transcribe|>", NO_TIMESTAMPS: "<|notimestamps|>",
+    PAD: "<|pad|>",
+    EOS: "<|endoftext|>",
+    SOT: "<|startoftranscript|>",
+    EN: "<|en|>",
+    DE: "<|de|>",
+    TRANSLATE: "<|translate|>",
+    TRANSCRIBE: "<|transcribe|>",
+    NO_TIMESTAMPS: "<|notimestamps|>",
 }
 MICRO_FRAMES = 100
 MICRO_SAMPLES = MICRO_FRAMES * HOP_LENGTH
@@ -28,18 +34,39 @@ MICRO_SAMPLES = MICRO_FRAMES * HOP_LENGTH
 
 def micro_hf_config(init_std: float = 0.5) -> WhisperConfig:
     return WhisperConfig(
-        vocab_size=100, num_mel_bins=80, d_model=64, encoder_layers=2, encoder_attention_heads=4,
-        decoder_layers=2, decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
-        max_source_positions=MICRO_FRAMES // 2, max_target_positions=40, pad_token_id=PAD, bos_token_id=EOS,
-        eos_token_id=EOS, decoder_start_token_id=SOT, init_std=init_std, begin_suppress_tokens=None,
+        vocab_size=100,
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_layers=2,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=MICRO_FRAMES // 2,
+        max_target_positions=40,
+        pad_token_id=PAD,
+        bos_token_id=EOS,
+        eos_token_id=EOS,
+        decoder_start_token_id=SOT,
+        init_std=init_std,
+        begin_suppress_tokens=None,
     )
 
 
 def micro_generation_config() -> GenerationConfig:
     return GenerationConfig(
-        decoder_start_token_id=SOT, eos_token_id=EOS, pad_token_id=PAD, bos_token_id=EOS, is_multilingual=True,
-        lang_to_id={"<|en|>": EN, "<|de|>": DE}, task_to_id={"translate": TRANSLATE, "transcribe": TRANSCRIBE},
-        no_timestamps_token_id=NO_TIMESTAMPS, suppress_tokens=[1, 2, 3, SOT], begin_suppress_tokens=[4, EOS], max_length=40,
+        decoder_start_token_id=SOT,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        bos_token_id=EOS,
+        is_multilingual=True,
+        lang_to_id={"<|en|>": EN, "<|de|>": DE},
+        task_to_id={"translate": TRANSLATE, "transcribe": TRANSCRIBE},
+        no_timestamps_token_id=NO_TIMESTAMPS,
+        suppress_tokens=[1, 2, 3, SOT],
+        begin_suppress_tokens=[4, EOS],
+        max_length=40,
     )
 
 
@@ -56,18 +83,34 @@ def micro_hf_model(seed: int = 1, eos_scale: float = 1.2) -> WhisperForCondition
 def tiny_sized_hf_config() -> WhisperConfig:
     """whisper-tiny's architecture (d 384, 4+4 layers, 6 heads, 1500 positions, 51865 tokens)."""
     return WhisperConfig(
-        vocab_size=51865, num_mel_bins=80, d_model=384, encoder_layers=4, encoder_attention_heads=6,
-        decoder_layers=4, decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536,
-        max_source_positions=1500, max_target_positions=448,
+        vocab_size=51865,
+        num_mel_bins=80,
+        d_model=384,
+        encoder_layers=4,
+        encoder_attention_heads=6,
+        decoder_layers=4,
+        decoder_attention_heads=6,
+        encoder_ffn_dim=1536,
+        decoder_ffn_dim=1536,
+        max_source_positions=1500,
+        max_target_positions=448,
     )
 
 
 def base_sized_hf_config() -> WhisperConfig:
     """whisper-base's architecture (d 512, 6+6 layers, 8 heads)."""
     return WhisperConfig(
-        vocab_size=51865, num_mel_bins=80, d_model=512, encoder_layers=6, encoder_attention_heads=8,
-        decoder_layers=6, decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048,
-        max_source_positions=1500, max_target_positions=448,
+        vocab_size=51865,
+        num_mel_bins=80,
+        d_model=512,
+        encoder_layers=6,
+        encoder_attention_heads=8,
+        decoder_layers=6,
+        decoder_attention_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        max_source_positions=1500,
+        max_target_positions=448,
     )
 
 

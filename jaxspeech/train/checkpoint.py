@@ -133,8 +133,10 @@ class IteratorStateHandler(ocp.CheckpointHandler):
         path = self._filename(directory)
         if not path.exists():
             raise CheckpointMismatchError(
-                str(path), "missing: this data iterator state was written with a different process count (restore "
-                "without the data position: checkpoint.restore_data_state=False)")
+                str(path),
+                "missing: this data iterator state was written with a different process count (restore "
+                "without the data position: checkpoint.restore_data_state=False)",
+            )
         return _decode_iterator_state(json.loads(path.read_text()))
 
 
@@ -163,8 +165,9 @@ def _restore_subset(directory: epath.Path, abstract_state: State) -> State:
     """The entries of ``abstract_state`` (a subset of the saved tree) from a saved state folder."""
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_state)
     with ocp.PyTreeCheckpointer() as checkpointer:
-        return checkpointer.restore(directory, args=ocp.args.PyTreeRestore(abstract_state, restore_args=restore_args,
-                                                                           partial_restore=True))
+        return checkpointer.restore(
+            directory, args=ocp.args.PyTreeRestore(abstract_state, restore_args=restore_args, partial_restore=True)
+        )
 
 
 def _describe(shape, dtype) -> str:
@@ -174,8 +177,12 @@ def _describe(shape, dtype) -> str:
 def _check_layout(path: epath.Path, abstract_state: State, partial: bool) -> None:
     """Raises ``CheckpointMismatchError`` unless the saved state holds every array of
     ``abstract_state`` with its shape and dtype (and, unless ``partial``, nothing else)."""
-    saved = {leaf_name(p): leaf for p, leaf in
-             jax.tree_util.tree_leaves_with_path(ocp.StandardCheckpointHandler().metadata(path / "state").tree)}
+    saved = {
+        leaf_name(p): leaf
+        for p, leaf in jax.tree_util.tree_leaves_with_path(
+            ocp.StandardCheckpointHandler().metadata(path / "state").tree
+        )
+    }
     wanted = {leaf_name(p): leaf for p, leaf in jax.tree_util.tree_leaves_with_path(abstract_state)}
     problems = [f"{name} is not in the checkpoint" for name in sorted(set(wanted) - set(saved))]
     if not partial:
@@ -183,11 +190,16 @@ def _check_layout(path: epath.Path, abstract_state: State, partial: bool) -> Non
     for name in sorted(set(wanted) & set(saved)):
         want, have = wanted[name], saved[name]
         if tuple(want.shape) != tuple(have.shape) or np.dtype(want.dtype) != np.dtype(have.dtype):
-            problems.append(f"{name} is {_describe(have.shape, have.dtype)}, expected {_describe(want.shape, want.dtype)}")
+            problems.append(
+                f"{name} is {_describe(have.shape, have.dtype)}, expected {_describe(want.shape, want.dtype)}"
+            )
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise CheckpointMismatchError(str(path), f"the saved state does not fit the model and optimizer of this "
-                                                 f"config (changed since it was written?): {shown}")
+        raise CheckpointMismatchError(
+            str(path),
+            f"the saved state does not fit the model and optimizer of this "
+            f"config (changed since it was written?): {shown}",
+        )
 
 
 # The storage layer's (tensorstore's) own reports of damaged bytes: checksum mismatches in OCDBT
@@ -218,8 +230,9 @@ class Checkpointer:
     ``read_only``: for processes that only read a run's checkpoints; ``save`` refuses and nothing
     under ``directory`` is ever created, renamed or written (see the module docstring)."""
 
-    def __init__(self, directory: str | os.PathLike, config: CheckpointConfig = CheckpointConfig(), *,
-                 read_only: bool = False):
+    def __init__(
+        self, directory: str | os.PathLike, config: CheckpointConfig = CheckpointConfig(), *, read_only: bool = False
+    ):
         self.directory = epath.Path(directory).absolute()
         self.config = config
         self.read_only = read_only
@@ -245,8 +258,9 @@ class Checkpointer:
     def step_directory(self, step: int) -> epath.Path:
         return self.directory / str(step)
 
-    def save(self, step: int, state: State, data_iterator: CheckpointableIterator | None = None,
-             meta: dict | None = None) -> bool:
+    def save(
+        self, step: int, state: State, data_iterator: CheckpointableIterator | None = None, meta: dict | None = None
+    ) -> bool:
         """Starts saving ``state`` (and the iterator's position, and JSON ``meta`` fields) as ``step``;
         False if it exists. The arrays' digests are computed before this returns (a collective on
         several processes)."""
@@ -301,15 +315,20 @@ class Checkpointer:
     @staticmethod
     def _verify(path: epath.Path, state: State, saved: dict[str, str] | None) -> None:
         if saved is None:
-            log.warning("checkpoint %s has no array digests (written before they were recorded): its values "
-                        "cannot be verified", path)
+            log.warning(
+                "checkpoint %s has no array digests (written before they were recorded): its values cannot be verified",
+                path,
+            )
             return
         actual = array_digests(state)
         damaged = sorted(name for name, digest in actual.items() if saved.get(name) != digest)
         if damaged:
             shown = ", ".join(damaged[:8]) + (f" and {len(damaged) - 8} more" if len(damaged) > 8 else "")
-            raise CheckpointIntegrityError(str(path), damaged, f"restored values differ from the digests recorded "
-                                                               f"at save (damaged data) in {shown}")
+            raise CheckpointIntegrityError(
+                str(path),
+                damaged,
+                f"restored values differ from the digests recorded at save (damaged data) in {shown}",
+            )
 
     def restore_latest(self, abstract_state: State, with_data: bool = True, partial: bool = False) -> Restored | None:
         """The newest checkpoint that passes its integrity check (None if there is none); see the
@@ -321,16 +340,22 @@ class Checkpointer:
             try:
                 restored = self._agreed(lambda: self.restore(step, abstract_state, with_data, partial))
             except CheckpointIntegrityError as error:
-                log.error("checkpoint %s is damaged: %s; trying the previous one", self.step_directory(step), error.what)
+                log.error(
+                    "checkpoint %s is damaged: %s; trying the previous one", self.step_directory(step), error.what
+                )
                 damaged[step] = error.what
                 continue
             if damaged and self.read_only:
-                log.warning("restored checkpoint %s instead of the newer damaged %s (left in place: opened read-only)",
-                            self.step_directory(step), sorted(damaged))
+                log.warning(
+                    "restored checkpoint %s instead of the newer damaged %s (left in place: opened read-only)",
+                    self.step_directory(step),
+                    sorted(damaged),
+                )
             elif damaged:
                 self._quarantine(sorted(damaged))
-                log.warning("restored checkpoint %s instead of the newer damaged %s", self.step_directory(step),
-                            sorted(damaged))
+                log.warning(
+                    "restored checkpoint %s instead of the newer damaged %s", self.step_directory(step), sorted(damaged)
+                )
             return restored
         if damaged:
             details = "; ".join(f"{self.step_directory(step)}: {what[:300]}" for step, what in damaged.items())

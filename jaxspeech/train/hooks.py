@@ -94,8 +94,14 @@ class LogTrain:
         self.start: float | None = None
         self.last: dict[str, float] = {}
 
-    def add(self, step_metrics, counts: Mapping[str, float], flops: float | None, now: float,
-            memory_bytes: int | None = None) -> None:
+    def add(
+        self,
+        step_metrics,
+        counts: Mapping[str, float],
+        flops: float | None,
+        now: float,
+        memory_bytes: int | None = None,
+    ) -> None:
         if self.start is None:
             self.start = now
         if memory_bytes is not None:
@@ -164,8 +170,9 @@ class SaveCheckpoint:
     finish = __call__
 
 
-def fitted_decay_steps(step: int, steps_run: int, seconds_run: float, config: TrainConfig,
-                       seconds_before: float = 0.0) -> int:
+def fitted_decay_steps(
+    step: int, steps_run: int, seconds_run: float, config: TrainConfig, seconds_before: float = 0.0
+) -> int:
     """The step the time budget is expected to end at: ``step`` plus the budget's remaining seconds
     (after ``seconds_before`` of earlier starts and ``seconds_run`` of this one) over the mean
     seconds per step of the ``steps_run`` steps of this start, kept within (warmup_steps, total_steps]."""
@@ -187,8 +194,9 @@ class FitDecayToBudget:
     def __call__(self, ctx: StepContext) -> None:
         if ctx.step <= self.config.optimizer.warmup_steps:
             return
-        horizon = fitted_decay_steps(ctx.step, ctx.step - ctx.first_step, ctx.run_seconds(), self.config,
-                                     ctx.seconds_before)
+        horizon = fitted_decay_steps(
+            ctx.step, ctx.step - ctx.first_step, ctx.run_seconds(), self.config, ctx.seconds_before
+        )
         if jax.process_count() > 1:  # the value of process 0 on every host, whose clocks differ
             horizon = int(multihost_utils.broadcast_one_to_all(np.int32(horizon)))
         ctx.state = {**ctx.state, "opt_state": optim.with_decay_horizon(ctx.state["opt_state"], horizon)}
@@ -209,8 +217,9 @@ class StopAtTimeBudget:
             ctx.stop("time_budget")
 
 
-def default_hooks(config: TrainConfig, log_train: LogTrain, save: Callable[[int, Any], None],
-                  evaluate: Evaluate | None) -> list:
+def default_hooks(
+    config: TrainConfig, log_train: LogTrain, save: Callable[[int, Any], None], evaluate: Evaluate | None
+) -> list:
     """The hooks a ``TrainConfig`` asks for, in the order they run after a step: logging, fitting
     the decay to the time budget (on the logged window), evaluation, the budget's stop, checkpoints
     (last: the checkpoint of the step the budget ran out at records at least the whole budget, so a

@@ -78,7 +78,9 @@ class _Run:
         first_batch = _arrays(next(self.data))
         self.layout = build_layout(self.task, first_batch, config.optimizer, self.mesh, config.sharding_rules)
         self.step_fn = CompiledStep(self.task, self.layout, config.optimizer, config.grad_accum_steps)
-        restored = self.checkpointer.restore_latest(self.layout.abstract, with_data=config.checkpoint.restore_data_state)
+        restored = self.checkpointer.restore_latest(
+            self.layout.abstract, with_data=config.checkpoint.restore_data_state
+        )
         if restored is None:
             return init_state(self.task, first_batch, self.layout, config.seed), first_batch
         self.last_saved_step = restored.step
@@ -86,7 +88,10 @@ class _Run:
         if restored.data_state is not None:
             self.data.set_state(restored.data_state)
         else:
-            log.warning("checkpoint at step %d has no data iterator state (or restoring it is off): the data restarts", restored.step)
+            log.warning(
+                "checkpoint at step %d has no data iterator state (or restoring it is off): the data restarts",
+                restored.step,
+            )
         log.info("resumed from %s", self.checkpointer.step_directory(restored.step))
         return restored.state, None
 
@@ -129,11 +134,17 @@ class _Progress:
         self.budget = config.time_budget_s
         enabled = config.progress_bar and jax.process_index() == 0
         if self.budget is None:
-            self.bar = tqdm(total=config.total_steps, initial=first_step, unit="step", dynamic_ncols=True,
-                            disable=not enabled)
+            self.bar = tqdm(
+                total=config.total_steps, initial=first_step, unit="step", dynamic_ncols=True, disable=not enabled
+            )
         else:
-            self.bar = tqdm(total=round(self.budget), unit="s", dynamic_ncols=True, disable=not enabled,
-                            bar_format="{l_bar}{bar}| {n:.0f}/{total} s of the time budget{postfix}")
+            self.bar = tqdm(
+                total=round(self.budget),
+                unit="s",
+                dynamic_ncols=True,
+                disable=not enabled,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total} s of the time budget{postfix}",
+            )
         self.loss: str | None = None
 
     def update(self, step: int, seconds: Callable[[], float]) -> None:
@@ -178,13 +189,25 @@ def train(
         log_train = LogTrain(config.metrics.log_every, run.peak_flops(), on_log=progress.logged)
         evaluate = None if eval_fn is None else Evaluate(eval_fn, config.eval_every)
         all_hooks = [*default_hooks(config, log_train, run.save, evaluate), *hooks]
-        ctx = StepContext(step, state, {}, first_step, config.total_steps, run.logger, time.monotonic, 0.0,
-                          seconds_before=run.seconds_before)
+        ctx = StepContext(
+            step,
+            state,
+            {},
+            first_step,
+            config.total_steps,
+            run.logger,
+            time.monotonic,
+            0.0,
+            seconds_before=run.seconds_before,
+        )
         run.trained_seconds = lambda: ctx.seconds() if trained else run.seconds_before
         previous, trained = None, False
         stop_reason = "completed"
-        budget_spent = (run.last_saved_step is not None and config.time_budget_s is not None
-                        and run.seconds_before >= config.time_budget_s)
+        budget_spent = (
+            run.last_saved_step is not None
+            and config.time_budget_s is not None
+            and run.seconds_before >= config.time_budget_s
+        )
         if budget_spent:  # resumed from a checkpoint saved when the budget ran out
             stop_reason = "time_budget"
         try:
@@ -208,8 +231,13 @@ def train(
                 state, step_metrics = compiled(state, run.step_fn.to_device(batch))
                 step += 1
                 shape_key = run.step_fn.shape_key(batch)
-                log_train.add(step_metrics, metrics_lib.throughput_counts(task, batch),
-                              run.step_fn.flops[shape_key], now, run.step_fn.memory_bytes[shape_key])
+                log_train.add(
+                    step_metrics,
+                    metrics_lib.throughput_counts(task, batch),
+                    run.step_fn.flops[shape_key],
+                    now,
+                    run.step_fn.memory_bytes[shape_key],
+                )
                 if previous is not None:
                     run.check_finite(*previous)  # the previous step has finished by now: no stall
                 previous = (step, step_metrics)

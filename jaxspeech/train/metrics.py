@@ -55,7 +55,9 @@ def throughput_counts(task: Task, batch: Any) -> dict[str, float]:
     return {"examples": float(jax.tree.leaves(batch)[0].shape[0])}
 
 
-def measure_peak_flops(size: int = 2048, dtype: str = "float32", repeats: int = 5, device: jax.Device | None = None) -> float:
+def measure_peak_flops(
+    size: int = 2048, dtype: str = "float32", repeats: int = 5, device: jax.Device | None = None
+) -> float:
     """Best FLOP/s of a ``size`` x ``size`` matmul on one device: a measured stand-in for the peak."""
     device = device or jax.local_devices()[0]
     keys = jax.random.split(jax.random.key(0))

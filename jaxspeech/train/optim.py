@@ -149,8 +149,9 @@ def scale_by_group_learning_rate(peaks: Mapping[str, float], config: OptimizerCo
 
     def init_fn(params):
         del params
-        return ScaleByGroupLearningRateState(count=jnp.zeros([], jnp.int32),
-                                             decay_steps=jnp.asarray(config.decay_steps or 0, jnp.int32))
+        return ScaleByGroupLearningRateState(
+            count=jnp.zeros([], jnp.int32), decay_steps=jnp.asarray(config.decay_steps or 0, jnp.int32)
+        )
 
     def update_fn(updates, state, params=None):
         del params
@@ -180,6 +181,7 @@ def decay_horizon(opt_state: Any) -> jax.Array:
 def with_decay_horizon(opt_state: Any, decay_steps: int) -> Any:
     """``opt_state`` with the cosine ending at ``decay_steps`` (the new value keeps the old one's
     placement, so a jitted step takes it without recompiling)."""
+
     def put(x):
         if not _is_schedule_state(x):
             return x
@@ -191,9 +193,7 @@ def with_decay_horizon(opt_state: Any, decay_steps: int) -> Any:
 def decay_mask(params: Params, config: OptimizerConfig) -> Params:
     """Nested bools: True where weight decay applies (no path matches ``no_decay_rules``)."""
     rules = [re.compile(p) for p in config.no_decay_rules]
-    return jax.tree_util.tree_map_with_path(
-        lambda kp, _: not any(r.fullmatch(path_string(kp)) for r in rules), params
-    )
+    return jax.tree_util.tree_map_with_path(lambda kp, _: not any(r.fullmatch(path_string(kp)) for r in rules), params)
 
 
 def build_optimizer(params: Params, config: OptimizerConfig) -> optax.GradientTransformation:

@@ -39,7 +39,9 @@ def plot_learning_curves(workdir: str | os.PathLike, out_dir: str | os.PathLike 
     written = []
     for figure_name, pattern in FIGURES.items():
         series = {
-            key: log[key] for key in sorted(log) if "/" in key and re.fullmatch(pattern, key.split("/", 1)[1], re.IGNORECASE)
+            key: log[key]
+            for key in sorted(log)
+            if "/" in key and re.fullmatch(pattern, key.split("/", 1)[1], re.IGNORECASE)
         }
         if not series:
             continue

@@ -68,7 +68,9 @@ def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return init_key, jax.random.key_data(train_key)
 
 
-def _state_from_variables(variables, optimizer: optax.GradientTransformation, trainable: Mapping[str, Any], seed: int) -> State:
+def _state_from_variables(
+    variables, optimizer: optax.GradientTransformation, trainable: Mapping[str, Any], seed: int
+) -> State:
     """The initial train state from unboxed variables {"params": ..., other collections}."""
     params = jax.tree.map(lambda p: p.astype(_master_dtype(p.dtype)), variables["params"])
     trained, _ = optim.split_trainable(params, trainable)
@@ -119,7 +121,9 @@ def build_layout(
     """
     with activation_rules(mesh, rules):
         boxed = jax.eval_shape(_init_variables_fn(task, seed=0), abstract_batch(batch))
-    params_shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, _master_dtype(p.dtype)), _unbox(boxed)["params"])
+    params_shapes = jax.tree.map(
+        lambda p: jax.ShapeDtypeStruct(p.shape, _master_dtype(p.dtype)), _unbox(boxed)["params"]
+    )
     trainable = optim.trainable_mask(params_shapes, optimizer_config)
     return _placed(boxed, optim.build_optimizer(params_shapes, optimizer_config), trainable, mesh, tuple(rules))
 

@@ -91,7 +91,9 @@ def accumulated_gradients(task: Task, trainable, frozen, batch, rng, accum_steps
     return metrics.pop("loss"), {**metrics, LOSS_WEIGHT: total}, grads, model_state
 
 
-def make_train_step(task: Task, layout: StateLayout, optimizer_config: optim.OptimizerConfig, grad_accum_steps: int = 1) -> StepFn:
+def make_train_step(
+    task: Task, layout: StateLayout, optimizer_config: optim.OptimizerConfig, grad_accum_steps: int = 1
+) -> StepFn:
     """The pure ``train_step(state, batch) -> (state, metrics)`` for ``layout`` (``CompiledStep``
     jits it). Metrics: the task's (averaged), ``loss``, ``grad_norm`` (before clipping),
     ``learning_rate`` (base group), ``skipped`` and the two skip counters, all f32[]."""
@@ -130,8 +132,9 @@ def make_train_step(task: Task, layout: StateLayout, optimizer_config: optim.Opt
             **metrics,
             "loss": loss,
             "grad_norm": grad_norm,
-            "learning_rate": optim.learning_rate(applied_updates, optimizer_config,
-                                                 optim.decay_horizon(state["opt_state"])),
+            "learning_rate": optim.learning_rate(
+                applied_updates, optimizer_config, optim.decay_horizon(state["opt_state"])
+            ),
             "skipped": skipped.astype(jnp.float32),
             "skipped_steps": new_state["skipped_steps"].astype(jnp.float32),
             "consecutive_skipped_steps": new_state["consecutive_skipped_steps"].astype(jnp.float32),
@@ -194,7 +197,9 @@ class CompiledStep:
     aliased to (donated) arguments.
     """
 
-    def __init__(self, task: Task, layout: StateLayout, optimizer_config: optim.OptimizerConfig, grad_accum_steps: int = 1):
+    def __init__(
+        self, task: Task, layout: StateLayout, optimizer_config: optim.OptimizerConfig, grad_accum_steps: int = 1
+    ):
         self._task, self._layout, self._accum_steps = task, layout, grad_accum_steps
         self._step_fn = make_train_step(task, layout, optimizer_config, grad_accum_steps)
         self._compiled: dict[Any, Any] = {}
@@ -257,7 +262,9 @@ class CompiledStep:
 
     def _micro_batch_flops(self, batch_shapes: Any) -> float:
         """Per-device estimate of one micro-batch's forward + backward FLOPs."""
-        micro = jax.tree.map(lambda s: jax.ShapeDtypeStruct((s.shape[0] // self._accum_steps,) + s.shape[1:], s.dtype), batch_shapes)
+        micro = jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct((s.shape[0] // self._accum_steps,) + s.shape[1:], s.dtype), batch_shapes
+        )
         unsharded = lambda tree: jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), tree)
         trainable, frozen = optim.split_trainable(unsharded(self._layout.abstract["params"]), self._layout.trainable)
         model_state = unsharded(self._layout.abstract.get("model_state"))
@@ -279,8 +286,11 @@ def _memory_bytes(compiled) -> int | None:
         return None
     if stats is None:
         return None
-    return int(stats.argument_size_in_bytes + stats.temp_size_in_bytes
-               + max(0, stats.output_size_in_bytes - stats.alias_size_in_bytes))
+    return int(
+        stats.argument_size_in_bytes
+        + stats.temp_size_in_bytes
+        + max(0, stats.output_size_in_bytes - stats.alias_size_in_bytes)
+    )
 
 
 def _flops(compiled) -> float | None:

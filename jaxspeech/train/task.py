@@ -28,7 +28,9 @@ class Task(Protocol):
         by ``module.init(...)['params']``) for batches shaped like ``batch``. ``rng`` is a typed key."""
         ...
 
-    def loss(self, params: Mapping[str, Any], batch: Any, rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def loss(
+        self, params: Mapping[str, Any], batch: Any, rng: jax.Array, *, train: bool
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(loss f32[], metrics {name: f32[]}) for one batch; ``params`` are unboxed."""
         ...
 

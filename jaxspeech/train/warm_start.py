@@ -46,8 +46,13 @@ class Run(Protocol):
     def example_batch(self) -> Any: ...
 
 
-def kept_params(params: Mapping[str, Any], layout: StateLayout, fresh: Sequence[str] = (),
-                subtrees: Sequence[str] | None = None, source: str = "pretrained params") -> list[str]:
+def kept_params(
+    params: Mapping[str, Any],
+    layout: StateLayout,
+    fresh: Sequence[str] = (),
+    subtrees: Sequence[str] | None = None,
+    source: str = "pretrained params",
+) -> list[str]:
     """Paths of the model's parameters that ``params`` leaves at their initial values: those outside
     the ``subtrees`` it fills (default: the top-level names it holds), and those fully matching a
     ``fresh`` regex.
@@ -64,12 +69,16 @@ def kept_params(params: Mapping[str, Any], layout: StateLayout, fresh: Sequence[
     missing = sorted(set(expected) - set(given) - set(kept))
     extra = sorted(set(given) - set(expected))
     if missing or extra:
-        raise ValueError(f"{source}: the parameters do not match the model: missing {_listing(missing)}, "
-                         f"unexpected {_listing(extra)}")
+        raise ValueError(
+            f"{source}: the parameters do not match the model: missing {_listing(missing)}, "
+            f"unexpected {_listing(extra)}"
+        )
     for path, value in given.items():
         if tuple(np.shape(value)) != tuple(expected[path].shape):
-            raise ValueError(f"{source}: parameter {path} has shape {tuple(np.shape(value))}, "
-                             f"the model expects {tuple(expected[path].shape)}")
+            raise ValueError(
+                f"{source}: parameter {path} has shape {tuple(np.shape(value))}, "
+                f"the model expects {tuple(expected[path].shape)}"
+            )
     return kept
 
 
@@ -77,9 +86,14 @@ def _listing(paths: list[str], most: int = 5) -> str:
     return f"{paths[:most]}" + (f" (+{len(paths) - most} more)" if len(paths) > most else "")
 
 
-def place_params(params: Mapping[str, Any], layout: StateLayout, initialised: Mapping[str, Any] | None = None,
-                 fresh: Sequence[str] = (), subtrees: Sequence[str] | None = None,
-                 source: str = "pretrained params") -> Mapping[str, Any]:
+def place_params(
+    params: Mapping[str, Any],
+    layout: StateLayout,
+    initialised: Mapping[str, Any] | None = None,
+    fresh: Sequence[str] = (),
+    subtrees: Sequence[str] | None = None,
+    source: str = "pretrained params",
+) -> Mapping[str, Any]:
     """Host arrays -> the train state's params: master dtype, and each device gets only its shards.
 
     ``params`` (nested, without the "params" level) overrides the subtrees it holds; the
@@ -87,12 +101,16 @@ def place_params(params: Mapping[str, Any], layout: StateLayout, initialised: Ma
     which may be None only when there are none. Raises as ``kept_params`` does."""
     kept = kept_params(params, layout, fresh, subtrees, source)
     if kept and initialised is None:
-        raise ValueError(f"pretrained params leave {_listing(kept)} at their initial values, but no initialised params "
-                         "were given to take them from")
+        raise ValueError(
+            f"pretrained params leave {_listing(kept)} at their initial values, but no initialised params "
+            "were given to take them from"
+        )
     expected = traverse_util.flatten_dict(layout.abstract["params"], sep="/")
     given = traverse_util.flatten_dict(params, sep="/")
     kept = set(kept)
-    placed = {path: value for path, value in traverse_util.flatten_dict(initialised or {}, sep="/").items() if path in kept}
+    placed = {
+        path: value for path, value in traverse_util.flatten_dict(initialised or {}, sep="/").items() if path in kept
+    }
     for path, value in given.items():
         target = expected[path]
         value = np.asarray(value).astype(target.dtype)
@@ -111,15 +129,23 @@ class _ZeroInitialised:
     def init_params(self, rng: jax.Array, batch: Batch) -> Mapping[str, Any]:
         boxed = jax.eval_shape(self.task.init_params, rng, batch)
         is_box = lambda x: isinstance(x, nn.Partitioned)
-        return jax.tree.map(lambda box: box.replace_boxed(jnp.zeros(box.value.shape, box.value.dtype)), boxed,
-                            is_leaf=is_box)
+        return jax.tree.map(
+            lambda box: box.replace_boxed(jnp.zeros(box.value.shape, box.value.dtype)), boxed, is_leaf=is_box
+        )
 
     def loss(self, params, batch: Batch, rng: jax.Array, *, train: bool):
         return self.task.loss(params, batch, rng, train=train)
 
 
-def write_step0_checkpoint(run: Run, workdir: str, mesh: Mesh, load: Callable[[], Mapping[str, Any]], source: str,
-                           fresh: Sequence[str] = (), subtrees: Sequence[str] | None = None) -> State | None:
+def write_step0_checkpoint(
+    run: Run,
+    workdir: str,
+    mesh: Mesh,
+    load: Callable[[], Mapping[str, Any]],
+    source: str,
+    fresh: Sequence[str] = (),
+    subtrees: Sequence[str] | None = None,
+) -> State | None:
     """Saves the initial train state holding the weights ``load()`` returns (nested host arrays,
     without the "params" level; see ``place_params``: ``fresh``, ``subtrees``) as step 0 of
     ``workdir``'s checkpoints, with the data iterator at its start, and returns it. Does nothing
@@ -135,8 +161,9 @@ def write_step0_checkpoint(run: Run, workdir: str, mesh: Mesh, load: Callable[[]
         params = load()
         random_init = bool(kept_params(params, layout, fresh, subtrees, source))
         state = init_state(run.task if random_init else _ZeroInitialised(run.task), batch, layout, run.train.seed)
-        state["params"] = place_params(params, layout, state["params"] if random_init else None, fresh, subtrees,
-                                       source)
+        state["params"] = place_params(
+            params, layout, state["params"] if random_init else None, fresh, subtrees, source
+        )
         with pipeline.iterator() as iterator:
             checkpointer.save(0, state, iterator)
             checkpointer.wait()

@@ -9,8 +9,14 @@ from jaxspeech.cli import main
 from jaxspeech.cloud.tpu_vm import launch_steps, run_steps
 
 # The fields of a plan.json that launching reads: a 64-chip v5p slice on 16 hosts.
-PLAN = {"version": 1, "topology": "v5p:4x4x4", "devices": 64, "hosts": 16, "device_kind": "TPU v5",
-        "settings": {"train.mesh": {"data": 1, "fsdp": 64, "tensor": 1}}}
+PLAN = {
+    "version": 1,
+    "topology": "v5p:4x4x4",
+    "devices": 64,
+    "hosts": 16,
+    "device_kind": "TPU v5",
+    "settings": {"train.mesh": {"data": 1, "fsdp": 64, "tensor": 1}},
+}
 
 
 @pytest.fixture
@@ -21,15 +27,39 @@ def plan_file(tmp_path):
 
 
 def test_dry_run_prints_every_step(plan_file, capsys):
-    code = main(["launch", "--plan", plan_file, "--config", "configs/slam_asr_8b.py", "--name", "slam8b",
-                 "--zone", "us-east5-a", "--workdir", "gs://bucket/runs/slam8b", "--set", "init.llm_dir=gs://bucket/llm",
-                 "--dry-run"])
+    code = main(
+        [
+            "launch",
+            "--plan",
+            plan_file,
+            "--config",
+            "configs/slam_asr_8b.py",
+            "--name",
+            "slam8b",
+            "--zone",
+            "us-east5-a",
+            "--workdir",
+            "gs://bucket/runs/slam8b",
+            "--set",
+            "init.llm_dir=gs://bucket/llm",
+            "--dry-run",
+        ]
+    )
     assert code == 0
     lines = [shlex.split(line[2:]) for line in capsys.readouterr().out.splitlines()]
     assert lines[0][:2] == ["git", "archive"]
     create, scp, install, train, delete = lines[1:]
-    assert create == ["gcloud", "compute", "tpus", "tpu-vm", "create", "slam8b", "--zone=us-east5-a",
-                      "--accelerator-type=v5p-128", "--version=v2-alpha-tpuv5"]
+    assert create == [
+        "gcloud",
+        "compute",
+        "tpus",
+        "tpu-vm",
+        "create",
+        "slam8b",
+        "--zone=us-east5-a",
+        "--accelerator-type=v5p-128",
+        "--version=v2-alpha-tpuv5",
+    ]
     assert scp[4] == "scp" and "slam8b:~/" in scp
     for step in (scp, install, train):
         assert "--worker=all" in step

@@ -32,9 +32,9 @@ def test_padding_does_not_change_valid_outputs():
 
 def _train_step_outputs(config, variables, x, lengths):
     model = ConformerEncoder(config)
-    (hidden, out_lengths), updates = jax.jit(
-        lambda v, x, n: model.apply(v, x, n, train=True, mutable=["batch_stats"])
-    )(variables, x, lengths)
+    (hidden, out_lengths), updates = jax.jit(lambda v, x, n: model.apply(v, x, n, train=True, mutable=["batch_stats"]))(
+        variables, x, lengths
+    )
     return hidden, out_lengths, updates["batch_stats"]
 
 
@@ -88,7 +88,9 @@ def test_scan_equals_loop_and_remat_equals_no_remat():
         flat = traverse_util.flatten_dict(grads, sep="/")
         assert flat.keys() == flat_ref.keys()
         for name in flat:
-            np.testing.assert_allclose(flat[name], flat_ref[name], atol=1e-5, rtol=1e-4, err_msg=f"{config.remat_policy} {name}")
+            np.testing.assert_allclose(
+                flat[name], flat_ref[name], atol=1e-5, rtol=1e-4, err_msg=f"{config.remat_policy} {name}"
+            )
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), stats, reference[2])
 
 
@@ -152,7 +154,9 @@ def test_dropout_only_in_train_mode():
     variables = tiny.init(config)
     x, lengths = tiny.features([40])
     model = ConformerEncoder(config)
-    run = jax.jit(lambda key: model.apply(variables, x, lengths, train=True, rngs={"dropout": key}, mutable=["batch_stats"])[0][0])
+    run = jax.jit(
+        lambda key: model.apply(variables, x, lengths, train=True, rngs={"dropout": key}, mutable=["batch_stats"])[0][0]
+    )
     a, b, again = run(jax.random.key(0)), run(jax.random.key(1)), run(jax.random.key(0))
     np.testing.assert_array_equal(a, again)
     assert float(jnp.abs(a - b).max()) > 1e-2

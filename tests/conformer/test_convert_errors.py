@@ -64,7 +64,9 @@ def test_config_with_more_layers_than_tensors(checkpoint, tmp_path):
 def test_unused_tensor_is_reported(checkpoint, tmp_path):
     config, tensors = checkpoint
     tensors = dict(tensors, **{"layers.0.extra.weight": np.zeros(3, np.float32)})
-    with pytest.raises(CheckpointError, match=r"holds tensors the Conformer model does not use: \['layers\.0\.extra\.weight'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"holds tensors the Conformer model does not use: \['layers\.0\.extra\.weight'\]"
+    ):
         load_parakeet(_write(tmp_path, config, tensors))
 
 

@@ -12,8 +12,14 @@ from jaxspeech.encoders.conformer import DepthwiseConv1D
 def _grouped_conv(x, kernel, left):
     """The reference: one input channel per group, ``left`` zero frames before and K - 1 - left after."""
     taps, channels = kernel.shape
-    return jax.lax.conv_general_dilated(x, kernel[:, None, :], window_strides=(1,), padding=[(left, taps - 1 - left)],
-                                        dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=channels)
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel[:, None, :],
+        window_strides=(1,),
+        padding=[(left, taps - 1 - left)],
+        dimension_numbers=("NWC", "WIO", "NWC"),
+        feature_group_count=channels,
+    )
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -65,7 +65,9 @@ def _torch_subsampling(params, config, x):
             h = torch.nn.functional.conv2d(h, t(conv["kernel"]).permute(3, 2, 0, 1), t(conv["bias"]), stride=2)
         else:
             dw, pw = params[f"depthwise_{stage}"], params[f"pointwise_{stage}"]
-            h = torch.nn.functional.conv2d(h, t(dw["kernel"]).permute(3, 2, 0, 1), t(dw["bias"]), stride=2, groups=h.shape[1])
+            h = torch.nn.functional.conv2d(
+                h, t(dw["kernel"]).permute(3, 2, 0, 1), t(dw["bias"]), stride=2, groups=h.shape[1]
+            )
             h = torch.nn.functional.conv2d(h, t(pw["kernel"]).T[:, :, None, None], t(pw["bias"]))
         h = torch.relu(h)
     batch, channels, frames, mels = h.shape

@@ -13,13 +13,23 @@ from jaxspeech.convert.hf_whisper import config_from_hf as whisper_config_from_h
 
 # Parameter counts of the released checkpoints (Hugging Face model pages; tied output heads counted once).
 PUBLISHED = {
-    "Qwen2-0.5B": 494_032_768, "Qwen2.5-0.5B": 494_032_768,
-    "Qwen2-1.5B": 1_543_714_304, "Qwen2.5-1.5B": 1_543_714_304,
-    "Qwen2-7B": 7_615_616_512, "Qwen2.5-7B": 7_615_616_512,
-    "Llama-3.2-1B": 1_235_814_400, "Llama-3.2-3B": 3_212_749_824, "Llama-3.1-8B": 8_030_261_248,
-    "SmolLM2-135M": 134_515_008, "SmolLM2-360M": 361_821_120, "SmolLM2-1.7B": 1_711_376_384,
-    "whisper-tiny": 37_760_640, "whisper-base": 72_593_920, "whisper-small": 241_734_912,
-    "whisper-medium": 763_857_920, "whisper-large-v3": 1_543_490_560,
+    "Qwen2-0.5B": 494_032_768,
+    "Qwen2.5-0.5B": 494_032_768,
+    "Qwen2-1.5B": 1_543_714_304,
+    "Qwen2.5-1.5B": 1_543_714_304,
+    "Qwen2-7B": 7_615_616_512,
+    "Qwen2.5-7B": 7_615_616_512,
+    "Llama-3.2-1B": 1_235_814_400,
+    "Llama-3.2-3B": 3_212_749_824,
+    "Llama-3.1-8B": 8_030_261_248,
+    "SmolLM2-135M": 134_515_008,
+    "SmolLM2-360M": 361_821_120,
+    "SmolLM2-1.7B": 1_711_376_384,
+    "whisper-tiny": 37_760_640,
+    "whisper-base": 72_593_920,
+    "whisper-small": 241_734_912,
+    "whisper-medium": 763_857_920,
+    "whisper-large-v3": 1_543_490_560,
 }
 
 
@@ -27,7 +37,11 @@ def _transformers_count(hf: dict) -> int:
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     config = transformers.AutoConfig.for_model(**hf)
-    cls = transformers.WhisperForConditionalGeneration if hf["model_type"] == "whisper" else transformers.AutoModelForCausalLM
+    cls = (
+        transformers.WhisperForConditionalGeneration
+        if hf["model_type"] == "whisper"
+        else transformers.AutoModelForCausalLM
+    )
     with torch.device("meta"):
         model = cls(config) if cls is transformers.WhisperForConditionalGeneration else cls.from_config(config)
     return sum(p.numel() for p in model.parameters())
@@ -66,7 +80,9 @@ def test_whisper_preset(name):
     assert _transformers_count(hf) == PUBLISHED[name]
     config = whisper_config_from_hf(hf)
     frames = 2 * config.encoder.max_source_positions
-    ours = _jax_count(WhisperSeq2Seq(config), jnp.zeros((1, frames, config.encoder.n_mels)), None, jnp.zeros((1, 4), jnp.int32))
+    ours = _jax_count(
+        WhisperSeq2Seq(config), jnp.zeros((1, frames, config.encoder.n_mels)), None, jnp.zeros((1, 4), jnp.int32)
+    )
     # jaxspeech computes the encoder's sinusoidal positions; transformers stores them as a weight.
     assert ours + config.encoder.max_source_positions * config.encoder.d_model == PUBLISHED[name]
 

@@ -34,8 +34,10 @@ def _raw(path, header: dict, data: bytes, header_size: int | None = None) -> str
 
 
 def _good_header() -> dict:
-    return {"x": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
-            "y": {"dtype": "I32", "shape": [2], "data_offsets": [16, 24]}}
+    return {
+        "x": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+        "y": {"dtype": "I32", "shape": [2], "data_offsets": [16, 24]},
+    }
 
 
 def _refused(path, match: str, tensor: str | None = None) -> CheckpointError:
@@ -67,10 +69,13 @@ def test_files_written_by_either_side_read_back_exactly(tmp_path):
 def test_truncated_files_are_refused_naming_the_file_and_tensor(tmp_path):
     whole = open(write_safetensors({"a": TENSORS["a"], "b": TENSORS["b"]}, str(tmp_path / "whole"))[0], "rb").read()
     header_end = 8 + struct.unpack("<Q", whole[:8])[0]
-    for cut, match, tensor in ((0, "is 0 bytes, too short", None), (5, "is 5 bytes, too short", None),
-                               (header_end - 3, "declares a .*-byte header, but the file is", None),
-                               (header_end + 10, "ends at byte .* of the data, but the file holds 10 bytes", "b"),
-                               (len(whole) - 1, "ends at byte 88 of the data, but the file holds 87 bytes", "b")):
+    for cut, match, tensor in (
+        (0, "is 0 bytes, too short", None),
+        (5, "is 5 bytes, too short", None),
+        (header_end - 3, "declares a .*-byte header, but the file is", None),
+        (header_end + 10, "ends at byte .* of the data, but the file holds 10 bytes", "b"),
+        (len(whole) - 1, "ends at byte 88 of the data, but the file holds 87 bytes", "b"),
+    ):
         path = tmp_path / f"cut{cut}.safetensors"
         path.write_bytes(whole[:cut])
         _refused(path, match, tensor)
@@ -85,12 +90,17 @@ def test_a_text_file_is_refused(tmp_path):
 def test_a_header_that_claims_more_than_the_file_holds_is_refused(tmp_path):
     header = _good_header()
     header["y"]["data_offsets"] = [16, 24]
-    _refused(_raw(tmp_path / "short.safetensors", header, bytes(20)), r"ends at byte 24 of the data, but the file holds 20",
-             "y")
+    _refused(
+        _raw(tmp_path / "short.safetensors", header, bytes(20)),
+        r"ends at byte 24 of the data, but the file holds 20",
+        "y",
+    )
     huge = {"x": {"dtype": "F32", "shape": [1 << 20, 1 << 20], "data_offsets": [0, 1 << 42]}}
     _refused(_raw(tmp_path / "huge.safetensors", huge, bytes(16)), "ends at byte 4398046511104", "x")
-    _refused(_raw(tmp_path / "size.safetensors", _good_header(), bytes(24), header_size=1 << 40),
-             "declares a 1099511627776-byte header")
+    _refused(
+        _raw(tmp_path / "size.safetensors", _good_header(), bytes(24), header_size=1 << 40),
+        "declares a 1099511627776-byte header",
+    )
 
 
 def test_overlapping_and_gapped_ranges_are_refused(tmp_path):
@@ -102,13 +112,20 @@ def test_overlapping_and_gapped_ranges_are_refused(tmp_path):
     _refused(_raw(tmp_path / "gap.safetensors", gap, bytes(28)), r"bytes \[16, 20\) belong to no tensor", "y")
 
 
-@pytest.mark.parametrize("entry, match", [
-    ({"dtype": "F8_E9M9", "shape": [4], "data_offsets": [0, 4]}, "unsupported dtype 'F8_E9M9'"),
-    ({"dtype": "F32", "shape": [-1, 4], "data_offsets": [0, 16]}, r"shape \[-1, 4\], expected a list of non-negative"),
-    ({"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}, r"has 16 bytes, but shape \(3,\) of F32 needs 12"),
-    ({"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}, r"data_offsets \[16, 0\], expected \[begin, end\]"),
-    ({"dtype": "F32", "shape": [4]}, "without exactly dtype, shape and data_offsets"),
-], ids=["dtype", "negative shape", "size", "reversed offsets", "no offsets"])
+@pytest.mark.parametrize(
+    "entry, match",
+    [
+        ({"dtype": "F8_E9M9", "shape": [4], "data_offsets": [0, 4]}, "unsupported dtype 'F8_E9M9'"),
+        (
+            {"dtype": "F32", "shape": [-1, 4], "data_offsets": [0, 16]},
+            r"shape \[-1, 4\], expected a list of non-negative",
+        ),
+        ({"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}, r"has 16 bytes, but shape \(3,\) of F32 needs 12"),
+        ({"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}, r"data_offsets \[16, 0\], expected \[begin, end\]"),
+        ({"dtype": "F32", "shape": [4]}, "without exactly dtype, shape and data_offsets"),
+    ],
+    ids=["dtype", "negative shape", "size", "reversed offsets", "no offsets"],
+)
 def test_bad_entries_are_refused_naming_the_tensor(tmp_path, entry, match):
     _refused(_raw(tmp_path / "bad.safetensors", {"x": entry}, bytes(16)), match, "x")
 

@@ -20,8 +20,14 @@ from jaxspeech.corpus.build import (
     read_manifest,
 )
 
-TINY = CorpusConfig(train_hours=0.012, dev_utterances=6, test_utterances=6, held_out_utterances=4,
-                    open_vocab_utterances=3, open_vocab_held_out_utterances=2)
+TINY = CorpusConfig(
+    train_hours=0.012,
+    dev_utterances=6,
+    test_utterances=6,
+    held_out_utterances=4,
+    open_vocab_utterances=3,
+    open_vocab_held_out_utterances=2,
+)
 
 
 def manifests(folder):
@@ -51,7 +57,8 @@ def test_layout_counts_and_summary(built):
     assert info["config"] == TINY.to_json() and info["counts"] == summary.counts
     assert info["tokenizer"]["vocab_size"] == 64 and (folder / "tokenizer.model").exists()
     assert sorted(p.name for p in (folder / "train").iterdir()) == sorted(
-        os.path.basename(r["audio_filepath"]) for r in records["train"])
+        os.path.basename(r["audio_filepath"]) for r in records["train"]
+    )
 
 
 def test_manifest_matches_generator_and_files(built):
@@ -73,7 +80,7 @@ def test_splits_disjoint_and_held_out_voice_only_in_test_sets(built):
     records = manifests(folder)
     texts = {split: {r["text"] for r in rs} for split, rs in records.items()}
     for i, first in enumerate(SPLITS):
-        for second in SPLITS[i + 1:]:
+        for second in SPLITS[i + 1 :]:
             assert not texts[first] & texts[second], (first, second)
     for split in ("train", "dev"):
         assert all(r["voice"] != TINY.held_out_voice and "held_out_voice" not in r for r in records[split])
@@ -91,13 +98,23 @@ def test_open_vocab_words_only_in_the_open_vocab_manifest(built):
         assert not {w for r in records[split] for w in r["text"].split()} & held_out, split
     for record in records["open_vocab"]:
         assert record["open_vocab_words"] == sorted(set(record["text"].split()) & held_out) != []
-    assert summary.counts["open_vocab"] == 5 and summary.held_out_counts == {"train": 0, "dev": 0, "test": 4,
-                                                                           "open_vocab": 2}
+    assert summary.counts["open_vocab"] == 5 and summary.held_out_counts == {
+        "train": 0,
+        "dev": 0,
+        "test": 4,
+        "open_vocab": 2,
+    }
 
 
 def test_a_corpus_of_an_older_version_is_rebuilt(tmp_path):
-    config = CorpusConfig(train_hours=0.001, dev_utterances=1, test_utterances=1, held_out_utterances=0,
-                          open_vocab_utterances=1, open_vocab_held_out_utterances=0)
+    config = CorpusConfig(
+        train_hours=0.001,
+        dev_utterances=1,
+        test_utterances=1,
+        held_out_utterances=0,
+        open_vocab_utterances=1,
+        open_vocab_held_out_utterances=0,
+    )
     folder = tmp_path / "old"
     build_corpus(folder, config, workers=1, progress=False)
     info = json.loads((folder / CORPUS_JSON).read_text())
@@ -116,8 +133,15 @@ def test_deterministic_for_a_seed_and_different_for_another(built, tmp_path):
     again = build_corpus(tmp_path / "again", TINY, workers=1, progress=False)
     assert flac_bytes(again.out_dir) == flac_bytes(folder)  # byte-identical, other worker count
     assert manifests(again.out_dir) == manifests(folder)
-    other_seed = CorpusConfig(seed=1, train_hours=0.001, dev_utterances=2, test_utterances=2, held_out_utterances=1,
-                          open_vocab_utterances=1, open_vocab_held_out_utterances=1)
+    other_seed = CorpusConfig(
+        seed=1,
+        train_hours=0.001,
+        dev_utterances=2,
+        test_utterances=2,
+        held_out_utterances=1,
+        open_vocab_utterances=1,
+        open_vocab_held_out_utterances=1,
+    )
     other = build_corpus(tmp_path / "other", other_seed, workers=1, progress=False)
     assert not {r["text"] for r in manifests(other.out_dir)["dev"]} & {r["text"] for r in manifests(folder)["dev"]}
     assert flac_bytes(other.out_dir)["dev/dev-0000000.flac"] != flac_bytes(folder)["dev/dev-0000000.flac"]
@@ -132,8 +156,14 @@ def test_rerun_is_a_no_op(built):
 
 
 def test_interrupted_build_is_completed(tmp_path):
-    config = CorpusConfig(train_hours=0.003, dev_utterances=3, test_utterances=2, held_out_utterances=1,
-                          open_vocab_utterances=1, open_vocab_held_out_utterances=1)
+    config = CorpusConfig(
+        train_hours=0.003,
+        dev_utterances=3,
+        test_utterances=2,
+        held_out_utterances=1,
+        open_vocab_utterances=1,
+        open_vocab_held_out_utterances=1,
+    )
     folder = tmp_path / "partial"
     build_corpus(folder, config, workers=1, progress=False)
     reference = flac_bytes(folder)
@@ -153,15 +183,24 @@ def test_interrupted_build_is_completed(tmp_path):
 def test_foreign_or_different_folders_are_refused(tmp_path, built):
     folder, _ = built
     with pytest.raises(CorpusFolderError, match="other settings.*seed"):
-        build_corpus(folder, CorpusConfig(seed=5, train_hours=0.012, open_vocab_utterances=1,
-                                          open_vocab_held_out_utterances=0), progress=False)
+        build_corpus(
+            folder,
+            CorpusConfig(seed=5, train_hours=0.012, open_vocab_utterances=1, open_vocab_held_out_utterances=0),
+            progress=False,
+        )
     stranger = tmp_path / "stranger"
     (stranger / "train").mkdir(parents=True)
     (stranger / "train" / "mine.flac").write_bytes(b"not ours")
     with pytest.raises(CorpusFolderError, match="not a corpus built by this tool"):
         build_corpus(stranger, TINY, progress=False)
-    small = CorpusConfig(train_hours=0.001, dev_utterances=1, test_utterances=1, held_out_utterances=1,
-                          open_vocab_utterances=1, open_vocab_held_out_utterances=1)
+    small = CorpusConfig(
+        train_hours=0.001,
+        dev_utterances=1,
+        test_utterances=1,
+        held_out_utterances=1,
+        open_vocab_utterances=1,
+        open_vocab_held_out_utterances=1,
+    )
     assert build_corpus(stranger, small, workers=1, overwrite=True, progress=False).built
     assert not (stranger / "train" / "mine.flac").exists()
 
@@ -177,9 +216,29 @@ def test_cli_end_to_end(tmp_path, capsys):
     from jaxspeech.cli import main
 
     out = tmp_path / "cli"
-    argv = ["prepare-data", "tiny", "--out", str(out), "--hours", "0.002", "--dev", "2", "--test", "2",
-            "--held-out", "1", "--open-vocab", "2", "--open-vocab-held-out", "0", "--workers", "1", "--no-progress",
-            "--seed", "3"]
+    argv = [
+        "prepare-data",
+        "tiny",
+        "--out",
+        str(out),
+        "--hours",
+        "0.002",
+        "--dev",
+        "2",
+        "--test",
+        "2",
+        "--held-out",
+        "1",
+        "--open-vocab",
+        "2",
+        "--open-vocab-held-out",
+        "0",
+        "--workers",
+        "1",
+        "--no-progress",
+        "--seed",
+        "3",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "built in" in printed and "train.jsonl" in printed and "1 with held-out voice" in printed

@@ -61,7 +61,9 @@ def test_on_the_fly_items_are_deterministic_and_picklable():
     np.testing.assert_array_equal(first["audio"], again["audio"])
     assert first["text"] == again["text"] == utterance_spec(SMALL, "train", 7).text
     assert first["audio"].dtype == np.float32 and np.all(np.isfinite(first["audio"]))
-    assert np.abs(first["audio"]).max() == pytest.approx(10 ** (utterance_spec(SMALL, "train", 7).peak_db / 20), rel=1e-4)
+    assert np.abs(first["audio"]).max() == pytest.approx(
+        10 ** (utterance_spec(SMALL, "train", 7).peak_db / 20), rel=1e-4
+    )
     assert first["duration"] == pytest.approx(first["audio"].size / 16000)
     assert 1.0 < first["duration"] < 9.0
     with pytest.raises(IndexError, match="out of range"):
@@ -82,7 +84,9 @@ def test_noise_colors_and_snr():
     spectra = {}
     for color in ("white", "pink", "brown"):
         noise = colored_noise(32000, color, rng)
-        assert noise.dtype == np.float32 and np.sqrt(np.mean(noise.astype(np.float64) ** 2)) == pytest.approx(1, rel=1e-3)
+        assert noise.dtype == np.float32 and np.sqrt(np.mean(noise.astype(np.float64) ** 2)) == pytest.approx(
+            1, rel=1e-3
+        )
         power = np.abs(np.fft.rfft(noise)) ** 2
         spectra[color] = power[100:1000].mean() / power[10000:16000].mean()  # low / high frequency power
     assert spectra["white"] < 2 < spectra["pink"] < spectra["brown"]

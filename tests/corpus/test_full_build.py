@@ -1,6 +1,6 @@
 """Slow checks at the default size: the full corpus builds within 5 minutes; on-the-fly throughput.
 
-  python -m pytest tests/corpus/test_full_build.py -m slow -s     # prints the measured numbers
+python -m pytest tests/corpus/test_full_build.py -m slow -s     # prints the measured numbers
 """
 
 import time
@@ -32,6 +32,8 @@ def test_on_the_fly_throughput():
     for index in range(1, count + 1):
         audio_seconds += dataset[index]["duration"]
     elapsed = time.perf_counter() - start
-    print(f"\non the fly, one process: {count / elapsed:.1f} utterances/s, "
-          f"{audio_seconds / elapsed:.0f} audio seconds/s ({audio_seconds / count:.2f} s per utterance)")
+    print(
+        f"\non the fly, one process: {count / elapsed:.1f} utterances/s, "
+        f"{audio_seconds / elapsed:.0f} audio seconds/s ({audio_seconds / count:.2f} s per utterance)"
+    )
     assert audio_seconds / elapsed > 20  # far above what one training step consumes per second on CPU

@@ -22,10 +22,20 @@ TRANSCRIPT = re.compile(r"^[a-z]+( [a-z]+)*$")
 
 
 def test_verb_and_noun_inflection():
-    assert words.verb_forms("stop+") == {"base": "stop", "s": "stops", "past": "stopped", "pp": "stopped",
-                                           "ing": "stopping"}
-    assert words.verb_forms("take/took/taken") == {"base": "take", "s": "takes", "past": "took", "pp": "taken",
-                                                     "ing": "taking"}
+    assert words.verb_forms("stop+") == {
+        "base": "stop",
+        "s": "stops",
+        "past": "stopped",
+        "pp": "stopped",
+        "ing": "stopping",
+    }
+    assert words.verb_forms("take/took/taken") == {
+        "base": "take",
+        "s": "takes",
+        "past": "took",
+        "pp": "taken",
+        "ing": "taking",
+    }
     assert words.verb_forms("carry")["s"] == "carries" and words.verb_forms("carry")["past"] == "carried"
     assert words.verb_forms("watch")["s"] == "watches" and words.verb_forms("see/saw/seen")["ing"] == "seeing"
     assert words.verb_forms("go/went/gone")["s"] == "goes" and words.verb_forms("play")["s"] == "plays"
@@ -37,7 +47,13 @@ def test_verb_and_noun_inflection():
 
 def test_indefinite_article():
     assert [words.indefinite_article(w) for w in ("apple", "hour", "unicorn", "umbrella", "dog", "one")] == [
-        "an", "an", "a", "an", "a", "a"]
+        "an",
+        "an",
+        "a",
+        "an",
+        "a",
+        "a",
+    ]
 
 
 def test_lexicon_is_a_few_thousand_clean_words():
@@ -159,8 +175,9 @@ def test_sentence_space_is_huge():
 
 def test_all_rules_reachable_and_all_slots_used():
     grammar = english_grammar()
-    used = {m for alts in grammar._rules.values() for a in alts for t in a.tokens
-            for m in re.findall(r"\{([a-z_]+)", t)}
+    used = {
+        m for alts in grammar._rules.values() for a in alts for t in a.tokens for m in re.findall(r"\{([a-z_]+)", t)
+    }
     assert used == set(grammar.slots)
     heads = {name.split("[")[0] for name in grammar._rules}
     assert heads == set(grammar._templates)

@@ -202,7 +202,9 @@ def test_pipeline_skips_and_counts_exactly(fuzz_dataset):
 
 def test_pipeline_stops_when_too_much_is_bad(fuzz_dataset):
     manifest, _, _ = fuzz_dataset
-    config = PipelineConfig(bucket_frames=(30, 90), frame_budget=540, n_mels=16, num_epochs=1, min_examples_for_bad_check=50)
+    config = PipelineConfig(
+        bucket_frames=(30, 90), frame_budget=540, n_mels=16, num_epochs=1, min_examples_for_bad_check=50
+    )
     pipeline = DataPipeline(ManifestSource(manifest), config, process_index=0, process_count=1)
     with pytest.raises(DataQualityError) as info, pipeline.iterator() as iterator:
         for _ in iterator:

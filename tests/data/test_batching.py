@@ -117,8 +117,15 @@ def test_packed_plan_covers_each_example_once_and_rejects_unpackable_ones():
     frames = np.random.default_rng(1).integers(1, 200, size=40)
     tokens = np.random.default_rng(2).integers(3, 30, size=40)
     plan = batching.BatchPlan(
-        frames, (100, 200), (2, 2), clips_per_row=(3, 1), max_tokens=(25, 50), token_lengths=tokens,
-        seed=0, shuffle=True, num_epochs=1,
+        frames,
+        (100, 200),
+        (2, 2),
+        clips_per_row=(3, 1),
+        max_tokens=(25, 50),
+        token_lengths=tokens,
+        seed=0,
+        shuffle=True,
+        num_epochs=1,
     )
     small = frames <= 100
     seen = []
@@ -139,14 +146,26 @@ def test_packed_plan_covers_each_example_once_and_rejects_unpackable_ones():
 def _example(example_id, seconds, tokens):
     audio = np.random.default_rng(example_id).uniform(-0.5, 0.5, int(seconds * 16000)).astype(np.float32)
     return batching.LoadedExample(
-        example_id, audio, int(mel.num_frames(len(audio))), np.arange(10, 10 + tokens, dtype=np.int32), np.ones(tokens, np.float32)
+        example_id,
+        audio,
+        int(mel.num_frames(len(audio))),
+        np.arange(10, 10 + tokens, dtype=np.int32),
+        np.ones(tokens, np.float32),
     )
 
 
 def test_assemble_packs_segments_with_restarting_positions():
     examples = [_example(7, 0.305, 3), _example(8, 0.2, 4), _example(9, 0.1, 2)]
     arrays = batching.assemble_arrays(
-        examples, [(0, 0), (0, 1), (1, 0)], rows=3, clips=2, frames=40, tokens=8, n_mels=16, features_on_host=True, pad_token_id=-5
+        examples,
+        [(0, 0), (0, 1), (1, 0)],
+        rows=3,
+        clips=2,
+        frames=40,
+        tokens=8,
+        n_mels=16,
+        features_on_host=True,
+        pad_token_id=-5,
     )
     assert arrays["example_ids"].tolist() == [[7, 8], [9, -1], [-1, -1]]
     assert arrays["feature_lengths"].tolist() == [[30, 20], [10, 0], [0, 0]]

@@ -32,10 +32,20 @@ def test_check_data_counts_and_reports_rejects(tmp_path, capsys):
     with open(report) as f:
         rejects = json.load(f)
     assert rejects == [
-        {"example_id": 3, "id": "bad", "path": os.path.join(str(tmp_path), "broken.flac"), "reason": "unsupported_format",
-         "message": rejects[0]["message"]},
-        {"example_id": 4, "id": "liar", "path": os.path.join(str(tmp_path), "lying.flac"), "reason": "corrupt",
-         "message": rejects[1]["message"]},
+        {
+            "example_id": 3,
+            "id": "bad",
+            "path": os.path.join(str(tmp_path), "broken.flac"),
+            "reason": "unsupported_format",
+            "message": rejects[0]["message"],
+        },
+        {
+            "example_id": 4,
+            "id": "liar",
+            "path": os.path.join(str(tmp_path), "lying.flac"),
+            "reason": "corrupt",
+            "message": rejects[1]["message"],
+        },
     ]
     assert "Format not recognised" in rejects[0]["message"]
     assert f"header declares {2**36 - 1} frames" in rejects[1]["message"]

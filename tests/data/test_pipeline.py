@@ -23,7 +23,9 @@ BASE = dict(bucket_frames=(50, 100, 200), frame_budget=400, n_mels=16, seed=0, n
 
 def _pipeline(manifest, process_index=0, process_count=1, tokenize=None, **overrides):
     config = PipelineConfig(**{**BASE, **overrides})
-    return DataPipeline(ManifestSource(manifest), config, tokenize=tokenize, process_index=process_index, process_count=process_count)
+    return DataPipeline(
+        ManifestSource(manifest), config, tokenize=tokenize, process_index=process_index, process_count=process_count
+    )
 
 
 def _stream(iterator, steps=None):
@@ -62,9 +64,20 @@ def test_resume_in_a_fresh_process_is_exactly_once(small_manifest, tmp_path, wor
         json.dump(state, f)  # the state must survive JSON, as in an orbax checkpoint
 
     output = str(tmp_path / "rest.json")
-    arguments = {"manifest": small_manifest, "config": {**BASE, "num_workers": workers}, "state": state_path, "output": output}
+    arguments = {
+        "manifest": small_manifest,
+        "config": {**BASE, "num_workers": workers},
+        "state": state_path,
+        "output": output,
+    }
     environment = {**os.environ, "PYTHONPATH": REPO_ROOT}
-    subprocess.run([sys.executable, "-m", "tests.data.resume_child", json.dumps(arguments)], cwd=REPO_ROOT, env=environment, check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "tests.data.resume_child", json.dumps(arguments)],
+        cwd=REPO_ROOT,
+        env=environment,
+        check=True,
+        timeout=300,
+    )
     with open(output) as f:
         rest = json.load(f)
     assert before + rest["ids"] == reference
@@ -127,7 +140,11 @@ def test_bucket_shapes_are_static_and_nothing_is_truncated(small_manifest):
 
 def test_tokens_packing_and_metadata(small_manifest):
     pipeline = _pipeline(
-        small_manifest, tokenize=audio_files.toy_tokenize, clips_per_row=(3, 2, 1), max_tokens=(60, 80, 100), num_epochs=1
+        small_manifest,
+        tokenize=audio_files.toy_tokenize,
+        clips_per_row=(3, 2, 1),
+        max_tokens=(60, 80, 100),
+        num_epochs=1,
     )
     assert [(s.batch_size, s.clips, s.tokens) for s in pipeline.batch_shapes()] == [(2, 3, 60), (2, 2, 80), (2, 1, 100)]
     packed_rows = 0
@@ -162,7 +179,9 @@ def test_over_long_token_sequences_are_rejected_not_truncated(small_manifest):
     assert stats["rejected"] == {"too_many_tokens": sum(n > 40 for n in lengths.values())} != {}
     delivered = [int(i) for b in batches for i in b.batch.example_ids.ravel() if i >= 0]
     assert sorted(delivered) == sorted(i for i, n in lengths.items() if n <= 40)
-    assert all(r.reason == RejectReason.TOO_MANY_TOKENS and r.path.endswith(".flac") for b in batches for r in b.rejects)
+    assert all(
+        r.reason == RejectReason.TOO_MANY_TOKENS and r.path.endswith(".flac") for b in batches for r in b.rejects
+    )
 
 
 def test_raw_audio_mode_carries_waveforms(small_manifest):

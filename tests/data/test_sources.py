@@ -21,8 +21,21 @@ def test_manifest_resolves_relative_and_absolute_paths(tmp_path):
     manifest = audio_files.write_manifest(
         str(tmp_path / "m.jsonl"),
         [
-            {"id": "a", "audio_filepath": "sub/a.flac", "duration": relative_duration, "text": "hello", "voice": "en-us"},
-            {"audio_filepath": absolute, "duration": absolute_duration, "text": "x", "task": "ast", "target": "y", "language": "de"},
+            {
+                "id": "a",
+                "audio_filepath": "sub/a.flac",
+                "duration": relative_duration,
+                "text": "hello",
+                "voice": "en-us",
+            },
+            {
+                "audio_filepath": absolute,
+                "duration": absolute_duration,
+                "text": "x",
+                "task": "ast",
+                "target": "y",
+                "language": "de",
+            },
         ],
     )
     source = ManifestSource(manifest)
@@ -38,10 +51,15 @@ def test_manifest_resolves_relative_and_absolute_paths(tmp_path):
 
 
 def test_manifests_concatenate_in_order(tmp_path):
-    one = audio_files.write_manifest(str(tmp_path / "1.jsonl"), [{"audio_filepath": "x.wav", "duration": 1, "text": "a"}])
+    one = audio_files.write_manifest(
+        str(tmp_path / "1.jsonl"), [{"audio_filepath": "x.wav", "duration": 1, "text": "a"}]
+    )
     two = audio_files.write_manifest(
         str(tmp_path / "2.jsonl"),
-        [{"audio_filepath": "y.wav", "duration": 2.5, "text": "b"}, {"audio_filepath": "z.wav", "duration": 3, "text": "c"}],
+        [
+            {"audio_filepath": "y.wav", "duration": 2.5, "text": "b"},
+            {"audio_filepath": "z.wav", "duration": 3, "text": "c"},
+        ],
     )
     source = ManifestSource([one, two])
     assert [source[i]["text"] for i in range(3)] == ["a", "b", "c"]
@@ -87,7 +105,9 @@ def _librispeech(root):
         lines = []
         for n, text in enumerate(texts):
             utterance = f"{speaker}-{chapter}-{n:04d}"
-            durations[utterance] = audio_files.write_clip(os.path.join(folder, utterance + ".flac"), 0.2 + 0.1 * n, seed=n)
+            durations[utterance] = audio_files.write_clip(
+                os.path.join(folder, utterance + ".flac"), 0.2 + 0.1 * n, seed=n
+            )
             lines.append(f"{utterance} {text}\n")
         with open(os.path.join(folder, f"{speaker}-{chapter}.trans.txt"), "w") as f:
             f.writelines(lines)
@@ -224,4 +244,3 @@ def test_decode_record_reports_records_without_audio():
     with pytest.raises(AudioError) as info:
         decode_record(short_record)
     assert info.value.reason == RejectReason.DURATION_MISMATCH
-

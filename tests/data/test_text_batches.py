@@ -28,8 +28,12 @@ def test_texts_are_packed_in_order_with_segments_positions_and_targets():
     assert first.tokens[1].tolist()[:5] == encode("ccc")
     # "dddd" (6 ids) fits neither the rest of row 1 nor a row past the last: it opens the next batch.
     assert batches[1].tokens[0].tolist()[:6] == encode("dddd")
-    decoded = ["".join(chr(t) for t in row[s == k] if t > 2)
-               for b in batches for row, s in zip(b.tokens, b.segment_ids) for k in range(1, s.max() + 1)]
+    decoded = [
+        "".join(chr(t) for t in row[s == k] if t > 2)
+        for b in batches
+        for row, s in zip(b.tokens, b.segment_ids)
+        for k in range(1, s.max() + 1)
+    ]
     assert decoded == [w for w in WORDS if len(w) + 2 <= 8]  # every text once, in order; too long ones skipped
     assert len(batches) == 3 and batches[2].tokens[1].tolist() == encode("g") + encode("hh") + [0]
 

@@ -62,16 +62,23 @@ def test_prefix_and_full_scores_equal_path_sums():
         prefixes = [prefixes[r] + [chosen[r]] for r in range(2)]
         assert state.last.tolist() == chosen
         for r in range(2):
-            np.testing.assert_allclose(float(jnp.exp(state.score[r])), _prefix_probability(totals[r], prefixes[r]),
-                                       rtol=1e-4, atol=1e-12)
-            np.testing.assert_allclose(float(jnp.exp(full_score(state, lengths)[r])),
-                                       totals[r].get(tuple(prefixes[r]), 0.0), rtol=1e-4, atol=1e-12)
+            np.testing.assert_allclose(
+                float(jnp.exp(state.score[r])), _prefix_probability(totals[r], prefixes[r]), rtol=1e-4, atol=1e-12
+            )
+            np.testing.assert_allclose(
+                float(jnp.exp(full_score(state, lengths)[r])),
+                totals[r].get(tuple(prefixes[r]), 0.0),
+                rtol=1e-4,
+                atol=1e-12,
+            )
 
 
 def _uniform_llm(vocab):
     """A language model with no opinion: every step gives equal logits (cache: a step counter)."""
+
     def step(tokens, cache):
         return jnp.zeros((tokens.shape[0], vocab)), cache + 1
+
     return step
 
 
@@ -82,8 +89,18 @@ def test_ctc_alone_decodes_a_peaky_ctc_path(search):
     ctc_logits = jnp.asarray(np.eye(5)[paths] * 8.0, jnp.float32)  # CTC vocabulary: 0..4, blank 0
     lengths = jnp.array([8, 4])
     beams = 3 if search == "beam" else 1
-    step, first, cache = joint_ctc(_uniform_llm(vocab), jnp.zeros((2, vocab)), jnp.zeros((2,)), ctc_logits, lengths,
-                                   weight=1.0, num_candidates=vocab, eos_ids=(eos,), blank_id=0, num_beams=beams)
+    step, first, cache = joint_ctc(
+        _uniform_llm(vocab),
+        jnp.zeros((2, vocab)),
+        jnp.zeros((2,)),
+        ctc_logits,
+        lengths,
+        weight=1.0,
+        num_candidates=vocab,
+        eos_ids=(eos,),
+        blank_id=0,
+        num_beams=beams,
+    )
     common = dict(max_new_tokens=6, eos_ids=(eos,), pad_id=0)
     if search == "greedy":
         out = greedy_search(step, first, cache, **common)
@@ -114,8 +131,17 @@ def test_the_ctc_can_choose_a_token_the_llm_ranks_last_and_candidates_bound_the_
     llm_logits = jnp.array([[0.0, 1.0, 3.0, -2.0, 0.0, 0.0]])  # the LLM ranks token 3 last
     ctc_logits = jnp.asarray(np.eye(5)[[[0, 3, 0]]] * 8.0, jnp.float32)  # CTC says 3
     for weight, expected in ((0.01, 2), (0.9, 3)):
-        _, first, _ = joint_ctc(_uniform_llm(vocab), llm_logits, jnp.zeros((1,)), ctc_logits, jnp.array([3]),
-                                weight=weight, num_candidates=2, eos_ids=(5,), blank_id=0)
+        _, first, _ = joint_ctc(
+            _uniform_llm(vocab),
+            llm_logits,
+            jnp.zeros((1,)),
+            ctc_logits,
+            jnp.array([3]),
+            weight=weight,
+            num_candidates=2,
+            eos_ids=(5,),
+            blank_id=0,
+        )
         assert int(jnp.argmax(first[0])) == expected
         assert int(jnp.isfinite(first[0]).sum()) == 2  # only the two best joint scores stay possible
 
@@ -127,9 +153,18 @@ def test_blank_penalty_turns_a_blank_leaning_frame_into_a_label():
     ctc_logits[0, 1, [0, 4]] = [2.0, 1.5]  # the middle frame leans to blank over label 4
     decoded = {}
     for penalty in (0.0, 1.0):
-        step, first, cache = joint_ctc(_uniform_llm(vocab), jnp.zeros((1, vocab)), jnp.zeros((1,)),
-                                       jnp.asarray(ctc_logits), jnp.array([3]), weight=1.0, num_candidates=vocab,
-                                       eos_ids=(eos,), blank_id=0, blank_penalty=penalty)
+        step, first, cache = joint_ctc(
+            _uniform_llm(vocab),
+            jnp.zeros((1, vocab)),
+            jnp.zeros((1,)),
+            jnp.asarray(ctc_logits),
+            jnp.array([3]),
+            weight=1.0,
+            num_candidates=vocab,
+            eos_ids=(eos,),
+            blank_id=0,
+            blank_penalty=penalty,
+        )
         out = greedy_search(step, first, cache, max_new_tokens=4, eos_ids=(eos,), pad_id=0)
         decoded[penalty] = np.asarray(out.tokens)[0, : int(out.lengths[0])].tolist()
     assert decoded == {0.0: [3, eos], 1.0: [3, 4, eos]}

@@ -21,10 +21,14 @@ def _hf_greedy(model, prompts, min_new_tokens):
         out = model.generate(
             input_ids=torch.tensor(np.asarray(tokens), dtype=torch.long),
             attention_mask=torch.tensor(np.asarray(segs)),
-            max_new_tokens=NEW, min_new_tokens=min_new_tokens, do_sample=False, num_beams=1, pad_token_id=0,
+            max_new_tokens=NEW,
+            min_new_tokens=min_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=0,
             eos_token_id=2,
         )
-    new = out[:, tokens.shape[1]:].numpy()
+    new = out[:, tokens.shape[1] :].numpy()
     return np.pad(new, ((0, 0), (0, NEW - new.shape[1])))  # HF stops early once every row has ended
 
 
@@ -68,10 +72,16 @@ def test_beam_search_tokens_identical_to_transformers(model_and_params):
     tokens, segs = pad_prompts(PROMPTS, side="left")
     ours = generate(config, params, tokens, segs, gen)
     with torch.no_grad():
-        out = model.generate(input_ids=torch.tensor(np.asarray(tokens), dtype=torch.long),
-                             attention_mask=torch.tensor(np.asarray(segs)), max_new_tokens=10, num_beams=3,
-                             do_sample=False, pad_token_id=0, eos_token_id=2)
-    theirs = np.pad(out[:, tokens.shape[1]:].numpy(), ((0, 0), (0, 10 - (out.shape[1] - tokens.shape[1]))))
+        out = model.generate(
+            input_ids=torch.tensor(np.asarray(tokens), dtype=torch.long),
+            attention_mask=torch.tensor(np.asarray(segs)),
+            max_new_tokens=10,
+            num_beams=3,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=2,
+        )
+    theirs = np.pad(out[:, tokens.shape[1] :].numpy(), ((0, 0), (0, 10 - (out.shape[1] - tokens.shape[1]))))
     lengths = np.asarray(ours.lengths)
     generated = np.arange(10)[None, :] < lengths[:, None]  # transformers pads a finished beam with the end token
     np.testing.assert_array_equal(np.where(generated, np.asarray(ours.tokens), -1), np.where(generated, theirs, -1))

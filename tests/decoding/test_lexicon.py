@@ -58,9 +58,15 @@ def test_advance_keeps_the_state_on_a_token_it_does_not_allow():
     assert int(states[0]) != START and int(states[1]) == START
 
 
-@pytest.mark.parametrize("words, message", [
-    ([], "empty"), ([()], "no tokens"), ([(1, 9)], "outside the vocabulary"), ([(1, EOS)], "end token"),
-])
+@pytest.mark.parametrize(
+    "words, message",
+    [
+        ([], "empty"),
+        ([()], "no tokens"),
+        ([(1, 9)], "outside the vocabulary"),
+        ([(1, EOS)], "end token"),
+    ],
+)
 def test_bad_lexicons_are_refused(words, message):
     with pytest.raises(ValueError, match=message):
         word_automaton(words, VOCAB, (EOS,))
@@ -68,16 +74,19 @@ def test_bad_lexicons_are_refused(words, message):
 
 def _bigram_llm(table):
     """A language model whose logits depend on the token just fed: table f32[V, V] (cache: unused)."""
+
     def step(tokens, cache):
         return table[tokens], cache
+
     return step
 
 
 def test_constrained_greedy_takes_the_best_allowed_token_each_step():
     first = jnp.array([0.0, 1.0, 0.0, 0.0, 5.0, 0.0, 0.0])  # prefers 4, which cannot start a word
     table = jnp.zeros((VOCAB, VOCAB)).at[1, EOS].set(2.0).at[1, 5].set(4.0)  # after 1: 5 (not allowed) > end
-    step, first_masked, cache = constrain(_bigram_llm(table), first[None], jnp.zeros((1,)),
-                                          word_automaton(WORDS, VOCAB, (EOS,)))
+    step, first_masked, cache = constrain(
+        _bigram_llm(table), first[None], jnp.zeros((1,)), word_automaton(WORDS, VOCAB, (EOS,))
+    )
     out = greedy_search(step, first_masked, cache, max_new_tokens=4, eos_ids=(EOS,), pad_id=0)
     assert np.asarray(out.tokens)[0, : int(out.lengths[0])].tolist() == [1, EOS]
 
@@ -99,8 +108,9 @@ def test_constrained_beam_search_finds_the_best_lexicon_sentence():
         table = jnp.asarray(rng.normal(size=(VOCAB, VOCAB)) * 3, jnp.float32)
         first = jnp.asarray(rng.normal(size=(VOCAB,)) * 3, jnp.float32)
         step, first_masked, cache = constrain(_bigram_llm(table), first[None], jnp.zeros((1,)), automaton)
-        out = beam_search(step, first_masked, cache, num_beams=32, max_new_tokens=4, eos_ids=(EOS,), pad_id=0,
-                          length_penalty=0.0)
+        out = beam_search(
+            step, first_masked, cache, num_beams=32, max_new_tokens=4, eos_ids=(EOS,), pad_id=0, length_penalty=0.0
+        )
         # Finished sentences, and sequences still open after the 4 steps (the search scores those too).
         candidates = [s + (EOS,) for s in _sentences(3)] + list({s[:4] for s in _sentences(6) if len(s) >= 4})
         scored = {c: _constrained_score(c, first, table, automaton) for c in candidates}
@@ -112,10 +122,12 @@ def test_constrained_beam_search_finds_the_best_lexicon_sentence():
 def test_joint_ctc_keeps_tokens_the_lexicon_rules_out_even_at_full_ctc_weight():
     automaton = word_automaton(WORDS, VOCAB, (EOS,))
     ctc_logits = jnp.asarray(np.eye(VOCAB - 1)[[[0, 4, 0]]] * 8.0, jnp.float32)  # CTC says 4: no word starts so
-    step, first, cache = constrain(_bigram_llm(jnp.zeros((VOCAB, VOCAB))), jnp.zeros((1, VOCAB)), jnp.zeros((1,)),
-                                   automaton)
-    _, joint_first, _ = joint_ctc(step, first, cache, ctc_logits, jnp.array([3]), weight=1.0, num_candidates=VOCAB,
-                                  eos_ids=(EOS,), blank_id=0)
+    step, first, cache = constrain(
+        _bigram_llm(jnp.zeros((VOCAB, VOCAB))), jnp.zeros((1, VOCAB)), jnp.zeros((1,)), automaton
+    )
+    _, joint_first, _ = joint_ctc(
+        step, first, cache, ctc_logits, jnp.array([3]), weight=1.0, num_candidates=VOCAB, eos_ids=(EOS,), blank_id=0
+    )
     assert not bool(jnp.isnan(joint_first).any())
     allowed = np.flatnonzero(np.isfinite(np.asarray(joint_first[0]))).tolist()
     assert allowed == [1, 2, 3]

@@ -59,8 +59,16 @@ def _best_by_enumeration(start, table, max_len, length_penalty):
 def test_wide_beam_finds_the_exhaustive_optimum(seed, length_penalty):
     start, table, first, cache = _setup(seed)
     out = jax.jit(
-        lambda f, c: beam_search(_step_fn(table), f, c, num_beams=V**3, max_new_tokens=4, eos_ids=(EOS,), pad_id=PAD,
-                                 length_penalty=length_penalty)
+        lambda f, c: beam_search(
+            _step_fn(table),
+            f,
+            c,
+            num_beams=V**3,
+            max_new_tokens=4,
+            eos_ids=(EOS,),
+            pad_id=PAD,
+            length_penalty=length_penalty,
+        )
     )(first, cache)
     best, best_seq = _best_by_enumeration(start, table, 4, length_penalty)
     length = int(out.lengths[0])
@@ -80,15 +88,16 @@ def test_greedy_follows_argmax_and_pads_after_eos():
         tok = int(np.argmax(table[tok]))
     got = np.asarray(out.tokens[0])
     assert list(got[: len(expected)]) == expected
-    assert (got[len(expected):] == PAD).all()
+    assert (got[len(expected) :] == PAD).all()
     assert int(out.lengths[0]) == len(expected)
 
 
 def test_beam_of_one_equals_greedy():
     _, table, first, cache = _setup(7, batch=3)
     greedy = greedy_search(_step_fn(table), first, cache, max_new_tokens=5, eos_ids=(EOS,), pad_id=PAD)
-    beam = beam_search(_step_fn(table), first, cache, num_beams=1, max_new_tokens=5, eos_ids=(EOS,), pad_id=PAD,
-                       length_penalty=0.0)
+    beam = beam_search(
+        _step_fn(table), first, cache, num_beams=1, max_new_tokens=5, eos_ids=(EOS,), pad_id=PAD, length_penalty=0.0
+    )
     np.testing.assert_array_equal(np.asarray(greedy.tokens), np.asarray(beam.tokens))
 
 
@@ -126,10 +135,21 @@ def test_unnormalised_scores_are_added_as_they_are():
         return table[tokens], cache
 
     for normalize, expected in ((True, [1, 3]), (False, [2, 3])):
-        out = beam_search(step, first, jnp.zeros((1,)), num_beams=2, max_new_tokens=3, eos_ids=(3,), pad_id=0,
-                          length_penalty=0.0, normalize=normalize)
+        out = beam_search(
+            step,
+            first,
+            jnp.zeros((1,)),
+            num_beams=2,
+            max_new_tokens=3,
+            eos_ids=(3,),
+            pad_id=0,
+            length_penalty=0.0,
+            normalize=normalize,
+        )
         assert np.asarray(out.tokens)[0, : int(out.lengths[0])].tolist() == expected
-        greedy = greedy_search(step, first, jnp.zeros((1,)), max_new_tokens=3, eos_ids=(3,), pad_id=0, normalize=normalize)
+        greedy = greedy_search(
+            step, first, jnp.zeros((1,)), max_new_tokens=3, eos_ids=(3,), pad_id=0, normalize=normalize
+        )
         assert np.asarray(greedy.tokens)[0, :2].tolist() == [1, 3]  # greedy looks one step ahead either way
     np.testing.assert_allclose(float(out.scores[0]), -2.1, rtol=1e-6)
 
@@ -176,11 +196,15 @@ def test_inactive_rows_output_nothing_and_end_with_the_last_real_row(search):
 
     common = dict(max_new_tokens=12, eos_ids=(EOS,), pad_id=PAD)
     runs = {
-        "greedy": lambda rows, active: greedy_search(step, first[:rows], jnp.arange(rows) == 1, active=active, **common),
-        "beam": lambda rows, active: beam_search(step, first[:rows], jnp.arange(rows) == 1, num_beams=2, active=active,
-                                                 **common),
-        "sample": lambda rows, active: sample(step, first[:rows], jnp.arange(rows) == 1, jax.random.key(0),
-                                              temperature=0.01, active=active, **common),
+        "greedy": lambda rows, active: greedy_search(
+            step, first[:rows], jnp.arange(rows) == 1, active=active, **common
+        ),
+        "beam": lambda rows, active: beam_search(
+            step, first[:rows], jnp.arange(rows) == 1, num_beams=2, active=active, **common
+        ),
+        "sample": lambda rows, active: sample(
+            step, first[:rows], jnp.arange(rows) == 1, jax.random.key(0), temperature=0.01, active=active, **common
+        ),
     }
     out = runs[search](2, jnp.array([True, False]))
     steps_with_padding = len(calls)

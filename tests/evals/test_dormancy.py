@@ -74,7 +74,8 @@ def test_rms_ratio_equals_hand_computation_and_norm_matching_pins_it_near_one():
     plain = ratio_fn(plain_config, params, batch)
 
     audio = jax.jit(lambda p, f, l: SpeechLLM(plain_config).apply(p, f, l, method=SpeechLLM.encode_audio))(
-        params, batch["features"], batch["feature_lengths"])
+        params, batch["features"], batch["feature_lengths"]
+    )
     tokens, segments = np.asarray(batch["tokens"]), np.asarray(batch["segment_ids"])
     for b, (clip_frames, _, _) in enumerate(ROWS):
         text = table[tokens[b][(segments[b] != 0) & (tokens[b] != PLACEHOLDER)]]
@@ -99,13 +100,21 @@ def test_rms_ratio_equals_hand_computation_and_norm_matching_pins_it_near_one():
 
 def test_batch_fields_accepts_a_batch_or_a_dict():
     _, _, batch = setup("decoder_only")
-    typed = Batch(features=batch["features"], feature_lengths=batch["feature_lengths"], tokens=batch["tokens"],
-                  loss_mask=suffix_targets(batch), segment_ids=batch["segment_ids"],
-                  positions=batch["segment_ids"], example_ids=np.zeros((2, 2)), weights=np.ones(2))
+    typed = Batch(
+        features=batch["features"],
+        feature_lengths=batch["feature_lengths"],
+        tokens=batch["tokens"],
+        loss_mask=suffix_targets(batch),
+        segment_ids=batch["segment_ids"],
+        positions=batch["segment_ids"],
+        example_ids=np.zeros((2, 2)),
+        weights=np.ones(2),
+    )
     for source in (typed, batch):
         fields = dormancy._fields(source)
-        assert [f.shape for f in fields] == [batch[k].shape for k in ("tokens", "segment_ids", "features",
-                                                                      "feature_lengths")]
+        assert [f.shape for f in fields] == [
+            batch[k].shape for k in ("tokens", "segment_ids", "features", "feature_lengths")
+        ]
     with pytest.raises(ValueError, match="raw audio"):
         dormancy._fields(dict(batch, features=None))
 
@@ -117,9 +126,17 @@ def dense_attention_mass(config, params, batch, targets):
     """Per-example masses [B, layers, 3] recomputed in numpy from the captured q/k projections."""
     config, params = decoding_params(config, params)
     capture = lambda module, method: isinstance(module, Dense) and module.name in ("q_proj", "k_proj")
-    _, state = jax.jit(lambda p: SpeechLLM(config).apply(
-        p, batch["tokens"], batch["features"], batch["feature_lengths"], segment_ids=batch["segment_ids"],
-        capture_intermediates=capture, mutable=["intermediates"]))(params)
+    _, state = jax.jit(
+        lambda p: SpeechLLM(config).apply(
+            p,
+            batch["tokens"],
+            batch["features"],
+            batch["feature_lengths"],
+            segment_ids=batch["segment_ids"],
+            capture_intermediates=capture,
+            mutable=["intermediates"],
+        )
+    )(params)
     c = config.llm
     head_dim, groups = c.resolved_head_dim, c.num_heads // c.num_kv_heads
     tokens, segments = np.asarray(batch["tokens"]), np.asarray(batch["segment_ids"])
@@ -130,8 +147,10 @@ def dense_attention_mass(config, params, batch, targets):
 
     def rope(x):
         first, second = x[..., : head_dim // 2], x[..., head_dim // 2 :]
-        return np.concatenate([first * np.cos(angles) - second * np.sin(angles),
-                               second * np.cos(angles) + first * np.sin(angles)], axis=-1)
+        return np.concatenate(
+            [first * np.cos(angles) - second * np.sin(angles), second * np.cos(angles) + first * np.sin(angles)],
+            axis=-1,
+        )
 
     real = segments != 0
     allowed = real[:, :, None] & real[:, None, :] & np.tril(np.ones((length, length), bool))[None]
@@ -203,8 +222,15 @@ def test_scorers_on_hand_made_outputs():
     assert uppercase_fraction("ABC 123!", "") == 1.0
     assert uppercase_fraction("123", "") == 0.0
     assert uppercase_fraction("Hi", "") == 0.5
-    for text, expected in [("Yes, it does.", 1.0), ("  no", 1.0), ("NO!", 1.0), ("yesterday", 0.0),
-                           ("I think yes", 0.0), ("", 0.0), ("No. Never.", 1.0)]:
+    for text, expected in [
+        ("Yes, it does.", 1.0),
+        ("  no", 1.0),
+        ("NO!", 1.0),
+        ("yesterday", 0.0),
+        ("I think yes", 0.0),
+        ("", 0.0),
+        ("No. Never.", 1.0),
+    ]:
         assert starts_with_yes_or_no(text, "") == expected, text
 
 
@@ -243,13 +269,18 @@ def test_probe_runs_end_to_end(chatml):
     cross = tiny_config("cross_attention").replace(placeholder_id=audio_id)
     assert all(audio_id not in row for row in probe_prompts(cross, chatml, DEFAULT_PROBES, lengths.tolist()))
 
-    batch = {"tokens": jnp.asarray([prompts[0]]), "segment_ids": jnp.ones((1, len(prompts[0])), jnp.int32),
-             "features": jnp.asarray(features[:1, None]), "feature_lengths": jnp.asarray(lengths[:1, None])}
+    batch = {
+        "tokens": jnp.asarray([prompts[0]]),
+        "segment_ids": jnp.ones((1, len(prompts[0])), jnp.int32),
+        "features": jnp.asarray(features[:1, None]),
+        "feature_lengths": jnp.asarray(lengths[:1, None]),
+    }
     params = random_params(SpeechLLM(config), batch)
     gen = GenerationConfig(max_new_tokens=4, eos_ids=tuple(chatml.eos_ids), pad_id=chatml.pad_id)
     probes = DEFAULT_PROBES + (ProbeSpec("echo", "Say again: {audio}", lambda out, ref: float(len(out))),)
-    report = prompt_following_probe(config, params, chatml, features, lengths, ["one two", "three"], probes=probes,
-                                    gen=gen, batch_size=8)
+    report = prompt_following_probe(
+        config, params, chatml, features, lengths, ["one two", "three"], probes=probes, gen=gen, batch_size=8
+    )
     assert set(report["scores"]) == {"transcribe", "capitals", "yes_no", "echo"}
 
     # The same prompts and static shapes, generated directly, decode to the report's outputs.

@@ -14,9 +14,16 @@ def test_per_example_jsonl(tmp_path):
     assert write_per_example_jsonl(path, result) == 2
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert records[0] == {
-        "id": "a", "reference": "The cat sat down.", "hypothesis": "the cat sit down",
-        "reference_normalized": "the cat sat down", "hypothesis_normalized": "the cat sit down",
-        "substitutions": 1, "deletions": 0, "insertions": 0, "reference_words": 4, "wer": 0.25,
+        "id": "a",
+        "reference": "The cat sat down.",
+        "hypothesis": "the cat sit down",
+        "reference_normalized": "the cat sat down",
+        "hypothesis_normalized": "the cat sit down",
+        "substitutions": 1,
+        "deletions": 0,
+        "insertions": 0,
+        "reference_words": 4,
+        "wer": 0.25,
     }
     assert records[1]["deletions"] == 1 and records[1]["wer"] == 0.5
     assert not (tmp_path / "examples.jsonl.partial").exists()

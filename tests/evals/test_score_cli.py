@@ -18,10 +18,16 @@ def run_score(argv):
 
 def test_score_pairs_jsonl(tmp_path, capsys):
     pairs = tmp_path / "decoded.jsonl"
-    pairs.write_text("\n".join(json.dumps(r) for r in [
-        {"id": "u1", "reference": "The cat sat down.", "hypothesis": "the cat sit down"},
-        {"id": "u2", "reference": "Hello world", "hypothesis": "hello"},
-    ]) + "\n")
+    pairs.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"id": "u1", "reference": "The cat sat down.", "hypothesis": "the cat sit down"},
+                {"id": "u2", "reference": "Hello world", "hypothesis": "hello"},
+            ]
+        )
+        + "\n"
+    )
     out = tmp_path / "scored.jsonl"
     assert run_score(["--pairs", str(pairs), "--per-example", str(out), "--name", "dev"]) == 0
     assert "| dev | 2 | 6 | 1 | 1 | 0 | 33.33 |" in capsys.readouterr().out

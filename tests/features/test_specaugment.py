@@ -25,10 +25,11 @@ def lengths_for_test():
 
 def test_masks_only_inside_valid_frames():
     lengths = lengths_for_test()
-    masked = masked_cells(SpecAugmentConfig(num_freq_masks=3, max_freq_width=20, num_time_masks=3, max_time_width=30),
-                          lengths)
+    masked = masked_cells(
+        SpecAugmentConfig(num_freq_masks=3, max_freq_width=20, num_time_masks=3, max_time_width=30), lengths
+    )
     for b in range(B):
-        assert not masked[b, lengths[b]:].any(), f"example {b} masked past its {lengths[b]} valid frames"
+        assert not masked[b, lengths[b] :].any(), f"example {b} masked past its {lengths[b]} valid frames"
     assert masked.any()
 
 

@@ -24,7 +24,10 @@ EVERY_MASK = MaskSpec(
     chunk_size=32,
     chunk_left=2,
 )
-TARGETS = {"tpu": ("tpu", "tpu_custom_call", BlockSizes(128, 128, 64, 128)), "gpu": ("cuda", "xla.gpu.triton", BlockSizes(64, 64, 32, 32))}
+TARGETS = {
+    "tpu": ("tpu", "tpu_custom_call", BlockSizes(128, 128, 64, 128)),
+    "gpu": ("cuda", "xla.gpu.triton", BlockSizes(64, 64, 32, 32)),
+}
 
 
 def _lowered_text(backend, mask, dtype, with_bias):
@@ -43,7 +46,9 @@ def _lowered_text(backend, mask, dtype, with_bias):
 
 @pytest.mark.parametrize("backend", ["tpu", "gpu"])
 @pytest.mark.parametrize(
-    "mask, dtype, with_bias", [(EVERY_MASK, jnp.bfloat16, True), (None, jnp.float32, False)], ids=["every_mask_bf16_bias", "plain_f32"]
+    "mask, dtype, with_bias",
+    [(EVERY_MASK, jnp.bfloat16, True), (None, jnp.float32, False)],
+    ids=["every_mask_bf16_bias", "plain_f32"],
 )
 def test_forward_and_backward_lower_for_hardware(backend, mask, dtype, with_bias):
     text = _lowered_text(backend, mask, dtype, with_bias)

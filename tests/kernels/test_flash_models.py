@@ -38,6 +38,7 @@ def _check_gradients(apply, params):
     """d sum(output * w) / d params agree between the two implementations."""
     grads = {}
     for impl in ("xla", "pallas"):
+
         def loss(p, impl=impl):
             out = apply(p, impl)
             return jnp.sum(out * jnp.cos(jnp.arange(out.size, dtype=jnp.float32)).reshape(out.shape))
@@ -51,12 +52,16 @@ def _decoder():
     config = LLMConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2)
     length = 150  # > 2 query blocks and > 2 key blocks of the default GPU block sizes
     tokens = jax.random.randint(jax.random.key(1), (2, length), 0, config.vocab_size)
-    segment_ids = jnp.asarray(np.stack([np.r_[np.ones(90), np.full(60, 2)], np.r_[np.ones(131), np.zeros(19)]]), jnp.int32)
+    segment_ids = jnp.asarray(
+        np.stack([np.r_[np.ones(90), np.full(60, 2)], np.r_[np.ones(131), np.zeros(19)]]), jnp.int32
+    )
     bidir_ids = spans([[(4, 70, 1)], [(10, 40, 1)]], length)
     params = nn.unbox(jax.jit(DecoderLM(config).init)(jax.random.key(0), tokens))
 
     def apply(p, impl):
-        logits, _ = DecoderLM(config.replace(attn_impl=impl)).apply(p, tokens, segment_ids=segment_ids, bidir_ids=bidir_ids)
+        logits, _ = DecoderLM(config.replace(attn_impl=impl)).apply(
+            p, tokens, segment_ids=segment_ids, bidir_ids=bidir_ids
+        )
         return logits
 
     return apply, params
@@ -72,11 +77,15 @@ def test_decoder_gradients_pallas_equal_xla():
 
 
 def test_whisper_encoder_pallas_equals_xla():
-    config = WhisperEncoderConfig(n_mels=16, d_model=32, num_layers=2, num_heads=4, ffn_dim=64, max_source_positions=100)
+    config = WhisperEncoderConfig(
+        n_mels=16, d_model=32, num_layers=2, num_heads=4, ffn_dim=64, max_source_positions=100
+    )
     features = jax.random.normal(jax.random.key(2), (2, 200, 16))
     lengths = jnp.array([200, 131])
     params = nn.unbox(jax.jit(WhisperEncoder(config).init)(jax.random.key(0), features, lengths))
-    _check_outputs(lambda p, impl: WhisperEncoder(config.replace(attn_impl=impl)).apply(p, features, lengths).hidden, params)
+    _check_outputs(
+        lambda p, impl: WhisperEncoder(config.replace(attn_impl=impl)).apply(p, features, lengths).hidden, params
+    )
 
 
 def _conformer():

@@ -45,8 +45,16 @@ def _gradients_of_every_family(q, k, v, ids, kv_lengths, bias):
         total = 0.0
         for name, family in MASK_FAMILIES.items():
             mask = family(ids).replace(kv_lengths=kv_lengths)
-            out = flash_attention(q, k, v, mask, bias=bias if name == "segments_and_bias" else None,
-                                  block_sizes=BlockSizes(**BLOCKS), backend="tpu", interpret=False)
+            out = flash_attention(
+                q,
+                k,
+                v,
+                mask,
+                bias=bias if name == "segments_and_bias" else None,
+                block_sizes=BlockSizes(**BLOCKS),
+                backend="tpu",
+                interpret=False,
+            )
             total = total + jnp.sum(out.astype(jnp.float32))
         return total
 
@@ -56,8 +64,14 @@ def _gradients_of_every_family(q, k, v, ids, kv_lengths, bias):
 @pytest.mark.parametrize("generation", GENERATION_PARAMS)
 def test_every_mask_family_compiles_through_mosaic(generation):
     spec = _on_first_chip(GENERATIONS[generation])
-    args = (spec((B, T, H, D), jnp.bfloat16), spec((B, T, K, D), jnp.bfloat16), spec((B, T, K, D), jnp.bfloat16),
-            spec((B, T), jnp.int32), spec((B,), jnp.int32), spec((1, H, T, T), jnp.float32))
+    args = (
+        spec((B, T, H, D), jnp.bfloat16),
+        spec((B, T, K, D), jnp.bfloat16),
+        spec((B, T, K, D), jnp.bfloat16),
+        spec((B, T), jnp.int32),
+        spec((B,), jnp.int32),
+        spec((1, H, T, T), jnp.float32),
+    )
     compiled = jax.jit(_gradients_of_every_family).lower(*args).compile()
     kernels = compiled.as_text().count(KERNEL_CALL)
     assert kernels == 3 * len(MASK_FAMILIES), f"expected forward, dq and dk/dv per family, found {kernels} kernels"
@@ -74,8 +88,9 @@ def test_compiled_program_counts_the_declared_kernel_work():
     q = spec((batch, length, heads, head_dim), jnp.bfloat16)
 
     def loss(q, k, v):
-        out = flash_attention(q, k, v, MaskSpec(causal=True), block_sizes=BlockSizes(512, 512, 256, 256),
-                              backend="tpu", interpret=False)
+        out = flash_attention(
+            q, k, v, MaskSpec(causal=True), block_sizes=BlockSizes(512, 512, 256, 256), backend="tpu", interpret=False
+        )
         return jnp.sum(out.astype(jnp.float32))
 
     analysis = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, q, q).compile().cost_analysis()

@@ -106,7 +106,6 @@ def test_fully_masked_rows_give_zero_and_finite_gradients(backend):
     compare(backend, q, k, v, bias, do, mask, F32_TOL, case.block_sizes)
 
 
-
 def test_tpu_kernels_in_the_tpu_simulator():
     """Mosaic semantics (pipelined copies, outputs never read back, uninitialized memory = NaN):
     every dbias tile gets written, including the one owned by a query block with nothing to visit.

@@ -20,8 +20,11 @@ MASKS = {
     "none": None,
     "kv_lengths": MaskSpec(kv_lengths=jnp.array([S, 123])),
     "causal": MaskSpec(causal=True),
-    "segments": MaskSpec(causal=True, q_segment_ids=jnp.asarray(np.random.RandomState(1).randint(0, 3, (B, T))),
-                         kv_segment_ids=jnp.asarray(np.random.RandomState(2).randint(0, 3, (B, S)))),
+    "segments": MaskSpec(
+        causal=True,
+        q_segment_ids=jnp.asarray(np.random.RandomState(1).randint(0, 3, (B, T))),
+        kv_segment_ids=jnp.asarray(np.random.RandomState(2).randint(0, 3, (B, S))),
+    ),
     "window": MaskSpec(window_left=30, window_right=5),
     "bidirectional_prefix": MaskSpec(causal=True, q_bidir_ids=_bidir(T), kv_bidir_ids=_bidir(S)),
     "chunks": MaskSpec(chunk_size=50, chunk_left=1),

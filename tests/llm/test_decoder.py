@@ -65,7 +65,7 @@ def test_causality_through_gradients():
     t = 4
     grad = jax.grad(lambda e: model.apply(params, inputs_embeds=e)[0][0, t].sum())(embeds)
     per_position = np.abs(np.asarray(grad[0])).sum(-1)
-    assert (per_position[t + 1:] == 0).all()
+    assert (per_position[t + 1 :] == 0).all()
     assert (per_position[: t + 1] > 0).all()
 
 
@@ -79,7 +79,9 @@ def test_bidirectional_span_sees_its_future_only_inside_the_span():
     assert (per_position[:4] > 0).all() and (per_position[4:] == 0).all()
 
 
-@pytest.mark.parametrize("scan_layers", [pytest.param(True, marks=pytest.mark.slow), False])  # False: the layout decoding uses on CPU
+@pytest.mark.parametrize(
+    "scan_layers", [pytest.param(True, marks=pytest.mark.slow), False]
+)  # False: the layout decoding uses on CPU
 def test_cached_prefill_and_extend_equal_full_forward(scan_layers):
     config = CONFIG.replace(scan_layers=scan_layers)
     tokens, params = _init(config, batch=2, length=9)

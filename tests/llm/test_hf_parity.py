@@ -81,7 +81,9 @@ def test_bad_checkpoints_name_the_problem(tmp_path):
         load_hf_llm(str(tmp_path))
 
     (tmp_path / "config.json").write_text(json.dumps({**config, "intermediate_size": 100}))
-    with pytest.raises(CheckpointError, match=r"model.layers.0.mlp.gate_proj.weight.*shape \(96, 64\), expected \(100, 64\)"):
+    with pytest.raises(
+        CheckpointError, match=r"model.layers.0.mlp.gate_proj.weight.*shape \(96, 64\), expected \(100, 64\)"
+    ):
         load_hf_llm(str(tmp_path))
 
     (tmp_path / "config.json").write_text(json.dumps(config))

@@ -40,7 +40,9 @@ def checkpoint(request, tmp_path_factory):
 
 
 def _logits(config, params, tokens, segment_ids):
-    return np.asarray(jax.jit(lambda p, t, s: DecoderLM(config).apply(p, t, segment_ids=s)[0])(params, tokens, segment_ids))
+    return np.asarray(
+        jax.jit(lambda p, t, s: DecoderLM(config).apply(p, t, segment_ids=s)[0])(params, tokens, segment_ids)
+    )
 
 
 def test_real_tokens_keep_their_logits_and_padding_ids_get_minus_infinity(checkpoint):
@@ -52,8 +54,10 @@ def test_real_tokens_keep_their_logits_and_padding_ids_get_minus_infinity(checkp
     padded = _logits(config, params, tokens, segment_ids)
     unpadded = _logits(*load_hf_llm(path), tokens, segment_ids)
     with torch.no_grad():
-        theirs = model(input_ids=torch.tensor(np.asarray(tokens), dtype=torch.long),
-                       attention_mask=torch.tensor(np.asarray(segment_ids))).logits.numpy()
+        theirs = model(
+            input_ids=torch.tensor(np.asarray(tokens), dtype=torch.long),
+            attention_mask=torch.tensor(np.asarray(segment_ids)),
+        ).logits.numpy()
     real = np.asarray(segment_ids).astype(bool)
     np.testing.assert_allclose(padded[..., :VOCAB], unpadded, rtol=0, atol=1e-6)  # a wider matmul, same values
     assert np.abs(padded[..., :VOCAB][real] - theirs[real]).max() <= 1e-4

@@ -15,8 +15,7 @@ BLANK = 0
 
 def test_runs_follow_the_collapsed_ctc_path():
     #                 a  a  _  a  b  b  _  _  c  | padding
-    labels = jnp.array([[3, 3, 0, 3, 4, 4, 0, 0, 5, 5, 5],
-                        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    labels = jnp.array([[3, 3, 0, 3, 4, 4, 0, 0, 5, 5, 5], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
     run, counts = ctc_runs(labels, jnp.array([9, 11]), BLANK)
     assert run.tolist() == [[0, 0, -1, 1, 2, 2, -1, -1, 3, -1, -1], [-1] * 11]
     assert counts.tolist() == [4, 0]
@@ -54,15 +53,21 @@ def test_memory_has_one_vector_per_ctc_label(embed):
     model = SpeechLLM(config)
     batch = make_batch(config, [([40], [1, 5, 6], [7, 8, 9, 10]), ([23], [1, 5], [11, 12])], frames=48)
     params = init_params(model, batch)
-    _, (ctc_logits, ctc_lengths) = model.apply(params, batch["tokens"], batch["features"], batch["feature_lengths"],
-                                               segment_ids=batch["segment_ids"], with_ctc=True)
+    _, (ctc_logits, ctc_lengths) = model.apply(
+        params,
+        batch["tokens"],
+        batch["features"],
+        batch["feature_lengths"],
+        segment_ids=batch["segment_ids"],
+        with_ctc=True,
+    )
     audio = model.apply(params, batch["features"], batch["feature_lengths"], method=SpeechLLM.encode_audio)
     runs = []
     for row in range(2):
         path = np.asarray(ctc_logits[row, : int(ctc_lengths[row])]).argmax(-1)
         collapsed = [label for i, label in enumerate(path) if label != BLANK and (i == 0 or label != path[i - 1])]
         assert int(audio.lengths[row, 0]) == len(collapsed)
-        assert not np.any(np.asarray(audio.embeds[row, 0, len(collapsed):]))
+        assert not np.any(np.asarray(audio.embeds[row, 0, len(collapsed) :]))
         runs.append(len(collapsed))
     assert min(runs) > 0, runs  # the random CTC head emits labels, so the check above compares real runs
 

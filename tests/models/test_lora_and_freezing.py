@@ -31,8 +31,13 @@ def _setup(scan_layers=True):
 
 def _randomize_b(params):
     return jax.tree_util.tree_map_with_path(
-        lambda p, x: jax.random.normal(jax.random.key(len(jax.tree_util.keystr(p))), x.shape) * 0.1
-        if jax.tree_util.keystr(p).endswith("'lora_b']") else x, params)
+        lambda p, x: (
+            jax.random.normal(jax.random.key(len(jax.tree_util.keystr(p))), x.shape) * 0.1
+            if jax.tree_util.keystr(p).endswith("'lora_b']")
+            else x
+        ),
+        params,
+    )
 
 
 def test_adapters_are_created_only_on_targets():
@@ -68,8 +73,10 @@ def test_adapters_attach_to_imported_base_params():
     base = merge_lora(params, LORA)["params"]  # stands for params loaded from a checkpoint
     rebuilt = {"params": add_adapters(base, adapters)}
     with lora(LORA):
-        np.testing.assert_array_equal(np.asarray(model.apply(rebuilt, *args, **kwargs)),
-                                      np.asarray(model.apply(_randomize_b(params), *args, **kwargs)))
+        np.testing.assert_array_equal(
+            np.asarray(model.apply(rebuilt, *args, **kwargs)),
+            np.asarray(model.apply(_randomize_b(params), *args, **kwargs)),
+        )
     with pytest.raises(KeyError, match="no counterpart"):
         add_adapters(base, {"nonexistent": {}})
 

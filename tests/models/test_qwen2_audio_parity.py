@@ -42,11 +42,27 @@ TOL = 1e-4
 
 def _hf_config() -> "transformers.Qwen2AudioConfig":
     return transformers.Qwen2AudioConfig(
-        audio_config=dict(d_model=WIDTH, encoder_attention_heads=4, encoder_ffn_dim=64, encoder_layers=2,
-                          num_mel_bins=MELS, max_source_positions=POSITIONS, initializer_range=0.2),
-        text_config=dict(model_type="qwen2", vocab_size=96, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
-                         initializer_range=0.2),
+        audio_config=dict(
+            d_model=WIDTH,
+            encoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            encoder_layers=2,
+            num_mel_bins=MELS,
+            max_source_positions=POSITIONS,
+            initializer_range=0.2,
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            vocab_size=96,
+            hidden_size=48,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rms_norm_eps=1e-5,
+            rope_theta=10000.0,
+            initializer_range=0.2,
+        ),
         audio_token_index=AUDIO_TOKEN,
     )
 
@@ -182,7 +198,9 @@ def test_pooled_layer_states_are_the_unpooled_states_averaged(imported):
 def test_placeholder_counts_match_transformers():
     """Released sizes (defaults only): 3000 mel frames -> 1500 -> 750 audio tokens; every length
     from 3 to 3000 gives HF's (L - 1) // 2 + 1 then (L - 2) // 2 + 1, on ints and under jit."""
-    config = config_from_hf({"model_type": "qwen2_audio", "audio_config": {}, "text_config": {}, "audio_token_index": 9})
+    config = config_from_hf(
+        {"model_type": "qwen2_audio", "audio_config": {}, "text_config": {}, "audio_token_index": 9}
+    )
     encoder = config.encoder.whisper
     assert (encoder.d_model, encoder.num_layers, encoder.n_mels, encoder.max_frames) == (1280, 32, 128, 3000)
     assert (config.llm.hidden_size, config.llm.num_layers, config.llm.vocab_size) == (4096, 32, 151936)
@@ -229,7 +247,7 @@ _TRANSFORMERS_PREFIXES = (
 def _transformers_name(name: str) -> str:
     for hub, ours in _TRANSFORMERS_PREFIXES:
         if name.startswith(hub):
-            return ours + name[len(hub):]
+            return ours + name[len(hub) :]
     raise AssertionError(name)
 
 
@@ -245,7 +263,9 @@ def test_sharded_and_transformers_layouts_load_the_same_params(hf_checkpoint, im
         jax.tree.map(np.testing.assert_array_equal, params, reference)
     _, scanned = load_hf_qwen2_audio(sharded, scan_layers=True)
     stacked = scanned["params"]["encoder"]["whisper"]["layers"]["mlp"]["fc1"]["kernel"]
-    np.testing.assert_array_equal(stacked[1], reference["params"]["encoder"]["whisper"]["layers_1"]["mlp"]["fc1"]["kernel"])
+    np.testing.assert_array_equal(
+        stacked[1], reference["params"]["encoder"]["whisper"]["layers_1"]["mlp"]["fc1"]["kernel"]
+    )
 
 
 def _drop(name):
@@ -257,12 +277,18 @@ def _replace(name, value_fn):
 
 
 BAD_TENSORS = {
-    "missing tower tensor": (_drop("audio_tower.layers.1.fc2.weight"), "tensor 'audio_tower.layers.1.fc2.weight' is missing"),
+    "missing tower tensor": (
+        _drop("audio_tower.layers.1.fc2.weight"),
+        "tensor 'audio_tower.layers.1.fc2.weight' is missing",
+    ),
     "missing LM bias": (
         _drop("language_model.model.layers.0.self_attn.k_proj.bias"),
         "tensor 'language_model.model.layers.0.self_attn.k_proj.bias' is missing",
     ),
-    "missing projector": (_drop("multi_modal_projector.linear.bias"), "tensor 'multi_modal_projector.linear.bias' is missing"),
+    "missing projector": (
+        _drop("multi_modal_projector.linear.bias"),
+        "tensor 'multi_modal_projector.linear.bias' is missing",
+    ),
     "transposed projector": (
         _replace("multi_modal_projector.linear.weight", np.transpose),
         r"'multi_modal_projector.linear.weight' has shape \(32, 48\), expected \(48, 32\)",
@@ -275,7 +301,10 @@ BAD_TENSORS = {
         _replace("language_model.lm_head.weight", lambda w: w[:-1]),
         r"'language_model.lm_head.weight' has shape \(95, 48\), expected \(96, 48\)",
     ),
-    "extra tensor": (lambda t: {**t, "audio_tower.proj.weight": np.zeros(3, np.float32)}, "does not use.*audio_tower.proj.weight"),
+    "extra tensor": (
+        lambda t: {**t, "audio_tower.proj.weight": np.zeros(3, np.float32)},
+        "does not use.*audio_tower.proj.weight",
+    ),
     "learned positions": (
         _replace("audio_tower.embed_positions.weight", lambda w: w + 0.5),
         "tensor 'audio_tower.embed_positions.weight' \\(the encoder position table\\) differs from sinusoids",

@@ -104,12 +104,23 @@ def teacher_forced_score(config, params, batch, b, continuation):
 
 
 def generate(config, params, batch, gen, **kwargs):
-    return generate_from_audio(config, params, batch["tokens"], batch["segment_ids"], batch["features"],
-                               batch["feature_lengths"], gen, **kwargs)
+    return generate_from_audio(
+        config,
+        params,
+        batch["tokens"],
+        batch["segment_ids"],
+        batch["features"],
+        batch["feature_lengths"],
+        gen,
+        **kwargs,
+    )
 
 
-@pytest.mark.parametrize("fusion,adapters", [("decoder_only", LORA), ("cross_attention", None), ("hybrid", None)],
-                         ids=["decoder_only-lora", "cross_attention", "hybrid"])
+@pytest.mark.parametrize(
+    "fusion,adapters",
+    [("decoder_only", LORA), ("cross_attention", None), ("hybrid", None)],
+    ids=["decoder_only-lora", "cross_attention", "hybrid"],
+)
 def test_greedy_equals_full_forward_loop_for_each_row_alone(fusion, adapters):
     """Right- and left-padded batches against each row alone. decoder_only runs with LoRA adapters
     (merged for decoding, applied by the interceptor in the reference) on scanned params."""
@@ -133,20 +144,23 @@ def test_greedy_equals_full_forward_loop_for_each_row_alone(fusion, adapters):
 def test_beam_search_scores_match_the_full_forward():
     config, params, batch = setup("hybrid")
     greedy = generate(config, params, batch, GREEDY)
-    one_beam = generate(config, params, batch, GenerationConfig(max_new_tokens=NEW, method="beam", num_beams=1,
-                                                                 length_penalty=0.0))
+    one_beam = generate(
+        config, params, batch, GenerationConfig(max_new_tokens=NEW, method="beam", num_beams=1, length_penalty=0.0)
+    )
     np.testing.assert_array_equal(np.asarray(one_beam.tokens), np.asarray(greedy.tokens))
     np.testing.assert_allclose(np.asarray(one_beam.scores), np.asarray(greedy.scores), atol=1e-5)
 
     # Three beams reorder the cache rows (the memory is expanded once); with no end token and no
     # length penalty the winner's score is the log-probability of its tokens under the full forward.
-    beams = generate(config, params, batch, GenerationConfig(max_new_tokens=NEW, method="beam", num_beams=3,
-                                                              length_penalty=0.0))
+    beams = generate(
+        config, params, batch, GenerationConfig(max_new_tokens=NEW, method="beam", num_beams=3, length_penalty=0.0)
+    )
     for b in range(len(ROWS)):
         tokens = np.asarray(beams.tokens[b])
         assert PLACEHOLDER not in tokens.tolist()
-        np.testing.assert_allclose(float(beams.scores[b]), teacher_forced_score(config, params, batch, b, tokens),
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            float(beams.scores[b]), teacher_forced_score(config, params, batch, b, tokens), atol=1e-4
+        )
 
 
 def test_bad_prompts_raise_clear_errors():

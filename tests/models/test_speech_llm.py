@@ -18,8 +18,9 @@ TWO_CLIPS = [([40, 17], [1, 5, 6], [7, 8, 9]), ([23], [1, 5], [11, 12, 13, 14, 1
 
 
 def _apply(model, params, batch, **kwargs):
-    return model.apply(params, batch["tokens"], batch["features"], batch["feature_lengths"],
-                       segment_ids=batch["segment_ids"], **kwargs)
+    return model.apply(
+        params, batch["tokens"], batch["features"], batch["feature_lengths"], segment_ids=batch["segment_ids"], **kwargs
+    )
 
 
 def test_decoder_only_equals_llm_on_hand_built_embeddings():
@@ -38,8 +39,9 @@ def test_decoder_only_equals_llm_on_hand_built_embeddings():
         positions = np.nonzero(np.asarray(batch["tokens"][b]) == PLACEHOLDER)[0]
         assert len(positions) == len(flat)
         hand[b, positions] = flat
-    expected = model.apply(params, jnp.asarray(hand), batch["segment_ids"],
-                           method=lambda m, e, s: m.llm(inputs_embeds=e, segment_ids=s)[0])
+    expected = model.apply(
+        params, jnp.asarray(hand), batch["segment_ids"], method=lambda m, e, s: m.llm(inputs_embeds=e, segment_ids=s)[0]
+    )
     np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), atol=1e-6)
 
 
@@ -82,23 +84,31 @@ def test_ctc_from_features_equals_the_ctc_output_of_the_full_forward():
     batch = make_batch(config, TWO_CLIPS, frames=48)
     params = init_params(model, batch)
     _, (full_logits, full_lengths) = _apply(model, params, batch, with_ctc=True)
-    logits, lengths = model.apply(params, batch["features"], batch["feature_lengths"],
-                                  method=SpeechLLM.ctc_from_features)
+    logits, lengths = model.apply(
+        params, batch["features"], batch["feature_lengths"], method=SpeechLLM.ctc_from_features
+    )
     assert logits.shape == full_logits.shape and logits.shape[-1] == 11
     np.testing.assert_array_equal(np.asarray(lengths), np.asarray(full_lengths))
     np.testing.assert_array_equal(np.asarray(logits), np.asarray(full_logits))
     assert np.asarray(lengths).tolist() == [20, 9, 12, 0]  # clips of 40, 17, 23 frames halved; row 1 has one clip
     no_head = SpeechLLM(tiny_config("decoder_only"))
     with pytest.raises(ValueError, match="no CTC head"):
-        no_head.apply(init_params(no_head, batch), batch["features"], batch["feature_lengths"],
-                      method=SpeechLLM.ctc_from_features)
+        no_head.apply(
+            init_params(no_head, batch), batch["features"], batch["feature_lengths"], method=SpeechLLM.ctc_from_features
+        )
 
 
 # The Q-Former and hybrid cases take about a minute each to compile: run with -m slow.
-@pytest.mark.parametrize("fusion,connector", [("decoder_only", "frame_stack"),
-                                              pytest.param("decoder_only", "qformer", marks=pytest.mark.slow),
-                                              ("decoder_only", "conv"), ("cross_attention", "linear"),
-                                              pytest.param("hybrid", "frame_stack", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "fusion,connector",
+    [
+        ("decoder_only", "frame_stack"),
+        pytest.param("decoder_only", "qformer", marks=pytest.mark.slow),
+        ("decoder_only", "conv"),
+        ("cross_attention", "linear"),
+        pytest.param("hybrid", "frame_stack", marks=pytest.mark.slow),
+    ],
+)
 def test_batched_equals_unbatched(fusion, connector):
     config = tiny_config(fusion, connector)
     model = SpeechLLM(config)
@@ -106,7 +116,8 @@ def test_batched_equals_unbatched(fusion, connector):
     params = init_params(model, batch)
     if fusion != "decoder_only":  # open the gates so the audio memory matters
         params = jax.tree_util.tree_map_with_path(
-            lambda path, x: jnp.full_like(x, 0.5) if "gate" in jax.tree_util.keystr(path) else x, params)
+            lambda path, x: jnp.full_like(x, 0.5) if "gate" in jax.tree_util.keystr(path) else x, params
+        )
     logits = _apply(model, params, batch)
     for b, (clip_frames, _, _) in enumerate(TWO_CLIPS):
         length = int(batch["segment_ids"][b].sum())

@@ -11,8 +11,15 @@ def small_speech_llm(attn_impl: str = "pallas", **sets):
     config = load_config_file("configs/slam_asr.py:debug")
     config.init.random = dict(
         encoder=dict(n_mels=80, d_model=256, num_layers=2, num_heads=2, ffn_dim=512, max_source_positions=300),
-        llm=dict(hidden_size=256, intermediate_size=512, num_layers=2, num_heads=2, num_kv_heads=1, qkv_bias=True,
-                 tie_word_embeddings=True),
+        llm=dict(
+            hidden_size=256,
+            intermediate_size=512,
+            num_layers=2,
+            num_heads=2,
+            num_kv_heads=1,
+            qkv_bias=True,
+            tie_word_embeddings=True,
+        ),
     )
     config.model.encoder.whisper = dict(OPTIONS, attn_impl=attn_impl)
     config.model.llm = dict(OPTIONS, attn_impl=attn_impl)

@@ -47,8 +47,9 @@ def test_state_bytes_and_weight_traffic_per_chip_from_the_layout_without_compili
         cost = mesh_cost(placed)
         state = jax.tree.map(lambda a: jax.numpy.zeros(a.shape, a.dtype, device=a.sharding), placed.abstract)
         # What device 0 really holds of arrays laid out so:
-        held = lambda tree: sum(s.data.nbytes for x in jax.tree.leaves(tree) for s in x.addressable_shards
-                                if s.device == jax.devices()[0])
+        held = lambda tree: sum(
+            s.data.nbytes for x in jax.tree.leaves(tree) for s in x.addressable_shards if s.device == jax.devices()[0]
+        )
         assert (cost.params, cost.optimizer) == (held(state["params"]), held(state["opt_state"]))
         if shape == {"data": 8}:
             # Frozen weights cost nothing; trained ones are whole on every chip, their gradients all-reduced.
@@ -79,12 +80,20 @@ def test_fsdp_is_chosen_when_the_state_does_not_fit_with_data_parallelism_alone(
 def test_tensor_parallelism_is_chosen_when_one_row_per_chip_does_not_fit_without_it():
     """Heads 4 / 2 (LLM), 2 (encoder): tensor 2 divides them. A budget between what one row per
     chip needs with tensor 1 and with tensor 2 leaves tensor parallelism the only way."""
-    config = small_speech_llm("xla", **{"init.random.llm.num_heads": 4, "init.random.llm.num_kv_heads": 2,
-                                        "data.pipeline.max_tokens": (2048, 2048)})
+    config = small_speech_llm(
+        "xla",
+        **{"init.random.llm.num_heads": 4, "init.random.llm.num_kv_heads": 2, "data.pipeline.max_tokens": (2048, 2048)},
+    )
     run = planned_run(config, local_devices=8).with_remat("full")
     shape = dataclasses.replace(SHAPE, tokens=2048)
-    need = {t: measure_step(run, make_mesh({"fsdp": 8 // t, "tensor": t}, jax.devices()[:8]),
-                            dataclasses.replace(shape, batch_size=8 // t)).memory.total for t in (1, 2)}
+    need = {
+        t: measure_step(
+            run,
+            make_mesh({"fsdp": 8 // t, "tensor": t}, jax.devices()[:8]),
+            dataclasses.replace(shape, batch_size=8 // t),
+        ).memory.total
+        for t in (1, 2)
+    }
     assert need[2] < need[1]
     chip = dataclasses.replace(CHIPS["v5e"], hbm_bytes=int((need[1] + need[2]) / 2 / 0.9))
     result = search(run, jax.devices()[:8], chip, headroom=0.1, remat="full", buckets=(300,), max_rows_per_device=1)

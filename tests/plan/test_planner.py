@@ -39,8 +39,13 @@ def test_memory_figures_are_what_training_compiles_on_the_cpu_backend():
     layout = build_layout(run.task, batch, run.train.optimizer, mesh, run.train.sharding_rules)
     state = jax.tree.map(lambda a: jax.numpy.zeros(a.shape, a.dtype, device=a.sharding), layout.abstract)
     stats = CompiledStep(run.task, layout, run.train.optimizer).lowered(batch).compile().memory_analysis()
-    compiled_total = (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
-                      + stats.temp_size_in_bytes + stats.generated_code_size_in_bytes)
+    compiled_total = (
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        - stats.alias_size_in_bytes
+        + stats.temp_size_in_bytes
+        + stats.generated_code_size_in_bytes
+    )
     assert planned.total == compiled_total
     device = mesh.devices.flat[0]
     assert planned.params == _device_bytes(state["params"], device) > 0
@@ -51,8 +56,16 @@ def test_memory_figures_are_what_training_compiles_on_the_cpu_backend():
 def test_plan_for_a_tpu_slice_compiles_the_pallas_train_step_and_round_trips(tmp_path):
     from jaxspeech.plan.planner import make_plan
 
-    plan = make_plan(small_speech_llm(), config_name="small", sets=[], topology="v5e:2x2", remat="none",
-                     buckets=(300,), max_rows_per_device=1, decode=False)
+    plan = make_plan(
+        small_speech_llm(),
+        config_name="small",
+        sets=[],
+        topology="v5e:2x2",
+        remat="none",
+        buckets=(300,),
+        max_rows_per_device=1,
+        decode=False,
+    )
     (bucket,) = plan["buckets"]
     assert plan["mesh"] in [c["mesh"] for c in plan["mesh_choice"]["candidates"]] and plan["mesh_choice"]["why"]
     assert bucket["batch"] == 4  # one row per chip: the cap given
@@ -102,4 +115,3 @@ def test_flash_attention_holds_no_score_matrix(tokens):
     scores = 2 * 2 * tokens * tokens * 2  # layers x heads x T x T in bf16, one row per chip
     assert activations["xla"] >= scores
     assert activations["pallas"] < scores / 4
-

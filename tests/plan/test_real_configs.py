@@ -21,8 +21,10 @@ FRAME_STACK_4096 = (5 * 1280 * 4096 + 4096) + (4096 * 4096 + 4096)
 LORA_16 = 32 * 16 * ((4096 + 4096) * 2 + (4096 + 1024) * 2)  # q, o: 4096 -> 4096; k, v: 4096 -> 1024
 EXPECTED = {  # config: (parameters, trained parameters)
     "configs/slam_asr_8b.py": (WHISPER_LARGE_V3_ENCODER + LLAMA_31_8B + FRAME_STACK_4096, FRAME_STACK_4096),
-    "configs/slam_asr_8b.py:lora": (WHISPER_LARGE_V3_ENCODER + LLAMA_31_8B + FRAME_STACK_4096 + LORA_16,
-                                    FRAME_STACK_4096 + LORA_16),
+    "configs/slam_asr_8b.py:lora": (
+        WHISPER_LARGE_V3_ENCODER + LLAMA_31_8B + FRAME_STACK_4096 + LORA_16,
+        FRAME_STACK_4096 + LORA_16,
+    ),
 }
 
 
@@ -42,10 +44,16 @@ def test_slam_asr_8b_is_whisper_large_v3_and_llama_31_8b(spec):
     assert _counts(spec) == EXPECTED[spec]
 
 
-@pytest.mark.parametrize("spec, billions, trained", [
-    ("configs/salmonn_7b.py", 8.28, 0.03), ("configs/nvlm_7b.py:d", 8.29, 7.66), ("configs/nvlm_7b.py:x", 9.92, 9.29),
-    ("configs/nvlm_7b.py:h", 9.92, 9.29), ("configs/whisper_large_v3.py", 1.54, 1.54),
-])
+@pytest.mark.parametrize(
+    "spec, billions, trained",
+    [
+        ("configs/salmonn_7b.py", 8.28, 0.03),
+        ("configs/nvlm_7b.py:d", 8.29, 7.66),
+        ("configs/nvlm_7b.py:x", 9.92, 9.29),
+        ("configs/nvlm_7b.py:h", 9.92, 9.29),
+        ("configs/whisper_large_v3.py", 1.54, 1.54),
+    ],
+)
 def test_real_size_configs_have_their_size(spec, billions, trained):
     total, trainable = _counts(spec)
     assert total / 1e9 == pytest.approx(billions, abs=0.005) and trainable / 1e9 == pytest.approx(trained, abs=0.005)

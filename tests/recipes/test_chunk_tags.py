@@ -96,8 +96,13 @@ def test_off_is_the_untagged_prompt_bit_for_bit(runs):
     prompts = kind.example_tokens(inference=True)
     for meta in off.metadata:
         frames = int(off.batch.feature_lengths[meta["row"], meta["clip"]])
-        expected = encode_example(kind.tokenizer, task="asr", audio_token_counts=[prompts.audio_tokens(frames)],
-                                  placeholder_id=prompts.placeholder_id, chat=False)
+        expected = encode_example(
+            kind.tokenizer,
+            task="asr",
+            audio_token_counts=[prompts.audio_tokens(frames)],
+            placeholder_id=prompts.placeholder_id,
+            chat=False,
+        )
         np.testing.assert_array_equal(prompts({"text": meta["text"]}, (frames,)).tokens, expected.tokens)
 
 

@@ -37,8 +37,18 @@ WHISPER_BASE = dict(
 )
 WHISPER_SMALL_AND_QWEN2_05B = dict(
     encoder=dict(n_mels=80, d_model=768, num_layers=12, num_heads=12, ffn_dim=3072, max_source_positions=1500),
-    llm=dict(hidden_size=896, intermediate_size=4864, num_layers=24, num_heads=14, num_kv_heads=2, qkv_bias=True,
-             tie_word_embeddings=True, rms_norm_eps=1e-6, rope=dict(theta=1_000_000.0), max_position_embeddings=32768),
+    llm=dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_layers=24,
+        num_heads=14,
+        num_kv_heads=2,
+        qkv_bias=True,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-6,
+        rope=dict(theta=1_000_000.0),
+        max_position_embeddings=32768,
+    ),
 )
 # transformers counts (torch, these shapes): WhisperEncoder of whisper-small 88,154,112 with its
 # 1,500 x 768 sinusoidal positions (a fixed buffer here, not a parameter); Qwen2ForCausalLM of
@@ -106,7 +116,9 @@ def test_full_pretrained_configs_build_an_abstract_train_state(name):
     assert _count(params["encoder"]) == WHISPER_SMALL_ENCODER
     assert _count(params["connector"]) == CONNECTOR[name]
     assert _count(params["llm"]) == QWEN2_05B_WITHOUT_EMBEDDING + run.kind.model.llm.vocab_size * 896 + LORA[name]
-    trainable = sum(int(np.prod(x.shape)) for x, t in zip(jax.tree.leaves(params), jax.tree.leaves(layout.trainable)) if t)
+    trainable = sum(
+        int(np.prod(x.shape)) for x, t in zip(jax.tree.leaves(params), jax.tree.leaves(layout.trainable)) if t
+    )
     assert trainable == CONNECTOR[name] + LORA[name]
 
 
@@ -140,4 +152,6 @@ def test_debug_variants_train_one_step(name):
     assert np.isfinite(float(metrics["loss"]))
     changed = jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.any(a != np.asarray(b))), before, state["params"]))
     assert any(changed)
-    assert not any(c for c, trained in zip(changed, jax.tree.leaves(layout.trainable)) if not trained)  # frozen: bitwise
+    assert not any(
+        c for c, trained in zip(changed, jax.tree.leaves(layout.trainable)) if not trained
+    )  # frozen: bitwise

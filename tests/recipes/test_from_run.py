@@ -33,8 +33,10 @@ def debug_config(**task):
 def sources(tmp_path_factory):
     """A one-step CTC-encoder run and a one-step text-LM run."""
     folders = {}
-    for name, task in (("ctc", dict(kind="ctc_encoder")), ("text", dict(kind="text_lm", rows=2, length=48,
-                                                                          eval_sentences=4))):
+    for name, task in (
+        ("ctc", dict(kind="ctc_encoder")),
+        ("text", dict(kind="text_lm", rows=2, length=48, eval_sentences=4)),
+    ):
         folders[name] = str(tmp_path_factory.mktemp(name))
         train_and_evaluate(debug_config(**task), folders[name], progress=False)
     return folders
@@ -77,8 +79,11 @@ def test_a_shape_mismatch_names_the_parameter_and_both_shapes(sources, tmp_path)
     config = debug_config()
     config.model.llm.intermediate_size = 40  # the text run's MLP is 48 wide
     config.init = dict(from_run=dict(llm=sources["text"]))
-    with pytest.raises(ValueError, match=r"init.from_run: llm <- .*: parameter llm/layers/mlp/down_proj/kernel has "
-                                         r"shape \(1, 48, 32\), the model expects \(1, 40, 32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"init.from_run: llm <- .*: parameter llm/layers/mlp/down_proj/kernel has "
+        r"shape \(1, 48, 32\), the model expects \(1, 40, 32\)",
+    ):
         step0(config, tmp_path)
     assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
 

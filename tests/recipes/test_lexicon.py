@@ -15,8 +15,9 @@ SENTENCES = ["the cat sat on the mat", "a dog ran to the park", "the birds sang 
 
 @pytest.fixture(scope="module")
 def sentencepiece(tmp_path_factory):
-    return train_sentencepiece(SENTENCES, vocab_size=60, out_path=tmp_path_factory.mktemp("spm") / "t.model",
-                               hard_vocab_limit=False)
+    return train_sentencepiece(
+        SENTENCES, vocab_size=60, out_path=tmp_path_factory.mktemp("spm") / "t.model", hard_vocab_limit=False
+    )
 
 
 def _manifest(tmp_path, texts):

@@ -44,10 +44,16 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 # These tests build or read data/tiny_debug in the checkout: under pytest -n they share one worker.
 pytestmark = pytest.mark.xdist_group("repo_data")
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHAT_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-                 "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
-TEXT = ["the quick brown fox jumps over the lazy dog", "she sells sea shells by the sea shore",
-        "a journey of a thousand miles begins with a single step", "transcribe the audio"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+TEXT = [
+    "the quick brown fox jumps over the lazy dog",
+    "she sells sea shells by the sea shore",
+    "a journey of a thousand miles begins with a single step",
+    "transcribe the audio",
+]
 
 
 def _write_tokenizer(directory: str) -> int:
@@ -55,7 +61,9 @@ def _write_tokenizer(directory: str) -> int:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tokenizer.train_from_iterator(TEXT * 20, trainer)
     tokenizer.save(os.path.join(directory, "tokenizer.json"))
     with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
@@ -68,16 +76,38 @@ def hf_dirs(tmp_path_factory) -> dict:
     """{"whisper_dir", "llm_dir", "vocab": the tokenizer's size = the LLM's embedding rows}."""
     whisper_dir, llm_dir = (str(tmp_path_factory.mktemp(name)) for name in ("hf_whisper", "hf_qwen2"))
     torch.manual_seed(0)
-    WhisperModel(WhisperConfig(
-        vocab_size=64, num_mel_bins=80, d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
-        decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=128, max_source_positions=300,
-        max_target_positions=64, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
-    )).save_pretrained(whisper_dir)
+    WhisperModel(
+        WhisperConfig(
+            vocab_size=64,
+            num_mel_bins=80,
+            d_model=64,
+            encoder_layers=2,
+            encoder_attention_heads=4,
+            encoder_ffn_dim=128,
+            decoder_layers=1,
+            decoder_attention_heads=4,
+            decoder_ffn_dim=128,
+            max_source_positions=300,
+            max_target_positions=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=1,
+        )
+    ).save_pretrained(whisper_dir)
     vocab = _write_tokenizer(llm_dir)
-    Qwen2ForCausalLM(Qwen2Config(
-        vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, tie_word_embeddings=False, max_position_embeddings=512,
-    )).save_pretrained(llm_dir)
+    Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=vocab,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            tie_word_embeddings=False,
+            max_position_embeddings=512,
+        )
+    ).save_pretrained(llm_dir)
     for directory in (whisper_dir, llm_dir):
         assert os.path.isfile(os.path.join(directory, "model.safetensors"))
     return {"whisper_dir": whisper_dir, "llm_dir": llm_dir, "vocab": vocab}
@@ -150,12 +180,12 @@ def test_step0_holds_the_checkpoints_and_random_init_elsewhere(salmonn_step0, hf
     # ... and the converter's output is the torch weights (spot checks independent of it).
     torch_llm = Qwen2ForCausalLM.from_pretrained(hf_dirs["llm_dir"]).state_dict()
     np.testing.assert_array_equal(embedding[:vocab], torch_llm["model.embed_tokens.weight"].numpy())
-    np.testing.assert_array_equal(step0["llm/layers/self_attn/q_proj/kernel"][1],
-                                  torch_llm["model.layers.1.self_attn.q_proj.weight"].numpy().T)
+    np.testing.assert_array_equal(
+        step0["llm/layers/self_attn/q_proj/kernel"][1], torch_llm["model.layers.1.self_attn.q_proj.weight"].numpy().T
+    )
 
     # Everything else (Q-Former, LoRA adapters) is the task's own random init for the run's seed.
-    fresh = _flat(init_state(run.task, salmonn_step0["batch"], salmonn_step0["layout"],
-                             run.train.seed)["params"])
+    fresh = _flat(init_state(run.task, salmonn_step0["batch"], salmonn_step0["layout"], run.train.seed)["params"])
     kept = _random_init(fresh)
     assert kept and set(step0) == set(fresh) == set(encoder) | set(llm) | set(kept)
     for name in kept:
@@ -176,13 +206,17 @@ def test_one_step_moves_only_the_trained_parts_and_a_rerun_resumes(salmonn_step0
     # The Q-Former and LoRA B move (A's first gradient is 0: B starts at 0); a single query attends
     # only to itself, so the Q-Former's self-attention q/k get no gradient either.
     no_gradient = re.compile(r"connector/blocks_\d+/self_attn/[qk]_proj/.*")
-    moved = [name for name in kept if (name.startswith("connector/") and not no_gradient.fullmatch(name))
-             or name.endswith("lora_b")]
+    moved = [
+        name
+        for name in kept
+        if (name.startswith("connector/") and not no_gradient.fullmatch(name)) or name.endswith("lora_b")
+    ]
     assert moved and all(not np.array_equal(trained[name], step0[name]) for name in moved)
 
     # A workdir with a checkpoint resumes: the checkpoints are not even read again.
-    monkeypatch.setattr(speech_llm_init.PretrainedSpeechLLM, "load",
-                        lambda *args: pytest.fail("re-initialised a resumable run"))
+    monkeypatch.setattr(
+        speech_llm_init.PretrainedSpeechLLM, "load", lambda *args: pytest.fail("re-initialised a resumable run")
+    )
     assert write_pretrained(run, workdir, mesh) is None
 
 
@@ -196,7 +230,9 @@ def test_extend_vocab_adds_mean_rows_then_zero_padding_to_the_embedding_and_an_u
     embedding = grown["embed_tokens"]["embedding"]
     assert embedding.shape == (8, 3) and grown["norm"] is llm["norm"]
     np.testing.assert_array_equal(embedding[:5], llm["embed_tokens"]["embedding"])
-    np.testing.assert_allclose(embedding[5:7], np.tile(llm["embed_tokens"]["embedding"].mean(axis=0), (2, 1)), rtol=1e-6)
+    np.testing.assert_allclose(
+        embedding[5:7], np.tile(llm["embed_tokens"]["embedding"].mean(axis=0), (2, 1)), rtol=1e-6
+    )
     np.testing.assert_array_equal(embedding[7:], 0.0)
     if tied:
         assert "lm_head" not in grown
@@ -204,8 +240,9 @@ def test_extend_vocab_adds_mean_rows_then_zero_padding_to_the_embedding_and_an_u
         head = grown["lm_head"]["kernel"]
         assert head.shape == (3, 8)
         np.testing.assert_array_equal(head[:, :5], llm["lm_head"]["kernel"])
-        np.testing.assert_allclose(head[:, 5:7], np.tile(llm["lm_head"]["kernel"].mean(axis=1)[:, None], (1, 2)),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            head[:, 5:7], np.tile(llm["lm_head"]["kernel"].mean(axis=1)[:, None], (1, 2)), rtol=1e-6
+        )
         np.testing.assert_array_equal(head[:, 7:], 0.0)
     same = speech_llm_init.extend_vocab(llm, LLMConfig(vocab_size=5))
     assert same["embed_tokens"]["embedding"] is llm["embed_tokens"]["embedding"]
@@ -224,8 +261,11 @@ def test_misshapen_checkpoints_and_trees_are_named_with_the_expected_shape(tmp_p
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         (bad_llm / name).write_bytes((pathlib.Path(hf_dirs["llm_dir"]) / name).read_bytes())
     run = build(_config("slam_asr", {**hf_dirs, "llm_dir": str(bad_llm)}), progress=False)
-    with pytest.raises(CheckpointError, match=r"'model\.layers\.1\.mlp\.up_proj\.weight' has shape \(47, 32\), "
-                                              r"expected \(48, 32\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"'model\.layers\.1\.mlp\.up_proj\.weight' has shape \(47, 32\), "
+        r"expected \(48, 32\)",
+    ):
         run.kind.pretrained().load()
 
     # A converted tree that does not fit the model: named, with the shape the model expects.
@@ -235,8 +275,11 @@ def test_misshapen_checkpoints_and_trees_are_named_with_the_expected_shape(tmp_p
     good = dataclasses.replace(run.kind.init, llm_dir=hf_dirs["llm_dir"])
     params = speech_llm_init.PretrainedSpeechLLM(good, run.kind.model).load()
     wrong = {**params, "llm": {**params["llm"], "norm": {"scale": np.ones(31, np.float32)}}}
-    with pytest.raises(ValueError, match=r"pretrained params: parameter llm/norm/scale has shape \(31,\), the model "
-                                         r"expects \(32,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"pretrained params: parameter llm/norm/scale has shape \(31,\), the model "
+        r"expects \(32,\)",
+    ):
         place_params(wrong, layout)
     missing = {**params, "llm": {k: v for k, v in params["llm"].items() if k != "norm"}}
     with pytest.raises(ValueError, match=r"missing \['llm/norm/scale'\], unexpected \[\]"):
@@ -250,8 +293,11 @@ def test_misshapen_checkpoints_and_trees_are_named_with_the_expected_shape(tmp_p
 
 def test_init_errors_say_what_to_set(hf_dirs, tmp_path):
     debug = str(REPO / "configs" / "slam_asr.py")
-    with pytest.raises(ValueError, match=r"pass the checkpoints with --set init\.whisper_dir=<HF Whisper directory> "
-                                         r"--set init\.llm_dir=<HF Llama/Qwen2 directory>"):
+    with pytest.raises(
+        ValueError,
+        match=r"pass the checkpoints with --set init\.whisper_dir=<HF Whisper directory> "
+        r"--set init\.llm_dir=<HF Llama/Qwen2 directory>",
+    ):
         build(load_config_file(debug), progress=False)
     with pytest.raises(ValueError, match="starts from both checkpoints"):
         build(_config("slam_asr", hf_dirs, **{"init.llm_dir": None}), progress=False)
@@ -268,19 +314,40 @@ def test_init_errors_say_what_to_set(hf_dirs, tmp_path):
     small.mkdir()
     hf = json.loads((pathlib.Path(hf_dirs["llm_dir"]) / "config.json").read_text())
     (small / "config.json").write_text(json.dumps({**hf, "vocab_size": hf_dirs["vocab"] - 1}))
-    with pytest.raises(ValueError, match=rf"has {hf_dirs['vocab'] + 1} tokens, .* {hf_dirs['vocab'] - 1} embedding rows"):
-        build(_config("slam_asr", {**hf_dirs, "llm_dir": str(small)}, **{"data.tokenizer": hf_dirs["llm_dir"]}),
-              progress=False)
+    with pytest.raises(
+        ValueError, match=rf"has {hf_dirs['vocab'] + 1} tokens, .* {hf_dirs['vocab'] - 1} embedding rows"
+    ):
+        build(
+            _config("slam_asr", {**hf_dirs, "llm_dir": str(small)}, **{"data.tokenizer": hf_dirs["llm_dir"]}),
+            progress=False,
+        )
 
 
 @pytest.mark.slow
 def test_the_main_job_starts_from_the_checkpoints(tmp_path, hf_dirs):
     workdir = tmp_path / "run"
-    args = ["train", "--config", "configs/slam_asr.py:debug", "--workdir", str(workdir), "--no-progress",
-            "--set", "init.random=None", "--set", f"init.whisper_dir={hf_dirs['whisper_dir']}",
-            "--set", f"init.llm_dir={hf_dirs['llm_dir']}", "--set", "train.total_steps=1"]
+    args = [
+        "train",
+        "--config",
+        "configs/slam_asr.py:debug",
+        "--workdir",
+        str(workdir),
+        "--no-progress",
+        "--set",
+        "init.random=None",
+        "--set",
+        f"init.whisper_dir={hf_dirs['whisper_dir']}",
+        "--set",
+        f"init.llm_dir={hf_dirs['llm_dir']}",
+        "--set",
+        "train.total_steps=1",
+    ]
     assert main(args) == 0
     assert sorted(os.listdir(workdir / "checkpoints")) == ["0", "1"]
-    assert sorted(os.listdir(workdir / "tokenizer")) == ["generation_config.json", "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(os.listdir(workdir / "tokenizer")) == [
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     report = (workdir / "report.md").read_text()
     assert f"Initialised from HF checkpoints {hf_dirs['whisper_dir']} (encoder)" in report and "| test | 4 |" in report

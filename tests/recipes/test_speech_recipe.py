@@ -61,8 +61,23 @@ def test_debug_run_trains_evaluates_and_reports(run_dir):
 
 
 def test_rerun_resumes_from_the_last_checkpoint(run_dir, tmp_path):
-    assert main(["train", "--config", f"{CONFIG}:debug", "--workdir", str(run_dir), "--no-progress",
-                 "--set", "train.total_steps=4", "--set", "train.optimizer.decay_steps=4"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                f"{CONFIG}:debug",
+                "--workdir",
+                str(run_dir),
+                "--no-progress",
+                "--set",
+                "train.total_steps=4",
+                "--set",
+                "train.optimizer.decay_steps=4",
+            ]
+        )
+        == 0
+    )
     steps = [m["step"] for m in _metrics(run_dir) if "train/loss" in m]
     assert steps == [1, 2, 3, 4]  # steps 1-3 from the first run, 4 after resuming at 3
     assert "4" in os.listdir(run_dir / "checkpoints")
@@ -87,10 +102,13 @@ def test_bad_config_keys_are_named(tmp_path, capsys):
         return capsys.readouterr().err
 
     assert error(f"{CONFIG}:debug", "--set", "model.llm.num_layerz=2").startswith(
-        "error: model.llm.num_layerz: unknown key(s) ['num_layerz'] in model.llm")
+        "error: model.llm.num_layerz: unknown key(s) ['num_layerz'] in model.llm"
+    )
     assert error(f"{CONFIG}:debug", "--set", "model.lm.num_layers=2").startswith("error: model.lm: unknown config key")
-    assert error(f"{CONFIG}:huge") == (f"error: {CONFIG}:huge: configs/tiny_asr.py takes no argument, 'debug', 'staged' or "
-                                        "'staged_debug', got 'huge'\n")
+    assert error(f"{CONFIG}:huge") == (
+        f"error: {CONFIG}:huge: configs/tiny_asr.py takes no argument, 'debug', 'staged' or "
+        "'staged_debug', got 'huge'\n"
+    )
 
 
 def _checkpoint_listing(workdir) -> dict[str, int]:
@@ -136,7 +154,10 @@ def test_read_only_commands_never_move_or_write_checkpoints(run_dir, tmp_path, c
 
     _damage(workdir / "checkpoints" / str(previous), seed=1)  # now no checkpoint restores
     before = _checkpoint_listing(workdir)
-    for command in (["eval", "--workdir", str(workdir), "--no-progress"], ["transcribe", "--checkpoint", str(workdir), *audio]):
+    for command in (
+        ["eval", "--workdir", str(workdir), "--no-progress"],
+        ["transcribe", "--checkpoint", str(workdir), *audio],
+    ):
         assert main(command) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {workdir / 'checkpoints'}: no checkpoint passes its integrity check (")
@@ -144,7 +165,9 @@ def test_read_only_commands_never_move_or_write_checkpoints(run_dir, tmp_path, c
     assert _checkpoint_listing(workdir) == before
 
 
-def test_train_on_checkpoints_that_do_not_fit_or_are_all_damaged_names_them_and_moves_nothing(run_dir, tmp_path, capsys):
+def test_train_on_checkpoints_that_do_not_fit_or_are_all_damaged_names_them_and_moves_nothing(
+    run_dir, tmp_path, capsys
+):
     """Resuming a run whose checkpoints no longer fit the config (a changed shape), or of which none
     passes its integrity check: one line naming the checkpoint, exit 2; nothing under checkpoints/
     moves and the run's own files (config.json, tokenizer, word list) are not rewritten."""
@@ -180,9 +203,16 @@ def test_eval_errors_of_a_run_name_what_is_wrong(run_dir, tmp_path, capsys):
     before = _checkpoint_listing(workdir)
     assert main(["eval", "--workdir", str(workdir), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {workdir / 'checkpoints'}/") and "does not fit the model" in err and err.count("\n") == 1
+    assert (
+        err.startswith(f"error: {workdir / 'checkpoints'}/")
+        and "does not fit the model" in err
+        and err.count("\n") == 1
+    )
     assert _checkpoint_listing(workdir) == before
     shutil.rmtree(workdir / "checkpoints")
-    for command in (["eval", "--workdir", str(workdir), "--no-progress"], ["transcribe", "--checkpoint", str(workdir), "x.flac"]):
+    for command in (
+        ["eval", "--workdir", str(workdir), "--no-progress"],
+        ["transcribe", "--checkpoint", str(workdir), "x.flac"],
+    ):
         assert main(command) == 2
         assert capsys.readouterr().err == f"error: {workdir / 'checkpoints'}: holds no checkpoint\n"

@@ -77,8 +77,11 @@ def test_stages_merge_over_the_config_and_name_earlier_stages():
     assert stages["finetune"].task.to_dict() == config.task.to_dict()
     assert stages["connector"].train.optimizer.lr_rules[0] == (r"encoder/.*", None)
     assert stages["connector"].train.optimizer.decay_steps == config.train.optimizer.decay_steps
-    assert stages["connector"].init.from_run.to_dict() == {"encoder": "runs/x/ctc", "ctc_head": "runs/x/ctc",
-                                                           "llm": "runs/x/text"}
+    assert stages["connector"].init.from_run.to_dict() == {
+        "encoder": "runs/x/ctc",
+        "ctc_head": "runs/x/ctc",
+        "llm": "runs/x/text",
+    }
     assert stages["finetune"].init.from_run == "runs/x/connector"
     assert "stages" not in stages["finetune"]
     with pytest.raises(ConfigError, match=r"stages.ctx: no entry of that name; its names are \['ctc', 'text'"):
@@ -88,14 +91,20 @@ def test_stages_merge_over_the_config_and_name_earlier_stages():
 def test_a_wrong_stage_fails_before_any_stage_trains(tmp_path):
     config = staged("tiny_asr.py:staged_debug")
     config.stages[3]["train"]["optimizer"]["learning_rat"] = 1e-3
-    with pytest.raises(ConfigError, match=r"stages\[3\] \(finetune\) .*learning_rat: unknown key\(s\) "
-                                          r"\['learning_rat'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"stages\[3\] \(finetune\) .*learning_rat: unknown key\(s\) "
+        r"\['learning_rat'\]",
+    ):
         train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
     config = staged("tiny_asr.py:staged_debug")
     config.stages[1]["init"] = dict(from_run=dict(llm="connector:llm"))
-    with pytest.raises(ConfigError, match=r"stages\[1\] \(text\).init.from_run: names stage 'connector', which "
-                                          r"does not come before it \(earlier stages: \['ctc'\]\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"stages\[1\] \(text\).init.from_run: names stage 'connector', which "
+        r"does not come before it \(earlier stages: \['ctc'\]\)",
+    ):
         stage_configs(config, str(tmp_path))
     config = staged("tiny_asr.py:staged_debug")
     config.stages[2]["name"] = "ctc"
@@ -133,11 +142,16 @@ def test_slam_asr_lora_debug_stages_projector_then_lora(tmp_path):
 
     before = os.path.getmtime(os.path.join(workdir, "lora", "stage.json"))
     again = train_and_evaluate(staged("slam_asr.py:lora_debug"), workdir, progress=False)
-    assert again["scores"] == summary["scores"] and os.path.getmtime(os.path.join(workdir, "lora", "stage.json")) == before
+    assert (
+        again["scores"] == summary["scores"] and os.path.getmtime(os.path.join(workdir, "lora", "stage.json")) == before
+    )
     changed = staged("slam_asr.py:lora_debug")
     override(changed, "stages.lora.task.lora.rank", 4)
-    with pytest.raises(UsageError, match=r"lora/stage.json: this stage finished with another config \(sections "
-                                         r"\['task'\] differ\)"):
+    with pytest.raises(
+        UsageError,
+        match=r"lora/stage.json: this stage finished with another config \(sections "
+        r"\['task'\] differ\)",
+    ):
         train_and_evaluate(changed, workdir, progress=False)
 
 
@@ -162,8 +176,17 @@ def get_config(arg=None):
 def test_a_killed_stage_resumes_inside_its_budget_and_the_next_starts_from_its_final_parameters(tmp_path):
     config_file, workdir = tmp_path / "killed.py", str(tmp_path / "run")
     config_file.write_text(KILLED_CONFIG)
-    command = [sys.executable, "-m", "jaxspeech", "train", "--config", str(config_file), "--workdir", workdir,
-               "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "jaxspeech",
+        "train",
+        "--config",
+        str(config_file),
+        "--workdir",
+        workdir,
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
     ctc = os.path.join(workdir, "ctc")
     with open(tmp_path / "log", "a") as log:

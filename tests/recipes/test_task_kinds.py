@@ -66,10 +66,13 @@ def test_perplexity_is_exp_of_the_mean_target_nll():
     np.testing.assert_allclose(result.perplexity, np.exp(-(picked * mask).sum() / mask.sum()), rtol=1e-5)
 
 
-@pytest.mark.parametrize("task, headline", [
-    (dict(kind="ctc_encoder"), "| test/ctc | 4 |"),  # of eval.decoders, the one a CTC encoder has
-    (dict(kind="text_lm", rows=2, length=48, eval_sentences=8), "| dev sentences |"),
-])
+@pytest.mark.parametrize(
+    "task, headline",
+    [
+        (dict(kind="ctc_encoder"), "| test/ctc | 4 |"),  # of eval.decoders, the one a CTC encoder has
+        (dict(kind="text_lm", rows=2, length=48, eval_sentences=8), "| dev sentences |"),
+    ],
+)
 def test_debug_run_trains_evaluates_and_reports(tmp_path, task, headline):
     config = debug_config(**task)
     config.train.total_steps = 2

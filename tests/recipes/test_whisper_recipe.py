@@ -91,23 +91,41 @@ def _debug_config(**overrides):
 
 def test_config_switches_and_errors(tmp_path, monkeypatch, tokenizer_dir):
     monkeypatch.chdir(REPO)
-    run = build(_debug_config(**{"data.tokenizer": tokenizer_dir, "task.full_window": True,
-                                 "task.freeze_encoder": True}), progress=False)
-    assert run.pipeline.bucket_frames == run.eval_pipeline.bucket_frames == (run.kind.model.encoder.max_frames,) == (600,)
+    run = build(
+        _debug_config(**{"data.tokenizer": tokenizer_dir, "task.full_window": True, "task.freeze_encoder": True}),
+        progress=False,
+    )
+    assert (
+        run.pipeline.bucket_frames == run.eval_pipeline.bucket_frames == (run.kind.model.encoder.max_frames,) == (600,)
+    )
     assert run.train.optimizer.lr_rules[0] == ("encoder/.*", None)
     features, lengths = run.task.encoder_inputs(np.zeros((2, 1, 600, 80)), np.array([[600], [250]]))
     assert features.shape == (2, 600, 80) and lengths is None  # the full window is attended, as in pre-training
     with pytest.raises(ValueError, match="full_window needs batches of the encoder's 600 frames, got T=500"):
         run.task.encoder_inputs(np.zeros((2, 1, 500, 80)), np.array([[500], [250]]))
 
-    with pytest.raises(ValueError, match=r"data.pipeline.bucket_frames: \(600, 700\) exceed the encoder's 600-frame window"):
-        build(_debug_config(**{"data.tokenizer": tokenizer_dir, "data.pipeline.bucket_frames": (600, 700),
-                                       "data.pipeline.max_tokens": (112, 112)}), progress=False)
+    with pytest.raises(
+        ValueError, match=r"data.pipeline.bucket_frames: \(600, 700\) exceed the encoder's 600-frame window"
+    ):
+        build(
+            _debug_config(
+                **{
+                    "data.tokenizer": tokenizer_dir,
+                    "data.pipeline.bucket_frames": (600, 700),
+                    "data.pipeline.max_tokens": (112, 112),
+                }
+            ),
+            progress=False,
+        )
     with pytest.raises(ValueError, match="not both"):
         build(_debug_config(**{"data.tokenizer": tokenizer_dir, "init.whisper_dir": str(tmp_path)}), progress=False)
     manifest = tmp_path / "blank.jsonl"
-    manifest.write_text("".join(json.dumps({"id": f"utt-{i}", "audio_filepath": "a.flac", "duration": 1.0, "text": text})
-                                + "\n" for i, text in enumerate(["fine", " "])))
+    manifest.write_text(
+        "".join(
+            json.dumps({"id": f"utt-{i}", "audio_filepath": "a.flac", "duration": 1.0, "text": text}) + "\n"
+            for i, text in enumerate(["fine", " "])
+        )
+    )
     with pytest.raises(ValueError, match=r"record 'utt-1' \(.*a\.flac\): empty transcript"):  # before any training
         build(_debug_config(**{"data.tokenizer": tokenizer_dir, "data.train": str(manifest)}), progress=False)
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['freeze'\] in task"):
@@ -117,8 +135,20 @@ def test_config_switches_and_errors(tmp_path, monkeypatch, tokenizer_dir):
 def test_debug_variant_trains_and_reports_wer(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     workdir = tmp_path / "run"
-    status = main(["train", "--config", f"{CONFIG}:debug", "--workdir", str(workdir), "--no-progress",
-                   "--set", f"data.tokenizer={tmp_path / 'tokenizer'}", "--set", "train.total_steps=2"])
+    status = main(
+        [
+            "train",
+            "--config",
+            f"{CONFIG}:debug",
+            "--workdir",
+            str(workdir),
+            "--no-progress",
+            "--set",
+            f"data.tokenizer={tmp_path / 'tokenizer'}",
+            "--set",
+            "train.total_steps=2",
+        ]
+    )
     assert status == 0
     steps = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     losses = [s["train/loss"] for s in steps if "train/loss" in s]
@@ -138,18 +168,38 @@ def hf_whisper_dir(tmp_path_factory) -> str:
     """A random-init transformers Whisper sized like the debug model, with the byte-level tokenizer."""
     directory = str(tmp_path_factory.mktemp("hf_whisper"))
     hf_config = WhisperConfig(
-        vocab_size=262, num_mel_bins=80, d_model=64, encoder_layers=1, encoder_attention_heads=4, decoder_layers=1,
-        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_source_positions=300,
-        max_target_positions=128, pad_token_id=END, bos_token_id=END, eos_token_id=END, decoder_start_token_id=START,
-        begin_suppress_tokens=None, init_std=0.3,  # large enough that the logits (and the loss) depend on the input
+        vocab_size=262,
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_layers=1,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=300,
+        max_target_positions=128,
+        pad_token_id=END,
+        bos_token_id=END,
+        eos_token_id=END,
+        decoder_start_token_id=START,
+        begin_suppress_tokens=None,
+        init_std=0.3,  # large enough that the logits (and the loss) depend on the input
     )
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(hf_config)
     model.generation_config = GenerationConfig(
-        decoder_start_token_id=START, eos_token_id=END, pad_token_id=END, bos_token_id=END, is_multilingual=True,
-        lang_to_id={"<|en|>": EN}, task_to_id={"translate": TRANSLATE, "transcribe": TRANSCRIBE},
-        no_timestamps_token_id=NO_TIMESTAMPS, suppress_tokens=[START, EN, TRANSLATE, TRANSCRIBE, NO_TIMESTAMPS],
-        begin_suppress_tokens=[END], max_length=128,
+        decoder_start_token_id=START,
+        eos_token_id=END,
+        pad_token_id=END,
+        bos_token_id=END,
+        is_multilingual=True,
+        lang_to_id={"<|en|>": EN},
+        task_to_id={"translate": TRANSLATE, "transcribe": TRANSCRIBE},
+        no_timestamps_token_id=NO_TIMESTAMPS,
+        suppress_tokens=[START, EN, TRANSLATE, TRANSCRIBE, NO_TIMESTAMPS],
+        begin_suppress_tokens=[END],
+        max_length=128,
     )
     model.save_pretrained(directory)  # model.safetensors
     write_byte_level_whisper_tokenizer(directory)
@@ -164,8 +214,16 @@ def test_pretrained_weights_are_step_zero_and_a_frozen_encoder_stays_bitwise(tmp
     monkeypatch.chdir(REPO)
     hf_dir = hf_whisper_dir
     assert os.path.exists(os.path.join(hf_dir, "model.safetensors"))  # transformers saved safetensors
-    config = _debug_config(**{"init.random": None, "init.whisper_dir": hf_dir, "data.tokenizer": None,
-                              "data.build_tokenizer": False, "task.freeze_encoder": True, "train.total_steps": 1})
+    config = _debug_config(
+        **{
+            "init.random": None,
+            "init.whisper_dir": hf_dir,
+            "data.tokenizer": None,
+            "data.build_tokenizer": False,
+            "task.freeze_encoder": True,
+            "train.total_steps": 1,
+        }
+    )
     run = build(config, progress=False)
     converted = _flat(load_hf_whisper(hf_dir)[1]["params"])
     workdir = str(tmp_path / "run")
@@ -208,7 +266,9 @@ def test_loss_matches_transformers_cross_entropy_on_the_same_checkpoint(hf_whisp
     config, params = load_hf_whisper(hf_whisper_dir)
     task = WhisperTask(config, WhisperLossConfig(label_smoothing=0.1), full_window=True)
     encoder = WhisperTokens(hf_whisper_dir)
-    examples = [encoder({"id": str(i), "text": text}, (600,)) for i, text in enumerate(["hello there", "a longer one, ok?"])]
+    examples = [
+        encoder({"id": str(i), "text": text}, (600,)) for i, text in enumerate(["hello there", "a longer one, ok?"])
+    ]
     length = max(len(e.tokens) for e in examples)
     tokens = np.full((2, length), END, np.int32)
     loss_mask = np.zeros((2, length), np.float32)
@@ -216,18 +276,30 @@ def test_loss_matches_transformers_cross_entropy_on_the_same_checkpoint(hf_whisp
         tokens[row, : len(example.tokens)], loss_mask[row, : len(example.tokens)] = example.tokens, example.loss_mask
     audio = np.random.RandomState(0).randn(2, 600 * HOP_LENGTH).astype(np.float32) * 0.1
     features = np.stack([log_mel_spectrogram(a) for a in audio])  # f32[2, 600, 80]: the full window
-    batch = Batch(features=features[:, None], feature_lengths=np.full((2, 1), 600, np.int32), tokens=tokens,
-                  loss_mask=loss_mask, segment_ids=np.ones_like(tokens), positions=np.zeros_like(tokens),
-                  example_ids=np.arange(2)[:, None], weights=np.ones(2, np.float32))
+    batch = Batch(
+        features=features[:, None],
+        feature_lengths=np.full((2, 1), 600, np.int32),
+        tokens=tokens,
+        loss_mask=loss_mask,
+        segment_ids=np.ones_like(tokens),
+        positions=np.zeros_like(tokens),
+        example_ids=np.arange(2)[:, None],
+        weights=np.ones(2, np.float32),
+    )
     ours, metrics = jax.jit(lambda p, b: task.loss(p, b, None, train=False))(params["params"], batch)
 
     hf = WhisperForConditionalGeneration.from_pretrained(hf_whisper_dir).eval()
     with torch.no_grad():
-        logits = hf(input_features=torch.from_numpy(features.transpose(0, 2, 1)),
-                    decoder_input_ids=torch.from_numpy(tokens[:, :-1]).long()).logits
-        per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                      torch.from_numpy(tokens[:, 1:]).long().reshape(-1),
-                                                      reduction="none", label_smoothing=0.1)
+        logits = hf(
+            input_features=torch.from_numpy(features.transpose(0, 2, 1)),
+            decoder_input_ids=torch.from_numpy(tokens[:, :-1]).long(),
+        ).logits
+        per_token = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            torch.from_numpy(tokens[:, 1:]).long().reshape(-1),
+            reduction="none",
+            label_smoothing=0.1,
+        )
     weights = torch.from_numpy(loss_mask[:, 1:]).reshape(-1)
     reference = float((per_token * weights).sum() / weights.sum())
     assert float(metrics[LOSS_WEIGHT]) == loss_mask[:, 1:].sum() == sum(len(e.tokens) - 4 for e in examples)
@@ -242,7 +314,10 @@ def test_train_flops_match_xla_cost_analysis_of_the_unscanned_gradient(encoder_t
     monkeypatch.setattr(attention, "XLA_QUERY_BLOCK", 1 << 20)
     config = JaxWhisperConfig(
         WhisperEncoderConfig(d_model=256, num_layers=2, num_heads=4, ffn_dim=1024, max_source_positions=300),
-        WhisperDecoderConfig(vocab_size=1000, d_model=256, num_layers=2, num_heads=4, ffn_dim=1024, max_target_positions=128))
+        WhisperDecoderConfig(
+            vocab_size=1000, d_model=256, num_layers=2, num_heads=4, ffn_dim=1024, max_target_positions=128
+        ),
+    )
     task = WhisperTask(config, encoder_trained=encoder_trained)
     shape = BatchShape(batch_size=4, clips=1, frames=600, tokens=64, n_mels=80)
     params = jax.eval_shape(lambda: nn.unbox(task.init_params(jax.random.key(0), Batch.padding(shape))))
@@ -264,8 +339,9 @@ def test_beam_decoding_of_an_eval_manifest(monkeypatch, tokenizer_dir):
     batch = Batch.padding(run.train_pipeline().batch_shapes()[0])
     params = nn.unbox(run.task.init_params(jax.random.key(0), batch))
     decoder = run.decoder()
-    decoded = decode_manifest(run, {"": (decoder, decoder.prepare(params))}, run.manifest("dev"), max_examples=3,
-                              progress=False)[""]
+    decoded = decode_manifest(
+        run, {"": (decoder, decoder.prepare(params))}, run.manifest("dev"), max_examples=3, progress=False
+    )[""]
     assert [d["id"] for d in decoded] == ["dev-0000000", "dev-0000001", "dev-0000002"]
     assert all(isinstance(d["hypothesis"], str) and d["reference"] == d["text"] for d in decoded)
     with pytest.raises(ValueError, match="eval.generation.method: expected one of"):

@@ -27,8 +27,10 @@ def test_values_split_only_outside_brackets_and_quotes():
     assert split_values("linear,qformer") == ["linear", "qformer"]
     assert split_values("(1, 2),[3,4],'a,b', None") == ["(1, 2)", "[3,4]", "'a,b'", "None"]
     axis = axis_from_text("data.pipeline.bucket_frames=(320, 400),(768,)")
-    assert axis.choices == (("(320, 400)", {"data.pipeline.bucket_frames": (320, 400)}),
-                            ("(768,)", {"data.pipeline.bucket_frames": (768,)}))
+    assert axis.choices == (
+        ("(320, 400)", {"data.pipeline.bucket_frames": (320, 400)}),
+        ("(768,)", {"data.pipeline.bucket_frames": (768,)}),
+    )
     with pytest.raises(UsageError, match="--grid: expected KEY=VALUE1,VALUE2"):
         axis_from_text("train.seed")
 
@@ -38,12 +40,17 @@ def test_cells_are_the_product_of_the_axes_with_joint_axes_from_a_grid_file(tmp_
     grid_file.write_text(
         f"CONFIG = {CONFIG!r}\nSETS = ['train.total_steps=2']\n"
         "GRID = {'fusion': {'plain': {'model.fusion': 'decoder_only'},\n"
-        "                   'tagged': {'model.fusion': 'decoder_only', 'task.prompt.chunk_tags': True}}}\n")
+        "                   'tagged': {'model.fusion': 'decoder_only', 'task.prompt.chunk_tags': True}}}\n"
+    )
     grid = load_grid(None, ["train.seed=0,1"], str(grid_file), ["eval.max_examples=2"])
     assert grid.config == CONFIG and grid.sets == ("train.total_steps=2", "eval.max_examples=2")
     cells = grid.cells()
-    assert [c.name for c in cells] == ["fusion=plain__train.seed=0", "fusion=plain__train.seed=1",
-                                       "fusion=tagged__train.seed=0", "fusion=tagged__train.seed=1"]
+    assert [c.name for c in cells] == [
+        "fusion=plain__train.seed=0",
+        "fusion=plain__train.seed=1",
+        "fusion=tagged__train.seed=0",
+        "fusion=tagged__train.seed=1",
+    ]
     assert cells[3].overrides == {"model.fusion": "decoder_only", "task.prompt.chunk_tags": True, "train.seed": 1}
     config = grid.cell_config(cells[3])
     assert (config.train.seed, config.train.total_steps, config.eval.max_examples) == (1, 2, 2)
@@ -55,36 +62,61 @@ def test_cells_are_the_product_of_the_axes_with_joint_axes_from_a_grid_file(tmp_
         load_grid(CONFIG, ["task.prompt.system=a b,a-b"], None, [])
 
 
-@pytest.mark.parametrize("item, message", [
-    ("model.llm.num_layerz=1,2", r"model.llm.num_layerz: unknown key\(s\) \['num_layerz'\] in model.llm.*"
-                                 r"\(sweep cell model.llm.num_layerz=1__train.seed=0 of "),
-    ("model.lm.num_layers=1,2", r"model.lm: unknown config key"),
-    ("model.fusion=decoder_only,fused", r"model: fusion must be one of .*\(sweep cell model.fusion=fused__train.seed=0 "),
-])
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        (
+            "model.llm.num_layerz=1,2",
+            r"model.llm.num_layerz: unknown key\(s\) \['num_layerz'\] in model.llm.*"
+            r"\(sweep cell model.llm.num_layerz=1__train.seed=0 of ",
+        ),
+        ("model.lm.num_layers=1,2", r"model.lm: unknown config key"),
+        (
+            "model.fusion=decoder_only,fused",
+            r"model: fusion must be one of .*\(sweep cell model.fusion=fused__train.seed=0 ",
+        ),
+    ],
+)
 def test_a_bad_key_or_value_is_refused_before_any_cell_runs(tmp_path, capsys, item, message):
     os.chdir(REPO)
     workdir = tmp_path / "sweep"
-    assert main(["sweep", "--config", CONFIG, "--grid", item, "--grid", "train.seed=0,1", "--workdir", str(workdir)]) == 2
+    assert (
+        main(["sweep", "--config", CONFIG, "--grid", item, "--grid", "train.seed=0,1", "--workdir", str(workdir)]) == 2
+    )
     assert re.search("^error: " + message, capsys.readouterr().err)
     assert not workdir.exists()  # nothing ran, nothing was written
 
 
 def _record(name, labels, wer, step_time):
-    return {"name": name, "labels": labels, "overrides": {}, "scores": {"test WER": wer}, "step": 3,
-            "stop_reason": "completed", "timings": {}, "report": f"{name}/report.md",
-            "metrics": {"step_time_s": step_time, "flops_per_step": 2e9, "step_memory_bytes": 3 * 2**20}}
+    return {
+        "name": name,
+        "labels": labels,
+        "overrides": {},
+        "scores": {"test WER": wer},
+        "step": 3,
+        "stop_reason": "completed",
+        "timings": {},
+        "report": f"{name}/report.md",
+        "metrics": {"step_time_s": step_time, "flops_per_step": 2e9, "step_memory_bytes": 3 * 2**20},
+    }
 
 
 def test_the_table_groups_over_seeds_with_mean_and_sample_spread(tmp_path):
     grid = load_grid(CONFIG, ["model.connector.stack=2,4", "train.seed=0,1,2"], None, [])
     wers = {("2", "0"): 0.30, ("2", "1"): 0.20, ("2", "2"): 0.25, ("4", "0"): 0.5}
     names = {tuple(cell.labels.values()): cell.name for cell in grid.cells()}
-    records = [_record(names[key], {"model.connector.stack": key[0], "train.seed": key[1]}, wer, 0.1 * int(key[0]))
-               for key, wer in wers.items()]
+    records = [
+        _record(names[key], {"model.connector.stack": key[0], "train.seed": key[1]}, wer, 0.1 * int(key[0]))
+        for key, wer in wers.items()
+    ]
     groups = group_records(grid, records)
     assert [g["labels"] for g in groups] == [{"model.connector.stack": "2"}, {"model.connector.stack": "4"}]
     first, second = (g["metrics"]["test WER"] for g in groups)
-    assert first["n"] == 3 and np.isclose(first["mean"], 0.25) and np.isclose(first["std"], np.std([.3, .2, .25], ddof=1))
+    assert (
+        first["n"] == 3
+        and np.isclose(first["mean"], 0.25)
+        and np.isclose(first["std"], np.std([0.3, 0.2, 0.25], ddof=1))
+    )
     assert second["n"] == 1 and second["std"] is None
     assert groups[0]["metrics"]["step_time_s"]["mean"] == pytest.approx(0.2)
     pending = ["model.connector.stack=4__train.seed=1", "model.connector.stack=4__train.seed=2"]
@@ -112,9 +144,25 @@ def test_sweep_resumes_after_sigkill_without_redoing_finished_cells(tmp_path):
     """Two seeds of the debug config; the sweep is killed once the second cell has a checkpoint and
     run again: the first cell is not rerun, the second resumes, the table has both with a spread."""
     workdir = tmp_path / "sweep"
-    command = [sys.executable, "-m", "jaxspeech", "sweep", "--config", CONFIG, "--grid", "train.seed=0,1",
-               "--set", "train.total_steps=6", "--set", "train.optimizer.decay_steps=6",
-               "--set", "eval.max_examples=2", "--workdir", str(workdir), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "jaxspeech",
+        "sweep",
+        "--config",
+        CONFIG,
+        "--grid",
+        "train.seed=0,1",
+        "--set",
+        "train.total_steps=6",
+        "--set",
+        "train.optimizer.decay_steps=6",
+        "--set",
+        "eval.max_examples=2",
+        "--workdir",
+        str(workdir),
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": REPO}
     second = workdir / "train.seed=1"
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

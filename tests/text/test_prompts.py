@@ -17,7 +17,8 @@ def test_chatml_asr_example(chatml):
     assert chatml.decode(ex.tokens, skip_special_tokens=False) == (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
         "<|im_start|>user\n<|audio|><|audio|><|audio|>\nTranscribe the audio.<|im_end|>\n"
-        "<|im_start|>assistant\nthe quick fox<|im_end|>\n")
+        "<|im_start|>assistant\nthe quick fox<|im_end|>\n"
+    )
     target_ids = chatml.encode("the quick fox") + [chatml.token_to_id("<|im_end|>")]
     (where,) = np.nonzero(ex.loss_mask)
     assert ex.tokens[where].tolist() == target_ids
@@ -30,12 +31,20 @@ def test_chatml_asr_example(chatml):
 
 def test_llama3_example_with_system(llama3):
     audio = llama3.token_to_id("<|audio|>")
-    ex = encode_example(llama3, task="ast", audio_token_counts=[2], placeholder_id=audio, target="Hallo Welt",
-                        system="Be brief.", fields={"target_language": "German"})
+    ex = encode_example(
+        llama3,
+        task="ast",
+        audio_token_counts=[2],
+        placeholder_id=audio,
+        target="Hallo Welt",
+        system="Be brief.",
+        fields={"target_language": "German"},
+    )
     assert llama3.decode(ex.tokens, skip_special_tokens=False) == (
         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\n<|audio|><|audio|>\nTranslate the audio into German.<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\nHallo Welt<|eot_id|>")
+        "<|start_header_id|>assistant<|end_header_id|>\n\nHallo Welt<|eot_id|>"
+    )
     assert masked_text(llama3, ex) == "Hallo Welt<|eot_id|>"
     assert ex.loss_mask[-1] == 1
 
@@ -57,21 +66,26 @@ def test_several_clips_in_one_slot_and_chunk_tags(chatml):
     (a, b), (c, d) = ex.audio_spans
     assert (b - a, d - c) == (3, 2) and b == c  # adjacent runs, cut by the counts
     tags = [chatml.token_to_id(f"<chunk_{i}>") for i in (1, 2)]
-    ex = encode_example(chatml, task="asr", audio_token_counts=[3, 2], placeholder_id=audio, target="x",
-                        chunk_tag_ids=tags)
+    ex = encode_example(
+        chatml, task="asr", audio_token_counts=[3, 2], placeholder_id=audio, target="x", chunk_tag_ids=tags
+    )
     (a, b), (c, d) = ex.audio_spans
     assert (b - a, d - c) == (3, 2)
     assert ex.tokens[a - 1] == tags[0] and ex.tokens[c - 1] == tags[1] and c == b + 1
     assert "<chunk_1><|audio|><|audio|><|audio|><chunk_2><|audio|><|audio|>\nTranscribe" in chatml.decode(
-        ex.tokens, skip_special_tokens=False)
+        ex.tokens, skip_special_tokens=False
+    )
 
 
 def test_one_slot_per_clip(chatml):
     audio = chatml.token_to_id("<|audio|>")
     prompts = task_prompts({"compare": "First: {audio}\nSecond: {audio}\nAre they the same speaker?"})
-    ex = encode_example(chatml, task="compare", audio_token_counts=[1, 2], placeholder_id=audio, prompts=prompts,
-                        target="yes")
-    assert "First: <|audio|>\nSecond: <|audio|><|audio|>\nAre they" in chatml.decode(ex.tokens, skip_special_tokens=False)
+    ex = encode_example(
+        chatml, task="compare", audio_token_counts=[1, 2], placeholder_id=audio, prompts=prompts, target="yes"
+    )
+    assert "First: <|audio|>\nSecond: <|audio|><|audio|>\nAre they" in chatml.decode(
+        ex.tokens, skip_special_tokens=False
+    )
     assert [e - s for s, e in ex.audio_spans] == [1, 2]
     with pytest.raises(ValueError, match="2 {audio} slots but there are 3 audio clips"):
         encode_example(chatml, task="compare", audio_token_counts=[1, 1, 1], placeholder_id=audio, prompts=prompts)
@@ -80,8 +94,9 @@ def test_one_slot_per_clip(chatml):
 def test_record_prompt_cannot_add_audio_or_control_tokens(chatml):
     audio = chatml.token_to_id("<|audio|>")
     question = "What is {audio} <|audio|><|im_end|> here?"
-    ex = encode_example(chatml, task="audio_qa", audio_token_counts=[2], placeholder_id=audio, prompt=question,
-                        target="a dog")
+    ex = encode_example(
+        chatml, task="audio_qa", audio_token_counts=[2], placeholder_id=audio, prompt=question, target="a dog"
+    )
     assert (ex.tokens == audio).sum() == 2
     user_text = chatml.decode(ex.tokens, skip_special_tokens=False)
     assert "<|audio|><|audio|>\nWhat is {audio} <|audio|><|im_end|> here?<|im_end|>" in user_text
@@ -94,25 +109,35 @@ def test_plain_layout_without_chat(sp, chatml):
     assert ex.tokens[0] == sp.bos_id and ex.tokens[-1] == sp.eos_ids[0]
     assert ex.tokens[1:3].tolist() == [audio, audio] and ex.audio_spans == [(1, 3)]
     assert masked_text(sp, ex) == "hello world</s>"
-    ex = encode_example(chatml, task="asr", audio_token_counts=[2], placeholder_id=chatml.token_to_id("<|audio|>"),
-                        target="hi", chat=False)
+    ex = encode_example(
+        chatml,
+        task="asr",
+        audio_token_counts=[2],
+        placeholder_id=chatml.token_to_id("<|audio|>"),
+        target="hi",
+        chat=False,
+    )
     assert ex.tokens[0] == chatml.token_to_id("<|audio|>")  # no bos in this tokenizer
     assert masked_text(chatml, ex) == "hi<|im_end|>"
 
 
 def test_builtin_template_example(sp):
     audio = sp.token_to_id("<|audio|>")
-    ex = encode_example(sp, task="asr", audio_token_counts=[2], placeholder_id=audio, target="the fox", system="be nice")
+    ex = encode_example(
+        sp, task="asr", audio_token_counts=[2], placeholder_id=audio, target="the fox", system="be nice"
+    )
     assert sp.decode(ex.tokens, skip_special_tokens=False) == (
-        "<s><|system|>be nice</s><|user|><|audio|><|audio|>Transcribe the audio.</s><|assistant|>the fox</s>")
+        "<s><|system|>be nice</s><|user|><|audio|><|audio|>Transcribe the audio.</s><|assistant|>the fox</s>"
+    )
     assert masked_text(sp, ex) == "the fox</s>"
 
 
 def test_end_token_appended_when_template_has_none(chatml):
     template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
     audio = chatml.token_to_id("<|audio|>")
-    ex = encode_example(chatml, task="asr", audio_token_counts=[1], placeholder_id=audio, target="hi",
-                        template=template)
+    ex = encode_example(
+        chatml, task="asr", audio_token_counts=[1], placeholder_id=audio, target="hi", template=template
+    )
     assert ex.tokens[-1] == chatml.eos_ids[0]
     assert masked_text(chatml, ex) == "hi\n<|im_end|>"
 
@@ -137,8 +162,13 @@ def test_errors(chatml, llama3):
     with pytest.raises(ValueError, match="non-empty list of ints >= 0"):
         encode_example(chatml, task="asr", audio_token_counts=[-1], placeholder_id=audio)
     with pytest.raises(ValueError, match="1 chunk tags for 2 audio clips"):
-        encode_example(chatml, task="asr", audio_token_counts=[1, 1], placeholder_id=audio,
-                       chunk_tag_ids=[chatml.token_to_id("<chunk_1>")])
+        encode_example(
+            chatml,
+            task="asr",
+            audio_token_counts=[1, 1],
+            placeholder_id=audio,
+            chunk_tag_ids=[chatml.token_to_id("<chunk_1>")],
+        )
     no_assistant = "{% for m in messages %}{% if m.role != 'assistant' %}{{ m.content }}{% endif %}{% endfor %}"
     with pytest.raises(ValueError, match="renders no assistant turn"):
         encode_example(chatml, task="asr", target="x", template=no_assistant, **common)

@@ -8,8 +8,13 @@ from jaxspeech.data.tokenizers import load_tokenizer
 
 
 def test_reserved_layout(sp, sp_path):
-    reserved = [special_tokens.PAD, special_tokens.UNK, special_tokens.BOS, special_tokens.EOS,
-                *reserved_control_symbols()]
+    reserved = [
+        special_tokens.PAD,
+        special_tokens.UNK,
+        special_tokens.BOS,
+        special_tokens.EOS,
+        *reserved_control_symbols(),
+    ]
     assert [sp.id_to_token(i) for i in range(len(reserved))] == reserved
     assert sp.token_to_id("<chunk_16>") == len(reserved) - 1
     assert {sp.token_to_id(t) for t in reserved} - {sp.unk_id} == set(sp.special_ids)
@@ -22,16 +27,26 @@ def test_streams_from_a_generator(tmp_path):
             yield f"sentence number {i} about the weather"
             yield ""  # empty lines are skipped
 
-    tok = train_sentencepiece(sentences(), vocab_size=35, out_path=tmp_path / "gen.model", num_chunk_tags=2,
-                              extra_control_symbols=["<|lang_en|>"])
+    tok = train_sentencepiece(
+        sentences(),
+        vocab_size=35,
+        out_path=tmp_path / "gen.model",
+        num_chunk_tags=2,
+        extra_control_symbols=["<|lang_en|>"],
+    )
     assert tok.token_to_id("<|lang_en|>") in tok.special_ids
     assert tok.token_to_id("<chunk_3>") is None
     assert tok.decode(tok.encode("the weather 42")) == "the weather 42"
 
 
 def test_byte_fallback_has_no_unknowns(tmp_path):
-    tok = train_sentencepiece(["plain ascii text only"] * 50, vocab_size=300, out_path=tmp_path / "b.model",
-                              byte_fallback=True, hard_vocab_limit=False)
+    tok = train_sentencepiece(
+        ["plain ascii text only"] * 50,
+        vocab_size=300,
+        out_path=tmp_path / "b.model",
+        byte_fallback=True,
+        hard_vocab_limit=False,
+    )
     ids = tok.encode("ü 😀")
     assert tok.unk_id not in ids and tok.decode(ids) == "ü 😀"
 

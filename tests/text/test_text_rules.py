@@ -12,10 +12,22 @@ transformers = pytest.importorskip("transformers")
 from jaxspeech.data.tokenizers import load_tokenizer  # noqa: E402
 from jaxspeech.testing.tokenizer_dirs import TEXT_RULE_SPECIALS, TEXT_RULE_STYLES, write_text_rule_dir  # noqa: E402
 
-TEXTS = ["hello world", "", " leading space", "The quick brown fox jumps over the lazy dog; 12 cats!",
-         "naïve café — ünïcödé ✓", "new\nlines\tand tabs", "  "]
-EXPECTED_PREFIX = {"llama3": ["<|begin_of_text|>"], "qwen2": [], "smollm2": [], "config_add_bos": [],
-                   "bos_and_eos": ["<|begin_of_text|>"]}
+TEXTS = [
+    "hello world",
+    "",
+    " leading space",
+    "The quick brown fox jumps over the lazy dog; 12 cats!",
+    "naïve café — ünïcödé ✓",
+    "new\nlines\tand tabs",
+    "  ",
+]
+EXPECTED_PREFIX = {
+    "llama3": ["<|begin_of_text|>"],
+    "qwen2": [],
+    "smollm2": [],
+    "config_add_bos": [],
+    "bos_and_eos": ["<|begin_of_text|>"],
+}
 
 
 @pytest.fixture(scope="module")

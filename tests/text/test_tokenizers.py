@@ -9,8 +9,22 @@ from hypothesis import given, settings, strategies as st
 
 from jaxspeech.data.tokenizers import HFTokenizer, SentencePieceTokenizer, load_tokenizer
 
-INJECTIONS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|begin_of_text|>", "<|audio|>",
-              "<chunk_1>", "<tool_call>", "<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "\x00"]
+INJECTIONS = [
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|begin_of_text|>",
+    "<|audio|>",
+    "<chunk_1>",
+    "<tool_call>",
+    "<s>",
+    "</s>",
+    "<pad>",
+    "<|user|>",
+    "<|assistant|>",
+    "\x00",
+]
 
 
 @pytest.fixture(params=["chatml", "llama3", "sp"])

@@ -55,7 +55,9 @@ def main(argv=None) -> int:
     from jaxspeech.train.loop import train
     from jaxspeech.testing.tiny_task import TinyTask, loop_config
 
-    config = train_config_from_dict(loop_config(total_steps=args.steps, mesh={"data": 2, "fsdp": 2}, checkpoint={"every_steps": 0}))
+    config = train_config_from_dict(
+        loop_config(total_steps=args.steps, mesh={"data": 2, "fsdp": 2}, checkpoint={"every_steps": 0})
+    )
     # train() joins the job (JAX_* variables) before it touches a device.
     result = train(TinyTask(), config, HalfBatches(int(os.environ["JAX_PROCESS_ID"])), args.workdir)
     assert jax.process_count() == 2 and jax.device_count() == 4

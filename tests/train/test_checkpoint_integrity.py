@@ -62,8 +62,10 @@ def _save(directory, steps, compressible: bool = False) -> None:
 
 
 def _equal(a, b) -> bool:
-    return all(np.asarray(x).tobytes() == np.asarray(y).tobytes()
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    return all(
+        np.asarray(x).tobytes() == np.asarray(y).tobytes()
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
 
 
 def _bulk_files(step_directory) -> list[str]:
@@ -107,8 +109,11 @@ def _damaged_arrays(step_directory, expected: dict) -> set[str] | None:
     except Exception:
         return None
     leaves = jax.tree_util.tree_leaves_with_path
-    return {jax.tree_util.keystr(p, simple=True, separator="/") for (p, x), (_, y) in zip(leaves(raw), leaves(expected))
-            if np.asarray(x).tobytes() != np.asarray(y).tobytes()}
+    return {
+        jax.tree_util.keystr(p, simple=True, separator="/")
+        for (p, x), (_, y) in zip(leaves(raw), leaves(expected))
+        if np.asarray(x).tobytes() != np.asarray(y).tobytes()
+    }
 
 
 @pytest.mark.parametrize("compressible", [False, True], ids=["noise", "compressible"])
@@ -221,13 +226,21 @@ def test_read_only_on_a_missing_folder_restores_nothing_and_creates_nothing(tmp_
 def test_a_changed_layout_is_a_mismatch_that_names_the_array_not_damage(tmp_path):
     directory = tmp_path / "ckpt"
     _save(directory, [1, 2])
-    grown = {**ABSTRACT, "params": {**ABSTRACT["params"], "dense": jax.ShapeDtypeStruct((256, 384), jnp.float32,
-                                                                                     sharding=ABSTRACT["step"].sharding)}}
+    grown = {
+        **ABSTRACT,
+        "params": {
+            **ABSTRACT["params"],
+            "dense": jax.ShapeDtypeStruct((256, 384), jnp.float32, sharding=ABSTRACT["step"].sharding),
+        },
+    }
     cast = {**ABSTRACT, "params": {**ABSTRACT["params"], "norm": ABSTRACT["params"]["dense"]}}  # bf16 -> f32
     before = _listing(directory)
     checkpointer = Checkpointer(directory)  # writable: it still must not take a mismatch for damage
-    with pytest.raises(CheckpointMismatchError, match=r"ckpt/2: .*params/dense is float32\[256, 256\], "
-                                                      r"expected float32\[256, 384\]"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"ckpt/2: .*params/dense is float32\[256, 256\], "
+        r"expected float32\[256, 384\]",
+    ):
         checkpointer.restore_latest(grown)
     with pytest.raises(CheckpointMismatchError, match=r"params/norm is bfloat16\[256, 256\], expected float32"):
         checkpointer.restore_latest(cast)
@@ -235,8 +248,11 @@ def test_a_changed_layout_is_a_mismatch_that_names_the_array_not_damage(tmp_path
     assert _listing(directory) == before
 
 
-@pytest.mark.parametrize("failure", [MemoryError("Unable to allocate 256. GiB"), OSError(5, "Input/output error")],
-                         ids=["out_of_memory", "io_error"])
+@pytest.mark.parametrize(
+    "failure",
+    [MemoryError("Unable to allocate 256. GiB"), OSError(5, "Input/output error")],
+    ids=["out_of_memory", "io_error"],
+)
 def test_a_failed_read_is_reported_as_such_and_nothing_moves(tmp_path, monkeypatch, failure):
     directory = tmp_path / "ckpt"
     _save(directory, [1, 2])
@@ -258,7 +274,9 @@ def test_a_failed_read_is_reported_as_such_and_nothing_moves(tmp_path, monkeypat
 def test_a_checkpoint_saved_without_digests_restores_with_a_warning(tmp_path, caplog):
     directory = tmp_path / "ckpt"
     _save(directory, [1])
-    meta_file = next(p for p in glob.glob(f"{directory}/1/meta/*") if os.path.isfile(p) and p.endswith((".json", "metadata")))
+    meta_file = next(
+        p for p in glob.glob(f"{directory}/1/meta/*") if os.path.isfile(p) and p.endswith((".json", "metadata"))
+    )
     meta = json.loads(open(meta_file).read())
     del meta["digests"]
     open(meta_file, "w").write(json.dumps(meta))

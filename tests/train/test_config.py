@@ -36,7 +36,11 @@ def test_builds_nested_frozen_config_from_a_config_dict():
 
 @pytest.mark.parametrize(
     "path, where",
-    [(("totl_steps",), "train"), (("optimizer", "lerning_rate"), "train.optimizer"), (("checkpoint", "keep"), "train.checkpoint")],
+    [
+        (("totl_steps",), "train"),
+        (("optimizer", "lerning_rate"), "train.optimizer"),
+        (("checkpoint", "keep"), "train.checkpoint"),
+    ],
 )
 def test_unknown_keys_are_rejected_with_the_valid_ones_listed(path, where):
     values = _config_dict().to_dict()
@@ -44,7 +48,9 @@ def test_unknown_keys_are_rejected_with_the_valid_ones_listed(path, where):
     for key in path[:-1]:
         section = section[key]
     section[path[-1]] = 1
-    with pytest.raises(ValueError, match=re.escape(f"unknown key(s) ['{path[-1]}'] in {where}; valid keys are [")) as error:
+    with pytest.raises(
+        ValueError, match=re.escape(f"unknown key(s) ['{path[-1]}'] in {where}; valid keys are [")
+    ) as error:
         train_config_from_dict(values)
     valid = {"train": "total_steps", "train.optimizer": "learning_rate", "train.checkpoint": "every_steps"}[where]
     assert f"'{valid}'" in str(error.value)
@@ -61,18 +67,21 @@ def test_bad_values_are_rejected():
         train_config_from_dict({"optimizer": 3})
 
 
-@pytest.mark.parametrize("values, key, expected", [
-    ({"checkpoint": {"restore_data_state": "no"}}, "train.checkpoint.restore_data_state", "True or False"),
-    ({"checkpoint": {"async_save": "yes"}}, "train.checkpoint.async_save", "True or False"),
-    ({"time_budget_s": "10min"}, "train.time_budget_s", "a finite number >= 0 or None"),
-    ({"time_budget_s": float("nan")}, "train.time_budget_s", "a finite number >= 0 or None"),
-    ({"time_budget_s": -60.0}, "train.time_budget_s", "a finite number >= 0 or None"),
-    ({"grad_accum_steps": "two"}, "train.grad_accum_steps", "an integer >= 1"),
-    ({"total_steps": 2.5}, "train.total_steps", "an integer >= 1"),
-    ({"checkpoint": {"every_steps": -5}}, "train.checkpoint.every_steps", "an integer >= 0"),
-    ({"optimizer": {"learning_rate": float("inf")}}, "train.optimizer.learning_rate", "a finite number"),
-    ({"optimizer": {"no_decay_rules": ("bias", 3)}}, "train.optimizer.no_decay_rules", "a tuple of (a string)"),
-])
+@pytest.mark.parametrize(
+    "values, key, expected",
+    [
+        ({"checkpoint": {"restore_data_state": "no"}}, "train.checkpoint.restore_data_state", "True or False"),
+        ({"checkpoint": {"async_save": "yes"}}, "train.checkpoint.async_save", "True or False"),
+        ({"time_budget_s": "10min"}, "train.time_budget_s", "a finite number >= 0 or None"),
+        ({"time_budget_s": float("nan")}, "train.time_budget_s", "a finite number >= 0 or None"),
+        ({"time_budget_s": -60.0}, "train.time_budget_s", "a finite number >= 0 or None"),
+        ({"grad_accum_steps": "two"}, "train.grad_accum_steps", "an integer >= 1"),
+        ({"total_steps": 2.5}, "train.total_steps", "an integer >= 1"),
+        ({"checkpoint": {"every_steps": -5}}, "train.checkpoint.every_steps", "an integer >= 0"),
+        ({"optimizer": {"learning_rate": float("inf")}}, "train.optimizer.learning_rate", "a finite number"),
+        ({"optimizer": {"no_decay_rules": ("bias", 3)}}, "train.optimizer.no_decay_rules", "a tuple of (a string)"),
+    ],
+)
 def test_values_of_the_wrong_type_or_range_are_refused_naming_the_key(values, key, expected):
     with pytest.raises(ConfigError) as error:
         train_config_from_dict(values)

@@ -17,7 +17,15 @@ from jaxspeech.train.loop import NonFiniteError, train
 from jaxspeech.train.metrics import read_log
 from jaxspeech.train.state import build_layout
 
-from jaxspeech.testing.tiny_task import FREEZE_OPTIMIZER, IndexedBatches, StatefulTinyTask, TinyTask, grain_iterator, loop_config, make_batch
+from jaxspeech.testing.tiny_task import (
+    FREEZE_OPTIMIZER,
+    IndexedBatches,
+    StatefulTinyTask,
+    TinyTask,
+    grain_iterator,
+    loop_config,
+    make_batch,
+)
 
 
 def _one_device():
@@ -39,17 +47,35 @@ def test_logs_evaluates_checkpoints_and_resumes(tmp_path):
         return {"wer": 1.0 / step, "param_norm": float(_norm(params))}
 
     config = loop_config(
-        total_steps=6, eval_every=3, checkpoint={"every_steps": 3},
+        total_steps=6,
+        eval_every=3,
+        checkpoint={"every_steps": 3},
         metrics={"log_every": 2, "tensorboard": True, "peak_flops_per_device": 1e9},
     )
-    result = train(_TaskWithFlops(), train_config_from_dict(config), grain_iterator(8), tmp_path, eval_fn=eval_fn, mesh=_one_device())
+    result = train(
+        _TaskWithFlops(),
+        train_config_from_dict(config),
+        grain_iterator(8),
+        tmp_path,
+        eval_fn=eval_fn,
+        mesh=_one_device(),
+    )
     assert (result.step, result.stop_reason) == (6, "completed")
     assert evaluated == [3, 6]
     assert result.compile_seconds > 0
 
     log = read_log(tmp_path)
     assert log["train/loss"][0].tolist() == [2, 4, 6] and log["eval/wer"][0].tolist() == [3, 6]
-    for key in ("accuracy", "grad_norm", "learning_rate", "examples_per_s", "tokens_per_s", "steps_per_s", "mfu", "skipped_steps"):
+    for key in (
+        "accuracy",
+        "grad_norm",
+        "learning_rate",
+        "examples_per_s",
+        "tokens_per_s",
+        "steps_per_s",
+        "mfu",
+        "skipped_steps",
+    ):
         assert np.all(np.isfinite(log[f"train/{key}"][1])), key
     # MFU = 8e6 declared FLOPs per step x steps/s / 1e9 peak.
     np.testing.assert_allclose(log["train/mfu"][1], 8e6 * log["train/steps_per_s"][1] / 1e9, rtol=1e-6)
@@ -57,14 +83,22 @@ def test_logs_evaluates_checkpoints_and_resumes(tmp_path):
     assert np.all(log["train/step_memory_bytes"][1] > 0)
     assert np.all(log["train/examples_per_s"][1] > 0)
     optimizer = train_config_from_dict(config).optimizer
-    np.testing.assert_allclose(log["train/learning_rate"][1][0], np.mean([optim.learning_rate(s, optimizer) for s in (0, 1)]), rtol=1e-6)
+    np.testing.assert_allclose(
+        log["train/learning_rate"][1][0], np.mean([optim.learning_rate(s, optimizer) for s in (0, 1)]), rtol=1e-6
+    )
     assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
     checkpointer = Checkpointer(tmp_path / "checkpoints")
     assert checkpointer.all_steps() == [3, 6]
     checkpointer.close()
 
-    resumed = train(_TaskWithFlops(), train_config_from_dict({**config, "total_steps": 8}), grain_iterator(8), tmp_path,
-                    eval_fn=eval_fn, mesh=_one_device())
+    resumed = train(
+        _TaskWithFlops(),
+        train_config_from_dict({**config, "total_steps": 8}),
+        grain_iterator(8),
+        tmp_path,
+        eval_fn=eval_fn,
+        mesh=_one_device(),
+    )
     assert (resumed.step, resumed.stop_reason) == (8, "completed")
     assert evaluated == [3, 6, 8]  # eval runs at the end when the last step is not an eval step
     assert read_log(tmp_path)["train/loss"][0].tolist() == [2, 4, 6, 8]
@@ -85,7 +119,9 @@ def test_time_budget_stops_and_checkpoints(tmp_path):
 
 def test_data_exhausted_stops_and_checkpoints(tmp_path):
     batches = iter([make_batch(8, offset=8 * i) for i in range(3)])
-    result = train(TinyTask(), train_config_from_dict(loop_config(total_steps=10)), batches, tmp_path, mesh=_one_device())
+    result = train(
+        TinyTask(), train_config_from_dict(loop_config(total_steps=10)), batches, tmp_path, mesh=_one_device()
+    )
     assert (result.step, result.stop_reason) == (3, "data_exhausted")
 
 
@@ -94,7 +130,9 @@ def test_too_many_non_finite_steps_stop_with_an_error_and_a_finite_last_checkpoi
     raises. The checkpoint of step 6 holds the parameters of step 4, all finite."""
 
     config = train_config_from_dict(
-        loop_config(total_steps=20, optimizer=FREEZE_OPTIMIZER, max_consecutive_skipped_steps=2, checkpoint={"every_steps": 2})
+        loop_config(
+            total_steps=20, optimizer=FREEZE_OPTIMIZER, max_consecutive_skipped_steps=2, checkpoint={"every_steps": 2}
+        )
     )
     with pytest.raises(NonFiniteError, match=r"3 consecutive steps up to step 7 .* last checkpoint: step 6"):
         train(StatefulTinyTask(), config, IndexedBatches(8, poisoned_steps=range(5, 100)), tmp_path, mesh=_one_device())
@@ -127,7 +165,10 @@ def test_stateful_task_keeps_checkpoints_and_resumes_its_model_state(tmp_path):
 
     layout = build_layout(task, next(IndexedBatches(8)), config(4).optimizer, mesh)
     checkpointer = Checkpointer(tmp_path / "whole" / "checkpoints")
-    means = [np.asarray(checkpointer.restore(s, layout.abstract).state["model_state"]["batch_stats"]["encoder_norm"]["mean"]) for s in (1, 2, 3, 4)]
+    means = [
+        np.asarray(checkpointer.restore(s, layout.abstract).state["model_state"]["batch_stats"]["encoder_norm"]["mean"])
+        for s in (1, 2, 3, 4)
+    ]
     checkpointer.close()
     assert np.abs(means[0]).max() > 0  # moved from its zero init
     assert not np.array_equal(means[0], means[1]) and not np.array_equal(means[2], means[3])
@@ -136,7 +177,9 @@ def test_stateful_task_keeps_checkpoints_and_resumes_its_model_state(tmp_path):
 
 def test_fitted_decay_steps_is_where_the_budget_ends():
     config = train_config_from_dict(loop_config(total_steps=1000, time_budget_s=100.0, fit_decay_to_budget=True))
-    assert fitted_decay_steps(step=30, steps_run=20, seconds_run=40.0, config=config) == 30 + 30  # 60 s left at 2 s a step
+    assert (
+        fitted_decay_steps(step=30, steps_run=20, seconds_run=40.0, config=config) == 30 + 30
+    )  # 60 s left at 2 s a step
     assert fitted_decay_steps(step=30, steps_run=20, seconds_run=0.5, config=config) == 1000  # capped at total_steps
     assert fitted_decay_steps(step=30, steps_run=30, seconds_run=150.0, config=config) == 30  # the budget is spent
     # Resumed after 60 s of earlier starts: 40 s left at 1 s a step.
@@ -160,8 +203,12 @@ def test_decay_is_fitted_to_the_time_budget(tmp_path, monkeypatch):
     # The decay guess (1000 steps) is far beyond the steps the budget gives: fitted, the learning
     # rate still reaches its floor when the budget runs out; unfitted, it stays near its peak.
     monkeypatch.setattr(loop_module, "time", _FakeClock())
-    overrides = dict(total_steps=1000, time_budget_s=150.0, metrics={"log_every": 4},
-                     optimizer={"learning_rate": 1e-2, "warmup_steps": 1, "decay_steps": 1000, "end_lr_fraction": 0.1})
+    overrides = dict(
+        total_steps=1000,
+        time_budget_s=150.0,
+        metrics={"log_every": 4},
+        optimizer={"learning_rate": 1e-2, "warmup_steps": 1, "decay_steps": 1000, "end_lr_fraction": 0.1},
+    )
     last_rates = {}
     for fit in (True, False):
         workdir = tmp_path / str(fit)
@@ -193,8 +240,9 @@ def test_the_time_budget_spans_restarts(tmp_path, monkeypatch):
     with pytest.raises(Killed):
         train(TinyTask(), config, grain_iterator(8), tmp_path, mesh=_one_device(), hooks=[FunctionHook(record)])
     checkpointer = Checkpointer(tmp_path / "checkpoints")
-    saved = checkpointer.restore(8, build_layout(TinyTask(), next(grain_iterator(8)), config.optimizer,
-                                                 _one_device()).abstract).meta["trained_seconds"]
+    saved = checkpointer.restore(
+        8, build_layout(TinyTask(), next(grain_iterator(8)), config.optimizer, _one_device()).abstract
+    ).meta["trained_seconds"]
     checkpointer.close()
     totals = {step: total for step, total, _ in seen}
     assert totals[7] < saved <= totals[8]  # the seconds of step 8 (its own hooks' calls to the clock aside)

@@ -32,10 +32,19 @@ def test_single_process_needs_no_initialization():
 
 
 def test_settings_come_from_config_or_environment():
-    expected = {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3, "initialization_timeout": 300}
+    expected = {
+        "coordinator_address": "10.0.0.1:1234",
+        "num_processes": 4,
+        "process_id": 3,
+        "initialization_timeout": 300,
+    }
     assert initialize_arguments(DistributedConfig(), ENV) == expected
     from_config = initialize_arguments(DistributedConfig(coordinator_address="h:1", num_processes=2, process_id=1), ENV)
-    assert (from_config["coordinator_address"], from_config["num_processes"], from_config["process_id"]) == ("h:1", 2, 1)
+    assert (from_config["coordinator_address"], from_config["num_processes"], from_config["process_id"]) == (
+        "h:1",
+        2,
+        1,
+    )
     assert initialize_arguments(DistributedConfig(cluster_detection=True), {}) == {"initialization_timeout": 300}
 
 
@@ -79,8 +88,21 @@ def _run_two_processes(workdir, steps, cache_dir):
             "JAX_PROCESS_ID": str(index),
             "PYTHONPATH": os.pathsep.join([REPO_DIR, TESTS_DIR]),
         }
-        command = [sys.executable, "-m", "train.multihost_worker", str(workdir), "--steps", str(steps), "--cache-dir", cache_dir]
-        processes.append(subprocess.Popen(command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        command = [
+            sys.executable,
+            "-m",
+            "train.multihost_worker",
+            str(workdir),
+            "--steps",
+            str(steps),
+            "--cache-dir",
+            cache_dir,
+        ]
+        processes.append(
+            subprocess.Popen(
+                command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
     for process in processes:
         output, _ = process.communicate(timeout=600)
         assert process.returncode == 0, output[-3000:]
@@ -109,7 +131,13 @@ def test_two_processes_train_and_resume_like_one(tmp_path, compilation_cache):
     _run_two_processes(tmp_path / "multi", 5, compilation_cache)
 
     config = train_config_from_dict(loop_config(total_steps=5, mesh={"data": 2, "fsdp": 2}))
-    train(TinyTask(), config, _GlobalBatches(), tmp_path / "single", mesh=make_mesh({"data": 2, "fsdp": 2}, jax.devices()[:4]))
+    train(
+        TinyTask(),
+        config,
+        _GlobalBatches(),
+        tmp_path / "single",
+        mesh=make_mesh({"data": 2, "fsdp": 2}, jax.devices()[:4]),
+    )
     multi_steps, multi = read_log(tmp_path / "multi")["train/loss"]
     single_steps, single = read_log(tmp_path / "single")["train/loss"]
     assert multi_steps.tolist() == single_steps.tolist() == [1, 2, 3, 4, 5]

@@ -35,7 +35,8 @@ def test_schedule_without_decay_is_constant_after_warmup():
 
 def test_first_matching_rule_wins_and_unmatched_paths_use_the_base_rate():
     config = optim.OptimizerConfig(
-        learning_rate=5.0, lr_rules=(("encoder/.*", None), ("connector/.*", 1e-3), ("llm/norm/.*", 1e-4), ("llm/.*", 7.0))
+        learning_rate=5.0,
+        lr_rules=(("encoder/.*", None), ("connector/.*", 1e-3), ("llm/norm/.*", 1e-4), ("llm/.*", 7.0)),
     )
     peaks = optim.peak_learning_rates(PARAMS, config)
     assert peaks == {
@@ -102,7 +103,11 @@ def _reference_optimizer(peaks, config, decay):
 
 def test_optimizer_equals_clip_adam_decay_with_per_group_rates():
     config = optim.OptimizerConfig(
-        learning_rate=1e-2, warmup_steps=2, decay_steps=6, weight_decay=0.1, grad_clip_norm=0.5,
+        learning_rate=1e-2,
+        warmup_steps=2,
+        decay_steps=6,
+        weight_decay=0.1,
+        grad_clip_norm=0.5,
         lr_rules=(("connector/.*", 3e-2), ("llm/norm/.*", 1e-3)),
     )
     params = jax.tree.map(jnp.asarray, PARAMS)
@@ -136,7 +141,10 @@ def test_decay_horizon_in_the_state_sets_the_schedule():
     state = tx.init(params)
     assert int(optim.decay_horizon(state)) == 10  # the config's value is the first one
     moved = optim.with_decay_horizon(state, 2)
-    assert int(optim.decay_horizon(moved)) == 2 and optim.decay_horizon(moved).sharding == optim.decay_horizon(state).sharding
+    assert (
+        int(optim.decay_horizon(moved)) == 2
+        and optim.decay_horizon(moved).sharding == optim.decay_horizon(state).sharding
+    )
     grads = {"w": jnp.array([1.0, -2.0, 3.0])}
     update = jax.jit(tx.update)
     for _ in range(3):  # steps 0, 1, 2: the third is at the moved horizon, so at the floor

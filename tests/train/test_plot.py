@@ -42,5 +42,8 @@ def test_cli_writes_one_png_per_logged_curve(tmp_path, capsys):
 
 def test_cli_without_a_metrics_log_names_the_file(tmp_path, capsys):
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "figures")]) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path / 'metrics.jsonl'}: no metrics log: is {tmp_path} a training workdir?\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: {tmp_path / 'metrics.jsonl'}: no metrics log: is {tmp_path} a training workdir?\n"
+    )
     assert not (tmp_path / "figures").exists()

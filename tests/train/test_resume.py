@@ -36,8 +36,19 @@ def manifest(tmp_path_factory) -> str:
 def _start(workdir, cache_dir, manifest, *extra, steps=STEPS, log=None) -> subprocess.Popen:
     """Starts the worker; its stderr goes to ``log`` (default ``<workdir>.stderr``, appended across restarts)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO_DIR, TESTS_DIR, os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "train.train_worker", str(workdir), "--manifest", manifest, "--steps", str(steps),
-               "--cache-dir", cache_dir, *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "train.train_worker",
+        str(workdir),
+        "--manifest",
+        manifest,
+        "--steps",
+        str(steps),
+        "--cache-dir",
+        cache_dir,
+        *extra,
+    ]
     with open(log or f"{workdir}.stderr", "a") as stderr:
         return subprocess.Popen(command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
 
@@ -142,7 +153,8 @@ def test_sigkill_until_ten_resumes_then_resume_is_bitwise_identical(tmp_path, co
 
 
 def test_sigterm_inside_compile_restore_and_async_save_each_leaves_a_checkpoint_to_continue_from(
-        tmp_path, compilation_cache, manifest, reference):
+    tmp_path, compilation_cache, manifest, reference
+):
     """SIGTERM arriving inside the first compilation, inside a restore, and just after an
     asynchronous save started (still writing): each run exits 0, preempted, with its last completed
     step committed; the next start resumes from it (its digests checked), and the run ends bitwise

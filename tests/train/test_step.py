@@ -12,7 +12,14 @@ from jaxspeech.train import optim
 from jaxspeech.train.state import build_layout, init_state
 from jaxspeech.train.step import CompiledStep, accumulated_gradients
 
-from jaxspeech.testing.tiny_task import FREEZE_OPTIMIZER, StatefulTinyTask, TinyConfig, TinyTask, make_batch, with_faults
+from jaxspeech.testing.tiny_task import (
+    FREEZE_OPTIMIZER,
+    StatefulTinyTask,
+    TinyConfig,
+    TinyTask,
+    make_batch,
+    with_faults,
+)
 
 OPTIMIZER = optim.OptimizerConfig(**FREEZE_OPTIMIZER)
 
@@ -121,7 +128,10 @@ def test_every_kind_of_non_finite_step_is_skipped(grad_accum_steps):
         state, metrics = step(state, with_faults(make_batch(8, offset=32)))
         assert float(metrics["skipped"]) == 0 and int(state["consecutive_skipped_steps"]) == 0, fault
         assert int(state["skipped_steps"]) == 2, fault
-        assert _copy(state["params"])["connector"]["kernel"].tobytes() != trained["params"]["connector"]["kernel"].tobytes()
+        assert (
+            _copy(state["params"])["connector"]["kernel"].tobytes()
+            != trained["params"]["connector"]["kernel"].tobytes()
+        )
 
 
 def test_bf16_compute_keeps_float32_master_params():

@@ -122,7 +122,11 @@ def main(argv=None) -> int:
     config = train_config_from_dict(
         loop_config(
             total_steps=args.steps,
-            checkpoint={"every_steps": args.checkpoint_every, "max_to_keep": 3, "restore_data_state": not args.no_restore_data},
+            checkpoint={
+                "every_steps": args.checkpoint_every,
+                "max_to_keep": 3,
+                "restore_data_state": not args.no_restore_data,
+            },
             metrics={"log_every": 4},
         )
     )

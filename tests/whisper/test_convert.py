@@ -80,8 +80,16 @@ def test_openai_checkpoint_and_hf_directory_give_identical_params(tmp_path):
     hf.save_pretrained(str(tmp_path / "hf"))
 
     dims = whisper.model.ModelDimensions(
-        n_mels=80, n_audio_ctx=50, n_audio_state=64, n_audio_head=4, n_audio_layer=2,
-        n_vocab=100, n_text_ctx=40, n_text_state=64, n_text_head=4, n_text_layer=2,
+        n_mels=80,
+        n_audio_ctx=50,
+        n_audio_state=64,
+        n_audio_head=4,
+        n_audio_layer=2,
+        n_vocab=100,
+        n_text_ctx=40,
+        n_text_state=64,
+        n_text_head=4,
+        n_text_layer=2,
     )
     openai_model = whisper.model.Whisper(dims).eval()
     state = {_to_openai_name(k): v for k, v in hf.state_dict().items() if k != "proj_out.weight"}
@@ -109,7 +117,11 @@ def test_export_sharded_then_transformers_loads_same_logits(micro, tmp_path):
     config, params = load_hf_whisper(str(tmp_path / "source"))
     out_dir = str(tmp_path / "exported")
     export_hf_whisper(
-        config, params, out_dir, micro.generation, max_shard_bytes=200_000,
+        config,
+        params,
+        out_dir,
+        micro.generation,
+        max_shard_bytes=200_000,
         extra_files={"tokenizer.json": os.path.join(micro.directory, "tokenizer.json")},
     )
     assert os.path.exists(os.path.join(out_dir, "model.safetensors.index.json"))
@@ -120,7 +132,9 @@ def test_export_sharded_then_transformers_loads_same_logits(micro, tmp_path):
     tokens = np.random.RandomState(5).randint(0, 92, (2, 6))
     ours = jax.jit(lambda p: WhisperSeq2Seq(config).apply(p, jnp.asarray(features), None, jnp.asarray(tokens)))(params)
     with torch.no_grad():
-        theirs = reloaded.eval()(input_features=torch.tensor(features).transpose(1, 2), decoder_input_ids=torch.tensor(tokens))
+        theirs = reloaded.eval()(
+            input_features=torch.tensor(features).transpose(1, 2), decoder_input_ids=torch.tensor(tokens)
+        )
     diff = float(np.abs(np.asarray(ours) - theirs.logits.numpy()).max())
     assert diff <= 1e-4, diff
     # Our importer reads the export back bit for bit, generation settings included.
@@ -137,13 +151,18 @@ def test_hf_position_table_rounding_is_accepted_but_other_tables_are_not(micro, 
     assert 5e-5 < float(np.abs(torch_sinusoids(1500, 384).numpy() - sinusoids(1500, 384)).max()) < 1e-3
     learned = lambda t: {**t, "model.encoder.embed_positions.weight": t["model.encoder.embed_positions.weight"] + 0.01}
     bad = _copy_dir_with(micro.directory, str(tmp_path / "learned"), learned)
-    with pytest.raises(CheckpointError, match=r"learned: tensor 'model.encoder.embed_positions.weight' \(the encoder position table\) differs"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"learned: tensor 'model.encoder.embed_positions.weight' \(the encoder position table\) differs",
+    ):
         load_hf_whisper(bad)
 
 
 def test_bad_checkpoints_raise_errors_naming_the_problem(micro, tmp_path):
     name = "model.decoder.layers.1.encoder_attn.k_proj.weight"
-    missing = _copy_dir_with(micro.directory, str(tmp_path / "missing"), lambda t: {k: v for k, v in t.items() if k != name})
+    missing = _copy_dir_with(
+        micro.directory, str(tmp_path / "missing"), lambda t: {k: v for k, v in t.items() if k != name}
+    )
     with pytest.raises(CheckpointError, match=f"tensor '{name}' is missing"):
         load_hf_whisper(missing)
 
@@ -183,14 +202,28 @@ def test_openai_loader_refuses_arbitrary_pickles_and_bad_shapes(tmp_path):
         load_openai_whisper(str(evil))
     assert not marker.exists()
 
-    dims = dict(n_mels=80, n_audio_ctx=50, n_audio_state=64, n_audio_head=4, n_audio_layer=2,
-                n_vocab=100, n_text_ctx=40, n_text_state=64, n_text_head=4, n_text_layer=2)
+    dims = dict(
+        n_mels=80,
+        n_audio_ctx=50,
+        n_audio_state=64,
+        n_audio_head=4,
+        n_audio_layer=2,
+        n_vocab=100,
+        n_text_ctx=40,
+        n_text_state=64,
+        n_text_head=4,
+        n_text_layer=2,
+    )
     state = whisper.model.Whisper(whisper.model.ModelDimensions(**dims)).state_dict()
     state["decoder.token_embedding.weight"] = state["decoder.token_embedding.weight"][:90]
     torch.save({"dims": dims, "model_state_dict": state}, tmp_path / "short_vocab.pt")
-    with pytest.raises(CheckpointError, match=r"'model.decoder.embed_tokens.weight' has shape \(90, 64\), expected \(100, 64\)"):
+    with pytest.raises(
+        CheckpointError, match=r"'model.decoder.embed_tokens.weight' has shape \(90, 64\), expected \(100, 64\)"
+    ):
         load_openai_whisper(str(tmp_path / "short_vocab.pt"))
-    torch.save({"dims": {k: v for k, v in dims.items() if k != "n_vocab"}, "model_state_dict": state}, tmp_path / "no_vocab.pt")
+    torch.save(
+        {"dims": {k: v for k, v in dims.items() if k != "n_vocab"}, "model_state_dict": state}, tmp_path / "no_vocab.pt"
+    )
     with pytest.raises(CheckpointError, match="lacks \\['n_vocab'\\]"):
         load_openai_whisper(str(tmp_path / "no_vocab.pt"))
 
@@ -205,7 +238,10 @@ def test_openai_loader_without_pytorch_says_what_to_install(tmp_path, monkeypatc
 
 
 def test_openai_names_map_to_hf_names():
-    assert openai_name_to_hf("decoder.blocks.3.cross_attn.query.weight") == "model.decoder.layers.3.encoder_attn.q_proj.weight"
+    assert (
+        openai_name_to_hf("decoder.blocks.3.cross_attn.query.weight")
+        == "model.decoder.layers.3.encoder_attn.q_proj.weight"
+    )
     assert openai_name_to_hf("encoder.blocks.0.mlp.2.bias") == "model.encoder.layers.0.fc2.bias"
     assert openai_name_to_hf("encoder.ln_post.weight") == "model.encoder.layer_norm.weight"
     assert openai_name_to_hf("decoder.positional_embedding") == "model.decoder.embed_positions.weight"

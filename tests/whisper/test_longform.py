@@ -22,7 +22,11 @@ def test_chunk_windows_arithmetic():
     assert chunk_windows(10 * second, 30 * second, 5 * second) == [(0, 10 * second)]
     assert chunk_windows(30 * second, 30 * second, 5 * second) == [(0, 30 * second)]
     # 70 s, 30-s windows, 5-s strides: a window every 20 s; the last ends at the end of the audio.
-    assert chunk_windows(70 * second, 30 * second, 5 * second) == [(0, 30 * second), (20 * second, 50 * second), (40 * second, 70 * second)]
+    assert chunk_windows(70 * second, 30 * second, 5 * second) == [
+        (0, 30 * second),
+        (20 * second, 50 * second),
+        (40 * second, 70 * second),
+    ]
     assert chunk_windows(75 * second, 30 * second, 5 * second)[-1] == (45 * second, 75 * second)
     with pytest.raises(ValueError, match="window > 2 \\* stride"):
         chunk_windows(100, 10, 5)

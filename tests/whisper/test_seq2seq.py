@@ -52,7 +52,9 @@ def test_micro_logits_and_decoder_match_hf(tmp_path):
     features, tokens = _features(2, MICRO_FRAMES), _tokens(2, 9)
     logits = jax.jit(lambda p: model.apply(p, jnp.asarray(features), None, tokens))(params)
     with torch.no_grad():
-        ref = hf(input_features=torch.tensor(features).transpose(1, 2), decoder_input_ids=torch.tensor(np.asarray(tokens)))
+        ref = hf(
+            input_features=torch.tensor(features).transpose(1, 2), decoder_input_ids=torch.tensor(np.asarray(tokens))
+        )
     assert logits.dtype == jnp.float32 and logits.shape == (2, 9, 100)
     full_diff = float(np.abs(np.asarray(logits) - ref.logits.numpy()).max())
     # The decoder alone, fed HF's encoder states.
@@ -77,10 +79,15 @@ def _sized_parity(tmp_path, hf_config, tokens_len: int = 6) -> tuple[float, floa
     model = WhisperSeq2Seq(config)
     features, tokens = _features(1, 3000), _tokens(1, tokens_len)
     encoded, logits = jax.jit(
-        lambda p: (model.apply(p, jnp.asarray(features), method="encode").hidden, model.apply(p, jnp.asarray(features), None, tokens))
+        lambda p: (
+            model.apply(p, jnp.asarray(features), method="encode").hidden,
+            model.apply(p, jnp.asarray(features), None, tokens),
+        )
     )(params)
     with torch.no_grad():
-        ref = hf(input_features=torch.tensor(features).transpose(1, 2), decoder_input_ids=torch.tensor(np.asarray(tokens)))
+        ref = hf(
+            input_features=torch.tensor(features).transpose(1, 2), decoder_input_ids=torch.tensor(np.asarray(tokens))
+        )
     encoder_diff = float(np.abs(np.asarray(encoded) - ref.encoder_last_hidden_state.numpy()).max())
     logits_diff = float(np.abs(np.asarray(logits) - ref.logits.numpy()).max())
     print(f"{hf_config.d_model=}: encoder max|diff| {encoder_diff:.3g}, logits max|diff| {logits_diff:.3g}")
@@ -108,15 +115,20 @@ def test_kv_cached_decoding_equals_full_forward(micro, scan):
     full = jax.jit(lambda p, x, n, t: WhisperSeq2Seq(config).apply(p, x, n, t))
     config, params = unrolled(config, params)
     model = WhisperSeq2Seq(config)
-    features, lengths, tokens = jnp.asarray(_features(2, MICRO_FRAMES, seed=1)), jnp.array([100, 57]), _tokens(2, 8, seed=1)
+    features, lengths, tokens = (
+        jnp.asarray(_features(2, MICRO_FRAMES, seed=1)),
+        jnp.array([100, 57]),
+        _tokens(2, 8, seed=1),
+    )
     rows = jnp.repeat(tokens, 2, axis=0).at[1::2, 4:].set(tokens[::-1, 4:])  # per utterance: its tokens, the other's
 
     @jax.jit
     def cached(p):
         encoded = model.apply(p, features, lengths, method="encode")
         cache = model.apply(p, 2, 10, method="init_cache")
-        prompt_logits, cache, cross = model.apply(p, encoded.hidden, encoded.lengths, tokens[:, :4], cache,
-                                                  method="prefill")
+        prompt_logits, cache, cross = model.apply(
+            p, encoded.hidden, encoded.lengths, tokens[:, :4], cache, method="prefill"
+        )
         cache = jax.tree.map(lambda a: jnp.repeat(a, 2, axis=0) if a.ndim else a, cache)
         steps = []
         for i in range(4, 8):
@@ -173,7 +185,9 @@ def _processed_logits(micro, features: np.ndarray, generated: list[list[int]]) -
     logits = jax.jit(lambda p, x, s: model.apply(p, x, None, s))(micro.params, jnp.asarray(features), sequences)
     rows = []
     for row, tokens in enumerate(generated):
-        steps = [processor(logits[row, len(PROMPT) - 1 + step][None], jnp.int32(step))[0] for step in range(len(tokens))]
+        steps = [
+            processor(logits[row, len(PROMPT) - 1 + step][None], jnp.int32(step))[0] for step in range(len(tokens))
+        ]
         rows.append(np.asarray(steps))
     return rows
 
@@ -204,8 +218,14 @@ def test_beam_search_tokens_match_hf_beam_search(micro):
     audios = [random_audio(n, seed) for seed, n in enumerate((16000, 9000, 4000), start=5)]
     features = padded_features(audios)
     with torch.no_grad():
-        hf = micro.hf.generate(torch.tensor(features).transpose(1, 2), language="en", task="transcribe",
-                               max_new_tokens=10, num_beams=3, do_sample=False)
+        hf = micro.hf.generate(
+            torch.tensor(features).transpose(1, 2),
+            language="en",
+            task="transcribe",
+            max_new_tokens=10,
+            num_beams=3,
+            do_sample=False,
+        )
     reference = [[t for t in row if t not in (PAD, EOS)] for row in hf.tolist()]
     beam = make_generate_fn(micro.config, micro.generation, max_new_tokens=10, num_beams=3)
     padded = jnp.asarray(np.concatenate([features, features[:1]]))
@@ -227,7 +247,11 @@ def test_beam_search_scores_are_teacher_forced_log_probs(micro):
 
 def test_suppression_processor():
     generation = WhisperGenerationConfig(
-        decoder_start_token_id=5, eos_token_id=7, pad_token_id=7, suppress_tokens=(1, 2, 50), begin_suppress_tokens=(3, 7)
+        decoder_start_token_id=5,
+        eos_token_id=7,
+        pad_token_id=7,
+        suppress_tokens=(1, 2, 50),
+        begin_suppress_tokens=(3, 7),
     )
     process = suppression_processor(generation, vocab_size=10)
     logits = jnp.zeros((2, 10))
@@ -239,7 +263,9 @@ def test_suppression_processor():
 def test_prompts_and_bad_generation_arguments(micro):
     assert micro.generation.prompt("en") == tuple(PROMPT)
     assert micro.generation.prompt("<|de|>", "translate", timestamps=True) == (SOT, 96, 97)
-    english_only = WhisperGenerationConfig(decoder_start_token_id=1, eos_token_id=0, pad_token_id=0, no_timestamps_token_id=2)
+    english_only = WhisperGenerationConfig(
+        decoder_start_token_id=1, eos_token_id=0, pad_token_id=0, no_timestamps_token_id=2
+    )
     assert english_only.prompt("en") == (1, 2)
     with pytest.raises(ValueError, match="unknown language 'fr'"):
         micro.generation.prompt("fr")
