@@ -1,7 +1,7 @@
 """The TPU flash kernels compile for real TPUs: libtpu's compiler runs on this machine without a
 TPU (ahead of time, for a named topology), so Mosaic compiles the forward, dq and dk/dv kernels of
-every mask family for three TPU generations (v5e in the default run, v5p and v6e with ``-m slow``), and the compiled program counts the work the kernels
-declare (``kernels/cost.py``)."""
+every mask family for three TPU generations (about 9 CPU-s each), and the compiled program counts
+the work the kernels declare (``kernels/cost.py``)."""
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +16,6 @@ pytestmark = pytest.mark.skipif(
     not libtpu_installed(), reason="libtpu is not installed (the [dev] and [tpu] extras bring it): no TPU compiler"
 )
 GENERATIONS = {"v5e": "v5e:2x2", "v5p": "v5p:2x2x1", "v6e": "v6e:2x2"}
-# One generation in the default run (each compile of every family costs ~9 CPU-s here); the others are slow.
-GENERATION_PARAMS = [g if g == "v5e" else pytest.param(g, marks=pytest.mark.slow) for g in GENERATIONS]
 # GQA (4 query heads over 2 key/value heads); 500 tokens are padded to the 128-token blocks inside.
 B, T, H, K, D = 2, 500, 4, 2, 128
 BLOCKS = dict(block_q=128, block_kv=128)
@@ -61,7 +59,7 @@ def _gradients_of_every_family(q, k, v, ids, kv_lengths, bias):
     return jax.value_and_grad(loss, argnums=(0, 1, 2, 3))(q, k, v, bias)
 
 
-@pytest.mark.parametrize("generation", GENERATION_PARAMS)
+@pytest.mark.parametrize("generation", GENERATIONS)
 def test_every_mask_family_compiles_through_mosaic(generation):
     spec = _on_first_chip(GENERATIONS[generation])
     args = (
