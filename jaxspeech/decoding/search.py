@@ -273,8 +273,10 @@ def beam_search(
         ends = _is_end(cand_token, eos_ids)
         last_step = step == max_new_tokens - 1
         length = jnp.broadcast_to(step + 1, cand_scores.shape)
-        # Finished: candidates ending here (or every candidate at the last step) join the done pool.
-        finishing = (ends | last_step) & ~_impossible(cand_scores)
+        # Finished: candidates ending here (or every candidate at the last step) join the done pool,
+        # if they rank among the best k: an end ranked below them is a backup that never finishes.
+        among_best = (jnp.arange(2 * k) < k)[None, :]
+        finishing = (ends | last_step) & among_best & ~_impossible(cand_scores)
         fin_scores = jnp.where(finishing, normalised(cand_scores, length), neg_inf)
         pool_scores = jnp.concatenate([s["done_scores"], fin_scores], axis=1)
         pool_seqs = jnp.concatenate([s["done_seqs"], cand_seqs], axis=1)

@@ -77,6 +77,21 @@ def test_wide_beam_finds_the_exhaustive_optimum(seed, length_penalty):
     np.testing.assert_allclose(float(out.scores[0]), best, rtol=1e-5)
 
 
+def test_an_end_ranked_below_the_best_k_candidates_does_not_finish():
+    """transformers' rule: of the 2k candidates of a step, only those among the best k may finish.
+    Step 0: tokens 1 and 2 lead, the end token ranks third of four (k = 2); every token after them
+    is equally likely. Summed scores (length_penalty 0): the end alone (log 0.1 = -2.30) would beat
+    every two-token hypothesis (log 0.45 + log 0.2 = -2.41), but as a backup it never finishes."""
+    first = jnp.log(jnp.array([[1e-6, 0.45, 0.40, 0.05, 0.10]], jnp.float32))
+    table = np.zeros((V, V), np.float32)
+    cache = {"prev": jnp.zeros((1,), jnp.int32), "steps": jnp.zeros((), jnp.int32)}
+    out = beam_search(
+        _step_fn(table), first, cache, num_beams=2, max_new_tokens=2, eos_ids=(EOS,), pad_id=PAD, length_penalty=0.0
+    )
+    assert int(out.lengths[0]) == 2 and int(out.tokens[0, 0]) == 1
+    np.testing.assert_allclose(float(out.scores[0]), np.log(0.45) + np.log(0.2), rtol=1e-5)
+
+
 def test_greedy_follows_argmax_and_pads_after_eos():
     start, table, first, cache = _setup(5, batch=2)
     out = greedy_search(_step_fn(table), first, cache, max_new_tokens=6, eos_ids=(EOS,), pad_id=PAD)
