@@ -30,12 +30,20 @@ from jaxspeech.types import Batch
 @dataclasses.dataclass(frozen=True)
 class SpeechLossConfig:
     """``ctc_weight`` mixes in the CTC loss (per target token) when the model has a CTC head;
-    ``eos_ids`` are left out of the CTC targets (CTC's blank is the model's ``ctc_blank_id``)."""
+    ``eos_ids`` are left out of the CTC targets (CTC's blank is the model's ``ctc_blank_id``).
+    ``target_input_noise`` is the share of target tokens replaced by random ones in the LLM's
+    teacher-forced input while training (the loss still asks for the true next token): where the
+    text before a token is unreliable, only the audio can tell what comes next."""
 
     z_loss: float = 0.0
     label_smoothing: float = 0.0
     ctc_weight: float = 0.0
+    target_input_noise: float = 0.0
     eos_ids: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not 0.0 <= self.target_input_noise < 1.0:
+            raise ConfigError("task.loss.target_input_noise", f"a share in [0, 1), got {self.target_input_noise}")
 
 
 def ctc_targets(tokens: jax.Array, loss_mask: jax.Array, eos_ids: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
@@ -124,6 +132,15 @@ class SpeechLLMTask:
         """(logits, ctc outputs or None) for ``batch``; SpecAugment and dropout only when training."""
         tokens, lengths = batch.tokens, batch.feature_lengths
         features, rngs = training_inputs(batch, rng, self.spec_augment) if train else (batch.features, {})
+        if train and self.loss_config.target_input_noise:
+            tokens = noisy_targets(
+                jax.random.fold_in(rng, 1),
+                tokens,
+                batch.loss_mask,
+                self.loss_config.target_input_noise,
+                self.config.llm.vocab_size,
+                self.config.placeholder_id,
+            )
         with_ctc = bool(self.config.ctc_vocab_size)
         with lora(self.lora, deterministic=not train):
             out = self.model.apply(
@@ -186,6 +203,18 @@ def training_inputs(batch: Batch, rng: jax.Array, augment: SpecAugmentConfig | N
         flat = spec_augment(features.reshape(b * c, t, f), batch.feature_lengths.reshape(-1), augment_rng, augment)
         features = flat.reshape(b, c, t, f)
     return features, {"dropout": dropout_rng}
+
+
+def noisy_targets(
+    rng: jax.Array, tokens: jax.Array, loss_mask: jax.Array, share: float, vocab_size: int, placeholder_id: int
+) -> jax.Array:
+    """tokens i32[B, L] with each loss-masked (target) token replaced, with probability ``share``,
+    by a token drawn uniformly from the vocabulary without the audio placeholder."""
+    replace_rng, draw_rng = jax.random.split(rng)
+    replace = (loss_mask > 0) & jax.random.bernoulli(replace_rng, share, tokens.shape)
+    drawn = jax.random.randint(draw_rng, tokens.shape, 0, vocab_size - 1, dtype=tokens.dtype)
+    drawn = jnp.where(drawn >= placeholder_id, drawn + 1, drawn)
+    return jnp.where(replace, drawn, tokens)
 
 
 def speech_throughput(batch: Batch) -> dict[str, float]:
