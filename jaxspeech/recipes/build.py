@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 
+from jaxspeech import paths
 from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
 from jaxspeech.corpus.build import build_corpus
 from jaxspeech.errors import MissingFileError
@@ -64,7 +65,7 @@ def manifest_file(data_dir: str, name: str) -> str:
         if not os.path.isfile(path):
             write_manifest(LibriSpeechSource(name), path)
         return path
-    return name if os.path.isfile(name) else os.path.join(data_dir, f"{name}.jsonl")
+    return name if paths.is_file(name) else paths.join(data_dir, f"{name}.jsonl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,7 +255,7 @@ def build(config, progress: bool = True, *, build_data: bool = True) -> Run:
     tokenizer = kind.tokenizer_path(data.dir, data.tokenizer, data.build_tokenizer)
     if build_data and data.build_corpus:
         build_corpus(data.dir, data.corpus, tokenizer_vocab=data.tokenizer_vocab, progress=progress)
-    if not os.path.exists(tokenizer):
+    if not paths.exists(tokenizer):
         raise MissingFileError(
             tokenizer, "tokenizer not found: set data.tokenizer, or data.tokenizer_vocab with data.build_corpus"
         )

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 
 from tqdm.auto import tqdm
 
+from jaxspeech import paths
 from jaxspeech.evals.metrics import PER_SET_METRICS, ErrorRateResult, PerplexityResult
 from jaxspeech.evals.report import example_record, write_per_example_jsonl
 from jaxspeech.recipes.build import EvalDecoder, Run
@@ -80,8 +81,8 @@ def check_open_vocab_lexicon(run: Run, manifest: str, decoder_name: str, lexicon
     such a set must be decoded without its words in the lexicon."""
     if lexicon is None:
         return
-    with open(manifest, encoding="utf-8") as f:
-        held_out = {word for line in f if line.strip() for word in json.loads(line).get("open_vocab_words", ())}
+    lines = paths.read_text(manifest).split("\n")
+    held_out = {word for line in lines if line.strip() for word in json.loads(line).get("open_vocab_words", ())}
     leaked = sorted(held_out & set(read_words(lexicon, run.manifest)))
     if leaked:
         raise ValueError(
@@ -125,8 +126,8 @@ def evaluate_sets(
     ``run.decoders()``), writes ``<workdir>/eval/<set>[.<decoder>].jsonl`` and returns the scores
     (keyed ``<set>[/<decoder>]...``). ``params`` is the parameter tree without the "params" level;
     ``seconds``, when given, gains ``decoding <set>[/<decoder>]``: each decoder's time per set."""
-    out_dir = os.path.join(workdir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = paths.join(workdir, "eval")
+    paths.make_dirs(out_dir)
     decoders = run.decoders() if decoders is None else decoders
     prepared = {name: (d.decoder, d.decoder.prepare(params)) for name, d in decoders.items()}
     scores: dict[str, ErrorRateResult] = {}
@@ -146,7 +147,7 @@ def evaluate_sets(
             by_id = {e.id: e for e in set_scores[next(iter(set_scores))].examples} if set_scores else {}
             file = os.path.basename(name) + (f".{decoder_name}" if decoder_name else "")
             write_per_example_jsonl(
-                os.path.join(out_dir, f"{file}.jsonl"),
+                paths.join(out_dir, f"{file}.jsonl"),
                 [
                     {
                         **{k: v for k, v in d.items() if k not in ("reference", "hypothesis")},

@@ -8,6 +8,7 @@ import os
 import numpy as np
 from typing import Any, Mapping, Sequence
 
+from jaxspeech import paths
 from jaxspeech.evals.metrics import ErrorRateResult, PerplexityResult
 from jaxspeech.evals.report import wer_table
 from jaxspeech.train.metrics import LOG_FILENAME, read_log
@@ -129,7 +130,7 @@ def write_report(
     if "train/steps_per_s" in train_metrics and train_metrics["train/steps_per_s"] > 0:
         lines.append(f"| step time (s) | {1.0 / train_metrics['train/steps_per_s']:.3f} |")
     lines += [""]
-    dormancy = dormancy_table(read_log(workdir)) if os.path.exists(os.path.join(workdir, LOG_FILENAME)) else ""
+    dormancy = dormancy_table(read_log(workdir)) if paths.exists(paths.join(workdir, LOG_FILENAME)) else ""
     if dormancy:
         lines += [
             "## Does the LLM read the audio? (dormancy diagnostics during training)",
@@ -146,10 +147,16 @@ def write_report(
         lines += [note, ""]
     if plots:
         lines += ["## Learning curves", ""]
-        lines += [f"![{os.path.splitext(os.path.basename(p))[0]}]({os.path.relpath(p, workdir)})" for p in plots]
+        lines += [f"![{os.path.splitext(os.path.basename(p))[0]}]({_relative(p, workdir)})" for p in plots]
         lines += [""]
     lines += ["## Config", "", "```json", json.dumps(config, indent=2, default=str), "```", ""]
-    path = os.path.join(workdir, "report.md")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
+    path = paths.join(workdir, "report.md")
+    paths.write_whole(path, "\n".join(lines))
     return path
+
+
+def _relative(path: str, folder: str) -> str:
+    """``path`` relative to ``folder`` (a plot's link in the report), for local and bucket paths."""
+    if paths.is_local(path):
+        return os.path.relpath(path, folder)
+    return path.removeprefix(paths.absolute(folder) + "/")

@@ -3,11 +3,10 @@ newest checkpoint's parameters, without the training data."""
 
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
 
+from jaxspeech import paths
 from jaxspeech.recipes.build import Run, build
 from jaxspeech.recipes.workdir import load_config
 from jaxspeech.errors import MissingFileError
@@ -29,7 +28,7 @@ def restore(workdir: str, *, progress: bool = False) -> tuple[Run, dict, int]:
     )
     # Read-only: reopening a run never moves or writes anything under its checkpoints.
     checkpointer = Checkpointer(
-        os.path.join(workdir, train_config.checkpoint.subdir), train_config.checkpoint, read_only=True
+        paths.join(workdir, train_config.checkpoint.subdir), train_config.checkpoint, read_only=True
     )
     try:
         # Only the parameters: the optimizer state's layout may differ between versions.
@@ -37,6 +36,6 @@ def restore(workdir: str, *, progress: bool = False) -> tuple[Run, dict, int]:
     finally:
         checkpointer.close()
     if restored is None:
-        raise MissingFileError(os.path.join(workdir, train_config.checkpoint.subdir), "holds no checkpoint")
+        raise MissingFileError(paths.join(workdir, train_config.checkpoint.subdir), "holds no checkpoint")
     params = jax.tree.map(np.asarray, restored.state["params"])
     return run, params, restored.step

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from typing import Any
 
 import ml_collections
 
+from jaxspeech import paths
 from jaxspeech.config_dict import plain
 from jaxspeech.data.tokenizers import TOKENIZER_FILES
 from jaxspeech.recipes.build import Run, build
@@ -43,15 +43,16 @@ def keep_tokenizer(run: Run, workdir: str) -> str:
     """Copies the tokenizer (a file, or a directory's tokenizer files: not a checkpoint's weights)
     into ``workdir`` so the run is self-contained; returns the copy's path."""
     source = run.tokenizer_path
-    target = os.path.join(workdir, "tokenizer" + ("" if os.path.isdir(source) else os.path.splitext(source)[1]))
-    if os.path.abspath(source) != os.path.abspath(target):
-        if os.path.isdir(source):
-            os.makedirs(target, exist_ok=True)
+    is_dir = paths.is_dir(source)
+    target = paths.join(workdir, "tokenizer" + ("" if is_dir else os.path.splitext(source)[1]))
+    if paths.absolute(source) != paths.absolute(target):
+        if is_dir:
+            paths.make_dirs(target)
             for name in TOKENIZER_FILES:
-                if os.path.isfile(os.path.join(source, name)):
-                    shutil.copyfile(os.path.join(source, name), os.path.join(target, name))
+                if paths.is_file(paths.join(source, name)):
+                    paths.copy_file(paths.join(source, name), paths.join(target, name))
         else:
-            shutil.copyfile(source, target)
+            paths.copy_file(source, target)
     return target
 
 
@@ -97,11 +98,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     # Joining a multi-process job must precede anything that touches a device (build() counts them).
     multihost.initialize(train_config_from_dict(config.train).distributed)
     run = build(config, progress)
-    os.makedirs(workdir, exist_ok=True)
+    paths.make_dirs(workdir)
     config = ml_collections.ConfigDict(plain(config))
     # A rerun into a run's folder replaces its config.json, tokenizer and word list only after training
     # from the checkpoints there: a config they do not fit is refused and leaves the run as it was.
-    resuming = os.path.exists(os.path.join(workdir, CONFIG_JSON))
+    resuming = paths.exists(paths.join(workdir, CONFIG_JSON))
     if not resuming:
         keep_run_files(run, config, workdir)
     data_ready = time.monotonic()
@@ -138,7 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     timings.update({"evaluation": evaluated - exported, **decode_seconds, "total": evaluated - start})
     report = write_report(
         workdir,
-        title=f"jaxspeech run: {os.path.basename(os.path.abspath(workdir))}",
+        title=f"jaxspeech run: {paths.base_name(workdir)}",
         config=plain(config),
         timings=timings,
         train_metrics=result.last_train_metrics,

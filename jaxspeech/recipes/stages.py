@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 
+from jaxspeech import paths
 from jaxspeech.config_dict import check_keys, plain
 from jaxspeech.errors import ConfigError, UsageError
 from jaxspeech.recipes.build import read_sections
@@ -67,6 +68,10 @@ def _stage_names(stages: tuple[Mapping[str, Any], ...]) -> list[str]:
     return names
 
 
+def _stage_folder(workdir: str, name: str) -> str:
+    return os.path.normpath(os.path.join(workdir, name)) if paths.is_local(workdir) else paths.join(workdir, name)
+
+
 def _resolve_from_run(value: Any, earlier: list[str], names: list[str], workdir: str, where: str) -> Any:
     """``init.from_run`` with the names of earlier stages replaced by their folders."""
 
@@ -77,7 +82,7 @@ def _resolve_from_run(value: Any, earlier: list[str], names: list[str], workdir:
                 f"{where}.init.from_run",
                 f"names stage {run!r}, which does not come before it (earlier stages: {earlier})",
             )
-        return (os.path.normpath(os.path.join(workdir, run)) if run in earlier else run) + colon + subtree
+        return (_stage_folder(workdir, run) if run in earlier else run) + colon + subtree
 
     if isinstance(value, str):
         return folder(value)
@@ -128,11 +133,10 @@ def _what_counts(config: Mapping[str, Any]) -> dict[str, Any]:
 def _finished(folder: str, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
     """The summary a finished stage left in ``folder``; None when it has not finished. Refuses a
     stage that finished with another config (its results would not be this config's)."""
-    path = os.path.join(folder, STAGE_JSON)
-    if not os.path.exists(path):
+    path = paths.join(folder, STAGE_JSON)
+    if not paths.exists(path):
         return None
-    with open(path) as f:
-        summary = json.load(f)
+    summary = json.loads(paths.read_text(path))
     now, then = _what_counts(config), _what_counts(summary["config"])
     if then != now:
         changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
@@ -151,7 +155,7 @@ def _scores(scores: Mapping[str, float]) -> str:
 def write_stages_report(workdir: str, summaries: list[dict[str, Any]]) -> str:
     """``<workdir>/report.md``: a table of the stages, then a section per stage; returns its path."""
     lines = [
-        f"# jaxspeech staged run: {os.path.basename(os.path.abspath(workdir))}",
+        f"# jaxspeech staged run: {paths.base_name(workdir)}",
         "",
         "## Stages",
         "",
@@ -180,9 +184,8 @@ def write_stages_report(workdir: str, summaries: list[dict[str, Any]]) -> str:
             f"| {k} | {v:.3f} |" if k.endswith(" PPL") else f"| {k} | {100 * v:.2f} % |" for k, v in s["scores"].items()
         ]
         lines += ["", f"Its report: [{s['name']}/report.md]({s['name']}/report.md)"]
-    path = os.path.join(workdir, "report.md")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    path = paths.join(workdir, "report.md")
+    paths.write_whole(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -193,10 +196,10 @@ def train_stages(
     folder, progress=...)`` (``run.train_and_evaluate``, which calls this for a staged config); returns
     the last stage's summary with ``"stages"`` (every stage's) and ``"report"`` the job's."""
     configs = stage_configs(config, workdir)
-    os.makedirs(workdir, exist_ok=True)
+    paths.make_dirs(workdir)
     summaries = []
     for name, stage_config in configs:
-        folder = os.path.join(workdir, name)
+        folder = paths.join(workdir, name)
         summary = _finished(folder, stage_config)
         if summary is None:
             summary = {
@@ -205,8 +208,7 @@ def train_stages(
                 "config": plain(stage_config),
                 **train_one(stage_config, folder, progress=progress),
             }
-            with open(os.path.join(folder, STAGE_JSON), "w") as f:
-                json.dump(summary, f, indent=2)
+            paths.write_whole(paths.join(folder, STAGE_JSON), json.dumps(summary, indent=2))
         summaries.append(summary)
     report = write_stages_report(workdir, summaries)
     return {**summaries[-1], "stages": summaries, "report": report}

@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Callable
 
+from jaxspeech import paths
 from jaxspeech.data.tokenizers import Tokenizer
 from jaxspeech.errors import ConfigError, MissingFileError, UsageError
 from jaxspeech.decoding.lexicon import TokenAutomaton, word_automaton
@@ -23,20 +23,19 @@ PAIRS_CHECKED = 200
 def read_words(spec: str, manifest: Callable[[str], str]) -> list[str]:
     """The sorted distinct words of ``spec``: a word-list file, or the transcripts (``text``) of the
     data set ``spec`` whose manifest path ``manifest(spec)`` gives."""
-    if os.path.isfile(spec):
-        with open(spec, encoding="utf-8") as f:
-            words = {line.strip() for line in f if line.strip()}
+    if paths.is_file(spec):
+        words = {line.strip() for line in paths.read_text(spec).split("\n") if line.strip()}
         several = sorted(word for word in words if len(word.split()) > 1)
         if several:
             raise UsageError(spec, f"a lexicon holds one word per line, found {several[0]!r}")
     else:
         path = manifest(spec)
-        if not os.path.isfile(path):
+        if not paths.is_file(path):
             raise MissingFileError(
                 "eval.lexicon", f"{spec!r} is neither a word-list file nor a data set ({path} not found)"
             )
-        with open(path, encoding="utf-8") as f:
-            words = {word for line in f if line.strip() for word in json.loads(line).get("text", "").split()}
+        lines = paths.read_text(path).split("\n")
+        words = {word for line in lines if line.strip() for word in json.loads(line).get("text", "").split()}
     if not words:
         raise UsageError("eval.lexicon", f"{spec!r} holds no words")
     return sorted(words)
@@ -44,9 +43,8 @@ def read_words(spec: str, manifest: Callable[[str], str]) -> list[str]:
 
 def write_words(words: list[str], workdir: str) -> str:
     """Writes the word list to ``<workdir>/lexicon.txt``; returns its path."""
-    path = os.path.join(workdir, LEXICON_FILE)
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(word + "\n" for word in words)
+    path = paths.join(workdir, LEXICON_FILE)
+    paths.write_whole(path, "".join(word + "\n" for word in words))
     return path
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import ml_collections
 
+from jaxspeech import paths
 from jaxspeech.config_dict import plain
 from jaxspeech.errors import MissingFileError, UsageError
 from jaxspeech.recipes.config import SECTIONS
@@ -16,19 +16,17 @@ CONFIG_JSON = "config.json"
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Writes ``config`` to ``<workdir>/config.json`` (reread by ``jaxspeech eval`` / ``transcribe --checkpoint``)."""
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, CONFIG_JSON), "w") as f:
-        json.dump(plain(config), f, indent=2)
+    paths.make_dirs(workdir)
+    paths.write_whole(paths.join(workdir, CONFIG_JSON), json.dumps(plain(config), indent=2))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The experiment config a run saved in its workdir."""
-    path = os.path.join(workdir, CONFIG_JSON)
-    if not os.path.exists(path):
+    path = paths.join(workdir, CONFIG_JSON)
+    if not paths.exists(path):
         raise MissingFileError(path, f"not found: {workdir} is not a jaxspeech training workdir")
     try:
-        with open(path) as f:
-            config = json.load(f)
+        config = json.loads(paths.read_text(path))
     except (OSError, ValueError) as e:
         raise UsageError(path, f"cannot be read as JSON ({e})") from e
     unknown = sorted(set(config) - set(SECTIONS)) if isinstance(config, dict) else f"a JSON {type(config).__name__}"

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxspeech import paths
 from jaxspeech.config_dict import dataclass_from_dict, plain
 from jaxspeech.convert import presets
 from jaxspeech.convert.hf_whisper import config_from_hf, export_hf_whisper, load_generation_config, load_hf_whisper
@@ -349,6 +350,8 @@ class WhisperSeq2SeqKind:
         return PretrainedWhisper(self.init.whisper_dir, self.options, self.init_source)
 
     def after_training(self, params: Mapping[str, Any], workdir: str) -> list[str]:
+        if not paths.is_local(workdir):  # the safetensors export writes a local folder
+            return [f"Not exported in Hugging Face format: {workdir} is not a local folder."]
         exported = self.export(params, os.path.join(workdir, EXPORT_SUBDIR))
         return [
             f"The fine-tuned model in Hugging Face format: {exported} "

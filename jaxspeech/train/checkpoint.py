@@ -43,6 +43,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from jaxspeech import paths
 from jaxspeech.errors import KnownError
 from jaxspeech.train.digest import array_digests, leaf_name
 from jaxspeech.train.state import State
@@ -233,7 +234,7 @@ class Checkpointer:
     def __init__(
         self, directory: str | os.PathLike, config: CheckpointConfig = CheckpointConfig(), *, read_only: bool = False
     ):
-        self.directory = epath.Path(directory).absolute()
+        self.directory = epath.Path(paths.absolute(directory))  # epath's absolute() breaks gs:// URIs
         self.config = config
         self.read_only = read_only
         self._manager = self._open()

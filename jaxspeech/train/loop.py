@@ -24,6 +24,7 @@ import jax
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from jaxspeech import paths
 from jaxspeech.sharding import multihost
 from jaxspeech.sharding.mesh import make_mesh
 from jaxspeech.train import metrics as metrics_lib
@@ -66,7 +67,7 @@ class _Run:
     def __init__(self, task: Task, config: TrainConfig, data: Iterator, workdir: str, mesh: Mesh | None):
         self.task, self.config, self.data = task, config, data
         self.mesh = mesh if mesh is not None else make_mesh(config.mesh)
-        self.checkpointer = Checkpointer(os.path.join(workdir, config.checkpoint.subdir), config.checkpoint)
+        self.checkpointer = Checkpointer(paths.join(workdir, config.checkpoint.subdir), config.checkpoint)
         self.logger = metrics_lib.MetricsLogger(workdir, tensorboard=config.metrics.tensorboard)
         self.last_saved_step: int | None = None
         self.seconds_before = 0.0  # trained before this start (from the restored checkpoint)

@@ -12,6 +12,8 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 from typing import Any, Iterable, Mapping
 
@@ -19,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspeech import paths
 from jaxspeech.errors import MissingFileError
 from jaxspeech.train.task import CountsThroughput, Task
 
@@ -89,22 +92,32 @@ def mean_metrics(window: Iterable[Mapping[str, Any]]) -> dict[str, float]:
 
 
 class MetricsLogger:
-    """Appends scalars to ``<workdir>/metrics.jsonl`` and TensorBoard event files (process 0 only)."""
+    """Appends scalars to ``<workdir>/metrics.jsonl`` and TensorBoard event files (process 0 only).
+
+    On a bucket (``gs://``), where objects cannot be appended to, each write uploads the whole log
+    again, and the event files are written in a local temporary folder and uploaded after each write."""
 
     def __init__(self, workdir: str | os.PathLike, tensorboard: bool = True, enabled: bool | None = None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
-        self.path = os.path.join(os.fspath(workdir), LOG_FILENAME)
+        self.path = paths.join(workdir, LOG_FILENAME)
         self._file = None
         self._writer = None
+        self._tensorboard_dir = paths.join(workdir, TENSORBOARD_SUBDIR)
+        self._staging = None  # where a bucket run's event files are written before each upload
         if self.enabled:
-            os.makedirs(os.fspath(workdir), exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")
-            if self._file.tell() and not _ends_with_newline(self.path):
-                self._file.write("\n")  # a killed run may have left half a line: keep it separate
+            paths.make_dirs(workdir)
+            if paths.is_local(self.path):
+                self._file = open(self.path, "a", encoding="utf-8")
+                if self._file.tell() and not _ends_with_newline(self.path):
+                    self._file.write("\n")  # a killed run may have left half a line: keep it separate
+            else:
+                self._file = _RewrittenLog(self.path)
             if tensorboard:
                 from tensorboardX import SummaryWriter  # imported lazily: only the logging process needs it
 
-                self._writer = SummaryWriter(os.path.join(os.fspath(workdir), TENSORBOARD_SUBDIR))
+                if not paths.is_local(workdir):
+                    self._staging = tempfile.mkdtemp(prefix="jaxspeech-tensorboard-")
+                self._writer = SummaryWriter(self._staging or self._tensorboard_dir)
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -116,18 +129,49 @@ class MetricsLogger:
             for key, value in scalars.items():
                 self._writer.add_scalar(key, float(value), int(step))
             self._writer.flush()
+            self._upload_events()
+
+    def _upload_events(self) -> None:
+        """Copies the event files of a bucket run's local staging folder to the bucket, whole."""
+        if self._staging is not None:
+            for name in os.listdir(self._staging):
+                paths.copy_file(os.path.join(self._staging, name), paths.join(self._tensorboard_dir, name))
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
         if self._writer is not None:
             self._writer.close()
+            self._upload_events()
+            if self._staging is not None:
+                shutil.rmtree(self._staging, ignore_errors=True)
+                self._staging = None
 
     def __enter__(self) -> "MetricsLogger":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _RewrittenLog:
+    """A bucket object opened for appending lines: an object cannot be appended to, so each flush
+    uploads the whole log again (one line per logging step keeps it small)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        old = paths.read_text(path) if paths.exists(path) else ""
+        self._parts = [old, "\n"] if old and not old.endswith("\n") else [old]
+
+    def write(self, text: str) -> None:
+        self._parts.append(text)
+
+    def flush(self) -> None:
+        self._parts = ["".join(self._parts)]
+        paths.write_whole(self.path, self._parts[0])
+
+    def close(self) -> None:
+        self.flush()
 
 
 def _ends_with_newline(path: str) -> bool:
@@ -140,12 +184,12 @@ def read_log(workdir: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarr
     """key -> (steps i64[N], values f64[N]) from ``metrics.jsonl``, sorted by step; for a step
     logged more than once (a resumed run) the last record wins. Lines cut short by a killed run
     are skipped with a warning."""
-    path = os.path.join(os.fspath(workdir), LOG_FILENAME)
-    if not os.path.exists(path):
+    path = paths.join(workdir, LOG_FILENAME)
+    if not paths.exists(path):
         raise MissingFileError(path, f"no metrics log: is {workdir} a training workdir?")
     by_key: dict[str, dict[int, float]] = {}
     bad_lines = []
-    with open(path, encoding="utf-8") as f:
+    with paths.open_file(path) as f:
         for line_number, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 
+from jaxspeech import paths
 from jaxspeech.errors import UsageError
 from jaxspeech.train.metrics import read_log
 
@@ -34,8 +35,8 @@ def plot_learning_curves(workdir: str | os.PathLike, out_dir: str | os.PathLike 
     import matplotlib.pyplot as plt
 
     log = read_log(workdir)
-    out_dir = os.fspath(out_dir) if out_dir is not None else os.path.join(os.fspath(workdir), "plots")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = os.fspath(out_dir) if out_dir is not None else paths.join(workdir, "plots")
+    paths.make_dirs(out_dir)
     written = []
     for figure_name, pattern in FIGURES.items():
         series = {
@@ -55,12 +56,13 @@ def plot_learning_curves(workdir: str | os.PathLike, out_dir: str | os.PathLike 
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
         ax.grid(True, alpha=0.3)
         ax.legend()
-        ax.set_title(f"{figure_name.replace('_', ' ')} — {os.path.basename(os.path.abspath(os.fspath(workdir)))}")
+        ax.set_title(f"{figure_name.replace('_', ' ')} — {paths.base_name(workdir)}")
         fig.tight_layout()
-        path = os.path.join(out_dir, f"{figure_name}.png")
-        fig.savefig(path)
+        path = paths.join(out_dir, f"{figure_name}.png")
+        with paths.open_file(path, "wb") as f:
+            fig.savefig(f, format="png")
         plt.close(fig)
         written.append(path)
     if not written:
-        raise UsageError(os.path.join(workdir, "metrics.jsonl"), f"has no {', '.join(FIGURES)} values to plot")
+        raise UsageError(paths.join(workdir, "metrics.jsonl"), f"has no {', '.join(FIGURES)} values to plot")
     return written

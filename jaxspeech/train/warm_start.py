@@ -16,7 +16,6 @@ the given subtrees, such as LoRA adapters on a pretrained LLM).
 from __future__ import annotations
 
 import logging
-import os
 import re
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -27,6 +26,7 @@ from flax import linen as nn
 from flax import traverse_util
 from jax.sharding import Mesh
 
+from jaxspeech import paths
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.config import TrainConfig
 from jaxspeech.train.state import State, StateLayout, build_layout, init_state
@@ -151,7 +151,7 @@ def write_step0_checkpoint(
     ``workdir``'s checkpoints, with the data iterator at its start, and returns it. Does nothing
     (None, ``load`` not called) when the workdir already has a checkpoint to resume from. ``source``
     names the weights in the log and in errors."""
-    checkpointer = Checkpointer(os.path.join(workdir, run.train.checkpoint.subdir), run.train.checkpoint)
+    checkpointer = Checkpointer(paths.join(workdir, run.train.checkpoint.subdir), run.train.checkpoint)
     try:
         if checkpointer.latest_step() is not None:
             return None
