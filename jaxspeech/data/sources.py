@@ -26,6 +26,14 @@ from jaxspeech.errors import AudioError, ManifestError, RejectReason
 log = logging.getLogger(__name__)
 
 OPTIONAL_TEXT_FIELDS = ("task", "prompt", "target", "language")
+# A record's audio held in memory: never copied into metadata or written out.
+AUDIO_FIELDS = ("audio", "audio_bytes")
+
+
+def answer_text(record) -> str:
+    """What a model should output for ``record``: its ``target`` (a prompted task's answer: a
+    translation, a question's answer) when it has a non-empty one, else its transcript ``text``."""
+    return record.get("target") or record["text"]
 
 
 def record_name(record: dict) -> str:
@@ -280,7 +288,13 @@ class TfdsSource:
         id_key: str | None = "id",
         sample_rate: int | None = None,
     ):
-        import tensorflow_datasets as tfds  # optional dependency: the [tfds] extra
+        try:
+            import tensorflow_datasets as tfds  # optional dependency: the [tfds] extra
+        except ImportError as e:
+            raise ManifestError(
+                f"TFDS {name}/{split}: reading a TFDS dataset needs tensorflow-datasets and array-record "
+                f"(pip install 'jaxspeech[tfds]'): {e}"
+            ) from None
 
         self.name, self.split = name, split
         self._source = tfds.data_source(name, split=split, data_dir=None if data_dir is None else os.fspath(data_dir))
@@ -338,6 +352,29 @@ class TfdsSource:
 
     def __repr__(self) -> str:
         return f"TfdsSource({self.name}/{self.split}, {len(self)} records)"
+
+
+class ConcatSource:
+    """Random-access sources one after another (``len`` and ``[i]`` over all of them)."""
+
+    def __init__(self, sources: Sequence[Sequence[dict]]):
+        self.sources = list(sources)
+        self._starts = np.cumsum([0] + [len(s) for s in self.sources])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"record {index} of {len(self)}")
+        k = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self.sources[k][index - int(self._starts[k])]
+
+    def durations(self) -> np.ndarray:
+        return np.concatenate([source_durations(s) for s in self.sources])
+
+    def __repr__(self) -> str:
+        return f"ConcatSource({', '.join(map(repr, self.sources))})"
 
 
 def _bytes_duration(data: bytes) -> float:

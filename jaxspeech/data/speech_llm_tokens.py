@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxspeech.audio_tokens import downsampled_length
 from jaxspeech.data.prompts import EncodedExample, encode_example
+from jaxspeech.data.sources import answer_text
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER, chunk_tag
 from jaxspeech.data.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
 from jaxspeech.errors import ConfigError, UsageError
@@ -95,7 +96,7 @@ class SpeechLLMTokens:
 
     def __call__(self, record: Mapping[str, Any], frames_per_clip: Sequence[int]) -> EncodedExample:
         language = record.get("language")
-        target = None if self.inference else (record.get("target") or record.get("text"))
+        target = None if self.inference else answer_text(record)
         counts = (
             self.chunk_token_counts(frames_per_clip)
             if self.chunk_tags
@@ -126,5 +127,5 @@ class TranscriptTokens:
 
     def __call__(self, record: Mapping[str, Any], frames_per_clip: Sequence[int]) -> EncodedExample:
         del frames_per_clip
-        ids = [] if self.inference else _tokenizer(self.tokenizer_path).encode(record.get("target") or record["text"])
+        ids = [] if self.inference else _tokenizer(self.tokenizer_path).encode(answer_text(record))
         return EncodedExample(np.asarray(ids, np.int32), np.ones(len(ids), np.float32), [(0, 0)])

@@ -2,13 +2,22 @@
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 
 from jaxspeech.errors import AudioError, ManifestError, RejectReason
-from jaxspeech.data.sources import LibriSpeechSource, ManifestSource, TfdsSource, decode_record, source_durations
+from jaxspeech.data.sources import (
+    ConcatSource,
+    LibriSpeechSource,
+    ManifestSource,
+    TfdsSource,
+    decode_record,
+    source_durations,
+)
 from jaxspeech.testing import audio_files
+from jaxspeech.testing.tfds_data import write_tiny_speech
 
 
 def test_manifest_resolves_relative_and_absolute_paths(tmp_path):
@@ -164,52 +173,10 @@ def test_librispeech_errors(tmp_path):
         LibriSpeechSource(str(tmp_path))
 
 
-def _tiny_tfds_builder(data_dir, flac_bytes):
-    import tensorflow_datasets as tfds
-
-    class TinySpeech(tfds.core.GeneratorBasedBuilder):
-        """Five synthetic utterances: int16 samples and the same audio as FLAC bytes."""
-
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self,
-                features=tfds.features.FeaturesDict(
-                    {
-                        "speech": tfds.features.Tensor(shape=(None,), dtype=np.int16),
-                        "flac": tfds.features.Tensor(shape=(), dtype=np.object_),
-                        "text": tfds.features.Text(),
-                        "id": tfds.features.Tensor(shape=(), dtype=np.str_),
-                    }
-                ),
-            )
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples()}
-
-        def _generate_examples(self):
-            for i, data in enumerate(flac_bytes):
-                samples = np.round(audio_files.tone(0.1 * (i + 1), seed=i) * 32767).astype(np.int16)
-                yield f"key{i}", {"speech": samples, "flac": data, "text": f"utterance {i}", "id": f"utt-{i}"}
-
-    # TFDS looks for the source of builders defined in packages with importlib_resources, which is
-    # not installed (nor needed); a top-level module name sends it down its plain-file path instead.
-    TinySpeech.__module__ = "tiny_speech_test_builder"
-    builder = TinySpeech(data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare()
-    return builder
-
-
 def test_tfds_source_with_arrays_and_encoded_bytes(tmp_path):
     pytest.importorskip("tensorflow_datasets")
-    flac = []
-    for i in range(5):
-        path = str(tmp_path / f"{i}.flac")
-        audio_files.write_clip(path, 0.1 * (i + 1), sample_rate=22050, seed=i)
-        flac.append(open(path, "rb").read())
     data_dir = str(tmp_path / "tfds")
-    _tiny_tfds_builder(data_dir, flac)
+    write_tiny_speech(data_dir, str(tmp_path))
 
     arrays = TfdsSource("tiny_speech", "train", data_dir, sample_rate=16000)
     assert len(arrays) == 5 and arrays.audio_key == "speech"
@@ -244,3 +211,19 @@ def test_decode_record_reports_records_without_audio():
     with pytest.raises(AudioError) as info:
         decode_record(short_record)
     assert info.value.reason == RejectReason.DURATION_MISMATCH
+
+
+def test_concat_source_reads_its_sources_one_after_another():
+    first = [{"id": "a", "duration": 1.0}, {"id": "b", "duration": 2.0}]
+    second = [{"id": "c", "duration": 3.0}]
+    source = ConcatSource([first, [], second])
+    assert len(source) == 3 and [source[i]["id"] for i in range(3)] == ["a", "b", "c"]
+    np.testing.assert_array_equal(source.durations(), [1.0, 2.0, 3.0])
+    with pytest.raises(IndexError, match="record 3 of 3"):
+        source[3]
+
+
+def test_tfds_without_tensorflow_datasets_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    with pytest.raises(ManifestError, match=r"TFDS tiny_speech/train: .*pip install 'jaxspeech\[tfds\]'"):
+        TfdsSource("tiny_speech", "train")
