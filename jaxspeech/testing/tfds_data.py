@@ -15,8 +15,8 @@ TINY_SPEECH_UTTERANCES = 5
 def write_tiny_speech(data_dir: str, work_dir: str) -> str:
     """Prepares ``tiny_speech`` (split ``train``) under ``data_dir``: utterance ``i`` (0-4) lasts
     0.1 * (i + 1) s, with features ``speech`` (int16 samples at 16 kHz), ``flac`` (the same length
-    as FLAC bytes at 22.05 kHz, written through ``work_dir``), ``text`` "utterance i" and ``id``
-    "utt-i". Returns the dataset name."""
+    as FLAC bytes at 22.05 kHz, written through ``work_dir``), ``text`` "utterance i", ``target``
+    "answer i" and ``id`` "utt-i". Returns the dataset name."""
     import tensorflow_datasets as tfds
 
     flac = []
@@ -26,7 +26,7 @@ def write_tiny_speech(data_dir: str, work_dir: str) -> str:
         with open(path, "rb") as f:
             flac.append(f.read())
 
-    class TinySpeech(tfds.core.GeneratorBasedBuilder):
+    class TinySpeech(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Five synthetic utterances: int16 samples and FLAC bytes."""
 
         VERSION = tfds.core.Version("1.0.0")
@@ -39,6 +39,7 @@ def write_tiny_speech(data_dir: str, work_dir: str) -> str:
                         "speech": tfds.features.Tensor(shape=(None,), dtype=np.int16),
                         "flac": tfds.features.Tensor(shape=(), dtype=np.object_),
                         "text": tfds.features.Text(),
+                        "target": tfds.features.Text(),
                         "id": tfds.features.Tensor(shape=(), dtype=np.str_),
                     }
                 ),
@@ -50,7 +51,8 @@ def write_tiny_speech(data_dir: str, work_dir: str) -> str:
         def _generate_examples(self):
             for i, data in enumerate(flac):
                 samples = np.round(audio_files.tone(0.1 * (i + 1), seed=i) * 32767).astype(np.int16)
-                yield f"key{i}", {"speech": samples, "flac": data, "text": f"utterance {i}", "id": f"utt-{i}"}
+                texts = {"text": f"utterance {i}", "target": f"answer {i}"}
+                yield f"key{i}", {"speech": samples, "flac": data, **texts, "id": f"utt-{i}"}
 
     # TFDS looks for the source of builders defined in packages with importlib_resources, which is
     # not installed (nor needed); a top-level module name sends it down its plain-file path instead.

@@ -184,7 +184,7 @@ def test_tfds_source_with_arrays_and_encoded_bytes(tmp_path):
     position = {arrays[i]["id"]: i for i in range(len(arrays))}
     assert sorted(position) == [f"utt-{i}" for i in range(5)]
     record = arrays[position["utt-2"]]
-    assert (record["text"], record["sample_rate"]) == ("utterance 2", 16000)
+    assert (record["text"], record["target"], record["sample_rate"]) == ("utterance 2", "answer 2", 16000)
     durations = arrays.durations()
     for i in range(5):
         assert abs(durations[position[f"utt-{i}"]] - 0.1 * (i + 1)) < 1e-9

@@ -69,7 +69,9 @@ def test_a_tfds_eval_set_is_scored_with_the_configs_metrics(run, tmp_path):
     assert len(scores["tiny_speech-train/ctc EXACT_MATCH"].matches) == TINY_SPEECH_UTTERANCES
     lines = (tmp_path / "eval" / "tiny_speech-train.ctc.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]  # the audio arrays stay out of the file
-    assert sorted(r["reference"] for r in records) == [f"utterance {i}" for i in range(TINY_SPEECH_UTTERANCES)]
+    # The examples' answers are their targets, not their transcripts.
+    assert sorted(r["reference"] for r in records) == [f"answer {i}" for i in range(TINY_SPEECH_UTTERANCES)]
+    assert sorted(r["text"] for r in records) == [f"utterance {i}" for i in range(TINY_SPEECH_UTTERANCES)]
     assert all("exact_match" in r and "wer" in r and "audio" not in r for r in records)
 
 
