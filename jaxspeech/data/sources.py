@@ -2,7 +2,7 @@
 
 Every record is a dict with ``id`` (str), ``duration`` (seconds), ``text`` (str) and the audio as
 one of ``audio_filepath`` (absolute path), ``audio`` (samples array) + ``sample_rate``, or
-``audio_bytes`` (an encoded file in memory); optional ``task``, ``prompt``, ``target``,
+``audio_bytes`` (an encoded file in memory); optional ``instruction``, ``prompt``, ``target``,
 ``language``, plus whatever else a manifest line carries. ``durations()`` returns every record's
 duration without decoding audio, which is what duration bucketing plans with.
 """
@@ -25,7 +25,7 @@ from jaxspeech.errors import AudioError, ManifestError, RejectReason
 
 log = logging.getLogger(__name__)
 
-OPTIONAL_TEXT_FIELDS = ("task", "prompt", "target", "language")
+OPTIONAL_TEXT_FIELDS = ("instruction", "prompt", "target", "language")
 # A record's audio held in memory: never copied into metadata or written out.
 AUDIO_FIELDS = ("audio", "audio_bytes")
 
@@ -124,7 +124,7 @@ class ManifestSource:
 
     Each non-blank line is a JSON object with ``audio_filepath`` (relative to the manifest's
     folder, or absolute), ``duration`` (s), ``text`` and optionally ``id`` (default
-    ``"<manifest>:<line>"``), ``task``, ``prompt``, ``target``, ``language``. A malformed line
+    ``"<manifest>:<line>"``), ``instruction``, ``prompt``, ``target``, ``language``. A malformed line
     raises ``ManifestError`` naming ``file:line`` and the field.
     """
 

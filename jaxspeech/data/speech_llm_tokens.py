@@ -1,7 +1,7 @@
 """The data pipeline's ``tokenize`` callables for Speech-LLM training and inference (and for CTC on
 its encoder alone, ``TranscriptTokens``).
 
-``SpeechLLMTokens(record, frames_per_clip)`` turns a source record (``text``, optional ``task``,
+``SpeechLLMTokens(record, frames_per_clip)`` turns a source record (``text``, optional ``instruction``,
 ``prompt``, ``target``, ``language``) and the log-mel frame count of each clip into prompt +
 target tokens with the audio placeholder spans sized by the model's downsampling arithmetic.
 It is picklable (worker processes load the tokenizer lazily, once, with ``load_speech_tokenizer``).
@@ -50,7 +50,7 @@ class SpeechLLMTokens:
 
     tokenizer_path: str
     audio_steps: tuple[Any, ...]
-    task: str = "asr"
+    instruction: str = "asr"
     chat: bool = False
     prompts: Mapping[str, str] | None = None
     system: str | None = None
@@ -104,13 +104,13 @@ class SpeechLLMTokens:
         )
         return encode_example(
             self.tokenizer,
-            task=record.get("task") or self.task,
+            instruction=record.get("instruction") or self.instruction,
             audio_token_counts=counts,
             placeholder_id=self.placeholder_id,
             prompt=record.get("prompt"),
             target=target,
             system=self.system,
-            fields={"target_language": language} if language and (record.get("task") == "ast") else None,
+            fields={"target_language": language} if language and (record.get("instruction") == "ast") else None,
             prompts=self.prompts,
             chat=self.chat,
             chunk_tag_ids=self.chunk_tag_ids(len(counts)) if self.chunk_tags else None,

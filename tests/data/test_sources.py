@@ -41,7 +41,7 @@ def test_manifest_resolves_relative_and_absolute_paths(tmp_path):
                 "audio_filepath": absolute,
                 "duration": absolute_duration,
                 "text": "x",
-                "task": "ast",
+                "instruction": "ast",
                 "target": "y",
                 "language": "de",
             },
@@ -52,7 +52,7 @@ def test_manifest_resolves_relative_and_absolute_paths(tmp_path):
     first, second = source[0], source[1]
     assert first["audio_filepath"] == str(tmp_path / "sub" / "a.flac") and first["voice"] == "en-us"
     assert second["audio_filepath"] == absolute and second["id"] == f"{manifest}:2"
-    assert (second["task"], second["target"], second["language"]) == ("ast", "y", "de")
+    assert (second["instruction"], second["target"], second["language"]) == ("ast", "y", "de")
     np.testing.assert_allclose(source.durations(), [relative_duration, absolute_duration])
     assert decode_record(first).shape == (4800,)
     first["text"] = "mutated"
@@ -87,7 +87,10 @@ def test_manifests_concatenate_in_order(tmp_path):
         ('{"audio_filepath": "a.wav", "duration": NaN, "text": "t"}', "'duration' must be a finite number"),
         ('{"audio_filepath": "a.wav", "duration": 1.0}', "'text' is missing"),
         ('{"audio_filepath": "a.wav", "duration": 1.0, "text": 5}', "'text' must be a string"),
-        ('{"audio_filepath": "a.wav", "duration": 1.0, "text": "t", "task": 3}', "'task' must be a string"),
+        (
+            '{"audio_filepath": "a.wav", "duration": 1.0, "text": "t", "instruction": 3}',
+            "'instruction' must be a string",
+        ),
         ('{"audio_filepath": "", "duration": 1.0, "text": "t"}', "'audio_filepath' must be a non-empty string"),
     ],
 )

@@ -101,7 +101,7 @@ def test_off_is_the_untagged_prompt_bit_for_bit(runs):
         frames = int(off.batch.feature_lengths[meta["row"], meta["clip"]])
         expected = encode_example(
             kind.tokenizer,
-            task="asr",
+            instruction="asr",
             audio_token_counts=[prompts.audio_tokens(frames)],
             placeholder_id=prompts.placeholder_id,
             chat=False,
