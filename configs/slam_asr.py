@@ -69,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         loss=dict(label_smoothing=0.0),
         spec_augment=None,
         lora=None,
-        prompt=dict(task="asr", chat=None),
+        prompt=dict(instruction="asr", chat=None),
     )
     c.train = dict(
         seed=0,

@@ -96,7 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         loss=dict(label_smoothing=0.1, ctc_weight=0.3),
         spec_augment=dict(num_freq_masks=2, max_freq_width=15, num_time_masks=2, max_time_width=20),
         lora=None,
-        prompt=dict(task="asr", chat=False),
+        prompt=dict(instruction="asr", chat=False),
     )
     c.train = dict(
         seed=0,

@@ -8,16 +8,23 @@ a text LM's workdir: its perplexity on held-out text).
   jaxspeech eval --workdir runs/tiny --lexicon none         # without the run's word list
   jaxspeech eval --workdir runs/tiny --sets dev             # other sets than the config's data.eval_sets
   jaxspeech eval --workdir runs/tiny --decoders joint       # only some of eval.decoders (llm, ctc, joint)
+  jaxspeech eval --workdir runs/ast --metrics bleu,exact_match   # other scores than the config's eval.metrics
+
+Metrics (--metrics, eval.metrics): wer, cer (error rates after text normalisation), bleu (sacrebleu
+corpus BLEU of the raw text, 0-100) and exact_match (share of examples whose normalised hypothesis
+equals the normalised reference). The reference is an example's ``target`` (the answer a prompted
+task trains on: a translation, a question's answer) when it has one, else its ``text``.
 
 Writes ``WORKDIR/eval/<set>[.<decoder>].jsonl`` (per-example reference, hypothesis and errors) and
-prints the WER/CER tables (test sets of the embedded corpus split into training voices and held-out
+prints a table per metric (test sets of the embedded corpus split into training voices and held-out
 voice; with several decoders, their WERs side by side first). The options that change decoding
 (--beam, --ctc-*, --lexicon) apply to the joint decoder (eval.generation), not to the LLM alone.
 Reading never changes the run's checkpoints: a damaged newest one is reported and skipped.
 
 Errors (exit 2): a workdir without a run's config.json (missing, not JSON, another
 program's config.json); no checkpoint; no checkpoint that passes its
-integrity check; a checkpoint that does not fit the run's config; a number flag out of range.
+integrity check; a checkpoint that does not fit the run's config; a number flag out of range; an
+unknown --metrics name.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from jaxspeech.cli.arguments import number
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="WER/CER of a training workdir's newest checkpoint",
+        help="WER/CER/BLEU/exact match of a training workdir's newest checkpoint",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -85,17 +92,28 @@ def register(subparsers) -> None:
         metavar="A,B",
         help="comma-separated decoders of llm, ctc, joint (default: the run's eval.decoders)",
     )
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        metavar="A,B",
+        help="comma-separated scores of wer, cer, bleu, exact_match (default: the run's eval.metrics)",
+    )
     parser.add_argument("--max-examples", type=number(int, 1), default=None, help="decode at most this many per set")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxspeech.evals.report import wer_table
+    from jaxspeech.evals.metrics import PER_SET_METRICS
+    from jaxspeech.evals.report import metric_tables
+    from jaxspeech.recipes.config import metric_names
     from jaxspeech.recipes.evaluate import evaluate_run
     from jaxspeech.recipes.report import decoder_table, perplexity_table
     from jaxspeech.recipes.restore import restore
 
+    metrics = None
+    if args.metrics is not None:  # checked before the checkpoint is read
+        metrics = metric_names(tuple(name.strip() for name in args.metrics.split(",") if name.strip()), "--metrics")
     run_, params, step = restore(args.workdir)
     generation = {}
     if args.beam:
@@ -110,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         changes["max_examples"] = args.max_examples
     if args.decoders is not None:
         changes["decoders"] = tuple(name for name in args.decoders.split(",") if name)
+    if metrics is not None:  # every set scored with these, whatever eval.set_metrics said
+        changes.update(metrics=metrics, set_metrics={})
     run_.eval = dataclasses.replace(run_.eval, **changes)
     if args.sets:
         run_.data = dataclasses.replace(run_.data, eval_sets=tuple(name for name in args.sets.split(",") if name))
@@ -123,7 +143,6 @@ def run(args: argparse.Namespace) -> int:
     )
     if comparison:
         print(comparison)
-    for metric in run_.eval.metrics:
-        suffix = f" {metric.upper()}"
-        print(wer_table({k.removesuffix(suffix): v for k, v in scores.items() if k.endswith(suffix)}))
+    for block in metric_tables(scores, PER_SET_METRICS):
+        print(block)
     return 0

@@ -1,8 +1,9 @@
-"""``jaxspeech score``: WER / CER / BLEU of hypotheses against references.
+"""``jaxspeech score``: WER / CER / BLEU / exact match of hypotheses against references.
 
   jaxspeech score --pairs decoded.jsonl                      # {"id", "reference", "hypothesis"} per line
   jaxspeech score --references refs.txt --hypotheses hyps.txt --metric cer --normalizer basic
   jaxspeech score --pairs decoded.jsonl --spelling /ckpt/whisper-base --per-example scored.jsonl
+  jaxspeech score --pairs answers.jsonl --metric exact_match    # share of normalised exact matches
 
 Errors (exit 2): a missing input file; a --pairs line that is not a JSON object with 'reference'
 and 'hypothesis'; --references without --hypotheses, or files of different line counts;
@@ -15,15 +16,15 @@ import argparse
 import json
 
 from jaxspeech.errors import MissingFileError, UsageError
-from jaxspeech.evals.metrics import bleu, cer, wer
+from jaxspeech.evals.metrics import bleu, cer, exact_match, wer
 from jaxspeech.evals.normalizer import EnglishTextNormalizer
-from jaxspeech.evals.report import wer_table, write_per_example_jsonl
+from jaxspeech.evals.report import exact_match_table, wer_table, write_per_example_jsonl
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "score",
-        help="WER/CER/BLEU of hypotheses against references",
+        help="WER/CER/BLEU/exact match of hypotheses against references",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -31,12 +32,12 @@ def register(subparsers) -> None:
     source.add_argument("--pairs", help="JSONL with 'reference' and 'hypothesis' (and optional 'id') per line")
     source.add_argument("--references", help="text file, one reference per line (with --hypotheses)")
     parser.add_argument("--hypotheses", help="text file, one hypothesis per line")
-    parser.add_argument("--metric", choices=("wer", "cer", "bleu"), default="wer")
+    parser.add_argument("--metric", choices=("wer", "cer", "bleu", "exact_match"), default="wer")
     parser.add_argument(
         "--normalizer",
         choices=("english", "basic", "none"),
         default=None,
-        help="default: english for WER, basic for CER (BLEU scores raw text)",
+        help="default: english for WER, basic for CER and exact_match (BLEU scores raw text)",
     )
     parser.add_argument("--spelling", help="British->American mapping: a normalizer.json or a Whisper checkpoint dir")
     parser.add_argument("--per-example", help="write per-example JSONL here (WER/CER)")
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         if normalizer != "english":
             raise UsageError("--spelling", "applies to the english normalizer only")
         normalizer = EnglishTextNormalizer(args.spelling)
+    if args.metric == "exact_match":
+        print(exact_match_table({args.name: exact_match(references, hypotheses, normalizer=normalizer)}), end="")
+        return 0
     score = wer if args.metric == "wer" else cer
     result = score(references, hypotheses, normalizer=normalizer, ids=ids)
     print(wer_table({args.name: result}), end="")

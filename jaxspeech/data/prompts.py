@@ -1,6 +1,6 @@
-"""Speech-LLM examples: task prompts, audio placeholder spans and the loss mask.
+"""Speech-LLM examples: instruction prompts, audio placeholder spans and the loss mask.
 
-A task prompt is a user-turn template with ``{audio}`` slots and named fields (``{prompt}``,
+An instruction prompt is a user-turn template with ``{audio}`` slots and named fields (``{prompt}``,
 ``{target_language}``, ...). Fields are filled with plain text; only the template itself can hold
 ``{audio}`` slots, so record text can never add or move audio.
 """
@@ -19,20 +19,20 @@ from jaxspeech.data.tokenizers import Tokenizer
 AUDIO_SLOT = "audio"
 _FIELD_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-DEFAULT_TASK_PROMPTS: Mapping[str, str] = {
+DEFAULT_INSTRUCTION_PROMPTS: Mapping[str, str] = {
     "asr": "{audio}\nTranscribe the audio.",
     "ast": "{audio}\nTranslate the audio into {target_language}.",
     "audio_qa": "{audio}\n{prompt}",
 }
 
 
-def task_prompts(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The default task prompts updated with ``overrides`` (e.g. from a config); each is checked."""
-    prompts = dict(DEFAULT_TASK_PROMPTS)
-    for task, template in (overrides or {}).items():
+def instruction_prompts(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The default instruction prompts updated with ``overrides`` (e.g. from a config); each is checked."""
+    prompts = dict(DEFAULT_INSTRUCTION_PROMPTS)
+    for instruction, template in (overrides or {}).items():
         if AUDIO_SLOT not in _FIELD_RE.findall(template):
-            raise ValueError(f"task prompt {task!r}: {template!r} has no {{audio}} slot")
-        prompts[task] = template
+            raise ValueError(f"instruction prompt {instruction!r}: {template!r} has no {{audio}} slot")
+        prompts[instruction] = template
     return prompts
 
 
@@ -49,7 +49,7 @@ class EncodedExample:
 def encode_example(
     tokenizer: Tokenizer,
     *,
-    task: str,
+    instruction: str,
     audio_token_counts: Sequence[int],
     placeholder_id: int,
     prompt: str | None = None,
@@ -61,10 +61,10 @@ def encode_example(
     template: str | None = None,
     chunk_tag_ids: Sequence[int] | None = None,
 ) -> EncodedExample:
-    """Builds one example: [system] user(task prompt with audio) assistant(target + end token).
+    """Builds one example: [system] user(instruction prompt with audio) assistant(target + end token).
 
     Args:
-      task: a key of ``prompts`` (default ``DEFAULT_TASK_PROMPTS``).
+      instruction: a key of ``prompts`` (default ``DEFAULT_INSTRUCTION_PROMPTS``).
       audio_token_counts: placeholder tokens per clip (see ``audio_tokens.audio_token_count``); 0 for
         audio the model reads through cross-attention instead of inline placeholders.
       placeholder_id: the audio placeholder token; must be a control token of the tokenizer.
@@ -77,16 +77,16 @@ def encode_example(
     """
     user = _user_content(
         tokenizer,
-        task,
+        instruction,
         audio_token_counts,
         placeholder_id,
         prompt,
         fields,
-        prompts or DEFAULT_TASK_PROMPTS,
+        prompts or DEFAULT_INSTRUCTION_PROMPTS,
         chunk_tag_ids,
     )
     if target is not None and not target.strip():
-        raise ValueError(f"task {task!r}: the target is empty; a training example needs target text")
+        raise ValueError(f"instruction {instruction!r}: the target is empty; a training example needs target text")
     if chat:
         ids, owners, assistant = _chat_sequence(tokenizer, user, system, target, template)
     else:
@@ -102,10 +102,10 @@ def encode_example(
     )
 
 
-def _user_content(tokenizer, task, counts, placeholder_id, prompt, fields, prompts, chunk_tag_ids):
-    if task not in prompts:
-        raise KeyError(f"unknown task {task!r}; known tasks: {sorted(prompts)}")
-    template = prompts[task]
+def _user_content(tokenizer, instruction, counts, placeholder_id, prompt, fields, prompts, chunk_tag_ids):
+    if instruction not in prompts:
+        raise KeyError(f"unknown instruction {instruction!r}; known instructions: {sorted(prompts)}")
+    template = prompts[instruction]
     if placeholder_id not in tokenizer.special_ids:
         raise ValueError(
             f"placeholder_id {placeholder_id} is not a control token of {tokenizer.source}; "
@@ -132,15 +132,15 @@ def _user_content(tokenizer, task, counts, placeholder_id, prompt, fields, promp
     names = pieces[1::2]
     slots = names.count(AUDIO_SLOT)
     if slots == 0:
-        raise ValueError(f"task {task!r}: prompt {template!r} has no {{audio}} slot")
+        raise ValueError(f"instruction {instruction!r}: prompt {template!r} has no {{audio}} slot")
     if slots != 1 and slots != len(counts):
         raise ValueError(
-            f"task {task!r}: prompt has {slots} {{audio}} slots but there are {len(counts)} audio clips; "
+            f"instruction {instruction!r}: prompt has {slots} {{audio}} slots but there are {len(counts)} audio clips; "
             "expected one slot (all clips) or one slot per clip"
         )
     unused = set(values) - set(names)
     if unused:
-        raise ValueError(f"task {task!r}: prompt {template!r} has no field(s) {sorted(unused)}")
+        raise ValueError(f"instruction {instruction!r}: prompt {template!r} has no field(s) {sorted(unused)}")
 
     parts: list[str | TokenIds] = []
     slot = 0
@@ -158,7 +158,7 @@ def _user_content(tokenizer, task, counts, placeholder_id, prompt, fields, promp
             parts.append(str(values[piece]))
         else:
             raise ValueError(
-                f"task {task!r}: prompt {template!r} needs field {{{piece}}}: pass it "
+                f"instruction {instruction!r}: prompt {template!r} needs field {{{piece}}}: pass it "
                 f"{'as prompt=' if piece == 'prompt' else 'in fields='}"
             )
     return parts

@@ -2,7 +2,7 @@
 
 Every record is a dict with ``id`` (str), ``duration`` (seconds), ``text`` (str) and the audio as
 one of ``audio_filepath`` (absolute path), ``audio`` (samples array) + ``sample_rate``, or
-``audio_bytes`` (an encoded file in memory); optional ``task``, ``prompt``, ``target``,
+``audio_bytes`` (an encoded file in memory); optional ``instruction``, ``prompt``, ``target``,
 ``language``, plus whatever else a manifest line carries. ``durations()`` returns every record's
 duration without decoding audio, which is what duration bucketing plans with.
 """
@@ -27,7 +27,15 @@ from jaxspeech.errors import AudioError, ManifestError, RejectReason
 
 log = logging.getLogger(__name__)
 
-OPTIONAL_TEXT_FIELDS = ("task", "prompt", "target", "language")
+OPTIONAL_TEXT_FIELDS = ("instruction", "prompt", "target", "language")
+# A record's audio held in memory: never copied into metadata or written out.
+AUDIO_FIELDS = ("audio", "audio_bytes")
+
+
+def answer_text(record) -> str:
+    """What a model should output for ``record``: its ``target`` (a prompted task's answer: a
+    translation, a question's answer) when it has a non-empty one, else its transcript ``text``."""
+    return record.get("target") or record["text"]
 
 
 def record_name(record: dict) -> str:
@@ -128,7 +136,7 @@ class ManifestSource:
 
     Each non-blank line is a JSON object with ``audio_filepath`` (relative to the manifest's
     folder, or absolute), ``duration`` (s), ``text`` and optionally ``id`` (default
-    ``"<manifest>:<line>"``), ``task``, ``prompt``, ``target``, ``language``. A malformed line
+    ``"<manifest>:<line>"``), ``instruction``, ``prompt``, ``target``, ``language``. A malformed line
     raises ``ManifestError`` naming ``file:line`` and the field.
     """
 
@@ -288,7 +296,13 @@ class TfdsSource:
         id_key: str | None = "id",
         sample_rate: int | None = None,
     ):
-        import tensorflow_datasets as tfds  # optional dependency: the [tfds] extra
+        try:
+            import tensorflow_datasets as tfds  # optional dependency: the [tfds] extra
+        except ImportError as e:
+            raise ManifestError(
+                f"TFDS {name}/{split}: reading a TFDS dataset needs tensorflow-datasets and array-record "
+                f"(pip install 'jaxspeech[tfds]'): {e}"
+            ) from None
 
         self.name, self.split = name, split
         self._source = tfds.data_source(name, split=split, data_dir=None if data_dir is None else os.fspath(data_dir))
@@ -346,6 +360,29 @@ class TfdsSource:
 
     def __repr__(self) -> str:
         return f"TfdsSource({self.name}/{self.split}, {len(self)} records)"
+
+
+class ConcatSource:
+    """Random-access sources one after another (``len`` and ``[i]`` over all of them)."""
+
+    def __init__(self, sources: Sequence[Sequence[dict]]):
+        self.sources = list(sources)
+        self._starts = np.cumsum([0] + [len(s) for s in self.sources])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"record {index} of {len(self)}")
+        k = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self.sources[k][index - int(self._starts[k])]
+
+    def durations(self) -> np.ndarray:
+        return np.concatenate([source_durations(s) for s in self.sources])
+
+    def __repr__(self) -> str:
+        return f"ConcatSource({', '.join(map(repr, self.sources))})"
 
 
 def _bytes_duration(data: bytes) -> float:

@@ -1,7 +1,7 @@
 """The data pipeline's ``tokenize`` callables for Speech-LLM training and inference (and for CTC on
 its encoder alone, ``TranscriptTokens``).
 
-``SpeechLLMTokens(record, frames_per_clip)`` turns a source record (``text``, optional ``task``,
+``SpeechLLMTokens(record, frames_per_clip)`` turns a source record (``text``, optional ``instruction``,
 ``prompt``, ``target``, ``language``) and the log-mel frame count of each clip into prompt +
 target tokens with the audio placeholder spans sized by the model's downsampling arithmetic.
 It is picklable (worker processes load the tokenizer lazily, once, with ``load_speech_tokenizer``).
@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxspeech.audio_tokens import downsampled_length
 from jaxspeech.data.prompts import EncodedExample, encode_example
+from jaxspeech.data.sources import answer_text
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER, chunk_tag
 from jaxspeech.data.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
 from jaxspeech.errors import ConfigError, UsageError
@@ -49,7 +50,7 @@ class SpeechLLMTokens:
 
     tokenizer_path: str
     audio_steps: tuple[Any, ...]
-    task: str = "asr"
+    instruction: str = "asr"
     chat: bool = False
     prompts: Mapping[str, str] | None = None
     system: str | None = None
@@ -95,7 +96,7 @@ class SpeechLLMTokens:
 
     def __call__(self, record: Mapping[str, Any], frames_per_clip: Sequence[int]) -> EncodedExample:
         language = record.get("language")
-        target = None if self.inference else (record.get("target") or record.get("text"))
+        target = None if self.inference else answer_text(record)
         counts = (
             self.chunk_token_counts(frames_per_clip)
             if self.chunk_tags
@@ -103,13 +104,13 @@ class SpeechLLMTokens:
         )
         return encode_example(
             self.tokenizer,
-            task=record.get("task") or self.task,
+            instruction=record.get("instruction") or self.instruction,
             audio_token_counts=counts,
             placeholder_id=self.placeholder_id,
             prompt=record.get("prompt"),
             target=target,
             system=self.system,
-            fields={"target_language": language} if language and (record.get("task") == "ast") else None,
+            fields={"target_language": language} if language and (record.get("instruction") == "ast") else None,
             prompts=self.prompts,
             chat=self.chat,
             chunk_tag_ids=self.chunk_tag_ids(len(counts)) if self.chunk_tags else None,
@@ -126,5 +127,5 @@ class TranscriptTokens:
 
     def __call__(self, record: Mapping[str, Any], frames_per_clip: Sequence[int]) -> EncodedExample:
         del frames_per_clip
-        ids = [] if self.inference else _tokenizer(self.tokenizer_path).encode(record.get("target") or record["text"])
+        ids = [] if self.inference else _tokenizer(self.tokenizer_path).encode(answer_text(record))
         return EncodedExample(np.asarray(ids, np.int32), np.ones(len(ids), np.float32), [(0, 0)])

@@ -18,7 +18,7 @@ from jaxspeech.features import mel
 # (``jaxspeech.data.prompts.EncodedExample`` fits).
 Tokenize = Callable[[dict, Sequence[int]], Any]
 
-METADATA_FIELDS = ("audio_filepath", "duration", "task", "prompt", "target", "language")
+METADATA_FIELDS = ("audio_filepath", "duration", "instruction", "prompt", "target", "language")
 
 
 class BucketShape(NamedTuple):

@@ -21,7 +21,7 @@ from jaxspeech.audio_tokens import (
     downsampled_length,
 )
 from jaxspeech.data.chat import ChatEncoding, TokenIds, builtin_template, encode_chat
-from jaxspeech.data.prompts import DEFAULT_TASK_PROMPTS, EncodedExample, encode_example, task_prompts
+from jaxspeech.data.prompts import DEFAULT_INSTRUCTION_PROMPTS, EncodedExample, encode_example, instruction_prompts
 from jaxspeech.data.sentencepiece_training import reserved_control_symbols, train_sentencepiece
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER, ROLE_TOKENS, chunk_tag
 from jaxspeech.data.tokenizers import HFTokenizer, SentencePieceTokenizer, Tokenizer, load_tokenizer
@@ -29,7 +29,7 @@ from jaxspeech.data.tokenizers import HFTokenizer, SentencePieceTokenizer, Token
 __all__ = [
     "AUDIO_PLACEHOLDER",
     "ChatEncoding",
-    "DEFAULT_TASK_PROMPTS",
+    "DEFAULT_INSTRUCTION_PROMPTS",
     "EncodedExample",
     "FrameStack",
     "HFTokenizer",
@@ -51,6 +51,6 @@ __all__ = [
     "encode_example",
     "load_tokenizer",
     "reserved_control_symbols",
-    "task_prompts",
+    "instruction_prompts",
     "train_sentencepiece",
 ]

@@ -268,7 +268,7 @@ def probe_prompts(
         for frames in feature_lengths:
             example = encode_example(
                 tokenizer,
-                task=spec.name,
+                instruction=spec.name,
                 prompts={spec.name: spec.template},
                 audio_token_counts=[config.audio_token_count(int(frames))],
                 placeholder_id=config.placeholder_id,

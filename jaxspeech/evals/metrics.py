@@ -1,4 +1,4 @@
-"""WER / CER (jiwer, after normalisation) with counts, BLEU (sacrebleu), and held-out perplexity.
+"""WER / CER (jiwer, after normalisation) with counts, BLEU (sacrebleu), exact match, and held-out perplexity.
 
 Error counts are kept per example and summed, so a corpus WER is sum(S + D + I) / sum(N), never an
 average of per-example rates.
@@ -88,6 +88,20 @@ class BleuResult:
     signature: str
 
 
+@dataclasses.dataclass(frozen=True)
+class ExactMatchResult:
+    """Which examples' normalised hypothesis equals their normalised reference (``matches``, one per
+    id of ``ids``, in order)."""
+
+    matches: tuple[bool, ...]
+    ids: tuple[str, ...]
+
+    @property
+    def accuracy(self) -> float:
+        """The share of examples matched (0 for none)."""
+        return sum(self.matches) / len(self.matches) if self.matches else 0.0
+
+
 def get_normalizer(normalizer: str | Normalizer) -> Normalizer:
     """ "english" (default), "basic" (any language), "none", or a callable str -> str."""
     if callable(normalizer):
@@ -137,10 +151,34 @@ def bleu(
     )
 
 
+def exact_match(
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    *,
+    normalizer: str | Normalizer = "basic",
+    ids: Sequence[str] | None = None,
+) -> ExactMatchResult:
+    """Per example: does the hypothesis equal the reference after ``normalizer`` (default "basic":
+    lower case, punctuation and symbols dropped, spaces collapsed; any language)?"""
+    _check_pairs(references, hypotheses)
+    ids = _check_ids(ids, references)
+    normalize = get_normalizer(normalizer)
+    matches = tuple(normalize(r) == normalize(h) for r, h in zip(references, hypotheses))
+    return ExactMatchResult(matches=matches, ids=tuple(ids))
+
+
+def _check_ids(ids: Sequence[str] | None, references: Sequence[str]) -> list[str]:
+    """``ids`` as strings ("0", "1", ... when None), one per reference."""
+    if ids is None:
+        return [str(k) for k in range(len(references))]
+    if len(ids) != len(references):
+        raise ValueError(f"{len(ids)} ids for {len(references)} references: expected one id per example")
+    return [str(i) for i in ids]
+
+
 def _error_rate(references, hypotheses, normalizer, ids, unit) -> ErrorRateResult:
     _check_pairs(references, hypotheses)
-    if ids is not None and len(ids) != len(references):
-        raise ValueError(f"{len(ids)} ids for {len(references)} references: expected one id per example")
+    ids = _check_ids(ids, references)
     normalize = get_normalizer(normalizer)
     process = jiwer.process_words if unit == "word" else jiwer.process_characters
     total, examples = ErrorCounts(), []
@@ -150,7 +188,7 @@ def _error_rate(references, hypotheses, normalizer, ids, unit) -> ErrorRateResul
         total += counts
         examples.append(
             ExampleScore(
-                id=str(ids[k]) if ids is not None else str(k),
+                id=ids[k],
                 reference=reference,
                 hypothesis=hypothesis,
                 reference_normalized=ref_norm,
@@ -181,6 +219,26 @@ def _check_pairs(references, hypotheses):
                 raise TypeError(f"{name} {k} is {type(text).__name__}, expected str")
 
 
-# Metrics an evaluation set can be scored with (``eval.metrics``): name -> fn(references,
-# hypotheses, ids=...) -> a result with ``.rate``; the report's column is the name upper-cased.
-PER_SET_METRICS = {"wer": wer, "cer": cer}
+MetricResult = ErrorRateResult | BleuResult | ExactMatchResult | PerplexityResult
+
+
+def headline(result: MetricResult) -> float:
+    """The one number a result stands for: an error rate or exact-match accuracy (0-1), BLEU (0-100),
+    or a perplexity."""
+    if isinstance(result, PerplexityResult):
+        return result.perplexity
+    if isinstance(result, BleuResult):
+        return result.score
+    if isinstance(result, ExactMatchResult):
+        return result.accuracy
+    return result.rate
+
+
+def _corpus_bleu(references: Sequence[str], hypotheses: Sequence[str], *, ids: Sequence[str]) -> BleuResult:
+    del ids  # BLEU is a corpus score: no per-example results
+    return bleu(references, hypotheses)
+
+
+# Metrics an evaluation set can be scored with (``eval.metrics``, ``jaxspeech eval --metrics``):
+# name -> fn(references, hypotheses, *, ids) -> a result; scores are keyed "<set> <NAME upper-cased>".
+PER_SET_METRICS = {"wer": wer, "cer": cer, "bleu": _corpus_bleu, "exact_match": exact_match}

@@ -1,4 +1,4 @@
-"""Evaluation outputs: per-example JSONL and a Markdown WER table."""
+"""Evaluation outputs: per-example JSONL and Markdown tables of each metric (WER/CER, BLEU, exact match)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from jaxspeech import paths
-from jaxspeech.evals.metrics import ErrorRateResult, ExampleScore
+from jaxspeech.evals.metrics import BleuResult, ErrorRateResult, ExactMatchResult, ExampleScore
 
 
 def example_record(example: ExampleScore, unit: str = "word") -> dict[str, Any]:
@@ -56,3 +56,50 @@ def wer_table(results: Mapping[str, ErrorRateResult], *, name_header: str = "set
             f"{c.deletions} | {c.insertions} | {100 * c.rate:.2f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def bleu_table(results: Mapping[str, BleuResult], *, name_header: str = "set") -> str:
+    """A Markdown table with one row per named corpus BLEU: the score (0-100, higher is better), the
+    1- to 4-gram precisions, the brevity penalty and the hypothesis / reference token counts."""
+    lines = [
+        f"| {name_header} | BLEU | 1/2/3/4-gram precision % | brevity penalty | hyp / ref tokens |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        precisions = "/".join(f"{p:.1f}" for p in r.precisions)
+        lines.append(
+            f"| {name} | {r.score:.2f} | {precisions} | {r.brevity_penalty:.3f} | "
+            f"{r.hypothesis_length} / {r.reference_length} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def exact_match_table(results: Mapping[str, ExactMatchResult], *, name_header: str = "set") -> str:
+    """A Markdown table with one row per named result: examples, exact matches and their share (higher
+    is better)."""
+    lines = [f"| {name_header} | examples | exact matches | exact match % |", "|---|---:|---:|---:|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {len(r.matches)} | {sum(r.matches)} | {100 * r.accuracy:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+# Per metric of ``PER_SET_METRICS``: the title above its table and the table.
+METRIC_TABLES = {
+    "wer": ("Word error rates:", wer_table),
+    "cer": ("Character error rates:", wer_table),
+    "bleu": ("BLEU (sacrebleu: 13a tokenisation of the raw text, one reference; higher is better):", bleu_table),
+    "exact_match": ("Exact match (normalised hypothesis equals normalised reference):", exact_match_table),
+}
+
+
+def metric_tables(scores: Mapping[str, Any], metrics: Iterable[str]) -> list[str]:
+    """For each of ``metrics`` with results in ``scores`` (keyed ``"<set> <METRIC>"``): its title and
+    table, as one Markdown block."""
+    blocks = []
+    for metric in metrics:
+        suffix = f" {metric.upper()}"
+        results = {key.removesuffix(suffix): value for key, value in scores.items() if key.endswith(suffix)}
+        if results:
+            title, table = METRIC_TABLES[metric]
+            blocks.append(f"{title}\n\n{table(results)}")
+    return blocks

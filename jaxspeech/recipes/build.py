@@ -22,10 +22,10 @@ from jaxspeech.corpus.build import build_corpus
 from jaxspeech.errors import MissingFileError
 from jaxspeech.data.pipeline import DataPipeline
 from jaxspeech.data.pipeline_config import PipelineConfig
-from jaxspeech.data.sources import LibriSpeechSource, ManifestSource, write_manifest
+from jaxspeech.data.sources import ConcatSource, LibriSpeechSource, ManifestSource, TfdsSource, write_manifest
 from jaxspeech.decoding.lexicon import TokenAutomaton
 from jaxspeech.models.speech_llm import SpeechLLMConfig
-from jaxspeech.recipes.config import SECTIONS, DataConfig, EvalConfig
+from jaxspeech.recipes.config import SECTIONS, DataConfig, EvalConfig, is_tfds, tfds_name_split
 from jaxspeech.recipes.from_run import Take, parse_from_run
 from jaxspeech.recipes.word_list import lexicon_automaton, read_words
 from jaxspeech.tasks.ctc_decoder import CTCDecoder
@@ -107,13 +107,42 @@ class Run:
         """The manifest of data set ``name`` (see ``manifest_file``)."""
         return manifest_file(self.data.dir, name)
 
+    def source(self, name: str):
+        """The records of data set ``name``: a TFDS dataset ``tfds:NAME/SPLIT`` (``data.tfds``), else
+        a manifest (``manifest``)."""
+        if not is_tfds(name):
+            return ManifestSource([self.manifest(name)])
+        options = self.data.tfds
+        dataset, split = tfds_name_split(name)
+        return TfdsSource(
+            dataset,
+            split,
+            options.data_dir,
+            audio_key=options.audio_key,
+            text_key=options.text_key,
+            id_key=options.id_key,
+            sample_rate=options.sample_rate,
+        )
+
+    @staticmethod
+    def set_label(name: str) -> str:
+        """Data set ``name``'s label in scores and file names: a manifest's file name without its
+        extension; ``NAME-SPLIT`` of a TFDS dataset (``/`` and ``:`` as ``-``)."""
+        if is_tfds(name):
+            return "-".join(tfds_name_split(name)).replace("/", "-").replace(":", "-")
+        return os.path.splitext(os.path.basename(name))[0]
+
     @property
     def reads_audio(self) -> bool:
         """False for a task that owns its data (``OwnsItsData``: text alone)."""
         return not isinstance(self.kind, OwnsItsData)
 
-    def train_source(self) -> ManifestSource:
-        return ManifestSource([self.manifest(name) for name in self.data.train])
+    def train_source(self):
+        """The records of ``data.train``, set after set."""
+        if not any(is_tfds(name) for name in self.data.train):
+            return ManifestSource([self.manifest(name) for name in self.data.train])
+        sources = [self.source(name) for name in self.data.train]
+        return sources[0] if len(sources) == 1 else ConcatSource(sources)
 
     def train_pipeline(self, process_index: int | None = None, process_count: int | None = None):
         """The training batches: the audio pipeline over ``data.train``, or the task's own."""
@@ -142,9 +171,10 @@ class Run:
             BatchShape(1, pipeline.clips_per_row[0], pipeline.bucket_frames[0], pipeline.max_tokens[0], pipeline.n_mels)
         )
 
-    def eval_data(self, manifest: str, max_examples: int | None = None) -> DataPipeline:
-        """The eval-bucket pipeline over ``manifest`` (its first ``max_examples`` records), single host."""
-        source = ManifestSource([manifest])
+    def eval_data(self, name: str, max_examples: int | None = None) -> DataPipeline:
+        """The eval-bucket pipeline over data set ``name`` (a name of ``source``, or a manifest path;
+        its first ``max_examples`` records), single host."""
+        source = self.source(name)
         if max_examples is not None:
             source = FirstN(source, max_examples)
         return DataPipeline(

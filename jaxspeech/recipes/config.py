@@ -15,6 +15,7 @@ from jaxspeech.config_dict import dataclass_from_dict, plain
 from jaxspeech.corpus.utterances import CorpusConfig
 from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.decoding.generate import GenerationConfig
+from jaxspeech.errors import ConfigError
 from jaxspeech.evals.metrics import PER_SET_METRICS
 
 SECTIONS = ("init", "data", "model", "task", "train", "eval")
@@ -27,6 +28,37 @@ def set_names(value: str | tuple[str, ...]) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
+TFDS_PREFIX = "tfds:"
+
+
+def is_tfds(name: str) -> bool:
+    """Whether a data set name names a TFDS dataset (``tfds:NAME/SPLIT``)."""
+    return name.startswith(TFDS_PREFIX)
+
+
+def tfds_name_split(name: str, where: str = "data") -> tuple[str, str]:
+    """``tfds:NAME/SPLIT`` -> (NAME, SPLIT); NAME may hold a config and version
+    (``librispeech/clean100:2.1.0``), SPLIT TFDS's slicing (``train[:10%]``)."""
+    dataset, _, split = name.removeprefix(TFDS_PREFIX).rpartition("/")
+    if not dataset or not split:
+        raise ConfigError(where, f"{name!r}: expected 'tfds:NAME/SPLIT', e.g. 'tfds:librispeech/test_clean'")
+    return dataset, split
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsOptions:
+    """How the TFDS data sets of ``data.train`` / ``data.eval_sets`` are read (``data.sources.TfdsSource``):
+    ``data_dir`` holds the prepared datasets (None: TFDS's default, ``~/tensorflow_datasets``);
+    ``audio_key`` (None: ``speech`` or ``audio``), ``text_key`` and ``id_key`` name the features;
+    ``sample_rate`` of a plain-tensor audio feature (a ``tfds.features.Audio`` knows its own)."""
+
+    data_dir: str | None = None
+    audio_key: str | None = None
+    text_key: str = "text"
+    id_key: str | None = "id"
+    sample_rate: int | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the data comes from.
@@ -35,7 +67,8 @@ class DataConfig:
     (``corpus``: its ``CorpusConfig``) when missing; ``tokenizer``: a path (default: the task's,
     see its kind); ``tokenizer_vocab``: train a sentencepiece model of this size with the corpus;
     ``build_tokenizer``: write a byte-level Whisper-style tokenizer when missing (Whisper debug
-    runs); ``train`` / ``eval_sets``: manifest names or paths, or LibriSpeech-layout folders;
+    runs); ``train`` / ``eval_sets``: manifest names or paths, LibriSpeech-layout folders, or prepared
+    TFDS datasets ``tfds:NAME/SPLIT`` (read as ``tfds`` says; needs the ``[tfds]`` extra);
     ``pipeline``: ``PipelineConfig`` fields; ``eval_pipeline``: overrides for evaluation."""
 
     dir: str = "data/tiny"
@@ -48,10 +81,15 @@ class DataConfig:
     eval_sets: str | tuple[str, ...] = ("test",)
     pipeline: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     eval_pipeline: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tfds: TfdsOptions = TfdsOptions()
 
     def __post_init__(self):
         object.__setattr__(self, "train", set_names(self.train))
         object.__setattr__(self, "eval_sets", set_names(self.eval_sets))
+        for key in ("train", "eval_sets"):
+            for name in getattr(self, key):
+                if is_tfds(name):
+                    tfds_name_split(name, f"data.{key}")
         object.__setattr__(self, "pipeline", dict(plain(self.pipeline)))
         object.__setattr__(self, "eval_pipeline", dict(plain(self.eval_pipeline)))
         # The pipeline keys are checked now, before any data is built (the model adds its fields later).
@@ -68,7 +106,10 @@ class EvalConfig:
     the tokenizer); ``lexicon`` (a word-list file, or a data set whose transcripts give the words;
     ``recipes/word_list.py``) limits the output to those words; ``max_examples`` per set (None =
     all); ``during_training_examples`` of the first set are decoded every ``train.eval_every``
-    steps; ``metrics``: scores per set (names of ``jaxspeech.evals.metrics.PER_SET_METRICS``).
+    steps; ``metrics``: the scores of every set, names of ``jaxspeech.evals.metrics.PER_SET_METRICS``
+    (``wer``, ``cer``, ``bleu``, ``exact_match``); ``set_metrics``: other scores for some sets, by
+    their name in ``data.eval_sets`` (e.g. ``{"ast_test": ("bleu",)}``). An example's reference is
+    its ``target`` when it has one (the answer a prompted task trains on), else its ``text``.
 
     ``decoders``: several decoders per set, scored side by side (``<set>/<decoder>``), each set's
     batches read once for all of them: ``joint`` (``generation`` with ``lexicon``: joint
@@ -85,6 +126,7 @@ class EvalConfig:
     max_examples: int | None = None
     during_training_examples: int = 100
     metrics: tuple[str, ...] = ("wer", "cer")
+    set_metrics: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     decoders: tuple[str, ...] = ()
     llm_generation: GenerationConfig = GenerationConfig(method="beam", num_beams=4, max_new_tokens=96)
     dormancy_every: int = 0
@@ -111,6 +153,27 @@ class EvalConfig:
                 f"eval.dormancy_every must be >= 0 and eval.dormancy_examples >= 1, got "
                 f"{self.dormancy_every}, {self.dormancy_examples}"
             )
-        unknown = sorted(set(self.metrics) - set(PER_SET_METRICS))
-        if unknown:
-            raise ValueError(f"unknown eval.metrics {unknown}; known: {sorted(PER_SET_METRICS)}")
+        object.__setattr__(self, "metrics", metric_names(self.metrics, "eval.metrics"))
+        object.__setattr__(
+            self,
+            "set_metrics",
+            {
+                str(name): metric_names(metrics, f"eval.set_metrics.{name}")
+                for name, metrics in plain(self.set_metrics).items()
+            },
+        )
+
+    def metrics_of(self, name: str) -> tuple[str, ...]:
+        """The metrics data set ``name`` is scored with: its ``set_metrics``, else ``metrics``."""
+        return self.set_metrics.get(name, self.metrics)
+
+
+def metric_names(value: str | tuple[str, ...], where: str) -> tuple[str, ...]:
+    """``value`` (one metric name or several) as a tuple of known names, else a ``ConfigError`` at ``where``."""
+    names = set_names(value)
+    unknown = [name for name in names if name not in PER_SET_METRICS]
+    if unknown or not names:
+        raise ConfigError(
+            where, f"unknown metric(s) {unknown} in {list(names)}; expected names of {list(PER_SET_METRICS)}"
+        )
+    return names

@@ -24,7 +24,6 @@ import jax
 import numpy as np
 
 from jaxspeech.data.pipeline import DataPipeline
-from jaxspeech.data.sources import ManifestSource
 from jaxspeech.evals.dormancy import attention_mass, embedding_rms_ratio
 from jaxspeech.layers.lora import LoraConfig
 from jaxspeech.models.speech_llm import SpeechLLMConfig
@@ -50,15 +49,14 @@ def diagnostics_batch(run: Run, examples: int) -> Batch:
         bucket_rows=(examples,),
         num_workers=0,
     )
-    source = FirstN(ManifestSource([run.manifest(run.data.eval_sets[0])]), examples)
+    source = FirstN(run.source(run.data.eval_sets[0]), examples)
     pipeline = DataPipeline(source, config, tokenize=run.kind.example_tokens(), process_index=0, process_count=1)
     with pipeline.iterator() as batches:
         batch = next(batches).batch
     real = np.asarray(batch.example_ids)[:, 0] >= 0
     if not real.any():
         raise ValueError(
-            f"eval.dormancy_every: none of the first {examples} utterances of "
-            f"{run.manifest(run.data.eval_sets[0])} fits a batch"
+            f"eval.dormancy_every: none of the first {examples} utterances of {run.data.eval_sets[0]} fits a batch"
         )
     return jax.tree.map(lambda x: None if x is None else np.asarray(x)[real], batch)
 

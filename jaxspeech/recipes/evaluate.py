@@ -1,7 +1,8 @@
 """Decode evaluation manifests with a trained run's task and score them, for any task kind.
 
-``decode_manifest`` runs the task's ``Decoder`` over a manifest; ``score`` computes
-``eval.metrics`` (WER, CER, ...) per set, and for test sets of the embedded corpus (records with
+``decode_manifest`` runs the task's ``Decoder`` over a data set; ``score`` computes its metrics
+(``eval.metrics`` or ``eval.set_metrics``: WER, CER, BLEU, exact match) against each example's
+answer (``target``, else ``text``: ``data.sources.answer_text``), and for test sets of the embedded corpus (records with
 ``held_out_voice``) separately for the training voices and the held-out voice
 (``<set>/train_voices``, ``<set>/held_out_voice``). ``evaluate_sets`` does this for every eval set
 and writes ``<workdir>/eval/<set>.jsonl``; ``during_training`` gives the trainer's eval function.
@@ -17,16 +18,17 @@ perplexity); ``evaluate_run`` and ``during_training`` take either path.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any, Callable, Mapping
 
 from tqdm.auto import tqdm
 
 from jaxspeech import paths
-from jaxspeech.evals.metrics import PER_SET_METRICS, ErrorRateResult, PerplexityResult
+from jaxspeech.data.sources import AUDIO_FIELDS, answer_text
+from jaxspeech.evals.metrics import PER_SET_METRICS, ErrorRateResult, ExactMatchResult, MetricResult, headline
 from jaxspeech.evals.report import example_record, write_per_example_jsonl
 from jaxspeech.recipes.build import EvalDecoder, Run
+from jaxspeech.recipes.config import is_tfds
 from jaxspeech.recipes.word_list import read_words
 from jaxspeech.tasks.kinds import Decoder
 
@@ -40,8 +42,8 @@ def decode_manifest(
     progress: bool = True,
     seconds: dict[str, float] | None = None,
 ) -> dict[str, list[dict]]:
-    """{decoder name: [{...record fields, id, reference, hypothesis}]} for the examples of
-    ``manifest``, each batch read once and decoded by every one of ``decoders`` (name ->
+    """{decoder name: [{...record fields but the audio, id, reference, hypothesis}]} for the examples
+    of ``manifest`` (a data set name, see ``Run.source``, or a manifest path), each batch read once and decoded by every one of ``decoders`` (name ->
     (decoder, ``decoder.prepare(params)``)); rejected audio gives ``{"id", "reference": "",
     "hypothesis": "", "rejected": reason}``. ``seconds``, when given, gains each decoder's time."""
     pipeline = run.eval_data(manifest, max_examples)
@@ -52,7 +54,7 @@ def decode_manifest(
             total=len(pipeline.source),
             unit="utt",
             leave=False,
-            desc=f"decoding {os.path.basename(manifest)}",
+            desc=f"decoding {run.set_label(manifest)}",
             disable=not progress,
         ) as bar,
     ):
@@ -64,8 +66,14 @@ def decode_manifest(
                     seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
                 for meta in host_batch.metadata:
                     record = pipeline.source[meta["example_id"]]
+                    fields = {k: v for k, v in record.items() if k not in AUDIO_FIELDS}
                     results[name].append(
-                        {**record, "id": meta["id"], "reference": meta["text"], "hypothesis": hypotheses[meta["row"]]}
+                        {
+                            **fields,
+                            "id": meta["id"],
+                            "reference": answer_text(meta),
+                            "hypothesis": hypotheses[meta["row"]],
+                        }
                     )
                 results[name] += [
                     {"id": reject.id, "reference": "", "hypothesis": "", "rejected": reject.reason}
@@ -92,7 +100,7 @@ def check_open_vocab_lexicon(run: Run, manifest: str, decoder_name: str, lexicon
         )
 
 
-def score(decoded: list[dict], name: str, metrics=("wer", "cer")) -> dict[str, ErrorRateResult]:
+def score(decoded: list[dict], name: str, metrics=("wer", "cer")) -> dict[str, MetricResult]:
     """``"<subset> <METRIC>"`` -> result, per named subset: all, and by ``held_out_voice`` when present."""
     kept = [d for d in decoded if "rejected" not in d]
     subsets = {name: kept}
@@ -109,8 +117,26 @@ def score(decoded: list[dict], name: str, metrics=("wer", "cer")) -> dict[str, E
     return results
 
 
-def _set_name(name: str) -> str:
-    return os.path.splitext(os.path.basename(name))[0]
+def example_records(decoded: list[dict], scores: Mapping[str, MetricResult], label: str) -> list[dict]:
+    """The per-example JSONL records of a set: each decoded example with what the metrics of subset
+    ``label`` say of it (the first error rate's normalised texts and S/D/I, every error rate, and
+    ``exact_match``; BLEU is a corpus score)."""
+    extra: dict[str, dict] = {}
+    detailed = False
+    for key, result in scores.items():
+        if key.rpartition(" ")[0] != label:
+            continue
+        if isinstance(result, ErrorRateResult):
+            for e in result.examples:
+                record = example_record(e, result.unit)
+                extra.setdefault(e.id, {}).update(
+                    record if not detailed else {k: record[k] for k in ("wer", "cer") if k in record}
+                )
+            detailed = True
+        elif isinstance(result, ExactMatchResult):
+            for example_id, match in zip(result.ids, result.matches):
+                extra.setdefault(example_id, {})["exact_match"] = match
+    return [{**d, **extra.get(d["id"], {})} for d in decoded]
 
 
 def evaluate_sets(
@@ -121,7 +147,7 @@ def evaluate_sets(
     progress: bool = True,
     decoders: Mapping[str, EvalDecoder] | None = None,
     seconds: dict[str, float] | None = None,
-) -> dict[str, ErrorRateResult]:
+) -> dict[str, MetricResult]:
     """Decodes every ``data.eval_sets`` manifest with each of ``decoders`` (default:
     ``run.decoders()``), writes ``<workdir>/eval/<set>[.<decoder>].jsonl`` and returns the scores
     (keyed ``<set>[/<decoder>]...``). ``params`` is the parameter tree without the "params" level;
@@ -130,34 +156,22 @@ def evaluate_sets(
     paths.make_dirs(out_dir)
     decoders = run.decoders() if decoders is None else decoders
     prepared = {name: (d.decoder, d.decoder.prepare(params)) for name, d in decoders.items()}
-    scores: dict[str, ErrorRateResult] = {}
+    scores: dict[str, MetricResult] = {}
     for name in run.data.eval_sets:
-        manifest = run.manifest(name)
-        for decoder_name, decoder in decoders.items():
-            check_open_vocab_lexicon(run, manifest, decoder_name, decoder.lexicon)
+        if not is_tfds(name):
+            for decoder_name, decoder in decoders.items():
+                check_open_vocab_lexicon(run, run.manifest(name), decoder_name, decoder.lexicon)
         decode_seconds: dict[str, float] = {}
         decoded_by = decode_manifest(
-            run, prepared, manifest, max_examples=run.eval.max_examples, progress=progress, seconds=decode_seconds
+            run, prepared, name, max_examples=run.eval.max_examples, progress=progress, seconds=decode_seconds
         )
         for decoder_name, decoded in decoded_by.items():
-            label = _set_name(name) + (f"/{decoder_name}" if decoder_name else "")
+            label = run.set_label(name) + (f"/{decoder_name}" if decoder_name else "")
             if seconds is not None:
                 seconds[f"decoding {label}"] = decode_seconds[decoder_name]
-            set_scores = score(decoded, label, run.eval.metrics)
-            by_id = {e.id: e for e in set_scores[next(iter(set_scores))].examples} if set_scores else {}
-            file = os.path.basename(name) + (f".{decoder_name}" if decoder_name else "")
-            write_per_example_jsonl(
-                paths.join(out_dir, f"{file}.jsonl"),
-                [
-                    {
-                        **{k: v for k, v in d.items() if k not in ("reference", "hypothesis")},
-                        **example_record(by_id[d["id"]]),
-                    }
-                    if d["id"] in by_id
-                    else d
-                    for d in decoded
-                ],
-            )
+            set_scores = score(decoded, label, run.eval.metrics_of(name))
+            file = run.set_label(name) + (f".{decoder_name}" if decoder_name else "")
+            write_per_example_jsonl(paths.join(out_dir, f"{file}.jsonl"), example_records(decoded, set_scores, label))
             scores.update(set_scores)
     return scores
 
@@ -177,11 +191,6 @@ def evaluate_run(
     return evaluate_sets(run, params, workdir, progress=progress, decoders=decoders, seconds=seconds)
 
 
-def headline(result: Any) -> float:
-    """The number a score stands for: an error rate, or a perplexity."""
-    return result.perplexity if isinstance(result, PerplexityResult) else result.rate
-
-
 def during_training(run: Run) -> Callable[[Any, int], dict[str, float]]:
     """``eval_fn(params, step)`` for the trainer: ``eval.metrics`` on the first
     ``eval.during_training_examples`` of the first eval set, logged as ``eval/<set>_<METRIC>`` (a task
@@ -198,13 +207,13 @@ def during_training(run: Run) -> Callable[[Any, int], dict[str, float]]:
         decoded = decode_manifest(
             run,
             {"": (decoder, decoder.prepare(params))},
-            run.manifest(name),
+            name,
             max_examples=run.eval.during_training_examples,
             progress=False,
         )[""]
         return {
-            key.replace(" ", "_"): result.rate
-            for key, result in score(decoded, _set_name(name), run.eval.metrics).items()
+            key.replace(" ", "_"): headline(result)
+            for key, result in score(decoded, run.set_label(name), run.eval.metrics_of(name)).items()
         }
 
     return eval_fn

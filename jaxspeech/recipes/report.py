@@ -1,4 +1,5 @@
-"""``report.md`` of a run: timings, throughput, the WER (or perplexity) table, learning curves and the config."""
+"""``report.md`` of a run: timings, throughput, the tables of ``eval.metrics`` (or perplexity), the
+dormancy diagnostics, learning curves and the config."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import numpy as np
 from typing import Any, Mapping, Sequence
 
 from jaxspeech import paths
-from jaxspeech.evals.metrics import ErrorRateResult, PerplexityResult
-from jaxspeech.evals.report import wer_table
+from jaxspeech.evals.metrics import PER_SET_METRICS, ErrorRateResult, MetricResult, PerplexityResult
+from jaxspeech.evals.report import metric_tables
 from jaxspeech.train.metrics import LOG_FILENAME, read_log
 
 
@@ -81,7 +82,7 @@ def write_report(
     config: Mapping[str, Any],
     timings: Mapping[str, float],
     train_metrics: Mapping[str, float],
-    scores: Mapping[str, ErrorRateResult | PerplexityResult],
+    scores: Mapping[str, MetricResult],
     plots: list[str],
     notes: list[str] = (),
     decoders: Sequence[str] = (),
@@ -91,7 +92,6 @@ def write_report(
     lines = [f"# {title}", ""]
     lines += ["## Results", ""]
     word = {k.removesuffix(" WER"): v for k, v in scores.items() if k.endswith(" WER")}
-    char = {k.removesuffix(" CER"): v for k, v in scores.items() if k.endswith(" CER")}
     held_out = {k.removesuffix(" PPL"): v for k, v in scores.items() if isinstance(v, PerplexityResult)}
     comparison = decoder_table(word, decoders)
     if comparison:
@@ -103,10 +103,8 @@ def write_report(
             comparison,
             "",
         ]
-    if word:
-        lines += [wer_table(word), ""]
-    if char:
-        lines += ["Character error rates:", "", wer_table(char), ""]
+    for block in metric_tables(scores, PER_SET_METRICS):
+        lines += [block, ""]
     if held_out:
         lines += [perplexity_table(held_out), ""]
     lines += ["## Timings", "", "| stage | seconds |", "|---|---:|"]

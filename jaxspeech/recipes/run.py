@@ -21,7 +21,8 @@ from jaxspeech.config_dict import plain
 from jaxspeech.data.tokenizers import TOKENIZER_FILES
 from jaxspeech.recipes.build import Run, build
 from jaxspeech.recipes.dormancy_hook import dormancy_hooks
-from jaxspeech.recipes.evaluate import during_training, evaluate_run, headline
+from jaxspeech.evals.metrics import headline
+from jaxspeech.recipes.evaluate import during_training, evaluate_run
 from jaxspeech.recipes.from_run import FromRuns
 from jaxspeech.recipes.report import write_report
 from jaxspeech.recipes.restore import restore

@@ -52,13 +52,13 @@ DEFAULT_TOKENIZER = "tokenizer.model"
 
 @dataclasses.dataclass(frozen=True)
 class PromptConfig:
-    """``task``: the prompt's instruction (``jaxspeech.data.prompts``: "asr", ...); ``chat``: wrap
+    """``instruction``: the prompt's instruction (``jaxspeech.data.prompts``: "asr", ...); ``chat``: wrap
     it in the tokenizer's chat template (None: when the tokenizer has one); ``system``: a system turn;
     ``chunk_tags``: the audio's k-th time chunk (a clip, or with ``chunk_frames`` a piece of that many
     log-mel frames) follows the control token ``<chunk_k>`` (NVLM's tile tags in time; the tokenizer
     must hold them, as the sentencepiece models jaxspeech trains do: 16)."""
 
-    task: str = "asr"
+    instruction: str = "asr"
     chat: bool | None = False
     system: str | None = None
     chunk_tags: bool = False
@@ -232,7 +232,7 @@ class SpeechLLMKind:
         return SpeechLLMTokens(
             self.tokenizer_file,
             steps,
-            task=prompt.task,
+            instruction=prompt.instruction,
             chat=bool(prompt.chat),
             system=prompt.system,
             chunk_tags=prompt.chunk_tags,

@@ -2,13 +2,22 @@
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 
 from jaxspeech.errors import AudioError, ManifestError, RejectReason
-from jaxspeech.data.sources import LibriSpeechSource, ManifestSource, TfdsSource, decode_record, source_durations
+from jaxspeech.data.sources import (
+    ConcatSource,
+    LibriSpeechSource,
+    ManifestSource,
+    TfdsSource,
+    decode_record,
+    source_durations,
+)
 from jaxspeech.testing import audio_files
+from jaxspeech.testing.tfds_data import write_tiny_speech
 
 
 def test_manifest_resolves_relative_and_absolute_paths(tmp_path):
@@ -32,7 +41,7 @@ def test_manifest_resolves_relative_and_absolute_paths(tmp_path):
                 "audio_filepath": absolute,
                 "duration": absolute_duration,
                 "text": "x",
-                "task": "ast",
+                "instruction": "ast",
                 "target": "y",
                 "language": "de",
             },
@@ -43,7 +52,7 @@ def test_manifest_resolves_relative_and_absolute_paths(tmp_path):
     first, second = source[0], source[1]
     assert first["audio_filepath"] == str(tmp_path / "sub" / "a.flac") and first["voice"] == "en-us"
     assert second["audio_filepath"] == absolute and second["id"] == f"{manifest}:2"
-    assert (second["task"], second["target"], second["language"]) == ("ast", "y", "de")
+    assert (second["instruction"], second["target"], second["language"]) == ("ast", "y", "de")
     np.testing.assert_allclose(source.durations(), [relative_duration, absolute_duration])
     assert decode_record(first).shape == (4800,)
     first["text"] = "mutated"
@@ -78,7 +87,10 @@ def test_manifests_concatenate_in_order(tmp_path):
         ('{"audio_filepath": "a.wav", "duration": NaN, "text": "t"}', "'duration' must be a finite number"),
         ('{"audio_filepath": "a.wav", "duration": 1.0}', "'text' is missing"),
         ('{"audio_filepath": "a.wav", "duration": 1.0, "text": 5}', "'text' must be a string"),
-        ('{"audio_filepath": "a.wav", "duration": 1.0, "text": "t", "task": 3}', "'task' must be a string"),
+        (
+            '{"audio_filepath": "a.wav", "duration": 1.0, "text": "t", "instruction": 3}',
+            "'instruction' must be a string",
+        ),
         ('{"audio_filepath": "", "duration": 1.0, "text": "t"}', "'audio_filepath' must be a non-empty string"),
     ],
 )
@@ -164,52 +176,10 @@ def test_librispeech_errors(tmp_path):
         LibriSpeechSource(str(tmp_path))
 
 
-def _tiny_tfds_builder(data_dir, flac_bytes):
-    import tensorflow_datasets as tfds
-
-    class TinySpeech(tfds.core.GeneratorBasedBuilder):
-        """Five synthetic utterances: int16 samples and the same audio as FLAC bytes."""
-
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self,
-                features=tfds.features.FeaturesDict(
-                    {
-                        "speech": tfds.features.Tensor(shape=(None,), dtype=np.int16),
-                        "flac": tfds.features.Tensor(shape=(), dtype=np.object_),
-                        "text": tfds.features.Text(),
-                        "id": tfds.features.Tensor(shape=(), dtype=np.str_),
-                    }
-                ),
-            )
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples()}
-
-        def _generate_examples(self):
-            for i, data in enumerate(flac_bytes):
-                samples = np.round(audio_files.tone(0.1 * (i + 1), seed=i) * 32767).astype(np.int16)
-                yield f"key{i}", {"speech": samples, "flac": data, "text": f"utterance {i}", "id": f"utt-{i}"}
-
-    # TFDS looks for the source of builders defined in packages with importlib_resources, which is
-    # not installed (nor needed); a top-level module name sends it down its plain-file path instead.
-    TinySpeech.__module__ = "tiny_speech_test_builder"
-    builder = TinySpeech(data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare()
-    return builder
-
-
 def test_tfds_source_with_arrays_and_encoded_bytes(tmp_path):
     pytest.importorskip("tensorflow_datasets")
-    flac = []
-    for i in range(5):
-        path = str(tmp_path / f"{i}.flac")
-        audio_files.write_clip(path, 0.1 * (i + 1), sample_rate=22050, seed=i)
-        flac.append(open(path, "rb").read())
     data_dir = str(tmp_path / "tfds")
-    _tiny_tfds_builder(data_dir, flac)
+    write_tiny_speech(data_dir, str(tmp_path))
 
     arrays = TfdsSource("tiny_speech", "train", data_dir, sample_rate=16000)
     assert len(arrays) == 5 and arrays.audio_key == "speech"
@@ -217,7 +187,7 @@ def test_tfds_source_with_arrays_and_encoded_bytes(tmp_path):
     position = {arrays[i]["id"]: i for i in range(len(arrays))}
     assert sorted(position) == [f"utt-{i}" for i in range(5)]
     record = arrays[position["utt-2"]]
-    assert (record["text"], record["sample_rate"]) == ("utterance 2", 16000)
+    assert (record["text"], record["target"], record["sample_rate"]) == ("utterance 2", "answer 2", 16000)
     durations = arrays.durations()
     for i in range(5):
         assert abs(durations[position[f"utt-{i}"]] - 0.1 * (i + 1)) < 1e-9
@@ -244,3 +214,19 @@ def test_decode_record_reports_records_without_audio():
     with pytest.raises(AudioError) as info:
         decode_record(short_record)
     assert info.value.reason == RejectReason.DURATION_MISMATCH
+
+
+def test_concat_source_reads_its_sources_one_after_another():
+    first = [{"id": "a", "duration": 1.0}, {"id": "b", "duration": 2.0}]
+    second = [{"id": "c", "duration": 3.0}]
+    source = ConcatSource([first, [], second])
+    assert len(source) == 3 and [source[i]["id"] for i in range(3)] == ["a", "b", "c"]
+    np.testing.assert_array_equal(source.durations(), [1.0, 2.0, 3.0])
+    with pytest.raises(IndexError, match="record 3 of 3"):
+        source[3]
+
+
+def test_tfds_without_tensorflow_datasets_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    with pytest.raises(ManifestError, match=r"TFDS tiny_speech/train: .*pip install 'jaxspeech\[tfds\]'"):
+        TfdsSource("tiny_speech", "train")

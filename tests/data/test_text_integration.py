@@ -30,7 +30,7 @@ class AsrTokenize:
     def __call__(self, record, frames_per_clip):
         return encode_example(
             self.tokenizer,
-            task="asr",
+            instruction="asr",
             audio_token_counts=self.counts(frames_per_clip),
             placeholder_id=self.placeholder_id,
             target=record["text"],

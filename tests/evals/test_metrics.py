@@ -1,10 +1,10 @@
-"""WER/CER/BLEU on hand-made examples with exact expected numbers."""
+"""WER/CER/BLEU/exact match on hand-made examples with exact expected numbers."""
 
 import math
 
 import pytest
 
-from jaxspeech.evals.metrics import ErrorCounts, bleu, cer, get_normalizer, wer
+from jaxspeech.evals.metrics import PER_SET_METRICS, ErrorCounts, bleu, cer, exact_match, get_normalizer, headline, wer
 
 
 def test_one_substitution_in_four_words():
@@ -72,3 +72,23 @@ def test_errors():
         wer(["a", "b"], ["a", "b"], ids=["x"])
     with pytest.raises(ValueError, match="unknown normalizer 'french'"):
         get_normalizer("french")
+
+
+def test_exact_match_compares_normalised_texts():
+    result = exact_match(["Yes.", "Paris, France", "two"], ["yes", "paris france!", "2"], ids=["a", "b", "c"])
+    assert result.matches == (True, True, False) and result.ids == ("a", "b", "c")
+    assert result.accuracy == pytest.approx(2 / 3) and headline(result) == pytest.approx(2 / 3)
+    assert exact_match(["two"], ["2"], normalizer="english").matches == (True,)  # numbers standardised
+    assert exact_match(["Yes."], ["yes"], normalizer="none").matches == (False,)
+    assert exact_match([], []).accuracy == 0.0
+    with pytest.raises(ValueError, match="1 ids for 2 references"):
+        exact_match(["a", "b"], ["a", "b"], ids=["x"])
+
+
+def test_every_per_set_metric_scores_and_has_a_headline():
+    references, hypotheses = ["the cat sat on the mat", "hello"], ["the cat sat on a mat", "hello"]
+    results = {name: fn(references, hypotheses, ids=["a", "b"]) for name, fn in PER_SET_METRICS.items()}
+    assert list(results) == ["wer", "cer", "bleu", "exact_match"]
+    assert headline(results["wer"]) == pytest.approx(1 / 7)
+    assert headline(results["bleu"]) == pytest.approx(bleu(references, hypotheses).score)
+    assert headline(results["exact_match"]) == 0.5

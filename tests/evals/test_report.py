@@ -1,11 +1,11 @@
-"""Per-example JSONL and the Markdown WER table."""
+"""Per-example JSONL and the Markdown tables of each metric."""
 
 import json
 
 import pytest
 
-from jaxspeech.evals.metrics import cer, wer
-from jaxspeech.evals.report import write_per_example_jsonl, wer_table
+from jaxspeech.evals.metrics import bleu, cer, exact_match, wer
+from jaxspeech.evals.report import metric_tables, write_per_example_jsonl, wer_table
 
 
 def test_per_example_jsonl(tmp_path):
@@ -51,3 +51,31 @@ def test_wer_table():
         "| other | 1 | 3 | 0 | 0 | 1 | 33.33 |\n"
     )
     assert wer_table({"x": cer(["ab"], ["ac"])}).startswith("| set | examples | ref chars | S | D | I | CER % |")
+
+
+def test_each_metric_gets_its_own_table_format():
+    references, hypotheses = ["the cat sat on the mat", "yes"], ["the cat sat on a mat", "Yes."]
+    scores = {
+        "test WER": wer(references, hypotheses),
+        "test BLEU": bleu(references, hypotheses),
+        "test EXACT_MATCH": exact_match(references, hypotheses),
+        "dev EXACT_MATCH": exact_match(["no"], ["no"]),
+    }
+    blocks = metric_tables(scores, ["exact_match", "cer", "bleu", "wer"])  # in the order asked; no CER scored
+    assert [block.splitlines()[0] for block in blocks] == [
+        "Exact match (normalised hypothesis equals normalised reference):",
+        "BLEU (sacrebleu: 13a tokenisation of the raw text, one reference; higher is better):",
+        "Word error rates:",
+    ]
+    exact = blocks[0].splitlines()[2:]
+    assert exact == [
+        "| set | examples | exact matches | exact match % |",
+        "|---|---:|---:|---:|",
+        "| test | 2 | 1 | 50.00 |",
+        "| dev | 1 | 1 | 100.00 |",
+    ]
+    bleu_rows = blocks[1].splitlines()[2:]
+    assert bleu_rows[0] == "| set | BLEU | 1/2/3/4-gram precision % | brevity penalty | hyp / ref tokens |"
+    # 13a splits "Yes." into two tokens; n-gram matches 5/8, 3/6, 2/4, 1/3 (case-sensitive: "Yes" is not "yes").
+    assert bleu_rows[2] == f"| test | {scores['test BLEU'].score:.2f} | 62.5/50.0/50.0/33.3 | 1.000 | 8 / 7 |"
+    assert "| test | 2 | 7 | 1 | 0 | 0 | 14.29 |" in blocks[2]

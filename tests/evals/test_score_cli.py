@@ -42,6 +42,11 @@ def test_score_text_files(tmp_path, capsys):
     assert "CER %" in capsys.readouterr().out
     run_score([*files, "--metric", "bleu"])
     assert capsys.readouterr().out.startswith("BLEU ")
+    run_score([*files, "--metric", "exact_match", "--name", "dev"])
+    assert "| dev | 2 | 0 | 0.00 |" in capsys.readouterr().out
+    (tmp_path / "hyps.txt").write_text("ABCD!\nthe cat sat on a mat\n")
+    run_score([*files, "--metric", "exact_match", "--name", "dev"])
+    assert "| dev | 2 | 1 | 50.00 |" in capsys.readouterr().out  # after the basic normalizer
 
 
 def test_score_errors(tmp_path):

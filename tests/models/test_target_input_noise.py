@@ -24,7 +24,9 @@ def test_the_placeholder_is_never_drawn():
     tokens = jnp.full((256, 64), 7, jnp.int32)
     mask = jnp.ones(tokens.shape, jnp.float32)
     for placeholder in (0, 5, 9):
-        noisy = np.asarray(noisy_targets(jax.random.key(1), tokens, mask, 0.9, vocab_size=10, placeholder_id=placeholder))
+        noisy = np.asarray(
+            noisy_targets(jax.random.key(1), tokens, mask, 0.9, vocab_size=10, placeholder_id=placeholder)
+        )
         assert not (noisy == placeholder).any()
         assert set(np.unique(noisy)) == set(range(10)) - {placeholder}
 

@@ -1,11 +1,14 @@
 """NVLM-style time-chunk tags (``task.prompt.chunk_tags``, ``chunk_frames``) from the config through the
 data pipeline's batches into the hybrid fusion's model; off, the batches are those of the prompt without tags."""
 
+import dataclasses
 import os
 
 import jax
 import numpy as np
 import pytest
+from flax import linen as nn
+from flax import traverse_util
 
 from jaxspeech.audio_tokens import FrameStack
 from jaxspeech.config_dict import load_config_file
@@ -98,7 +101,7 @@ def test_off_is_the_untagged_prompt_bit_for_bit(runs):
         frames = int(off.batch.feature_lengths[meta["row"], meta["clip"]])
         expected = encode_example(
             kind.tokenizer,
-            task="asr",
+            instruction="asr",
             audio_token_counts=[prompts.audio_tokens(frames)],
             placeholder_id=prompts.placeholder_id,
             chat=False,
@@ -137,3 +140,28 @@ def test_chunk_frames_without_tags_is_named():
     config.task.prompt.chunk_frames = 100
     with pytest.raises(ConfigError, match="task.prompt.chunk_frames: needs chunk_tags"):
         read_sections(config, need_weights=False)
+
+
+@pytest.mark.slow  # ~30 s here: a training gradient of the hybrid model
+def test_a_tagged_hybrid_training_batch_trains_the_tags_embedding(runs):
+    run = runs[True]
+    with run.train_pipeline().iterator() as batches:
+        batch = next(batches).batch
+    first, second = (run.tokenizer.token_to_id(chunk_tag(k)) for k in (1, 2))
+    tokens = np.asarray(batch.tokens)
+    assert (tokens == first).any() and not (tokens == second).any()
+    params = nn.unbox(jax.jit(run.task.init_params)(jax.random.key(0), batch))
+    step = jax.jit(jax.value_and_grad(lambda p, b: run.task.loss(p, b, jax.random.key(1), train=True)[0]))
+
+    def tag_gradient(b):
+        loss, grads = step(params, b)
+        flat = traverse_util.flatten_dict(grads, sep="/")
+        (embedding,) = [g for path, g in flat.items() if path.startswith("llm/") and "embed" in path]
+        return float(loss), np.asarray(embedding)[first]
+
+    loss, tagged = tag_gradient(batch)
+    swapped_loss, swapped = tag_gradient(dataclasses.replace(batch, tokens=np.where(tokens == first, second, tokens)))
+    assert np.isfinite(loss) and np.isfinite(swapped_loss) and loss != swapped_loss
+    # The tag's own input embedding learns from the batch: with <chunk_2> in its place, its row's gradient
+    # keeps only what the (tied) output side gives every row.
+    assert np.abs(tagged - swapped).max() > 1e-6

@@ -87,6 +87,13 @@ def test_eval_and_transcribe_reopen_the_run(run_dir, capsys):
     assert main(["eval", "--workdir", str(run_dir), "--max-examples", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "checkpoint step" in out and "| test/joint | 2 |" in out and "| dev" not in out
+    argv = ["eval", "--workdir", str(run_dir), "--max-examples", "2", "--decoders", "ctc", "--no-progress"]
+    assert main([*argv, "--metrics", "exact_match,bleu"]) == 0
+    out = capsys.readouterr().out
+    assert "| set | examples | exact matches | exact match % |" in out and "| test/ctc | 2 |" in out
+    assert "| set | BLEU | 1/2/3/4-gram precision % |" in out and "WER %" not in out
+    decoded = [json.loads(line) for line in (run_dir / "eval" / "test.ctc.jsonl").read_text().splitlines()]
+    assert len(decoded) == 2 and all(isinstance(d["exact_match"], bool) and "wer" not in d for d in decoded)
     assert main(["eval", "--workdir", str(run_dir), "--sets", "dev", "--max-examples", "3", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "| dev/joint | 3 |" in out and "| test" not in out
