@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxspeech import paths
 from jaxspeech.errors import ConfigError, UsageError
 from jaxspeech.recipes.build import read_sections
 from jaxspeech.recipes.run import train_and_evaluate
@@ -90,6 +91,8 @@ def _note(workdir: str, text: str) -> None:
 def claim_workdir(grid: Grid, workdir: str) -> None:
     """Writes ``sweep.json``, or checks that an earlier sweep in ``workdir`` had the same config and
     common overrides (its finished cells would not be comparable otherwise)."""
+    if not paths.is_local(workdir):
+        raise UsageError(workdir, "a sweep writes its cells and results in a local folder: give a local path")
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, SWEEP_JSON)
     described = grid.describe()

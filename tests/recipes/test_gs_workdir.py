@@ -22,9 +22,11 @@ from etils import epath
 from etils.epath import backend as epath_backend
 
 from jaxspeech.cli import main
+from jaxspeech.corpus.build import build_corpus
 from jaxspeech.data.sentencepiece_training import train_sentencepiece
 from jaxspeech.data.sources import ManifestSource, decode_record
 from jaxspeech.data.tokenizers import load_tokenizer
+from jaxspeech.errors import UsageError
 from jaxspeech.evals.report import write_per_example_jsonl
 from jaxspeech.recipes.word_list import read_words, write_words
 from jaxspeech.recipes.workdir import load_config, save_config
@@ -161,6 +163,11 @@ def test_checkpoints_on_a_bucket(bucket):
     assert restored.step == 7 and restored.meta["trained_seconds"] == 1.5
     np.testing.assert_array_equal(restored.state["params"]["w"], state["params"]["w"])
     assert any(name.startswith("ckpt/checkpoints/7/") for name in _objects(f"{BUCKET}/ckpt"))
+
+
+def test_the_espeak_corpus_is_built_in_a_local_folder_only():
+    with pytest.raises(UsageError, match="gs://jaxspeech-test/corpus: the eSpeak corpus is built in a local folder"):
+        build_corpus(f"gs://{BUCKET}/corpus", progress=False)
 
 
 @pytest.mark.slow
