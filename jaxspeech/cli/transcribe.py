@@ -2,7 +2,11 @@
 
   jaxspeech transcribe --whisper-dir ./whisper-base audio1.wav audio2.flac
   jaxspeech transcribe --whisper-dir ./whisper-small --language de --beam 4 --batch-size 16 talks/*.ogg
-  jaxspeech transcribe --checkpoint runs/tiny recording.flac      # a Speech LLM trained by jaxspeech train
+  jaxspeech transcribe --checkpoint runs/tiny recording.flac      # a run of jaxspeech train
+
+A --checkpoint run decodes as its kind does: a Speech LLM with the run's eval setting (beam, CTC
+weight, lexicon; --beam and --max-new-tokens change the search), a CTC encoder greedily with its CTC
+head, a Whisper run with the Whisper model it exported (WORKDIR/whisper_hf).
 
 The directory needs config.json, model.safetensors (or shards + index), generation_config.json and
 tokenizer.json. Files are WAV/FLAC/OGG at any sample rate (resampled to 16 kHz, stereo mixed to
@@ -22,6 +26,7 @@ import argparse
 import sys
 
 import jax.numpy as jnp
+from etils import epath
 from tqdm import tqdm
 
 from jaxspeech.cli.arguments import number
@@ -29,6 +34,7 @@ from jaxspeech.data.audio import load_audio
 from jaxspeech.errors import AudioError
 from jaxspeech.features.mel import SAMPLE_RATE
 from jaxspeech.recipes.longform import WhisperTranscriber
+from jaxspeech.tasks.whisper_seq2seq_kind import EXPORT_SUBDIR as WHISPER_EXPORT
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -36,14 +42,18 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "transcribe",
-        help="transcribe audio files with an HF Whisper checkpoint",
+        help="transcribe audio files with an HF Whisper checkpoint or a jaxspeech run",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV/FLAC/OGG, any sample rate)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--whisper-dir", help="HF Whisper directory (config, safetensors, tokenizer)")
-    source.add_argument("--checkpoint", metavar="WORKDIR", help="a jaxspeech train workdir (newest checkpoint)")
+    source.add_argument(
+        "--checkpoint",
+        metavar="WORKDIR",
+        help="a jaxspeech train workdir: Speech LLM, CTC encoder or Whisper run (newest checkpoint)",
+    )
     parser.add_argument("--language", default="en", help="language code for multilingual checkpoints (default: en)")
     parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     parser.add_argument(
@@ -62,15 +72,18 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.checkpoint:
-        from jaxspeech.recipes.transcriber import SpeechLLMTranscriber
+    whisper_dir = args.whisper_dir
+    if args.checkpoint and epath.Path(args.checkpoint, WHISPER_EXPORT, "config.json").exists():
+        whisper_dir = str(epath.Path(args.checkpoint, WHISPER_EXPORT))
+    if whisper_dir is None:
+        from jaxspeech.recipes.transcriber import RunTranscriber
 
-        transcriber = SpeechLLMTranscriber(
+        transcriber = RunTranscriber(
             args.checkpoint, num_beams=args.beam, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
         )
     else:
         transcriber = WhisperTranscriber(
-            args.whisper_dir,
+            whisper_dir,
             language=args.language,
             task=args.task,
             num_beams=args.beam,

@@ -33,9 +33,13 @@ class CTCDecoder:
         variables = {"params": params}
         return merge_lora(variables, self.lora) if self.lora is not None else variables
 
+    def label_paths(self, prepared: dict, features, feature_lengths) -> list[list[int]]:
+        """features f32[B, 1, T, F] + feature_lengths i32[B, 1] -> the greedy CTC labels of each row."""
+        if features.shape[1] != 1:
+            raise ValueError(f"CTC decoding reads one audio clip per row; this batch has {features.shape[1]}")
+        logits, lengths = jax.device_get(_ctc_logits(self.config, prepared, features, feature_lengths))
+        return greedy_ctc(logits, lengths, self.config.ctc_blank_id)
+
     def __call__(self, prepared: dict, batch: Batch) -> list[str]:
-        if batch.features.shape[1] != 1:
-            raise ValueError(f"CTC decoding reads one audio clip per row; this batch has {batch.features.shape[1]}")
-        logits, lengths = jax.device_get(_ctc_logits(self.config, prepared, batch.features, batch.feature_lengths))
-        paths = greedy_ctc(logits, lengths, self.config.ctc_blank_id)
+        paths = self.label_paths(prepared, batch.features, batch.feature_lengths)
         return [self.tokenizer.decode(path) for path in paths]

@@ -1,6 +1,8 @@
 """The encoder-only CTC and text-only LM task kinds: the Speech LLM's own parameter paths, their
 losses, greedy-CTC decoding and held-out perplexity."""
 
+import contextlib
+import io
 import json
 import os
 
@@ -10,6 +12,7 @@ import pytest
 from flax import linen as nn
 from flax import traverse_util
 
+from jaxspeech.cli import main
 from jaxspeech.config_dict import load_config_file
 from jaxspeech.recipes.build import build
 from jaxspeech.recipes.run import train_and_evaluate
@@ -84,3 +87,18 @@ def test_debug_run_trains_evaluates_and_reports(tmp_path, task, headline):
     assert [m["step"] for m in metrics if loss in m] == [1, 2]
     assert (tmp_path / "eval" / "test.ctc.jsonl").exists() == (task["kind"] == "ctc_encoder")
     assert not (tmp_path / "eval" / "test.llm.jsonl").exists()
+    if task["kind"] == "ctc_encoder":
+        _transcribe_decodes_as_the_ctc_eval(tmp_path)
+    else:
+        assert main(["transcribe", "--checkpoint", str(tmp_path), "x.flac"]) == 2  # a text LM transcribes nothing
+
+
+def _transcribe_decodes_as_the_ctc_eval(workdir):
+    """``jaxspeech transcribe --checkpoint`` of a CTC-encoder run prints, per file, what its eval wrote."""
+    records = [json.loads(line) for line in (workdir / "eval" / "test.ctc.jsonl").read_text().splitlines()][:3]
+    files = [r["audio_filepath"] for r in records]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(["transcribe", "--checkpoint", str(workdir), *files]) == 0
+    printed = dict(line.split("\t", 1) for line in out.getvalue().splitlines())
+    assert printed == {r["audio_filepath"]: r["hypothesis"] for r in records}
+    assert main(["transcribe", "--checkpoint", str(workdir), "--beam", "4", *files]) == 2  # greedy only
