@@ -13,16 +13,30 @@ import jax
 import jax.numpy as jnp
 
 
-def ctc_runs(labels: jax.Array, lengths: jax.Array, blank_id: int) -> tuple[jax.Array, jax.Array]:
-    """Greedy labels i32[N, T] + lengths i32[N] -> (run index of every frame i32[N, T], -1 where a
-    frame is blank or padding; number of runs i32[N])."""
+def run_starts(labels: jax.Array, lengths: jax.Array, blank_id: int) -> tuple[jax.Array, jax.Array]:
+    """Greedy labels i32[N, T] + lengths i32[N] -> (frames that emit a label bool[N, T]: valid and not
+    blank; frames where a run starts bool[N, T]: emitting a label unlike the previous frame's)."""
     frames = labels.shape[1]
     valid = jnp.arange(frames)[None, :] < lengths[:, None]
     previous = jnp.pad(labels[:, :-1], ((0, 0), (1, 0)), constant_values=blank_id)
     emitted = valid & (labels != blank_id)
-    starts = emitted & (labels != previous)
+    return emitted, emitted & (labels != previous)
+
+
+def ctc_runs(labels: jax.Array, lengths: jax.Array, blank_id: int) -> tuple[jax.Array, jax.Array]:
+    """Greedy labels i32[N, T] + lengths i32[N] -> (run index of every frame i32[N, T], -1 where a
+    frame is blank or padding; number of runs i32[N])."""
+    emitted, starts = run_starts(labels, lengths, blank_id)
     run = jnp.cumsum(starts, axis=1) - 1
     return jnp.where(emitted, run, -1).astype(jnp.int32), starts.sum(axis=1).astype(jnp.int32)
+
+
+def labels_before(ctc_logits: jax.Array, lengths: jax.Array, blank_id: int) -> jax.Array:
+    """CTC logits f[N, T, K] + lengths i32[N] -> i32[N, T]: how many labels the greedy path emits
+    before each frame (no gradient)."""
+    labels = jnp.argmax(jax.lax.stop_gradient(ctc_logits), axis=-1)
+    _, starts = run_starts(labels, lengths, blank_id)
+    return (jnp.cumsum(starts, axis=1) - starts).astype(jnp.int32)
 
 
 def average_runs(values: jax.Array, run: jax.Array) -> jax.Array:

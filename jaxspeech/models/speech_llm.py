@@ -27,18 +27,20 @@ from flax import struct
 
 from jaxspeech.connectors.config import ConnectorConfig, FrameStackConnectorConfig
 from jaxspeech.connectors.cross_attention import AudioMemory, CrossAttentionConfig, GatedCrossAttention
-from jaxspeech.connectors.ctc_compress import ctc_compress
+from jaxspeech.connectors.ctc_compress import ctc_compress, labels_before
 from jaxspeech.connectors.projector import Projector, zero_padding
 from jaxspeech.connectors.qformer import WindowQFormer
 from jaxspeech.audio_tokens import FrameStack, downsampled_length
 from jaxspeech.layers import axes
 from jaxspeech.layers.dense import Dense
 from jaxspeech.llm.config import LLMConfig
-from jaxspeech.llm.decoder import DecoderLM
+from jaxspeech.llm.decoder import DecoderLM, default_positions
 from jaxspeech.llm.kv_cache import KVCache
+from jaxspeech.models.aligned_positions import ctc_aligned_positions
 from jaxspeech.models.audio_encoder import AudioEncoder, AudioEncoderConfig, WhisperAudioEncoderConfig
 
 FUSIONS = ("decoder_only", "cross_attention", "hybrid")
+AUDIO_POSITIONS = ("sequential", "ctc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +54,10 @@ class SpeechLLMConfig:
     state per label of the greedy CTC path (run means, blanks dropped: Speech-LLaMA's compressor), so the
     memory reads like the transcript; ``ctc_embed`` adds to each memory vector the LLM's input
     embedding of its run's mean CTC posteriors (gradient-stopped table), a text-space hint of what
-    the run says. ``ctc_blank_id`` is CTC's blank label."""
+    the run says. ``ctc_blank_id`` is CTC's blank label. ``audio_positions`` "ctc" (decoder_only,
+    a CTC head, a linear or frame_stack connector, one clip per row) sets the LLM's rotary
+    positions from the CTC head's greedy path (``models/aligned_positions.py``), so that a transcript
+    token and the audio it reads are a fixed distance apart; "sequential" numbers tokens in order."""
 
     encoder: AudioEncoderConfig = WhisperAudioEncoderConfig()
     connector: ConnectorConfig = FrameStackConnectorConfig()
@@ -68,6 +73,7 @@ class SpeechLLMConfig:
     ctc_blank_id: int = 0
     ctc_compress: bool = False
     ctc_embed: bool = False
+    audio_positions: str = "sequential"
 
     def __post_init__(self):
         if self.fusion not in FUSIONS:
@@ -96,10 +102,28 @@ class SpeechLLMConfig:
                     "ctc_embed needs ctc_compress, a connector that keeps the length (linear or "
                     "frame_stack with stack 1) and a CTC vocabulary inside the LLM's"
                 )
+        if self.audio_positions not in AUDIO_POSITIONS:
+            raise ValueError(f"audio_positions must be one of {AUDIO_POSITIONS}, got {self.audio_positions!r}")
+        if self.audio_positions == "ctc" and (
+            self.fusion != "decoder_only"
+            or not self.ctc_vocab_size
+            or self.connector.kind not in ("linear", "frame_stack")
+        ):
+            raise ValueError(
+                "audio_positions 'ctc' needs fusion 'decoder_only', a CTC head (ctc_vocab_size > 0) and a "
+                f"linear or frame_stack connector; got fusion {self.fusion!r}, ctc_vocab_size "
+                f"{self.ctc_vocab_size}, connector {self.connector.kind!r}"
+            )
         if self.connector.output_size != self.llm.hidden_size:
             raise ValueError(
                 f"connector.output_size ({self.connector.output_size}) must equal llm.hidden_size ({self.llm.hidden_size})"
             )
+
+    @property
+    def ctc_frames_per_audio_token(self) -> int:
+        """CTC frames behind each inline audio token (linear or frame_stack connector)."""
+        stack = self.connector.stack if self.connector.kind == "frame_stack" else 1
+        return stack * self.ctc_upsample
 
     @property
     def inline_steps(self) -> tuple:
@@ -299,6 +323,10 @@ class SpeechLLM(nn.Module):
         """-> logits f32[B, L, V] (position t predicts token t + 1); with ``with_ctc`` also the CTC
         head's (logits f32[B*C, T', K], lengths i32[B*C]) over each clip's encoder states."""
         audio, hidden, hidden_lengths = self._encode(features, feature_lengths, train)
+        aligned = self.config.audio_positions == "ctc"
+        ctc = self.ctc_logits(hidden, hidden_lengths) if with_ctc or aligned else None
+        if aligned:
+            positions = self._aligned_positions(tokens, positions, segment_ids, ctc)
         logits, _ = self.llm(
             inputs_embeds=self.embed(tokens, audio),
             positions=positions,
@@ -306,9 +334,19 @@ class SpeechLLM(nn.Module):
             bidir_ids=self._bidir(tokens),
             memory=self.memory(audio),
         )
-        if not with_ctc:
-            return logits
-        return logits, self.ctc_logits(hidden, hidden_lengths)
+        return (logits, ctc) if with_ctc else logits
+
+    def _aligned_positions(self, tokens, positions, segment_ids, ctc) -> jax.Array:
+        """Rotary positions i32[B, L] of ``audio_positions`` "ctc" from the CTC head's outputs."""
+        c = self.config
+        if tokens.shape[0] != ctc[0].shape[0]:
+            raise ValueError(
+                f"audio_positions 'ctc' reads one clip per row; got {ctc[0].shape[0]} clips for {tokens.shape[0]} rows"
+            )
+        if positions is None:
+            positions = default_positions(jnp.ones_like(tokens) if segment_ids is None else segment_ids)
+        before = labels_before(*ctc, c.ctc_blank_id)
+        return ctc_aligned_positions(tokens, positions, c.placeholder_id, before, c.ctc_frames_per_audio_token)
 
     def ctc_logits(self, hidden: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Encoder states f[N, T', D] + lengths i32[N] -> (CTC logits f32[N, T' * k, K], lengths * k)
@@ -324,10 +362,15 @@ class SpeechLLM(nn.Module):
         self, tokens: jax.Array, features: jax.Array, feature_lengths: jax.Array, segment_ids: jax.Array, cache: KVCache
     ) -> tuple[jax.Array, dict[str, Any]]:
         """Runs an audio prompt: (final hidden f[B, T, D], decoding state {"llm": cache, "memory": ...})."""
-        audio = self.encode_audio(features, feature_lengths)
+        audio, hidden, hidden_lengths = self._encode(features, feature_lengths, False)
         memory = self.memory(audio)
+        positions = None
+        if self.config.audio_positions == "ctc":
+            ctc = self.ctc_logits(hidden, hidden_lengths)
+            positions = self._aligned_positions(tokens, default_positions(segment_ids, cache.next_positions), None, ctc)
         hidden, cache = self.llm.hidden_states(
             self.embed(tokens, audio),
+            positions=positions,
             segment_ids=segment_ids,
             bidir_ids=self._bidir(tokens),
             cache=cache,

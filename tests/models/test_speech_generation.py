@@ -175,3 +175,32 @@ def test_bad_prompts_raise_clear_errors():
         generate(config, params, dict(batch, feature_lengths=batch["feature_lengths"].at[0, 0].set(60)), GREEDY)
     with pytest.raises(ValueError, match="tokens .* and segment_ids .* must both be"):
         generate(config, params, dict(batch, segment_ids=batch["segment_ids"][:, :-1]), GREEDY)
+
+
+def test_ctc_aligned_positions_decode_equals_the_full_forward():
+    """audio_positions 'ctc': the rotary positions come from the CTC head's greedy path, in the full
+    forward and in the prefill alike, and the cache carries them on for the generated tokens."""
+    config = tiny_config("decoder_only", ctc_vocab_size=32, audio_positions="ctc")
+    rows = [([40], [1, 5, 6], [7, 8, 9]), ([23], [1, 5], [11, 12, 13, 14, 15])]
+    batch = make_batch(config, rows, FRAMES)
+    params = random_params(SpeechLLM(config), batch)
+    positions = SpeechLLM(config).apply(
+        params,
+        batch["tokens"],
+        batch["features"],
+        batch["feature_lengths"],
+        segment_ids=batch["segment_ids"],
+        method=lambda m, t, f, fl, segment_ids: m._aligned_positions(
+            t, None, segment_ids, m.ctc_logits(*m._encode(f, fl, False)[1:])
+        ),
+    )
+    sequential = np.cumsum(np.asarray(batch["segment_ids"]), axis=1) - 1
+    assert (np.asarray(positions) != np.maximum(sequential, 0)).any()  # the CTC path moved them
+    right = generate(config, params, batch, GREEDY)
+    left = generate(config, params, left_padded(batch), GREEDY)
+    for b in range(len(rows)):
+        expected, score = reference_greedy(config, params, batch, b)
+        assert np.asarray(right.tokens[b]).tolist() == expected
+        assert np.asarray(left.tokens[b]).tolist() == expected
+        np.testing.assert_allclose([float(right.scores[b]), float(left.scores[b])], [score, score], atol=1e-4)
+    assert len(set(np.asarray(right.tokens).ravel().tolist())) > 2
