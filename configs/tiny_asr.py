@@ -5,7 +5,8 @@
   jaxspeech train --config configs/tiny_asr.py:staged --workdir runs/tiny_staged  # four stages, same 22 min
   jaxspeech train --config configs/tiny_asr.py:staged_debug --workdir /tmp/tiny_staged_debug
 
-A Conformer encoder (4x frame stacking: 25 frames/s) -> frame stacking by 4 + MLP -> a 3-layer decoder LLM, all
+A Conformer encoder (4x frame stacking: 25 frames/s) -> frame stacking by 4 + MLP -> a 3-layer decoder LLM
+whose rotary positions follow the CTC head's greedy alignment (``model.audio_positions``), all
 from scratch, on the eSpeak NG corpus that ``jaxspeech prepare-data tiny`` builds (built here on
 first use). An auxiliary CTC loss on the encoder and SpecAugment make the most of 2 CPU cores:
 the run trains for a fixed time budget (its cosine decay fitted to the steps the budget gives on
@@ -90,6 +91,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         fusion="decoder_only",
         max_audio_frames=BUCKETS[-1],
         ctc=True,
+        # Rotary positions from the CTC head's greedy path: transcript token k sits a fixed distance
+        # from the audio where label k+1 starts, whatever the clip's length. Step for step this took
+        # the LLM alone from 72 % to 47 % WER (experiments/tiny_asr/README.md).
+        audio_positions="ctc",
     )
     c.task = dict(
         kind="speech_llm",

@@ -33,7 +33,19 @@ DORMANCY_COLUMNS = {
     "dormancy/attention_on_audio": "LLM attention on audio",
     "dormancy/attention_on_instruction": "LLM attention on instruction",
 }
+ALIGNED_POSITIONS_NOTE = (
+    "its rotary positions laid out against the audio by the CTC head's greedy path (model.audio_positions)"
+)
 VOICE_GROUPS = (("", "all"), ("/train_voices", "training voices"), ("/held_out_voice", "held-out voice"))
+
+
+def decoder_notes(config: Mapping[str, Any], decoders: Sequence[str]) -> dict[str, str]:
+    """How each of ``decoders`` decodes, for the report; the LLM's note says when the CTC head sets its
+    positions (``model.audio_positions="ctc"``), since the LLM alone then still reads the CTC head's argmax."""
+    notes = {d: DECODER_NOTES[d] for d in decoders if d in DECODER_NOTES}
+    if "llm" in notes and config.get("model", {}).get("audio_positions") == "ctc":
+        notes["llm"] += f"; {ALIGNED_POSITIONS_NOTE}"
+    return notes
 
 
 def decoder_table(word: Mapping[str, ErrorRateResult], decoders: Sequence[str]) -> str:
@@ -97,7 +109,7 @@ def write_report(
     if comparison:
         lines += [
             "Word error rates by decoder ("
-            + "; ".join(f"{DECODER_TITLES.get(d, d)}: {DECODER_NOTES[d]}" for d in decoders if d in DECODER_NOTES)
+            + "; ".join(f"{DECODER_TITLES.get(d, d)}: {note}" for d, note in decoder_notes(config, decoders).items())
             + "):",
             "",
             comparison,

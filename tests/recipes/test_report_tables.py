@@ -3,7 +3,7 @@
 import numpy as np
 
 from jaxspeech.evals.metrics import wer
-from jaxspeech.recipes.report import decoder_table, dormancy_table
+from jaxspeech.recipes.report import decoder_notes, decoder_table, dormancy_table
 
 
 def test_decoder_table_puts_decoders_side_by_side_per_set_and_voice_group():
@@ -26,6 +26,16 @@ def test_decoder_table_puts_decoders_side_by_side_per_set_and_voice_group():
         "| open_vocab | all | 1 | 50.00 | – | – |",
     ]
     assert decoder_table({"test": half}, ()) == ""
+
+
+def test_decoder_notes_say_when_the_ctc_head_sets_the_llms_positions():
+    sequential = decoder_notes({"model": {"audio_positions": "sequential"}}, ("llm", "joint"))
+    aligned = decoder_notes({"model": {"audio_positions": "ctc"}}, ("llm", "joint"))
+    assert set(sequential) == set(aligned) == {"llm", "joint"}
+    assert "CTC head's greedy path" not in sequential["llm"]
+    assert aligned["llm"].startswith(sequential["llm"]) and "CTC head's greedy path" in aligned["llm"]
+    assert aligned["joint"] == sequential["joint"]
+    assert decoder_notes({}, ("ctc",)) == {"ctc": "greedy"}
 
 
 def test_dormancy_table_spreads_its_rows_over_the_run():
