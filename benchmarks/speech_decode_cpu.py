@@ -147,6 +147,11 @@ def main() -> None:
             f"--workdir must hold a decoder_only Speech-LLM run (transformers' peer takes an embedding "
             f"prefix); {args.workdir} is {getattr(model, 'fusion', type(run.kind).__name__)}"
         )
+    if getattr(model, "audio_positions", "sequential") != "sequential" and set(args.decoders) - {"eval"}:
+        raise SystemExit(
+            f"{args.workdir} lays its rotary positions out by model.audio_positions={model.audio_positions!r}; "
+            "transformers' generate counts positions sequentially, so only --decoders eval applies"
+        )
     run_decoder = run.decoder()
     decoding = run_decoder.prepare(params)
     batches = eval_batches(run, args.examples)
