@@ -6,7 +6,7 @@
       --set init.llm_dir=gs://my-bucket/Llama-3.1-8B --dry-run
 
 Prints, then runs (without --dry-run): create the slice the plan was made for, copy this checkout
-(git archive of HEAD) and the plan to every worker, install jaxspeech[tpu] there, start `jaxspeech
+(git archive of HEAD) and the plan (unless it is on a bucket, gs://..., which the workers read) to every worker, install jaxspeech[tpu] there, start `jaxspeech
 train --plan` on all workers at once (a run folder every worker sees; multi-host initialisation through
 JAX's Cloud TPU cluster detection), and delete the slice when training ends or a step fails
 (--keep leaves it running). Needs the gcloud CLI, logged in, with TPU quota in the zone.
@@ -24,7 +24,9 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--plan", required=True, help="plan.json from `jaxspeech plan` (gives the slice)")
+    parser.add_argument(
+        "--plan", required=True, help="plan.json from `jaxspeech plan` (gives the slice): a file or gs://BUCKET/..."
+    )
     parser.add_argument("--config", required=True, help="the config the plan was made for: path.py[:arg]")
     parser.add_argument("--name", required=True, help="name of the TPU VM slice to create")
     parser.add_argument("--zone", required=True, help="Cloud zone with quota for the slice, e.g. us-east5-a")

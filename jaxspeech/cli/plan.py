@@ -17,9 +17,9 @@ Large models take minutes per compile: --buckets plans a subset, --mesh and --re
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from jaxspeech import paths
 from jaxspeech.cli.train import load_with_overrides
 from jaxspeech.config_dict import parse_value
 
@@ -74,7 +74,9 @@ def register(subparsers) -> None:
         help="cap on rows per chip per batch where memory allows more (default 64)",
     )
     parser.add_argument("--no-decode", action="store_true", help="do not compile the decode step")
-    parser.add_argument("--out", default="plan.json", help="where to write the plan (default plan.json)")
+    parser.add_argument(
+        "--out", default="plan.json", help="where to write the plan: a file or gs://BUCKET/... (default plan.json)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -106,5 +108,5 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(format_plan(plan))
     write_plan(plan, args.out)
-    print(f"wrote {os.path.abspath(args.out)}")
+    print(f"wrote {paths.absolute(args.out)}")
     return 0 if any(b["batch"] for b in plan["buckets"]) else 1

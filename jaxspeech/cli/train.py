@@ -64,7 +64,8 @@ def register(subparsers) -> None:
         "--plan",
         default=None,
         metavar="PLAN_JSON",
-        help="apply a plan from `jaxspeech plan` (mesh, remat, rows per bucket); the job must run on the planned slice",
+        help="apply a plan from `jaxspeech plan` (a file or gs://BUCKET/...: mesh, remat, rows per bucket); "
+        "the job must run on the planned slice",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     parser.set_defaults(func=run)

@@ -3,7 +3,7 @@
 From a ``plan.json`` (its topology: the slice to rent) and a few names, ``launch_steps`` lists:
 
 1. ``create`` the TPU VM slice (one VM per host) with the generation's TPU software image;
-2. ``scp`` this checkout (a ``git archive`` of HEAD) and the plan to every worker;
+2. ``scp`` this checkout (a ``git archive`` of HEAD) and the plan (unless on a bucket) to every worker;
 3. ``install`` jaxspeech with the TPU extra on every worker;
 4. ``train`` on every worker at once: ``jaxspeech train --plan`` with the run folder where every
    worker sees it (a bucket, or its mount point on every worker), multi-host initialisation by
@@ -20,6 +20,9 @@ import os
 import shlex
 import subprocess
 from typing import Callable, Mapping, Sequence
+
+
+from jaxspeech import paths
 
 # Per generation: the accelerator-type prefix and how many TensorCores a chip counts for in it,
 # and the TPU VM software image (Cloud TPU documentation, "TPU software versions").
@@ -80,13 +83,14 @@ def launch_steps(
         "--config",
         config,
         "--plan",
-        f"../{os.path.basename(plan_path)}",
+        f"../{os.path.basename(plan_path)}" if paths.is_local(plan_path) else plan_path,
         "--workdir",
         workdir,
         "--no-progress",
     ]
     for item in sets:
         train += ["--set", item]
+    copied_plan = [plan_path] if paths.is_local(plan_path) else []  # the workers read a bucket's plan there
     if plan["hosts"] > 1:
         train += ["--set", "train.distributed.cluster_detection=True"]
     steps = [
@@ -102,7 +106,7 @@ def launch_steps(
                 *(["--spot"] if spot else []),
             ),
         ),
-        LaunchStep("scp", (*tpu_vm, "scp", ARCHIVE, plan_path, f"{name}:~/", *everywhere)),
+        LaunchStep("scp", (*tpu_vm, "scp", ARCHIVE, *copied_plan, f"{name}:~/", *everywhere)),
         LaunchStep(
             "install",
             (

@@ -10,9 +10,9 @@ when it exists, the LLM preset's tokenizer plus the audio placeholder, or ``data
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
+from jaxspeech import paths
 from jaxspeech.config_dict import plain
 from jaxspeech.convert import presets
 from jaxspeech.data.pipeline_config import PipelineConfig
@@ -120,17 +120,18 @@ def _tokenizer_file(path: str | None) -> str | None:
     """``path`` if it names a tokenizer that exists (a file, or a directory with tokenizer.json)."""
     if not path:
         return None
-    if os.path.isfile(path) or os.path.isfile(os.path.join(path, "tokenizer.json")):
+    if paths.is_file(path) or paths.is_file(paths.join(path, "tokenizer.json")):
         return path
     return None
 
 
-def speech_vocabulary(config) -> tuple[Vocabulary, str]:
-    """(the vocabulary the Speech-LLM run would have, how it was found)."""
+def speech_vocabulary(config, kind, data) -> tuple[Vocabulary, str]:
+    """(the vocabulary the Speech-LLM run of ``config`` would have, how it was found), ``kind`` and
+    ``data`` its task kind and data section (``read_sections``)."""
     from jaxspeech.data.speech_llm_tokens import load_speech_tokenizer
 
-    data, init = plain(config.data), plain(config.get("init") or {})
-    path = _tokenizer_file(data.get("tokenizer") or init.get("llm_dir") or os.path.join(data["dir"], "tokenizer.model"))
+    init = plain(config.get("init") or {})
+    path = _tokenizer_file(kind.tokenizer_path(data.dir, data.tokenizer, build=False))
     if path is not None:
         return Vocabulary.of(load_speech_tokenizer(path)), f"the tokenizer {path}"
     if init.get("llm"):
@@ -140,8 +141,8 @@ def speech_vocabulary(config) -> tuple[Vocabulary, str]:
             Vocabulary(size + 1, size, 0, (), f"preset {init['llm']}"),
             f"preset {init['llm']}'s tokenizer ({size} tokens) + the audio placeholder",
         )
-    if data.get("tokenizer_vocab"):
-        size = int(data["tokenizer_vocab"])
+    if data.tokenizer_vocab:
+        size = int(data.tokenizer_vocab)
         return Vocabulary(size, size - 1, 0, (), "data.tokenizer_vocab"), f"data.tokenizer_vocab ({size})"
     raise ValueError(
         "cannot tell the vocabulary size without a tokenizer: set data.tokenizer to an existing one, "
@@ -165,7 +166,7 @@ def planned_run(config, local_devices: int) -> PlannedRun:
         source = f"{kind.init.whisper_dir}/config.json" if kind.init.whisper_dir else f"preset {kind.init.whisper}"
         vocabulary = f"{source} ({model.decoder.vocab_size} tokens)"
     else:
-        vocab, vocabulary = speech_vocabulary(config)
+        vocab, vocabulary = speech_vocabulary(config, kind, data)
         kind.setup_model(vocab)
     pipeline, eval_pipeline = pipelines(kind, data, local_devices)
     return PlannedRun(

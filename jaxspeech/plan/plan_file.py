@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
+from jaxspeech import paths
 from jaxspeech.config_dict import override, plain
 from jaxspeech.errors import UsageError
 from jaxspeech.plan.measure import Memory
@@ -129,15 +130,16 @@ def plan_record(
 
 
 def write_plan(plan: Mapping[str, Any], path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(plain(plan), f, indent=2)
+    """Writes ``plan`` to ``path``, a local file or a bucket object (``gs://...``)."""
+    path = paths.absolute(path)
+    paths.make_dirs(os.path.dirname(path))
+    paths.write_whole(path, json.dumps(plain(plan), indent=2))
 
 
 def read_plan(path: str) -> dict[str, Any]:
+    """The plan at ``path`` (local or ``gs://...``), checked to be one that trains something."""
     try:
-        with open(path) as f:
-            plan = json.load(f)
+        plan = json.loads(paths.read_text(path))
     except (OSError, json.JSONDecodeError) as error:
         raise UsageError(path, f"cannot be read as a plan ({error})") from error
     if not isinstance(plan, dict) or plan.get("version") != VERSION or "settings" not in plan:

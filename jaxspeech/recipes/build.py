@@ -36,6 +36,10 @@ from jaxspeech.train.config import TrainConfig, train_config_from_dict
 from jaxspeech.types import Batch, BatchShape
 
 
+# init keys that name Hugging Face checkpoint folders (read by libraries that need local files).
+CHECKPOINT_DIRS = ("whisper_dir", "llm_dir")
+
+
 class FirstN:
     """The first ``n`` records of a random-access source (for quick evaluations during training)."""
 
@@ -268,10 +272,29 @@ def without_from_run(config) -> tuple[dict[str, Any], tuple[Take, ...]]:
     return config, takes
 
 
+def with_local_checkpoints(config: dict[str, Any], weights: bool) -> dict[str, Any]:
+    """``config`` with each bucket folder of ``CHECKPOINT_DIRS`` replaced by its local mirror
+    (``paths.local_copy``; only configs and tokenizers unless ``weights``), which every reader of
+    the checkpoint then sees; raises naming the folder when it holds no config.json."""
+    init = dict(config.get("init") or {})
+    for key in CHECKPOINT_DIRS:
+        folder = init.get(key)
+        if not folder or paths.is_local(folder):
+            continue
+        if not paths.is_file(paths.join(folder, "config.json")):
+            raise MissingFileError(
+                paths.join(folder, "config.json"), f"init.{key}: expected a Hugging Face checkpoint folder there"
+            )
+        init[key] = paths.local_copy(folder, weights=weights)
+    return {**config, "init": init} if "init" in config else config
+
+
 def read_sections(config, need_weights: bool = True) -> tuple[TaskKind, DataConfig, TrainConfig, EvalConfig]:
-    """Every section of ``config`` read and checked, nothing built: (task kind, data, train, eval)."""
+    """Every section of ``config`` read and checked, nothing built: (task kind, data, train, eval);
+    checkpoints on a bucket are mirrored locally first (without weights unless ``need_weights``)."""
     check_keys(config, set(SECTIONS), "config")
     config, _ = without_from_run(config)
+    config = with_local_checkpoints(config, weights=need_weights)
     kind = task_kind(config, need_weights)
     data = dataclass_from_dict(DataConfig, config.get("data") or {}, "data")
     train = kind.train_config(train_config_from_dict(config.get("train") or {}))
