@@ -132,6 +132,11 @@ def test_the_mix_is_deterministic_per_seed():
     records, weights = _records(30), {"asr": 1, "rate": 1, "last_word": 1}
     assert mix_records(records, weights, CORPUS, seed=1) == mix_records(records, weights, CORPUS, seed=1)
     assert mix_records(records, weights, CORPUS, seed=1) != mix_records(records, weights, CORPUS, seed=2)
+    # Which records a task asks is drawn too, not the first ones of the split.
+    asked = [
+        {r["id"] for r in mix_records(records, weights, CORPUS, seed=s) if r["instruction"] == "rate"} for s in (1, 2)
+    ]
+    assert len(asked[0]) == len(asked[1]) == 10 and asked[0] != asked[1]
 
 
 def test_unknown_tasks_and_bad_weights_are_named():

@@ -73,5 +73,7 @@ def test_debug_run_trains_on_the_mix_and_scores_each_task(run_dir):
     assert {r["reference"] for r in pitch} <= set(PITCH_CLASSES)
     last = _jsonl(run_dir / "eval" / "test_last_word.jsonl")
     assert all(r["reference"] == r["text"].split()[-1] for r in last)
-    assert main(["eval", "--workdir", str(run_dir), "--sets", "test_pitch", "--max-examples", "2", "--no-progress"]) == 0
+    assert (
+        main(["eval", "--workdir", str(run_dir), "--sets", "test_pitch", "--max-examples", "2", "--no-progress"]) == 0
+    )
     assert len(_jsonl(run_dir / "eval" / "test_pitch.jsonl")) == 2
