@@ -182,15 +182,14 @@ def main() -> None:
             start = time.perf_counter()
             our_tokens = ours()
             compile_s = time.perf_counter() - start
-            decode = run.tokenizer.decode
-            run = {
+            entry = {
                 "decoder": name,
                 "method": gen.method,
                 "num_beams": gen.num_beams,
                 "ctc_weight": gen.ctc_weight,
                 "lexicon": lexicon is not None,
                 "compile_plus_first_run_s": compile_s,
-                "wer": wer(references, [decode(t) for t in our_tokens]).rate,
+                "wer": wer(references, [run.tokenizer.decode(t) for t in our_tokens]).rate,
             }
             if name == "eval":
                 times = []
@@ -198,9 +197,9 @@ def main() -> None:
                     start = time.perf_counter()
                     ours()
                     times.append(time.perf_counter() - start)
-                run.update(ours_median_s=float(np.median(times)), ours_s=times)
+                entry.update(ours_median_s=float(np.median(times)), ours_s=times)
                 print(
-                    f"{name}: ours {run['ours_median_s']:.2f} s, WER {run['wer']:.3f} (first call {compile_s:.1f} s)",
+                    f"{name}: ours {entry['ours_median_s']:.2f} s, WER {entry['wer']:.3f} (first call {compile_s:.1f} s)",
                     flush=True,
                 )
             else:
@@ -213,17 +212,17 @@ def main() -> None:
                         f"{name}: {len(differ)} hypotheses differ from transformers', e.g. row "
                         f"{differ[0]}: ours {our_tokens[differ[0]]}, peer {peer_tokens[differ[0]]}"
                     )
-                run.update(
+                entry.update(
                     torch_threads=threads, tokens_identical=True, **alternating(ours, peer, pairs=args.pairs, warmup=0)
                 )
                 print(
-                    f"{name}: ours {run['ours_median_s']:.2f} s, transformers {run['peer_median_s']:.2f} s, speed-up "
-                    f"x{run['speedup_median']:.2f} [{run['speedup_min']:.2f}, {run['speedup_max']:.2f}] "
-                    f"(first call {compile_s:.1f} s), WER {run['wer']:.3f}",
+                    f"{name}: ours {entry['ours_median_s']:.2f} s, transformers {entry['peer_median_s']:.2f} s, speed-up "
+                    f"x{entry['speedup_median']:.2f} [{entry['speedup_min']:.2f}, {entry['speedup_max']:.2f}] "
+                    f"(first call {compile_s:.1f} s), WER {entry['wer']:.3f}",
                     flush=True,
                 )
-            run["load_average"] = os.getloadavg()
-            results["runs"].append(run)
+            entry["load_average"] = os.getloadavg()
+            results["runs"].append(entry)
     write_json(args.out, results)
 
 

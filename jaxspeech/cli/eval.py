@@ -11,9 +11,11 @@ a text LM's workdir: its perplexity on held-out text).
   jaxspeech eval --workdir runs/ast --metrics bleu,exact_match   # other scores than the config's eval.metrics
 
 Metrics (--metrics, eval.metrics): wer, cer (error rates after text normalisation), bleu (sacrebleu
-corpus BLEU of the raw text, 0-100) and exact_match (share of examples whose normalised hypothesis
-equals the normalised reference). The reference is an example's ``target`` (the answer a prompted
-task trains on: a translation, a question's answer) when it has one, else its ``text``.
+corpus BLEU of the raw text, 0-100), exact_match (share of examples whose normalised hypothesis
+equals the normalised reference) and transcript_echo (share of hypotheses within WER 0.5 of the
+utterance's transcript ``text``: on a set that asks for something else, how often the model
+transcribed instead). The reference is an example's ``target`` (the answer a prompted task trains
+on: a translation, a question's answer) when it has one, else its ``text``.
 
 Writes ``WORKDIR/eval/<set>[.<decoder>].jsonl`` (per-example reference, hypothesis and errors) and
 prints a table per metric (test sets of the embedded corpus split into training voices and held-out
@@ -96,7 +98,7 @@ def register(subparsers) -> None:
         "--metrics",
         default=None,
         metavar="A,B",
-        help="comma-separated scores of wer, cer, bleu, exact_match (default: the run's eval.metrics)",
+        help="comma-separated scores of wer, cer, bleu, exact_match, transcript_echo (default: the run's eval.metrics)",
     )
     parser.add_argument("--max-examples", type=number(int, 1), default=None, help="decode at most this many per set")
     parser.add_argument("--no-progress", action="store_true")

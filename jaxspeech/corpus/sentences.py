@@ -337,6 +337,31 @@ def _entry_forms(slot: str, entry: str) -> set[str]:
     return {word for form in forms for word in inflect(entry, form).split()}
 
 
+@functools.lru_cache(maxsize=None)
+def rule_literals() -> frozenset[str]:
+    """The words the rules themselves write ("the", "home", "thirty"...), not drawn from a word class."""
+    return frozenset(
+        token
+        for line in RULES.split("\n")
+        for token in line.split("#", 1)[0].split()
+        if token.isalpha() and token.islower()
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def slot_words(slot: str) -> frozenset[str]:
+    """Every word the entries of word class ``slot`` can put in a sentence (all inflected forms; each
+    word of a multi-word entry)."""
+    if slot not in _SLOT_TABLE:
+        raise ValueError(f"unknown word class {slot!r}; expected one of {sorted(_SLOT_TABLE)}")
+    return frozenset(word for entry in english_grammar().slots[slot].entries for word in _entry_forms(slot, entry))
+
+
+def word_classes() -> tuple[str, ...]:
+    """The names of the grammar's word classes (its lexicon slots: ``{number}``, ``{color}``, ...)."""
+    return tuple(_SLOT_TABLE)
+
+
 def _stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
@@ -348,18 +373,8 @@ def open_vocab_entries() -> dict[str, tuple[str, ...]]:
     whose forms are no word of the rules themselves nor of another word class ("the", "home",
     adjectives, numbers...), so that holding them out removes whole nouns, names and verbs only."""
     grammar = english_grammar()
-    literal = {
-        token
-        for line in RULES.split("\n")
-        for token in line.split("#", 1)[0].split()
-        if token.isalpha() and token.islower()
-    }
-    shared = literal | {
-        word
-        for slot in _SLOT_TABLE
-        if slot not in OPEN_VOCAB_SLOTS
-        for entry in grammar.slots[slot].entries
-        for word in _entry_forms(slot, entry)
+    shared = rule_literals() | {
+        word for slot in _SLOT_TABLE if slot not in OPEN_VOCAB_SLOTS for word in slot_words(slot)
     }
     held_out = {}
     for slot in OPEN_VOCAB_SLOTS:

@@ -1,4 +1,5 @@
-"""WER / CER (jiwer, after normalisation) with counts, BLEU (sacrebleu), exact match, and held-out perplexity.
+"""WER / CER (jiwer, after normalisation) with counts, BLEU (sacrebleu), exact match, transcript echo
+(a task over-fitting score), and held-out perplexity.
 
 Error counts are kept per example and summed, so a corpus WER is sum(S + D + I) / sum(N), never an
 average of per-example rates.
@@ -102,6 +103,25 @@ class ExactMatchResult:
         return sum(self.matches) / len(self.matches) if self.matches else 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class TranscriptEchoResult:
+    """Per example (``ids``), the WER of the hypothesis against the utterance's transcript
+    (``transcript_wers``); an example echoes the transcript when that WER is below ``threshold``."""
+
+    transcript_wers: tuple[float, ...]
+    ids: tuple[str, ...]
+    threshold: float
+
+    @property
+    def echoes(self) -> tuple[bool, ...]:
+        return tuple(rate < self.threshold for rate in self.transcript_wers)
+
+    @property
+    def share(self) -> float:
+        """The share of examples that echo their transcript (0 for none)."""
+        return sum(self.echoes) / len(self.echoes) if self.echoes else 0.0
+
+
 def get_normalizer(normalizer: str | Normalizer) -> Normalizer:
     """ "english" (default), "basic" (any language), "none", or a callable str -> str."""
     if callable(normalizer):
@@ -167,6 +187,25 @@ def exact_match(
     return ExactMatchResult(matches=matches, ids=tuple(ids))
 
 
+def transcript_echo(
+    transcripts: Sequence[str],
+    hypotheses: Sequence[str],
+    *,
+    threshold: float = 0.5,
+    normalizer: str | Normalizer = "english",
+    ids: Sequence[str] | None = None,
+) -> TranscriptEchoResult:
+    """Which hypotheses are (close to) their utterance's transcript: WER against it below ``threshold``.
+    On a set whose instruction asks for something else (a rate, a colour, the last word), the share
+    that do is how often the model transcribed instead of following the instruction."""
+    rates = wer(transcripts, hypotheses, normalizer=normalizer, ids=ids)
+    return TranscriptEchoResult(
+        transcript_wers=tuple(e.counts.rate for e in rates.examples),
+        ids=tuple(e.id for e in rates.examples),
+        threshold=threshold,
+    )
+
+
 def _check_ids(ids: Sequence[str] | None, references: Sequence[str]) -> list[str]:
     """``ids`` as strings ("0", "1", ... when None), one per reference."""
     if ids is None:
@@ -219,14 +258,16 @@ def _check_pairs(references, hypotheses):
                 raise TypeError(f"{name} {k} is {type(text).__name__}, expected str")
 
 
-MetricResult = ErrorRateResult | BleuResult | ExactMatchResult | PerplexityResult
+MetricResult = ErrorRateResult | BleuResult | ExactMatchResult | TranscriptEchoResult | PerplexityResult
 
 
 def headline(result: MetricResult) -> float:
-    """The one number a result stands for: an error rate or exact-match accuracy (0-1), BLEU (0-100),
-    or a perplexity."""
+    """The one number a result stands for: an error rate, exact-match accuracy or transcript-echo share
+    (0-1), BLEU (0-100), or a perplexity."""
     if isinstance(result, PerplexityResult):
         return result.perplexity
+    if isinstance(result, TranscriptEchoResult):
+        return result.share
     if isinstance(result, BleuResult):
         return result.score
     if isinstance(result, ExactMatchResult):
@@ -241,4 +282,13 @@ def _corpus_bleu(references: Sequence[str], hypotheses: Sequence[str], *, ids: S
 
 # Metrics an evaluation set can be scored with (``eval.metrics``, ``jaxspeech eval --metrics``):
 # name -> fn(references, hypotheses, *, ids) -> a result; scores are keyed "<set> <NAME upper-cased>".
-PER_SET_METRICS = {"wer": wer, "cer": cer, "bleu": _corpus_bleu, "exact_match": exact_match}
+PER_SET_METRICS = {
+    "wer": wer,
+    "cer": cer,
+    "bleu": _corpus_bleu,
+    "exact_match": exact_match,
+    "transcript_echo": transcript_echo,
+}
+# The metrics whose references are another field of each example than its answer (``target``, else
+# ``text``): metric name -> that field.
+REFERENCE_FIELDS = {"transcript_echo": "text"}

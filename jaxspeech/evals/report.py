@@ -1,4 +1,5 @@
-"""Evaluation outputs: per-example JSONL and Markdown tables of each metric (WER/CER, BLEU, exact match)."""
+"""Evaluation outputs: per-example JSONL and Markdown tables of each metric (WER/CER, BLEU, exact match,
+transcript echo)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from jaxspeech import paths
-from jaxspeech.evals.metrics import BleuResult, ErrorRateResult, ExactMatchResult, ExampleScore
+from jaxspeech.evals.metrics import BleuResult, ErrorRateResult, ExactMatchResult, ExampleScore, TranscriptEchoResult
 
 
 def example_record(example: ExampleScore, unit: str = "word") -> dict[str, Any]:
@@ -83,12 +84,27 @@ def exact_match_table(results: Mapping[str, ExactMatchResult], *, name_header: s
     return "\n".join(lines) + "\n"
 
 
+def transcript_echo_table(results: Mapping[str, TranscriptEchoResult], *, name_header: str = "set") -> str:
+    """A Markdown table with one row per named result: examples, those whose hypothesis is within the
+    WER threshold of the transcript, and their share (on a set that asks for something else than the
+    transcript, lower is better)."""
+    lines = [f"| {name_header} | examples | WER threshold | transcript echoes | echo % |", "|---|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {len(r.echoes)} | {r.threshold:g} | {sum(r.echoes)} | {100 * r.share:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 # Per metric of ``PER_SET_METRICS``: the title above its table and the table.
 METRIC_TABLES = {
     "wer": ("Word error rates:", wer_table),
     "cer": ("Character error rates:", wer_table),
     "bleu": ("BLEU (sacrebleu: 13a tokenisation of the raw text, one reference; higher is better):", bleu_table),
     "exact_match": ("Exact match (normalised hypothesis equals normalised reference):", exact_match_table),
+    "transcript_echo": (
+        "Transcript echo (the hypothesis within the WER threshold of the utterance's transcript: on a set "
+        "whose instruction asks for something else, the model transcribed instead; lower is better):",
+        transcript_echo_table,
+    ),
 }
 
 

@@ -19,7 +19,8 @@ import jax
 from jaxspeech import paths
 from jaxspeech.config_dict import check_keys, dataclass_from_dict, plain
 from jaxspeech.corpus.build import build_corpus
-from jaxspeech.errors import MissingFileError
+from jaxspeech.corpus.instruction_manifests import WHERE as INSTRUCTION_TASKS, write_instruction_manifests
+from jaxspeech.errors import ConfigError, MissingFileError
 from jaxspeech.data.pipeline import DataPipeline
 from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.data.sources import ConcatSource, LibriSpeechSource, ManifestSource, TfdsSource, write_manifest
@@ -301,6 +302,21 @@ def read_sections(config, need_weights: bool = True) -> tuple[TaskKind, DataConf
     return kind, data, train, dataclass_from_dict(EvalConfig, config.get("eval") or {}, "eval")
 
 
+def check_instruction_prompts(kind: TaskKind, data: DataConfig) -> None:
+    """Raises unless ``kind`` prompts with instructions (a Speech LLM) and has a prompt for every task
+    of ``data.instruction_tasks``."""
+    tasks = data.instruction_tasks
+    if not isinstance(kind, SpeechLLMKind):
+        raise ConfigError(INSTRUCTION_TASKS, "instruction tasks need a task that prompts: task.kind 'speech_llm'")
+    missing = [task for task in (*tasks.train_mix, *tasks.eval_tasks) if task not in kind.instruction_prompts]
+    if missing:
+        raise ConfigError(
+            "task.prompt.prompts",
+            f"has no prompt for the instruction task(s) {sorted(set(missing))} of {INSTRUCTION_TASKS}: add "
+            "jaxspeech.corpus.instructions.task_prompts() (as configs/instructions.py does)",
+        )
+
+
 def build(config, progress: bool = True, *, build_data: bool = True) -> Run:
     """The run of ``config``; ``build_data`` False never synthesises the corpus (reopening a run)."""
     kind, data, train, evaluation = read_sections(config)
@@ -308,6 +324,10 @@ def build(config, progress: bool = True, *, build_data: bool = True) -> Run:
     tokenizer = kind.tokenizer_path(data.dir, data.tokenizer, data.build_tokenizer)
     if build_data and data.build_corpus:
         build_corpus(data.dir, data.corpus, tokenizer_vocab=data.tokenizer_vocab, progress=progress)
+    if data.instruction_tasks is not None:
+        check_instruction_prompts(kind, data)
+        if build_data:
+            write_instruction_manifests(data.dir, data.instruction_tasks)
     if not paths.exists(tokenizer):
         raise MissingFileError(
             tokenizer, "tokenizer not found: set data.tokenizer, or data.tokenizer_vocab with data.build_corpus"

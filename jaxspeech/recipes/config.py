@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from jaxspeech.config_dict import dataclass_from_dict, plain
+from jaxspeech.corpus.instruction_manifests import InstructionTasksConfig
 from jaxspeech.corpus.utterances import CorpusConfig
 from jaxspeech.data.pipeline_config import PipelineConfig
 from jaxspeech.decoding.generate import GenerationConfig
@@ -69,7 +70,10 @@ class DataConfig:
     ``build_tokenizer``: write a byte-level Whisper-style tokenizer when missing (Whisper debug
     runs); ``train`` / ``eval_sets``: manifest names or paths, LibriSpeech-layout folders, or prepared
     TFDS datasets ``tfds:NAME/SPLIT`` (read as ``tfds`` says; needs the ``[tfds]`` extra);
-    ``pipeline``: ``PipelineConfig`` fields; ``eval_pipeline``: overrides for evaluation."""
+    ``pipeline``: ``PipelineConfig`` fields; ``eval_pipeline``: overrides for evaluation;
+    ``instruction_tasks``: instruction-task manifests to write from the corpus in ``dir`` (its
+    ``InstructionTasksConfig``: a training mix and one eval set per task, ``corpus/instructions.py``),
+    written after the corpus is built and named like any other set in ``train`` / ``eval_sets``."""
 
     dir: str = "data/tiny"
     build_corpus: bool = False
@@ -82,6 +86,7 @@ class DataConfig:
     pipeline: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     eval_pipeline: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     tfds: TfdsOptions = TfdsOptions()
+    instruction_tasks: InstructionTasksConfig | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "train", set_names(self.train))
@@ -107,7 +112,7 @@ class EvalConfig:
     ``recipes/word_list.py``) limits the output to those words; ``max_examples`` per set (None =
     all); ``during_training_examples`` of the first set are decoded every ``train.eval_every``
     steps; ``metrics``: the scores of every set, names of ``jaxspeech.evals.metrics.PER_SET_METRICS``
-    (``wer``, ``cer``, ``bleu``, ``exact_match``); ``set_metrics``: other scores for some sets, by
+    (``wer``, ``cer``, ``bleu``, ``exact_match``, ``transcript_echo``); ``set_metrics``: other scores for some sets, by
     their name in ``data.eval_sets`` (e.g. ``{"ast_test": ("bleu",)}``). An example's reference is
     its ``target`` when it has one (the answer a prompted task trains on), else its ``text``.
 

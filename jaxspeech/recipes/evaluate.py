@@ -2,7 +2,8 @@
 
 ``decode_manifest`` runs the task's ``Decoder`` over a data set; ``score`` computes its metrics
 (``eval.metrics`` or ``eval.set_metrics``: WER, CER, BLEU, exact match) against each example's
-answer (``target``, else ``text``: ``data.sources.answer_text``), and for test sets of the embedded corpus (records with
+answer (``target``, else ``text``: ``data.sources.answer_text``; transcript echo against ``text``:
+``evals.metrics.REFERENCE_FIELDS``), and for test sets of the embedded corpus (records with
 ``held_out_voice``) separately for the training voices and the held-out voice
 (``<set>/train_voices``, ``<set>/held_out_voice``). ``evaluate_sets`` does this for every eval set
 and writes ``<workdir>/eval/<set>.jsonl``; ``during_training`` gives the trainer's eval function.
@@ -25,7 +26,15 @@ from tqdm.auto import tqdm
 
 from jaxspeech import paths
 from jaxspeech.data.sources import AUDIO_FIELDS, answer_text
-from jaxspeech.evals.metrics import PER_SET_METRICS, ErrorRateResult, ExactMatchResult, MetricResult, headline
+from jaxspeech.evals.metrics import (
+    PER_SET_METRICS,
+    REFERENCE_FIELDS,
+    ErrorRateResult,
+    ExactMatchResult,
+    MetricResult,
+    TranscriptEchoResult,
+    headline,
+)
 from jaxspeech.evals.report import example_record, write_per_example_jsonl
 from jaxspeech.recipes.build import EvalDecoder, Run
 from jaxspeech.recipes.config import is_tfds
@@ -111,8 +120,9 @@ def score(decoded: list[dict], name: str, metrics=("wer", "cer")) -> dict[str, M
     for subset, rows in subsets.items():
         if not rows:
             continue
-        refs, hyps, ids = [r["reference"] for r in rows], [r["hypothesis"] for r in rows], [r["id"] for r in rows]
+        hyps, ids = [r["hypothesis"] for r in rows], [r["id"] for r in rows]
         for metric in metrics:
+            refs = [r[REFERENCE_FIELDS.get(metric, "reference")] for r in rows]
             results[f"{subset} {metric.upper()}"] = PER_SET_METRICS[metric](refs, hyps, ids=ids)
     return results
 
@@ -136,6 +146,9 @@ def example_records(decoded: list[dict], scores: Mapping[str, MetricResult], lab
         elif isinstance(result, ExactMatchResult):
             for example_id, match in zip(result.ids, result.matches):
                 extra.setdefault(example_id, {})["exact_match"] = match
+        elif isinstance(result, TranscriptEchoResult):
+            for example_id, rate, echo in zip(result.ids, result.transcript_wers, result.echoes):
+                extra.setdefault(example_id, {}).update(transcript_wer=rate, transcript_echo=echo)
     return [{**d, **extra.get(d["id"], {})} for d in decoded]
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxspeech.config_dict import dataclass_from_dict, plain
 from jaxspeech.data.pipeline_config import PipelineConfig
+from jaxspeech.data.prompts import instruction_prompts
 from jaxspeech.data.special_tokens import AUDIO_PLACEHOLDER
 from jaxspeech.data.speech_llm_tokens import SpeechLLMTokens, load_speech_tokenizer
 from jaxspeech.data.tokenizers import Tokenizer
@@ -56,15 +57,29 @@ class PromptConfig:
     it in the tokenizer's chat template (None: when the tokenizer has one); ``system``: a system turn;
     ``chunk_tags``: the audio's k-th time chunk (a clip, or with ``chunk_frames`` a piece of that many
     log-mel frames) follows the control token ``<chunk_k>`` (NVLM's tile tags in time; the tokenizer
-    must hold them, as the sentencepiece models jaxspeech trains do: 16)."""
+    must hold them, as the sentencepiece models jaxspeech trains do: 16); ``prompts``: instruction prompts
+    added to (or replacing) ``data.prompts.DEFAULT_INSTRUCTION_PROMPTS``, by instruction, each a user
+    turn with an ``{audio}`` slot; a record's ``instruction`` picks one."""
 
     instruction: str = "asr"
     chat: bool | None = False
     system: str | None = None
     chunk_tags: bool = False
     chunk_frames: int | None = None
+    prompts: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        try:
+            prompts = instruction_prompts(plain(self.prompts))
+        except (ValueError, TypeError, AttributeError) as e:
+            raise ConfigError(
+                "task.prompt.prompts", f"expected {{instruction: prompt with an {{audio}} slot}}: {e}"
+            ) from None
+        if self.instruction not in prompts:
+            raise ConfigError(
+                "task.prompt.instruction", f"{self.instruction!r} has no prompt; known: {sorted(prompts)}"
+            )
+        object.__setattr__(self, "prompts", dict(plain(self.prompts)))
         if self.chunk_frames is not None and (self.chunk_frames < 1 or not self.chunk_tags):
             raise ConfigError("task.prompt.chunk_frames", f"needs chunk_tags and a value >= 1, got {self.chunk_frames}")
 
@@ -226,6 +241,11 @@ class SpeechLLMKind:
             tokens = self.example_tokens()
             tokens.chunk_tag_ids(len(tokens.chunk_token_counts([pipeline.bucket_frames[-1]])))
 
+    @property
+    def instruction_prompts(self) -> dict[str, str]:
+        """{instruction: prompt}: the defaults with ``task.prompt.prompts``."""
+        return instruction_prompts(self.task_config.prompt.prompts)
+
     def example_tokens(self, inference: bool = False) -> SpeechLLMTokens:
         steps = () if self.model.fusion == "cross_attention" else self.model.inline_steps
         prompt = self.prompt
@@ -233,6 +253,7 @@ class SpeechLLMKind:
             self.tokenizer_file,
             steps,
             instruction=prompt.instruction,
+            prompts=self.instruction_prompts,
             chat=bool(prompt.chat),
             system=prompt.system,
             chunk_tags=prompt.chunk_tags,

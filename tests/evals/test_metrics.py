@@ -4,7 +4,17 @@ import math
 
 import pytest
 
-from jaxspeech.evals.metrics import PER_SET_METRICS, ErrorCounts, bleu, cer, exact_match, get_normalizer, headline, wer
+from jaxspeech.evals.metrics import (
+    PER_SET_METRICS,
+    ErrorCounts,
+    bleu,
+    cer,
+    exact_match,
+    get_normalizer,
+    headline,
+    transcript_echo,
+    wer,
+)
 
 
 def test_one_substitution_in_four_words():
@@ -88,7 +98,20 @@ def test_exact_match_compares_normalised_texts():
 def test_every_per_set_metric_scores_and_has_a_headline():
     references, hypotheses = ["the cat sat on the mat", "hello"], ["the cat sat on a mat", "hello"]
     results = {name: fn(references, hypotheses, ids=["a", "b"]) for name, fn in PER_SET_METRICS.items()}
-    assert list(results) == ["wer", "cer", "bleu", "exact_match"]
+    assert list(results) == ["wer", "cer", "bleu", "exact_match", "transcript_echo"]
     assert headline(results["wer"]) == pytest.approx(1 / 7)
     assert headline(results["bleu"]) == pytest.approx(bleu(references, hypotheses).score)
     assert headline(results["exact_match"]) == 0.5
+    assert headline(results["transcript_echo"]) == 1.0  # both within WER 0.5 of their "transcripts"
+
+
+def test_transcript_echo_counts_hypotheses_close_to_the_transcript():
+    transcripts = ["the red car stopped at five", "call anna now", "the cat sleeps", "they ate two apples"]
+    hypotheses = ["red", "call anna now", "the cat sleep", "they ate"]  # answered; echoed; echoed (1/3); 2/4
+    result = transcript_echo(transcripts, hypotheses, ids=["a", "b", "c", "d"])
+    assert result.transcript_wers == pytest.approx((5 / 6, 0.0, 1 / 3, 0.5))
+    assert result.echoes == (False, True, True, False)  # strictly below the threshold
+    assert result.share == 0.5 and headline(result) == 0.5 and result.ids == ("a", "b", "c", "d")
+    assert transcript_echo(transcripts, hypotheses, threshold=0.6).share == 0.75
+    assert transcript_echo(["The Cat sleeps."], ["the cat sleeps"]).echoes == (True,)  # normalised first
+    assert transcript_echo([], []).share == 0.0

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from jaxspeech.evals.metrics import bleu, cer, exact_match, wer
+from jaxspeech.evals.metrics import bleu, cer, exact_match, transcript_echo, wer
 from jaxspeech.evals.report import metric_tables, write_per_example_jsonl, wer_table
 
 
@@ -79,3 +79,14 @@ def test_each_metric_gets_its_own_table_format():
     # 13a splits "Yes." into two tokens; n-gram matches 5/8, 3/6, 2/4, 1/3 (case-sensitive: "Yes" is not "yes").
     assert bleu_rows[2] == f"| test | {scores['test BLEU'].score:.2f} | 62.5/50.0/50.0/33.3 | 1.000 | 8 / 7 |"
     assert "| test | 2 | 7 | 1 | 0 | 0 | 14.29 |" in blocks[2]
+
+
+def test_transcript_echo_gets_a_table_of_echoes():
+    scores = {"test_rate TRANSCRIPT_ECHO": transcript_echo(["the cat sleeps", "call anna"], ["the cat sleeps", "fast"])}
+    block = metric_tables(scores, ["transcript_echo"])[0].splitlines()
+    assert block[0].startswith("Transcript echo (the hypothesis within the WER threshold of the utterance's transcript")
+    assert block[2:] == [
+        "| set | examples | WER threshold | transcript echoes | echo % |",
+        "|---|---:|---:|---:|---:|",
+        "| test_rate | 2 | 0.5 | 1 | 50.00 |",
+    ]

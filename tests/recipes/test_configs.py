@@ -26,11 +26,12 @@ from jaxspeech.types import Batch, BatchShape
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # These tests build or read data/tiny_debug in the checkout: under pytest -n they share one worker.
 pytestmark = pytest.mark.xdist_group("repo_data")
-SPEECH_LLM_CONFIGS = ("tiny_asr", "cross_attention", "hybrid")
+SPEECH_LLM_CONFIGS = ("tiny_asr", "cross_attention", "hybrid", "instructions")
 PRETRAINED_CONFIGS = ("slam_asr", "salmonn_style")
 # Parameters of the full variants (millions) with the debug tokenizer's 128 pieces (a real run's 512
-# pieces add 0.13M to tiny_asr), checked to +-2% so that a resize is deliberate.
-EXPECTED_MILLIONS = {"tiny_asr": 3.73, "cross_attention": 4.61, "hybrid": 4.61}
+# pieces add 0.13M to tiny_asr), checked to +-2% so that a resize is deliberate; instructions is
+# tiny_asr without its CTC head.
+EXPECTED_MILLIONS = {"tiny_asr": 3.73, "cross_attention": 4.61, "hybrid": 4.61, "instructions": 3.71}
 WHISPER_BASE = dict(
     encoder=dict(n_mels=80, d_model=512, num_layers=6, num_heads=8, ffn_dim=2048),
     decoder=dict(d_model=512, num_layers=6, num_heads=8, ffn_dim=2048),

@@ -54,6 +54,26 @@ def test_per_example_records_carry_every_per_example_score():
     assert only_bleu == decoded  # a corpus score adds nothing per example
 
 
+def test_transcript_echo_scores_against_the_transcript_not_the_answer():
+    rows = [
+        {"id": "a", "text": "the red car stopped", "target": "red", "hypothesis": "red"},
+        {"id": "b", "text": "call anna now", "target": "anna", "hypothesis": "call anna now"},
+        {"id": "c", "text": "the cat sleeps", "target": "fast", "hypothesis": "slow", "held_out_voice": True},
+    ]
+    decoded = [{**r, "reference": answer_text(r), "held_out_voice": r.get("held_out_voice", False)} for r in rows]
+    scores = score(decoded, "test_color", ("exact_match", "transcript_echo"))
+    assert scores["test_color EXACT_MATCH"].matches == (True, False, False)
+    assert scores["test_color TRANSCRIPT_ECHO"].echoes == (False, True, False)
+    assert scores["test_color/train_voices TRANSCRIPT_ECHO"].share == 0.5
+    assert scores["test_color/held_out_voice TRANSCRIPT_ECHO"].share == 0.0
+    records = {r["id"]: r for r in example_records(decoded, scores, "test_color")}
+    assert (records["b"]["transcript_echo"], records["b"]["transcript_wer"], records["b"]["exact_match"]) == (
+        True,
+        0.0,
+        False,
+    )
+
+
 def test_set_metrics_override_the_metrics_of_named_sets():
     config = EvalConfig(metrics=("wer",), set_metrics={"ast_test": ("bleu", "exact_match")})
     assert config.metrics_of("ast_test") == ("bleu", "exact_match") and config.metrics_of("test") == ("wer",)
@@ -70,7 +90,8 @@ def test_set_metrics_override_the_metrics_of_named_sets():
 )
 def test_unknown_metric_names_are_named_with_their_key(values, key):
     with pytest.raises(
-        ConfigError, match=rf"^{key}: unknown metric\(s\) .*expected names of \['wer', 'cer', 'bleu', 'exact_match'\]"
+        ConfigError,
+        match=rf"^{key}: unknown metric\(s\) .*expected names of \['wer', 'cer', 'bleu', 'exact_match', 'transcript_echo'\]",
     ):
         EvalConfig(**values)
 
