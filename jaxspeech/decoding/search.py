@@ -229,9 +229,11 @@ def beam_search(
     """Beam search; ``cache`` and ``first_logits`` come from a prefill with batch B (not B*K).
 
     A hypothesis ending in an end token scores ``sum log p / length ** length_penalty``; hypotheses
-    still open at ``max_new_tokens`` are scored the same way. The search stops early once every row
-    has ``num_beams`` finished hypotheses that no open beam can still beat (assuming scores only
-    decrease), or no open beam left with a finite score. Returns the best hypothesis per row.
+    still open at ``max_new_tokens`` are scored the same way. A row closes once it has ``num_beams``
+    finished hypotheses that its best open beam, normalised at its present length, does not beat
+    (transformers' ``early_stopping=False`` rule), or no open beam with a finite score; a closed row
+    takes no more finished hypotheses, and the search stops when every row is closed. Returns the
+    best hypothesis per row.
     """
     batch, vocab = first_logits.shape
     k = num_beams
@@ -252,15 +254,11 @@ def beam_search(
         done_seqs=jnp.full((batch, k, max_new_tokens), pad_id, jnp.int32),
         done_scores=jnp.full((batch, k), neg_inf),
         done_lengths=jnp.ones((batch, k), jnp.int32),
+        open_rows=active,
     )
 
     def cond(s):
-        length = (s["step"] + 1).astype(jnp.float32)
-        best_open = jnp.max(s["scores"], axis=1)
-        # A row with no live hypothesis (every continuation impossible, e.g. a padding row) is over.
-        beats_done = best_open / jnp.power(length, length_penalty) > jnp.min(s["done_scores"], axis=1)
-        can_improve = ~_impossible(best_open) & beats_done
-        return (s["step"] < max_new_tokens) & jnp.any(can_improve)
+        return (s["step"] < max_new_tokens) & jnp.any(s["open_rows"])
 
     def body(s):
         step = s["step"]
@@ -276,7 +274,7 @@ def beam_search(
         # Finished: candidates ending here (or every candidate at the last step) join the done pool,
         # if they rank among the best k: an end ranked below them is a backup that never finishes.
         among_best = (jnp.arange(2 * k) < k)[None, :]
-        finishing = (ends | last_step) & among_best & ~_impossible(cand_scores)
+        finishing = (ends | last_step) & among_best & ~_impossible(cand_scores) & s["open_rows"][:, None]
         fin_scores = jnp.where(finishing, normalised(cand_scores, length), neg_inf)
         pool_scores = jnp.concatenate([s["done_scores"], fin_scores], axis=1)
         pool_seqs = jnp.concatenate([s["done_seqs"], cand_seqs], axis=1)
@@ -285,6 +283,11 @@ def beam_search(
         # Open: the best k candidates that did not end.
         open_scores = jnp.where(ends, neg_inf, cand_scores)
         new_scores, open_idx = jax.lax.top_k(open_scores, k)
+        # A row stays open while its best open beam (normalised at its present length) beats its worst
+        # finished one; one with no live hypothesis (every continuation impossible, e.g. padding) closes.
+        best_open = new_scores[:, 0]
+        beats_done = normalised(best_open, step + 1) > jnp.min(done_scores, axis=1)
+        open_rows = s["open_rows"] & ~_impossible(best_open) & beats_done
         parent = jnp.take_along_axis(cand_beam, open_idx, axis=1)
         tokens = jnp.take_along_axis(cand_token, open_idx, axis=1)
         rows = (jnp.arange(batch)[:, None] * k + parent).reshape(-1)
@@ -300,6 +303,7 @@ def beam_search(
             done_seqs=jnp.take_along_axis(pool_seqs, done_idx[:, :, None], axis=1),
             done_scores=done_scores,
             done_lengths=jnp.take_along_axis(pool_lengths, done_idx, axis=1),
+            open_rows=open_rows,
         )
 
     final = jax.lax.while_loop(cond, body, state)

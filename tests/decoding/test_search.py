@@ -92,6 +92,23 @@ def test_an_end_ranked_below_the_best_k_candidates_does_not_finish():
     np.testing.assert_allclose(float(out.scores[0]), np.log(0.45) + np.log(0.2), rtol=1e-5)
 
 
+def test_a_row_closes_when_its_best_open_beam_at_its_present_length_cannot_win():
+    """transformers' early_stopping=False rule: once a row has k finished hypotheses, it closes when its
+    best open beam, normalised by the tokens it has now, scores below the worst of them. Step 0 (k = 1,
+    length_penalty 1): the end token leads (log 0.5 = -0.69) and finishes; the open beam, token 1
+    (log 0.4 = -0.92 over 1 token), cannot beat it, so the search stops, although [1, end] would
+    score -0.92 / 2 = -0.46: counting the beam's next token would have kept the row open."""
+    first = jnp.log(jnp.array([[1e-6, 0.4, 0.05, 0.05, 0.5]], jnp.float32))
+    table = np.zeros((V, V), np.float32)
+    table[1] = [-30.0, -30.0, -30.0, -30.0, 0.0]  # after token 1 the end is certain
+    cache = {"prev": jnp.zeros((1,), jnp.int32), "steps": jnp.zeros((), jnp.int32)}
+    out = beam_search(
+        _step_fn(table), first, cache, num_beams=1, max_new_tokens=4, eos_ids=(EOS,), pad_id=PAD, length_penalty=1.0
+    )
+    assert int(out.lengths[0]) == 1 and int(out.tokens[0, 0]) == EOS
+    np.testing.assert_allclose(float(out.scores[0]), np.log(0.5), rtol=1e-5)
+
+
 def test_greedy_follows_argmax_and_pads_after_eos():
     start, table, first, cache = _setup(5, batch=2)
     out = greedy_search(_step_fn(table), first, cache, max_new_tokens=6, eos_ids=(EOS,), pad_id=PAD)
