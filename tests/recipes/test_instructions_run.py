@@ -10,6 +10,7 @@ import pathlib
 import pytest
 
 from jaxspeech.cli import main
+from jaxspeech.testing.debug_runs import train_debug_run
 from jaxspeech.config_dict import dataclass_from_dict, load_config_file
 from jaxspeech.corpus.instructions import PITCH_CLASSES, RATE_CLASSES, task_prompts
 from jaxspeech.errors import ConfigError
@@ -49,10 +50,7 @@ def test_instruction_tasks_need_a_prompt_for_each_task():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    os.chdir(REPO)  # the debug corpus is built (once) in data/tiny_debug
-    workdir = tmp_path_factory.mktemp("instructions_debug_run")
-    assert main(["train", "--config", f"{CONFIG}:debug", "--workdir", str(workdir), "--no-progress"]) == 0
-    return workdir
+    return train_debug_run(REPO, CONFIG, tmp_path_factory.mktemp("instructions_debug_run"))
 
 
 @pytest.mark.slow

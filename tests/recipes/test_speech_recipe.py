@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxspeech.cli import main
+from jaxspeech.testing.debug_runs import train_debug_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # These tests build or read data/tiny_debug in the checkout: under pytest -n they share one worker.
@@ -19,10 +20,7 @@ CONFIG = "configs/tiny_asr.py"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    os.chdir(REPO)  # the debug corpus is built (once) in data/tiny_debug
-    workdir = tmp_path_factory.mktemp("tiny_debug_run")
-    assert main(["train", "--config", f"{CONFIG}:debug", "--workdir", str(workdir), "--no-progress"]) == 0
-    return workdir
+    return train_debug_run(REPO, CONFIG, tmp_path_factory.mktemp("tiny_debug_run"))
 
 
 def _metrics(workdir):
