@@ -71,7 +71,7 @@ class PlannedRun:
         if model.xattn is not None:
             heads += [model.xattn.num_heads, model.xattn.num_kv_heads]
         if model.connector.kind == "qformer":
-            heads.append(model.connector.qformer_heads)
+            heads.append(model.connector.num_heads)
         return tuple(heads)
 
     @property

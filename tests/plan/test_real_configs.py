@@ -57,3 +57,16 @@ def test_slam_asr_8b_is_whisper_large_v3_and_llama_31_8b(spec):
 def test_real_size_configs_have_their_size(spec, billions, trained):
     total, trainable = _counts(spec)
     assert total / 1e9 == pytest.approx(billions, abs=0.005) and trainable / 1e9 == pytest.approx(trained, abs=0.005)
+
+
+@pytest.mark.parametrize(
+    "spec, heads",
+    [
+        # Whisper-large-v3 encoder; Qwen2-7B-shaped LLM query / key-value heads; the window Q-Former's.
+        ("configs/salmonn_7b.py", (20, 28, 4, 12)),
+        ("configs/nvlm_7b.py:x", (20, 28, 4, 28, 4)),
+    ],
+)
+def test_the_mesh_search_sees_every_attentions_heads(spec, heads):
+    """A tensor axis must divide every attention's heads: the planner lists them, Q-Former included."""
+    assert planned_run(load_config_file(spec), local_devices=1).attention_heads == heads
