@@ -1,4 +1,5 @@
-"""CTC compression (Speech-LLaMA's CTC compressor): one audio vector per label the CTC head emits.
+"""CTC compression (Speech-LLaMA's CTC compressor): one audio vector per label the CTC head emits;
+and the label posteriors behind each inline audio token (``posteriors_per_token``).
 
 The greedy CTC path of each clip splits its frames into runs: a run starts at a non-blank frame
 whose label differs from the previous frame's, and takes the frames that repeat its label; blank
@@ -58,3 +59,21 @@ def ctc_compress(
     run, counts = ctc_runs(labels, lengths, blank_id)
     posteriors = jax.nn.softmax(ctc_logits.astype(jnp.float32), axis=-1)
     return average_runs(hidden, run), average_runs(posteriors, run), counts
+
+
+def posteriors_per_token(
+    ctc_logits: jax.Array, lengths: jax.Array, blank_id: int, frames_per_token: int, num_tokens: int
+) -> jax.Array:
+    """CTC logits f[N, F, K] + lengths i32[N] -> f32[N, num_tokens, K]: for audio token j, the label
+    posteriors of its CTC frames j * frames_per_token ... (j + 1) * frames_per_token - 1 summed, blank
+    left out and frames past ``lengths`` counted as zero, so a token covering one emitted label holds
+    about that label's one-hot and a silent token about nothing."""
+    n, frames, vocab = ctc_logits.shape
+    needed = num_tokens * frames_per_token
+    if needed < frames:
+        raise ValueError(f"{num_tokens} audio tokens of {frames_per_token} CTC frames cannot cover {frames} frames")
+    posteriors = jax.nn.softmax(ctc_logits.astype(jnp.float32), axis=-1)
+    valid = jnp.arange(frames)[None, :, None] < lengths[:, None, None]
+    posteriors = jnp.where(valid & (jnp.arange(vocab) != blank_id)[None, None, :], posteriors, 0.0)
+    posteriors = jnp.pad(posteriors, ((0, 0), (0, needed - frames), (0, 0)))
+    return posteriors.reshape(n, num_tokens, frames_per_token, vocab).sum(axis=2)

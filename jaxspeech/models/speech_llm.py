@@ -27,7 +27,7 @@ from flax import struct
 
 from jaxspeech.connectors.config import ConnectorConfig, FrameStackConnectorConfig
 from jaxspeech.connectors.cross_attention import AudioMemory, CrossAttentionConfig, GatedCrossAttention
-from jaxspeech.connectors.ctc_compress import ctc_compress, labels_before
+from jaxspeech.connectors.ctc_compress import ctc_compress, labels_before, posteriors_per_token
 from jaxspeech.connectors.projector import Projector, zero_padding
 from jaxspeech.connectors.qformer import WindowQFormer
 from jaxspeech.audio_tokens import FrameStack, downsampled_length
@@ -52,9 +52,10 @@ class SpeechLLMConfig:
     frames (one Dense to k x vocab, reshaped), so a low encoder frame rate still leaves CTC room for
     blanks between tokens. ``ctc_compress`` (cross_attention only) hands the connector one encoder
     state per label of the greedy CTC path (run means, blanks dropped: Speech-LLaMA's compressor), so the
-    memory reads like the transcript; ``ctc_embed`` adds to each memory vector the LLM's input
-    embedding of its run's mean CTC posteriors (gradient-stopped table), a text-space hint of what
-    the run says. ``ctc_blank_id`` is CTC's blank label. ``audio_positions`` "ctc" (decoder_only,
+    memory reads like the transcript; ``ctc_embed`` adds to each audio vector the LLM's input
+    embedding (gradient-stopped table) of CTC posteriors, a text-space hint of what it says: its run's
+    mean posteriors under ``ctc_compress``, else (decoder_only or hybrid, a linear or frame_stack
+    connector) the label posteriors of the CTC frames behind each inline audio token, blank left out. ``ctc_blank_id`` is CTC's blank label. ``audio_positions`` "ctc" (decoder_only,
     a CTC head, a linear or frame_stack connector, one clip per row) sets the LLM's rotary
     positions from the CTC head's greedy path (``models/aligned_positions.py``), so that a transcript
     token and the audio it reads are a fixed distance apart; "sequential" numbers tokens in order."""
@@ -97,10 +98,23 @@ class SpeechLLMConfig:
             keeps_length = self.connector.kind == "linear" or (
                 self.connector.kind == "frame_stack" and self.connector.stack == 1
             )
-            if not self.ctc_compress or not keeps_length or self.ctc_vocab_size > self.llm.vocab_size:
+            if not self.ctc_vocab_size or self.ctc_vocab_size > self.llm.vocab_size:
                 raise ValueError(
-                    "ctc_embed needs ctc_compress, a connector that keeps the length (linear or "
-                    "frame_stack with stack 1) and a CTC vocabulary inside the LLM's"
+                    f"ctc_embed needs a CTC head whose vocabulary lies inside the LLM's; got ctc_vocab_size "
+                    f"{self.ctc_vocab_size}, llm.vocab_size {self.llm.vocab_size}"
+                )
+            if self.ctc_compress and not keeps_length:
+                raise ValueError(
+                    "ctc_embed with ctc_compress needs a connector that keeps the length (linear or "
+                    f"frame_stack with stack 1), got {self.connector.kind!r}"
+                )
+            if not self.ctc_compress and (
+                self.fusion == "cross_attention" or self.connector.kind not in ("linear", "frame_stack")
+            ):
+                raise ValueError(
+                    "ctc_embed without ctc_compress needs inline audio tokens (fusion decoder_only or hybrid) "
+                    f"from a linear or frame_stack connector; got fusion {self.fusion!r}, connector "
+                    f"{self.connector.kind!r}"
                 )
         if self.audio_positions not in AUDIO_POSITIONS:
             raise ValueError(f"audio_positions must be one of {AUDIO_POSITIONS}, got {self.audio_positions!r}")
@@ -250,23 +264,27 @@ class SpeechLLM(nn.Module):
         return hidden, jnp.where(flat_lengths > 0, hidden_lengths, 0)
 
     def _encode(self, features, feature_lengths, train):
-        """-> (AudioEmbeddings, encoder states f[B*C, T', E], their lengths i32[B*C])."""
+        """-> (AudioEmbeddings, encoder states f[B*C, T', E], their lengths i32[B*C], the CTC head's
+        (logits, lengths) where the audio embeddings or the positions need them, else None)."""
         batch, clips = features.shape[:2]
         c = self.config
         hidden, hidden_lengths = self._encoder_states(features, feature_lengths, train)
         states, state_lengths = hidden, hidden_lengths
+        needs_ctc = c.ctc_compress or c.ctc_embed or c.audio_positions == "ctc"
+        ctc = self.ctc_logits(hidden, hidden_lengths) if needs_ctc else None
         if c.ctc_compress:
-            ctc_logits, _ = self.ctc_logits(hidden, hidden_lengths)
-            states, posteriors, state_lengths = ctc_compress(hidden, ctc_logits, hidden_lengths, c.ctc_blank_id)
+            states, posteriors, state_lengths = ctc_compress(hidden, ctc[0], hidden_lengths, c.ctc_blank_id)
         target_rms = self.text_embedding_rms() if c.connector.norm_match else None
         embeds, lengths = self.connector(states, state_lengths, target_rms)
         if c.ctc_embed:
+            if not c.ctc_compress:
+                posteriors = posteriors_per_token(*ctc, c.ctc_blank_id, c.ctc_frames_per_audio_token, embeds.shape[1])
             table = jax.lax.stop_gradient(self.llm.embed_tokens.embedding[: c.ctc_vocab_size].astype(jnp.float32))
             embeds = embeds + (posteriors @ table).astype(embeds.dtype)
         lengths = jnp.where(hidden_lengths > 0, lengths, 0)
         embeds = zero_padding(embeds, lengths)
         audio = AudioEmbeddings(embeds.reshape(batch, clips, *embeds.shape[1:]), lengths.reshape(batch, clips))
-        return audio, hidden, hidden_lengths
+        return audio, hidden, hidden_lengths, ctc
 
     def ctc_from_features(
         self, features: jax.Array, feature_lengths: jax.Array, *, train: bool = False
@@ -322,10 +340,10 @@ class SpeechLLM(nn.Module):
     ):
         """-> logits f32[B, L, V] (position t predicts token t + 1); with ``with_ctc`` also the CTC
         head's (logits f32[B*C, T', K], lengths i32[B*C]) over each clip's encoder states."""
-        audio, hidden, hidden_lengths = self._encode(features, feature_lengths, train)
-        aligned = self.config.audio_positions == "ctc"
-        ctc = self.ctc_logits(hidden, hidden_lengths) if with_ctc or aligned else None
-        if aligned:
+        audio, hidden, hidden_lengths, ctc = self._encode(features, feature_lengths, train)
+        if with_ctc and ctc is None:
+            ctc = self.ctc_logits(hidden, hidden_lengths)
+        if self.config.audio_positions == "ctc":
             positions = self._aligned_positions(tokens, positions, segment_ids, ctc)
         logits, _ = self.llm(
             inputs_embeds=self.embed(tokens, audio),
@@ -362,11 +380,10 @@ class SpeechLLM(nn.Module):
         self, tokens: jax.Array, features: jax.Array, feature_lengths: jax.Array, segment_ids: jax.Array, cache: KVCache
     ) -> tuple[jax.Array, dict[str, Any]]:
         """Runs an audio prompt: (final hidden f[B, T, D], decoding state {"llm": cache, "memory": ...})."""
-        audio, hidden, hidden_lengths = self._encode(features, feature_lengths, False)
+        audio, _, _, ctc = self._encode(features, feature_lengths, False)
         memory = self.memory(audio)
         positions = None
         if self.config.audio_positions == "ctc":
-            ctc = self.ctc_logits(hidden, hidden_lengths)
             positions = self._aligned_positions(tokens, default_positions(segment_ids, cache.next_positions), None, ctc)
         hidden, cache = self.llm.hidden_states(
             self.embed(tokens, audio),

@@ -1,4 +1,5 @@
-"""CTC compression: run boundaries against a hand-worked CTC path, run means, and the model wiring."""
+"""CTC compression: run boundaries against a hand-worked CTC path, run means, and the model wiring;
+the CTC posteriors behind each inline audio token (``ctc_embed`` without compression)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxspeech.connectors.config import FrameStackConnectorConfig
-from jaxspeech.connectors.ctc_compress import average_runs, ctc_compress, ctc_runs
+from jaxspeech.connectors.ctc_compress import average_runs, ctc_compress, ctc_runs, posteriors_per_token
 from jaxspeech.models.speech_llm import SpeechLLM
 from jaxspeech.testing.speech_llm import init_params, make_batch, tiny_config
 
@@ -72,10 +73,54 @@ def test_memory_has_one_vector_per_ctc_label(embed):
     assert min(runs) > 0, runs  # the random CTC head emits labels, so the check above compares real runs
 
 
+def test_posteriors_per_token_sum_each_tokens_frames_without_blank_or_padding():
+    #          token 0: a _ | token 1: b b | token 2: _ c | token 3: c (length 7) + padding
+    path = jnp.array([[1, 0, 2, 2, 0, 3, 3, 0]])
+    logits = jax.nn.one_hot(path, 4) * 50.0
+    out = posteriors_per_token(logits, jnp.array([7]), BLANK, frames_per_token=2, num_tokens=4)
+    np.testing.assert_allclose(out[0], [[0, 1, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1], [0, 0, 0, 1]], atol=1e-6)
+    padded = posteriors_per_token(logits[:, :7], jnp.array([7]), BLANK, frames_per_token=2, num_tokens=4)
+    np.testing.assert_allclose(padded, out, atol=1e-6)  # a last token short of frames is padded
+    with pytest.raises(ValueError, match="3 audio tokens of 2 CTC frames cannot cover 8 frames"):
+        posteriors_per_token(logits, jnp.array([7]), BLANK, frames_per_token=2, num_tokens=3)
+
+
+def test_inline_audio_tokens_gain_the_embedding_of_their_ctc_posteriors():
+    """decoder_only, frame stacking by 2: each audio token = the connector's output + (the summed
+    non-blank posteriors of its 2 CTC frames) @ the LLM's embedding table; the parameters are the
+    same with and without it."""
+    plain = tiny_config("decoder_only", ctc_vocab_size=11)
+    hinted = plain.replace(ctc_embed=True)
+    batch = make_batch(plain, [([40], [1, 5, 6], [7, 8, 9]), ([23], [1, 5], [11, 12])], frames=48)
+    params = init_params(SpeechLLM(hinted), batch)
+    assert jax.tree.structure(params) == jax.tree.structure(init_params(SpeechLLM(plain), batch))
+    encode = lambda config: SpeechLLM(config).apply(
+        params, batch["features"], batch["feature_lengths"], method=SpeechLLM.encode_audio
+    )
+    base, with_hints = encode(plain), encode(hinted)
+    ctc_logits, ctc_lengths = SpeechLLM(plain).apply(
+        params, batch["features"], batch["feature_lengths"], method=SpeechLLM.ctc_from_features
+    )
+    tokens = base.embeds.shape[2]
+    posteriors = posteriors_per_token(ctc_logits, ctc_lengths, BLANK, 2, tokens)
+    table = params["params"]["llm"]["embed_tokens"]["embedding"][:11]
+    hints = np.asarray(posteriors @ table).reshape(base.embeds.shape)
+    valid = np.arange(tokens)[None, None, :] < np.asarray(base.lengths)[..., None]
+    expected = np.where(valid[..., None], np.asarray(base.embeds) + hints, 0.0)
+    np.testing.assert_allclose(with_hints.embeds, expected, atol=1e-5)
+    assert np.abs(hints[valid]).max() > 1e-3  # the hints are not nothing
+
+
 def test_bad_combinations_raise_clear_errors():
     with pytest.raises(ValueError, match="ctc_compress needs fusion 'cross_attention'"):
         tiny_config("decoder_only", ctc_vocab_size=11, ctc_compress=True)
     with pytest.raises(ValueError, match="ctc_compress needs a CTC head"):
         tiny_config("cross_attention", ctc_compress=True)
-    with pytest.raises(ValueError, match="ctc_embed needs ctc_compress"):
+    with pytest.raises(ValueError, match="ctc_embed needs a CTC head whose vocabulary lies inside the LLM's"):
+        tiny_config("decoder_only", ctc_embed=True)
+    with pytest.raises(ValueError, match="ctc_embed without ctc_compress needs inline audio tokens"):
         tiny_config("cross_attention", ctc_vocab_size=11, ctc_embed=True)
+    with pytest.raises(ValueError, match="connector 'qformer'"):
+        tiny_config("decoder_only", "qformer", ctc_vocab_size=11, ctc_embed=True)
+    with pytest.raises(ValueError, match="ctc_embed with ctc_compress needs a connector that keeps the length"):
+        tiny_config("cross_attention", ctc_vocab_size=11, ctc_compress=True, ctc_embed=True)  # stack 2

@@ -177,10 +177,12 @@ def test_bad_prompts_raise_clear_errors():
         generate(config, params, dict(batch, segment_ids=batch["segment_ids"][:, :-1]), GREEDY)
 
 
-def test_ctc_aligned_positions_decode_equals_the_full_forward():
+@pytest.mark.parametrize("ctc_embed", [False, True])
+def test_ctc_aligned_positions_decode_equals_the_full_forward(ctc_embed):
     """audio_positions 'ctc': the rotary positions come from the CTC head's greedy path, in the full
-    forward and in the prefill alike, and the cache carries them on for the generated tokens."""
-    config = tiny_config("decoder_only", ctc_vocab_size=32, audio_positions="ctc")
+    forward and in the prefill alike, and the cache carries them on for the generated tokens (with
+    ``ctc_embed``, the audio tokens also carry their CTC posteriors' embeddings, in both)."""
+    config = tiny_config("decoder_only", ctc_vocab_size=32, audio_positions="ctc", ctc_embed=ctc_embed)
     rows = [([40], [1, 5, 6], [7, 8, 9]), ([23], [1, 5], [11, 12, 13, 14, 15])]
     batch = make_batch(config, rows, FRAMES)
     params = random_params(SpeechLLM(config), batch)
@@ -191,7 +193,7 @@ def test_ctc_aligned_positions_decode_equals_the_full_forward():
         batch["feature_lengths"],
         segment_ids=batch["segment_ids"],
         method=lambda m, t, f, fl, segment_ids: m._aligned_positions(
-            t, None, segment_ids, m.ctc_logits(*m._encode(f, fl, False)[1:])
+            t, None, segment_ids, m._encode(f, fl, False)[3]
         ),
     )
     sequential = np.cumsum(np.asarray(batch["segment_ids"]), axis=1) - 1
