@@ -192,9 +192,7 @@ def test_ctc_aligned_positions_decode_equals_the_full_forward(ctc_embed):
         batch["features"],
         batch["feature_lengths"],
         segment_ids=batch["segment_ids"],
-        method=lambda m, t, f, fl, segment_ids: m._aligned_positions(
-            t, None, segment_ids, m._encode(f, fl, False)[3]
-        ),
+        method=lambda m, t, f, fl, segment_ids: m._aligned_positions(t, None, segment_ids, m._encode(f, fl, False)[3]),
     )
     sequential = np.cumsum(np.asarray(batch["segment_ids"]), axis=1) - 1
     assert (np.asarray(positions) != np.maximum(sequential, 0)).any()  # the CTC path moved them
