@@ -1,7 +1,10 @@
 """The colab/ notebooks run top to bottom: every code cell, in order, in one namespace (shell and
-``%pip`` lines are skipped: the package is already installed here). Outputs are not compared."""
+``%pip`` lines are skipped: the package is already installed here); then what each notebook
+computed is checked: the quickstart's run summary, each study's table of every cell of its grid
+with finite scores and costs in range."""
 
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -12,6 +15,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # These tests build or read data/tiny_debug in the checkout: under pytest -n they share one worker.
 pytestmark = pytest.mark.xdist_group("repo_data")
 NOTEBOOKS = sorted((REPO / "colab").glob("*.ipynb"))
+# The run folder each notebook writes (relative to the repository root): removed before and after.
+RUN_FOLDERS = {
+    "quickstart.ipynb": "runs/notebook_debug",
+    "fusion_study.ipynb": "runs/fusion_study",
+    "connector_study.ipynb": "runs/connector_study",
+}
 
 
 def code_cells(path: pathlib.Path) -> list[str]:
@@ -20,12 +29,53 @@ def code_cells(path: pathlib.Path) -> list[str]:
     return ["\n".join(line for line in src.splitlines() if not line.lstrip().startswith(("%", "!"))) for src in sources]
 
 
+def check_quickstart(namespace: dict) -> None:
+    summary = namespace["summary"]
+    assert summary["step"] == namespace["config"].train.total_steps
+    assert summary["scores"] and all(math.isfinite(v) and v >= 0 for v in summary["scores"].values())
+    assert math.isfinite(float(namespace["stats"]["mean_ratio"])) and float(namespace["stats"]["mean_ratio"]) > 0
+
+
+def check_study(namespace: dict) -> None:
+    """The sweep's results.json (as the notebook read it) has every cell of the notebook's grid,
+    finished, with finite error rates >= 0 and positive step time, FLOPs and memory; every group
+    (arm) has them as finite means; the table and the plot the notebook shows exist."""
+    grid, results, table = namespace["grid"], namespace["results"], namespace["table"]
+    cells = {cell.name for cell in grid.cells()}
+    assert cells and {record["name"] for record in results["cells"]} == cells
+    assert results["pending"] == []
+    for record in results["cells"]:
+        assert record["stop_reason"] == "completed" and record["step"] > 0, record["name"]
+        assert "test/llm WER" in record["scores"], record["name"]
+        for name, value in record["scores"].items():
+            assert math.isfinite(value) and value >= 0, (record["name"], name, value)
+        for name in ("step_time_s", "flops_per_step", "step_memory_bytes"):
+            value = record["metrics"][name]
+            assert math.isfinite(value) and value > 0, (record["name"], name, value)
+    arms = [label for label, _ in grid.axes[0].choices]
+    assert sorted(table) == sorted(arms)
+    for arm, metrics in table.items():
+        assert all(value is not None and math.isfinite(value) for value in metrics.values()), (arm, metrics)
+    markdown = (REPO / namespace["WORKDIR"] / "results.md").read_text()
+    assert all(f"| {arm} |" in markdown for arm in arms)
+    assert (REPO / namespace["WORKDIR"] / "plots" / "test_llm_WER.png").stat().st_size > 0
+
+
+CHECKS = {"quickstart.ipynb": check_quickstart}
+
+
 def test_there_is_a_notebook():
     assert NOTEBOOKS, "colab/ holds no notebook"
 
 
+def test_every_notebook_has_a_run_folder_and_a_check():
+    assert sorted(RUN_FOLDERS) == sorted(path.name for path in NOTEBOOKS)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_top_to_bottom(path, monkeypatch):
+    run_folder = REPO / RUN_FOLDERS[path.name]
+    shutil.rmtree(run_folder, ignore_errors=True)  # a study's sweep would resume from an earlier run
     monkeypatch.chdir(REPO / "colab")  # where a user opens it; the notebook moves to the repository root
     namespace = {"__name__": "__notebook__"}
     try:
@@ -34,6 +84,7 @@ def test_notebook_runs_top_to_bottom(path, monkeypatch):
                 exec(compile(source, f"{path.name}[cell {index}]", "exec"), namespace)
             except Exception as error:
                 raise AssertionError(f"{path.name}: code cell {index} failed: {error!r}") from error
+        CHECKS.get(path.name, check_study)(namespace)
     finally:
-        shutil.rmtree(REPO / "runs" / "notebook_debug", ignore_errors=True)
+        shutil.rmtree(run_folder, ignore_errors=True)
         os.chdir(REPO)

@@ -10,7 +10,9 @@ brackets or quotes do not split); the cells are the cartesian product of the axe
 folder ``WORKDIR/<key=value>__<key=value>...`` trained, evaluated and reported exactly as
 ``jaxspeech train`` would (``--set`` overrides apply to every cell). A grid file defines ``GRID``
 (axis -> list of values, or a joint axis {label: {key: value, ...}}) and may define ``CONFIG`` and
-``SETS``. Every cell's config is checked before the first cell runs: a wrong key is named then.
+``SETS``; given as ``grid.py:ARG`` it defines ``get_grid(ARG)`` returning them (a study's smaller
+forms, e.g. ``experiments/fusion/grid.py:debug``). Every cell's config is checked before the first
+cell runs: a wrong key is named then.
 
 The cells run one after another. Re-running the same command resumes: finished cells (with
 ``cell.json``) are never redone; a cell that was killed resumes from its newest checkpoint; SIGTERM
@@ -54,8 +56,9 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--grid-file",
         default=None,
-        metavar="GRID_PY",
-        help="a Python file defining GRID (and optionally CONFIG and SETS); --grid axes are added to its own",
+        metavar="GRID_PY[:ARG]",
+        help="a Python file defining GRID (and optionally CONFIG and SETS), or get_grid(ARG) returning them; "
+        "--grid axes are added to its own",
     )
     parser.add_argument(
         "--set",

@@ -14,8 +14,10 @@ in a grid file, a named joint axis whose choices each set several keys::
     }
 
 A grid file may also name ``CONFIG`` (``path.py[:arg]``) and ``SETS`` (``key=value`` overrides of
-every cell). Axes named ``seed`` or ``<section>.seed`` are seed axes: the results give the mean and
-spread over them.
+every cell). A grid file given as ``path.py:arg`` defines ``get_grid(arg)`` instead, returning a dict
+of the same names (``{"GRID": ..., "CONFIG": ..., "SETS": ...}``), so that one file holds a study and
+its smaller forms (``grid.py:debug``). Axes named ``seed`` or ``<section>.seed`` are seed axes: the
+results give the mean and spread over them.
 """
 
 from __future__ import annotations
@@ -152,19 +154,38 @@ def cell_name(labels: Mapping[str, str]) -> str:
     return "__".join(re.sub(r"[^A-Za-z0-9._=+-]", "-", f"{name}={label}") for name, label in labels.items()) or "base"
 
 
+def grid_file_names(spec: str) -> Mapping[str, Any]:
+    """``GRID``, ``CONFIG`` and ``SETS`` of a grid file given as ``path.py`` (its module's names, or
+    ``get_grid(None)`` where it defines one) or ``path.py:arg`` (``get_grid(arg)``)."""
+    path, _, arg = spec.partition(":")
+    module = load_python_file(path, "grid file")
+    get_grid = getattr(module, "get_grid", None)
+    if get_grid is None:
+        if arg:
+            raise UsageError(spec, f"takes no argument (it defines no get_grid(arg)), got {arg!r}")
+        return vars(module)
+    try:
+        names = get_grid(arg or None)
+    except (ValueError, TypeError) as e:  # the file's own check of its argument
+        raise UsageError(spec, str(e)) from e
+    if not isinstance(names, Mapping):
+        raise UsageError(spec, f"get_grid({arg or None!r}) must return a dict with GRID (and CONFIG, SETS)")
+    return names
+
+
 def load_grid(config: str | None, grid_items: Sequence[str], grid_file: str | None, sets: Sequence[str]) -> Grid:
     """The grid of the command line: ``--grid`` items after the grid file's ``GRID`` (if any); its
     ``CONFIG`` unless ``config`` is given; its ``SETS`` before ``sets``."""
     axes: list[Axis] = []
     file_sets: list[str] = []
     if grid_file:
-        module = load_python_file(grid_file, "grid file")
-        entries = getattr(module, "GRID", None)
+        names = grid_file_names(grid_file)
+        entries = names.get("GRID")
         if not isinstance(entries, Mapping):
             raise UsageError(grid_file, "a grid file must define GRID, a dict of axis -> values")
         axes += [axis_from_entry(name, choices, grid_file) for name, choices in entries.items()]
-        config = config or getattr(module, "CONFIG", None)
-        file_sets = list(getattr(module, "SETS", ()))
+        config = config or names.get("CONFIG")
+        file_sets = list(names.get("SETS", ()))
     axes += [axis_from_text(item) for item in grid_items]
     if not config:
         raise UsageError("--config", "a sweep needs a config (or CONFIG in its grid file)")

@@ -62,6 +62,26 @@ def test_cells_are_the_product_of_the_axes_with_joint_axes_from_a_grid_file(tmp_
         load_grid(CONFIG, ["task.prompt.system=a b,a-b"], None, [])
 
 
+def test_a_grid_file_with_an_argument_calls_its_get_grid(tmp_path):
+    grid_file = tmp_path / "grid.py"
+    grid_file.write_text(
+        "def get_grid(arg):\n"
+        "    if arg not in (None, 'debug'):\n"
+        "        raise ValueError(f'takes no argument or debug, got {arg!r}')\n"
+        "    config = 'configs/tiny_asr.py' + (':debug' if arg else '')\n"
+        "    return {'CONFIG': config, 'SETS': [f'train.total_steps={2 if arg else 9}'], 'GRID': {'train.seed': [0, 1]}}\n"
+    )
+    debug = load_grid(None, [], f"{grid_file}:debug", [])
+    assert (debug.config, debug.sets, len(debug.cells())) == (CONFIG, ("train.total_steps=2",), 2)
+    assert load_grid(None, [], str(grid_file), []).sets == ("train.total_steps=9",)
+    with pytest.raises(UsageError, match=r"grid.py:large: takes no argument or debug, got 'large'"):
+        load_grid(None, [], f"{grid_file}:large", [])
+    plain = tmp_path / "plain.py"
+    plain.write_text(f"CONFIG = {CONFIG!r}\nGRID = {{'train.seed': [0]}}\n")
+    with pytest.raises(UsageError, match=r"plain.py:debug: takes no argument \(it defines no get_grid"):
+        load_grid(None, [], f"{plain}:debug", [])
+
+
 @pytest.mark.parametrize(
     "item, message",
     [
