@@ -3,6 +3,7 @@
 computed is checked: the quickstart's run summary, each study's table of every cell of its grid
 with finite scores and costs in range."""
 
+import itertools
 import json
 import math
 import os
@@ -20,6 +21,7 @@ RUN_FOLDERS = {
     "quickstart.ipynb": "runs/notebook_debug",
     "fusion_study.ipynb": "runs/fusion_study",
     "connector_study.ipynb": "runs/connector_study",
+    "instruction_study.ipynb": "runs/instruction_study",
 }
 
 
@@ -38,27 +40,31 @@ def check_quickstart(namespace: dict) -> None:
 
 def check_study(namespace: dict) -> None:
     """The sweep's results.json (as the notebook read it) has every cell of the notebook's grid,
-    finished, with finite error rates >= 0 and positive step time, FLOPs and memory; every group
-    (arm) has them as finite means; the table and the plot the notebook shows exist."""
-    grid, results, table = namespace["grid"], namespace["results"], namespace["table"]
+    finished, with finite scores >= 0 (shares <= 1; the notebook's ``SCORE`` among them) and positive step time,
+    FLOPs and memory; its table has one row per combination of the non-seed axes, every mean finite;
+    the results table and the plot the notebook shows exist."""
+    grid, results, table, score = namespace["grid"], namespace["results"], namespace["table"], namespace["SCORE"]
     cells = {cell.name for cell in grid.cells()}
     assert cells and {record["name"] for record in results["cells"]} == cells
     assert results["pending"] == []
     for record in results["cells"]:
         assert record["stop_reason"] == "completed" and record["step"] > 0, record["name"]
-        assert "test/llm WER" in record["scores"], record["name"]
+        assert score in record["scores"], (record["name"], sorted(record["scores"]))
         for name, value in record["scores"].items():
             assert math.isfinite(value) and value >= 0, (record["name"], name, value)
+            if name.endswith(("EXACT_MATCH", "TRANSCRIPT_ECHO")):  # shares of the answers
+                assert value <= 1, (record["name"], name, value)
         for name in ("step_time_s", "flops_per_step", "step_memory_bytes"):
             value = record["metrics"][name]
             assert math.isfinite(value) and value > 0, (record["name"], name, value)
-    arms = [label for label, _ in grid.axes[0].choices]
-    assert sorted(table) == sorted(arms)
-    for arm, metrics in table.items():
-        assert all(value is not None and math.isfinite(value) for value in metrics.values()), (arm, metrics)
+    varied = [[label for label, _ in axis.choices] for axis in grid.axes if not axis.is_seed]
+    rows = [", ".join(labels) for labels in itertools.product(*varied)]
+    assert sorted(table) == sorted(rows)
+    for row, metrics in table.items():
+        assert all(value is not None and math.isfinite(value) for value in metrics.values()), (row, metrics)
     markdown = (REPO / namespace["WORKDIR"] / "results.md").read_text()
-    assert all(f"| {arm} |" in markdown for arm in arms)
-    assert (REPO / namespace["WORKDIR"] / "plots" / "test_llm_WER.png").stat().st_size > 0
+    assert all(f"| {' | '.join(labels)} |" in markdown for labels in itertools.product(*varied))
+    assert (REPO / namespace["outcome"]["results"][f"plot of {score}"]).stat().st_size > 0
 
 
 CHECKS = {"quickstart.ipynb": check_quickstart}

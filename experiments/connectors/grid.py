@@ -15,7 +15,7 @@ tiny_asr's text budget plus the arm's own audio tokens.
 """
 
 from jaxspeech.config_dict import load_config_file
-from jaxspeech.sweep.study import NOTEBOOK_SETS, keep_text_budget
+from jaxspeech.sweep.study import NOTEBOOK_ASR_SETS, keep_text_budget
 
 ENCODER_FRAMES_PER_S = 25
 QFORMER_WINDOW = 4  # encoder frames per window
@@ -54,7 +54,7 @@ def get_grid(arg: str | None = None) -> dict:
         arms = {label: arms[label] for label in COLAB_ARMS}
     return {
         "CONFIG": config,
-        "SETS": list(NOTEBOOK_SETS) if arg == "colab" else [],
+        "SETS": list(NOTEBOOK_ASR_SETS) if arg == "colab" else [],
         "GRID": {
             "connector": keep_text_budget(arms, config=config, reference=config),
             "train.seed": [0] if arg == "colab" else [0, 1],

@@ -11,7 +11,7 @@ the cell. Each arm's ``data.pipeline.max_tokens`` is configs/tiny_asr.py's text 
 arm's own audio tokens (and chunk tags), so no arm rejects rows or pays for padding.
 """
 
-from jaxspeech.sweep.study import NOTEBOOK_SETS, keep_text_budget
+from jaxspeech.sweep.study import NOTEBOOK_ASR_SETS, keep_text_budget
 
 FUSIONS = {
     "decoder_only": {"model.fusion": "decoder_only"},
@@ -45,7 +45,7 @@ def get_grid(arg: str | None = None) -> dict:
     config = f"configs/cross_attention.py{scale}"
     return {
         "CONFIG": config,
-        "SETS": list(NOTEBOOK_SETS) if arg == "colab" else [],
+        "SETS": list(NOTEBOOK_ASR_SETS) if arg == "colab" else [],
         "GRID": {
             "arm": keep_text_budget(arms, config=config, reference=f"configs/tiny_asr.py{scale}"),
             "train.seed": [0] if arg == "colab" else [0, 1],

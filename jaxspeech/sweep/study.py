@@ -7,8 +7,8 @@ costs FLOPs)::
 
   GRID = {"connector": keep_text_budget(CHOICES, config="configs/tiny_asr.py", reference="configs/tiny_asr.py")}
 
-``NOTEBOOK_SETS``: overrides that make a debug-scale cell's evaluation as cheap as it gets, for a
-study's notebook form.
+``NOTEBOOK_SETS`` (any config), ``NOTEBOOK_ASR_SETS`` (configs/tiny_asr.py's family): overrides that
+make a debug-scale cell as cheap as it gets, for a study's notebook form.
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ from typing import Any, Mapping
 
 from jaxspeech.config_dict import load_config_file, override
 
-# The test set alone, the LLM's own greedy decoding of 2 utterances, no dormancy probes, no checkpoints.
-NOTEBOOK_SETS = (
+# A debug-scale cell as cheap as it gets: 2 utterances per eval set, no dormancy probes, no checkpoints.
+NOTEBOOK_SETS = ("eval.max_examples=2", "eval.dormancy_every=0", "train.checkpoint.every_steps=1000")
+# With configs/tiny_asr.py and its fusion variants: the test set alone, decoded by the LLM alone, greedily.
+NOTEBOOK_ASR_SETS = NOTEBOOK_SETS + (
     "data.eval_sets=('test',)",
     "eval.decoders=('llm',)",
     "eval.llm_generation={'method': 'greedy', 'max_new_tokens': 8}",
-    "eval.max_examples=2",
-    "eval.dormancy_every=0",
-    "train.checkpoint.every_steps=1000",
 )
 
 
