@@ -22,8 +22,8 @@ deviation over them, then every cell; ``plots/`` holds each score against FLOPs 
 and step memory (per device). ``sweep.log`` records when each cell started and finished.
 
 Errors (exit 2): those of ``jaxspeech train`` for any cell, all checked before the first cell runs;
-a --grid that is not KEY=V1,V2,... or repeats an axis; a grid file that does not exist; a --workdir
-that is a file or cannot be created.
+a --grid that is not KEY=V1,V2,... or repeats an axis; a grid file that does not exist, or an
+argument it does not take; a --workdir that is a file or cannot be created.
 """
 
 from __future__ import annotations

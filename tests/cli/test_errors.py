@@ -396,6 +396,10 @@ def test_sweep_grid_errors(tmp_path, capsys):
     )
     missing = str(tmp_path / "grid.py")
     assert _error(capsys, [*sweep, "--grid-file", missing]) == f"error: {missing}: grid file not found"
+    study = os.path.join(REPO, "experiments/fusion/grid.py")
+    assert _error(capsys, [*sweep, "--grid-file", f"{study}:large"]) == (
+        f"error: {study}:large: experiments/fusion/grid.py takes no argument, 'debug' or 'colab', got 'large'"
+    )
     assert os.listdir(tmp_path) == []
 
 
