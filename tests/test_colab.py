@@ -74,7 +74,7 @@ def test_there_is_a_notebook():
     assert NOTEBOOKS, "colab/ holds no notebook"
 
 
-def test_every_notebook_has_a_run_folder_and_a_check():
+def test_every_notebook_names_its_run_folder():
     assert sorted(RUN_FOLDERS) == sorted(path.name for path in NOTEBOOKS)
 
 

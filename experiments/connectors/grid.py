@@ -32,7 +32,7 @@ def connectors(width: int, small: bool) -> dict[str, dict]:
     arms = {f"linear {rate(1)}": dict(kind="linear")}
     for stack in (1, 2, 4):
         arms[f"frame_stack {rate(1 / stack)}"] = dict(kind="frame_stack", stack=stack, hidden_size=width)
-    for stride in (1, 2, 4):  # kernels at least as wide as the stride: every frame is read
+    for stride in (1, 2, 4):  # kernels wider than the stride: every frame is read
         kernel = max(3, stride + 1)
         arms[f"conv {rate(1 / stride)}"] = dict(kind="conv", kernel=kernel, stride=stride, hidden_size=width)
     qformer = dict(size=width // 2, num_heads=2 if small else 4, ffn_size=width, num_layers=1 if small else 2)
