@@ -19,6 +19,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.fusion = "cross_attention"
     # No audio tokens in the sequence to lay the transcript out against: plain sequential positions.
     c.model.audio_positions = "sequential"
+    c.model.ctc_embed = False  # its hints ride on inline audio tokens, which cross-attention has none of
     c.model.llm.scan_layers = False  # the cross-attention hook runs between unrolled layers
     c.model.xattn = dict(
         hidden_size=llm.hidden_size,

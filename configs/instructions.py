@@ -48,6 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.eval_sets = tuple(f"test_{task}" for task in eval_tasks)  # test_asr first: the dormancy probes read it
     c.model.ctc = False
     c.model.audio_positions = "sequential"
+    c.model.ctc_embed = False  # no CTC head to read hints from
     c.task.loss.ctc_weight = 0.0
     c.task.prompt.prompts = task_prompts()
     c.eval.decoders = ()

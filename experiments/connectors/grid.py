@@ -41,7 +41,8 @@ def connectors(width: int, small: bool) -> dict[str, dict]:
             kind="qformer", window=QFORMER_WINDOW, window_stride=QFORMER_WINDOW, num_queries=queries, **qformer
         )
     return {
-        label: {"model.connector": section, "model.audio_positions": "sequential"} for label, section in arms.items()
+        label: {"model.connector": section, "model.audio_positions": "sequential", "model.ctc_embed": False}
+        for label, section in arms.items()
     }
 
 

@@ -53,9 +53,10 @@ class SpeechLLMConfig:
     blanks between tokens. ``ctc_compress`` (cross_attention only) hands the connector one encoder
     state per label of the greedy CTC path (run means, blanks dropped: Speech-LLaMA's compressor), so the
     memory reads like the transcript; ``ctc_embed`` adds to each audio vector the LLM's input
-    embedding (gradient-stopped table) of CTC posteriors, a text-space hint of what it says: its run's
+    embedding of CTC posteriors (gradient-stopped), a text-space hint of what it says: its run's
     mean posteriors under ``ctc_compress``, else (decoder_only or hybrid, a linear or frame_stack
-    connector) the label posteriors of the CTC frames behind each inline audio token, blank left out. ``ctc_blank_id`` is CTC's blank label. ``audio_positions`` "ctc" (decoder_only,
+    connector) the label posteriors of the CTC frames behind each inline audio token, blank left
+    out. ``ctc_blank_id`` is CTC's blank label. ``audio_positions`` "ctc" (decoder_only,
     a CTC head, a linear or frame_stack connector, one clip per row) sets the LLM's rotary
     positions from the CTC head's greedy path (``models/aligned_positions.py``), so that a transcript
     token and the audio it reads are a fixed distance apart; "sequential" numbers tokens in order."""
@@ -279,8 +280,10 @@ class SpeechLLM(nn.Module):
         if c.ctc_embed:
             if not c.ctc_compress:
                 posteriors = posteriors_per_token(*ctc, c.ctc_blank_id, c.ctc_frames_per_audio_token, embeds.shape[1])
-            table = jax.lax.stop_gradient(self.llm.embed_tokens.embedding[: c.ctc_vocab_size].astype(jnp.float32))
-            embeds = embeds + (posteriors @ table).astype(embeds.dtype)
+            # The hints train neither the table nor the CTC head: fed by the LLM's loss, the CTC head
+            # drifts from its own task (experiments/tiny_asr/README.md, fourteenth stop).
+            table = self.llm.embed_tokens.embedding[: c.ctc_vocab_size].astype(jnp.float32)
+            embeds = embeds + jax.lax.stop_gradient(posteriors @ table).astype(embeds.dtype)
         lengths = jnp.where(hidden_lengths > 0, lengths, 0)
         embeds = zero_padding(embeds, lengths)
         audio = AudioEmbeddings(embeds.reshape(batch, clips, *embeds.shape[1:]), lengths.reshape(batch, clips))

@@ -111,6 +111,25 @@ def test_inline_audio_tokens_gain_the_embedding_of_their_ctc_posteriors():
     assert np.abs(hints[valid]).max() > 1e-3  # the hints are not nothing
 
 
+def test_the_hints_pass_no_gradient_to_the_ctc_head():
+    """With sequential positions and no CTC loss, the CTC head reaches the LLM's logits only through
+    the hints, which are gradient-stopped: its gradient is zero while the connector's is not."""
+    config = tiny_config("decoder_only", ctc_vocab_size=11, ctc_embed=True)
+    model = SpeechLLM(config)
+    batch = make_batch(config, [([40], [1, 5, 6], [7, 8, 9, 10]), ([23], [1, 5], [11, 12])], frames=48)
+    params = init_params(model, batch)
+
+    def total(p):
+        logits = model.apply(
+            p, batch["tokens"], batch["features"], batch["feature_lengths"], segment_ids=batch["segment_ids"]
+        )
+        return jnp.sum(logits**2)
+
+    grads = jax.grad(total)(params)["params"]
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["ctc_head"]))
+    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["connector"])) > 0.0
+
+
 def test_bad_combinations_raise_clear_errors():
     with pytest.raises(ValueError, match="ctc_compress needs fusion 'cross_attention'"):
         tiny_config("decoder_only", ctc_vocab_size=11, ctc_compress=True)
