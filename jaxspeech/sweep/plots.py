@@ -7,7 +7,7 @@ import json
 import os
 import re
 
-from jaxspeech.sweep.results import COST_METRICS, column_title
+from jaxspeech.sweep.results import COST_METRICS, TRAINING_METRICS, column_title
 
 
 def plot_results(results_json: str, out_dir: str) -> dict[str, str]:
@@ -27,7 +27,7 @@ def plot_results(results_json: str, out_dir: str) -> dict[str, str]:
     ]
     os.makedirs(out_dir, exist_ok=True)
     written = {}
-    for score in (name for name in names if name not in COST_METRICS):
+    for score in (name for name in names if name not in TRAINING_METRICS):
         if not costs:
             break
         y_scale = 1.0 if score.endswith(" PPL") else 100.0

@@ -15,6 +15,14 @@ COST_METRICS = {  # name -> (column title, scale, format)
     "step_time_s": ("step time (s)", 1.0, "{:.3f}"),
     "step_memory_bytes": ("step memory (MiB / device)", 1 / 2**20, "{:.1f}"),
 }
+# Does the LLM read the audio? The dormancy diagnostics (recipes/dormancy_hook.py) at the cell's last
+# logged step: tabled beside the scores, not plotted as scores.
+DIAGNOSTICS = {
+    "dormancy/audio_text_rms_ratio": ("audio/text embedding RMS", 1.0, "{:.3g}"),
+    "dormancy/attention_on_audio": ("LLM attention on audio", 1.0, "{:.3f}"),
+    "dormancy/attention_on_instruction": ("LLM attention on instruction", 1.0, "{:.3f}"),
+}
+TRAINING_METRICS = {**COST_METRICS, **DIAGNOSTICS}
 
 
 def statistics(values: Sequence[float]) -> dict[str, Any]:
@@ -27,11 +35,11 @@ def statistics(values: Sequence[float]) -> dict[str, Any]:
 
 
 def metric_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The cells' score names (first seen first), then the cost metrics any cell logged."""
+    """The cells' score names (first seen first), then the cost metrics and diagnostics any cell logged."""
     names: list[str] = []
     for record in records:
         names += [name for name in record["scores"] if name not in names]
-    return names + [name for name in COST_METRICS if any(name in r["metrics"] for r in records)]
+    return names + [name for name in TRAINING_METRICS if any(name in r["metrics"] for r in records)]
 
 
 def value_of(record: Mapping[str, Any], name: str) -> float | None:
@@ -59,15 +67,15 @@ def formatted(name: str, value: float | None) -> str:
     """Scores as the CLI prints them (error rates in %, perplexities as they are); costs scaled."""
     if value is None:
         return "–"
-    if name in COST_METRICS:
-        _, scale, fmt = COST_METRICS[name]
+    if name in TRAINING_METRICS:
+        _, scale, fmt = TRAINING_METRICS[name]
         return fmt.format(value * scale)
     return f"{value:.3f}" if name.endswith(" PPL") else f"{100 * value:.2f}"
 
 
 def column_title(name: str) -> str:
-    if name in COST_METRICS:
-        return COST_METRICS[name][0]
+    if name in TRAINING_METRICS:
+        return TRAINING_METRICS[name][0]
     return name if name.endswith(" PPL") else f"{name} %"
 
 

@@ -24,7 +24,7 @@ from jaxspeech.recipes.build import read_sections
 from jaxspeech.recipes.run import train_and_evaluate
 from jaxspeech.sweep.grid import Cell, Grid
 from jaxspeech.sweep.plots import plot_results
-from jaxspeech.sweep.results import write_results
+from jaxspeech.sweep.results import DIAGNOSTICS, write_results
 from jaxspeech.train.metrics import read_log
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ def read_record(workdir: str, cell: Cell) -> dict[str, Any] | None:
 def training_metrics(cell_dir: str) -> dict[str, float]:
     """Per-step cost of a finished run from its ``metrics.jsonl``: ``step_time_s`` (1 / the median of
     the logged windows' steps per second), ``flops_per_step`` and ``step_memory_bytes`` (per device;
-    the last and the largest logged), where logged."""
+    the last and the largest logged); and the dormancy diagnostics (``results.DIAGNOSTICS``) at the
+    last step that logged them; each where logged."""
     logged = read_log(cell_dir)
     metrics = {}
     if "train/steps_per_s" in logged:
@@ -72,6 +73,9 @@ def training_metrics(cell_dir: str) -> dict[str, float]:
         metrics["flops_per_step"] = float(logged["train/flops_per_step"][1][-1])
     if "train/step_memory_bytes" in logged:
         metrics["step_memory_bytes"] = float(np.max(logged["train/step_memory_bytes"][1]))
+    for name in DIAGNOSTICS:
+        if name in logged and logged[name][1].size:
+            metrics[name] = float(logged[name][1][-1])
     return metrics
 
 

@@ -18,6 +18,7 @@ from jaxspeech.errors import UsageError
 from jaxspeech.sweep.grid import axis_from_text, load_grid, split_values
 from jaxspeech.sweep.plots import plot_results
 from jaxspeech.sweep.results import group_records, markdown, write_results
+from jaxspeech.sweep.runner import training_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = "configs/tiny_asr.py:debug"
@@ -152,6 +153,34 @@ def test_the_table_groups_over_seeds_with_mean_and_sample_spread(tmp_path):
     plots = plot_results(paths["json"], str(tmp_path / "plots"))
     assert list(plots) == ["test WER"] and plots["test WER"].endswith("test_WER.png")
     assert matplotlib.image.imread(plots["test WER"]).ndim == 3  # a readable PNG
+
+
+def test_a_cell_records_its_last_dormancy_diagnostics_and_the_table_shows_them(tmp_path):
+    lines = [
+        {"step": 25, "train/steps_per_s": 2.0, "train/flops_per_step": 1e9, "train/step_memory_bytes": 2**20},
+        {"step": 100, "dormancy/audio_text_rms_ratio": 80.0, "dormancy/attention_on_audio": 0.2},
+        {"step": 50, "train/steps_per_s": 4.0},
+        {"step": 200, "dormancy/audio_text_rms_ratio": 1.5, "dormancy/attention_on_audio": 0.35},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    metrics = training_metrics(str(tmp_path))
+    assert metrics["dormancy/audio_text_rms_ratio"] == 1.5 and metrics["dormancy/attention_on_audio"] == 0.35
+    assert "dormancy/attention_on_instruction" not in metrics  # never logged: no column value
+    assert metrics["step_time_s"] == pytest.approx(1 / 3.0)
+
+    grid = load_grid(CONFIG, ["train.seed=0,1"], None, [])
+    records = [dict(_record(cell.name, cell.labels, 0.2, 0.1)) for cell in grid.cells()]
+    for record, ratio in zip(records, (1.5, 2.5)):
+        record["metrics"] = {
+            **record["metrics"],
+            "dormancy/audio_text_rms_ratio": ratio,
+            "dormancy/attention_on_audio": 0.35,
+        }
+    table = markdown(grid, group_records(grid, records), records, [])
+    assert "| audio/text embedding RMS | LLM attention on audio |" in table
+    assert "| 2 ± 0.707 | 0.350 ± 0.000 |" in table  # a ratio and a share, not percentages
+    paths = write_results(grid, records, str(tmp_path))
+    assert list(plot_results(paths["json"], str(tmp_path / "plots"))) == ["test WER"]  # diagnostics are not plotted
 
 
 def _starts(workdir):
