@@ -8,6 +8,7 @@ import math
 import os
 from typing import Any, Mapping, Sequence
 
+from jaxspeech.recipes.report import DORMANCY_COLUMNS
 from jaxspeech.sweep.grid import Grid
 
 COST_METRICS = {  # name -> (column title, scale, format)
@@ -18,9 +19,7 @@ COST_METRICS = {  # name -> (column title, scale, format)
 # Does the LLM read the audio? The dormancy diagnostics (recipes/dormancy_hook.py) at the cell's last
 # logged step: tabled beside the scores, not plotted as scores.
 DIAGNOSTICS = {
-    "dormancy/audio_text_rms_ratio": ("audio/text embedding RMS", 1.0, "{:.3g}"),
-    "dormancy/attention_on_audio": ("LLM attention on audio", 1.0, "{:.3f}"),
-    "dormancy/attention_on_instruction": ("LLM attention on instruction", 1.0, "{:.3f}"),
+    name: (title, 1.0, "{:.3g}" if name.endswith("rms_ratio") else "{:.3f}") for name, title in DORMANCY_COLUMNS.items()
 }
 TRAINING_METRICS = {**COST_METRICS, **DIAGNOSTICS}
 
