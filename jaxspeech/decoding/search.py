@@ -19,6 +19,7 @@ output only ``pad_id`` with length 0 and never keep the loop running.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -193,19 +194,31 @@ def expand_for_beams(tree: Any, num_beams: int) -> Any:
     return jax.tree.map(lambda x: jnp.repeat(x, num_beams, axis=0) if x.ndim else x, tree)
 
 
+# Window widths (slots) of the phases of a beam search (``phase_widths``): a step reorders a
+# window of its phase's width, so early steps, when few slots differ between beams, move little.
+RECENT_WINDOWS = (16, 48, 128, 512)
+
+
+def phase_widths(max_steps: int) -> tuple[int, ...]:
+    """The phases of a search of ``max_steps`` steps, by the width of the cache window they reorder:
+    the phase of width ``w`` runs the steps t < w not run before it (step t has t recent slots).
+    The last phase's width is ``max_steps``. Each phase is its own loop, its width static."""
+    return tuple(w for w in RECENT_WINDOWS if w < max_steps) + (max_steps,)
+
+
 def _reorders_itself(x: Any) -> bool:
     return hasattr(x, "reorder_rows")
 
 
-def reorder_rows(tree: Any, rows: jax.Array, recent: jax.Array | None = None) -> Any:
+def reorder_rows(tree: Any, rows: jax.Array, recent: jax.Array | None = None, width: int | None = None) -> Any:
     """Gathers rows i32[R] (valid row indices) along axis 0 of every batched leaf. A cache that
-    defines ``reorder_rows(rows, recent)`` (a KV cache) does it itself, given that only its slots
-    written in the last ``recent`` i32[] steps differ between rows that started alike (the beams of
-    one prompt)."""
+    defines ``reorder_rows(rows, recent, width)`` (a KV cache) does it itself, given that only its
+    slots written in the last ``recent`` i32[] steps (at most the static ``width``) differ between
+    rows that started alike (the beams of one prompt)."""
 
     def reorder(x):
         if _reorders_itself(x) and recent is not None:
-            return x.reorder_rows(rows, recent)
+            return x.reorder_rows(rows, recent, width)
         # mode="clip": a plain gather; the default ("fill") adds a bounds test, a second pass.
         return jnp.take(x, rows, axis=0, mode="clip") if x.ndim else x
 
@@ -233,7 +246,8 @@ def beam_search(
     finished hypotheses that its best open beam, normalised at its present length, does not beat
     (transformers' ``early_stopping=False`` rule), or no open beam with a finite score; a closed row
     takes no more finished hypotheses, and the search stops when every row is closed. Returns the
-    best hypothesis per row.
+    best hypothesis per row. The steps run in phases (``phase_widths``), each its own loop, so that a
+    KV cache reorders a window of slots of static width: its update stays in place.
     """
     batch, vocab = first_logits.shape
     k = num_beams
@@ -257,10 +271,7 @@ def beam_search(
         open_rows=active,
     )
 
-    def cond(s):
-        return (s["step"] < max_new_tokens) & jnp.any(s["open_rows"])
-
-    def body(s):
+    def body(s, width):
         step = s["step"]
         logprobs = _process(s["logits"], step, logits_processor, normalize)
         total = (s["scores"][:, :, None] + logprobs.reshape(batch, k, vocab)).reshape(batch, k * vocab)
@@ -292,7 +303,7 @@ def beam_search(
         tokens = jnp.take_along_axis(cand_token, open_idx, axis=1)
         rows = (jnp.arange(batch)[:, None] * k + parent).reshape(-1)
         # The cache holds the prompt (the same for every beam of a row) and the `step` tokens since.
-        cache = reorder_rows(s["cache"], rows, recent=step)
+        cache = reorder_rows(s["cache"], rows, recent=step, width=width)
         logits, cache = step_fn(tokens.reshape(-1), cache)  # after the last step: computed, not used
         return dict(
             step=step + 1,
@@ -306,7 +317,13 @@ def beam_search(
             open_rows=open_rows,
         )
 
-    final = jax.lax.while_loop(cond, body, state)
+    final = state
+    for width in phase_widths(max_new_tokens):
+        final = jax.lax.while_loop(
+            lambda s, end=width: (s["step"] < end) & jnp.any(s["open_rows"]),
+            functools.partial(body, width=width),
+            final,
+        )
     best = jnp.argmax(final["done_scores"], axis=1)
     tokens = jnp.take_along_axis(final["done_seqs"], best[:, None, None], axis=1)[:, 0]
     lengths = jnp.where(active, jnp.take_along_axis(final["done_lengths"], best[:, None], axis=1)[:, 0], 0)

@@ -130,17 +130,51 @@ def generate_from_audio(
     (merged before decoding). Returns ``DecodeOutput`` (tokens i32[B, max_new_tokens], lengths,
     scores). ``lexicon`` restricts the output to its words (``decoding/lexicon.py``). Rows with
     ``active`` bool[B] False (padding rows of a batch; they still need a prompt) output nothing and
-    never keep the search running. Columns that are padding in every row are dropped first
-    (``trim_padding_columns``). Jit-compiled once per (config, gen, lora, shapes).
+    never keep the search running; given as concrete values, they are dropped before decoding
+    (``decoded_rows``: a short batch runs as one of the next power of two rows). Columns that are
+    padding in every row are dropped too (``trim_padding_columns``). Jit-compiled once per (config,
+    gen, lora, shapes).
     """
     check_audio_prompts(config, tokens, segment_ids, features, feature_lengths)
     if gen.ctc_weight and not config.ctc_vocab_size:
         raise ValueError("ctc_weight > 0 needs a model with a CTC head (ctc_vocab_size > 0)")
     if gen.ctc_weight and features.shape[1] != 1:
         raise ValueError(f"joint CTC decoding reads one audio clip per row; this batch has {features.shape[1]}")
+    rows = decoded_rows(active) if active is not None and is_concrete(active) else None
+    if rows is not None:  # padding rows dropped: a short batch decodes as a smaller one
+        take = lambda x: np.asarray(x)[rows]
+        inputs = (take(tokens), take(segment_ids), take(features), take(feature_lengths))
+        out = generate_from_audio(config, params, *inputs, gen, rng, lora, lexicon, take(active))
+        return spread_rows(out, rows[: int(np.sum(active))], tokens.shape[0], gen.pad_id)
     tokens, segment_ids = trim_padding_columns(tokens, segment_ids)
     return _generate_from_audio(
         config, params, tokens, segment_ids, features, feature_lengths, gen, rng, lora, lexicon, active
+    )
+
+
+def decoded_rows(active) -> np.ndarray | None:
+    """The rows of a batch worth decoding, given ``active`` bool[B]: every active row, then inactive
+    ones up to the next power of two (one compiled program per size), as indices i32[R]; None when
+    R = B (no padding to drop)."""
+    active = np.asarray(active, bool)
+    real, idle = np.nonzero(active)[0], np.nonzero(~active)[0]
+    size = min(len(active), 1 << max(len(real) - 1, 0).bit_length())
+    if size == len(active):
+        return None
+    return np.concatenate([real, idle[: size - len(real)]])
+
+
+def spread_rows(out: DecodeOutput, real_rows: np.ndarray, batch: int, pad_id: int) -> DecodeOutput:
+    """The outputs of the decoded rows (the first ``len(real_rows)`` of ``out``) put back at
+    ``real_rows`` of a batch of ``batch`` rows; the others empty (no tokens, score 0), as padding
+    rows come out of the search."""
+    tokens, lengths, scores = jax.device_get((out.tokens, out.lengths, out.scores))
+    n = len(real_rows)
+    full_tokens = np.full((batch, tokens.shape[1]), pad_id, tokens.dtype)
+    full_lengths, full_scores = np.zeros(batch, lengths.dtype), np.zeros(batch, scores.dtype)
+    full_tokens[real_rows], full_lengths[real_rows], full_scores[real_rows] = tokens[:n], lengths[:n], scores[:n]
+    return DecodeOutput(
+        tokens=jnp.asarray(full_tokens), lengths=jnp.asarray(full_lengths), scores=jnp.asarray(full_scores)
     )
 
 

@@ -36,12 +36,13 @@ class KVCache:
         """{"k", "v"} f[B, K, S, D] of one layer."""
         return {"k": self.k[layer], "v": self.v[layer]}
 
-    def reorder_rows(self, rows: jax.Array, recent: jax.Array) -> "KVCache":
+    def reorder_rows(self, rows: jax.Array, recent: jax.Array, width: int) -> "KVCache":
         """Rows i32[R] gathered, where rows differ: the slots of the last ``recent`` i32[] steps (the
-        rows reordered among themselves, beams of one prompt, share every earlier slot)."""
+        rows reordered among themselves, beams of one prompt, share every earlier slot), read as a
+        window of ``width`` >= recent slots (``reorder_recent_slots``)."""
         layers = len(self.k)
         *kv, segment_ids = reorder_recent_slots(
-            (*self.k, *self.v, self.segment_ids), (2,) * (2 * layers) + (1,), rows, self.index, recent
+            (*self.k, *self.v, self.segment_ids), (2,) * (2 * layers) + (1,), rows, self.index, recent, width
         )
         return self.replace(
             k=tuple(kv[:layers]),
@@ -55,34 +56,28 @@ class KVCache:
         return {"k": jnp.stack(self.k, axis=1), "v": jnp.stack(self.v, axis=1)}
 
 
-# Widths (slots) of the windows a reorder gathers: the smallest that holds the recent slots.
-RECENT_WINDOWS = (16, 32, 64, 128, 256, 512)
-
-
 def reorder_recent_slots(
-    arrays: tuple[jax.Array, ...], slot_axes: tuple[int, ...], rows: jax.Array, index: jax.Array, recent: jax.Array
+    arrays: tuple[jax.Array, ...],
+    slot_axes: tuple[int, ...],
+    rows: jax.Array,
+    index: jax.Array,
+    recent: jax.Array,
+    width: int,
 ) -> tuple[jax.Array, ...]:
     """Gathers rows i32[R] of the slots [index - recent, index) of each array (batch on axis 0,
     slots on its ``slot_axes`` entry) and leaves the other slots as they are: rows reordered among
     themselves (the beams of one prompt) share every slot written before the last ``recent`` steps,
-    and the slots from ``index`` on are empty. The window gathered is the smallest of
-    ``RECENT_WINDOWS`` (or all slots) that holds the recent ones, chosen at run time."""
+    and the slots from ``index`` on are empty. The window gathered has the static ``width`` (at most
+    all slots), which must hold the ``recent`` slots; its extra slots are shared or empty ones,
+    gathered unchanged. A static width keeps the update in place: no copy of the whole cache."""
     size = arrays[0].shape[slot_axes[0]]
-    widths = sorted({w for w in RECENT_WINDOWS if w < size} | {size})
-
-    def gather(width):
-        def run(arrays):
-            start = jnp.clip(index - recent, 0, size - width)
-            out = []
-            for a, axis in zip(arrays, slot_axes):
-                window = jnp.take(jax.lax.dynamic_slice_in_dim(a, start, width, axis), rows, axis=0, mode="clip")
-                out.append(jax.lax.dynamic_update_slice_in_dim(a, window, start, axis))
-            return tuple(out)
-
-        return run
-
-    choice = jnp.minimum(jnp.searchsorted(jnp.asarray(widths), recent), len(widths) - 1)
-    return jax.lax.switch(choice, [gather(w) for w in widths], tuple(arrays))
+    width = min(width, size)
+    start = jnp.clip(index - recent, 0, size - width)
+    out = []
+    for a, axis in zip(arrays, slot_axes):
+        window = jnp.take(jax.lax.dynamic_slice_in_dim(a, start, width, axis), rows, axis=0, mode="clip")
+        out.append(jax.lax.dynamic_update_slice_in_dim(a, window, start, axis))
+    return tuple(out)
 
 
 def init_cache(config: LLMConfig, batch: int, max_length: int, dtype: Any = None) -> KVCache:

@@ -126,11 +126,12 @@ class WhisperCache:
     def max_length(self) -> int:
         return self.k[0].shape[2]
 
-    def reorder_rows(self, rows: jax.Array, recent: jax.Array) -> "WhisperCache":
+    def reorder_rows(self, rows: jax.Array, recent: jax.Array, width: int) -> "WhisperCache":
         """Rows i32[R] gathered, where rows differ: the slots of the last ``recent`` i32[] steps (the
-        rows reordered among themselves, beams of one prompt, share every earlier slot)."""
+        rows reordered among themselves, beams of one prompt, share every earlier slot), read as a
+        window of ``width`` >= recent slots."""
         layers = len(self.k)
-        kv = reorder_recent_slots((*self.k, *self.v), (2,) * (2 * layers), rows, self.index, recent)
+        kv = reorder_recent_slots((*self.k, *self.v), (2,) * (2 * layers), rows, self.index, recent, width)
         return self.replace(k=tuple(kv[:layers]), v=tuple(kv[layers:]))
 
 
