@@ -154,12 +154,12 @@ def generate_from_audio(
 
 def decoded_rows(active) -> np.ndarray | None:
     """The rows of a batch worth decoding, given ``active`` bool[B]: every active row, then inactive
-    ones up to the next power of two (one compiled program per size), as indices i32[R]; None when
-    R = B (no padding to drop)."""
+    ones up to the next power of two, as indices i32[R]; None unless that at least halves the batch
+    (each new R compiles a program of its own, which only dropping many rows pays for)."""
     active = np.asarray(active, bool)
     real, idle = np.nonzero(active)[0], np.nonzero(~active)[0]
-    size = min(len(active), 1 << max(len(real) - 1, 0).bit_length())
-    if size == len(active):
+    size = 1 << max(len(real) - 1, 0).bit_length()
+    if 2 * size > len(active):
         return None
     return np.concatenate([real, idle[: size - len(real)]])
 

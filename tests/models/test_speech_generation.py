@@ -163,28 +163,31 @@ def test_beam_search_scores_match_the_full_forward():
         )
 
 
-def test_decoded_rows_drop_padding_to_a_power_of_two():
+def test_decoded_rows_drop_padding_to_a_power_of_two_when_that_halves_the_batch():
     active = lambda *rows: np.array(rows, bool)
     assert decoded_rows(active(1, 1, 1)) is None  # nothing to drop
-    assert decoded_rows(active(1, 0, 1)).tolist() == [0, 2]
+    assert decoded_rows(active(1, 0, 0, 1)).tolist() == [0, 3]
+    assert decoded_rows(active(1, 0, 1)) is None  # 2 of 3 rows: not worth a program of its own
     assert decoded_rows(active(0, 1, 0, 1, 1, 0, 0, 0)).tolist() == [1, 3, 4, 0]  # 3 real rows -> 4
+    assert decoded_rows(active(0, 1, 0, 1, 1, 0, 0, 1)).tolist() == [1, 3, 4, 7]  # 4 of 8: half
     assert decoded_rows(active(1, 1, 1, 1, 1, 0, 0, 0)) is None  # 5 real rows -> 8: all of them
     assert decoded_rows(active(0, 0, 0)).tolist() == [0]
 
 
 @pytest.mark.parametrize("method", ["greedy", "beam"])
 def test_padding_rows_are_dropped_before_decoding_and_come_back_empty(method):
-    """A batch whose row 1 is padding (active False) decodes rows 0 and 2 as a batch of two: they get
-    what decoding them without the padding row gives; row 1 comes back with no tokens."""
+    """A batch whose rows 1 and 2 are padding (active False) decodes rows 0 and 3 as a batch of two:
+    they get what decoding them without the padding rows gives; rows 1 and 2 come back empty."""
     config, params, _ = setup("decoder_only")
-    batch = make_batch(config, [ROWS[0], ROWS[1], ROWS[1]], FRAMES)
+    batch = make_batch(config, [ROWS[0], ROWS[1], ROWS[1], ROWS[0]], FRAMES)
     gen = GREEDY if method == "greedy" else GenerationConfig(max_new_tokens=NEW, method="beam", num_beams=3)
-    padded = generate(config, params, batch, gen, active=np.array([True, False, True]))
-    alone = generate(config, params, {k: v[np.array([0, 2])] for k, v in batch.items()}, gen)
-    np.testing.assert_array_equal(np.asarray(padded.tokens)[[0, 2]], np.asarray(alone.tokens))
-    np.testing.assert_array_equal(np.asarray(padded.lengths), [NEW, 0, NEW])
-    np.testing.assert_allclose(np.asarray(padded.scores)[[0, 2]], np.asarray(alone.scores), atol=1e-5)
-    assert np.asarray(padded.tokens)[1].tolist() == [GREEDY.pad_id] * NEW and float(padded.scores[1]) == 0.0
+    padded = generate(config, params, batch, gen, active=np.array([True, False, False, True]))
+    alone = generate(config, params, {k: v[np.array([0, 3])] for k, v in batch.items()}, gen)
+    np.testing.assert_array_equal(np.asarray(padded.tokens)[[0, 3]], np.asarray(alone.tokens))
+    np.testing.assert_array_equal(np.asarray(padded.lengths), [NEW, 0, 0, NEW])
+    np.testing.assert_allclose(np.asarray(padded.scores)[[0, 3]], np.asarray(alone.scores), atol=1e-5)
+    for row in (1, 2):
+        assert np.asarray(padded.tokens)[row].tolist() == [GREEDY.pad_id] * NEW and float(padded.scores[row]) == 0.0
 
 
 def test_bad_prompts_raise_clear_errors():
