@@ -144,7 +144,8 @@ def test_a_mirror_is_reused_and_a_half_made_one_completed(checkpoints):
     assert os.stat(config_json).st_mtime_ns == written  # whole files of the first copy are kept
 
 
-def test_a_bucket_folder_without_config_json_is_named(bucket):
+def test_a_bucket_folder_without_config_json_is_named(bucket, checkpoints):
+    # ``checkpoints`` uploads the whisper folder, so that the error is the LLM folder's, in any test order.
     (epath.Path(bucket) / "hf" / "not-a-checkpoint" / "tokenizer.json").write_text("{}")
     uri = f"{bucket}/hf/not-a-checkpoint"
     with pytest.raises(MissingFileError, match=f"{uri}/config.json: init.llm_dir: expected a Hugging Face checkpoint"):
